@@ -1,0 +1,398 @@
+// The copy engine. One CopyRun per copy walks the copy's logical range [0, length) in
+// processing order:
+//
+//   next_      everything before it is planned: offloaded, emulating, or queued to emulate
+//   emulate_   ranges queued for emulation (pieces the device answered "not supported")
+//   pending_   starts of units whose source has not been read yet: offloads in flight,
+//              queued emulation ranges, chunks being read. A destination write at position p
+//              waits until no pending unit starts before p. That one rule gives memmove order
+//              for overlapping copies (pieces no longer than the overlap distance, walked away
+//              from it) and keeps a failed read from being followed by later writes.
+//   done_      completed ranges past the in-order prefix, which is the reported progress.
+#include <blkcopy/copy.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+
+#include "block/split.h"
+#include "core/buffer.h"
+
+namespace blkcopy {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr size_t kMaxSources = 65536;
+constexpr unsigned kMaxChunksInFlight = 64;
+
+class CopyRun {
+ public:
+  CopyRun(CopyLayout layout, Device& dst, const CopyOptions& opt, uint64_t piece_cap,
+          uint32_t granule, uint64_t chunk, std::function<void(CopyResult)> done)
+      : layout_(std::move(layout)),
+        dst_(dst),
+        opt_(opt),
+        piece_cap_(piece_cap),
+        granule_(granule),
+        chunk_(chunk),
+        done_cb_(std::move(done)),
+        start_(Clock::now()) {
+    result_.backward = layout_.backward();
+    offload_ = opt_.emulation != Emulation::force && dst_.limits().can_offload();
+    overlap_ = piece_cap_ != UINT64_MAX;
+  }
+
+  // Takes ownership of itself; deletes itself after calling `done`.
+  void start() {
+    if (!offload_ && opt_.emulation == Emulation::never) {
+      fail_at(0, Status::error(EOPNOTSUPP, fmt::format("{} cannot offload copies (copy_max_bytes "
+                                                       "is 0) and emulation is off",
+                                                       dst_.name())));
+    }
+    dst_.loop().post([this] { pump(); });
+  }
+
+ private:
+  struct Piece {  // an offloaded copy command
+    uint64_t pos;
+    CopyDesc desc;
+  };
+  struct Chunk {  // an emulated unit: one read into buf, then one write from it
+    uint64_t pos;
+    CopyDesc desc;
+    std::byte* buf;
+  };
+
+  uint64_t total() const { return layout_.length(); }
+  bool failed() const { return fail_pos_.has_value(); }
+  bool gate_open(uint64_t pos) const { return pending_.empty() || *pending_.begin() >= pos; }
+
+  void pump() {
+    if (pumping_) return;
+    pumping_ = true;
+    issue_writes();
+    issue_offloads();
+    issue_reads();
+    pumping_ = false;
+    maybe_finish();
+  }
+
+  void issue_offloads() {
+    while (!failed() && offload_ && next_ < total() &&
+           copies_in_flight_ < opt_.max_copies_in_flight && (!overlap_ || gate_open(next_))) {
+      auto piece = std::make_unique<Piece>(
+          Piece{next_, layout_.piece(next_, piece_cap_, dst_.limits(), granule_)});
+      if (piece->desc.sources.empty()) {  // the limits cannot take even one block
+        offload_ = false;
+        break;
+      }
+      const uint64_t pos = next_;
+      next_ += piece->desc.dst.length;
+      pending_.insert(pos);
+      ++copies_in_flight_;
+      ++result_.commands;
+      Piece* p = piece.release();
+      Status s = dst_.submit(Request{Op::copy, 0, 0, nullptr, &p->desc},
+                             [this, p](Status st) { on_offload(p, std::move(st)); });
+      if (!s.ok()) on_offload(p, std::move(s));
+    }
+    if (!failed() && !offload_ && next_ < total()) {
+      if (opt_.emulation == Emulation::never) {
+        fail_at(next_, Status::error(EOPNOTSUPP, fmt::format("{}: its copy limits cannot take "
+                                                             "this copy and emulation is off",
+                                                             dst_.name())));
+        return;
+      }
+      queue_emulation(next_, total() - next_);
+      next_ = total();
+    }
+  }
+
+  void on_offload(Piece* raw, Status st) {
+    std::unique_ptr<Piece> p(raw);
+    --copies_in_flight_;
+    const uint64_t len = p->desc.dst.length;
+    if (st.ok()) {
+      pending_.erase(p->pos);
+      result_.offloaded_bytes += len;
+      complete_range(p->pos, len);
+    } else if (st.code() == EOPNOTSUPP && opt_.emulation != Emulation::never) {
+      pending_.erase(p->pos);
+      queue_emulation(p->pos, len);
+    } else {
+      fail_at(p->pos, std::move(st));  // stays pending: nothing after it gets written
+    }
+    pump();
+  }
+
+  void queue_emulation(uint64_t pos, uint64_t len) {
+    emulate_.emplace(pos, pos + len);
+    pending_.insert(pos);
+  }
+
+  void issue_reads() {
+    while (!failed() && !emulate_.empty()) {
+      std::byte* buf = take_buffer();
+      if (!buf) return;
+      auto [pos, end] = *emulate_.begin();
+      emulate_.erase(emulate_.begin());
+      auto chunk = std::make_unique<Chunk>(
+          Chunk{pos, layout_.extent(pos, std::min({chunk_, end - pos, piece_cap_})), buf});
+      const uint64_t len = chunk->desc.dst.length;
+      if (pos + len < end) queue_emulation(pos + len, end - pos - len);
+      // `pos` stays in pending_ until this chunk's read completes.
+      const CopySegment& src = chunk->desc.sources[0];
+      ++reads_in_flight_;
+      ++result_.commands;
+      Chunk* c = chunk.release();
+      Status s = src.dev->submit(Request{Op::read, src.offset, len, buf},
+                                 [this, c](Status st) { on_read(c, std::move(st)); });
+      if (!s.ok()) on_read(c, std::move(s));
+    }
+  }
+
+  void on_read(Chunk* raw, Status st) {
+    std::unique_ptr<Chunk> c(raw);
+    --reads_in_flight_;
+    if (!st.ok()) {
+      free_bufs_.push_back(c->buf);
+      fail_at(c->pos, std::move(st));
+    } else {
+      result_.host_read_bytes += c->desc.dst.length;
+      pending_.erase(c->pos);
+      ready_.emplace(c->pos, std::move(c));
+    }
+    pump();
+  }
+
+  void issue_writes() {
+    while (!ready_.empty()) {
+      auto it = ready_.begin();
+      const uint64_t pos = it->first;
+      if (!gate_open(pos) || (failed() && pos >= *fail_pos_)) return;
+      Chunk* c = it->second.release();
+      ready_.erase(it);
+      ++writes_in_flight_;
+      ++result_.commands;
+      Status s = dst_.submit(Request{Op::write, c->desc.dst.offset, c->desc.dst.length, c->buf},
+                             [this, c](Status st) { on_write(c, std::move(st)); });
+      if (!s.ok()) on_write(c, std::move(s));
+    }
+  }
+
+  void on_write(Chunk* raw, Status st) {
+    std::unique_ptr<Chunk> c(raw);
+    --writes_in_flight_;
+    free_bufs_.push_back(c->buf);
+    const uint64_t len = c->desc.dst.length;
+    if (st.ok()) {
+      result_.host_written_bytes += len;
+      result_.emulated_bytes += len;
+      complete_range(c->pos, len);
+    } else {
+      fail_at(c->pos, std::move(st));
+    }
+    pump();
+  }
+
+  std::byte* take_buffer() {
+    if (pool_.size() == 0) {
+      const uint64_t slots = std::clamp<uint64_t>(opt_.buffer_bytes / chunk_, 1,
+                                                  kMaxChunksInFlight);
+      pool_ = AlignedBuffer(slots * chunk_);
+      for (uint64_t i = slots; i-- > 0;) free_bufs_.push_back(pool_.data() + i * chunk_);
+    }
+    if (free_bufs_.empty()) return nullptr;
+    std::byte* b = free_bufs_.back();
+    free_bufs_.pop_back();
+    return b;
+  }
+
+  void complete_range(uint64_t pos, uint64_t len) {
+    done_.emplace(pos, pos + len);
+    const uint64_t before = prefix_;
+    for (auto it = done_.find(prefix_); it != done_.end(); it = done_.find(prefix_)) {
+      prefix_ = it->second;
+      done_.erase(it);
+    }
+    if (prefix_ != before && opt_.progress) opt_.progress(prefix_, total());
+  }
+
+  void fail_at(uint64_t pos, Status st) {
+    if (fail_pos_ && *fail_pos_ <= pos) return;
+    fail_pos_ = pos;
+    result_.status = std::move(st);
+  }
+
+  void maybe_finish() {
+    if (copies_in_flight_ || reads_in_flight_ || writes_in_flight_) return;
+    if (!failed() && (next_ < total() || !emulate_.empty() || !ready_.empty())) return;
+    result_.bytes = prefix_;
+    result_.seconds = std::chrono::duration<double>(Clock::now() - start_).count();
+    auto done = std::move(done_cb_);
+    CopyResult result = std::move(result_);
+    delete this;
+    done(std::move(result));
+  }
+
+  CopyLayout layout_;
+  Device& dst_;
+  CopyOptions opt_;
+  const uint64_t piece_cap_;  // overlap distance for memmove order, else unlimited
+  const uint32_t granule_;    // every cut is a multiple of it
+  const uint64_t chunk_;      // emulation unit
+  std::function<void(CopyResult)> done_cb_;
+  Clock::time_point start_;
+  bool offload_ = true;
+  bool overlap_ = false;
+  bool pumping_ = false;
+
+  uint64_t next_ = 0;
+  std::map<uint64_t, uint64_t> emulate_;
+  std::set<uint64_t> pending_;
+  std::map<uint64_t, uint64_t> done_;
+  uint64_t prefix_ = 0;
+  std::map<uint64_t, std::unique_ptr<Chunk>> ready_;
+  AlignedBuffer pool_;
+  std::vector<std::byte*> free_bufs_;
+  unsigned copies_in_flight_ = 0, reads_in_flight_ = 0, writes_in_flight_ = 0;
+  std::optional<uint64_t> fail_pos_;
+  CopyResult result_;
+};
+
+Status invalid(int code, std::string msg) { return Status::error(code, std::move(msg)); }
+
+bool ranges_overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen) {
+  return a < b + blen && b < a + alen;
+}
+
+// Checks one range of `dev` against its block size, the granule and its capacity.
+Status check_range(const char* what, const Device& dev, uint64_t offset, uint64_t length,
+                   uint32_t granule) {
+  if (length == 0) return invalid(EINVAL, fmt::format("{} has zero length", what));
+  if (offset % granule) {
+    return invalid(EINVAL, fmt::format("{} offset {} is not a multiple of the logical block size "
+                                       "{} (of {} and the other devices in the copy)",
+                                       what, offset, granule, dev.name()));
+  }
+  if (length % granule) {
+    return invalid(EINVAL, fmt::format("{} length {} is not a multiple of the logical block size "
+                                       "{} (of {} and the other devices in the copy)",
+                                       what, length, granule, dev.name()));
+  }
+  const uint64_t cap = dev.limits().capacity;
+  if (offset > cap || length > cap - offset) {
+    return invalid(ERANGE, fmt::format("{} [{}, {}) is beyond the end of {} (capacity {})", what,
+                                       offset, offset + length, dev.name(), cap));
+  }
+  return {};
+}
+
+}  // namespace
+
+Status copy_async(std::vector<CopySegment> sources, Device& dst, uint64_t dst_offset,
+                  const CopyOptions& opt, std::function<void(CopyResult)> done) {
+  if (sources.empty()) return invalid(EINVAL, "no source ranges given");
+  if (sources.size() > kMaxSources) {
+    return invalid(EINVAL, fmt::format("{} source ranges: at most {} are allowed",
+                                       sources.size(), kMaxSources));
+  }
+  uint32_t granule = dst.limits().logical_block_size;
+  for (const CopySegment& s : sources) {
+    if (!s.dev) return invalid(EINVAL, "source range without a device");
+    if (&s.dev->loop() != &dst.loop()) {
+      return invalid(EINVAL, "source and destination devices run on different event loops");
+    }
+    granule = std::max(granule, s.dev->limits().logical_block_size);
+  }
+  uint64_t total = 0;
+  for (size_t i = 0; i < sources.size(); ++i) {
+    const std::string what = sources.size() == 1 ? "source range"
+                                                 : fmt::format("source range {}", i + 1);
+    if (Status s = check_range(what.c_str(), *sources[i].dev, sources[i].offset,
+                               sources[i].length, granule);
+        !s.ok()) {
+      return s;
+    }
+    total += sources[i].length;
+  }
+  if (Status s = check_range("destination range", dst, dst_offset, total, granule); !s.ok()) {
+    return s;
+  }
+  if (dst.limits().read_only) {
+    return invalid(EROFS, fmt::format("destination {} is read-only", dst.name()));
+  }
+  if (opt.buffer_bytes < granule || opt.chunk_bytes < granule) {
+    return invalid(EINVAL, fmt::format("emulation buffer {} and chunk {} must each hold at least "
+                                       "one block of {} bytes",
+                                       opt.buffer_bytes, opt.chunk_bytes, granule));
+  }
+  if (opt.max_copies_in_flight == 0) {
+    return invalid(EINVAL, "max_copies_in_flight must be at least 1");
+  }
+
+  // Overlap: memmove order for one range, rejected for vectored copies.
+  uint64_t piece_cap = UINT64_MAX;
+  bool backward = false;
+  for (size_t i = 0; i < sources.size(); ++i) {
+    const CopySegment& s = sources[i];
+    if (!dst.same_storage(*s.dev) || !ranges_overlap(s.offset, s.length, dst_offset, total)) {
+      continue;
+    }
+    if (sources.size() > 1) {
+      return invalid(EINVAL, fmt::format("source range {} [{}, {}) overlaps the destination [{}, "
+                                         "{}): vectored copies must not overlap it",
+                                         i + 1, s.offset, s.offset + s.length, dst_offset,
+                                         dst_offset + total));
+    }
+    backward = dst_offset > s.offset;
+    piece_cap = backward ? dst_offset - s.offset : s.offset - dst_offset;
+  }
+
+  uint64_t chunk = std::min(opt.chunk_bytes, opt.buffer_bytes);
+  chunk = std::min(chunk, dst.limits().max_io_bytes);
+  for (const CopySegment& s : sources) chunk = std::min(chunk, s.dev->limits().max_io_bytes);
+  chunk = std::max<uint64_t>(chunk / granule * granule, granule);
+
+  if (piece_cap == 0) {  // copying a range onto itself: nothing to move
+    dst.loop().post([done = std::move(done), total] {
+      CopyResult r;
+      r.bytes = total;
+      done(r);
+    });
+    return {};
+  }
+  CopyLayout layout(std::move(sources), &dst, dst_offset, backward);
+  (new CopyRun(std::move(layout), dst, opt, piece_cap, granule, chunk, std::move(done)))->start();
+  return {};
+}
+
+CopyResult copy_ranges(std::span<const CopySegment> sources, Device& dst, uint64_t dst_offset,
+                       const CopyOptions& options) {
+  CopyResult result;
+  bool finished = false;
+  Status s = copy_async({sources.begin(), sources.end()}, dst, dst_offset, options,
+                        [&](CopyResult r) {
+                          result = std::move(r);
+                          finished = true;
+                        });
+  if (!s.ok()) {
+    result.status = std::move(s);
+    result.invalid = true;
+    return result;
+  }
+  if (Status ls = dst.loop().run_until([&] { return finished; }); !ls.ok()) result.status = ls;
+  return result;
+}
+
+CopyResult copy(Device& src, uint64_t src_offset, Device& dst, uint64_t dst_offset,
+                uint64_t length, const CopyOptions& options) {
+  const CopySegment seg{&src, src_offset, length};
+  return copy_ranges({&seg, 1}, dst, dst_offset, options);
+}
+
+}  // namespace blkcopy

@@ -1,0 +1,212 @@
+// io_uring event loop. Each submitted operation carries a heap-allocated Op whose address is the
+// SQE's user_data; the completion takes ownership back and runs the callback exactly once.
+#include <blkcopy/event_loop.h>
+
+#include <fmt/format.h>
+#include <liburing.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace blkcopy {
+namespace {
+
+struct Op {
+  EventLoop::IoCallback cb;
+  __kernel_timespec ts{};  // for timeouts: must live until completion
+};
+
+class UringLoop final : public EventLoop {
+ public:
+  UringLoop() = default;
+  ~UringLoop() override;
+
+  Status init(unsigned depth, unsigned helpers);
+
+  void read(int fd, void* buf, uint32_t len, uint64_t offset, IoCallback cb) override {
+    io_uring_prep_read(sqe(new Op{std::move(cb)}), fd, buf, len, offset);
+  }
+  void write(int fd, const void* buf, uint32_t len, uint64_t offset, IoCallback cb) override {
+    io_uring_prep_write(sqe(new Op{std::move(cb)}), fd, buf, len, offset);
+  }
+  void fsync(int fd, IoCallback cb) override {
+    io_uring_prep_fsync(sqe(new Op{std::move(cb)}), fd, 0);
+  }
+  void fallocate(int fd, int mode, uint64_t offset, uint64_t len, IoCallback cb) override {
+    io_uring_prep_fallocate(sqe(new Op{std::move(cb)}), fd, mode, offset, len);
+  }
+  void after(std::chrono::nanoseconds delay, Task task) override {
+    auto* op = new Op{[t = std::move(task)](int) { t(); }};
+    op->ts.tv_sec = delay.count() / 1'000'000'000;
+    op->ts.tv_nsec = delay.count() % 1'000'000'000;
+    io_uring_prep_timeout(sqe(op), &op->ts, 0, 0);
+  }
+  void post(Task task) override { posted_.push_back(std::move(task)); }
+  void offload(std::function<int()> work, IoCallback done) override;
+  Status run_until(const std::function<bool()>& done) override;
+
+ private:
+  io_uring_sqe* sqe(Op* op);
+  void arm_eventfd();
+  void run_posted();
+  void reap(io_uring_cqe* cqe);
+  void helper_main();
+
+  io_uring ring_{};
+  bool ring_ok_ = false;
+  unsigned inflight_ = 0;  // SQEs whose completion has not been reaped (eventfd read excluded)
+  std::deque<Task> posted_;
+
+  // Helper threads for blocking work; results come back through an eventfd read on the ring.
+  struct Job {
+    std::function<int()> work;
+    IoCallback done;
+    int res = 0;
+  };
+  int efd_ = -1;
+  uint64_t efd_value_ = 0;
+  Op efd_op_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Job> jobs_, finished_;
+  unsigned jobs_pending_ = 0;  // loop thread only
+  bool stopping_ = false;
+  std::vector<std::thread> helpers_;
+};
+
+UringLoop::~UringLoop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  for (auto& t : helpers_) t.join();
+  if (ring_ok_) io_uring_queue_exit(&ring_);
+  if (efd_ >= 0) close(efd_);
+}
+
+Status UringLoop::init(unsigned depth, unsigned helpers) {
+  int rc = io_uring_queue_init(depth, &ring_, 0);
+  if (rc < 0) return Status::from_errno(-rc, "io_uring_queue_init");
+  ring_ok_ = true;
+  efd_ = eventfd(0, EFD_CLOEXEC);
+  if (efd_ < 0) return Status::from_errno(errno, "eventfd");
+  arm_eventfd();
+  for (unsigned i = 0; i < helpers; ++i) helpers_.emplace_back([this] { helper_main(); });
+  return {};
+}
+
+io_uring_sqe* UringLoop::sqe(Op* op) {
+  io_uring_sqe* s = io_uring_get_sqe(&ring_);
+  while (!s) {  // submission queue full: hand what we have to the kernel and retry
+    io_uring_submit(&ring_);
+    s = io_uring_get_sqe(&ring_);
+  }
+  io_uring_sqe_set_data(s, op);
+  if (op != &efd_op_) ++inflight_;
+  return s;
+}
+
+void UringLoop::arm_eventfd() {
+  efd_op_.cb = [this](int) {
+    std::deque<Job> done;
+    {
+      std::lock_guard lock(mu_);
+      done.swap(finished_);
+    }
+    arm_eventfd();
+    for (auto& job : done) {
+      --jobs_pending_;
+      job.done(job.res);
+    }
+  };
+  io_uring_prep_read(sqe(&efd_op_), efd_, &efd_value_, sizeof efd_value_, 0);
+}
+
+void UringLoop::offload(std::function<int()> work, IoCallback done) {
+  ++jobs_pending_;
+  {
+    std::lock_guard lock(mu_);
+    jobs_.push_back(Job{std::move(work), std::move(done)});
+  }
+  cv_.notify_one();
+}
+
+void UringLoop::helper_main() {
+  for (;;) {
+    Job job;
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [&] { return stopping_ || !jobs_.empty(); });
+      if (stopping_) return;
+      job = std::move(jobs_.front());
+      jobs_.pop_front();
+    }
+    job.res = job.work();
+    {
+      std::lock_guard lock(mu_);
+      finished_.push_back(std::move(job));
+    }
+    uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(efd_, &one, sizeof one);
+  }
+}
+
+void UringLoop::run_posted() {
+  // Tasks posted while running go to the next round, so a task that re-posts cannot starve I/O.
+  std::deque<Task> now;
+  now.swap(posted_);
+  for (auto& t : now) t();
+}
+
+void UringLoop::reap(io_uring_cqe* cqe) {
+  auto* op = static_cast<Op*>(io_uring_cqe_get_data(cqe));
+  int res = cqe->res;
+  io_uring_cqe_seen(&ring_, cqe);
+  if (op == &efd_op_) {
+    op->cb(res);
+    return;
+  }
+  --inflight_;
+  auto cb = std::move(op->cb);
+  delete op;
+  cb(res);
+}
+
+Status UringLoop::run_until(const std::function<bool()>& done) {
+  while (!done()) {
+    if (!posted_.empty()) {
+      run_posted();
+      continue;
+    }
+    if (inflight_ == 0 && jobs_pending_ == 0) {
+      return Status::error(EDEADLK, "event loop: waiting for a completion that cannot come");
+    }
+    io_uring_cqe* cqe = nullptr;
+    int rc = io_uring_submit_and_wait(&ring_, 1);
+    if (rc < 0 && rc != -EINTR) return Status::from_errno(-rc, "io_uring_submit_and_wait");
+    unsigned head;
+    unsigned n = 0;
+    io_uring_for_each_cqe(&ring_, head, cqe) { ++n; }
+    // Reap one at a time: a callback may submit, which must not race the iteration above.
+    while (n-- > 0 && io_uring_peek_cqe(&ring_, &cqe) == 0) reap(cqe);
+  }
+  // Leave nothing queued but unsubmitted: callers may stop running the loop for a while.
+  io_uring_submit(&ring_);
+  return {};
+}
+
+}  // namespace
+
+Result<std::unique_ptr<EventLoop>> EventLoop::create(unsigned queue_depth, unsigned helpers) {
+  auto loop = std::make_unique<UringLoop>();
+  if (Status s = loop->init(queue_depth, helpers); !s.ok()) return std::unexpected(s);
+  return loop;
+}
+
+}  // namespace blkcopy

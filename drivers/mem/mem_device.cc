@@ -1,0 +1,314 @@
+#include "drivers/mem/mem_device.h"
+
+#include <blkcopy/units.h>
+#include <fmt/format.h>
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <charconv>
+#include <chrono>
+#include <cstring>
+#include <string>
+
+namespace blkcopy {
+namespace {
+
+uint64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+Result<uint64_t> parse_duration_ns(std::string_view text) {
+  uint64_t v = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  std::string_view unit(end, text.data() + text.size() - end);
+  if (ec != std::errc() || end == text.data()) unit = "?";
+  if (unit == "ns") return v;
+  if (unit == "us") return v * 1000;
+  if (unit == "ms" || unit.empty()) return v * 1'000'000;
+  if (unit == "s") return v * 1'000'000'000;
+  return fail(EINVAL, fmt::format("invalid latency '{}': expected a number with ns, us, ms or s",
+                                  text));
+}
+
+Result<int> parse_errno(std::string_view text) {
+  static constexpr std::pair<std::string_view, int> kNames[] = {
+      {"EIO", EIO}, {"ENOSPC", ENOSPC}, {"EINVAL", EINVAL}, {"ENOMEM", ENOMEM},
+      {"ETIMEDOUT", ETIMEDOUT}, {"EOPNOTSUPP", EOPNOTSUPP}, {"EILSEQ", EILSEQ}};
+  for (auto [name, code] : kNames) {
+    if (text == name) return code;
+  }
+  int code = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), code);
+  if (ec != std::errc() || end != text.data() + text.size() || code <= 0) {
+    return fail(EINVAL, fmt::format("invalid error code '{}': expected EIO, ENOSPC, ... or a "
+                                    "positive errno",
+                                    text));
+  }
+  return code;
+}
+
+// fail=OP:N[:ERROR][:every]
+Result<MemFault> parse_fault(std::string_view text) {
+  MemFault f;
+  std::vector<std::string_view> parts;
+  for (size_t at = 0; at <= text.size();) {
+    size_t colon = std::min(text.find(':', at), text.size());
+    parts.push_back(text.substr(at, colon - at));
+    at = colon + 1;
+  }
+  if (parts.size() < 2 || parts.size() > 4) {
+    return fail(EINVAL, fmt::format("invalid fault '{}': expected OP:N[:ERROR][:every]", text));
+  }
+  if (parts[0] == "any") {
+    f.any_op = true;
+  } else {
+    auto it = std::find_if(std::begin(kAllOps), std::end(kAllOps),
+                           [&](Op op) { return parts[0] == op_name(op); });
+    if (it == std::end(kAllOps)) {
+      return fail(EINVAL, fmt::format("invalid fault '{}': unknown request type '{}' (read, "
+                                      "write, flush, write_zeroes, discard, copy, any)",
+                                      text, parts[0]));
+    }
+    f.op = *it;
+  }
+  auto [end, ec] = std::from_chars(parts[1].data(), parts[1].data() + parts[1].size(), f.nth);
+  if (ec != std::errc() || end != parts[1].data() + parts[1].size() || f.nth == 0) {
+    return fail(EINVAL, fmt::format("invalid fault '{}': N must be a positive count", text));
+  }
+  for (size_t i = 2; i < parts.size(); ++i) {
+    if (parts[i] == "every") {
+      f.every = true;
+      continue;
+    }
+    auto code = parse_errno(parts[i]);
+    if (!code) return std::unexpected(code.error());
+    f.error = *code;
+  }
+  return f;
+}
+
+uint64_t splitmix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+}  // namespace
+
+void fill_pattern(std::byte* dst, uint64_t offset, uint64_t length, uint64_t seed) {
+  const uint64_t base = seed * 0x100000001b3ull;
+  for (uint64_t i = 0; i < length; i += 8) {
+    uint64_t w = splitmix(base + (offset + i) / 8);
+    std::memcpy(dst + i, &w, 8);
+  }
+}
+
+Result<MemConfig> parse_mem_config(std::string_view spec) {
+  MemConfig cfg;
+  bool first = true;
+  for (size_t at = 0; at <= spec.size();) {
+    size_t comma = std::min(spec.find(',', at), spec.size());
+    std::string_view item = spec.substr(at, comma - at);
+    at = comma + 1;
+    if (first) {
+      first = false;
+      auto size = parse_size(item);
+      if (!size) return std::unexpected(size.error());
+      cfg.size = *size;
+      continue;
+    }
+    size_t eq = item.find('=');
+    std::string_view key = item.substr(0, eq);
+    std::string_view value = eq == item.npos ? std::string_view() : item.substr(eq + 1);
+    auto size_option = [&](uint64_t& out) -> Status {
+      auto v = parse_size(value);
+      if (!v) return Status::error(EINVAL, fmt::format("mem option {}: {}", key,
+                                                       v.error().message()));
+      out = *v;
+      return {};
+    };
+    Status st;
+    uint64_t tmp = 0;
+    if (key == "block") {
+      st = size_option(tmp);
+      cfg.block = static_cast<uint32_t>(tmp);
+      if (st.ok() && (tmp < 512 || tmp > 65536 || (tmp & (tmp - 1)))) {
+        st = Status::error(EINVAL, fmt::format("mem option block={}: must be a power of two "
+                                               "from 512 to 64k",
+                                               value));
+      }
+    } else if (key == "copy_max") {
+      st = size_option(cfg.copy_max);
+    } else if (key == "segment_max") {
+      st = size_option(cfg.segment_max);
+    } else if (key == "max_segments") {
+      st = size_option(tmp);
+      cfg.max_segments = static_cast<uint32_t>(std::min<uint64_t>(tmp, 65536));
+    } else if (key == "nocopy" && value.empty()) {
+      cfg.copy = false;
+    } else if (key == "nodata" && value.empty()) {
+      cfg.data = false;
+    } else if (key == "ro" && value.empty()) {
+      cfg.read_only = true;
+    } else if (key == "latency") {
+      auto ns = parse_duration_ns(value);
+      if (!ns) return std::unexpected(ns.error());
+      cfg.latency_ns = *ns;
+    } else if (key == "bw") {
+      st = size_option(cfg.bandwidth);
+    } else if (key == "seed") {
+      st = size_option(cfg.seed);
+    } else if (key == "fail") {
+      auto f = parse_fault(value);
+      if (!f) return std::unexpected(f.error());
+      cfg.fault = *f;
+    } else {
+      return fail(EINVAL, fmt::format("unknown mem option '{}' (known: block, copy_max, "
+                                      "segment_max, max_segments, nocopy, nodata, ro, latency, "
+                                      "bw, seed, fail)",
+                                      item));
+    }
+    if (!st.ok()) return std::unexpected(st);
+  }
+  if (cfg.size == 0 || cfg.size % cfg.block) {
+    return fail(EINVAL, fmt::format("mem size {} must be a non-zero multiple of the block size {}",
+                                    cfg.size, cfg.block));
+  }
+  if (cfg.copy_max % cfg.block || cfg.segment_max % cfg.block) {
+    return fail(EINVAL, fmt::format("mem copy_max {} and segment_max {} must be multiples of the "
+                                    "block size {}",
+                                    cfg.copy_max, cfg.segment_max, cfg.block));
+  }
+  return cfg;
+}
+
+MemDevice::MemDevice(EventLoop& loop, std::string name, const MemConfig& cfg)
+    : Device(loop, std::move(name)), cfg_(cfg) {
+  limits_.logical_block_size = cfg.block;
+  limits_.capacity = cfg.size;
+  limits_.max_io_bytes = 1u << 30;
+  limits_.read_only = cfg.read_only;
+  if (cfg.copy && cfg.copy_max && cfg.segment_max && cfg.max_segments) {
+    limits_.copy_max_hw_bytes = cfg.copy_max;
+    limits_.copy_segment_max_bytes = std::min(cfg.segment_max, cfg.copy_max);
+    limits_.copy_max_src_segments = cfg.max_segments;
+    limits_.copy_max_bytes = cfg.copy_max;
+  }
+}
+
+MemDevice::~MemDevice() {
+  if (data_) munmap(data_, cfg_.size);
+}
+
+Result<std::unique_ptr<MemDevice>> MemDevice::create(EventLoop& loop, std::string name,
+                                                     const MemConfig& cfg) {
+  std::unique_ptr<MemDevice> dev(new MemDevice(loop, std::move(name), cfg));
+  if (cfg.data) {
+    void* p = mmap(nullptr, cfg.size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) return std::unexpected(Status::from_errno(errno, dev->name()));
+    dev->data_ = static_cast<std::byte*>(p);
+    if (cfg.seed) fill_pattern(dev->data_, 0, cfg.size, cfg.seed);
+  }
+  return dev;
+}
+
+bool MemDevice::inject_fault(Op op, int* error) {
+  const MemFault& f = cfg_.fault;
+  const uint64_t n = ++counts_[static_cast<size_t>(op)];
+  const uint64_t any = ++any_count_;
+  if (f.nth == 0 || (!f.any_op && f.op != op)) return false;
+  const uint64_t count = f.any_op ? any : n;
+  *error = f.error;
+  return f.every ? count % f.nth == 0 : count == f.nth;
+}
+
+Status MemDevice::execute(const Request& req) {
+  switch (req.op) {
+    case Op::read:
+      if (data_) {
+        std::memcpy(req.buf, data_ + req.offset, req.length);
+      } else {
+        std::memset(req.buf, 0, req.length);
+      }
+      return {};
+    case Op::write:
+      if (data_) std::memcpy(data_ + req.offset, req.buf, req.length);
+      return {};
+    case Op::write_zeroes:
+    case Op::discard:  // discarded blocks read back as zeroes
+      if (data_) std::memset(data_ + req.offset, 0, req.length);
+      return {};
+    case Op::flush: return {};
+    case Op::copy: break;
+  }
+  if (!data_) return {};
+  uint64_t at = req.copy->dst.offset;
+  for (const CopySegment& s : req.copy->sources) {
+    std::memmove(data_ + at, data_ + s.offset, s.length);
+    at += s.length;
+  }
+  return {};
+}
+
+Status MemDevice::submit(const Request& req, Completion done) {
+  if (Status s = check(req); !s.ok()) return s;
+  int error = 0;
+  Status outcome;
+  if (inject_fault(req.op, &error)) {
+    outcome = Status::from_errno(error, fmt::format("{}: injected fault on {} #{}", name(),
+                                                    op_name(req.op),
+                                                    counts_[static_cast<size_t>(req.op)]));
+  } else if (req.op == Op::copy) {
+    const bool domain = std::all_of(req.copy->sources.begin(), req.copy->sources.end(),
+                                    [&](const CopySegment& s) { return same_copy_domain(*s.dev); });
+    if (!cfg_.copy || !limits_.can_offload() || !domain) {
+      outcome = Status::error(EOPNOTSUPP, fmt::format("{}: copy not supported ({})", name(),
+                                                      domain ? "offload off" : "other device"));
+    }
+  }
+  if (!outcome.ok()) {
+    loop().post([done = std::move(done), outcome = std::move(outcome)] { done(outcome); });
+    return {};
+  }
+
+  uint64_t delay = cfg_.latency_ns;
+  if (cfg_.bandwidth) {
+    const uint64_t bytes = req.op == Op::copy ? req.copy->dst.length : req.length;
+    const uint64_t now = now_ns();
+    busy_until_ns_ = std::max(busy_until_ns_, now) +
+                     static_cast<uint64_t>(bytes * 1e9 / static_cast<double>(cfg_.bandwidth));
+    delay += busy_until_ns_ - now;
+  }
+  auto run = [this, req, done = std::move(done)] { done(execute(req)); };
+  if (delay) {
+    loop().after(std::chrono::nanoseconds(delay), std::move(run));
+  } else {
+    loop().post(std::move(run));
+  }
+  return {};
+}
+
+DeviceInfo MemDevice::describe() const {
+  DeviceInfo info{"mem", name(), "", {}};
+  if (!cfg_.copy) {
+    info.copy_method = "none (nocopy): copies are emulated";
+  } else {
+    info.copy_method = "in-device memmove (no host I/O)";
+  }
+  info.details.emplace_back("data", cfg_.data ? "stored" : "none (reads return zeroes)");
+  if (cfg_.latency_ns) info.details.emplace_back("latency_ns", std::to_string(cfg_.latency_ns));
+  if (cfg_.bandwidth) info.details.emplace_back("bandwidth", format_bytes(cfg_.bandwidth) + "/s");
+  if (cfg_.fault.nth) {
+    info.details.emplace_back(
+        "fault", fmt::format("{} #{}{} fails with errno {}",
+                             cfg_.fault.any_op ? "any" : op_name(cfg_.fault.op), cfg_.fault.nth,
+                             cfg_.fault.every ? " (every)" : "", cfg_.fault.error));
+  }
+  return info;
+}
+
+}  // namespace blkcopy

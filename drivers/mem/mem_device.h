@@ -1,0 +1,71 @@
+// mem: a RAM-backed device for tests and benchmarks (this project's null_blk).
+//
+// Copies run inside the driver (memmove within the device), so they never cost host I/O.
+// Options make it stand in for other devices: copy limits, no copy support, no data at all,
+// per-command latency and a bandwidth cap, and a fault injector.
+#pragma once
+
+#include <blkcopy/device.h>
+
+#include <array>
+#include <memory>
+#include <string_view>
+
+namespace blkcopy {
+
+struct MemFault {
+  bool any_op = false;  // count requests of every type
+  Op op = Op::read;
+  uint64_t nth = 0;  // 1-based: the nth request of that type fails; 0 = never
+  int error = EIO;
+  bool every = false;  // fail every nth, not only the nth
+};
+
+struct MemConfig {
+  uint64_t size = 0;
+  uint32_t block = 512;
+  uint64_t copy_max = 128u << 20;     // copy_max_hw_bytes
+  uint64_t segment_max = 128u << 20;  // copy_segment_max_bytes
+  uint32_t max_segments = 256;        // copy_max_src_segments
+  bool copy = true;                   // false: every copy is answered "not supported"
+  bool data = true;                   // false: data-less, reads return zeroes, writes vanish
+  bool read_only = false;
+  uint64_t latency_ns = 0;    // added to every command
+  uint64_t bandwidth = 0;     // bytes per second the device moves (0 = unlimited)
+  uint64_t seed = 0;          // non-zero: fill with pseudo-random bytes from this seed
+  MemFault fault;
+};
+
+// Parses "1G,block=4096,copy_max=1M,nocopy,..." (the part after "mem:").
+Result<MemConfig> parse_mem_config(std::string_view spec);
+
+class MemDevice final : public Device {
+ public:
+  static Result<std::unique_ptr<MemDevice>> create(EventLoop& loop, std::string name,
+                                                   const MemConfig& cfg);
+  ~MemDevice() override;
+
+  Status submit(const Request& req, Completion done) override;
+  DeviceInfo describe() const override;
+
+  // Direct access for tests and benchmarks (nullptr when data-less).
+  std::byte* data() const { return data_; }
+
+ private:
+  MemDevice(EventLoop& loop, std::string name, const MemConfig& cfg);
+  Status execute(const Request& req);
+  bool inject_fault(Op op, int* error);
+
+  MemConfig cfg_;
+  std::byte* data_ = nullptr;
+  std::array<uint64_t, std::size(kAllOps)> counts_{};
+  uint64_t any_count_ = 0;
+  uint64_t busy_until_ns_ = 0;  // the bandwidth cap serialises transfers
+};
+
+// Writes the bytes [offset, offset + length) of the pseudo-random fill of `seed` to dst: the same
+// bytes a mem device created with seed=SEED holds there (tests use it as the reference).
+// REQUIRES: offset and length multiples of 8.
+void fill_pattern(std::byte* dst, uint64_t offset, uint64_t length, uint64_t seed);
+
+}  // namespace blkcopy

@@ -1,0 +1,66 @@
+// The copy engine: copy(src, src_off, dst, dst_off, len) and vectored copy_ranges(), done the
+// cheapest way the devices allow.
+//
+// - Validates first (alignment to every device's logical block size, bounds, zero length, a
+//   read-only destination, option values); nothing is written when validation fails.
+// - Splits by the destination's copy limits, offloads what the devices accept and emulates the
+//   pieces they answer "not supported" with pipelined reads and writes in bounded memory.
+// - A single range whose source and destination overlap on one device behaves like memmove.
+//   A vectored copy with a source overlapping the destination is rejected.
+// - On failure, `bytes` counts what is known copied, in processing order from the start. No byte
+//   outside the destination range is written and the source is never written. When a read
+//   fails, nothing after the reported progress is written either. When a write or an offloaded
+//   copy fails, destination bytes after the progress may hold source data from pieces that
+//   were in flight, as after a torn write.
+#pragma once
+
+#include <blkcopy/device.h>
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <vector>
+
+namespace blkcopy {
+
+enum class Emulation {
+  allow,  // offload where possible, emulate the rest
+  never,  // offload only: a piece that cannot be offloaded fails the copy with EOPNOTSUPP
+  force,  // emulate everything (read into host memory, write back)
+};
+
+struct CopyOptions {
+  Emulation emulation = Emulation::allow;
+  uint64_t buffer_bytes = 64u << 20;  // most host memory emulation may use
+  uint64_t chunk_bytes = 1u << 20;    // bytes per emulated read and write
+  unsigned max_copies_in_flight = 8;  // offloaded copy commands at once
+  // Called on the loop each time the in-order progress advances.
+  std::function<void(uint64_t done, uint64_t total)> progress;
+};
+
+struct CopyResult {
+  Status status;         // ok, or the first failure in processing order
+  bool invalid = false;  // validation failed: nothing was read or written
+  uint64_t bytes = 0;    // copied, in processing order from the start
+  bool backward = false;  // an overlapping copy walked from the end: `bytes` are the last ones
+  uint64_t offloaded_bytes = 0;
+  uint64_t emulated_bytes = 0;
+  uint64_t host_read_bytes = 0;
+  uint64_t host_written_bytes = 0;
+  uint64_t commands = 0;  // requests submitted to devices
+  double seconds = 0;
+};
+
+// Asynchronous copy of the sources, laid end to end, to dst at dst_offset. Either fails at once
+// (returns the validation error; `done` never runs) or returns ok and `done` runs exactly once
+// on dst's loop. All devices must share that loop.
+Status copy_async(std::vector<CopySegment> sources, Device& dst, uint64_t dst_offset,
+                  const CopyOptions& options, std::function<void(CopyResult)> done);
+
+// Blocking wrappers: run the destination's loop until the copy ends.
+CopyResult copy(Device& src, uint64_t src_offset, Device& dst, uint64_t dst_offset,
+                uint64_t length, const CopyOptions& options = {});
+CopyResult copy_ranges(std::span<const CopySegment> sources, Device& dst, uint64_t dst_offset,
+                       const CopyOptions& options = {});
+
+}  // namespace blkcopy

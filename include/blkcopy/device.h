@@ -1,0 +1,124 @@
+// Devices, queue limits and requests: the block layer's contract with drivers.
+#pragma once
+
+#include <blkcopy/event_loop.h>
+#include <blkcopy/status.h>
+
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace blkcopy {
+
+class Device;
+
+// Queue limits, named as in sysfs. Every byte count is a multiple of logical_block_size.
+struct QueueLimits {
+  uint32_t logical_block_size = 512;
+  uint64_t capacity = 0;                // bytes
+  uint64_t max_io_bytes = 1u << 30;     // most bytes one read or write may move
+  uint64_t copy_max_hw_bytes = 0;       // most bytes one offloaded copy may move; 0 = no offload
+  uint64_t copy_segment_max_bytes = 0;  // most bytes per source segment (NVMe MSSRL)
+  uint32_t copy_max_src_segments = 0;   // most source segments per copy (NVMe MSRC + 1)
+  uint64_t copy_max_bytes = 0;          // user limit, <= copy_max_hw_bytes; 0 = offload off
+  bool read_only = false;
+
+  bool can_offload() const {
+    return copy_max_bytes > 0 && copy_segment_max_bytes > 0 && copy_max_src_segments > 0;
+  }
+};
+
+// A byte range on a device: one leg of a copy.
+struct CopySegment {
+  Device* dev = nullptr;
+  uint64_t offset = 0;
+  uint64_t length = 0;
+};
+
+// One copy context: vectored sources and one destination of the summed length. The legs stay
+// together from submission to the bottom driver; they are never paired up later.
+struct CopyDesc {
+  std::vector<CopySegment> sources;
+  CopySegment dst;
+};
+
+enum class Op : uint8_t { read, write, flush, write_zeroes, discard, copy };
+inline constexpr Op kAllOps[] = {Op::read,         Op::write,   Op::flush,
+                                 Op::write_zeroes, Op::discard, Op::copy};
+const char* op_name(Op op);
+
+struct Request {
+  Op op = Op::read;
+  uint64_t offset = 0;        // read, write, write_zeroes, discard
+  uint64_t length = 0;        // read, write, write_zeroes, discard
+  void* buf = nullptr;        // read, write: page-aligned memory of `length` bytes
+  const CopyDesc* copy = nullptr;  // copy: must stay valid until the completion runs
+};
+
+// Runs exactly once on the device's loop, never inside submit().
+using Completion = std::function<void(Status)>;
+
+// What `blkcopy info` shows beyond the limits.
+struct DeviceInfo {
+  std::string kind;         // "mem", "file"
+  std::string name;         // the device string it was opened with
+  std::string copy_method;  // how an offloaded copy runs, or why there is none
+  std::vector<std::pair<std::string, std::string>> details;
+};
+
+// A block device. Drivers implement submit(), limits and describe().
+//
+// Copies: a copy request is submitted to the destination device. A driver accepts it only if
+// every leg lies in its copy domain (same_copy_domain); otherwise, or when it cannot offload,
+// it completes the request with EOPNOTSUPP and the copy engine emulates that piece. A driver
+// that works with tokens (SCSI POPULATE TOKEN, then WRITE USING TOKEN) gets the whole context
+// in one request and runs the two phases one after the other inside submit's completion chain;
+// nothing in this interface needs both halves in flight at once.
+class Device {
+ public:
+  virtual ~Device() = default;
+  Device(const Device&) = delete;
+  Device& operator=(const Device&) = delete;
+
+  // Either fails at once (returns an error; no completion will run) or returns ok and `done`
+  // runs exactly once later. REQUIRES: the request lies within the limits and capacity.
+  virtual Status submit(const Request& req, Completion done) = 0;
+
+  // True when a copy from `other` to this device may be offloaded (same copy domain).
+  virtual bool same_copy_domain(const Device& other) const { return &other == this; }
+
+  // True when `other` is this device's storage under another name (the same file opened twice),
+  // so that overlapping ranges are detected.
+  virtual bool same_storage(const Device& other) const { return &other == this; }
+
+  virtual DeviceInfo describe() const = 0;
+
+  const QueueLimits& limits() const { return limits_; }
+  EventLoop& loop() const { return loop_; }
+  const std::string& name() const { return name_; }
+
+  // The writable copy_max_bytes limit: 0 turns offload off; at most copy_max_hw_bytes.
+  Status set_copy_max_bytes(uint64_t bytes);
+
+ protected:
+  Device(EventLoop& loop, std::string name) : loop_(loop), name_(std::move(name)) {}
+
+  // Checks a request against the limits; drivers call it first in submit().
+  Status check(const Request& req) const;
+
+  QueueLimits limits_;
+
+ private:
+  EventLoop& loop_;
+  std::string name_;
+};
+
+// Blocking helpers for simple callers and tests: submit and run the device's loop until done.
+Status submit_and_wait(Device& dev, const Request& req);
+Status read_sync(Device& dev, uint64_t offset, std::span<std::byte> buf);
+Status write_sync(Device& dev, uint64_t offset, std::span<const std::byte> buf);
+
+}  // namespace blkcopy

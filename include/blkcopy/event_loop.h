@@ -1,0 +1,45 @@
+// One event loop per thread, on io_uring. Every device completion runs on its loop's thread.
+//
+// Thread safety: an EventLoop is used from the thread that runs it, except that the blocking
+// work handed to offload() runs on helper threads (and must touch no loop state).
+#pragma once
+
+#include <blkcopy/status.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+
+namespace blkcopy {
+
+class EventLoop {
+ public:
+  // res: bytes transferred (>= 0) or -errno, as io_uring reports it.
+  using IoCallback = std::function<void(int res)>;
+  using Task = std::function<void()>;
+
+  static Result<std::unique_ptr<EventLoop>> create(unsigned queue_depth = 256,
+                                                   unsigned helper_threads = 4);
+  virtual ~EventLoop() = default;
+
+  // Asynchronous file I/O. The callback runs later on the loop, never inside the call.
+  virtual void read(int fd, void* buf, uint32_t len, uint64_t offset, IoCallback cb) = 0;
+  virtual void write(int fd, const void* buf, uint32_t len, uint64_t offset, IoCallback cb) = 0;
+  virtual void fsync(int fd, IoCallback cb) = 0;
+  virtual void fallocate(int fd, int mode, uint64_t offset, uint64_t len, IoCallback cb) = 0;
+
+  // Runs task on the loop after the delay (a real io_uring timeout).
+  virtual void after(std::chrono::nanoseconds delay, Task task) = 0;
+  // Runs task on the loop soon, after the current callback returns.
+  virtual void post(Task task) = 0;
+  // Runs blocking work (a system call io_uring lacks, such as copy_file_range) on a helper
+  // thread; `done` gets its result on the loop.
+  virtual void offload(std::function<int()> work, IoCallback done) = 0;
+
+  // Runs the loop until done() is true. Returns an error if nothing is left that could make
+  // done() true (a bug in the caller: it would otherwise hang).
+  virtual Status run_until(const std::function<bool()>& done) = 0;
+};
+
+}  // namespace blkcopy

@@ -1,0 +1,173 @@
+// blkcopy copy SRC[@OFF] DST[@OFF] --length LEN | --range OFF:LEN ...
+#include <blkcopy/copy.h>
+#include <blkcopy/open.h>
+#include <blkcopy/units.h>
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include "tools/commands.h"
+#include "tools/report.h"
+
+namespace blkcopy::tools {
+namespace {
+
+struct Args {
+  std::string src, dst;
+  std::string length;
+  std::vector<std::string> ranges;
+  bool no_emulation = false, emulate = false;
+  std::string copy_max_bytes, buffer, chunk;
+  bool progress = false, json = false;
+};
+
+struct Endpoint {
+  std::string device;
+  uint64_t offset = 0;
+};
+
+// "DEV@OFF": the offset follows the last '@' when it parses as a size; otherwise it is all DEV.
+Result<Endpoint> parse_endpoint(const std::string& text) {
+  const size_t at = text.rfind('@');
+  if (at == std::string::npos) return Endpoint{text, 0};
+  auto off = parse_size(std::string_view(text).substr(at + 1));
+  if (!off) {
+    return fail(EINVAL, fmt::format("invalid offset in '{}': {}", text, off.error().message()));
+  }
+  return Endpoint{text.substr(0, at), *off};
+}
+
+Result<uint64_t> parse_named_size(const char* what, const std::string& text) {
+  auto v = parse_size(text);
+  if (!v) return fail(EINVAL, fmt::format("{}: {}", what, v.error().message()));
+  return *v;
+}
+
+int exit_code_for(const CopyResult& r) {
+  if (r.status.ok()) return kOk;
+  if (r.invalid) return kBadInput;
+  if (r.status.code() == EOPNOTSUPP) return kNotSupported;
+  return kIoError;
+}
+
+int run_copy(const Args& a) {
+  if (a.no_emulation && a.emulate) {
+    return report_error(kBadInput, "--no-emulation and --emulate exclude each other");
+  }
+  auto src_ep = parse_endpoint(a.src);
+  auto dst_ep = parse_endpoint(a.dst);
+  if (!src_ep) return report_error(kBadInput, src_ep.error().message());
+  if (!dst_ep) return report_error(kBadInput, dst_ep.error().message());
+
+  // The source ranges, as (offset, length) on SRC.
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  if (!a.ranges.empty()) {
+    if (!a.length.empty() || src_ep->offset != 0) {
+      return report_error(kBadInput, "give either SRC@OFF with --length, or --range OFF:LEN "
+                                     "(one or more), not both");
+    }
+    for (const std::string& r : a.ranges) {
+      const size_t colon = r.find(':');
+      if (colon == std::string::npos) {
+        return report_error(kBadInput, fmt::format("--range '{}': expected OFF:LEN", r));
+      }
+      auto off = parse_named_size("--range offset", r.substr(0, colon));
+      auto len = parse_named_size("--range length", r.substr(colon + 1));
+      if (!off) return report_error(kBadInput, off.error().message());
+      if (!len) return report_error(kBadInput, len.error().message());
+      ranges.emplace_back(*off, *len);
+    }
+  } else {
+    if (a.length.empty()) return report_error(kBadInput, "--length (or --range) is required");
+    auto len = parse_named_size("--length", a.length);
+    if (!len) return report_error(kBadInput, len.error().message());
+    ranges.emplace_back(src_ep->offset, *len);
+  }
+
+  CopyOptions opt;
+  opt.emulation = a.no_emulation ? Emulation::never
+                  : a.emulate    ? Emulation::force
+                                 : Emulation::allow;
+  if (!a.buffer.empty()) {
+    auto v = parse_named_size("--buffer", a.buffer);
+    if (!v) return report_error(kBadInput, v.error().message());
+    opt.buffer_bytes = *v;
+  }
+  if (!a.chunk.empty()) {
+    auto v = parse_named_size("--chunk", a.chunk);
+    if (!v) return report_error(kBadInput, v.error().message());
+    opt.chunk_bytes = *v;
+  }
+
+  auto loop = EventLoop::create();
+  if (!loop) return report_error(kIoError, loop.error().message());
+  // The source is opened read-only unless it is the destination itself.
+  const bool same = src_ep->device == dst_ep->device;
+  auto dst = open_device(**loop, dst_ep->device);
+  if (!dst) return report_error(kBadInput, dst.error().message());
+  std::unique_ptr<Device> src_owned;
+  Device* src = dst->get();
+  if (!same) {
+    auto s = open_device(**loop, src_ep->device, {.read_only = true});
+    if (!s) return report_error(kBadInput, s.error().message());
+    src_owned = std::move(*s);
+    src = src_owned.get();
+  }
+  if (!a.copy_max_bytes.empty()) {
+    auto v = parse_named_size("--copy-max-bytes", a.copy_max_bytes);
+    if (!v) return report_error(kBadInput, v.error().message());
+    if (Status s = (*dst)->set_copy_max_bytes(*v); !s.ok()) {
+      return report_error(kBadInput, s.message());
+    }
+  }
+
+  std::vector<CopySegment> sources;
+  for (auto [off, len] : ranges) sources.push_back({src, off, len});
+
+  const bool show = !a.json && (a.progress || isatty(STDERR_FILENO));
+  ProgressBar bar(show);
+  opt.progress = [&bar](uint64_t done, uint64_t total) { bar.update(done, total); };
+  CopyResult r = copy_ranges(sources, **dst, dst_ep->offset, opt);
+  bar.finish();
+
+  if (a.json) {
+    fmt::print("{}\n", result_json(r).dump(2));
+  } else if (!r.invalid) {
+    fmt::print("{}", result_text(r));
+  }
+  const int code = exit_code_for(r);
+  if (code == kIoError || code == kNotSupported) {
+    report_error(code, fmt::format("{} (copied {} bytes{} before the failure)",
+                                   r.status.message(), r.bytes,
+                                   r.backward ? ", from the end" : ""));
+  } else if (code != kOk) {
+    report_error(code, r.status.message());
+  }
+  return code;
+}
+
+}  // namespace
+
+void add_copy_command(CLI::App& app, int& exit_code) {
+  auto a = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand(
+      "copy", "Copy a range (or several source ranges) within or between devices, offloaded "
+              "where the device can and emulated otherwise");
+  cmd->add_option("SRC", a->src, "source device[@OFFSET]")->required();
+  cmd->add_option("DST", a->dst, "destination device[@OFFSET]")->required();
+  cmd->add_option("-l,--length", a->length, "bytes to copy (512, 4k, 1M, 2G)");
+  cmd->add_option("-r,--range", a->ranges,
+                  "a source range OFF:LEN of SRC; repeat for a vectored copy into one "
+                  "contiguous destination");
+  cmd->add_flag("--no-emulation", a->no_emulation,
+                "fail (exit 3) instead of emulating what cannot be offloaded");
+  cmd->add_flag("--emulate", a->emulate, "emulate everything: read into host memory, write back");
+  cmd->add_option("--copy-max-bytes", a->copy_max_bytes,
+                  "set the destination's copy_max_bytes limit first (0 turns offload off)");
+  cmd->add_option("--buffer", a->buffer, "host memory for emulation (default 64M)");
+  cmd->add_option("--chunk", a->chunk, "bytes per emulated read/write (default 1M)");
+  cmd->add_flag("--progress", a->progress, "show a progress bar even when not on a terminal");
+  cmd->add_flag("--json", a->json, "print the result as one JSON object");
+  cmd->callback([a, &exit_code] { exit_code = run_copy(*a); });
+}
+
+}  // namespace blkcopy::tools

@@ -1,0 +1,24 @@
+// The CLI's subcommands. Each adds itself to the app and sets `exit_code` when it runs.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace blkcopy::tools {
+
+// Exit codes of every command.
+enum Exit : int {
+  kOk = 0,
+  kFailed = 1,        // the demo's data check failed
+  kBadInput = 2,      // bad arguments, unknown device, invalid copy
+  kNotSupported = 3,  // offload impossible and --no-emulation
+  kIoError = 4,       // an I/O error; the message gives the bytes copied
+};
+
+void add_info_command(CLI::App& app, int& exit_code);
+void add_copy_command(CLI::App& app, int& exit_code);
+void add_demo_command(CLI::App& app, int& exit_code);
+
+// "blkcopy: error: MESSAGE" on stderr; returns code.
+int report_error(int code, const std::string& message);
+
+}  // namespace blkcopy::tools

@@ -1,0 +1,34 @@
+// blkcopy: copy offload for block storage, from the command line.
+#include <fmt/format.h>
+
+#include "tools/commands.h"
+
+namespace blkcopy::tools {
+
+int report_error(int code, const std::string& message) {
+  fmt::print(stderr, "blkcopy: error: {}\n", message);
+  return code;
+}
+
+}  // namespace blkcopy::tools
+
+int main(int argc, char** argv) {
+  using namespace blkcopy::tools;
+  CLI::App app{"blkcopy: copy offload for block storage (copy inside the device, emulate the "
+               "rest)"};
+  app.require_subcommand(1);
+  int exit_code = kOk;
+  add_info_command(app, exit_code);
+  add_copy_command(app, exit_code);
+  add_demo_command(app, exit_code);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    return report_error(kBadInput, e.what());
+  }
+  return exit_code;
+}

@@ -1,0 +1,120 @@
+#include "tools/report.h"
+
+#include <blkcopy/units.h>
+#include <fmt/format.h>
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cstdio>
+
+namespace blkcopy::tools {
+
+nlohmann::ordered_json info_json(const Device& dev) {
+  const QueueLimits& l = dev.limits();
+  const DeviceInfo info = dev.describe();
+  nlohmann::ordered_json j;
+  j["device"] = info.name;
+  j["kind"] = info.kind;
+  j["capacity"] = l.capacity;
+  j["limits"] = {{"logical_block_size", l.logical_block_size},
+                 {"max_io_bytes", l.max_io_bytes},
+                 {"copy_max_hw_bytes", l.copy_max_hw_bytes},
+                 {"copy_segment_max_bytes", l.copy_segment_max_bytes},
+                 {"copy_max_src_segments", l.copy_max_src_segments},
+                 {"copy_max_bytes", l.copy_max_bytes},
+                 {"read_only", l.read_only}};
+  j["copy"] = {{"offload", l.can_offload()}, {"method", info.copy_method}};
+  for (const auto& [k, v] : info.details) j["details"][k] = v;
+  return j;
+}
+
+std::string info_text(const Device& dev) {
+  const QueueLimits& l = dev.limits();
+  const DeviceInfo info = dev.describe();
+  std::string out;
+  auto row = [&](std::string_view k, const std::string& v) {
+    out += fmt::format("{:<24} {}\n", k, v);
+  };
+  row("device", info.name);
+  row("kind", info.kind);
+  row("capacity", fmt::format("{} ({})", l.capacity, format_bytes(double(l.capacity))));
+  row("logical_block_size", std::to_string(l.logical_block_size));
+  row("max_io_bytes", std::to_string(l.max_io_bytes));
+  row("copy_max_hw_bytes", std::to_string(l.copy_max_hw_bytes));
+  row("copy_segment_max_bytes", std::to_string(l.copy_segment_max_bytes));
+  row("copy_max_src_segments", std::to_string(l.copy_max_src_segments));
+  row("copy_max_bytes", std::to_string(l.copy_max_bytes));
+  row("read_only", l.read_only ? "1" : "0");
+  row("copy offload", fmt::format("{}: {}", l.can_offload() ? "yes" : "no", info.copy_method));
+  for (const auto& [k, v] : info.details) row(k, v);
+  return out;
+}
+
+nlohmann::ordered_json result_json(const CopyResult& r) {
+  nlohmann::ordered_json j;
+  j["status"] = r.status.ok() ? "ok" : "error";
+  if (!r.status.ok()) {
+    j["error"] = r.status.message();
+    j["errno"] = r.status.code();
+  }
+  j["bytes"] = r.bytes;
+  j["backward"] = r.backward;
+  j["offloaded_bytes"] = r.offloaded_bytes;
+  j["emulated_bytes"] = r.emulated_bytes;
+  j["host_read_bytes"] = r.host_read_bytes;
+  j["host_written_bytes"] = r.host_written_bytes;
+  j["commands"] = r.commands;
+  j["seconds"] = r.seconds;
+  return j;
+}
+
+std::string result_text(const CopyResult& r) {
+  const double rate = r.seconds > 0 ? double(r.bytes) / r.seconds : 0;
+  return fmt::format(
+      "copied     {} in {:.3f} s ({}/s){}\n"
+      "offloaded  {:<12} emulated      {}\n"
+      "host read  {:<12} host written  {}\n"
+      "commands   {}\n",
+      format_bytes(double(r.bytes)), r.seconds, format_bytes(rate),
+      r.backward ? " (walked from the end: the ranges overlap)" : "",
+      format_bytes(double(r.offloaded_bytes)), format_bytes(double(r.emulated_bytes)),
+      format_bytes(double(r.host_read_bytes)), format_bytes(double(r.host_written_bytes)),
+      r.commands);
+}
+
+double process_cpu_seconds() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  auto sec = [](const timeval& tv) { return double(tv.tv_sec) + double(tv.tv_usec) / 1e6; };
+  return sec(ru.ru_utime) + sec(ru.ru_stime);
+}
+
+namespace {
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
+void ProgressBar::update(uint64_t done, uint64_t total) {
+  if (!enabled_ || total == 0) return;
+  const double now = now_s();
+  if (started_ < 0) started_ = now;
+  if (last_ >= 0 && now - last_ < 0.1 && done != total) return;
+  last_ = now;
+  constexpr int kWidth = 30;
+  const double frac = double(done) / double(total);
+  const int filled = int(frac * kWidth);
+  const double rate = now > started_ ? double(done) / (now - started_) : 0;
+  fmt::print(stderr, "\r[{:#<{}}{:<{}}] {:3.0f}% {} of {} {}/s ", "", filled, "",
+             kWidth - filled, frac * 100, format_bytes(double(done)), format_bytes(double(total)),
+             format_bytes(rate));
+  drawn_ = true;
+}
+
+void ProgressBar::finish() {
+  if (drawn_) fmt::print(stderr, "\n");
+  drawn_ = false;
+}
+
+}  // namespace blkcopy::tools

@@ -1,0 +1,34 @@
+// How the tools show devices and copy results: text for people, JSON for scripts.
+#pragma once
+
+#include <blkcopy/copy.h>
+#include <blkcopy/device.h>
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace blkcopy::tools {
+
+nlohmann::ordered_json info_json(const Device& dev);
+std::string info_text(const Device& dev);
+
+nlohmann::ordered_json result_json(const CopyResult& r);
+std::string result_text(const CopyResult& r);
+
+// CPU seconds (user + system) this process used, helper threads included.
+double process_cpu_seconds();
+
+// A one-line progress bar on stderr, redrawn at most ten times a second.
+class ProgressBar {
+ public:
+  explicit ProgressBar(bool enabled) : enabled_(enabled) {}
+  void update(uint64_t done, uint64_t total);
+  void finish();
+
+ private:
+  bool enabled_;
+  bool drawn_ = false;
+  double started_ = -1, last_ = -1;
+};
+
+}  // namespace blkcopy::tools
