@@ -1,0 +1,49 @@
+// Shared helpers for the tests: loops, devices, reference data, temporary files.
+#pragma once
+
+#include <blkcopy/copy.h>
+#include <blkcopy/event_loop.h>
+#include <blkcopy/open.h>
+#include <gtest/gtest.h>
+
+#include <cstddef>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace blkcopy::test {
+
+using Bytes = std::vector<std::byte>;
+
+std::unique_ptr<EventLoop> make_loop();
+std::unique_ptr<Device> open_dev(EventLoop& loop, const std::string& spec);
+
+// The pseudo-random bytes a mem device with seed=SEED holds at [offset, offset + length).
+Bytes pattern(uint64_t offset, uint64_t length, uint64_t seed);
+Bytes read_bytes(Device& dev, uint64_t offset, uint64_t length);
+void write_bytes(Device& dev, uint64_t offset, const Bytes& data);
+
+// A fresh directory removed with everything in it at the end of the test.
+class TempDir {
+ public:
+  explicit TempDir(const std::filesystem::path& base = std::filesystem::temp_directory_path());
+  ~TempDir();
+  const std::filesystem::path& path() const { return path_; }
+  // Creates a file of `size` bytes holding pattern(0, size, seed) (zeroes when seed is 0).
+  std::string file(const std::string& name, uint64_t size, uint64_t seed = 0) const;
+
+ private:
+  std::filesystem::path path_;
+};
+
+Bytes read_file(const std::string& path, uint64_t offset, uint64_t length);
+
+// Result of running the blkcopy binary.
+struct Run {
+  int exit_code;
+  std::string out, err;
+};
+Run run_cli(const std::vector<std::string>& args);
+
+}  // namespace blkcopy::test
