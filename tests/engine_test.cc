@@ -142,11 +142,15 @@ struct OverlapCase {
   Emulation mode;
 };
 
+void PrintTo(const OverlapCase& c, std::ostream* os) {
+  *os << c.src << "->" << c.dst << " len " << c.len << (c.mode == Emulation::force ? " emulated" : "");
+}
+
 class OverlapTest : public EngineTest, public ::testing::WithParamInterface<OverlapCase> {};
 
 TEST_P(OverlapTest, BehavesLikeMemmove) {
   const OverlapCase c = GetParam();
-  auto d = open("mem:2M,seed=8,copy_max=32k");
+  auto d = open("mem:2M,seed=8,copy_max=32k,jitter=300us");
   Bytes want = all(*d);
   std::memmove(want.data() + c.dst, want.data() + c.src, c.len);
   CopyOptions o = small_chunks(c.mode);
@@ -248,8 +252,12 @@ class FaultTest : public EngineTest, public ::testing::WithParamInterface<FaultC
 TEST_P(FaultTest, ReportsExactProgress) {
   const FaultCase c = GetParam();
   const bool same_dev = c.mode == Emulation::allow;
-  auto a = open("mem:2M,seed=11,copy_max=64k" + std::string(c.on_source || same_dev ? ",fail=" + c.fault : ""));
-  auto b_owned = same_dev ? nullptr : open("mem:2M,seed=12" + std::string(c.on_source ? "" : ",fail=" + c.fault));
+  // Jitter makes completions come back out of order, as on real devices.
+  const std::string common = ",jitter=300us";
+  auto a = open("mem:2M,seed=11,copy_max=64k" + common +
+                (c.on_source || same_dev ? ",fail=" + c.fault : ""));
+  auto b_owned =
+      same_dev ? nullptr : open("mem:2M,seed=12" + common + (c.on_source ? "" : ",fail=" + c.fault));
   Device& dst = same_dev ? *a : *b_owned;
   const uint64_t src_off = 0, dst_off = same_dev ? M : 256 * K, len = 640 * K;
   const Bytes src_before = snapshot(*a), dst_before = snapshot(dst);

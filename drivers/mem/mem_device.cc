@@ -157,6 +157,10 @@ Result<MemConfig> parse_mem_config(std::string_view spec) {
       auto ns = parse_duration_ns(value);
       if (!ns) return std::unexpected(ns.error());
       cfg.latency_ns = *ns;
+    } else if (key == "jitter") {
+      auto ns = parse_duration_ns(value);
+      if (!ns) return std::unexpected(ns.error());
+      cfg.jitter_ns = *ns;
     } else if (key == "bw") {
       st = size_option(cfg.bandwidth);
     } else if (key == "seed") {
@@ -168,7 +172,7 @@ Result<MemConfig> parse_mem_config(std::string_view spec) {
     } else {
       return fail(EINVAL, fmt::format("unknown mem option '{}' (known: block, copy_max, "
                                       "segment_max, max_segments, nocopy, nodata, ro, latency, "
-                                      "bw, seed, fail)",
+                                      "jitter, bw, seed, fail)",
                                       item));
     }
     if (!st.ok()) return std::unexpected(st);
@@ -276,6 +280,7 @@ Status MemDevice::submit(const Request& req, Completion done) {
   }
 
   uint64_t delay = cfg_.latency_ns;
+  if (cfg_.jitter_ns) delay += splitmix(jitter_state_++) % (cfg_.jitter_ns + 1);
   if (cfg_.bandwidth) {
     const uint64_t bytes = req.op == Op::copy ? req.copy->dst.length : req.length;
     const uint64_t now = now_ns();
@@ -301,6 +306,7 @@ DeviceInfo MemDevice::describe() const {
   }
   info.details.emplace_back("data", cfg_.data ? "stored" : "none (reads return zeroes)");
   if (cfg_.latency_ns) info.details.emplace_back("latency_ns", std::to_string(cfg_.latency_ns));
+  if (cfg_.jitter_ns) info.details.emplace_back("jitter_ns", std::to_string(cfg_.jitter_ns));
   if (cfg_.bandwidth) info.details.emplace_back("bandwidth", format_bytes(cfg_.bandwidth) + "/s");
   if (cfg_.fault.nth) {
     info.details.emplace_back(

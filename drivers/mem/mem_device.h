@@ -31,6 +31,7 @@ struct MemConfig {
   bool data = true;                   // false: data-less, reads return zeroes, writes vanish
   bool read_only = false;
   uint64_t latency_ns = 0;    // added to every command
+  uint64_t jitter_ns = 0;     // plus a random delay up to this, so completions come out of order
   uint64_t bandwidth = 0;     // bytes per second the device moves (0 = unlimited)
   uint64_t seed = 0;          // non-zero: fill with pseudo-random bytes from this seed
   MemFault fault;
@@ -61,6 +62,7 @@ class MemDevice final : public Device {
   std::array<uint64_t, std::size(kAllOps)> counts_{};
   uint64_t any_count_ = 0;
   uint64_t busy_until_ns_ = 0;  // the bandwidth cap serialises transfers
+  uint64_t jitter_state_ = 1;
 };
 
 // Writes the bytes [offset, offset + length) of the pseudo-random fill of `seed` to dst: the same

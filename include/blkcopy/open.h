@@ -1,7 +1,7 @@
 // Opening devices from device strings:
 //   PATH or file:PATH[,ro][,buffered][,nocopy]      a regular file or a block device
 //   mem:SIZE[,block=N][,copy_max=N][,segment_max=N][,max_segments=N][,nocopy][,nodata][,ro]
-//          [,latency=T][,bw=BYTES_PER_S][,seed=N][,fail=OP:N[:ERROR][:every]]
+//          [,latency=T][,jitter=T][,bw=BYTES_PER_S][,seed=N][,fail=OP:N[:ERROR][:every]]
 #pragma once
 
 #include <blkcopy/device.h>
