@@ -1,1 +1,147 @@
+// The blkcopy binary: every bad input gives its message and exit code; real copies are checked
+// against the original data.
 #include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/test_util.h"
+
+namespace blkcopy {
+namespace {
+
+using test::run_cli;
+
+constexpr uint64_t K = 1024;
+
+class CliTest : public ::testing::Test {
+ protected:
+  test::TempDir dir;
+  std::string a = dir.file("a", 1 << 20, 41);
+  std::string b = dir.file("b", 1 << 20, 42);
+};
+
+struct BadCase {
+  std::vector<std::string> args;
+  int code;
+  std::string message;
+};
+
+TEST_F(CliTest, EachBadInputHasItsMessageAndExitCode) {
+  const BadCase cases[] = {
+      {{"copy", "foo:bar", b, "--length", "4k"}, 2, "unknown device type 'foo'"},
+      {{"copy", dir.path().string() + "/missing", b, "--length", "4k"}, 2,
+       "No such file or directory"},
+      {{"copy", a + "@100", b, "--length", "4k"}, 2, "offset 100 is not a multiple"},
+      {{"copy", a, b + "@4k", "--length", "1000"}, 2, "length 1000 is not a multiple"},
+      {{"copy", a, b + "@1020k", "--length", "8k"}, 2, "destination range [1044480, 1052672) is "
+                                                      "beyond the end"},
+      {{"copy", a + "@1M", b, "--length", "4k"}, 2, "source range [1048576, 1052672) is beyond"},
+      {{"copy", a, b, "--length", "0"}, 2, "zero length"},
+      {{"copy", a, a + "@64k", "-r", "0:4k", "-r", "60k:8k"}, 2,
+       "source range 2 [61440, 69632) overlaps the destination"},
+      {{"copy", a, b, "-r", "0:4k", "-r", "2M:4k"}, 2, "source range 2 [2097152, 2101248) is "
+                                                       "beyond the end"},
+      {{"copy", a, "file:" + b + ",ro", "--length", "4k"}, 2, "is read-only"},
+      {{"copy", a, "mem:1M,ro", "--length", "4k"}, 2, "is read-only"},
+      {{"copy", a, b}, 2, "--length (or --range) is required"},
+      {{"copy", a, b, "--length", "4k", "-r", "0:4k"}, 2, "not both"},
+      {{"copy", a, b, "-r", "4k"}, 2, "expected OFF:LEN"},
+      {{"copy", a, b, "--length", "12Q"}, 2, "--length: invalid size '12Q'"},
+      {{"copy", a + "@xyz", b, "--length", "4k"}, 2, "invalid offset in"},
+      {{"copy", a, b, "--length", "4k", "--copy-max-bytes", "1G"}, 2, "is above its "
+                                                                     "copy_max_hw_bytes"},
+      {{"copy", a, b, "--length", "4k", "--emulate", "--no-emulation"}, 2, "exclude each other"},
+      {{"copy", a, b, "--length", "4k", "--buffer", "100"}, 2, "at least one block"},
+      {{"copy", a, b, "--length", "4k", "--frobnicate"}, 2, "frobnicate"},
+      {{"copy", "mem:1M,sparkles", b, "--length", "4k"}, 2, "unknown mem option 'sparkles'"},
+      {{"info", "foo:bar"}, 2, "unknown device type 'foo'"},
+      {{"frobnicate"}, 2, "frobnicate"},
+      // Offload impossible (different devices) and emulation off.
+      {{"copy", "mem:1M", b, "--length", "4k", "--no-emulation"}, 3, "not supported"},
+      // The second offloaded piece fails: the first 64 KiB are copied.
+      {{"copy", "mem:1M,copy_max=64k,fail=copy:2", "mem:1M,copy_max=64k,fail=copy:2@512k",
+        "--length", "256k"},
+       4, "(copied 65536 bytes before the failure)"},
+      {{"copy", "mem:1M,fail=read:1:ENOSPC", b, "--length", "4k"}, 4, "No space left on device"},
+  };
+  const test::Bytes a_before = test::read_file(a, 0, 1 << 20);
+  const test::Bytes b_before = test::read_file(b, 0, 1 << 20);
+  for (const BadCase& c : cases) {
+    std::string cmd;
+    for (auto& s : c.args) cmd += s + " ";
+    const auto r = run_cli(c.args);
+    EXPECT_EQ(r.exit_code, c.code) << cmd << "\n" << r.err;
+    EXPECT_NE(r.err.find(c.message), std::string::npos) << cmd << "\nstderr: " << r.err;
+  }
+  EXPECT_EQ(test::read_file(a, 0, 1 << 20), a_before) << "a failed copy changed the source file";
+  EXPECT_EQ(test::read_file(b, 0, 1 << 20), b_before) << "a failed copy changed the target file";
+}
+
+TEST_F(CliTest, CopiesBetweenFilesAndReportsJson) {
+  const auto r = run_cli({"copy", a + "@64k", b + "@128k", "--length", "256k", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["status"], "ok");
+  EXPECT_EQ(j["bytes"], 256 * K);
+  EXPECT_EQ(j["offloaded_bytes"], 256 * K) << "same file system: copy_file_range";
+  EXPECT_EQ(j["emulated_bytes"], 0);
+  for (const char* key : {"host_read_bytes", "host_written_bytes", "commands", "seconds"}) {
+    EXPECT_TRUE(j.contains(key)) << key;
+  }
+  EXPECT_EQ(test::read_file(b, 128 * K, 256 * K), test::pattern(64 * K, 256 * K, 41));
+  EXPECT_EQ(test::read_file(b, 0, 128 * K), test::pattern(0, 128 * K, 42));
+  EXPECT_EQ(test::read_file(b, 384 * K, 640 * K), test::pattern(384 * K, 640 * K, 42));
+}
+
+TEST_F(CliTest, VectoredEmulatedCopyWithProgress) {
+  const auto r = run_cli({"copy", a, b + "@512k", "-r", "0:8k", "-r", "256k:4k", "-r", "64k:4k",
+                          "--emulate", "--progress"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("emulated      16.0 KiB"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("100%"), std::string::npos) << r.err;
+  test::Bytes want = test::pattern(0, 8 * K, 41);
+  for (uint64_t off : {256 * K, 64 * K}) {
+    test::Bytes part = test::pattern(off, 4 * K, 41);
+    want.insert(want.end(), part.begin(), part.end());
+  }
+  EXPECT_EQ(test::read_file(b, 512 * K, 16 * K), want);
+}
+
+TEST_F(CliTest, OverlappingCopyWithinAFileIsAMemmove) {
+  const auto r = run_cli({"copy", a, a + "@4k", "--length", "512k", "--copy-max-bytes", "0"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("walked from the end"), std::string::npos) << r.out;
+  EXPECT_EQ(test::read_file(a, 4 * K, 512 * K), test::pattern(0, 512 * K, 41));
+  EXPECT_EQ(test::read_file(a, 0, 4 * K), test::pattern(0, 4 * K, 41));
+}
+
+TEST_F(CliTest, InfoShowsLimitsAndCopySupport) {
+  auto r = run_cli({"info", "mem:64M,block=4k,copy_max=1M,segment_max=128k,max_segments=16"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const char* want : {"logical_block_size       4096", "copy_max_hw_bytes        1048576",
+                           "copy_segment_max_bytes   131072", "copy_max_src_segments    16",
+                           "copy offload             yes: in-device memmove"}) {
+    EXPECT_NE(r.out.find(want), std::string::npos) << want << "\n" << r.out;
+  }
+  r = run_cli({"info", a, "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["kind"], "file");
+  EXPECT_EQ(j["capacity"], 1 << 20);
+  EXPECT_EQ(j["copy"]["offload"], true);
+  EXPECT_NE(j["copy"]["method"].get<std::string>().find("copy_file_range"), std::string::npos);
+  r = run_cli({"info", "mem:1M,nocopy", "--json"});
+  EXPECT_EQ(nlohmann::json::parse(r.out)["copy"]["offload"], false);
+}
+
+TEST_F(CliTest, DemoChecksItsCopies) {
+  const auto r = run_cli({"demo", "--size", "8M", "--dir", dir.path().string()});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("both copies match the original data"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("offloaded"), std::string::npos);
+  EXPECT_FALSE(std::filesystem::exists(dir.path() / "blkcopy-demo.img"));
+  EXPECT_EQ(run_cli({"demo", "--size", "5"}).exit_code, 2);
+}
+
+}  // namespace
+}  // namespace blkcopy

@@ -1,1 +1,105 @@
+// The file driver on XFS in an image on a loop device: an offloaded copy shares extents
+// (reflink), an emulated one does not. Needs root (mount); skips with a message otherwise.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "drivers/file/file_device.h"
+#include "tests/test_util.h"
+
+namespace blkcopy {
+namespace {
+
+constexpr uint64_t M = 1 << 20;
+
+// Bytes of [offset, offset + length) of the file that lie in extents shared with another file
+// or range, according to FIEMAP.
+uint64_t shared_bytes(const std::string& path, uint64_t offset, uint64_t length) {
+  int fd = open(path.c_str(), O_RDONLY);
+  EXPECT_GE(fd, 0);
+  constexpr unsigned kMax = 512;
+  std::vector<std::byte> buf(sizeof(fiemap) + kMax * sizeof(fiemap_extent));
+  auto* fm = reinterpret_cast<fiemap*>(buf.data());
+  fm->fm_start = offset;
+  fm->fm_length = length;
+  fm->fm_flags = FIEMAP_FLAG_SYNC;
+  fm->fm_extent_count = kMax;
+  EXPECT_EQ(ioctl(fd, FS_IOC_FIEMAP, fm), 0) << strerror(errno);
+  close(fd);
+  uint64_t shared = 0;
+  for (unsigned i = 0; i < fm->fm_mapped_extents; ++i) {
+    const fiemap_extent& e = fm->fm_extents[i];
+    if (!(e.fe_flags & FIEMAP_EXTENT_SHARED)) continue;
+    const uint64_t lo = std::max<uint64_t>(e.fe_logical, offset);
+    const uint64_t hi = std::min<uint64_t>(e.fe_logical + e.fe_length, offset + length);
+    if (hi > lo) shared += hi - lo;
+  }
+  return shared;
+}
+
+class XfsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root to mount an XFS image on a loop device";
+    if (std::system("command -v mkfs.xfs >/dev/null") != 0) {
+      GTEST_SKIP() << "mkfs.xfs not found (scripts/setup installs xfsprogs)";
+    }
+    img_ = (dir_.path() / "xfs.img").string();
+    mnt_ = dir_.path() / "mnt";
+    std::filesystem::create_directory(mnt_);
+    const std::string mk = "truncate -s 512M " + img_ + " && mkfs.xfs -q -f -m reflink=1 " + img_;
+    ASSERT_EQ(std::system(mk.c_str()), 0) << mk;
+    const std::string mount = "mount -o loop " + img_ + " " + mnt_.string() + " 2>/dev/null";
+    if (std::system(mount.c_str()) != 0) GTEST_SKIP() << "cannot mount a loop device here";
+    mounted_ = true;
+  }
+  void TearDown() override {
+    if (mounted_) {
+      EXPECT_EQ(std::system(("umount " + mnt_.string()).c_str()), 0);
+    }
+  }
+
+  test::TempDir dir_;
+  std::string img_;
+  std::filesystem::path mnt_;
+  bool mounted_ = false;
+};
+
+TEST_F(XfsTest, OffloadedCopySharesExtentsAndEmulatedDoesNot) {
+  {
+    auto loop = test::make_loop();
+    test::TempDir on_xfs(mnt_);
+    const std::string a = on_xfs.file("a", 64 * M, 17);
+    const std::string b = on_xfs.file("b", 64 * M);
+    auto da = test::open_dev(*loop, a);
+    auto db = test::open_dev(*loop, b);
+    EXPECT_EQ(static_cast<FileDevice&>(*da).copy_method(), FileCopyMethod::reflink);
+    EXPECT_NE(da->describe().copy_method.find("reflink on xfs"), std::string::npos);
+    const test::Bytes original = test::pattern(0, 16 * M, 17);
+
+    CopyResult r = copy(*da, 0, *db, 8 * M, 16 * M);
+    ASSERT_TRUE(r.status.ok()) << r.status.message();
+    EXPECT_EQ(r.offloaded_bytes, 16 * M);
+    EXPECT_EQ(r.host_read_bytes + r.host_written_bytes, 0u);
+    EXPECT_EQ(shared_bytes(b, 8 * M, 16 * M), 16 * M) << "offloaded range not reflinked";
+    EXPECT_EQ(test::read_bytes(*db, 8 * M, 16 * M), original);
+
+    CopyOptions emulate;
+    emulate.emulation = Emulation::force;
+    r = copy(*da, 0, *db, 32 * M, 16 * M, emulate);
+    ASSERT_TRUE(r.status.ok()) << r.status.message();
+    EXPECT_EQ(r.emulated_bytes, 16 * M);
+    EXPECT_EQ(shared_bytes(b, 32 * M, 16 * M), 0u) << "emulated range should own its blocks";
+    EXPECT_EQ(test::read_bytes(*db, 32 * M, 16 * M), original);
+    EXPECT_EQ(test::read_bytes(*da, 0, 16 * M), original) << "source changed";
+  }
+}
+
+}  // namespace
+}  // namespace blkcopy
