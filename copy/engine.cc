@@ -201,8 +201,10 @@ class CopyRun {
 
   std::byte* take_buffer() {
     if (pool_.size() == 0) {
-      const uint64_t slots = std::clamp<uint64_t>(opt_.buffer_bytes / chunk_, 1,
-                                                  kMaxChunksInFlight);
+      // No more buffers than the copy can fill: a small copy maps little memory.
+      const uint64_t slots = std::clamp<uint64_t>(
+          std::min(opt_.buffer_bytes / chunk_, (total() + chunk_ - 1) / chunk_), 1,
+          kMaxChunksInFlight);
       pool_ = AlignedBuffer(slots * chunk_);
       for (uint64_t i = slots; i-- > 0;) free_bufs_.push_back(pool_.data() + i * chunk_);
     }

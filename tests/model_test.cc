@@ -159,7 +159,7 @@ class Model {
 };
 
 TEST(ModelTest, RandomCopiesMatchTheReference) {
-  const uint64_t rounds = env_or("BLKCOPY_MODEL_ROUNDS", 40);
+  const uint64_t rounds = env_or("BLKCOPY_MODEL_ROUNDS", 150);
   const uint64_t first = env_or("BLKCOPY_MODEL_SEED", 1);
   const uint64_t last = std::getenv("BLKCOPY_MODEL_SEED") ? first : first + rounds - 1;
   for (uint64_t seed = first; seed <= last; ++seed) {

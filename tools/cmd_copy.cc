@@ -164,7 +164,7 @@ void add_copy_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--copy-max-bytes", a->copy_max_bytes,
                   "set the destination's copy_max_bytes limit first (0 turns offload off)");
   cmd->add_option("--buffer", a->buffer, "host memory for emulation (default 64M)");
-  cmd->add_option("--chunk", a->chunk, "bytes per emulated read/write (default 1M)");
+  cmd->add_option("--chunk", a->chunk, "bytes per emulated read/write (default 4M)");
   cmd->add_flag("--progress", a->progress, "show a progress bar even when not on a terminal");
   cmd->add_flag("--json", a->json, "print the result as one JSON object");
   cmd->callback([a, &exit_code] { exit_code = run_copy(*a); });

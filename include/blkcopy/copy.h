@@ -32,7 +32,9 @@ enum class Emulation {
 struct CopyOptions {
   Emulation emulation = Emulation::allow;
   uint64_t buffer_bytes = 64u << 20;  // most host memory emulation may use
-  uint64_t chunk_bytes = 1u << 20;    // bytes per emulated read and write
+  // Bytes per emulated read and write. 4 MiB matched the disk's largest request here
+  // (max_sectors_kb) and beat 1 MiB by ~15% in bench/.
+  uint64_t chunk_bytes = 4u << 20;
   unsigned max_copies_in_flight = 8;  // offloaded copy commands at once
   // Called on the loop each time the in-order progress advances.
   std::function<void(uint64_t done, uint64_t total)> progress;
