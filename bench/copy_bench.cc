@@ -4,7 +4,9 @@
 //   build/blkcopy-bench [--size 1G] [--dir DIR] [--reps 5] [--no-xfs]
 //
 // Every row copies --size bytes from a file (or mem region) holding data to a fresh destination.
-// Page caches are dropped before each file run (when root) so no row reads cached data.
+// Page caches are dropped before each file run (when root) so no row reads cached data, and
+// every file row ends with its data on disk (blkcopy flushes, cp is followed by sync, dd runs
+// with conv=fsync, fio with end_fsync).
 // Rows: blkcopy offloaded and emulated, cp --reflink=never (+ sync), dd bs=1M with O_DIRECT
 // (blkcopy's emulation uses O_DIRECT too), fio reading the source while writing the destination
 // (what the device can do, where fio is installed), and a memmove for the mem rows.
@@ -115,7 +117,7 @@ class Bench {
                               true));
     methods.push_back(command(
         "dd bs=1M O_DIRECT", dst,
-        fmt::format("dd if={} of={} bs=1M count={} iflag=direct oflag=direct conv=notrunc", src,
+        fmt::format("dd if={} of={} bs=1M count={} iflag=direct oflag=direct conv=notrunc,fsync", src,
                     dst, size_ >> 20),
         false));
     if (run_quiet("command -v fio")) {
@@ -124,7 +126,7 @@ class Bench {
           "fio read+write", dst,
           fmt::format("fio --ioengine=io_uring --direct=1 --bs=1M --iodepth=32 --name=r "
                       "--rw=read --filename={} --size={} --name=w --rw=write --filename={} "
-                      "--size={}",
+                      "--size={} --end_fsync=1",
                       src, size_, dst, size_),
           false));
     } else {
