@@ -40,11 +40,16 @@ class UringLoop final : public EventLoop {
   void fallocate(int fd, int mode, uint64_t offset, uint64_t len, IoCallback cb) override {
     io_uring_prep_fallocate(sqe(new Op{std::move(cb)}), fd, mode, offset, len);
   }
-  void after(std::chrono::nanoseconds delay, Task task) override {
+  void at(std::chrono::steady_clock::time_point deadline, Task task) override {
+    // Absolute: a relative timeout would count from when the SQE reaches the kernel, so two
+    // timers armed in one batch could fire out of order.
+    const int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                           deadline.time_since_epoch())
+                           .count();
     auto* op = new Op{[t = std::move(task)](int) { t(); }};
-    op->ts.tv_sec = delay.count() / 1'000'000'000;
-    op->ts.tv_nsec = delay.count() % 1'000'000'000;
-    io_uring_prep_timeout(sqe(op), &op->ts, 0, 0);
+    op->ts.tv_sec = ns / 1'000'000'000;
+    op->ts.tv_nsec = ns % 1'000'000'000;
+    io_uring_prep_timeout(sqe(op), &op->ts, 0, IORING_TIMEOUT_ABS);
   }
   void post(Task task) override { posted_.push_back(std::move(task)); }
   void offload(std::function<int()> work, IoCallback done) override;

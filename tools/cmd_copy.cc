@@ -123,8 +123,7 @@ int run_copy(const Args& a) {
   std::vector<CopySegment> sources;
   for (auto [off, len] : ranges) sources.push_back({src, off, len});
 
-  const bool show = !a.json && (a.progress || isatty(STDERR_FILENO));
-  ProgressBar bar(show);
+  ProgressBar bar(!a.json && isatty(STDERR_FILENO), a.progress);
   opt.progress = [&bar](uint64_t done, uint64_t total) { bar.update(done, total); };
   CopyResult r = copy_ranges(sources, **dst, dst_ep->offset, opt);
   bar.finish();

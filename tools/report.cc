@@ -96,10 +96,13 @@ double now_s() {
 }
 }  // namespace
 
+ProgressBar::ProgressBar(bool enabled, bool forced)
+    : enabled_(enabled || forced), forced_(forced), started_(now_s()) {}
+
 void ProgressBar::update(uint64_t done, uint64_t total) {
   if (!enabled_ || total == 0) return;
   const double now = now_s();
-  if (started_ < 0) started_ = now;
+  if (!forced_ && now - started_ < 0.5) return;
   if (last_ >= 0 && now - last_ < 0.1 && done != total) return;
   last_ = now;
   constexpr int kWidth = 30;

@@ -18,15 +18,17 @@ std::string result_text(const CopyResult& r);
 // CPU seconds (user + system) this process used, helper threads included.
 double process_cpu_seconds();
 
-// A one-line progress bar on stderr, redrawn at most ten times a second.
+// A one-line progress bar on stderr, redrawn at most ten times a second. Unless forced, it
+// appears only once a copy has run for half a second: short copies print just the summary.
 class ProgressBar {
  public:
-  explicit ProgressBar(bool enabled) : enabled_(enabled) {}
+  ProgressBar(bool enabled, bool forced);
   void update(uint64_t done, uint64_t total);
   void finish();
 
  private:
   bool enabled_;
+  bool forced_;
   bool drawn_ = false;
   double started_ = -1, last_ = -1;
 };

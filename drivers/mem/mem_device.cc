@@ -279,20 +279,23 @@ Status MemDevice::submit(const Request& req, Completion done) {
     return {};
   }
 
-  uint64_t delay = cfg_.latency_ns;
-  if (cfg_.jitter_ns) delay += splitmix(jitter_state_++) % (cfg_.jitter_ns + 1);
+  // The command completes at an absolute time, so the order of completions follows the
+  // bandwidth cap's schedule, not the order in which timers reach the kernel.
+  const uint64_t now = now_ns();
+  uint64_t done_at = now + cfg_.latency_ns;
+  if (cfg_.jitter_ns) done_at += splitmix(jitter_state_++) % (cfg_.jitter_ns + 1);
   if (cfg_.bandwidth) {
     const uint64_t bytes = req.op == Op::copy ? req.copy->dst.length : req.length;
-    const uint64_t now = now_ns();
     busy_until_ns_ = std::max(busy_until_ns_, now) +
                      static_cast<uint64_t>(bytes * 1e9 / static_cast<double>(cfg_.bandwidth));
-    delay += busy_until_ns_ - now;
+    done_at += busy_until_ns_ - now;
   }
   auto run = [this, req, done = std::move(done)] { done(execute(req)); };
-  if (delay) {
-    loop().after(std::chrono::nanoseconds(delay), std::move(run));
-  } else {
+  if (done_at == now) {
     loop().post(std::move(run));
+  } else {
+    loop().at(std::chrono::steady_clock::time_point(std::chrono::nanoseconds(done_at)),
+              std::move(run));
   }
   return {};
 }

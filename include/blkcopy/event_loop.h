@@ -29,8 +29,12 @@ class EventLoop {
   virtual void fsync(int fd, IoCallback cb) = 0;
   virtual void fallocate(int fd, int mode, uint64_t offset, uint64_t len, IoCallback cb) = 0;
 
-  // Runs task on the loop after the delay (a real io_uring timeout).
-  virtual void after(std::chrono::nanoseconds delay, Task task) = 0;
+  // Runs task on the loop at the deadline (an absolute io_uring timeout on CLOCK_MONOTONIC,
+  // which std::chrono::steady_clock reads), or after the delay. Timers fire in deadline order.
+  virtual void at(std::chrono::steady_clock::time_point deadline, Task task) = 0;
+  void after(std::chrono::nanoseconds delay, Task task) {
+    at(std::chrono::steady_clock::now() + delay, std::move(task));
+  }
   // Runs task on the loop soon, after the current callback returns.
   virtual void post(Task task) = 0;
   // Runs blocking work (a system call io_uring lacks, such as copy_file_range) on a helper
