@@ -11,33 +11,28 @@ namespace {
 using Opener = Result<std::unique_ptr<Device>> (*)(EventLoop&, std::string_view spec,
                                                    std::string_view rest, const OpenOptions&);
 
-Result<std::unique_ptr<Device>> open_mem(EventLoop& loop, std::string_view spec,
-                                         std::string_view rest, const OpenOptions& o) {
-  auto cfg = parse_mem_config(rest);
+// Parses the options after "PREFIX:" with Parse, then makes the device with Create.
+template <auto Parse, auto Create>
+Result<std::unique_ptr<Device>> open_driver(EventLoop& loop, std::string_view spec,
+                                            std::string_view rest, const OpenOptions& o) {
+  auto cfg = Parse(rest);
   if (!cfg) return std::unexpected(cfg.error());
   cfg->read_only |= o.read_only;
-  auto dev = MemDevice::create(loop, std::string(spec), *cfg);
+  auto dev = Create(loop, std::string(spec), *cfg);
   if (!dev) return std::unexpected(dev.error());
   return std::unique_ptr<Device>(std::move(*dev));
 }
 
-Result<std::unique_ptr<Device>> open_file(EventLoop& loop, std::string_view spec,
-                                          std::string_view rest, const OpenOptions& o) {
-  auto cfg = parse_file_config(rest);
-  if (!cfg) return std::unexpected(cfg.error());
-  cfg->read_only |= o.read_only;
-  auto dev = FileDevice::open(loop, std::string(spec), *cfg);
-  if (!dev) return std::unexpected(dev.error());
-  return std::unique_ptr<Device>(std::move(*dev));
-}
+// A bare path takes no options: commas belong to the file name.
+Result<FileConfig> path_only(std::string_view path) { return FileConfig{std::string(path)}; }
 
 struct Driver {
   std::string_view prefix;
   Opener open;
 };
 constexpr Driver kDrivers[] = {
-    {"mem", open_mem},
-    {"file", open_file},
+    {"mem", open_driver<parse_mem_config, MemDevice::create>},
+    {"file", open_driver<parse_file_config, FileDevice::open>},
 };
 
 }  // namespace
@@ -58,11 +53,7 @@ Result<std::unique_ptr<Device>> open_device(EventLoop& loop, std::string_view sp
                                       prefix, spec));
     }
   }
-  FileConfig cfg{std::string(spec)};
-  cfg.read_only = options.read_only;
-  auto dev = FileDevice::open(loop, std::string(spec), cfg);
-  if (!dev) return std::unexpected(dev.error());
-  return std::unique_ptr<Device>(std::move(*dev));
+  return open_driver<path_only, FileDevice::open>(loop, spec, spec, options);
 }
 
 }  // namespace blkcopy
