@@ -44,7 +44,8 @@ TEST_F(CliTest, EachBadInputHasItsMessageAndExitCode) {
       {{"copy", a, "file:" + b + ",ro", "--length", "4k"}, 2, "is read-only"},
       {{"copy", a, "mem:1M,ro", "--length", "4k"}, 2, "is read-only"},
       {{"copy", a, b}, 2, "--length (or --range) is required"},
-      {{"copy", a, b, "--length", "4k", "-r", "0:4k"}, 2, "not both"},
+      {{"copy", a, b, "--length", "8k", "-r", "0:4k"}, 2, "--length 8192 is not the sum 4096"},
+      {{"copy", a + "@4k", b, "-r", "0:4k"}, 2, "not as SRC@OFF"},
       {{"copy", a, b, "-r", "4k"}, 2, "expected OFF:LEN"},
       {{"copy", a, b, "--length", "12Q"}, 2, "--length: invalid size '12Q'"},
       {{"copy", a + "@xyz", b, "--length", "4k"}, 2, "invalid offset in"},
@@ -95,7 +96,7 @@ TEST_F(CliTest, CopiesBetweenFilesAndReportsJson) {
 
 TEST_F(CliTest, VectoredEmulatedCopyWithProgress) {
   const auto r = run_cli({"copy", a, b + "@512k", "-r", "0:8k", "-r", "256k:4k", "-r", "64k:4k",
-                          "--emulate", "--progress"});
+                          "--length", "16k", "--emulate", "--progress"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("emulated      16.0 KiB"), std::string::npos) << r.out;
   EXPECT_NE(r.err.find("100%"), std::string::npos) << r.err;

@@ -209,6 +209,23 @@ TEST_F(EngineTest, ValidationErrorsNameTheProblemAndWriteNothing) {
     EXPECT_NE(s.message().find(c.msg), std::string::npos) << s.message();
     EXPECT_FALSE(called);
   }
+  auto other_loop = test::make_loop();
+  auto elsewhere = test::open_dev(*other_loop, "mem:1M");
+  std::vector<CopySegment> many(65537, CopySegment{d.get(), 0, 4 * K});
+  const Case more[] = {
+      {{{nullptr, 0, 4 * K}}, d.get(), 0, EINVAL, "source range without a device"},
+      {{{elsewhere.get(), 0, 4 * K}}, d.get(), 0, EINVAL, "different event loops"},
+      {many, d.get(), 0, EINVAL, "65537 source ranges: at most 65536"},
+  };
+  for (const Case& c : more) {
+    Status s = copy_async(c.srcs, *c.dst, c.dst_off, {}, [](CopyResult) {});
+    EXPECT_EQ(s.code(), c.code) << s.message();
+    EXPECT_NE(s.message().find(c.msg), std::string::npos) << s.message();
+  }
+  CopyOptions none_in_flight;
+  none_in_flight.max_copies_in_flight = 0;
+  EXPECT_NE(copy(*d, 0, *d, 64 * K, 4 * K, none_in_flight).status.message().find("at least 1"),
+            std::string::npos);
   CopyOptions tiny;
   tiny.buffer_bytes = 512;
   CopyResult r = copy(*d, 0, *d, 64 * K, 4 * K, tiny);

@@ -61,9 +61,9 @@ int run_copy(const Args& a) {
   // The source ranges, as (offset, length) on SRC.
   std::vector<std::pair<uint64_t, uint64_t>> ranges;
   if (!a.ranges.empty()) {
-    if (!a.length.empty() || src_ep->offset != 0) {
-      return report_error(kBadInput, "give either SRC@OFF with --length, or --range OFF:LEN "
-                                     "(one or more), not both");
+    if (src_ep->offset != 0) {
+      return report_error(kBadInput, "give the source offsets in --range OFF:LEN, not as "
+                                     "SRC@OFF, for a vectored copy");
     }
     for (const std::string& r : a.ranges) {
       const size_t colon = r.find(':');
@@ -75,6 +75,17 @@ int run_copy(const Args& a) {
       if (!off) return report_error(kBadInput, off.error().message());
       if (!len) return report_error(kBadInput, len.error().message());
       ranges.emplace_back(*off, *len);
+    }
+    if (!a.length.empty()) {  // optional with --range: then it must be the total
+      auto len = parse_named_size("--length", a.length);
+      if (!len) return report_error(kBadInput, len.error().message());
+      uint64_t total = 0;
+      for (auto [off, n] : ranges) total += n;
+      if (*len != total) {
+        return report_error(kBadInput, fmt::format("--length {} is not the sum {} of the --range "
+                                                   "lengths",
+                                                   *len, total));
+      }
     }
   } else {
     if (a.length.empty()) return report_error(kBadInput, "--length (or --range) is required");
