@@ -60,6 +60,7 @@ class CopyRun {
   struct Piece {  // an offloaded copy command
     uint64_t pos;
     CopyDesc desc;
+    CopyReport report;
   };
   struct Chunk {  // an emulated unit: one read into buf, then one write from it
     uint64_t pos;
@@ -85,7 +86,7 @@ class CopyRun {
     while (!failed() && offload_ && next_ < total() &&
            copies_in_flight_ < opt_.max_copies_in_flight && (!overlap_ || gate_open(next_))) {
       auto piece = std::make_unique<Piece>(
-          Piece{next_, layout_.piece(next_, piece_cap_, dst_.limits(), granule_)});
+          Piece{next_, layout_.piece(next_, piece_cap_, dst_.limits(), granule_), {}});
       if (piece->desc.sources.empty()) {  // the limits cannot take even one block
         offload_ = false;
         break;
@@ -96,7 +97,7 @@ class CopyRun {
       ++copies_in_flight_;
       ++result_.commands;
       Piece* p = piece.release();
-      Status s = dst_.submit(Request{Op::copy, 0, 0, nullptr, &p->desc},
+      Status s = dst_.submit(Request{Op::copy, 0, 0, nullptr, &p->desc, &p->report},
                              [this, p](Status st) { on_offload(p, std::move(st)); });
       if (!s.ok()) on_offload(p, std::move(s));
     }
@@ -118,8 +119,7 @@ class CopyRun {
     const uint64_t len = p->desc.dst.length;
     if (st.ok()) {
       pending_.erase(p->pos);
-      result_.offloaded_bytes += len;
-      complete_range(p->pos, len);
+      offloaded(*p);
     } else if (st.code() == EOPNOTSUPP && opt_.emulation != Emulation::never) {
       pending_.erase(p->pos);
       queue_emulation(p->pos, len);
@@ -127,6 +127,29 @@ class CopyRun {
       fail_at(p->pos, std::move(st));  // stays pending: nothing after it gets written
     }
     pump();
+  }
+
+  // A piece the device completed: all of it offloaded, except the ranges its report says the
+  // device could not take (a stack whose legs landed on different children), emulated now.
+  void offloaded(const Piece& p) {
+    auto gaps = p.report.not_supported;
+    std::sort(gaps.begin(), gaps.end());
+    uint64_t at = 0, moved = 0;
+    for (auto [off, n] : gaps) {
+      if (off > at) complete_range(p.pos + at, off - at);
+      moved += off > at ? off - at : 0;
+      queue_emulation(p.pos + off, n);
+      at = off + n;
+    }
+    const uint64_t len = p.desc.dst.length;
+    if (at < len) complete_range(p.pos + at, len - at);
+    moved += len > at ? len - at : 0;
+    result_.offloaded_bytes += moved;
+    if (p.report.offloaded_on.empty()) {
+      by_device_[&dst_] += moved;
+    } else {
+      for (auto [dev, n] : p.report.offloaded_on) by_device_[dev] += n;
+    }
   }
 
   void queue_emulation(uint64_t pos, uint64_t len) {
@@ -234,6 +257,9 @@ class CopyRun {
     if (copies_in_flight_ || reads_in_flight_ || writes_in_flight_) return;
     if (!failed() && (next_ < total() || !emulate_.empty() || !ready_.empty())) return;
     result_.bytes = prefix_;
+    for (auto [dev, n] : by_device_) {
+      if (n) result_.offloaded_by_device.emplace_back(dev->name(), n);
+    }
     result_.seconds = std::chrono::duration<double>(Clock::now() - start_).count();
     auto done = std::move(done_cb_);
     CopyResult result = std::move(result_);
@@ -263,6 +289,7 @@ class CopyRun {
   std::vector<std::byte*> free_bufs_;
   unsigned copies_in_flight_ = 0, reads_in_flight_ = 0, writes_in_flight_ = 0;
   std::optional<uint64_t> fail_pos_;
+  std::map<const Device*, uint64_t> by_device_;
   CopyResult result_;
 };
 

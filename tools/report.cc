@@ -65,12 +65,13 @@ nlohmann::ordered_json result_json(const CopyResult& r) {
   j["host_written_bytes"] = r.host_written_bytes;
   j["commands"] = r.commands;
   j["seconds"] = r.seconds;
+  for (const auto& [dev, n] : r.offloaded_by_device) j["offloaded_by_device"][dev] = n;
   return j;
 }
 
 std::string result_text(const CopyResult& r) {
   const double rate = r.seconds > 0 ? double(r.bytes) / r.seconds : 0;
-  return fmt::format(
+  std::string out = fmt::format(
       "copied     {} in {:.3f} s ({}/s){}\n"
       "offloaded  {:<12} emulated      {}\n"
       "host read  {:<12} host written  {}\n"
@@ -80,6 +81,14 @@ std::string result_text(const CopyResult& r) {
       format_bytes(double(r.offloaded_bytes)), format_bytes(double(r.emulated_bytes)),
       format_bytes(double(r.host_read_bytes)), format_bytes(double(r.host_written_bytes)),
       r.commands);
+  // Through a stack: which children did the offloaded work.
+  if (r.offloaded_by_device.size() > 1 ||
+      (r.offloaded_by_device.size() == 1 && r.offloaded_by_device[0].second != r.bytes)) {
+    for (const auto& [dev, n] : r.offloaded_by_device) {
+      out += fmt::format("  offloaded on {}: {}\n", dev, format_bytes(double(n)));
+    }
+  }
+  return out;
 }
 
 double process_cpu_seconds() {

@@ -19,76 +19,6 @@ uint64_t now_ns() {
       .count();
 }
 
-Result<uint64_t> parse_duration_ns(std::string_view text) {
-  uint64_t v = 0;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-  std::string_view unit(end, text.data() + text.size() - end);
-  if (ec != std::errc() || end == text.data()) unit = "?";
-  if (unit == "ns") return v;
-  if (unit == "us") return v * 1000;
-  if (unit == "ms" || unit.empty()) return v * 1'000'000;
-  if (unit == "s") return v * 1'000'000'000;
-  return fail(EINVAL, fmt::format("invalid latency '{}': expected a number with ns, us, ms or s",
-                                  text));
-}
-
-Result<int> parse_errno(std::string_view text) {
-  static constexpr std::pair<std::string_view, int> kNames[] = {
-      {"EIO", EIO}, {"ENOSPC", ENOSPC}, {"EINVAL", EINVAL}, {"ENOMEM", ENOMEM},
-      {"ETIMEDOUT", ETIMEDOUT}, {"EOPNOTSUPP", EOPNOTSUPP}, {"EILSEQ", EILSEQ}};
-  for (auto [name, code] : kNames) {
-    if (text == name) return code;
-  }
-  int code = 0;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), code);
-  if (ec != std::errc() || end != text.data() + text.size() || code <= 0) {
-    return fail(EINVAL, fmt::format("invalid error code '{}': expected EIO, ENOSPC, ... or a "
-                                    "positive errno",
-                                    text));
-  }
-  return code;
-}
-
-// fail=OP:N[:ERROR][:every]
-Result<MemFault> parse_fault(std::string_view text) {
-  MemFault f;
-  std::vector<std::string_view> parts;
-  for (size_t at = 0; at <= text.size();) {
-    size_t colon = std::min(text.find(':', at), text.size());
-    parts.push_back(text.substr(at, colon - at));
-    at = colon + 1;
-  }
-  if (parts.size() < 2 || parts.size() > 4) {
-    return fail(EINVAL, fmt::format("invalid fault '{}': expected OP:N[:ERROR][:every]", text));
-  }
-  if (parts[0] == "any") {
-    f.any_op = true;
-  } else {
-    auto it = std::find_if(std::begin(kAllOps), std::end(kAllOps),
-                           [&](Op op) { return parts[0] == op_name(op); });
-    if (it == std::end(kAllOps)) {
-      return fail(EINVAL, fmt::format("invalid fault '{}': unknown request type '{}' (read, "
-                                      "write, flush, write_zeroes, discard, copy, any)",
-                                      text, parts[0]));
-    }
-    f.op = *it;
-  }
-  auto [end, ec] = std::from_chars(parts[1].data(), parts[1].data() + parts[1].size(), f.nth);
-  if (ec != std::errc() || end != parts[1].data() + parts[1].size() || f.nth == 0) {
-    return fail(EINVAL, fmt::format("invalid fault '{}': N must be a positive count", text));
-  }
-  for (size_t i = 2; i < parts.size(); ++i) {
-    if (parts[i] == "every") {
-      f.every = true;
-      continue;
-    }
-    auto code = parse_errno(parts[i]);
-    if (!code) return std::unexpected(code.error());
-    f.error = *code;
-  }
-  return f;
-}
-
 uint64_t splitmix(uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -166,7 +96,7 @@ Result<MemConfig> parse_mem_config(std::string_view spec) {
     } else if (key == "seed") {
       st = size_option(cfg.seed);
     } else if (key == "fail") {
-      auto f = parse_fault(value);
+      auto f = parse_fault_rule(value, false);
       if (!f) return std::unexpected(f.error());
       cfg.fault = *f;
     } else {
@@ -220,16 +150,6 @@ Result<std::unique_ptr<MemDevice>> MemDevice::create(EventLoop& loop, std::strin
   return dev;
 }
 
-bool MemDevice::inject_fault(Op op, int* error) {
-  const MemFault& f = cfg_.fault;
-  const uint64_t n = ++counts_[static_cast<size_t>(op)];
-  const uint64_t any = ++any_count_;
-  if (f.nth == 0 || (!f.any_op && f.op != op)) return false;
-  const uint64_t count = f.any_op ? any : n;
-  *error = f.error;
-  return f.every ? count % f.nth == 0 : count == f.nth;
-}
-
 Status MemDevice::execute(const Request& req) {
   switch (req.op) {
     case Op::read:
@@ -260,12 +180,11 @@ Status MemDevice::execute(const Request& req) {
 
 Status MemDevice::submit(const Request& req, Completion done) {
   if (Status s = check(req); !s.ok()) return s;
-  int error = 0;
   Status outcome;
-  if (inject_fault(req.op, &error)) {
-    outcome = Status::from_errno(error, fmt::format("{}: injected fault on {} #{}", name(),
-                                                    op_name(req.op),
-                                                    counts_[static_cast<size_t>(req.op)]));
+  if (faults_.count(req.op, cfg_.fault)) {
+    outcome = Status::from_errno(cfg_.fault.error,
+                                 fmt::format("{}: injected fault on {} #{}", name(),
+                                             op_name(req.op), faults_.seen(req.op)));
   } else if (req.op == Op::copy) {
     const bool domain = std::all_of(req.copy->sources.begin(), req.copy->sources.end(),
                                     [&](const CopySegment& s) { return same_copy_domain(*s.dev); });
@@ -311,12 +230,7 @@ DeviceInfo MemDevice::describe() const {
   if (cfg_.latency_ns) info.details.emplace_back("latency_ns", std::to_string(cfg_.latency_ns));
   if (cfg_.jitter_ns) info.details.emplace_back("jitter_ns", std::to_string(cfg_.jitter_ns));
   if (cfg_.bandwidth) info.details.emplace_back("bandwidth", format_bytes(cfg_.bandwidth) + "/s");
-  if (cfg_.fault.nth) {
-    info.details.emplace_back(
-        "fault", fmt::format("{} #{}{} fails with errno {}",
-                             cfg_.fault.any_op ? "any" : op_name(cfg_.fault.op), cfg_.fault.nth,
-                             cfg_.fault.every ? " (every)" : "", cfg_.fault.error));
-  }
+  if (cfg_.fault.nth) info.details.emplace_back("fault", cfg_.fault.describe());
   return info;
 }
 

@@ -7,19 +7,12 @@
 
 #include <blkcopy/device.h>
 
-#include <array>
+#include "block/fault.h"
+
 #include <memory>
 #include <string_view>
 
 namespace blkcopy {
-
-struct MemFault {
-  bool any_op = false;  // count requests of every type
-  Op op = Op::read;
-  uint64_t nth = 0;  // 1-based: the nth request of that type fails; 0 = never
-  int error = EIO;
-  bool every = false;  // fail every nth, not only the nth
-};
 
 struct MemConfig {
   uint64_t size = 0;
@@ -36,7 +29,7 @@ struct MemConfig {
   uint64_t jitter_ns = 0;     // plus a random delay up to this, so completions come out of order
   uint64_t bandwidth = 0;     // bytes per second the device moves (0 = unlimited)
   uint64_t seed = 0;          // non-zero: fill with pseudo-random bytes from this seed
-  MemFault fault;
+  FaultRule fault;
 };
 
 // Parses "1G,block=4096,copy_max=1M,nocopy,..." (the part after "mem:").
@@ -57,12 +50,10 @@ class MemDevice final : public Device {
  private:
   MemDevice(EventLoop& loop, std::string name, const MemConfig& cfg);
   Status execute(const Request& req);
-  bool inject_fault(Op op, int* error);
 
   MemConfig cfg_;
   std::byte* data_ = nullptr;
-  std::array<uint64_t, std::size(kAllOps)> counts_{};
-  uint64_t any_count_ = 0;
+  FaultCounter faults_;
   uint64_t busy_until_ns_ = 0;  // the bandwidth cap serialises transfers
   uint64_t jitter_state_ = 1;
 };

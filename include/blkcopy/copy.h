@@ -51,6 +51,8 @@ struct CopyResult {
   uint64_t host_written_bytes = 0;
   uint64_t commands = 0;  // requests submitted to devices
   double seconds = 0;
+  // Offloaded bytes per bottom device (through a stack, the children that did the work).
+  std::vector<std::pair<std::string, uint64_t>> offloaded_by_device;
 };
 
 // Asynchronous copy of the sources, laid end to end, to dst at dst_offset. Either fails at once

@@ -50,12 +50,23 @@ inline constexpr Op kAllOps[] = {Op::read,         Op::write,   Op::flush,
                                  Op::write_zeroes, Op::discard, Op::copy};
 const char* op_name(Op op);
 
+// What a copy did in detail. Drivers that split copies (stacking devices) fill it; a bottom
+// driver leaves it empty: then the whole copy ran on it, or the status says why not.
+struct CopyReport {
+  // Ranges {offset, length} of the copy, relative to its start, that could not be offloaded
+  // while the status is ok: the caller emulates exactly these.
+  std::vector<std::pair<uint64_t, uint64_t>> not_supported;
+  // Bytes offloaded per bottom device.
+  std::vector<std::pair<const Device*, uint64_t>> offloaded_on;
+};
+
 struct Request {
   Op op = Op::read;
   uint64_t offset = 0;        // read, write, write_zeroes, discard
   uint64_t length = 0;        // read, write, write_zeroes, discard
   void* buf = nullptr;        // read, write: page-aligned memory of `length` bytes
   const CopyDesc* copy = nullptr;  // copy: must stay valid until the completion runs
+  CopyReport* report = nullptr;    // copy, optional: filled before the completion runs
 };
 
 // Runs exactly once on the device's loop, never inside submit().
