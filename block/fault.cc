@@ -97,11 +97,9 @@ std::string FaultRule::describe() const {
   return fmt::format("{} fails with errno {}", what, error);
 }
 
-bool FaultCounter::count(Op op, const FaultRule& rule) {
-  const uint64_t n = ++counts_[static_cast<size_t>(op)];
-  const uint64_t any = ++any_;
+bool FaultCounter::fires(Op op, const FaultRule& rule) const {
   if (rule.nth == 0 || (!rule.any_op && rule.op != op)) return false;
-  const uint64_t c = rule.any_op ? any : n;
+  const uint64_t c = rule.any_op ? any_ : seen(op);
   return rule.every ? c % rule.nth == 0 : c == rule.nth;
 }
 

@@ -26,11 +26,15 @@ struct FaultRule {
 Result<FaultRule> parse_fault_rule(std::string_view text, bool delay);
 Result<uint64_t> parse_duration_ns(std::string_view text);
 
-// Counts requests per type; says whether a rule fires for the request being counted.
+// Counts requests per type; says whether a rule fires for the request counted last.
 class FaultCounter {
  public:
-  // Counts one request of type op; true when `rule` fires for it.
-  bool count(Op op, const FaultRule& rule);
+  void note(Op op) {
+    ++counts_[static_cast<size_t>(op)];
+    ++any_;
+  }
+  // After note(op): does `rule` fire for that request?
+  bool fires(Op op, const FaultRule& rule) const;
   uint64_t seen(Op op) const { return counts_[static_cast<size_t>(op)]; }
 
  private:

@@ -25,8 +25,29 @@ nlohmann::ordered_json info_json(const Device& dev) {
                  {"read_only", l.read_only}};
   j["copy"] = {{"offload", l.can_offload()}, {"method", info.copy_method}};
   for (const auto& [k, v] : info.details) j["details"][k] = v;
+  for (const auto& [role, child] : info.children) {
+    nlohmann::ordered_json c = child ? info_json(*child) : nlohmann::ordered_json::object();
+    c["role"] = role;
+    j["children"].push_back(c);
+  }
   return j;
 }
+
+namespace {
+// The tree of a stack's children, one line each, indented by depth.
+void tree_text(const Device& dev, int depth, std::string& out) {
+  for (const auto& [role, child] : dev.describe().children) {
+    out += fmt::format("{:{}}{} {}", "", 2 + 4 * depth, "-", role);
+    if (child) {
+      const QueueLimits& l = child->limits();
+      out += fmt::format(": {} ({}, copy_max_bytes {})", child->name(),
+                         format_bytes(double(l.capacity)), l.copy_max_bytes);
+    }
+    out += "\n";
+    if (child) tree_text(*child, depth + 1, out);
+  }
+}
+}  // namespace
 
 std::string info_text(const Device& dev) {
   const QueueLimits& l = dev.limits();
@@ -47,6 +68,10 @@ std::string info_text(const Device& dev) {
   row("read_only", l.read_only ? "1" : "0");
   row("copy offload", fmt::format("{}: {}", l.can_offload() ? "yes" : "no", info.copy_method));
   for (const auto& [k, v] : info.details) row(k, v);
+  if (!info.children.empty()) {
+    out += "children:\n";
+    tree_text(dev, 0, out);
+  }
   return out;
 }
 

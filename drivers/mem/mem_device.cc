@@ -181,7 +181,8 @@ Status MemDevice::execute(const Request& req) {
 Status MemDevice::submit(const Request& req, Completion done) {
   if (Status s = check(req); !s.ok()) return s;
   Status outcome;
-  if (faults_.count(req.op, cfg_.fault)) {
+  faults_.note(req.op);
+  if (faults_.fires(req.op, cfg_.fault)) {
     outcome = Status::from_errno(cfg_.fault.error,
                                  fmt::format("{}: injected fault on {} #{}", name(),
                                              op_name(req.op), faults_.seen(req.op)));

@@ -78,6 +78,9 @@ struct DeviceInfo {
   std::string name;         // the device string it was opened with
   std::string copy_method;  // how an offloaded copy runs, or why there is none
   std::vector<std::pair<std::string, std::string>> details;
+  // A stacking device's children, each with what it is to the parent ("sectors 0+2048
+  // linear at 0"); `blkcopy info` shows them as a tree.
+  std::vector<std::pair<std::string, const Device*>> children;
 };
 
 // A block device. Drivers implement submit(), limits and describe().

@@ -1,0 +1,477 @@
+#include "stack/dm_device.h"
+
+#include <blkcopy/open.h>
+#include <blkcopy/units.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+namespace blkcopy {
+namespace fs = std::filesystem;
+
+namespace {
+
+// Tables being opened on this thread, outermost first: a table naming one of them is a loop.
+thread_local std::vector<std::string> g_opening;
+
+// A child's device string with a relative path made relative to the table's folder.
+std::string resolve(const std::string& spec, const std::string& dir) {
+  std::string prefix;
+  std::string path = spec;
+  for (const char* p : {"dm:", "file:"}) {
+    if (spec.starts_with(p)) {
+      prefix = p;
+      path = spec.substr(prefix.size());
+    }
+  }
+  const bool has_scheme = prefix.empty() && spec.find(':') != std::string::npos &&
+                          spec.find('/') == std::string::npos;
+  if (has_scheme || path.empty() || path[0] == '/') return spec;  // mem:..., absolute paths
+  return prefix + (fs::path(dir) / path).string();
+}
+
+uint64_t align_down(uint64_t v, uint64_t a) { return v - v % a; }
+
+}  // namespace
+
+Result<DmConfig> parse_dm_config(std::string_view spec) {
+  if (spec.empty()) return fail(EINVAL, "dm device: expected dm:TABLEFILE");
+  return DmConfig{std::string(spec)};
+}
+
+std::string Target::describe() const {
+  switch (kind) {
+    case TargetKind::linear: return fmt::format("linear at {}", legs[0].offset);
+    case TargetKind::flakey:
+      return fmt::format("flakey at {} ({} rule{})", legs[0].offset, faults.size(),
+                         faults.size() == 1 ? "" : "s");
+    case TargetKind::striped:
+      return fmt::format("striped over {}, chunk {}", legs.size(), chunk);
+    case TargetKind::error: return "error";
+    case TargetKind::zero: return "zero";
+  }
+  return "?";
+}
+
+Result<std::unique_ptr<DmDevice>> DmDevice::open(EventLoop& loop, std::string name,
+                                                 const std::string& table_path, bool read_only) {
+  std::error_code ec;
+  const std::string key = fs::weakly_canonical(table_path, ec).string();
+  if (std::find(g_opening.begin(), g_opening.end(), key) != g_opening.end()) {
+    std::string chain;
+    for (const std::string& t : g_opening) chain += t + " -> ";
+    return fail(ELOOP, fmt::format("table loop: {}{}", chain, key));
+  }
+  std::ifstream in(table_path);
+  if (!in) {
+    return std::unexpected(Status::from_errno(errno ? errno : ENOENT,
+                                              fmt::format("cannot read table {}", table_path)));
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  auto entries = parse_table(text.str(), table_path);
+  if (!entries) return std::unexpected(entries.error());
+
+  g_opening.push_back(key);
+  std::unique_ptr<DmDevice> dev(new DmDevice(loop, std::move(name)));
+  dev->table_path_ = table_path;
+  Status s = dev->build(*entries, fs::path(table_path).parent_path().string(), read_only);
+  g_opening.pop_back();
+  if (!s.ok()) return std::unexpected(s);
+  return dev;
+}
+
+Result<Device*> DmDevice::child(const std::string& spec, const std::string& dir, bool read_only) {
+  const std::string resolved = resolve(spec, dir);
+  auto it = children_.find(resolved);
+  if (it != children_.end()) return it->second.get();
+  auto dev = open_device(loop(), resolved, {.read_only = read_only});
+  if (!dev) return std::unexpected(dev.error());
+  Device* raw = dev->get();
+  children_.emplace(resolved, std::move(*dev));
+  return raw;
+}
+
+Status DmDevice::build(const std::vector<TableEntry>& entries, const std::string& dir,
+                       bool read_only) {
+  for (const TableEntry& e : entries) {
+    const std::string where = fmt::format("{} line {}", table_path_, e.line);
+    auto bad = [&](int code, const std::string& msg) {
+      return Status::error(code, fmt::format("{}: {}", where, msg));
+    };
+    Target t;
+    t.start = e.start * kSector;
+    t.length = e.length * kSector;
+    t.line = e.line;
+    // One leg: child device at an offset (in sectors), checked against its size.
+    auto leg = [&](const std::string& spec, const std::string& off_text,
+                   uint64_t bytes) -> Result<CopySegment> {
+      auto off = parse_count(off_text, "offset", where);
+      if (!off) return std::unexpected(off.error());
+      auto dev = child(spec, dir, read_only);
+      if (!dev) return std::unexpected(bad(dev.error().code(), dev.error().message()));
+      const uint64_t at = *off * kSector, cap = (*dev)->limits().capacity;
+      if (at > cap || bytes > cap - at) {
+        return std::unexpected(bad(ERANGE, fmt::format("{} is too small: the target needs "
+                                                       "bytes [{}, {}) of it, it has {}",
+                                                       (*dev)->name(), at, at + bytes, cap)));
+      }
+      return CopySegment{*dev, at, bytes};
+    };
+    if (e.target == "linear" || e.target == "flakey") {
+      const bool flakey = e.target == "flakey";
+      if (flakey ? e.args.size() < 3 : e.args.size() != 2) {
+        return bad(EINVAL, flakey ? "flakey takes DEV OFFSET RULE... (fail=OP:N[:ERROR][:every] "
+                                    "or delay=OP:N:TIME[:every])"
+                                  : "linear takes DEV OFFSET");
+      }
+      auto l = leg(e.args[0], e.args[1], t.length);
+      if (!l) return l.error();
+      t.kind = flakey ? TargetKind::flakey : TargetKind::linear;
+      t.legs.push_back(*l);
+      for (size_t i = 2; i < e.args.size(); ++i) {
+        const std::string& r = e.args[i];
+        const bool delay = r.starts_with("delay=");
+        if (!delay && !r.starts_with("fail=")) {
+          return bad(EINVAL, fmt::format("flakey rule '{}': expected fail=... or delay=...", r));
+        }
+        auto rule = parse_fault_rule(std::string_view(r).substr(r.find('=') + 1), delay);
+        if (!rule) return bad(EINVAL, rule.error().message());
+        t.faults.push_back(*rule);
+      }
+    } else if (e.target == "striped") {
+      if (e.args.size() < 2) return bad(EINVAL, "striped takes N CHUNK DEV1 OFF1 ... DEVn OFFn");
+      auto n = parse_count(e.args[0], "stripe count", where);
+      if (!n) return n.error();
+      auto chunk = parse_count(e.args[1], "chunk size", where);
+      if (!chunk) return chunk.error();
+      if (*n == 0 || e.args.size() != 2 + 2 * *n) {
+        return bad(EINVAL, fmt::format("striped over {} devices needs {} DEV OFFSET pairs, got "
+                                       "{} arguments after N CHUNK",
+                                       *n, *n, e.args.size() - 2));
+      }
+      t.chunk = *chunk * kSector;
+      if (t.chunk == 0 || t.length % (*n * t.chunk) != 0) {
+        return bad(EINVAL, fmt::format("bad chunk size {} sectors: it must be non-zero and the "
+                                       "target length {} sectors must be a multiple of stripes x "
+                                       "chunk ({} x {})",
+                                       *chunk, e.length, *n, *chunk));
+      }
+      for (uint64_t i = 0; i < *n; ++i) {
+        auto l = leg(e.args[2 + 2 * i], e.args[3 + 2 * i], t.length / *n);
+        if (!l) return l.error();
+        t.legs.push_back(*l);
+      }
+      t.kind = TargetKind::striped;
+    } else if (e.target == "error" || e.target == "zero") {
+      if (!e.args.empty()) return bad(EINVAL, fmt::format("{} takes no arguments", e.target));
+      t.kind = e.target == "error" ? TargetKind::error : TargetKind::zero;
+    } else {
+      return bad(EINVAL, fmt::format("unknown target '{}' (linear, striped, error, zero, "
+                                     "flakey)",
+                                     e.target));
+    }
+    targets_.push_back(std::move(t));
+  }
+  limits_.read_only = read_only;
+  derive_limits();
+  // Every boundary must fall on a block of the stack, so child requests stay aligned.
+  const uint64_t lbs = limits_.logical_block_size;
+  for (const Target& t : targets_) {
+    bool aligned = t.start % lbs == 0 && t.length % lbs == 0 && t.chunk % lbs == 0;
+    for (const CopySegment& l : t.legs) aligned &= l.offset % lbs == 0;
+    if (!aligned) {
+      return Status::error(EINVAL, fmt::format("{} line {}: not aligned to the logical block "
+                                               "size {} of the stack's children",
+                                               table_path_, t.line, lbs));
+    }
+  }
+  return {};
+}
+
+void DmDevice::derive_limits() {
+  QueueLimits& l = limits_;
+  l.logical_block_size = 512;
+  l.capacity = targets_.back().start + targets_.back().length;
+  l.max_io_bytes = UINT64_MAX;
+  bool offload = true, any = false;
+  uint64_t copy_max = UINT64_MAX, seg_max = UINT64_MAX;
+  uint32_t segs = UINT32_MAX;
+  for (const Target& t : targets_) {
+    for (const CopySegment& leg : t.legs) {
+      const QueueLimits& c = leg.dev->limits();
+      any = true;
+      l.logical_block_size = std::max(l.logical_block_size, c.logical_block_size);
+      l.max_io_bytes = std::min(l.max_io_bytes, c.max_io_bytes);
+      l.read_only |= c.read_only;
+      offload &= c.can_offload();
+      copy_max = std::min(copy_max, c.copy_max_bytes);
+      seg_max = std::min(seg_max, c.copy_segment_max_bytes);
+      segs = std::min(segs, c.copy_max_src_segments);
+    }
+    if (t.kind == TargetKind::striped) {  // a piece beyond one chunk would always be split
+      copy_max = std::min(copy_max, t.chunk);
+      seg_max = std::min(seg_max, t.chunk);
+    }
+  }
+  if (!any) l.max_io_bytes = 1u << 30;
+  l.copy_max_hw_bytes = l.copy_max_bytes = l.copy_segment_max_bytes = 0;
+  l.copy_max_src_segments = 0;
+  if (offload && any) {
+    l.copy_max_hw_bytes = l.copy_max_bytes = align_down(copy_max, l.logical_block_size);
+    l.copy_segment_max_bytes = align_down(seg_max, l.logical_block_size);
+    l.copy_max_src_segments = segs;
+  }
+}
+
+Mapped DmDevice::map(uint64_t offset, uint64_t max_len) const {
+  auto it = std::upper_bound(targets_.begin(), targets_.end(), offset,
+                             [](uint64_t off, const Target& t) { return off < t.start; });
+  const Target& t = *(it - 1);
+  const uint64_t rel = offset - t.start;
+  const uint64_t n = std::min(max_len, t.length - rel);
+  switch (t.kind) {
+    case TargetKind::linear:
+    case TargetKind::flakey: return {&t, t.legs[0].dev, t.legs[0].offset + rel, n};
+    case TargetKind::striped: {
+      const uint64_t c = rel / t.chunk, within = rel % t.chunk;
+      const CopySegment& leg = t.legs[c % t.legs.size()];
+      return {&t, leg.dev, leg.offset + (c / t.legs.size()) * t.chunk + within,
+              std::min(n, t.chunk - within)};
+    }
+    case TargetKind::error:
+    case TargetKind::zero: break;
+  }
+  return {&t, nullptr, 0, n};
+}
+
+// One request of the stack in flight: its child requests and what they found.
+struct DmDevice::Join {
+  unsigned pending = 1;  // the submitter's hold, released once everything is sent
+  Status first;
+  Completion done;
+  CopyReport* out = nullptr;
+  CopyReport merged;
+  std::vector<std::unique_ptr<CopyDesc>> descs;  // child copies live until the end
+  std::vector<std::unique_ptr<CopyReport>> reports;
+
+  void error(Status s) {
+    if (first.ok()) first = std::move(s);
+  }
+  void release() {
+    if (--pending) return;
+    if (out && first.ok()) *out = std::move(merged);
+    auto d = std::move(done);
+    Status s = std::move(first);
+    delete this;
+    d(std::move(s));
+  }
+};
+
+void DmDevice::send(const Target* t, Device* dev, const Request& child_req, Join* j,
+                    std::function<void(Status)> on_done) {
+  ++j->pending;
+  auto go = [dev, child_req, j, on_done] {
+    Status s = dev->submit(child_req, [j, on_done](Status st) {
+      on_done(std::move(st));
+      j->release();
+    });
+    if (!s.ok()) {
+      on_done(std::move(s));
+      j->release();
+    }
+  };
+  if (!t || t->kind != TargetKind::flakey) return go();
+  t->counter.note(child_req.op);
+  uint64_t delay = 0;
+  for (const FaultRule& r : t->faults) {
+    if (!t->counter.fires(child_req.op, r)) continue;
+    if (r.delay_ns == 0) {  // fail: the child never sees the request
+      Status st = Status::from_errno(r.error, fmt::format("{}: flakey target (line {}) failed {} "
+                                                          "#{}",
+                                                          name(), t->line, op_name(child_req.op),
+                                                          t->counter.seen(child_req.op)));
+      loop().post([j, on_done, st] {
+        on_done(st);
+        j->release();
+      });
+      return;
+    }
+    delay = std::max(delay, r.delay_ns);
+  }
+  if (delay) return loop().after(std::chrono::nanoseconds(delay), go);
+  go();
+}
+
+Status DmDevice::submit(const Request& req, Completion done) {
+  if (Status s = check(req); !s.ok()) return s;
+  auto* j = new Join;
+  j->done = std::move(done);
+  if (req.op == Op::copy) {
+    j->out = req.report;
+    route_copy(req, j);
+  } else {
+    route_io(req, j);
+  }
+  loop().post([j] { j->release(); });  // never complete inside submit()
+  return {};
+}
+
+void DmDevice::route_io(const Request& req, Join* j) {
+  auto note = [j](Status s) {
+    if (!s.ok()) j->error(std::move(s));
+  };
+  if (req.op == Op::flush) {
+    for (auto& [spec, dev] : children_) send(nullptr, dev.get(), Request{Op::flush}, j, note);
+    return;
+  }
+  const uint64_t end = req.offset + req.length;
+  for (uint64_t pos = req.offset; pos < end;) {
+    const Mapped m = map(pos, end - pos);
+    std::byte* buf = req.buf ? static_cast<std::byte*>(req.buf) + (pos - req.offset) : nullptr;
+    switch (m.target->kind) {
+      case TargetKind::error:
+        j->error(Status::error(EIO, fmt::format("{}: {} at {} hits the error target on line {}",
+                                                name(), op_name(req.op), pos, m.target->line)));
+        break;
+      case TargetKind::zero:
+        if (req.op == Op::read) std::memset(buf, 0, m.length);  // writes vanish
+        break;
+      default: send(m.target, m.dev, Request{req.op, m.offset, m.length, buf}, j, note);
+    }
+    pos += m.length;
+  }
+}
+
+void DmDevice::route_copy(const Request& req, Join* j) {
+  const CopyDesc& c = *req.copy;
+  for (const CopySegment& s : c.sources) {
+    if (s.dev != this) {
+      j->error(Status::error(EOPNOTSUPP, fmt::format("{}: copy from another device", name())));
+      return;
+    }
+  }
+  // The group being built: consecutive parts that go to one child as one copy.
+  struct Group {
+    const Target* target = nullptr;
+    Device* dev = nullptr;
+    uint64_t pos = 0;  // logical start within the copy
+    CopyDesc desc;
+  } g;
+  auto unsupported = [j](uint64_t pos, uint64_t n) {
+    auto& ns = j->merged.not_supported;
+    if (!ns.empty() && ns.back().first + ns.back().second == pos) {
+      ns.back().second += n;
+    } else {
+      ns.emplace_back(pos, n);
+    }
+  };
+  auto flush = [&] {
+    if (!g.dev) return;
+    auto desc = std::make_unique<CopyDesc>(std::move(g.desc));
+    auto rep = std::make_unique<CopyReport>();
+    const Request r{Op::copy, 0, 0, nullptr, desc.get(), rep.get()};
+    const uint64_t p0 = g.pos, len = desc->dst.length;
+    Device* dev = g.dev;
+    CopyReport* rp = rep.get();
+    j->descs.push_back(std::move(desc));
+    j->reports.push_back(std::move(rep));
+    send(g.target, dev, r, j, [j, p0, len, dev, rp](Status s) {
+      if (s.code() == EOPNOTSUPP) {
+        j->merged.not_supported.emplace_back(p0, len);
+      } else if (!s.ok()) {
+        j->error(std::move(s));
+      } else {
+        uint64_t skipped = 0;
+        for (auto [o, n] : rp->not_supported) {
+          j->merged.not_supported.emplace_back(p0 + o, n);
+          skipped += n;
+        }
+        if (rp->offloaded_on.empty()) {
+          j->merged.offloaded_on.emplace_back(dev, len - skipped);
+        } else {
+          for (auto& e : rp->offloaded_on) j->merged.offloaded_on.push_back(e);
+        }
+      }
+    });
+    g = Group{};
+  };
+
+  uint64_t p = 0;
+  for (const CopySegment& src : c.sources) {
+    for (uint64_t within = 0; within < src.length;) {
+      const Mapped ms = map(src.offset + within, src.length - within);
+      const Mapped md = map(c.dst.offset + p, ms.length);
+      uint64_t n = md.length;
+      const bool offloadable = ms.dev && md.dev && md.dev->limits().can_offload() &&
+                               md.dev->same_copy_domain(*ms.dev);
+      if (offloadable) {
+        const QueueLimits& cl = md.dev->limits();
+        n = std::min({n, align_down(cl.copy_max_bytes, limits_.logical_block_size),
+                      align_down(cl.copy_segment_max_bytes, limits_.logical_block_size)});
+      }
+      if (!offloadable || n == 0) {
+        n = md.length;
+        flush();
+        unsupported(p, n);
+      } else {
+        const QueueLimits& cl = md.dev->limits();
+        auto& srcs = g.desc.sources;
+        const bool joins = g.dev == md.dev && g.target == md.target &&
+                           g.desc.dst.offset + g.desc.dst.length == md.offset &&
+                           g.desc.dst.length + n <= cl.copy_max_bytes;
+        const bool extends = joins && srcs.back().dev == ms.dev &&
+                             srcs.back().offset + srcs.back().length == ms.offset &&
+                             srcs.back().length + n <= cl.copy_segment_max_bytes;
+        if (!joins || (!extends && srcs.size() >= cl.copy_max_src_segments)) {
+          flush();
+          g.target = md.target;
+          g.dev = md.dev;
+          g.pos = p;
+          g.desc.dst = {md.dev, md.offset, 0};
+        }
+        if (extends && g.dev == md.dev && !srcs.empty()) {
+          srcs.back().length += n;
+        } else {
+          srcs.push_back({ms.dev, ms.offset, n});
+        }
+        g.desc.dst.length += n;
+      }
+      p += n;
+      within += n;
+    }
+  }
+  flush();
+}
+
+DeviceInfo DmDevice::describe() const {
+  DeviceInfo info{"dm", name(), "", {}, {}};
+  if (limits_.can_offload()) {
+    info.copy_method = "passed down leg by leg: offloaded where both legs land in one child's "
+                       "copy domain, emulated elsewhere";
+  } else {
+    info.copy_method = "none: a child cannot offload, so copies are emulated";
+  }
+  info.details.emplace_back("table", table_path_);
+  info.details.emplace_back("targets", std::to_string(targets_.size()));
+  for (const Target& t : targets_) {
+    const std::string range = fmt::format("sectors {}+{}", t.start / kSector, t.length / kSector);
+    if (t.legs.empty()) info.children.emplace_back(range + " " + t.describe(), nullptr);
+    for (size_t i = 0; i < t.legs.size(); ++i) {
+      std::string role = range + " " + t.describe();
+      if (t.kind == TargetKind::striped) {
+        role = fmt::format("{} striped: stripe {} of {} at {}, chunk {}", range, i + 1,
+                           t.legs.size(), t.legs[i].offset, t.chunk);
+      }
+      info.children.emplace_back(role, t.legs[i].dev);
+    }
+  }
+  return info;
+}
+
+}  // namespace blkcopy

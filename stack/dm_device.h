@@ -1,0 +1,87 @@
+// dm: a device stacked on others like device-mapper, from a table file (stack/table.h).
+//
+// Targets: linear DEV OFFSET; striped N CHUNK DEV1 OFF1 ... DEVn OFFn; error; zero;
+// flakey DEV OFFSET RULE... (RULE: fail=OP:N[:ERROR][:every] or delay=OP:N:TIME[:every]).
+// Children are device strings, so stacks nest; relative paths are relative to the table file.
+//
+// Every request is split at target and stripe boundaries and routed to the children. A copy's
+// legs are translated one by one: the parts whose source and destination land in one child's
+// copy domain go down as copies (grouped within that child's limits); the rest are reported
+// back as not supported (CopyReport) and the engine emulates only those.
+#pragma once
+
+#include <blkcopy/device.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "block/fault.h"
+#include "stack/table.h"
+
+namespace blkcopy {
+
+enum class TargetKind { linear, striped, error, zero, flakey };
+
+struct Target {
+  TargetKind kind = TargetKind::error;
+  uint64_t start = 0, length = 0;  // bytes of the stacked device
+  std::vector<CopySegment> legs;   // linear, flakey: one; striped: one per stripe
+  uint64_t chunk = 0;              // striped: bytes per chunk
+  std::vector<FaultRule> faults;   // flakey
+  mutable FaultCounter counter;    // flakey
+  int line = 0;                    // in the table file
+  std::string describe() const;
+};
+
+// Where a stretch of the stacked device lies: on a child, or on an error or zero target.
+struct Mapped {
+  const Target* target;
+  Device* dev;      // nullptr for error and zero targets
+  uint64_t offset;  // on dev
+  uint64_t length;  // never crosses a target or stripe boundary
+};
+
+struct DmConfig {
+  std::string path;  // the table file
+  bool read_only = false;
+};
+// Parses "TABLEFILE" (the part after "dm:").
+Result<DmConfig> parse_dm_config(std::string_view spec);
+
+class DmDevice final : public Device {
+ public:
+  static Result<std::unique_ptr<DmDevice>> create(EventLoop& loop, std::string name,
+                                                  const DmConfig& cfg) {
+    return open(loop, std::move(name), cfg.path, cfg.read_only);
+  }
+  // Opens the table file and every child it names.
+  static Result<std::unique_ptr<DmDevice>> open(EventLoop& loop, std::string name,
+                                                const std::string& table_path, bool read_only);
+
+  Status submit(const Request& req, Completion done) override;
+  DeviceInfo describe() const override;
+
+  // The first stretch of [offset, offset + max_len). REQUIRES: offset < capacity.
+  Mapped map(uint64_t offset, uint64_t max_len) const;
+  const std::vector<Target>& targets() const { return targets_; }
+
+ private:
+  struct Join;
+  DmDevice(EventLoop& loop, std::string name) : Device(loop, std::move(name)) {}
+  Status build(const std::vector<TableEntry>& entries, const std::string& table_dir,
+               bool read_only);
+  Result<Device*> child(const std::string& spec, const std::string& table_dir, bool read_only);
+  void derive_limits();
+  void route_io(const Request& req, Join* j);
+  void route_copy(const Request& req, Join* j);
+  void send(const Target* t, Device* dev, const Request& child_req, Join* j,
+            std::function<void(Status)> on_done);
+
+  std::string table_path_;
+  std::map<std::string, std::unique_ptr<Device>> children_;  // by device string: one each
+  std::vector<Target> targets_;
+};
+
+}  // namespace blkcopy
