@@ -132,7 +132,11 @@ class CopyRun {
   // A piece the device completed: all of it offloaded, except the ranges its report says the
   // device could not take (a stack whose legs landed on different children), emulated now.
   void offloaded(const Piece& p) {
-    auto gaps = p.report.not_supported;
+    const uint64_t len = p.desc.dst.length;
+    auto gaps = p.report.not_supported;  // offsets from the piece's lowest byte
+    if (layout_.backward()) {  // logical positions run from the piece's highest byte down
+      for (auto& [off, n] : gaps) off = len - off - n;
+    }
     std::sort(gaps.begin(), gaps.end());
     uint64_t at = 0, moved = 0;
     for (auto [off, n] : gaps) {
@@ -141,7 +145,6 @@ class CopyRun {
       queue_emulation(p.pos + off, n);
       at = off + n;
     }
-    const uint64_t len = p.desc.dst.length;
     if (at < len) complete_range(p.pos + at, len - at);
     moved += len > at ? len - at : 0;
     result_.offloaded_bytes += moved;
@@ -160,6 +163,15 @@ class CopyRun {
   void issue_reads() {
     while (!failed() && !emulate_.empty()) {
       std::byte* buf = take_buffer();
+      if (!buf && !ready_.empty() && ready_.rbegin()->first > emulate_.begin()->first) {
+        // Every buffer holds a chunk waiting behind a range queued below it (an offloaded piece
+        // came back "not supported" late): give up the highest chunk and read it again later,
+        // or the lower range could never be read and the copy would stall.
+        auto last = std::prev(ready_.end());
+        buf = last->second->buf;
+        queue_emulation(last->first, last->second->desc.dst.length);
+        ready_.erase(last);
+      }
       if (!buf) return;
       auto [pos, end] = *emulate_.begin();
       emulate_.erase(emulate_.begin());

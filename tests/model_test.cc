@@ -118,8 +118,14 @@ class Model {
     CopyResult r = copy_ranges(srcs, *dst, dst_off, o);
     ASSERT_TRUE(r.status.ok()) << r.status.message();
     ASSERT_EQ(r.bytes, total);
+    const bool onto_itself = !vectored && srcs[0].dev->same_storage(*dst) && srcs[0].offset == dst_off;
+    if (onto_itself) {  // nothing to move
+      ASSERT_EQ(r.offloaded_bytes + r.emulated_bytes + r.commands, 0u);
+      return;
+    }
     ASSERT_EQ(r.offloaded_bytes + r.emulated_bytes, total);
-    ASSERT_EQ(r.host_read_bytes, r.emulated_bytes);
+    // A chunk may be read twice when it gives its buffer up to a range queued below it.
+    ASSERT_GE(r.host_read_bytes, r.emulated_bytes);
     ASSERT_EQ(r.host_written_bytes, r.emulated_bytes);
     ASSERT_GE(r.emulated_bytes, foreign) << "a foreign piece cannot be offloaded";
     if (o.emulation == Emulation::force || !dst->limits().can_offload()) {
