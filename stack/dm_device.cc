@@ -54,6 +54,7 @@ std::string Target::describe() const {
       return fmt::format("striped over {}, chunk {}", legs.size(), chunk);
     case TargetKind::error: return "error";
     case TargetKind::zero: return "zero";
+    case TargetKind::clone: return "clone";
   }
   return "?";
 }
@@ -168,12 +169,48 @@ Status DmDevice::build(const std::vector<TableEntry>& entries, const std::string
         t.legs.push_back(*l);
       }
       t.kind = TargetKind::striped;
+    } else if (e.target == "clone") {
+      if (e.args.size() < 3) {
+        return bad(EINVAL, "clone takes SOURCE DEST REGION_SIZE [hydrate] [inflight=N] "
+                           "[rate=BYTES]");
+      }
+      auto src = child(e.args[0], dir, /*read_only=*/true);  // the source is never written
+      if (!src) return bad(src.error().code(), src.error().message());
+      auto dst = child(e.args[1], dir, read_only);
+      if (!dst) return bad(dst.error().code(), dst.error().message());
+      auto region = parse_count(e.args[2], "region size", where);
+      if (!region) return region.error();
+      CloneOptions o{.region = *region * kSector};
+      for (size_t i = 3; i < e.args.size(); ++i) {
+        const std::string& a = e.args[i];
+        if (a == "hydrate") {
+          o.background = true;
+        } else if (a.starts_with("inflight=")) {
+          auto n = parse_count(a.substr(9), "inflight", where);
+          if (!n || *n == 0) return bad(EINVAL, "inflight must be a positive count");
+          o.in_flight = static_cast<unsigned>(*n);
+        } else if (a.starts_with("rate=")) {
+          auto r = parse_size(a.substr(5));
+          if (!r) return bad(EINVAL, r.error().message());
+          o.rate = *r;
+        } else {
+          return bad(EINVAL, fmt::format("unknown clone option '{}' (hydrate, inflight=N, "
+                                         "rate=BYTES)",
+                                         a));
+        }
+      }
+      auto clone = CloneDevice::open(loop(), fmt::format("clone(line {})", e.line), **src, **dst,
+                                     t.length, o);
+      if (!clone) return bad(clone.error().code(), clone.error().message());
+      t.kind = TargetKind::clone;
+      t.legs.push_back({clone->get(), 0, t.length});
+      clones_.push_back(std::move(*clone));
     } else if (e.target == "error" || e.target == "zero") {
       if (!e.args.empty()) return bad(EINVAL, fmt::format("{} takes no arguments", e.target));
       t.kind = e.target == "error" ? TargetKind::error : TargetKind::zero;
     } else {
       return bad(EINVAL, fmt::format("unknown target '{}' (linear, striped, error, zero, "
-                                     "flakey)",
+                                     "flakey, clone)",
                                      e.target));
     }
     targets_.push_back(std::move(t));
@@ -237,7 +274,8 @@ Mapped DmDevice::map(uint64_t offset, uint64_t max_len) const {
   const uint64_t n = std::min(max_len, t.length - rel);
   switch (t.kind) {
     case TargetKind::linear:
-    case TargetKind::flakey: return {&t, t.legs[0].dev, t.legs[0].offset + rel, n};
+    case TargetKind::flakey:
+    case TargetKind::clone: return {&t, t.legs[0].dev, t.legs[0].offset + rel, n};
     case TargetKind::striped: {
       const uint64_t c = rel / t.chunk, within = rel % t.chunk;
       const CopySegment& leg = t.legs[c % t.legs.size()];
@@ -328,6 +366,7 @@ void DmDevice::route_io(const Request& req, Join* j) {
   };
   if (req.op == Op::flush) {
     for (auto& [spec, dev] : children_) send(nullptr, dev.get(), Request{Op::flush}, j, note);
+    for (auto& c : clones_) send(nullptr, c.get(), Request{Op::flush}, j, note);  // metadata
     return;
   }
   const uint64_t end = req.offset + req.length;
@@ -447,6 +486,12 @@ void DmDevice::route_copy(const Request& req, Join* j) {
     }
   }
   flush();
+}
+
+std::vector<CloneDevice*> DmDevice::clones() const {
+  std::vector<CloneDevice*> out;
+  for (const auto& c : clones_) out.push_back(c.get());
+  return out;
 }
 
 DeviceInfo DmDevice::describe() const {

@@ -1,7 +1,8 @@
 // dm: a device stacked on others like device-mapper, from a table file (stack/table.h).
 //
 // Targets: linear DEV OFFSET; striped N CHUNK DEV1 OFF1 ... DEVn OFFn; error; zero;
-// flakey DEV OFFSET RULE... (RULE: fail=OP:N[:ERROR][:every] or delay=OP:N:TIME[:every]).
+// flakey DEV OFFSET RULE... (RULE: fail=OP:N[:ERROR][:every] or delay=OP:N:TIME[:every]);
+// clone SOURCE DEST REGION [hydrate] [inflight=N] [rate=BYTES] (stack/clone.h).
 // Children are device strings, so stacks nest; relative paths are relative to the table file.
 //
 // Every request is split at target and stripe boundaries and routed to the children. A copy's
@@ -18,16 +19,17 @@
 #include <vector>
 
 #include "block/fault.h"
+#include "stack/clone.h"
 #include "stack/table.h"
 
 namespace blkcopy {
 
-enum class TargetKind { linear, striped, error, zero, flakey };
+enum class TargetKind { linear, striped, error, zero, flakey, clone };
 
 struct Target {
   TargetKind kind = TargetKind::error;
   uint64_t start = 0, length = 0;  // bytes of the stacked device
-  std::vector<CopySegment> legs;   // linear, flakey: one; striped: one per stripe
+  std::vector<CopySegment> legs;   // linear, flakey, clone: one; striped: one per stripe
   uint64_t chunk = 0;              // striped: bytes per chunk
   std::vector<FaultRule> faults;   // flakey
   mutable FaultCounter counter;    // flakey
@@ -66,6 +68,8 @@ class DmDevice final : public Device {
   // The first stretch of [offset, offset + max_len). REQUIRES: offset < capacity.
   Mapped map(uint64_t offset, uint64_t max_len) const;
   const std::vector<Target>& targets() const { return targets_; }
+  // The clone targets' devices, in table order.
+  std::vector<CloneDevice*> clones() const;
 
  private:
   struct Join;
@@ -82,6 +86,7 @@ class DmDevice final : public Device {
   std::string table_path_;
   std::map<std::string, std::unique_ptr<Device>> children_;  // by device string: one each
   std::vector<Target> targets_;
+  std::vector<std::unique_ptr<CloneDevice>> clones_;  // after children_: destroyed first
 };
 
 }  // namespace blkcopy

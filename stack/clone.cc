@@ -1,0 +1,313 @@
+#include "stack/clone.h"
+
+#include <blkcopy/units.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "block/fanout.h"
+
+namespace blkcopy {
+namespace {
+
+constexpr char kMagic[8] = {'B', 'L', 'K', 'C', 'L', 'O', 'N', '1'};
+
+struct Header {  // the first bytes of the metadata area; the bitmap follows at kHeader
+  char magic[8];
+  uint64_t region;
+  uint64_t length;
+  uint64_t regions;
+};
+
+bool test_bit(const uint8_t* bits, uint64_t i) { return bits[i / 8] & (1u << (i % 8)); }
+
+}  // namespace
+
+CloneDevice::CloneDevice(EventLoop& loop, std::string name, Device& source, Device& dest,
+                         uint64_t length, const CloneOptions& o)
+    : Device(loop, std::move(name)),
+      source_(source),
+      dest_(dest),
+      length_(length),
+      opt_(o),
+      service_(loop, {.max_in_flight = std::max(1u, o.in_flight), .rate_bytes_per_s = o.rate}) {
+  const uint64_t regions = (length + o.region - 1) / o.region;
+  state_.assign(regions, State::clean);
+  durable_.assign((regions + 7) / 8, 0);
+  const uint32_t block = dest.limits().logical_block_size;
+  meta_offset_ = (length + block - 1) / block * block;
+  meta_ = AlignedBuffer(meta_bytes(regions, block));
+  limits_.logical_block_size = std::max(source.limits().logical_block_size, block);
+  limits_.capacity = length;
+  limits_.max_io_bytes = std::min(source.limits().max_io_bytes, dest.limits().max_io_bytes);
+  limits_.read_only = dest.limits().read_only;
+  // Copies on a clone are emulated: reads and writes keep the region bookkeeping right.
+}
+
+Result<std::unique_ptr<CloneDevice>> CloneDevice::open(EventLoop& loop, std::string name,
+                                                       Device& source, Device& dest,
+                                                       uint64_t length, const CloneOptions& o) {
+  const uint32_t block = std::max(source.limits().logical_block_size,
+                                  dest.limits().logical_block_size);
+  if (o.region == 0 || o.region % block) {
+    return fail(EINVAL, fmt::format("clone region size {} must be a non-zero multiple of the "
+                                    "block size {}",
+                                    o.region, block));
+  }
+  if (source.limits().capacity < length) {
+    return fail(ERANGE, fmt::format("clone source {} is too small: {} bytes, the target needs {}",
+                                    source.name(), source.limits().capacity, length));
+  }
+  std::unique_ptr<CloneDevice> dev(new CloneDevice(loop, std::move(name), source, dest, length, o));
+  const uint64_t need = dev->meta_offset_ + dev->meta_.size();
+  if (dest.limits().capacity < need) {
+    return fail(ERANGE, fmt::format("clone destination {} is too small: {} bytes, the target "
+                                    "needs {} for data and {} for its metadata",
+                                    dest.name(), dest.limits().capacity, length,
+                                    dev->meta_.size()));
+  }
+  if (Status s = dev->load_metadata(); !s.ok()) return std::unexpected(s);
+  if (o.background) dev->start_hydration();
+  return dev;
+}
+
+Status CloneDevice::load_metadata() {
+  if (Status s = submit_and_wait(dest_, Request{Op::read, meta_offset_, meta_.size(), meta_.data()});
+      !s.ok()) {
+    return s;
+  }
+  Header h;
+  std::memcpy(&h, meta_.data(), sizeof h);
+  const uint64_t regions = state_.size();
+  if (std::memcmp(h.magic, kMagic, sizeof kMagic) != 0) {
+    // No clone metadata on DEST yet: start afresh with nothing hydrated.
+    std::memset(meta_.data(), 0, meta_.size());
+    h = Header{{}, opt_.region, length_, regions};
+    std::memcpy(h.magic, kMagic, sizeof kMagic);
+    std::memcpy(meta_.data(), &h, sizeof h);
+    return submit_and_wait(dest_, Request{Op::write, meta_offset_, meta_.size(), meta_.data()});
+  }
+  if (h.region != opt_.region || h.length != length_ || h.regions != regions) {
+    return Status::error(EINVAL, fmt::format("clone metadata on {} is for {} bytes in regions of "
+                                             "{}, the table says {} in regions of {}",
+                                             dest_.name(), h.length, h.region, length_,
+                                             opt_.region));
+  }
+  const auto* bits = reinterpret_cast<const uint8_t*>(meta_.data() + kHeader);
+  std::memcpy(durable_.data(), bits, durable_.size());
+  for (uint64_t r = 0; r < regions; ++r) {
+    if (test_bit(bits, r)) state_[r] = State::hydrated;
+  }
+  return {};
+}
+
+CloneDevice::~CloneDevice() {
+  (void)stop_hydration();
+  (void)commit_sync();
+}
+
+CloneStatus CloneDevice::status() const {
+  CloneStatus s;
+  s.length = length_;
+  s.region = opt_.region;
+  s.regions = state_.size();
+  s.hydrated = static_cast<uint64_t>(std::count(state_.begin(), state_.end(), State::hydrated));
+  for (uint64_t r = 0; r < s.regions; ++r) s.durable += test_bit(durable_.data(), r);
+  s.copied = copied_;
+  s.offloaded_bytes = offloaded_;
+  s.emulated_bytes = emulated_;
+  s.meta_offset = meta_offset_;
+  s.hydrating = background_;
+  s.error = error_;
+  return s;
+}
+
+void CloneDevice::hydrate(uint64_t r, CopyService::Priority p, std::function<void(Status)> then) {
+  if (state_[r] == State::hydrated) {
+    if (then) loop().post([then] { then(Status()); });
+    return;
+  }
+  if (then) waiters_[r].push_back(std::move(then));
+  if (state_[r] == State::hydrating) return;
+  state_[r] = State::hydrating;
+  const uint64_t off = r * opt_.region;
+  service_.submit({{&source_, off, region_len(r)}}, dest_, off, p,
+                  [this, r](CopyResult res) { on_hydrated(r, res); });
+}
+
+void CloneDevice::on_hydrated(uint64_t r, const CopyResult& res) {
+  Status st = res.status;
+  if (st.ok()) {
+    state_[r] = State::hydrated;
+    ++copied_;
+    offloaded_ += res.offloaded_bytes;
+    emulated_ += res.emulated_bytes;
+    commit(nullptr);
+  } else {
+    state_[r] = State::clean;
+    error_ = fmt::format("region {}: {}", r, st.message());
+    background_ = false;  // stop on the first error; the status says why
+  }
+  auto waiting = std::move(waiters_[r]);
+  waiters_.erase(r);
+  for (auto& w : waiting) w(st);
+  pump_background();
+}
+
+void CloneDevice::start_hydration() {
+  background_ = true;
+  error_.clear();
+  pump_background();
+}
+
+void CloneDevice::pump_background() {
+  while (background_ && service_.queued() < 2 * std::max(1u, opt_.in_flight) &&
+         next_region_ < state_.size()) {
+    const uint64_t r = next_region_++;
+    if (state_[r] == State::clean) hydrate(r, CopyService::Priority::low, nullptr);
+  }
+  if (background_ && next_region_ == state_.size() && service_.idle()) background_ = false;
+}
+
+Status CloneDevice::stop_hydration() {
+  background_ = false;
+  // Regions queued but not started go back to clean; those in flight finish.
+  Status s = service_.drain();
+  for (auto& st : state_) {
+    if (st == State::hydrating) st = State::clean;
+  }
+  next_region_ = 0;
+  // Writes waiting for a region whose copy was dropped from the queue: copy it for them.
+  for (auto& [r, waiting] : waiters_) {
+    state_[r] = State::hydrating;
+    const uint64_t off = r * opt_.region;
+    service_.submit({{&source_, off, region_len(r)}}, dest_, off, CopyService::Priority::high,
+                    [this, r = r](CopyResult res) { on_hydrated(r, res); });
+  }
+  return s;
+}
+
+Status CloneDevice::hydrate_all(const std::function<void(uint64_t, uint64_t)>& progress) {
+  start_hydration();
+  uint64_t last = UINT64_MAX;
+  Status s = loop().run_until([&] {
+    const uint64_t n = static_cast<uint64_t>(std::count(state_.begin(), state_.end(), State::hydrated));
+    if (progress && n != last) progress(n, state_.size());
+    last = n;
+    return n == state_.size() || !error_.empty();
+  });
+  if (!s.ok()) return s;
+  if (!error_.empty()) return Status::error(EIO, fmt::format("{}: hydration stopped: {}", name(), error_));
+  return commit_sync();
+}
+
+// Metadata commit: flush DEST (the copied data is durable), write the bitmap, flush again.
+// Bits only go from 0 to 1, so a torn metadata write at worst makes a region be copied again.
+void CloneDevice::commit(Completion done) {
+  if (done) commit_waiters_.push_back(std::move(done));
+  if (commit_running_) {
+    commit_again_ = true;
+    return;
+  }
+  commit_running_ = true;
+  auto* bits = reinterpret_cast<uint8_t*>(meta_.data() + kHeader);
+  std::vector<uint8_t> snapshot(durable_.size(), 0);
+  for (uint64_t r = 0; r < state_.size(); ++r) {
+    if (state_[r] == State::hydrated) snapshot[r / 8] |= static_cast<uint8_t>(1u << (r % 8));
+  }
+  std::memcpy(bits, snapshot.data(), snapshot.size());
+  auto waiters = std::move(commit_waiters_);
+  commit_waiters_.clear();
+  auto finish = [this, waiters = std::move(waiters), snapshot](Status s) mutable {
+    if (s.ok()) durable_ = snapshot;
+    commit_running_ = false;
+    for (auto& w : waiters) w(s);
+    if (commit_again_) {
+      commit_again_ = false;
+      commit(nullptr);
+    }
+  };
+  auto second_flush = [this, finish](Status s) mutable {
+    if (!s.ok()) return finish(s);
+    Status sub = dest_.submit(Request{Op::flush}, finish);
+    if (!sub.ok()) finish(sub);
+  };
+  auto write_meta = [this, second_flush](Status s) mutable {
+    if (!s.ok()) return second_flush(s);
+    Status sub = dest_.submit(Request{Op::write, meta_offset_, meta_.size(), meta_.data()},
+                              second_flush);
+    if (!sub.ok()) second_flush(sub);
+  };
+  Status sub = dest_.submit(Request{Op::flush}, write_meta);
+  if (!sub.ok()) loop().post([finish, sub]() mutable { finish(sub); });
+}
+
+Status CloneDevice::commit_sync() {
+  bool done = false;
+  Status result;
+  commit([&](Status s) {
+    result = std::move(s);
+    done = true;
+  });
+  if (Status s = loop().run_until([&] { return done; }); !s.ok()) return s;
+  return result;
+}
+
+Status CloneDevice::submit(const Request& req, Completion done) {
+  if (Status s = check(req); !s.ok()) return s;
+  if (req.op == Op::copy) return Status::error(EOPNOTSUPP, "clone: copies are emulated");
+  if (req.op == Op::flush) {  // user data is durable once the metadata points at it
+    commit(std::move(done));
+    return {};
+  }
+  Fanout* f = Fanout::start(loop(), std::move(done));
+  const uint64_t end = req.offset + req.length;
+  for (uint64_t pos = req.offset; pos < end;) {
+    const uint64_t r = pos / opt_.region;
+    const uint64_t n = std::min(end, (r + 1) * opt_.region) - pos;
+    Request piece = req;
+    piece.offset = pos;
+    piece.length = n;
+    if (req.buf) piece.buf = static_cast<std::byte*>(req.buf) + (pos - req.offset);
+    if (req.op == Op::read) {
+      // Not hydrated (or hydrating): the source still holds the truth for this region.
+      Device& from = state_[r] == State::hydrated ? dest_ : source_;
+      Completion part = f->part();
+      if (Status s = from.submit(piece, part); !s.ok()) part(s);
+    } else if (state_[r] == State::hydrated) {
+      write_piece(piece, f->part());
+    } else if (req.op == Op::discard) {
+      // Nothing to do: the region still reads from the source, and discarded data is undefined.
+    } else if (state_[r] == State::clean && n == region_len(r)) {
+      state_[r] = State::hydrated;  // overwritten whole: no need to copy it first
+      write_piece(piece, f->part());
+    } else {
+      Completion part = f->part();
+      hydrate(r, CopyService::Priority::high, [this, piece, part](Status s) {
+        if (!s.ok()) return part(s);
+        write_piece(piece, part);
+      });
+    }
+    pos += n;
+  }
+  f->submitted();
+  return {};
+}
+
+void CloneDevice::write_piece(const Request& piece, Completion done) {
+  if (Status s = dest_.submit(piece, done); !s.ok()) loop().post([done, s] { done(s); });
+}
+
+DeviceInfo CloneDevice::describe() const {
+  const CloneStatus s = status();
+  DeviceInfo info{"clone", name(), "none: copies on a clone are emulated through it", {}, {}};
+  info.details.emplace_back("hydrated", fmt::format("{} of {} regions of {}", s.hydrated,
+                                                    s.regions, format_bytes(double(s.region))));
+  info.details.emplace_back("metadata", fmt::format("{} at {}", dest_.name(), s.meta_offset));
+  info.children.emplace_back("source", &source_);
+  info.children.emplace_back("destination", &dest_);
+  return info;
+}
+
+}  // namespace blkcopy

@@ -1,0 +1,102 @@
+// blkcopy clone status DEV | blkcopy clone hydrate DEV: the clone targets of a dm stack.
+#include <blkcopy/open.h>
+#include <blkcopy/units.h>
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include "stack/dm_device.h"
+#include "tools/commands.h"
+#include "tools/report.h"
+
+namespace blkcopy::tools {
+namespace {
+
+nlohmann::ordered_json status_json(const CloneDevice& c) {
+  const CloneStatus s = c.status();
+  nlohmann::ordered_json j;
+  j["target"] = c.name();
+  j["length"] = s.length;
+  j["region_size"] = s.region;
+  j["regions"] = s.regions;
+  j["hydrated"] = s.hydrated;
+  j["durable"] = s.durable;
+  j["copied_now"] = s.copied;
+  j["offloaded_bytes"] = s.offloaded_bytes;
+  j["emulated_bytes"] = s.emulated_bytes;
+  j["metadata_offset"] = s.meta_offset;
+  if (!s.error.empty()) j["error"] = s.error;
+  return j;
+}
+
+std::string status_text(const CloneDevice& c) {
+  const CloneStatus s = c.status();
+  std::string out = fmt::format(
+      "{}: {} of {} regions hydrated ({:.1f}%), regions of {}, {} in all\n", c.name(), s.hydrated,
+      s.regions, s.regions ? 100.0 * double(s.hydrated) / double(s.regions) : 100.0,
+      format_bytes(double(s.region)), format_bytes(double(s.length)));
+  if (s.copied) {
+    out += fmt::format("  copied now: {} regions, offloaded {}, emulated {}\n", s.copied,
+                       format_bytes(double(s.offloaded_bytes)),
+                       format_bytes(double(s.emulated_bytes)));
+  }
+  if (!s.error.empty()) out += fmt::format("  error: {}\n", s.error);
+  return out;
+}
+
+int run(const std::string& spec, bool hydrate, bool json, bool progress) {
+  auto loop = EventLoop::create();
+  if (!loop) return report_error(kIoError, loop.error().message());
+  auto dev = open_device(**loop, spec);
+  if (!dev) return report_error(kBadInput, dev.error().message());
+  auto* dm = dynamic_cast<DmDevice*>(dev->get());
+  if (!dm || dm->clones().empty()) {
+    return report_error(kBadInput, fmt::format("{} has no clone target", spec));
+  }
+  int code = kOk;
+  nlohmann::ordered_json all = nlohmann::ordered_json::array();
+  for (CloneDevice* c : dm->clones()) {
+    if (hydrate) {
+      ProgressBar bar(!json && isatty(STDERR_FILENO), progress);
+      const CloneStatus before = c->status();
+      Status s = c->hydrate_all([&](uint64_t n, uint64_t total) {
+        bar.update((n - std::min(n, before.hydrated)) * before.region,
+                   (total - before.hydrated) * before.region);
+      });
+      bar.finish();
+      if (!s.ok()) code = report_error(kIoError, s.message());
+    }
+    if (json) {
+      all.push_back(status_json(*c));
+    } else {
+      fmt::print("{}", status_text(*c));
+    }
+  }
+  if (json) fmt::print("{}\n", all.dump(2));
+  return code;
+}
+
+}  // namespace
+
+void add_clone_command(CLI::App& app, int& exit_code) {
+  struct Args {
+    std::string device;
+    bool json = false, progress = false;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand("clone", "Clone targets of a dm stack: status, hydrate");
+  cmd->require_subcommand(1);
+  for (const char* name : {"status", "hydrate"}) {
+    const bool hydrate = std::string(name) == "hydrate";
+    CLI::App* sub = cmd->add_subcommand(
+        name, hydrate ? "Copy every region not yet on the destination, then show the status"
+                      : "Show how far each clone target has hydrated");
+    sub->add_option("DEV", a->device, "a dm: device with clone targets")->required();
+    sub->add_flag("--json", a->json, "print JSON");
+    if (hydrate) sub->add_flag("--progress", a->progress, "show a progress bar");
+    sub->callback([a, hydrate, &exit_code] {
+      exit_code = run(a->device, hydrate, a->json, a->progress);
+    });
+  }
+}
+
+}  // namespace blkcopy::tools
