@@ -24,12 +24,14 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <optional>
 
 #include "core/buffer.h"
 #include "drivers/mem/mem_device.h"
+#include "stack/dm_device.h"
 #include "tools/report.h"
 
 namespace fs = std::filesystem;
@@ -169,21 +171,88 @@ class Bench {
     run("mem", methods);
   }
 
+  // A copy through a striped stack of 4 mem children (copy support, a bandwidth cap each) next
+  // to the same copy on one mem device with their summed bandwidth, and forced to emulate.
+  void stack(const fs::path& dir) {
+    const uint64_t child = size_ / 2, bw = 1ull << 30;  // 1 GiB/s a child
+    const std::string table = (dir / "bench-striped.table").string();
+    std::string legs;
+    for (int i = 0; i < 4; ++i) legs += fmt::format(" mem:{},seed={},bw={} 0", child, 20 + i, bw);
+    std::ofstream(table) << fmt::format("0 {} striped 4 2048{}\n", 4 * child / 512, legs);
+    auto striped = open_device(*loop_, "dm:" + table).value();
+    auto single = open_device(*loop_, fmt::format("mem:{},seed=20,bw={}", 2 * size_, 4 * bw)).value();
+    std::vector<Method> methods;
+    auto one = [this](Device& d, Emulation mode) {
+      return [this, &d, mode](bool) -> std::optional<Sample> {
+        CopyOptions o;
+        o.emulation = mode;
+        // The shift is a multiple of 4 chunks, so every chunk stays on its stripe.
+        const double c0 = tools::process_cpu_seconds();
+        CopyResult r = copy(d, 0, d, size_, size_, o);
+        if (!r.status.ok()) throw std::runtime_error(r.status.message());
+        if (mode == Emulation::allow && r.offloaded_bytes != size_) {
+          throw std::runtime_error(d.name() + ": the copy was not all offloaded");
+        }
+        return Sample{r.seconds, tools::process_cpu_seconds() - c0};
+      };
+    };
+    methods.push_back({"striped4 offloaded", one(*striped, Emulation::allow), 0});
+    methods.push_back({"striped4 emulated", one(*striped, Emulation::force), 2 * size_});
+    methods.push_back({"single offloaded", one(*single, Emulation::allow), 0});
+    run("mem, bw cap", methods);
+    fs::remove(table);
+  }
+
+  // Hydration of a clone target of `size` bytes, offloaded and emulated (nocopy), on files.
+  void clone(const std::string& place, const fs::path& dir) {
+    const std::string src = (dir / "bench-src").string(), dst = (dir / "bench-clone").string();
+    const std::string table = (dir / "bench-clone.table").string();
+    make_source(src);
+    std::vector<Method> methods;
+    for (bool offload : {true, false}) {
+      methods.push_back(
+          {offload ? "clone hydrate offl." : "clone hydrate emul.",
+           [=, this](bool first) -> std::optional<Sample> {
+             fresh_file(dst, size_ + (1 << 20));
+             std::ofstream(table) << fmt::format("0 {} clone {} file:{}{} 8192 inflight=4\n",
+                                                 size_ / 512, src, dst,
+                                                 offload ? "" : ",nocopy");
+             drop_caches();
+             auto d = open_device(*loop_, "dm:" + table).value();
+             auto& c = *static_cast<DmDevice&>(*d).clones()[0];
+             const double c0 = tools::process_cpu_seconds(), t0 = now();
+             if (Status s = c.hydrate_all(); !s.ok()) throw std::runtime_error(s.message());
+             const double t1 = now();
+             if (offload != (c.status().offloaded_bytes == size_)) {
+               throw std::runtime_error("clone hydration: unexpected offload count");
+             }
+             Sample sample{t1 - t0, tools::process_cpu_seconds() - c0};
+             if (first) check(*d, 0, 7);
+             return sample;
+           },
+           offload ? 0 : 2 * size_});
+    }
+    run(place, methods);
+    fs::remove(src);
+    fs::remove(dst);
+    fs::remove(table);
+  }
+
   void print() const {
-    fmt::print("\n{:<10} {:<20} {:>9} {:>11} {:>8} {:>12}  {}\n", "where", "method", "seconds",
+    fmt::print("\n{:<12} {:<20} {:>9} {:>11} {:>8} {:>12}  {}\n", "where", "method", "seconds",
                "MiB/s", "CPU s", "host bytes", "");
     for (const Row& r : rows_) {
       if (r.s.seconds == 0) {
-        fmt::print("{:<10} {:<20} {:>9} {:>11} {:>8} {:>12}  {}\n", r.place, r.method, "-", "-",
+        fmt::print("{:<12} {:<20} {:>9} {:>11} {:>8} {:>12}  {}\n", r.place, r.method, "-", "-",
                    "-", "-", r.note);
         continue;
       }
-      fmt::print("{:<10} {:<20} {:>9.3f} {:>11.1f} {:>8.3f} {:>12}  {}\n", r.place, r.method,
+      fmt::print("{:<12} {:<20} {:>9.3f} {:>11.1f} {:>8.3f} {:>12}  {}\n", r.place, r.method,
                  r.s.seconds, rate(r), r.s.cpu, format_bytes(double(r.host_bytes)), r.note);
     }
     fmt::print("\nratios of throughput (goal in brackets):\n");
     for (const auto& place : places()) {
-      if (place == "mem") continue;
+      if (place.starts_with("mem") || rate_of(place, "blkcopy emulated") == 0) continue;
       const double emu = rate_of(place, "blkcopy emulated");
       const double best = std::max(rate_of(place, "cp --reflink=never"),
                                    rate_of(place, "dd bs=1M O_DIRECT"));
@@ -193,6 +262,15 @@ class Bench {
     }
     ratio("mem: offloaded / memmove", rate_of("mem", "blkcopy offloaded"),
           rate_of("mem", "memmove"), 0.8);
+    ratio("striped4 offloaded / single of same bandwidth", rate_of("mem, bw cap", "striped4 offloaded"),
+          rate_of("mem, bw cap", "single offloaded"), 0.8);
+    ratio("striped4 offloaded / striped4 emulated", rate_of("mem, bw cap", "striped4 offloaded"),
+          rate_of("mem, bw cap", "striped4 emulated"), 0);
+    for (const auto& place : places()) {
+      if (rate_of(place, "clone hydrate emul.") == 0) continue;
+      ratio(fmt::format("{}: clone hydration offloaded / emulated", place),
+            rate_of(place, "clone hydrate offl."), rate_of(place, "clone hydrate emul."), 0);
+    }
   }
 
  private:
@@ -241,14 +319,14 @@ class Bench {
   }
   static void ratio(const std::string& what, double a, double b, double goal) {
     if (a == 0 || b == 0) {
-      fmt::print("  {:<45} n/a\n", what);
+      fmt::print("  {:<50} n/a\n", what);
       return;
     }
     const double x = a / b;
     if (goal == 0) {
-      fmt::print("  {:<45} {:8.2f}x\n", what, x);
+      fmt::print("  {:<50} {:8.2f}x\n", what, x);
     } else {
-      fmt::print("  {:<45} {:8.2f}x  [>= {:.1f}x] {}\n", what, x, goal,
+      fmt::print("  {:<50} {:8.2f}x  [>= {:.1f}x] {}\n", what, x, goal,
                  x >= goal ? "reached" : "NOT reached");
     }
   }
@@ -367,6 +445,7 @@ int main(int argc, char** argv) {
         XfsMount xfs(fs::absolute(dir));
         if (xfs.ok()) {
           bench.files("xfs", xfs.dir());
+          bench.clone("xfs", xfs.dir());
         } else {
           fmt::print("xfs rows skipped: could not make and mount an XFS image\n");
         }
@@ -374,7 +453,9 @@ int main(int argc, char** argv) {
     }
     std::string fstype = "default";
     bench.files(fstype, fs::absolute(dir));
+    bench.clone(fstype, fs::absolute(dir));
     bench.mem();
+    bench.stack(fs::absolute(dir));
     bench.print();
   } catch (const std::exception& e) {
     fmt::print(stderr, "bench: {}\n", e.what());
