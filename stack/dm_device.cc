@@ -1,5 +1,7 @@
 #include "stack/dm_device.h"
 
+#include "block/fanout.h"
+
 #include <blkcopy/open.h>
 #include <blkcopy/units.h>
 #include <fmt/format.h>
@@ -290,38 +292,25 @@ Mapped DmDevice::map(uint64_t offset, uint64_t max_len) const {
 
 // One request of the stack in flight: its child requests and what they found.
 struct DmDevice::Join {
-  unsigned pending = 1;  // the submitter's hold, released once everything is sent
-  Status first;
-  Completion done;
-  CopyReport* out = nullptr;
+  Fanout* fan;  // completes the request once every child request has
   CopyReport merged;
   std::vector<std::unique_ptr<CopyDesc>> descs;  // child copies live until the end
   std::vector<std::unique_ptr<CopyReport>> reports;
 
-  void error(Status s) {
-    if (first.ok()) first = std::move(s);
-  }
-  void release() {
-    if (--pending) return;
-    if (out && first.ok()) *out = std::move(merged);
-    auto d = std::move(done);
-    Status s = std::move(first);
-    delete this;
-    d(std::move(s));
-  }
+  void error(Status s) { fan->error(std::move(s)); }
 };
 
 void DmDevice::send(const Target* t, Device* dev, const Request& child_req, Join* j,
                     std::function<void(Status)> on_done) {
-  ++j->pending;
-  auto go = [dev, child_req, j, on_done] {
-    Status s = dev->submit(child_req, [j, on_done](Status st) {
+  Completion part = j->fan->part();
+  auto go = [dev, child_req, on_done, part] {
+    Status s = dev->submit(child_req, [on_done, part](Status st) {
       on_done(std::move(st));
-      j->release();
+      part(Status());
     });
     if (!s.ok()) {
       on_done(std::move(s));
-      j->release();
+      part(Status());
     }
   };
   if (!t || t->kind != TargetKind::flakey) return go();
@@ -334,9 +323,9 @@ void DmDevice::send(const Target* t, Device* dev, const Request& child_req, Join
                                                           "#{}",
                                                           name(), t->line, op_name(child_req.op),
                                                           t->counter.seen(child_req.op)));
-      loop().post([j, on_done, st] {
+      loop().post([on_done, part, st] {
         on_done(st);
-        j->release();
+        part(Status());
       });
       return;
     }
@@ -349,14 +338,18 @@ void DmDevice::send(const Target* t, Device* dev, const Request& child_req, Join
 Status DmDevice::submit(const Request& req, Completion done) {
   if (Status s = check(req); !s.ok()) return s;
   auto* j = new Join;
-  j->done = std::move(done);
+  CopyReport* out = req.op == Op::copy ? req.report : nullptr;
+  j->fan = Fanout::start(loop(), [j, out, done = std::move(done)](Status s) {
+    if (out && s.ok()) *out = std::move(j->merged);
+    delete j;
+    done(std::move(s));
+  });
   if (req.op == Op::copy) {
-    j->out = req.report;
     route_copy(req, j);
   } else {
     route_io(req, j);
   }
-  loop().post([j] { j->release(); });  // never complete inside submit()
+  j->fan->submitted();  // never completes inside submit()
   return {};
 }
 
