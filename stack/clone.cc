@@ -131,28 +131,38 @@ void CloneDevice::hydrate(uint64_t r, CopyService::Priority p, std::function<voi
   if (then) waiters_[r].push_back(std::move(then));
   if (state_[r] == State::hydrating) return;
   state_[r] = State::hydrating;
+  queue_copy(r, p);
+}
+
+void CloneDevice::queue_copy(uint64_t r, CopyService::Priority p) {
   const uint64_t off = r * opt_.region;
-  service_.submit({{&source_, off, region_len(r)}}, dest_, off, p,
-                  [this, r](CopyResult res) { on_hydrated(r, res); });
+  in_service_.insert(r);
+  service_.submit({{&source_, off, region_len(r)}}, dest_, off, p, [this, r](CopyResult res) {
+    in_service_.erase(r);
+    on_hydrated(r, res);
+  });
 }
 
 void CloneDevice::on_hydrated(uint64_t r, const CopyResult& res) {
-  Status st = res.status;
-  if (st.ok()) {
-    state_[r] = State::hydrated;
+  if (res.status.ok()) {
     ++copied_;
     offloaded_ += res.offloaded_bytes;
     emulated_ += res.emulated_bytes;
-    commit(nullptr);
   } else {
-    state_[r] = State::clean;
-    error_ = fmt::format("region {}: {}", r, st.message());
+    error_ = fmt::format("region {}: {}", r, res.status.message());
     background_ = false;  // stop on the first error; the status says why
   }
+  settle(r, res.status);
+  pump_background();
+}
+
+// Region r is on DEST now (or failed to get there): wake what waited for it.
+void CloneDevice::settle(uint64_t r, const Status& st) {
+  state_[r] = st.ok() ? State::hydrated : State::clean;
+  if (st.ok()) commit(nullptr);
   auto waiting = std::move(waiters_[r]);
   waiters_.erase(r);
   for (auto& w : waiting) w(st);
-  pump_background();
 }
 
 void CloneDevice::start_hydration() {
@@ -172,18 +182,18 @@ void CloneDevice::pump_background() {
 
 Status CloneDevice::stop_hydration() {
   background_ = false;
-  // Regions queued but not started go back to clean; those in flight finish.
-  Status s = service_.drain();
-  for (auto& st : state_) {
-    if (st == State::hydrating) st = State::clean;
-  }
   next_region_ = 0;
-  // Writes waiting for a region whose copy was dropped from the queue: copy it for them.
-  for (auto& [r, waiting] : waiters_) {
-    state_[r] = State::hydrating;
-    const uint64_t off = r * opt_.region;
-    service_.submit({{&source_, off, region_len(r)}}, dest_, off, CopyService::Priority::high,
-                    [this, r = r](CopyResult res) { on_hydrated(r, res); });
+  // Copies in flight finish; those still queued are dropped and their regions are clean again,
+  // except where a write waits for one: that region is queued again for the write.
+  Status s = service_.drain();
+  auto dropped = std::move(in_service_);
+  in_service_.clear();
+  for (uint64_t r : dropped) {
+    if (waiters_.count(r)) {
+      queue_copy(r, CopyService::Priority::high);
+    } else {
+      state_[r] = State::clean;
+    }
   }
   return s;
 }
@@ -280,8 +290,14 @@ Status CloneDevice::submit(const Request& req, Completion done) {
     } else if (req.op == Op::discard) {
       // Nothing to do: the region still reads from the source, and discarded data is undefined.
     } else if (state_[r] == State::clean && n == region_len(r)) {
-      state_[r] = State::hydrated;  // overwritten whole: no need to copy it first
-      write_piece(piece, f->part());
+      // Overwritten whole: no need to copy it first. Until the write is done, reads still come
+      // from the source (old data, never DEST's garbage) and other writes wait.
+      state_[r] = State::hydrating;
+      Completion part = f->part();
+      write_piece(piece, [this, r, part](Status s) {
+        settle(r, s);
+        part(std::move(s));
+      });
     } else {
       Completion part = f->part();
       hydrate(r, CopyService::Priority::high, [this, piece, part](Status s) {

@@ -11,6 +11,7 @@
 
 #include <functional>
 #include <map>
+#include <set>
 #include <memory>
 #include <vector>
 
@@ -71,6 +72,8 @@ class CloneDevice final : public Device {
   uint64_t region_len(uint64_t r) const { return std::min(opt_.region, length_ - r * opt_.region); }
   void hydrate(uint64_t r, CopyService::Priority p, std::function<void(Status)> then);
   void on_hydrated(uint64_t r, const CopyResult& res);
+  void settle(uint64_t r, const Status& st);
+  void queue_copy(uint64_t r, CopyService::Priority p);
   void pump_background();
   void commit(Completion done);
   void write_piece(const Request& piece, Completion done);
@@ -83,6 +86,7 @@ class CloneDevice final : public Device {
   std::vector<uint8_t> durable_;  // the bitmap as last committed
   std::map<uint64_t, std::vector<std::function<void(Status)>>> waiters_;
   CopyService service_;
+  std::set<uint64_t> in_service_;  // regions whose copy job the service holds
   bool background_ = false;
   uint64_t next_region_ = 0;  // the background copier's cursor
   unsigned queued_background_ = 0;

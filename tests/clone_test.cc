@@ -87,6 +87,24 @@ TEST_F(CloneTest, ReadsThroughWritesHydrateTheirRegionFirst) {
   EXPECT_EQ(c.status().durable, 2u) << "a flush commits the metadata";
 }
 
+TEST_F(CloneTest, AReadDuringAWholeRegionWriteNeverSeesTheDestinationsOldBytes) {
+  // DEST holds other data (seed 4) and is slow, so the read overtakes the write.
+  auto d = open_device(*loop, table("0 2048 clone mem:1M,seed=3 mem:2M,seed=4,latency=5ms 128\n"))
+               .value();
+  Bytes whole = test::pattern(0, 64 * K, 99);
+  bool written = false;
+  ASSERT_TRUE(d->submit(Request{Op::write, 128 * K, 64 * K, whole.data()}, [&](Status s) {
+                 EXPECT_TRUE(s.ok());
+                 written = true;
+               }).ok());
+  const Bytes during = test::read_bytes(*d, 128 * K, 64 * K);
+  EXPECT_TRUE(during == test::pattern(128 * K, 64 * K, 3) || during == whole)
+      << "old (source) or new data, nothing else";
+  ASSERT_TRUE(loop->run_until([&] { return written; }).ok());
+  EXPECT_EQ(test::read_bytes(*d, 128 * K, 64 * K), whole);
+  EXPECT_EQ(clone_of(*d).status().copied, 0u);
+}
+
 // Hydration runs in the background while random reads and writes go on; every read is checked
 // against the model (the original source plus the writes done so far).
 TEST_F(CloneTest, HydrationWithConcurrentIoMatchesTheModel) {
