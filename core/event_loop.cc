@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <liburing.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <condition_variable>
@@ -39,6 +40,15 @@ class UringLoop final : public EventLoop {
   }
   void fallocate(int fd, int mode, uint64_t offset, uint64_t len, IoCallback cb) override {
     io_uring_prep_fallocate(sqe(new Op{std::move(cb)}), fd, mode, offset, len);
+  }
+  void accept(int fd, IoCallback cb) override {
+    io_uring_prep_accept(sqe(new Op{std::move(cb)}), fd, nullptr, nullptr, SOCK_CLOEXEC);
+  }
+  void recv(int fd, void* buf, uint32_t len, IoCallback cb) override {
+    io_uring_prep_recv(sqe(new Op{std::move(cb)}), fd, buf, len, 0);
+  }
+  void sendmsg(int fd, const struct msghdr* msg, IoCallback cb) override {
+    io_uring_prep_sendmsg(sqe(new Op{std::move(cb)}), fd, msg, MSG_NOSIGNAL);
   }
   void at(std::chrono::steady_clock::time_point deadline, Task task) override {
     // Absolute: a relative timeout would count from when the SQE reaches the kernel, so two

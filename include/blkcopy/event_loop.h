@@ -11,6 +11,8 @@
 #include <functional>
 #include <memory>
 
+struct msghdr;
+
 namespace blkcopy {
 
 class EventLoop {
@@ -28,6 +30,12 @@ class EventLoop {
   virtual void write(int fd, const void* buf, uint32_t len, uint64_t offset, IoCallback cb) = 0;
   virtual void fsync(int fd, IoCallback cb) = 0;
   virtual void fallocate(int fd, int mode, uint64_t offset, uint64_t len, IoCallback cb) = 0;
+
+  // Sockets. accept's result is the new descriptor; sendmsg's msghdr (and what it points to)
+  // must stay valid until the callback runs.
+  virtual void accept(int fd, IoCallback cb) = 0;
+  virtual void recv(int fd, void* buf, uint32_t len, IoCallback cb) = 0;
+  virtual void sendmsg(int fd, const struct msghdr* msg, IoCallback cb) = 0;
 
   // Runs task on the loop at the deadline (an absolute io_uring timeout on CLOCK_MONOTONIC,
   // which std::chrono::steady_clock reads), or after the delay. Timers fire in deadline order.

@@ -1,0 +1,77 @@
+#include "nvme/codec.h"
+
+#include <isa-l.h>
+
+#include <algorithm>
+#include <bit>
+
+namespace blkcopy::nvme {
+
+void put_string(std::span<uint8_t> buf, size_t off, size_t len, std::string_view s, char pad) {
+  std::memset(buf.data() + off, pad, len);
+  std::memcpy(buf.data() + off, s.data(), std::min(len, s.size()));
+}
+
+std::string get_nqn(std::span<const uint8_t> buf, size_t off) {
+  const char* p = reinterpret_cast<const char*>(buf.data() + off);
+  return std::string(p, strnlen(p, 256));
+}
+
+uint32_t crc32c(const void* data, size_t len) { return crc32c_extend(0, data, len); }
+
+uint32_t crc32c_extend(uint32_t crc, const void* data, size_t len) {
+  auto* p = static_cast<unsigned char*>(const_cast<void*>(data));
+  return crc32_iscsi(p, static_cast<int>(len), crc ^ 0xFFFFFFFFu) ^ 0xFFFFFFFFu;
+}
+
+void build_identify_controller(const ControllerIdentity& id, std::span<uint8_t, 4096> out) {
+  std::fill(out.begin(), out.end(), 0);
+  put<uint16_t>(out, idctrl::kVid, 0x1b36);  // the PCI vendor ID of QEMU's emulated devices
+  put_string(out, idctrl::kSn, 20, id.serial, ' ');
+  put_string(out, idctrl::kMn, 40, id.model, ' ');
+  put_string(out, idctrl::kFr, 8, id.firmware, ' ');
+  out[idctrl::kMdts] = id.mdts;
+  put<uint16_t>(out, idctrl::kCntlid, id.cntlid);
+  put<uint32_t>(out, idctrl::kVer, 0x00010400);  // NVMe 1.4
+  out[idctrl::kCntrltype] = id.discovery ? 2 : 1;
+  out[idctrl::kAerl] = 3;
+  // LPA: bit 1 commands supported and effects log; bit 2 extended data (discovery).
+  out[idctrl::kLpa] = id.discovery ? 0x04 : 0x02;
+  put<uint16_t>(out, idctrl::kKas, id.kas);
+  out[idctrl::kSqes] = 0x66;
+  out[idctrl::kCqes] = 0x44;
+  put<uint16_t>(out, idctrl::kMaxcmd, id.maxcmd);
+  put<uint32_t>(out, idctrl::kNn, id.nn);
+  if (!id.discovery) {
+    uint16_t oncs = idctrl::kOncsWriteZeroes | idctrl::kOncsDsm;
+    if (id.copy) oncs |= idctrl::kOncsCopy;
+    put<uint16_t>(out, idctrl::kOncs, oncs);
+    if (id.copy) put<uint16_t>(out, idctrl::kOcfs, id.ocfs);
+    out[idctrl::kVwc] = 0x01;
+  }
+  // SGLS: bits 1:0 = 01b (SGLs supported), bit 20 offset addressing, bit 2 keyed (TCP: 0).
+  put<uint32_t>(out, idctrl::kSgls, (1u << 0) | (1u << 20));
+  put_string(out, idctrl::kSubnqn, 256, id.subnqn, '\0');
+  put<uint32_t>(out, idctrl::kIoccsz, id.ioccsz);
+  put<uint32_t>(out, idctrl::kIorcsz, 1);
+  put<uint16_t>(out, idctrl::kIcdoff, 0);
+  out[idctrl::kMsdbd] = 1;
+}
+
+void build_identify_namespace(const NamespaceIdentity& id, std::span<uint8_t, 4096> out) {
+  std::fill(out.begin(), out.end(), 0);
+  put<uint64_t>(out, idns::kNsze, id.blocks);
+  put<uint64_t>(out, idns::kNcap, id.blocks);
+  put<uint64_t>(out, idns::kNuse, id.blocks);
+  out[idns::kNlbaf] = 0;
+  out[idns::kFlbas] = 0;
+  if (id.deallocate_reads_zero) out[idns::kDlfeat] = 0x01;  // deallocated blocks read as zeroes
+  put<uint16_t>(out, idns::kMssrl, id.mssrl);
+  put<uint32_t>(out, idns::kMcl, id.mcl);
+  out[idns::kMsrc] = id.msrc;
+  std::memcpy(out.data() + idns::kNguid, id.nguid, 16);
+  // LBA format 0: LBADS = log2(block size) at byte 2.
+  out[idns::kLbaf0 + 2] = static_cast<uint8_t>(std::countr_zero(id.block_size));
+}
+
+}  // namespace blkcopy::nvme

@@ -1,0 +1,59 @@
+// Encoding helpers for the NVMe structures in spec.h: little-endian fields in byte buffers,
+// CRC32C digests (ISA-L), Identify and log page builders shared by the target and the host.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "nvme/spec.h"
+
+namespace blkcopy::nvme {
+
+template <class T>
+void put(std::span<uint8_t> buf, size_t off, T v) {
+  std::memcpy(buf.data() + off, &v, sizeof v);
+}
+template <class T>
+T get(std::span<const uint8_t> buf, size_t off) {
+  T v;
+  std::memcpy(&v, buf.data() + off, sizeof v);
+  return v;
+}
+// A space-padded ASCII field (serial, model) or a NUL-padded NQN.
+void put_string(std::span<uint8_t> buf, size_t off, size_t len, std::string_view s, char pad);
+std::string get_nqn(std::span<const uint8_t> buf, size_t off);
+
+// CRC32C as NVMe/TCP digests use it (seed and final XOR 0xFFFFFFFF).
+uint32_t crc32c(const void* data, size_t len);
+uint32_t crc32c_extend(uint32_t crc, const void* data, size_t len);  // crc from crc32c()
+
+struct ControllerIdentity {
+  uint16_t cntlid = 1;
+  std::string serial, model = "blkcopy", firmware = "0.1";
+  std::string subnqn;
+  bool discovery = false;
+  uint32_t nn = 0;          // highest namespace ID
+  uint8_t mdts = 8;         // 2^mdts x 4 KiB per transfer
+  bool copy = true;         // ONCS Copy
+  uint16_t ocfs = 0x5;      // formats 0 and 2
+  uint32_t ioccsz = 4 + 8192 / 16;  // in 16-byte units: SQE + in-capsule data
+  uint16_t maxcmd = 128;
+  uint16_t kas = 1;         // 100 ms units
+};
+void build_identify_controller(const ControllerIdentity& id, std::span<uint8_t, 4096> out);
+
+struct NamespaceIdentity {
+  uint64_t blocks = 0;
+  uint32_t block_size = 512;
+  uint16_t mssrl = 0;  // blocks per source range
+  uint32_t mcl = 0;    // blocks per Copy command
+  uint8_t msrc = 0;    // ranges per Copy command, 0-based
+  uint8_t nguid[16] = {};
+  bool deallocate_reads_zero = true;
+};
+void build_identify_namespace(const NamespaceIdentity& id, std::span<uint8_t, 4096> out);
+
+}  // namespace blkcopy::nvme

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Runs a test script inside a QEMU guest (software emulation: -accel tcg) booted from Debian's
+# kernel package with a busybox initramfs carrying blkcopy and nvme-cli. Everything in the guest
+# stays on its loopback. Prints the guest's console and exits with the script's exit code.
+#
+#   tests/interop/guest.sh SCRIPT [BLKCOPY_BINARY]
+#
+# Needs: qemu-system-x86, busybox-static, cpio, nvme-cli (scripts/setup installs them) and
+# Debian's archive for the kernel package (cached in /var/cache/blkcopy-interop).
+set -euo pipefail
+script=$(realpath "$1")
+blkcopy=$(realpath "${2:-build/blkcopy}")
+cache=/var/cache/blkcopy-interop
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# The kernel: the package linux-image-amd64 points at, unpacked once.
+mkdir -p "$cache"
+if [ ! -d "$cache/root/boot" ]; then
+  pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+  (cd "$cache" && apt-get download "$pkg" >/dev/null 2>&1 && dpkg -x "$pkg"_*.deb root)
+fi
+kernel=$(ls "$cache"/root/boot/vmlinuz-* | head -n 1)
+mods=$(ls -d "$cache"/root/lib/modules/* | head -n 1)/kernel
+
+root="$work/root"
+mkdir -p "$root"/{bin,sbin,dev,proc,sys,tmp,etc/nvme,lib/modules,usr/sbin,usr/bin}
+cp /bin/busybox "$root/bin/busybox"
+for m in lib/crc64 lib/crc64-rocksoft crypto/crc64_rocksoft_generic crypto/crct10dif_common \
+         crypto/crct10dif_generic lib/crc-t10dif block/t10-pi crypto/crc32c_generic lib/libcrc32c \
+         drivers/nvme/host/nvme-core drivers/nvme/host/nvme-fabrics drivers/nvme/host/nvme-tcp \
+         drivers/nvme/target/nvmet drivers/nvme/target/nvmet-tcp; do
+  f=$(ls "$mods/$m".ko* 2>/dev/null | head -n 1) || true
+  [ -n "$f" ] && cp "$f" "$root/lib/modules/"
+done
+# Binaries with their shared libraries and the loader.
+copy_bin() {
+  cp "$1" "$root/$2"
+  ldd "$1" | awk '/=>/{print $3} /ld-linux/{print $1}' | while read -r lib; do
+    [ -f "$lib" ] || continue
+    mkdir -p "$root$(dirname "$lib")"
+    cp -L "$lib" "$root$lib"
+  done
+}
+copy_bin "$blkcopy" bin/blkcopy
+copy_bin "$(command -v nvme)" usr/sbin/nvme
+mkdir -p "$root/lib64" && cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
+cp "$script" "$root/test.sh"
+echo "nqn.2014-08.io.blkcopy:guest-host" > "$root/etc/nvme/hostnqn"
+cat > "$root/init" <<'INIT'
+#!/bin/busybox sh
+/bin/busybox --install -s
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+mount -t tmpfs tmp /tmp; mount -t configfs none /sys/kernel/config 2>/dev/null
+for m in crc64 crc64-rocksoft crc64_rocksoft_generic crct10dif_common crct10dif_generic \
+         crc-t10dif t10-pi crc32c_generic libcrc32c nvme-core nvme-fabrics nvme-tcp nvmet nvmet-tcp; do
+  f=$(ls /lib/modules/$m.ko* 2>/dev/null | head -n 1); [ -n "$f" ] && insmod "$f" 2>/dev/null
+done
+ip link set lo up
+cd /tmp
+sh -e /test.sh
+echo "BLKCOPY-GUEST-EXIT=$?"
+poweroff -f
+INIT
+chmod +x "$root/init"
+(cd "$root" && find . | cpio -o -H newc 2>/dev/null | gzip -1 > "$work/initrd.gz")
+
+timeout 600 qemu-system-x86_64 -accel tcg -cpu max -m 1536 -smp 2 -nographic -no-reboot \
+  -kernel "$kernel" -initrd "$work/initrd.gz" \
+  -append "console=ttyS0 quiet panic=-1 loglevel=3" | tee "$work/console.log"
+rc=$(grep -a -o 'BLKCOPY-GUEST-EXIT=[0-9]*' "$work/console.log" | tail -n 1 | cut -d= -f2)
+[ -n "$rc" ] || { echo "guest.sh: the guest did not report an exit code" >&2; exit 99; }
+exit "$rc"

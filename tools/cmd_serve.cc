@@ -1,0 +1,115 @@
+// blkcopy serve: the NVMe/TCP target, with Copy.
+#include <blkcopy/units.h>
+#include <fmt/format.h>
+
+#include <atomic>
+#include <csignal>
+#include <fstream>
+#include <sstream>
+
+#include "nvme/target/target.h"
+#include "tools/commands.h"
+
+namespace blkcopy::tools {
+namespace {
+
+std::atomic<bool> g_stop{false};
+std::atomic<bool> g_stats{false};
+
+struct Args {
+  std::string listen = "127.0.0.1:4420";
+  std::string nqn = "nqn.2024-01.io.blkcopy:target";
+  std::vector<std::string> ns, hosts;
+  std::string config;
+  int discovery_port = 8009;
+  int stats_every = 0;
+};
+
+void print_stats(const nvme::TargetStats& s) {
+  fmt::print(stderr,
+             "blkcopy serve: {} connections, {} commands ({} errors), read {}, written {}, "
+             "{} copies: offloaded {}, emulated {}\n",
+             s.connections, s.commands, s.errors, format_bytes(double(s.read_bytes)),
+             format_bytes(double(s.written_bytes)), s.copies,
+             format_bytes(double(s.copy_offloaded_bytes)),
+             format_bytes(double(s.copy_emulated_bytes)));
+}
+
+int run_serve(const Args& a) {
+  nvme::TargetConfig cfg;
+  if (!a.config.empty()) {
+    std::ifstream in(a.config);
+    if (!in) return report_error(kBadInput, fmt::format("cannot read {}", a.config));
+    std::stringstream text;
+    text << in.rdbuf();
+    auto parsed = nvme::parse_nvmetcli_json(text.str());
+    if (!parsed) return report_error(kBadInput, parsed.error().message());
+    cfg = *parsed;
+  } else {
+    if (a.ns.empty()) return report_error(kBadInput, "give --ns DEV (one or more) or --config");
+    const size_t colon = a.listen.rfind(':');
+    if (colon == std::string::npos) {
+      return report_error(kBadInput, fmt::format("--listen '{}': expected ADDR:PORT", a.listen));
+    }
+    nvme::PortConfig port;
+    port.addr = a.listen.substr(0, colon);
+    port.port = static_cast<uint16_t>(std::stoi(a.listen.substr(colon + 1)));
+    port.subsystems.push_back(a.nqn);
+    cfg.ports.push_back(port);
+    nvme::SubsystemConfig sub;
+    sub.nqn = a.nqn;
+    sub.allow_any_host = a.hosts.empty();
+    sub.allowed_hosts = a.hosts;
+    for (size_t i = 0; i < a.ns.size(); ++i) {
+      sub.namespaces.push_back({static_cast<uint32_t>(i + 1), a.ns[i], "", true});
+    }
+    cfg.subsystems.push_back(sub);
+  }
+  cfg.discovery_port = static_cast<uint16_t>(a.discovery_port);
+  auto loop = EventLoop::create();
+  if (!loop) return report_error(kIoError, loop.error().message());
+  auto target = nvme::Target::create(**loop, cfg);
+  if (!target) return report_error(kBadInput, target.error().message());
+  if (Status s = (*target)->start(); !s.ok()) return report_error(kIoError, s.message());
+  for (const auto& p : cfg.ports) {
+    for (const auto& s : p.subsystems) {
+      fmt::print(stderr, "blkcopy serve: {} on {}:{} (port id {})\n", s, p.addr, p.port, p.id);
+    }
+  }
+  if (cfg.discovery_port) {
+    fmt::print(stderr, "blkcopy serve: discovery on port {}\n", cfg.discovery_port);
+  }
+  std::signal(SIGINT, [](int) { g_stop = true; });
+  std::signal(SIGTERM, [](int) { g_stop = true; });
+  std::signal(SIGUSR1, [](int) { g_stats = true; });
+  std::signal(SIGPIPE, SIG_IGN);
+  auto last = std::chrono::steady_clock::now();
+  Status s = (*loop)->run_until([&] {
+    const auto now = std::chrono::steady_clock::now();
+    if (g_stats.exchange(false) ||
+        (a.stats_every > 0 && now - last > std::chrono::seconds(a.stats_every))) {
+      last = now;
+      print_stats((*target)->stats());
+    }
+    return g_stop.load();
+  });
+  print_stats((*target)->stats());
+  return s.ok() ? kOk : report_error(kIoError, s.message());
+}
+
+}  // namespace
+
+void add_serve_command(CLI::App& app, int& exit_code) {
+  auto a = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand("serve", "Serve devices as NVMe/TCP namespaces with Copy");
+  cmd->add_option("--listen", a->listen, "ADDR:PORT (default 127.0.0.1:4420)");
+  cmd->add_option("--nqn", a->nqn, "subsystem NQN");
+  cmd->add_option("--ns", a->ns, "a device to serve as the next namespace (repeatable)");
+  cmd->add_option("--allow-host", a->hosts, "a host NQN allowed to connect (default: any)");
+  cmd->add_option("--config", a->config, "an nvmetcli JSON configuration instead of the flags");
+  cmd->add_option("--discovery-port", a->discovery_port, "0 turns it off (default 8009)");
+  cmd->add_option("--stats", a->stats_every, "print statistics every N seconds (also SIGUSR1)");
+  cmd->callback([a, &exit_code] { exit_code = run_serve(*a); });
+}
+
+}  // namespace blkcopy::tools
