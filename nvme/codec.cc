@@ -30,6 +30,7 @@ void build_identify_controller(const ControllerIdentity& id, std::span<uint8_t, 
   put_string(out, idctrl::kSn, 20, id.serial, ' ');
   put_string(out, idctrl::kMn, 40, id.model, ' ');
   put_string(out, idctrl::kFr, 8, id.firmware, ' ');
+  out[idctrl::kCmic] = 0x02;  // the subsystem may have several controllers (hosts)
   out[idctrl::kMdts] = id.mdts;
   put<uint16_t>(out, idctrl::kCntlid, id.cntlid);
   put<uint32_t>(out, idctrl::kVer, 0x00010400);  // NVMe 1.4
@@ -65,6 +66,7 @@ void build_identify_namespace(const NamespaceIdentity& id, std::span<uint8_t, 40
   put<uint64_t>(out, idns::kNuse, id.blocks);
   out[idns::kNlbaf] = 0;
   out[idns::kFlbas] = 0;
+  out[idns::kNmic] = 0x01;  // shared by the subsystem's controllers
   if (id.deallocate_reads_zero) out[idns::kDlfeat] = 0x01;  // deallocated blocks read as zeroes
   put<uint16_t>(out, idns::kMssrl, id.mssrl);
   put<uint32_t>(out, idns::kMcl, id.mcl);

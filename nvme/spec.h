@@ -121,7 +121,7 @@ struct CopyRange2 {  // format 2: 32 bytes, cross-namespace
 inline constexpr uint8_t kCnsNamespace = 0x00, kCnsController = 0x01, kCnsActiveNsList = 0x02,
                          kCnsNsDescriptors = 0x03;
 namespace idctrl {  // Identify Controller byte offsets
-inline constexpr size_t kVid = 0, kSn = 4, kMn = 24, kFr = 64, kMdts = 77, kCntlid = 78,
+inline constexpr size_t kVid = 0, kSn = 4, kMn = 24, kFr = 64, kCmic = 76, kMdts = 77, kCntlid = 78,
                         kVer = 80, kOaes = 92, kCtratt = 96, kCntrltype = 111, kAerl = 259,
                         kLpa = 261, kElpe = 262, kKas = 320, kSqes = 512, kCqes = 513,
                         kMaxcmd = 514, kNn = 516, kOncs = 520, kVwc = 525, kOcfs = 534,
@@ -131,7 +131,7 @@ inline constexpr uint16_t kOncsWriteZeroes = 1u << 3, kOncsDsm = 1u << 2, kOncsC
 }  // namespace idctrl
 namespace idns {  // Identify Namespace byte offsets
 inline constexpr size_t kNsze = 0, kNcap = 8, kNuse = 16, kNsfeat = 24, kNlbaf = 25,
-                        kFlbas = 26, kDlfeat = 33, kMssrl = 74, kMcl = 76, kMsrc = 80,
+                        kFlbas = 26, kNmic = 30, kDlfeat = 33, kMssrl = 74, kMcl = 76, kMsrc = 80,
                         kNguid = 104, kEui64 = 120, kLbaf0 = 128;
 }  // namespace idns
 

@@ -8,6 +8,9 @@
 # Needs: qemu-system-x86, busybox-static, cpio, nvme-cli (scripts/setup installs them) and
 # Debian's archive for the kernel package (cached in /var/cache/blkcopy-interop).
 set -euo pipefail
+for tool in qemu-system-x86_64 busybox cpio nvme; do
+  command -v "$tool" >/dev/null || { echo "guest.sh: $tool not installed (scripts/setup installs it)"; exit 77; }
+done
 script=$(realpath "$1")
 blkcopy=$(realpath "${2:-build/blkcopy}")
 cache=/var/cache/blkcopy-interop
