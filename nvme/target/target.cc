@@ -462,6 +462,9 @@ void Connection::on_icreq() {
 }
 
 void Connection::terminate(uint16_t fes, uint32_t fei) {
+  fmt::print(stderr, "blkcopy serve: ending a connection: bad PDU (type {:#04x}, error {}, "
+                     "field at byte {})\n",
+             have_ ? rbuf_[0] : 0, fes, fei);
   TermReq term{};
   const uint32_t copied = std::min<uint32_t>(static_cast<uint32_t>(have_), kTermReqMaxLen - 24);
   term.hdr = {pdu::kC2HTermReq, 0, 24, 0, 24 + copied};

@@ -1,0 +1,315 @@
+// The NVMe/TCP target over loopback, driven by a small test client: the protocol structures
+// against fixed bytes, connection set-up, I/O with and without digests, every Copy status, and
+// malformed PDUs ending only their own connection.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstring>
+#include <future>
+#include <thread>
+
+#include "nvme/codec.h"
+#include "nvme/target/target.h"
+#include "tests/nvme_client.h"
+#include "tests/test_util.h"
+
+namespace blkcopy {
+namespace {
+
+using namespace nvme;
+using test::NvmeClient;
+
+const std::string kSubA = "nqn.2024-01.io.blkcopy.test:a";
+const std::string kSubB = "nqn.2024-01.io.blkcopy.test:b";
+const std::string kHost = "nqn.2024-01.io.blkcopy.test:host";
+
+std::vector<uint8_t> u8(const test::Bytes& b) {
+  std::vector<uint8_t> v(b.size());
+  std::memcpy(v.data(), b.data(), b.size());
+  return v;
+}
+
+TEST(NvmeSpec, PdusMatchFixedBytes) {
+  ICReq req{};
+  req.hdr = {pdu::kICReq, 0, 128, 0, 128};
+  req.dgst = 3;
+  req.maxr2t = 0;
+  const uint8_t* b = reinterpret_cast<const uint8_t*>(&req);
+  const uint8_t want[] = {0x00, 0x00, 0x80, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03};
+  EXPECT_EQ(std::memcmp(b, want, sizeof want), 0);
+
+  // An R2T for CID 0x1234, TTAG 7, 64 KiB at offset 4096, as the wire carries it.
+  const uint8_t r2t_bytes[24] = {0x09, 0x00, 0x18, 0x00, 0x18, 0x00, 0x00, 0x00,
+                                 0x34, 0x12, 0x07, 0x00, 0x00, 0x10, 0x00, 0x00,
+                                 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00};
+  R2T r;
+  std::memcpy(&r, r2t_bytes, sizeof r);
+  EXPECT_EQ(r.hdr.type, pdu::kR2T);
+  EXPECT_EQ(r.cccid, 0x1234);
+  EXPECT_EQ(r.ttag, 7);
+  EXPECT_EQ(r.r2to, 4096u);
+  EXPECT_EQ(r.r2tl, 65536u);
+
+  // A format-0 copy range: SLBA 0x0102030405060708, NLB 0x00ff.
+  CopyRange0 c{};
+  c.slba = 0x0102030405060708ull;
+  c.nlb = 0xff;
+  const uint8_t* cb = reinterpret_cast<const uint8_t*>(&c);
+  EXPECT_EQ(cb[8], 0x08);
+  EXPECT_EQ(cb[15], 0x01);
+  EXPECT_EQ(cb[16], 0xff);
+  EXPECT_EQ(cb[17], 0x00);
+}
+
+TEST(NvmeSpec, Crc32cIsTheCastagnoliCrc) {
+  EXPECT_EQ(crc32c("123456789", 9), 0xE3069283u);
+  EXPECT_EQ(crc32c_extend(crc32c("1234", 4), "56789", 5), 0xE3069283u);
+}
+
+TEST(NvmeSpec, NvmetcliJsonIsParsed) {
+  auto cfg = parse_nvmetcli_json(R"({
+    "hosts": [{"nqn": "h1"}],
+    "ports": [{"portid": 3, "addr": {"trtype": "tcp", "adrfam": "ipv4",
+               "traddr": "127.0.0.1", "trsvcid": "4455"}, "subsystems": ["s1"]}],
+    "subsystems": [{"nqn": "s1", "allowed_hosts": ["h1"], "attr": {"allow_any_host": "0"},
+                    "namespaces": [{"nsid": 7, "enable": 1,
+                                    "device": {"path": "mem:1M", "nguid": "00112233-4455-6677-8899-aabbccddeeff"}}]}]
+  })");
+  ASSERT_TRUE(cfg) << cfg.error().message();
+  ASSERT_EQ(cfg->ports.size(), 1u);
+  EXPECT_EQ(cfg->ports[0].port, 4455);
+  EXPECT_EQ(cfg->ports[0].id, 3);
+  ASSERT_EQ(cfg->subsystems.size(), 1u);
+  EXPECT_FALSE(cfg->subsystems[0].allow_any_host);
+  EXPECT_EQ(cfg->subsystems[0].allowed_hosts[0], "h1");
+  EXPECT_EQ(cfg->subsystems[0].namespaces[0].nsid, 7u);
+  EXPECT_FALSE(parse_nvmetcli_json("{ not json"));
+  auto rdma = parse_nvmetcli_json(R"({"ports": [{"addr": {"trtype": "rdma"}}]})");
+  ASSERT_FALSE(rdma);
+  EXPECT_NE(rdma.error().message().find("only trtype tcp"), std::string::npos);
+}
+
+// One target for the suite, on its own thread and loop; tests talk to it over sockets only.
+class TargetTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    std::promise<uint16_t> port;
+    auto ready = port.get_future();
+    thread_ = std::thread([&port] {
+      auto loop = EventLoop::create().value();
+      TargetConfig cfg;
+      cfg.discovery_port = 0;
+      cfg.ports.push_back({1, "127.0.0.1", 0, {kSubA, kSubB}});
+      SubsystemConfig a{kSubA, true, {}, {}};
+      a.namespaces.push_back({1, "mem:16M,seed=1,copy_max=64k,segment_max=16k,max_segments=4", "", true});
+      a.namespaces.push_back({2, "mem:16M,seed=2", "", true});
+      a.namespaces.push_back({3, "mem:16M,block=4096", "", true});
+      a.namespaces.push_back({4, "mem:4M,seed=4,nocopy,fail=write:2", "", true});
+      SubsystemConfig b{kSubB, false, {kHost}, {}};
+      b.namespaces.push_back({1, "mem:1M", "", true});
+      cfg.subsystems = {a, b};
+      auto target = Target::create(*loop, cfg).value();
+      if (!target->start().ok()) std::abort();
+      port.set_value(target->bound_ports()[0]);
+      (void)loop->run_until([] { return stop_.load(); });
+    });
+    port_ = ready.get();
+  }
+  static void TearDownTestSuite() {
+    stop_ = true;
+    thread_.join();
+  }
+  // An admin connection to subsystem A, and an I/O queue for it.
+  void connect_a(NvmeClient& admin, NvmeClient& io, bool digests = false) {
+    ASSERT_TRUE(admin.open(port_, digests, digests));
+    auto c = admin.connect(0, kSubA, kHost);
+    ASSERT_EQ(c.status, 0);
+    ASSERT_TRUE(io.open(port_, digests, digests));
+    ASSERT_EQ(io.connect(1, kSubA, kHost, static_cast<uint16_t>(c.dw0)).status, 0);
+  }
+
+  static inline std::thread thread_;
+  static inline std::atomic<bool> stop_{false};
+  static inline uint16_t port_ = 0;
+};
+
+TEST_F(TargetTest, IdentifyShowsCopyAndTheLimitsOfTheBackingDevice) {
+  NvmeClient admin, io;
+  connect_a(admin, io);
+  std::vector<uint8_t> id;
+  ASSERT_EQ(admin.identify(kCnsController, 0, id).status, 0);
+  std::span<const uint8_t> s(id);
+  EXPECT_TRUE(get<uint16_t>(s, idctrl::kOncs) & idctrl::kOncsCopy);
+  EXPECT_EQ(get<uint16_t>(s, idctrl::kOcfs), 0x5);
+  EXPECT_EQ(get_nqn(s, idctrl::kSubnqn), kSubA);
+  EXPECT_EQ(get<uint32_t>(s, idctrl::kNn), 4u);
+  EXPECT_GE(get<uint32_t>(s, idctrl::kIoccsz), 4u);
+  ASSERT_EQ(admin.identify(kCnsNamespace, 1, id).status, 0);
+  s = std::span<const uint8_t>(id);
+  EXPECT_EQ(get<uint64_t>(s, idns::kNsze), 16u * 2048);
+  EXPECT_EQ(get<uint16_t>(s, idns::kMssrl), 32u);  // 16 KiB segments of 512-byte blocks
+  EXPECT_EQ(get<uint32_t>(s, idns::kMcl), 128u);   // 64 KiB per copy
+  EXPECT_EQ(id[idns::kMsrc], 3u);                  // 4 ranges
+  ASSERT_EQ(admin.identify(kCnsActiveNsList, 0, id).status, 0);
+  EXPECT_EQ(get<uint32_t>(std::span<const uint8_t>(id), 12), 4u);
+}
+
+TEST_F(TargetTest, WritesAndReadsInCapsuleAndThroughR2TWithDigests) {
+  for (bool digests : {false, true}) {
+    NvmeClient admin, io;
+    connect_a(admin, io, digests);
+    auto small = u8(test::pattern(0, 4096, 11)), big = u8(test::pattern(0, 256 * 1024, 12));
+    ASSERT_EQ(io.write(2, 100, small, 512).status, 0);   // in-capsule
+    ASSERT_EQ(io.write(2, 1000, big, 512).status, 0);    // R2T + H2CData
+    std::vector<uint8_t> got;
+    ASSERT_EQ(io.read(2, 100, 8, 512, got).status, 0);
+    EXPECT_EQ(got, small);
+    ASSERT_EQ(io.read(2, 1000, 512, 512, got).status, 0);
+    EXPECT_EQ(got, big);
+    EXPECT_EQ(io.read(2, 32767, 2, 512, got).status, status::kLbaOutOfRange);
+    EXPECT_EQ(io.read(9, 0, 1, 512, got).status, status::kInvalidNamespace);
+  }
+}
+
+TEST_F(TargetTest, CopyStatusForEveryBadInput) {
+  NvmeClient admin, io;
+  connect_a(admin, io);
+  using R = NvmeClient::Range;
+  struct Case {
+    const char* what;
+    uint32_t nsid;
+    uint64_t sdlba;
+    std::vector<R> ranges;
+    uint8_t format;
+    std::optional<uint32_t> data_len;
+    uint16_t status;
+  };
+  const Case cases[] = {
+      {"ranges over MSRC", 1, 5000, {{0, 1}, {8, 1}, {16, 1}, {24, 1}, {32, 1}}, 0, {},
+       status::kCommandSizeLimit},
+      {"a range over MSSRL", 1, 5000, {{0, 33}}, 0, {}, status::kCommandSizeLimit},
+      {"total over MCL", 1, 5000, {{0, 32}, {100, 32}, {200, 32}, {300, 32}, }, 0, {}, 0},
+      {"source beyond the end", 1, 5000, {{32760, 16}}, 0, {}, status::kLbaOutOfRange},
+      {"destination beyond the end", 1, 32760, {{0, 16}}, 0, {}, status::kLbaOutOfRange},
+      {"format 1 unsupported", 1, 5000, {{0, 1}}, 1, {}, status::kInvalidField},
+      {"format 2 not enabled", 1, 5000, {{0, 1, 2}}, 2, {}, status::kInvalidField},
+      {"data length not 32 x ranges", 1, 5000, {{0, 1}}, 0, 48, status::kSglLengthInvalid},
+  };
+  for (const Case& c : cases) {
+    auto r = io.copy(c.nsid, c.sdlba, c.ranges, c.format, c.data_len);
+    EXPECT_EQ(r.status, c.status) << c.what;
+    if (c.status) {
+      EXPECT_TRUE(r.dnr) << c.what;
+    }
+  }
+  // 4 x 32 = 128 blocks is exactly MCL; one block more is over it.
+  EXPECT_EQ(io.copy(1, 6000, {{0, 32}, {100, 32}, {200, 32}, {300, 33}}).status,
+            status::kCommandSizeLimit);
+
+  ASSERT_EQ(admin.set_host_behavior(true).status, 0);
+  EXPECT_EQ(io.copy(1, 5000, {{0, 1, 9}}, 2).status, status::kInvalidNamespace);
+  EXPECT_EQ(io.copy(1, 5000, {{0, 1, 3}}, 2).status, status::kIncompatibleNamespace);
+  // Cross-namespace: 16 blocks of namespace 2 into namespace 1, checked against the seed.
+  ASSERT_EQ(io.copy(1, 7000, {{50, 16, 2}}, 2).status, 0);
+  std::vector<uint8_t> got;
+  ASSERT_EQ(io.read(1, 7000, 16, 512, got).status, 0);
+  EXPECT_EQ(got, u8(test::pattern(50 * 512, 16 * 512, 2)));
+  ASSERT_EQ(admin.set_host_behavior(false).status, 0);
+}
+
+TEST_F(TargetTest, CopyEarlyStopReportsTheFirstRangeNotCopied) {
+  NvmeClient admin, io;
+  connect_a(admin, io);
+  // Namespace 4 copies by emulation (one read and one write per range) and fails its second
+  // write: the first range is copied, the second is not.
+  auto r = io.copy(4, 4000, {{0, 8}, {64, 8}, {128, 8}});
+  EXPECT_EQ(r.status, status::kWriteFault);
+  EXPECT_EQ(r.dw0, 1u);
+  std::vector<uint8_t> got;
+  ASSERT_EQ(io.read(4, 4000, 8, 512, got).status, 0);
+  EXPECT_EQ(got, u8(test::pattern(0, 8 * 512, 4))) << "the first range is copied";
+}
+
+TEST_F(TargetTest, OnlyAllowedHostsConnect) {
+  NvmeClient good, bad, unknown;
+  ASSERT_TRUE(good.open(port_));
+  EXPECT_EQ(good.connect(0, kSubB, kHost).status, 0);
+  ASSERT_TRUE(bad.open(port_));
+  EXPECT_EQ(bad.connect(0, kSubB, "nqn.2024-01.io.blkcopy.test:stranger").status,
+            status::kConnectInvalidHost);
+  ASSERT_TRUE(unknown.open(port_));
+  EXPECT_EQ(unknown.connect(0, "nqn.2024-01.io.blkcopy.test:nope", kHost).status,
+            status::kConnectInvalidParam);
+}
+
+// Each malformed PDU ends its own connection with a C2HTermReq; another connection keeps
+// working throughout.
+TEST_F(TargetTest, MalformedPdusEndOnlyTheirConnection) {
+  NvmeClient admin, io;
+  connect_a(admin, io);
+  auto other_still_works = [&] {
+    std::vector<uint8_t> got;
+    return io.read(2, 0, 1, 512, got).status == 0 && got.size() == 512;
+  };
+  auto header = [](uint8_t type, uint8_t hlen, uint32_t plen) {
+    std::vector<uint8_t> b(std::clamp<uint32_t>(plen, 8, 1024), 0);  // the start, at most
+    PduHeader h{type, 0, hlen, 0, plen};
+    std::memcpy(b.data(), &h, 8);
+    return b;
+  };
+  struct Case {
+    const char* what;
+    std::vector<uint8_t> bytes;
+    bool after_ic;
+    bool expect_term;
+  };
+  std::vector<uint8_t> truncated = header(pdu::kCapsuleCmd, 72, 72);
+  truncated.resize(40);
+  const Case cases[] = {
+      {"capsule before ICReq", header(pdu::kCapsuleCmd, 72, 72), false, true},
+      {"ICReq with a wrong length", header(pdu::kICReq, 128, 100), false, true},
+      {"unknown PDU type", header(0x1F, 8, 8), true, true},
+      {"capsule with a wrong header length", header(pdu::kCapsuleCmd, 64, 72), true, true},
+      {"plen beyond the limit", header(pdu::kCapsuleCmd, 72, 64u << 20), true, true},
+      {"H2CData for no R2T", header(pdu::kH2CData, 24, 24 + 512), true, true},
+      {"truncated PDU, then the socket closes", truncated, true, false},
+  };
+  for (const Case& c : cases) {
+    NvmeClient conn;
+    ASSERT_TRUE(c.after_ic ? conn.open(port_) : conn.open_raw(port_)) << c.what;
+    ASSERT_TRUE(conn.send_raw(c.bytes)) << c.what;
+    if (c.expect_term) {
+      auto term = conn.recv_pdu();
+      ASSERT_TRUE(term) << c.what;
+      EXPECT_EQ((*term)[0], pdu::kC2HTermReq) << c.what;
+      EXPECT_TRUE(conn.closed_by_peer()) << c.what;
+    } else {
+      conn.close();  // a PDU cut short by the host going away
+    }
+    EXPECT_TRUE(other_still_works()) << "after: " << c.what;
+  }
+  // Header digest mismatch.
+  NvmeClient d;
+  ASSERT_TRUE(d.open(port_, true, false));
+  auto capsule = header(pdu::kCapsuleCmd, 72, 72 + 4);
+  capsule[1] = pdu::kFlagHdgst;
+  ASSERT_TRUE(d.send_raw(capsule));  // the digest bytes are zero: wrong
+  auto term = d.recv_pdu();
+  ASSERT_TRUE(term);
+  EXPECT_EQ((*term)[0], pdu::kC2HTermReq);
+  TermReq t;
+  std::memcpy(&t, term->data(), sizeof t);
+  EXPECT_EQ(t.fes, kFesHeaderDigestError);
+  EXPECT_TRUE(other_still_works());
+}
+
+TEST_F(TargetTest, ADeadHostIsDroppedOnKeepAliveTimeout) {
+  NvmeClient admin;
+  ASSERT_TRUE(admin.open(port_));
+  ASSERT_EQ(admin.connect(0, kSubA, kHost, 0xFFFF, /*kato_ms=*/500).status, 0);
+  // No keep-alive follows: the target closes the connection (checked once a second).
+  EXPECT_TRUE(admin.closed_by_peer(5000));
+}
+
+}  // namespace
+}  // namespace blkcopy
