@@ -105,6 +105,7 @@ class TargetTest : public ::testing::Test {
       a.namespaces.push_back({2, "mem:16M,seed=2", "", true});
       a.namespaces.push_back({3, "mem:16M,block=4096", "", true});
       a.namespaces.push_back({4, "mem:4M,seed=4,nocopy,fail=write:2", "", true});
+      a.namespaces.push_back({5, "mem:1M,latency=200ms", "", true});
       SubsystemConfig b{kSubB, false, {kHost}, {}};
       b.namespaces.push_back({1, "mem:1M", "", true});
       cfg.subsystems = {a, b};
@@ -142,7 +143,7 @@ TEST_F(TargetTest, IdentifyShowsCopyAndTheLimitsOfTheBackingDevice) {
   EXPECT_TRUE(get<uint16_t>(s, idctrl::kOncs) & idctrl::kOncsCopy);
   EXPECT_EQ(get<uint16_t>(s, idctrl::kOcfs), 0x5);
   EXPECT_EQ(get_nqn(s, idctrl::kSubnqn), kSubA);
-  EXPECT_EQ(get<uint32_t>(s, idctrl::kNn), 4u);
+  EXPECT_EQ(get<uint32_t>(s, idctrl::kNn), 5u);
   EXPECT_GE(get<uint32_t>(s, idctrl::kIoccsz), 4u);
   ASSERT_EQ(admin.identify(kCnsNamespace, 1, id).status, 0);
   s = std::span<const uint8_t>(id);
@@ -151,7 +152,7 @@ TEST_F(TargetTest, IdentifyShowsCopyAndTheLimitsOfTheBackingDevice) {
   EXPECT_EQ(get<uint32_t>(s, idns::kMcl), 128u);   // 64 KiB per copy
   EXPECT_EQ(id[idns::kMsrc], 3u);                  // 4 ranges
   ASSERT_EQ(admin.identify(kCnsActiveNsList, 0, id).status, 0);
-  EXPECT_EQ(get<uint32_t>(std::span<const uint8_t>(id), 12), 4u);
+  EXPECT_EQ(get<uint32_t>(std::span<const uint8_t>(id), 16), 5u);
 }
 
 TEST_F(TargetTest, WritesAndReadsInCapsuleAndThroughR2TWithDigests) {
@@ -301,6 +302,29 @@ TEST_F(TargetTest, MalformedPdusEndOnlyTheirConnection) {
   std::memcpy(&t, term->data(), sizeof t);
   EXPECT_EQ(t.fes, kFesHeaderDigestError);
   EXPECT_TRUE(other_still_works());
+}
+
+TEST_F(TargetTest, MoreCommandsThanTheQueueHoldsEndTheConnection) {
+  NvmeClient admin, io;
+  connect_a(admin, io);  // the I/O queue was connected with SQSIZE 31: 32 entries
+  std::vector<uint8_t> all;
+  for (uint16_t cid = 1; cid <= 40; ++cid) {
+    Sqe sqe{};
+    sqe.opcode = io::kRead;
+    sqe.cid = cid;
+    sqe.nsid = 5;  // slow: every read takes 200 ms
+    sqe.dptr.length = 512;
+    sqe.dptr.type = kSglTransport;
+    PduHeader h{pdu::kCapsuleCmd, 0, 72, 0, 72};
+    std::vector<uint8_t> pdu(72);
+    std::memcpy(pdu.data(), &h, 8);
+    std::memcpy(pdu.data() + 8, &sqe, sizeof sqe);
+    all.insert(all.end(), pdu.begin(), pdu.end());
+  }
+  ASSERT_TRUE(io.send_raw(all));
+  bool terminated = false;
+  while (auto p = io.recv_pdu()) terminated |= (*p)[0] == pdu::kC2HTermReq;
+  EXPECT_TRUE(terminated);
 }
 
 TEST_F(TargetTest, ADeadHostIsDroppedOnKeepAliveTimeout) {

@@ -124,6 +124,8 @@ class Connection {
   bool recv_pending_ = false;
   std::map<uint16_t, std::unique_ptr<Command>> awaiting_data_;  // by TTAG (= CID)
   unsigned in_flight_ = 0;  // commands executing on devices
+  unsigned outstanding_ = 0;   // commands received and not yet completed
+  unsigned queue_depth_ = 1;   // SQSIZE + 1 once connected: more outstanding ends the connection
   struct Out {
     std::vector<uint8_t> head;
     const uint8_t* data;
@@ -570,6 +572,10 @@ void Connection::on_capsule() {
   PduHeader h;
   std::memcpy(&h, rbuf_.data(), 8);
   if (h.hlen != 72) return terminate(kFesInvalidHeaderField, 2);
+  // The host may not have more commands outstanding than its queue holds: memory stays bounded
+  // (at most queue depth x the largest transfer) for every connection.
+  if (outstanding_ + 1 > queue_depth_ + aers_.size()) return terminate(kFesPduSequenceError, 0);
+  ++outstanding_;
   auto c = std::make_unique<Command>();
   std::memcpy(&c->sqe, rbuf_.data() + 8, sizeof(Sqe));
   c->cqe.cid = c->sqe.cid;
@@ -651,6 +657,7 @@ void Connection::on_h2cdata() {
 }
 
 void Connection::complete(std::unique_ptr<Command> c, uint16_t status, uint32_t dw0) {
+  if (outstanding_) --outstanding_;
   if (status) ++t_.mut_stats().errors;
   c->cqe.status = status;
   c->cqe.dw0 = dw0;
@@ -765,6 +772,7 @@ void Connection::connect(std::unique_ptr<Command> c) {
   }
   ++ctrl_->connections;
   qid_ = qid;
+  queue_depth_ = sqsize + 1u;
   c->cqe.sqid = qid;
   complete(std::move(c), 0, ctrl_->cntlid);
 }
