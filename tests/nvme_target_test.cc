@@ -3,6 +3,11 @@
 // malformed PDUs ending only their own connection.
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <cstring>
 #include <future>
@@ -325,6 +330,53 @@ TEST_F(TargetTest, MoreCommandsThanTheQueueHoldsEndTheConnection) {
   bool terminated = false;
   while (auto p = io.recv_pdu()) terminated |= (*p)[0] == pdu::kC2HTermReq;
   EXPECT_TRUE(terminated);
+}
+
+// A session captured on loopback and decoded by Wireshark's NVMe/TCP dissector: an independent
+// check of the wire format. Needs root (capture) and tshark; skips otherwise.
+TEST_F(TargetTest, TsharkDecodesASessionWithoutMalformedPackets) {
+  if (geteuid() != 0) GTEST_SKIP() << "capturing on loopback needs root";
+  if (std::system("command -v tshark >/dev/null") != 0) GTEST_SKIP() << "tshark not installed";
+  test::TempDir dir;
+  const std::string cap = (dir.path() / "session.pcapng").string();
+  const std::string log = (dir.path() / "tshark.log").string();
+  const std::string cmd = fmt::format("tshark -i lo -f 'tcp port {}' -w {} >{} 2>&1 & echo $!",
+                                      port_, cap, log);
+  FILE* p = popen(cmd.c_str(), "r");
+  int pid = 0;
+  ASSERT_EQ(fscanf(p, "%d", &pid), 1);
+  pclose(p);
+  for (int i = 0; i < 100; ++i) {  // until tshark says it is capturing
+    if (std::system(("grep -q Capturing " + log).c_str()) == 0) break;
+    usleep(100 * 1000);
+  }
+  {
+    NvmeClient admin, io;
+    connect_a(admin, io, /*digests=*/true);
+    std::vector<uint8_t> got;
+    ASSERT_EQ(admin.identify(kCnsController, 0, got).status, 0);
+    ASSERT_EQ(io.write(2, 64, u8(test::pattern(0, 64 * 1024, 5)), 512).status, 0);
+    ASSERT_EQ(io.read(2, 64, 128, 512, got).status, 0);
+    ASSERT_EQ(io.copy(1, 4096, {{0, 16}, {100, 8}}).status, 0);
+  }
+  usleep(500 * 1000);
+  kill(pid, SIGINT);
+  waitpid(pid, nullptr, 0);
+  for (int i = 0; i < 50 && std::system(("pgrep -f " + cap + " >/dev/null").c_str()) == 0; ++i) {
+    usleep(100 * 1000);
+  }
+  auto count = [&](const std::string& filter) {
+    const std::string c = fmt::format("tshark -r {} -d tcp.port=={},nvme-tcp -Y '{}' 2>/dev/null | wc -l",
+                                      cap, port_, filter);
+    FILE* f = popen(c.c_str(), "r");
+    int n = -1;
+    if (fscanf(f, "%d", &n) != 1) n = -1;
+    pclose(f);
+    return n;
+  };
+  EXPECT_GT(count("nvme-tcp"), 10) << "the dissector saw the session";
+  EXPECT_GT(count("nvme-tcp.type == 9"), 0) << "an R2T";
+  EXPECT_EQ(count("_ws.malformed || _ws.expert.severity == error"), 0);
 }
 
 TEST_F(TargetTest, ADeadHostIsDroppedOnKeepAliveTimeout) {
