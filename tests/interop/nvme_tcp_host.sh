@@ -112,10 +112,24 @@ step "disconnect and reconnect"
 nvme disconnect -n $NQN >/dev/null || fail "disconnect"
 sleep 1
 [ -b /dev/nvme0n1 ] && fail "still connected"
-nvme connect -t tcp -a 127.0.0.1 -s 4420 -n $NQN || fail "reconnect"
+# Reconnect with header and data digests (CRC32C both ways).
+nvme connect -t tcp -a 127.0.0.1 -s 4420 -n $NQN -g -G || fail "reconnect with digests"
 sleep 1
 readb /dev/nvme0n1 8192 256 /tmp/got; origb 0 256 /tmp/want
 cmp /tmp/got /tmp/want || fail "data after reconnect"
+nvme copy /dev/nvme0n1 --sdlba=20000 --slbs=0 --blocks=127 >/dev/null || fail "copy with digests"
+readb /dev/nvme0n1 20000 128 /tmp/got; origb 0 128 /tmp/want
+cmp /tmp/got /tmp/want || fail "copy data with digests"
+
+step "write zeroes, deallocate, flush"
+nvme write-zeroes /dev/nvme0n1 --start-block=20000 --block-count=15 >/dev/null || fail "write zeroes"
+nvme dsm /dev/nvme0n1 --ad --slbs=20016 --blocks=16 >/dev/null || fail "deallocate"
+nvme flush /dev/nvme0n1 >/dev/null || fail "flush"
+readb /dev/nvme0n1 20000 32 /tmp/got
+dd if=/dev/zero of=/tmp/want bs=512 count=32 2>/dev/null
+cmp /tmp/got /tmp/want || fail "zeroed and deallocated blocks do not read as zeroes"
+readb /dev/nvme0n1 20032 96 /tmp/got; origb 32 96 /tmp/want
+cmp /tmp/got /tmp/want || fail "write zeroes or deallocate went beyond its range"
 
 step "an unknown host is refused"
 if nvme connect -t tcp -a 127.0.0.1 -s 4420 -n $NQN --hostnqn=nqn.2014-08.io.blkcopy:stranger \
