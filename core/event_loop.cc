@@ -62,6 +62,14 @@ class UringLoop final : public EventLoop {
     io_uring_prep_timeout(sqe(op), &op->ts, 0, IORING_TIMEOUT_ABS);
   }
   void post(Task task) override { posted_.push_back(std::move(task)); }
+  void post_remote(Task task) override {
+    {
+      std::lock_guard lock(mu_);
+      remote_.push_back(std::move(task));
+    }
+    uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(efd_, &one, sizeof one);
+  }
   void offload(std::function<int()> work, IoCallback done) override;
   Status run_until(const std::function<bool()>& done) override;
 
@@ -89,6 +97,7 @@ class UringLoop final : public EventLoop {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Job> jobs_, finished_;
+  std::deque<Task> remote_;  // posted from other threads
   unsigned jobs_pending_ = 0;  // loop thread only
   bool stopping_ = false;
   std::vector<std::thread> helpers_;
@@ -130,11 +139,14 @@ io_uring_sqe* UringLoop::sqe(Op* op) {
 void UringLoop::arm_eventfd() {
   efd_op_.cb = [this](int) {
     std::deque<Job> done;
+    std::deque<Task> remote;
     {
       std::lock_guard lock(mu_);
       done.swap(finished_);
+      remote.swap(remote_);
     }
     arm_eventfd();
+    for (auto& t : remote) posted_.push_back(std::move(t));
     for (auto& job : done) {
       --jobs_pending_;
       job.done(job.res);

@@ -379,6 +379,49 @@ TEST_F(TargetTest, TsharkDecodesASessionWithoutMalformedPackets) {
   EXPECT_EQ(count("_ws.malformed || _ws.expert.severity == error"), 0);
 }
 
+// Connections spread over two event loops; the devices stay on the first.
+TEST(TargetCores, TwoLoopsServeConnectionsCorrectly) {
+  std::promise<uint16_t> ready;
+  std::atomic<bool> stop{false};
+  std::thread server([&] {
+    auto loop = EventLoop::create().value();
+    TargetConfig cfg;
+    cfg.cores = 2;
+    cfg.discovery_port = 0;
+    cfg.ports.push_back({1, "127.0.0.1", 0, {kSubA}});
+    cfg.subsystems.push_back({kSubA, true, {}, {{1, "mem:16M,seed=1", "", true}}});
+    auto target = Target::create(*loop, cfg).value();
+    if (!target->start().ok()) std::abort();
+    ready.set_value(target->bound_ports()[0]);
+    (void)loop->run_until([&] { return stop.load(); });
+  });
+  const uint16_t port = ready.get_future().get();
+  std::vector<std::thread> clients;
+  std::atomic<int> good{0};
+  for (int t = 0; t < 4; ++t) {
+    clients.emplace_back([&, t] {
+      NvmeClient admin, io;
+      if (!admin.open(port)) return;
+      auto c = admin.connect(0, kSubA, kHost + std::to_string(t));
+      if (c.status || !io.open(port) ||
+          io.connect(1, kSubA, kHost + std::to_string(t), static_cast<uint16_t>(c.dw0)).status) {
+        return;
+      }
+      const uint64_t base = 4096 + t * 1024;
+      auto data = u8(test::pattern(0, 64 * 1024, 50 + t));
+      std::vector<uint8_t> got;
+      bool ok = io.write(1, base, data, 512).status == 0 &&
+                io.copy(1, base + 256, {{base, 128}}).status == 0 &&
+                io.read(1, base + 256, 128, 512, got).status == 0 && got == data;
+      if (ok) ++good;
+    });
+  }
+  for (auto& c : clients) c.join();
+  EXPECT_EQ(good, 4);
+  stop = true;
+  server.join();
+}
+
 TEST_F(TargetTest, ADeadHostIsDroppedOnKeepAliveTimeout) {
   NvmeClient admin;
   ASSERT_TRUE(admin.open(port_));

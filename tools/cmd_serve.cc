@@ -23,6 +23,7 @@ struct Args {
   std::string config;
   int discovery_port = 8009;
   int stats_every = 0;
+  unsigned cores = 1;
 };
 
 void print_stats(const nvme::TargetStats& s) {
@@ -66,6 +67,7 @@ int run_serve(const Args& a) {
     cfg.subsystems.push_back(sub);
   }
   cfg.discovery_port = static_cast<uint16_t>(a.discovery_port);
+  cfg.cores = std::max(1u, a.cores);
   auto loop = EventLoop::create();
   if (!loop) return report_error(kIoError, loop.error().message());
   auto target = nvme::Target::create(**loop, cfg);
@@ -109,6 +111,7 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--config", a->config, "an nvmetcli JSON configuration instead of the flags");
   cmd->add_option("--discovery-port", a->discovery_port, "0 turns it off (default 8009)");
   cmd->add_option("--stats", a->stats_every, "print statistics every N seconds (also SIGUSR1)");
+  cmd->add_option("--cores", a->cores, "event loops (threads) for connections (default 1)");
   cmd->callback([a, &exit_code] { exit_code = run_serve(*a); });
 }
 

@@ -45,6 +45,8 @@ class EventLoop {
   }
   // Runs task on the loop soon, after the current callback returns.
   virtual void post(Task task) = 0;
+  // The same from any other thread (the only call that is thread-safe).
+  virtual void post_remote(Task task) = 0;
   // Runs blocking work (a system call io_uring lacks, such as copy_file_range) on a helper
   // thread; `done` gets its result on the loop.
   virtual void offload(std::function<int()> work, IoCallback done) = 0;

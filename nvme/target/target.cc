@@ -16,6 +16,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <mutex>
+#include <thread>
 #include <chrono>
 #include <cstring>
 #include <deque>
@@ -52,16 +55,26 @@ struct Subsystem {
   }
 };
 
+// Shared by the connections of its queues, which may live on different loops: fields that
+// change are atomic; the map of controllers is under TargetImpl::mu_.
 struct Controller {
-  uint16_t cntlid;
-  Subsystem* subsys;  // nullptr: the discovery controller
+  uint16_t cntlid = 0;
+  Subsystem* subsys = nullptr;  // nullptr: the discovery controller
   std::string hostnqn;
-  uint32_t cc = 0, csts = 0;
-  uint32_t kato_ms = 0;
-  uint16_t queues = 1;
-  bool format2 = false;  // Host Behavior Support: copy format 2 enabled
-  std::chrono::steady_clock::time_point last_seen = std::chrono::steady_clock::now();
-  int connections = 0;
+  std::atomic<uint32_t> cc{0}, csts{0};
+  std::atomic<uint32_t> kato_ms{0};
+  std::atomic<uint16_t> queues{1};
+  std::atomic<bool> format2{false};  // Host Behavior Support: copy format 2 enabled
+  std::atomic<int64_t> last_seen{0};  // steady_clock nanoseconds
+  int connections = 0;                // under mu_
+  void seen() {
+    last_seen = std::chrono::steady_clock::now().time_since_epoch().count();
+  }
+};
+
+struct AtomicStats {
+  std::atomic<uint64_t> connections{0}, commands{0}, read_bytes{0}, written_bytes{0};
+  std::atomic<uint64_t> copies{0}, copy_offloaded_bytes{0}, copy_emulated_bytes{0}, errors{0};
 };
 
 uint16_t st(uint16_t code, bool dnr = true) { return cqe_status(code, dnr); }
@@ -72,11 +85,14 @@ class TargetImpl;
 
 class Connection {
  public:
-  Connection(TargetImpl& t, int fd, uint16_t port) : t_(t), fd_(fd), port_(port) {
+  Connection(TargetImpl& t, EventLoop& home, EventLoop& loop, int fd, uint16_t port)
+      : t_(t), home_(home), loop_(loop), fd_(fd), port_(port) {
     rbuf_.resize(kMaxPdu + 64);
   }
+  EventLoop& loop() const { return loop_; }
   void start() { receive(); }
   bool closing() const { return closing_; }
+  bool finished() const { return fd_ < 0; }
   Controller* controller() const { return ctrl_; }
   void close(const char* why);
 
@@ -112,8 +128,19 @@ class Connection {
   void io(std::unique_ptr<Command> c);
   void copy(std::unique_ptr<Command> c, Namespace& ns);
   void maybe_free();
+  // Runs fn on the loop that owns the devices; back() wraps a callback so that it runs on this
+  // connection's loop again.
+  void at_home(std::function<void()> fn);
+  template <class Arg>
+  std::function<void(Arg)> back(std::function<void(Arg)> f) {
+    if (&loop_ == &home_) return f;
+    EventLoop* here = &loop_;
+    return [here, f](Arg a) { here->post_remote([f, a] { f(a); }); };
+  }
 
   TargetImpl& t_;
+  EventLoop& home_;  // where the devices live
+  EventLoop& loop_;  // where this connection lives
   int fd_;
   uint16_t port_;
   bool hdgst_ = false, ddgst_ = false, ic_done_ = false, closing_ = false;
@@ -144,55 +171,73 @@ class Connection {
 
 class TargetImpl final : public Target {
  public:
-  TargetImpl(EventLoop& loop, TargetConfig cfg) : loop_(loop), cfg_(std::move(cfg)) {}
-  ~TargetImpl() override {
-    for (int fd : listen_fds_) ::close(fd);
-  }
+  TargetImpl(EventLoop& loop, TargetConfig cfg) : home_(loop), cfg_(std::move(cfg)) {}
+  ~TargetImpl() override;
 
   Status init();
   Status start() override;
-  TargetStats stats() const override { return stats_; }
+  TargetStats stats() const override;
   std::vector<uint16_t> bound_ports() const override { return bound_; }
 
-  EventLoop& loop() { return loop_; }
-  TargetStats& mut_stats() { return stats_; }
+  EventLoop& home() { return home_; }
+  AtomicStats& mut_stats() { return stats_; }
   Subsystem* subsystem(const std::string& nqn) {
     auto it = subsystems_.find(nqn);
     return it == subsystems_.end() ? nullptr : &it->second;
   }
   Controller* new_controller(Subsystem* s, const std::string& host) {
+    std::lock_guard lock(mu_);
     const uint16_t id = next_cntlid_++;
-    auto& c = controllers_[id];
+    auto [it, fresh] = controllers_.try_emplace(id);
+    Controller& c = it->second;
     c.cntlid = id;
     c.subsys = s;
     c.hostnqn = host;
+    c.connections = 1;
+    c.seen();
     return &c;
   }
-  Controller* find_controller(uint16_t id) {
+  // Adds a connection to an existing controller (an I/O queue), checking who asks.
+  Controller* join_controller(uint16_t id, Subsystem* s, const std::string& host) {
+    std::lock_guard lock(mu_);
     auto it = controllers_.find(id);
-    return it == controllers_.end() ? nullptr : &it->second;
+    if (it == controllers_.end() || it->second.subsys != s || it->second.hostnqn != host) {
+      return nullptr;
+    }
+    ++it->second.connections;
+    return &it->second;
   }
   void drop_controller(Controller* c) {
-    if (c && --c->connections <= 0) controllers_.erase(c->cntlid);
+    if (!c) return;
+    std::lock_guard lock(mu_);
+    if (--c->connections <= 0) controllers_.erase(c->cntlid);
   }
-  void forget(Connection* c) { dead_.push_back(c); }
   std::vector<uint8_t> discovery_log(const std::string& host) const;
-  uint16_t port_id(uint16_t port) const;
 
  private:
+  // One event loop and the connections that live on it.
+  struct Worker {
+    EventLoop* loop = nullptr;
+    std::unique_ptr<EventLoop> owned;  // null for the caller's loop
+    std::thread thread;
+    std::vector<std::unique_ptr<Connection>> conns;  // touched on this loop only
+  };
   void accept_on(int fd, uint16_t port);
-  void keep_alive_tick();
+  void adopt(Worker& w, int fd, uint16_t port);
+  void tick(Worker& w);
 
-  EventLoop& loop_;
+  EventLoop& home_;
   TargetConfig cfg_;
-  std::map<std::string, Subsystem> subsystems_;
+  std::map<std::string, Subsystem> subsystems_;  // read-only once started
+  std::mutex mu_;
   std::map<uint16_t, Controller> controllers_;
   uint16_t next_cntlid_ = 1;
   std::vector<int> listen_fds_;
   std::vector<uint16_t> bound_;
-  std::vector<std::unique_ptr<Connection>> conns_;
-  std::vector<Connection*> dead_;
-  TargetStats stats_;
+  std::vector<std::unique_ptr<Worker>> workers_;  // [0]: the caller's loop
+  size_t next_worker_ = 0;
+  std::atomic<bool> stopping_{false};
+  AtomicStats stats_;
 };
 
 // ---------------------------------------------------------------- configuration
@@ -254,7 +299,7 @@ Status TargetImpl::init() {
         return Status::error(EINVAL, fmt::format("{}: namespace ID {} is zero or used twice",
                                                  sc.nqn, nc.nsid));
       }
-      auto dev = open_device(loop_, nc.device);
+      auto dev = open_device(home_, nc.device);
       if (!dev) return dev.error();
       Namespace ns{nc.nsid, std::move(*dev), {}, 0};
       const QueueLimits& l = ns.dev->limits();
@@ -286,6 +331,23 @@ Status TargetImpl::init() {
 }
 
 Status TargetImpl::start() {
+  auto home = std::make_unique<Worker>();
+  home->loop = &home_;
+  workers_.push_back(std::move(home));
+  for (unsigned i = 1; i < std::max(1u, cfg_.cores); ++i) {
+    auto w = std::make_unique<Worker>();
+    auto loop = EventLoop::create();
+    if (!loop) return loop.error();
+    w->owned = std::move(*loop);
+    w->loop = w->owned.get();
+    Worker* raw = w.get();
+    w->thread = std::thread([this, raw] {
+      raw->loop->post([this, raw] { tick(*raw); });
+      (void)raw->loop->run_until([this] { return stopping_.load(); });
+      raw->conns.clear();
+    });
+    workers_.push_back(std::move(w));
+  }
   auto listen_on = [&](const std::string& addr, uint16_t port) -> Status {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int one = 1;
@@ -315,45 +377,65 @@ Status TargetImpl::start() {
   if (cfg_.discovery_port && !cfg_.ports.empty()) {
     if (Status s = listen_on(cfg_.ports[0].addr, cfg_.discovery_port); !s.ok()) return s;
   }
-  keep_alive_tick();
+  tick(*workers_[0]);
   return {};
 }
 
+TargetImpl::~TargetImpl() {
+  stopping_ = true;
+  for (auto& w : workers_) {
+    if (!w->owned) continue;
+    w->loop->post_remote([] {});  // wake it to see stopping_
+    w->thread.join();
+  }
+  for (int fd : listen_fds_) ::close(fd);
+}
+
+TargetStats TargetImpl::stats() const {
+  TargetStats s;
+  s.connections = stats_.connections;
+  s.commands = stats_.commands;
+  s.read_bytes = stats_.read_bytes;
+  s.written_bytes = stats_.written_bytes;
+  s.copies = stats_.copies;
+  s.copy_offloaded_bytes = stats_.copy_offloaded_bytes;
+  s.copy_emulated_bytes = stats_.copy_emulated_bytes;
+  s.errors = stats_.errors;
+  return s;
+}
+
 void TargetImpl::accept_on(int fd, uint16_t port) {
-  loop_.accept(fd, [this, fd, port](int res) {
+  home_.accept(fd, [this, fd, port](int res) {
     if (res >= 0) {
       int one = 1;
       setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       ++stats_.connections;
-      conns_.push_back(std::make_unique<Connection>(*this, res, port));
-      conns_.back()->start();
+      Worker& w = *workers_[next_worker_++ % workers_.size()];
+      if (w.owned) {
+        w.loop->post_remote([this, &w, res, port] { adopt(w, res, port); });
+      } else {
+        adopt(w, res, port);
+      }
     }
-    // Free the connections that finished since the last accept.
-    for (Connection* d : dead_) {
-      std::erase_if(conns_, [d](const auto& c) { return c.get() == d; });
-    }
-    dead_.clear();
     accept_on(fd, port);
   });
 }
 
-void TargetImpl::keep_alive_tick() {
-  const auto now = std::chrono::steady_clock::now();
-  for (auto& c : conns_) {
-    Controller* ctrl = c->controller();
-    if (!ctrl || !ctrl->kato_ms || c->closing()) continue;
-    if (now - ctrl->last_seen > std::chrono::milliseconds(ctrl->kato_ms) * 2) {
-      c->close("keep-alive timeout");
-    }
-  }
-  loop_.after(std::chrono::seconds(1), [this] { keep_alive_tick(); });
+void TargetImpl::adopt(Worker& w, int fd, uint16_t port) {
+  w.conns.push_back(std::make_unique<Connection>(*this, home_, *w.loop, fd, port));
+  w.conns.back()->start();
 }
 
-uint16_t TargetImpl::port_id(uint16_t port) const {
-  for (size_t i = 0; i < cfg_.ports.size(); ++i) {
-    if (bound_.size() > i && bound_[i] == port) return cfg_.ports[i].id;
+// Once a second on every loop: drop hosts whose keep-alive stopped, free closed connections.
+void TargetImpl::tick(Worker& w) {
+  const int64_t now = std::chrono::steady_clock::now().time_since_epoch().count();
+  for (auto& c : w.conns) {
+    Controller* ctrl = c->controller();
+    if (!ctrl || !ctrl->kato_ms || c->closing()) continue;
+    if (now - ctrl->last_seen > int64_t(ctrl->kato_ms) * 2'000'000) c->close("keep-alive timeout");
   }
-  return cfg_.ports.empty() ? 1 : cfg_.ports[0].id;
+  std::erase_if(w.conns, [](const auto& c) { return c->finished(); });
+  if (!stopping_) w.loop->after(std::chrono::seconds(1), [this, &w] { tick(w); });
 }
 
 std::vector<uint8_t> TargetImpl::discovery_log(const std::string& host) const {
@@ -399,7 +481,7 @@ Result<std::unique_ptr<Target>> Target::create(EventLoop& loop, const TargetConf
 void Connection::receive() {
   if (closing_) return maybe_free();
   recv_pending_ = true;
-  t_.loop().recv(fd_, rbuf_.data() + have_, static_cast<uint32_t>(need_ - have_), [this](int res) {
+  loop_.recv(fd_, rbuf_.data() + have_, static_cast<uint32_t>(need_ - have_), [this](int res) {
     recv_pending_ = false;
     if (res <= 0) return close(res == 0 ? "host closed the connection" : "receive error");
     have_ += static_cast<size_t>(res);
@@ -517,7 +599,7 @@ void Connection::pump_send() {
   size_t total = 0;
   for (size_t i = first; i < n; ++i) total += iov_[i].iov_len;
   send_pending_ = true;
-  t_.loop().sendmsg(fd_, &msg_, [this, total](int res) {
+  loop_.sendmsg(fd_, &msg_, [this, total](int res) {
     send_pending_ = false;
     if (res < 0) {
       sendq_.clear();
@@ -555,9 +637,14 @@ void Connection::maybe_free() {
     ctrl_ = nullptr;
     aers_.clear();
     awaiting_data_.clear();
-    t_.forget(this);
   }
 }
+
+void Connection::at_home(std::function<void()> fn) {
+  if (&loop_ == &home_) return fn();
+  home_.post_remote(std::move(fn));
+}
+
 
 // ---------------------------------------------------------------- connection: commands
 
@@ -581,7 +668,7 @@ void Connection::on_capsule() {
   c->cqe.cid = c->sqe.cid;
   c->cqe.sqid = qid_;
   ++t_.mut_stats().commands;
-  if (ctrl_) ctrl_->last_seen = std::chrono::steady_clock::now();
+  if (ctrl_) ctrl_->seen();
   const uint32_t hd = hdgst_ ? 4 : 0;
   const uint32_t pdo = h.pdo ? h.pdo : 72 + hd;
   const uint32_t dd = (ddgst_ && h.plen > pdo) ? 4 : 0;
@@ -764,13 +851,9 @@ void Connection::connect(std::unique_ptr<Command> c) {
     ctrl_ = t_.new_controller(s, hostnqn);
     ctrl_->kato_ms = c->sqe.cdw12;
   } else {
-    Controller* ctrl = t_.find_controller(get<uint16_t>(d, kCdCntlid));
-    if (!ctrl || ctrl->subsys != s || ctrl->hostnqn != hostnqn) {
-      return complete(std::move(c), st(status::kConnectInvalidParam), (1u << 16) | 16);
-    }
-    ctrl_ = ctrl;
+    ctrl_ = t_.join_controller(get<uint16_t>(d, kCdCntlid), s, hostnqn);
+    if (!ctrl_) return complete(std::move(c), st(status::kConnectInvalidParam), (1u << 16) | 16);
   }
-  ++ctrl_->connections;
   qid_ = qid;
   queue_depth_ = sqsize + 1u;
   c->cqe.sqid = qid;
@@ -929,35 +1012,35 @@ void Connection::io(std::unique_ptr<Command> c) {
       if (!(c->sqe.cdw11 & (1u << 2))) return complete(std::move(c), 0);  // only deallocate acts
       const uint32_t nr = (c->sqe.cdw10 & 0xFF) + 1;
       if (c->data_len < nr * 16) return complete(std::move(c), st(status::kSglLengthInvalid));
-      // One discard per range, one after another.
+      // One discard per range, one after another, on the devices' loop.
       auto* raw = c.release();
       ++in_flight_;
-      auto next = std::make_shared<std::function<void(uint32_t)>>();
-      *next = [this, raw, nr, &ns, next](uint32_t i) {
-        std::span<const uint8_t> d(raw->data, raw->data_len);
-        if (i == nr) {
-          --in_flight_;
-          return complete(std::unique_ptr<Command>(raw), 0);
-        }
-        const uint32_t nlb = get<uint32_t>(d, i * 16 + 4);
-        const uint64_t lba = get<uint64_t>(d, i * 16 + 8);
-        if (nlb == 0) return (*next)(i + 1);
-        if (lba + nlb > ns.id.blocks) {
-          --in_flight_;
-          return complete(std::unique_ptr<Command>(raw), st(status::kLbaOutOfRange));
-        }
-        Status sub = ns.dev->submit(Request{Op::discard, lba * ns.lbs, uint64_t(nlb) * ns.lbs},
-                                    [next, i](Status) { (*next)(i + 1); });
-        if (!sub.ok()) (*next)(i + 1);
-      };
-      (*next)(0);
+      auto finish = back<uint16_t>([this, raw](uint16_t code) {
+        --in_flight_;
+        complete(std::unique_ptr<Command>(raw), code);
+      });
+      at_home([raw, nr, &ns, finish] {
+        auto next = std::make_shared<std::function<void(uint32_t)>>();
+        *next = [raw, nr, &ns, finish, next](uint32_t i) {
+          std::span<const uint8_t> d(raw->data, raw->data_len);
+          if (i == nr) return finish(0);
+          const uint32_t nlb = get<uint32_t>(d, i * 16 + 4);
+          const uint64_t lba = get<uint64_t>(d, i * 16 + 8);
+          if (nlb == 0) return (*next)(i + 1);
+          if (lba + nlb > ns.id.blocks) return finish(st(status::kLbaOutOfRange));
+          Status sub = ns.dev->submit(Request{Op::discard, lba * ns.lbs, uint64_t(nlb) * ns.lbs},
+                                      [next, i](Status) { (*next)(i + 1); });
+          if (!sub.ok()) (*next)(i + 1);
+        };
+        (*next)(0);
+      });
       return;
     }
     default: return complete(std::move(c), st(status::kInvalidOpcode));
   }
   ++in_flight_;
   auto* raw = c.release();
-  Status sub = ns.dev->submit(req, [this, raw, op, req](Status r) {
+  auto done = back<Status>([this, raw, op, req](Status r) {
     --in_flight_;
     std::unique_ptr<Command> cmd(raw);
     if (closing_) return maybe_free();
@@ -968,10 +1051,10 @@ void Connection::io(std::unique_ptr<Command> c) {
     if (r.ok() && op == io::kWrite) t_.mut_stats().written_bytes += req.length;
     complete(std::move(cmd), io_status(r, op == io::kRead));
   });
-  if (!sub.ok()) {
-    --in_flight_;
-    complete(std::unique_ptr<Command>(raw), io_status(sub, op == io::kRead));
-  }
+  at_home([dev = ns.dev.get(), req, done] {
+    Status sub = dev->submit(req, done);
+    if (!sub.ok()) done(sub);
+  });
 }
 
 // Copy: every check the specification asks for, then the copy engine runs it here, offloaded
@@ -1010,8 +1093,7 @@ void Connection::copy(std::unique_ptr<Command> c, Namespace& ns) {
   }
   ++in_flight_;
   auto* raw = c.release();
-  CopyOptions opt;
-  Status sub = copy_async(raw->copy_src, *ns.dev, sdlba * ns.lbs, opt, [this, raw](CopyResult r) {
+  auto done = back<CopyResult>([this, raw](CopyResult r) {
     --in_flight_;
     std::unique_ptr<Command> cmd(raw);
     if (closing_) return maybe_free();
@@ -1020,19 +1102,29 @@ void Connection::copy(std::unique_ptr<Command> c, Namespace& ns) {
     stats.copy_offloaded_bytes += r.offloaded_bytes;
     stats.copy_emulated_bytes += r.emulated_bytes;
     if (r.status.ok()) return complete(std::move(cmd), 0);
+    if (r.invalid) {
+      const uint16_t code = r.status.code() == ERANGE   ? st(status::kLbaOutOfRange)
+                            : r.status.code() == EINVAL ? st(status::kOverlappingRange)
+                                                        : st(status::kInternal);
+      return complete(std::move(cmd), code);
+    }
     // DW0: the first range not (fully) copied.
     uint64_t left = r.bytes;
     uint32_t first = 0;
-    while (first < cmd->range_bytes.size() && left >= cmd->range_bytes[first]) left -= cmd->range_bytes[first++];
+    while (first < cmd->range_bytes.size() && left >= cmd->range_bytes[first]) {
+      left -= cmd->range_bytes[first++];
+    }
     complete(std::move(cmd), io_status(r.status, false), first);
   });
-  if (!sub.ok()) {
-    --in_flight_;
-    const uint16_t code = sub.code() == ERANGE ? st(status::kLbaOutOfRange)
-                          : sub.code() == EINVAL ? st(status::kOverlappingRange)
-                                                 : st(status::kInternal);
-    complete(std::unique_ptr<Command>(raw), code);
-  }
+  at_home([raw, dev = ns.dev.get(), at = sdlba * ns.lbs, done] {
+    Status sub = copy_async(raw->copy_src, *dev, at, CopyOptions{}, done);
+    if (!sub.ok()) {
+      CopyResult r;
+      r.status = sub;
+      r.invalid = true;
+      done(r);
+    }
+  });
 }
 
 }  // namespace blkcopy::nvme

@@ -3,7 +3,9 @@
 //
 // Configuration is nvmetcli's JSON (hosts, ports, subsystems with allowed_hosts,
 // attr.allow_any_host, namespaces[].device.path, nguid, enable), or quick flags for one
-// subsystem. One event loop runs every connection (--cores > 1 is future work).
+// subsystem. Connections are spread over `cores` event loops (one thread each, the caller's loop
+// first); a connection lives on one loop. Devices live on the caller's loop: requests from the
+// other loops are handed over and their completions handed back.
 #pragma once
 
 #include <blkcopy/device.h>
@@ -37,6 +39,7 @@ struct TargetConfig {
   std::vector<PortConfig> ports;
   std::vector<SubsystemConfig> subsystems;
   uint16_t discovery_port = 8009;  // 0: no separate discovery port
+  unsigned cores = 1;  // event loops for connections; devices stay on the caller's loop
 };
 
 Result<TargetConfig> parse_nvmetcli_json(std::string_view text);

@@ -31,7 +31,7 @@ cat > /tmp/target.json <<JSON
   ]
 }
 JSON
-blkcopy serve --config /tmp/target.json 2>/tmp/serve.log &
+blkcopy serve --config /tmp/target.json --cores 2 2>/tmp/serve.log &
 sleep 1
 
 step discover
