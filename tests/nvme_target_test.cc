@@ -78,7 +78,8 @@ TEST(NvmeSpec, NvmetcliJsonIsParsed) {
                "traddr": "127.0.0.1", "trsvcid": "4455"}, "subsystems": ["s1"]}],
     "subsystems": [{"nqn": "s1", "allowed_hosts": ["h1"], "attr": {"allow_any_host": "0"},
                     "namespaces": [{"nsid": 7, "enable": 1,
-                                    "device": {"path": "mem:1M", "nguid": "00112233-4455-6677-8899-aabbccddeeff"}}]}]
+                                    "device": {"path": "mem:1M", "nguid": "00112233-4455-6677-8899-aabbccddeeff",
+                                               "uuid": "12345678-1234-1234-1234-123456789abc"}}]}]
   })");
   ASSERT_TRUE(cfg) << cfg.error().message();
   ASSERT_EQ(cfg->ports.size(), 1u);
@@ -88,6 +89,14 @@ TEST(NvmeSpec, NvmetcliJsonIsParsed) {
   EXPECT_FALSE(cfg->subsystems[0].allow_any_host);
   EXPECT_EQ(cfg->subsystems[0].allowed_hosts[0], "h1");
   EXPECT_EQ(cfg->subsystems[0].namespaces[0].nsid, 7u);
+  EXPECT_EQ(cfg->subsystems[0].namespaces[0].uuid, "12345678-1234-1234-1234-123456789abc");
+  auto loop = EventLoop::create().value();
+  auto bad = *cfg;
+  bad.subsystems[0].namespaces[0].nguid = "xyz";
+  auto t = Target::create(*loop, bad);
+  ASSERT_FALSE(t);
+  EXPECT_NE(t.error().message().find("nguid 'xyz' is not 32 hex digits"), std::string::npos);
+  ASSERT_TRUE(Target::create(*loop, *cfg));
   EXPECT_FALSE(parse_nvmetcli_json("{ not json"));
   auto rdma = parse_nvmetcli_json(R"({"ports": [{"addr": {"trtype": "rdma"}}]})");
   ASSERT_FALSE(rdma);

@@ -42,7 +42,19 @@ struct Namespace {
   std::unique_ptr<Device> dev;
   NamespaceIdentity id;
   uint32_t lbs;
+  uint8_t uuid[16] = {};
+  bool has_uuid = false;
 };
+
+// 32 hex digits, dashes allowed, into 16 bytes.
+bool parse_hex16(std::string hex, uint8_t out[16]) {
+  std::erase(hex, '-');
+  if (hex.size() != 32 || hex.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos) {
+    return false;
+  }
+  for (int i = 0; i < 16; ++i) out[i] = static_cast<uint8_t>(std::stoi(hex.substr(2 * i, 2), nullptr, 16));
+  return true;
+}
 
 struct Subsystem {
   SubsystemConfig cfg;
@@ -258,6 +270,7 @@ Result<TargetConfig> parse_nvmetcli_json(std::string_view text) {
         nc.nsid = n.at("nsid").get<uint32_t>();
         nc.device = n.at("device").at("path").get<std::string>();
         nc.nguid = n.at("device").value("nguid", "");
+        nc.uuid = n.at("device").value("uuid", "");
         nc.enable = n.value("enable", 1) != 0;
         sc.namespaces.push_back(nc);
       }
@@ -316,13 +329,21 @@ Status TargetImpl::init() {
       const uint32_t segs = l.can_offload() ? std::min<uint32_t>(l.copy_max_src_segments, 256) : 256;
       ns.id.msrc = static_cast<uint8_t>(std::max<uint32_t>(segs, 1) - 1);
       // NGUID: given, or derived from the subsystem serial and nsid so it is unique.
-      std::string hex = nc.nguid;
-      hex.erase(std::remove(hex.begin(), hex.end(), '-'), hex.end());
-      if (hex.size() == 32) {
-        for (int i = 0; i < 16; ++i) ns.id.nguid[i] = static_cast<uint8_t>(std::stoi(hex.substr(2 * i, 2), nullptr, 16));
-      } else {
+      if (!nc.nguid.empty() && !parse_hex16(nc.nguid, ns.id.nguid)) {
+        return Status::error(EINVAL, fmt::format("{} namespace {}: nguid '{}' is not 32 hex "
+                                                 "digits",
+                                                 sc.nqn, nc.nsid, nc.nguid));
+      }
+      if (nc.nguid.empty()) {
         std::snprintf(reinterpret_cast<char*>(ns.id.nguid), 16, "%08x", serial * 7919 + nc.nsid);
         ns.id.nguid[15] = static_cast<uint8_t>(nc.nsid);
+      }
+      if (!nc.uuid.empty()) {
+        if (!parse_hex16(nc.uuid, ns.uuid)) {
+          return Status::error(EINVAL, fmt::format("{} namespace {}: uuid '{}' is not a UUID",
+                                                   sc.nqn, nc.nsid, nc.uuid));
+        }
+        ns.has_uuid = true;
       }
       s.ns.emplace(nc.nsid, std::move(ns));
     }
@@ -897,9 +918,15 @@ void Connection::admin(std::unique_ptr<Command> c) {
         }
       } else if (cns == kCnsNsDescriptors && s && s->ns.count(c->sqe.nsid)) {
         std::fill(out.begin(), out.end(), 0);
+        const Namespace& n = s->ns.at(c->sqe.nsid);
         out[0] = 2;   // NIDT: NGUID
         out[1] = 16;  // NIDL
-        std::memcpy(out.data() + 4, s->ns.at(c->sqe.nsid).id.nguid, 16);
+        std::memcpy(out.data() + 4, n.id.nguid, 16);
+        if (n.has_uuid) {
+          out[20] = 3;  // NIDT: UUID
+          out[21] = 16;
+          std::memcpy(out.data() + 24, n.uuid, 16);
+        }
       } else {
         return complete(std::move(c), st(status::kInvalidField));
       }

@@ -22,6 +22,7 @@ struct NamespaceConfig {
   std::string device;  // a blkcopy device string
   std::string nguid;   // 32 hex digits, optional
   bool enable = true;
+  std::string uuid;    // optional, reported in the namespace identification descriptors
 };
 struct SubsystemConfig {
   std::string nqn;
