@@ -20,6 +20,8 @@ namespace {
 struct Op {
   EventLoop::IoCallback cb;
   __kernel_timespec ts{};  // for timeouts: must live until completion
+  Op* prev = nullptr;      // the loop's list of operations in flight,
+  Op* next = nullptr;      // freed with the loop if it goes first
 };
 
 class UringLoop final : public EventLoop {
@@ -83,6 +85,7 @@ class UringLoop final : public EventLoop {
   io_uring ring_{};
   bool ring_ok_ = false;
   unsigned inflight_ = 0;  // SQEs whose completion has not been reaped (eventfd read excluded)
+  Op* live_ = nullptr;     // those SQEs' operations
   std::deque<Task> posted_;
 
   // Helper threads for blocking work; results come back through an eventfd read on the ring.
@@ -112,6 +115,13 @@ UringLoop::~UringLoop() {
   for (auto& t : helpers_) t.join();
   if (ring_ok_) io_uring_queue_exit(&ring_);
   if (efd_ >= 0) close(efd_);
+  // Operations that never completed (a socket still waiting to be read, a timer): their
+  // callbacks will not run now; free them. The kernel keeps no pointer into an Op.
+  while (live_) {
+    Op* op = live_;
+    live_ = op->next;
+    delete op;
+  }
 }
 
 Status UringLoop::init(unsigned depth, unsigned helpers) {
@@ -132,7 +142,12 @@ io_uring_sqe* UringLoop::sqe(Op* op) {
     s = io_uring_get_sqe(&ring_);
   }
   io_uring_sqe_set_data(s, op);
-  if (op != &efd_op_) ++inflight_;
+  if (op != &efd_op_) {
+    ++inflight_;
+    op->next = live_;
+    if (live_) live_->prev = op;
+    live_ = op;
+  }
   return s;
 }
 
@@ -200,6 +215,9 @@ void UringLoop::reap(io_uring_cqe* cqe) {
     return;
   }
   --inflight_;
+  if (op->prev) op->prev->next = op->next;
+  if (op->next) op->next->prev = op->prev;
+  if (live_ == op) live_ = op->next;
   auto cb = std::move(op->cb);
   delete op;
   cb(res);
