@@ -4,6 +4,7 @@
 
 #include "drivers/file/file_device.h"
 #include "drivers/mem/mem_device.h"
+#include "nvme/host/nvme_tcp_device.h"
 #include "stack/dm_device.h"
 
 namespace blkcopy {
@@ -35,6 +36,7 @@ constexpr Driver kDrivers[] = {
     {"mem", open_driver<parse_mem_config, MemDevice::create>},
     {"file", open_driver<parse_file_config, FileDevice::open>},
     {"dm", open_driver<parse_dm_config, DmDevice::create>},
+    {"nvme-tcp", open_driver<nvme::parse_nvme_tcp_config, nvme::NvmeTcpDevice::create>},
 };
 
 }  // namespace
@@ -50,8 +52,8 @@ Result<std::unique_ptr<Device>> open_device(EventLoop& loop, std::string_view sp
     }
     // "foo:bar" without a slash before the colon is a device type we do not know, not a path.
     if (prefix.find('/') == prefix.npos && spec.find('/') == spec.npos) {
-      return fail(EINVAL, fmt::format("unknown device type '{}' in '{}' (known: mem, file, dm, or "
-                                      "a path)",
+      return fail(EINVAL, fmt::format("unknown device type '{}' in '{}' (known: mem, file, dm, "
+                                      "nvme-tcp, or a path)",
                                       prefix, spec));
     }
   }

@@ -1,0 +1,426 @@
+#include "nvme/host/nvme_tcp_device.h"
+
+#include <blkcopy/units.h>
+#include <fmt/format.h>
+
+#include <charconv>
+#include <cstring>
+#include <map>
+
+#include "block/fanout.h"
+#include "nvme/codec.h"
+#include "nvme/host/queue.h"
+
+namespace blkcopy::nvme {
+
+// The controller behind one (address, subsystem, host NQN) on one loop: an admin queue, one I/O
+// queue, what Identify said, and a keep-alive timer.
+class NvmeTcpController {
+ public:
+  static Result<std::shared_ptr<NvmeTcpController>> open(EventLoop& loop, const NvmeTcpConfig& c);
+  ~NvmeTcpController() { *alive_ = false; }
+
+  // Runs an admin command to its end (open time only).
+  Result<Cqe> admin_sync(Sqe sqe, const void* out, void* in, uint32_t len);
+  HostQueue& io() { return *io_; }
+  const std::string& label() const { return label_; }
+
+  uint32_t max_io = 1 << 20;
+  bool copy = false;
+  bool format2 = false;  // cross-namespace copies enabled with Host Behavior Support
+  uint16_t cntlid = 0;
+  std::unique_ptr<HostQueue> admin_, io_;
+
+ private:
+  Status connect(const NvmeTcpConfig& c);
+  void keep_alive();
+
+  EventLoop* loop_ = nullptr;
+  std::string label_;
+  uint32_t kato_ms_ = 0;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+namespace {
+
+std::string status_text(uint16_t st) {
+  switch (st) {
+    case status::kInvalidOpcode: return "Invalid Opcode";
+    case status::kInvalidField: return "Invalid Field";
+    case status::kInvalidNamespace: return "Invalid Namespace";
+    case status::kLbaOutOfRange: return "LBA Out of Range";
+    case status::kCommandSizeLimit: return "Command Size Limit Exceeded";
+    case status::kIncompatibleNamespace: return "Incompatible Namespace";
+    case status::kWriteFault: return "Write Fault";
+    case status::kUnrecoveredRead: return "Unrecovered Read Error";
+    default: return "error";
+  }
+}
+
+uint16_t code_of(const Cqe& cqe) { return (cqe.status >> 1) & 0x7FF; }
+
+// An NVMe status as an errno-style Status. Invalid opcode/field on a copy means "not
+// supported" so that the engine emulates it.
+Status to_status(const Status& transport, const Cqe& cqe, const std::string& what, bool copy) {
+  if (!transport.ok()) return transport;
+  const uint16_t st = code_of(cqe);
+  if (st == 0) return {};
+  int err = EIO;
+  if (st == status::kLbaOutOfRange) err = ERANGE;
+  if (copy && (st == status::kInvalidOpcode || st == status::kInvalidField ||
+               st == status::kIncompatibleNamespace)) {
+    err = EOPNOTSUPP;
+  }
+  return Status::error(err, fmt::format("{}: NVMe status {:#05x} ({})", what, st, status_text(st)));
+}
+
+std::map<std::string, std::weak_ptr<NvmeTcpController>>& registry() {
+  thread_local std::map<std::string, std::weak_ptr<NvmeTcpController>> r;
+  return r;
+}
+
+}  // namespace
+
+Result<NvmeTcpConfig> parse_nvme_tcp_config(std::string_view spec) {
+  NvmeTcpConfig c;
+  auto bad = [&](const std::string& why) {
+    return fail(EINVAL, fmt::format("nvme-tcp:{}: {} (expected nvme-tcp://HOST:PORT/NQN?ns=N)",
+                                    spec, why));
+  };
+  if (!spec.starts_with("//")) return bad("missing //");
+  std::string_view rest = spec.substr(2);
+  const size_t slash = rest.find('/');
+  if (slash == rest.npos) return bad("missing /SUBSYSTEM_NQN");
+  std::string_view hostport = rest.substr(0, slash);
+  rest = rest.substr(slash + 1);
+  const size_t colon = hostport.rfind(':');
+  c.host = std::string(hostport.substr(0, colon));
+  if (colon != hostport.npos) {
+    unsigned port = 0;
+    auto p = hostport.substr(colon + 1);
+    if (std::from_chars(p.data(), p.data() + p.size(), port).ec != std::errc() || port == 0 ||
+        port > 65535) {
+      return bad("bad port");
+    }
+    c.port = static_cast<uint16_t>(port);
+  }
+  if (c.host.empty()) return bad("missing host");
+  const size_t q = rest.find('?');
+  c.subnqn = std::string(rest.substr(0, q));
+  if (c.subnqn.empty()) return bad("missing subsystem NQN");
+  if (q == rest.npos) return c;
+  std::string_view opts = rest.substr(q + 1);
+  for (size_t at = 0; at <= opts.size();) {
+    const size_t amp = std::min(opts.find('&', at), opts.size());
+    std::string_view kv = opts.substr(at, amp - at);
+    at = amp + 1;
+    const size_t eq = kv.find('=');
+    std::string_view k = kv.substr(0, eq), v = eq == kv.npos ? "" : kv.substr(eq + 1);
+    if (k == "ns") {
+      if (std::from_chars(v.data(), v.data() + v.size(), c.nsid).ec != std::errc() || !c.nsid) {
+        return bad("ns must be a namespace ID >= 1");
+      }
+    } else if (k == "hostnqn") {
+      c.hostnqn = std::string(v);
+    } else if (k == "digest") {
+      c.header_digest = v.find("header") != v.npos;
+      c.data_digest = v.find("data") != v.npos;
+    } else if (k == "kato") {
+      std::from_chars(v.data(), v.data() + v.size(), c.kato_ms);
+    } else if (k == "ro") {
+      c.read_only = true;
+    } else if (!k.empty()) {
+      return bad(fmt::format("unknown option '{}' (ns, hostnqn, digest, kato, ro)", k));
+    }
+  }
+  return c;
+}
+
+Result<std::shared_ptr<NvmeTcpController>> NvmeTcpController::open(EventLoop& loop,
+                                                                  const NvmeTcpConfig& c) {
+  const std::string key = fmt::format("{}|{}:{}|{}|{}|{}{}", static_cast<void*>(&loop), c.host,
+                                      c.port, c.subnqn, c.hostnqn, c.header_digest, c.data_digest);
+  if (auto existing = registry()[key].lock()) return existing;
+  auto ctrl = std::make_shared<NvmeTcpController>();
+  ctrl->loop_ = &loop;
+  ctrl->label_ = fmt::format("nvme-tcp://{}:{}/{}", c.host, c.port, c.subnqn);
+  if (Status s = ctrl->connect(c); !s.ok()) return std::unexpected(s);
+  registry()[key] = ctrl;
+  return ctrl;
+}
+
+Result<Cqe> NvmeTcpController::admin_sync(Sqe sqe, const void* out, void* in, uint32_t len) {
+  bool done = false;
+  Status st;
+  Cqe cqe{};
+  if (Status s = admin_->submit(sqe, out, in, len, [&](Status s2, const Cqe& c) {
+        st = s2;
+        cqe = c;
+        done = true;
+      });
+      !s.ok()) {
+    return std::unexpected(s);
+  }
+  if (Status s = loop_->run_until([&] { return done; }); !s.ok()) return std::unexpected(s);
+  if (!st.ok()) return std::unexpected(st);
+  return cqe;
+}
+
+Status NvmeTcpController::connect(const NvmeTcpConfig& c) {
+  QueueOptions qo{c.header_digest, c.data_digest, 8192};
+  auto fabrics_connect = [&](HostQueue& q, uint16_t qid, uint16_t id) -> Result<Cqe> {
+    Sqe sqe{};
+    sqe.opcode = admin::kFabrics;
+    auto* raw = reinterpret_cast<uint8_t*>(&sqe);
+    raw[kFcType] = fabrics::kConnect;
+    std::memcpy(raw + kConnectQid, &qid, 2);
+    const uint16_t sqsize = qid ? 127 : 31;
+    std::memcpy(raw + kConnectSqsize, &sqsize, 2);
+    sqe.cdw12 = c.kato_ms;
+    std::vector<uint8_t> data(kConnectDataSize, 0);
+    std::memcpy(data.data() + kCdCntlid, &id, 2);
+    std::memcpy(data.data() + kCdSubnqn, c.subnqn.data(), std::min<size_t>(c.subnqn.size(), 255));
+    std::memcpy(data.data() + kCdHostnqn, c.hostnqn.data(), std::min<size_t>(c.hostnqn.size(), 255));
+    bool done = false;
+    Status st;
+    Cqe cqe{};
+    if (Status s = q.submit(sqe, data.data(), nullptr, kConnectDataSize, [&](Status s2, const Cqe& r) {
+          st = s2;
+          cqe = r;
+          done = true;
+        });
+        !s.ok()) {
+      return std::unexpected(s);
+    }
+    if (Status s = loop_->run_until([&] { return done; }); !s.ok()) return std::unexpected(s);
+    if (!st.ok()) return std::unexpected(st);
+    if (code_of(cqe)) {
+      return fail(code_of(cqe) == status::kConnectInvalidHost ? EACCES : ECONNREFUSED,
+                  fmt::format("{}: Connect refused (status {:#05x}{})", label_, code_of(cqe),
+                              code_of(cqe) == status::kConnectInvalidHost
+                                  ? ": host " + c.hostnqn + " not allowed"
+                                  : ""));
+    }
+    return cqe;
+  };
+  auto admin = HostQueue::open(*loop_, c.host, c.port, qo);
+  if (!admin) return admin.error();
+  admin_ = std::move(*admin);
+  auto ac = fabrics_connect(*admin_, 0, 0xFFFF);
+  if (!ac) return ac.error();
+  cntlid = static_cast<uint16_t>(ac->dw0);
+  // Enable: CC.EN with IOSQES 6, IOCQES 4; then wait for CSTS.RDY.
+  Sqe prop{};
+  prop.opcode = admin::kFabrics;
+  auto* raw = reinterpret_cast<uint8_t*>(&prop);
+  raw[kFcType] = fabrics::kPropertySet;
+  const uint32_t cc_off = kPropCc;
+  const uint64_t cc = 1 | (6u << 16) | (4u << 20);
+  std::memcpy(raw + kPropOffset, &cc_off, 4);
+  std::memcpy(raw + kPropValue, &cc, 8);
+  if (auto r = admin_sync(prop, nullptr, nullptr, 0); !r || code_of(*r)) {
+    return Status::error(EIO, label_ + ": enabling the controller failed");
+  }
+  std::vector<uint8_t> id(4096);
+  Sqe ident{};
+  ident.opcode = admin::kIdentify;
+  ident.cdw10 = kCnsController;
+  if (auto r = admin_sync(ident, nullptr, id.data(), 4096); !r || code_of(*r)) {
+    return Status::error(EIO, label_ + ": Identify Controller failed");
+  }
+  std::span<const uint8_t> s(id);
+  const uint8_t mdts = id[idctrl::kMdts];
+  if (mdts) max_io = std::min<uint32_t>(1u << 20, 4096u << mdts);
+  copy = nvme::get<uint16_t>(s, idctrl::kOncs) & idctrl::kOncsCopy;
+  const uint16_t ocfs = nvme::get<uint16_t>(s, idctrl::kOcfs);
+  if (copy && (ocfs & 0x4)) {  // format 2 offered: enable it (Host Behavior Support, CDFE bit 2)
+    std::vector<uint8_t> hbs(512, 0);
+    hbs[kHostBehaviorCdfe] = 0x04;
+    Sqe sf{};
+    sf.opcode = admin::kSetFeatures;
+    sf.cdw10 = kFeatHostBehavior;
+    if (auto r = admin_sync(sf, hbs.data(), nullptr, 512); r && !code_of(*r)) format2 = true;
+  }
+  auto io = HostQueue::open(*loop_, c.host, c.port, qo);
+  if (!io) return io.error();
+  io_ = std::move(*io);
+  if (auto r = fabrics_connect(*io_, 1, cntlid); !r) return r.error();
+  kato_ms_ = c.kato_ms;
+  if (kato_ms_) keep_alive();
+  return {};
+}
+
+void NvmeTcpController::keep_alive() {
+  loop_->after(std::chrono::milliseconds(kato_ms_ / 2), [this, alive = alive_] {
+    if (!*alive || admin_->failed()) return;
+    Sqe ka{};
+    ka.opcode = admin::kKeepAlive;
+    (void)admin_->submit(ka, nullptr, nullptr, 0, [](Status, const Cqe&) {});
+    keep_alive();
+  });
+}
+
+Result<std::unique_ptr<NvmeTcpDevice>> NvmeTcpDevice::create(EventLoop& loop, std::string name,
+                                                             const NvmeTcpConfig& cfg) {
+  auto ctrl = NvmeTcpController::open(loop, cfg);
+  if (!ctrl) return std::unexpected(ctrl.error());
+  std::unique_ptr<NvmeTcpDevice> dev(new NvmeTcpDevice(loop, std::move(name)));
+  dev->ctrl_ = *ctrl;
+  dev->nsid_ = cfg.nsid;
+  std::vector<uint8_t> id(4096);
+  Sqe ident{};
+  ident.opcode = admin::kIdentify;
+  ident.nsid = cfg.nsid;
+  ident.cdw10 = kCnsNamespace;
+  auto r = dev->ctrl_->admin_sync(ident, nullptr, id.data(), 4096);
+  std::span<const uint8_t> s(id);
+  if (!r || code_of(*r) || get<uint64_t>(s, idns::kNsze) == 0) {
+    return fail(ENODEV, fmt::format("{}: namespace {} not found", dev->ctrl_->label(), cfg.nsid));
+  }
+  const uint8_t lbaf = id[idns::kFlbas] & 0xF;
+  dev->lbs_ = 1u << id[idns::kLbaf0 + 4 * lbaf + 2];
+  QueueLimits& l = dev->limits_;
+  l.logical_block_size = dev->lbs_;
+  l.capacity = get<uint64_t>(s, idns::kNsze) * dev->lbs_;
+  l.max_io_bytes = dev->ctrl_->max_io;
+  l.read_only = cfg.read_only;
+  if (dev->ctrl_->copy) {
+    const uint64_t mssrl = get<uint16_t>(s, idns::kMssrl), mcl = get<uint32_t>(s, idns::kMcl);
+    l.copy_segment_max_bytes = (mssrl ? mssrl : 65535) * dev->lbs_;
+    l.copy_max_hw_bytes = l.copy_max_bytes = (mcl ? mcl : 65535) * uint64_t(dev->lbs_);
+    l.copy_max_src_segments = id[idns::kMsrc] + 1u;
+  }
+  return dev;
+}
+
+NvmeTcpDevice::~NvmeTcpDevice() = default;
+
+bool NvmeTcpDevice::same_copy_domain(const Device& other) const {
+  auto* o = dynamic_cast<const NvmeTcpDevice*>(&other);
+  return o && o->ctrl_ == ctrl_ && ctrl_->copy && (o->nsid_ == nsid_ || ctrl_->format2);
+}
+
+bool NvmeTcpDevice::same_storage(const Device& other) const {
+  auto* o = dynamic_cast<const NvmeTcpDevice*>(&other);
+  return o && o->ctrl_ == ctrl_ && o->nsid_ == nsid_;
+}
+
+uint64_t NvmeTcpDevice::wire_bytes_sent() const {
+  return ctrl_->admin_->bytes_sent() + ctrl_->io().bytes_sent();
+}
+uint64_t NvmeTcpDevice::wire_bytes_received() const {
+  return ctrl_->admin_->bytes_received() + ctrl_->io().bytes_received();
+}
+
+Status NvmeTcpDevice::command(uint8_t opcode, uint64_t lba, uint32_t blocks, void* buf, bool out,
+                              Completion done) {
+  Sqe sqe{};
+  sqe.opcode = opcode;
+  sqe.nsid = nsid_;
+  sqe.cdw10 = static_cast<uint32_t>(lba);
+  sqe.cdw11 = static_cast<uint32_t>(lba >> 32);
+  sqe.cdw12 = blocks - 1;
+  const uint32_t len = buf ? blocks * lbs_ : 0;
+  const std::string what = fmt::format("{} {}", name(), opcode == io::kRead ? "read" : "write");
+  return ctrl_->io().submit(sqe, out ? buf : nullptr, out ? nullptr : buf, len,
+                            [done, what](Status s, const Cqe& c) {
+                              done(to_status(s, c, what, false));
+                            });
+}
+
+Status NvmeTcpDevice::submit(const Request& req, Completion done) {
+  if (Status s = check(req); !s.ok()) return s;
+  const uint64_t lba = req.offset / lbs_;
+  switch (req.op) {
+    case Op::read:
+      return command(io::kRead, lba, static_cast<uint32_t>(req.length / lbs_), req.buf, false, done);
+    case Op::write:
+      return command(io::kWrite, lba, static_cast<uint32_t>(req.length / lbs_), req.buf, true, done);
+    case Op::flush: {
+      Sqe sqe{};
+      sqe.opcode = io::kFlush;
+      sqe.nsid = nsid_;
+      return ctrl_->io().submit(sqe, nullptr, nullptr, 0, [done, n = name()](Status s, const Cqe& c) {
+        done(to_status(s, c, n + " flush", false));
+      });
+    }
+    case Op::write_zeroes: {
+      // At most 65536 blocks a command: one command per stretch.
+      Fanout* f = Fanout::start(loop(), std::move(done));
+      for (uint64_t at = 0; at < req.length / lbs_;) {
+        const uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(65536, req.length / lbs_ - at));
+        Completion part = f->part();
+        if (Status s = command(io::kWriteZeroes, lba + at, n, nullptr, false, part); !s.ok()) part(s);
+        at += n;
+      }
+      f->submitted();
+      return {};
+    }
+    case Op::discard: {
+      auto range = std::make_shared<std::array<uint8_t, 16>>();
+      const uint32_t nlb = static_cast<uint32_t>(req.length / lbs_);
+      std::memcpy(range->data() + 4, &nlb, 4);
+      std::memcpy(range->data() + 8, &lba, 8);
+      Sqe sqe{};
+      sqe.opcode = io::kDsm;
+      sqe.nsid = nsid_;
+      sqe.cdw10 = 0;         // one range
+      sqe.cdw11 = 1u << 2;   // deallocate
+      return ctrl_->io().submit(sqe, range->data(), nullptr, 16,
+                                [done, range, n = name()](Status s, const Cqe& c) {
+                                  done(to_status(s, c, n + " deallocate", false));
+                                });
+    }
+    case Op::copy: copy(*req.copy, std::move(done)); return {};
+  }
+  return Status::error(EINVAL, "unknown request");
+}
+
+// One Copy command: every source leg becomes a range entry (format 0 when all are in this
+// namespace, format 2 otherwise); the data moves on the target, never over the wire.
+void NvmeTcpDevice::copy(const CopyDesc& desc, Completion done) {
+  bool local = true;
+  for (const CopySegment& s : desc.sources) {
+    if (!same_copy_domain(*s.dev)) {
+      return loop().post([done, n = name()] {
+        done(Status::error(EOPNOTSUPP, n + ": copy from outside this subsystem"));
+      });
+    }
+    local &= static_cast<const NvmeTcpDevice*>(s.dev)->nsid_ == nsid_;
+  }
+  auto ranges = std::make_shared<std::vector<uint8_t>>(desc.sources.size() * 32, 0);
+  for (size_t i = 0; i < desc.sources.size(); ++i) {
+    const auto& s = desc.sources[i];
+    const auto* src = static_cast<const NvmeTcpDevice*>(s.dev);
+    uint8_t* e = ranges->data() + i * 32;
+    if (!local) std::memcpy(e, &src->nsid_, 4);
+    const uint64_t slba = s.offset / src->lbs_;
+    const uint16_t nlb = static_cast<uint16_t>(s.length / src->lbs_ - 1);
+    std::memcpy(e + 8, &slba, 8);
+    std::memcpy(e + 16, &nlb, 2);
+  }
+  Sqe sqe{};
+  sqe.opcode = io::kCopy;
+  sqe.nsid = nsid_;
+  const uint64_t sdlba = desc.dst.offset / lbs_;
+  sqe.cdw10 = static_cast<uint32_t>(sdlba);
+  sqe.cdw11 = static_cast<uint32_t>(sdlba >> 32);
+  sqe.cdw12 = static_cast<uint32_t>(desc.sources.size() - 1) | ((local ? 0u : 2u) << 8);
+  Status s = ctrl_->io().submit(sqe, ranges->data(), nullptr, static_cast<uint32_t>(ranges->size()),
+                                [done, ranges, n = name()](Status st, const Cqe& c) {
+                                  done(to_status(st, c, n + " copy", true));
+                                });
+  if (!s.ok()) loop().post([done, s] { done(s); });
+}
+
+DeviceInfo NvmeTcpDevice::describe() const {
+  DeviceInfo info{"nvme-tcp", name(), "", {}, {}};
+  info.copy_method = ctrl_->copy ? fmt::format("NVMe Copy on the target (format 0{})",
+                                               ctrl_->format2 ? "; format 2 across namespaces" : "")
+                                 : "none: the controller has no Copy (copies are emulated)";
+  info.details.emplace_back("controller", fmt::format("{} (cntlid {})", ctrl_->label(), ctrl_->cntlid));
+  info.details.emplace_back("namespace", std::to_string(nsid_));
+  return info;
+}
+
+}  // namespace blkcopy::nvme

@@ -1,0 +1,59 @@
+// nvme-tcp://HOST:PORT/SUBSYSTEM_NQN?ns=N[&hostnqn=NQN][&digest=header,data][&kato=MS]
+// A namespace of a remote NVMe/TCP subsystem as a blkcopy device. Namespaces opened on one
+// loop with the same address, subsystem and host NQN share one controller (one admin queue and
+// one I/O queue) and form one copy domain: copies between them run on the target with the
+// Copy command (format 0 within a namespace, format 2 across namespaces when the controller
+// offers it). A controller without Copy answers "not supported" and the engine emulates.
+#pragma once
+
+#include <blkcopy/device.h>
+
+#include <memory>
+#include <string>
+
+namespace blkcopy::nvme {
+
+struct NvmeTcpConfig {
+  std::string host;
+  uint16_t port = 4420;
+  std::string subnqn;
+  uint32_t nsid = 1;
+  std::string hostnqn = "nqn.2014-08.io.blkcopy:host";
+  bool header_digest = false, data_digest = false;
+  uint32_t kato_ms = 0;
+  bool read_only = false;
+};
+
+// Parses the part after "nvme-tcp:" ("//HOST:PORT/NQN?ns=N&...").
+Result<NvmeTcpConfig> parse_nvme_tcp_config(std::string_view spec);
+
+class NvmeTcpController;
+
+class NvmeTcpDevice final : public Device {
+ public:
+  static Result<std::unique_ptr<NvmeTcpDevice>> create(EventLoop& loop, std::string name,
+                                                       const NvmeTcpConfig& cfg);
+  ~NvmeTcpDevice() override;
+
+  Status submit(const Request& req, Completion done) override;
+  bool same_copy_domain(const Device& other) const override;
+  bool same_storage(const Device& other) const override;
+  DeviceInfo describe() const override;
+
+  // Bytes this device's controller sent and received on its sockets (all its namespaces).
+  uint64_t wire_bytes_sent() const;
+  uint64_t wire_bytes_received() const;
+  uint32_t nsid() const { return nsid_; }
+
+ private:
+  NvmeTcpDevice(EventLoop& loop, std::string name) : Device(loop, std::move(name)) {}
+  void copy(const CopyDesc& desc, Completion done);
+  Status command(uint8_t opcode, uint64_t lba, uint32_t blocks, void* buf, bool out,
+                 Completion done);
+
+  std::shared_ptr<NvmeTcpController> ctrl_;
+  uint32_t nsid_ = 0;
+  uint32_t lbs_ = 512;
+};
+
+}  // namespace blkcopy::nvme

@@ -1,0 +1,93 @@
+// One NVMe/TCP queue (a TCP connection) seen from the host, on an event loop: the ICReq
+// handshake, commands with in-capsule data or R2T/H2CData, C2HData into the caller's buffer,
+// digests, and byte counters so the saving of offloaded copies is visible.
+//
+// State machine of the connection (one line a state):
+//   kOpen     ICResp received; commands may be submitted
+//   kFailed   the socket ended or a PDU was malformed: every command failed, none accepted
+#pragma once
+
+#include <blkcopy/event_loop.h>
+#include <blkcopy/status.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "nvme/spec.h"
+
+namespace blkcopy::nvme {
+
+struct QueueOptions {
+  bool header_digest = false;
+  bool data_digest = false;
+  uint32_t in_capsule = 8192;  // most bytes of data sent inside the command capsule
+};
+
+class HostQueue {
+ public:
+  // Called with the completion entry, or an error when the queue failed first.
+  using Done = std::function<void(Status, const Cqe&)>;
+
+  // Connects the socket (blocking) and does the ICReq/ICResp handshake on the loop.
+  static Result<std::unique_ptr<HostQueue>> open(EventLoop& loop, const std::string& host,
+                                                 uint16_t port, const QueueOptions& o);
+  ~HostQueue();
+
+  // Sends a command. `out` (host to controller) or `in` (controller to host) of `len` bytes,
+  // valid until `done` runs. Fails at once only when the queue has failed.
+  Status submit(Sqe sqe, const void* out, void* in, uint32_t len, Done done);
+
+  bool failed() const { return failed_; }
+  uint64_t bytes_sent() const { return sent_; }
+  uint64_t bytes_received() const { return received_; }
+  size_t outstanding() const { return cmds_.size(); }
+
+ private:
+  struct Cmd {
+    Sqe sqe;
+    const uint8_t* out;
+    uint8_t* in;
+    uint32_t len;
+    Done done;
+  };
+  struct Out {
+    std::vector<uint8_t> head;
+    const uint8_t* data = nullptr;
+    uint32_t len = 0;
+    uint32_t ddgst = 0;
+    bool has_ddgst = false;
+  };
+  HostQueue(EventLoop& loop, int fd, const QueueOptions& o) : loop_(loop), fd_(fd), opt_(o) {}
+  void receive();
+  void on_pdu();
+  void fail(Status s);
+  void send(std::vector<uint8_t> head, const uint8_t* data, uint32_t len);
+  void pump_send();
+  std::vector<uint8_t> header(uint8_t type, uint8_t hlen, const void* body, size_t body_len,
+                              uint32_t data_len, uint8_t flags);
+
+  EventLoop& loop_;
+  int fd_;
+  QueueOptions opt_;
+  bool ic_done_ = false, failed_ = false, recv_pending_ = false, send_pending_ = false;
+  uint32_t maxh2c_ = 4096;  // MAXH2CDATA from ICResp
+  std::vector<uint8_t> rbuf_;
+  size_t have_ = 0, need_ = 8;
+  std::map<uint16_t, Cmd> cmds_;
+  uint16_t next_cid_ = 1;
+  std::deque<Out> sendq_;
+  msghdr msg_{};
+  iovec iov_[3]{};
+  size_t sent_part_ = 0;
+  uint64_t sent_ = 0, received_ = 0;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace blkcopy::nvme
