@@ -102,6 +102,9 @@ class Connection {
     rbuf_.resize(kMaxPdu + 64);
   }
   EventLoop& loop() const { return loop_; }
+  ~Connection() {
+    if (fd_ >= 0) ::close(fd_);  // the target went away: the host sees the connection end
+  }
   void start() { receive(); }
   bool closing() const { return closing_; }
   bool finished() const { return fd_ < 0; }
