@@ -355,10 +355,11 @@ TEST_F(TargetTest, TsharkDecodesASessionWithoutMalformedPackets) {
   int pid = 0;
   ASSERT_EQ(fscanf(p, "%d", &pid), 1);
   pclose(p);
-  for (int i = 0; i < 100; ++i) {  // until tshark says it is capturing
-    if (std::system(("grep -q Capturing " + log).c_str()) == 0) break;
+  for (int i = 0; i < 100; ++i) {  // until tshark says the capture has started
+    if (std::system(("grep -q 'Capture started' " + log).c_str()) == 0) break;
     usleep(100 * 1000);
   }
+  usleep(500 * 1000);  // dumpcap may still be setting up its filter
   {
     NvmeClient admin, io;
     connect_a(admin, io, /*digests=*/true);
