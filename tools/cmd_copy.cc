@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include "nvme/host/nvme_tcp_device.h"
 #include "tools/commands.h"
 #include "tools/report.h"
 
@@ -134,15 +135,36 @@ int run_copy(const Args& a) {
   std::vector<CopySegment> sources;
   for (auto [off, len] : ranges) sources.push_back({src, off, len});
 
+  // Bytes on the wire of a remote (nvme-tcp) device: the saving of offloaded copies shows here.
+  auto wire = [](Device* d) -> std::pair<uint64_t, uint64_t> {
+    auto* n = dynamic_cast<nvme::NvmeTcpDevice*>(d);
+    return n ? std::pair{n->wire_bytes_sent(), n->wire_bytes_received()} : std::pair{0ul, 0ul};
+  };
+  Device* remote = dynamic_cast<nvme::NvmeTcpDevice*>(dst->get()) ? dst->get()
+                   : dynamic_cast<nvme::NvmeTcpDevice*>(src)       ? src
+                                                                   : nullptr;
+  const auto wire_before = wire(remote);
   ProgressBar bar(!a.json && isatty(STDERR_FILENO), a.progress);
   opt.progress = [&bar](uint64_t done, uint64_t total) { bar.update(done, total); };
   CopyResult r = copy_ranges(sources, **dst, dst_ep->offset, opt);
   bar.finish();
 
+  const auto wire_after = wire(remote);
+  const uint64_t sent = wire_after.first - wire_before.first;
+  const uint64_t received = wire_after.second - wire_before.second;
   if (a.json) {
-    fmt::print("{}\n", result_json(r).dump(2));
+    auto j = result_json(r);
+    if (remote) {
+      j["wire_bytes_sent"] = sent;
+      j["wire_bytes_received"] = received;
+    }
+    fmt::print("{}\n", j.dump(2));
   } else if (!r.invalid) {
     fmt::print("{}", result_text(r));
+    if (remote) {
+      fmt::print("wire       sent {}, received {} ({})\n", format_bytes(double(sent)),
+                 format_bytes(double(received)), remote->name());
+    }
   }
   const int code = exit_code_for(r);
   if (code == kIoError || code == kNotSupported) {
