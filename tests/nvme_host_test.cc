@@ -11,6 +11,8 @@
 #include <future>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "nvme/target/target.h"
 #include "tests/test_util.h"
 
@@ -51,6 +53,7 @@ class TargetThread {
     stop_ = true;
     if (thread_.joinable()) thread_.join();
   }
+  uint16_t port() const { return port_; }
   std::string spec(uint32_t ns, const std::string& extra = "") const {
     return "nvme-tcp://127.0.0.1:" + std::to_string(port_) + "/" + kNqn + "?ns=" +
            std::to_string(ns) + extra;
@@ -156,6 +159,26 @@ TEST(NvmeHost, AControllerWithoutCopyIsEmulated) {
   ASSERT_TRUE(r.status.ok()) << r.status.message();
   EXPECT_EQ(r.emulated_bytes, 512 * K);
   EXPECT_EQ(test::read_bytes(*d, 1 * M, 512 * K), test::pattern(0, 512 * K, 6));
+}
+
+TEST(NvmeHost, DiscoverListsTheSubsystemsAndTheirDeviceStrings) {
+  TargetThread t({"mem:1M"});
+  auto r = test::run_cli({"discover", "127.0.0.1:" + std::to_string(t.port())});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("1 record"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(t.spec(1)), std::string::npos) << r.out;
+  r = test::run_cli({"discover", "127.0.0.1:1"});
+  EXPECT_EQ(r.exit_code, 4);
+  EXPECT_NE(r.err.find("cannot connect to 127.0.0.1:1"), std::string::npos) << r.err;
+}
+
+TEST(NvmeHost, TheCliShowsTheBytesOnTheWire) {
+  TargetThread t({"mem:64M,seed=8"});
+  auto r = test::run_cli({"copy", t.spec(1), t.spec(1) + "@32M", "--length", "16M", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["offloaded_bytes"], 16 * M);
+  EXPECT_LT(j["wire_bytes_sent"].get<uint64_t>() + j["wire_bytes_received"].get<uint64_t>(), 4 * K);
 }
 
 TEST(NvmeHost, ATargetGoneMidCopyFailsWithExactProgress) {

@@ -23,11 +23,12 @@ int main(int argc, char** argv) {
   add_demo_command(app, exit_code);
   add_clone_command(app, exit_code);
   add_serve_command(app, exit_code);
+  add_discover_command(app, exit_code);
   if (argc > 1 && argv[1][0] != '-') {
     bool known = false;
     for (const CLI::App* sub : app.get_subcommands({})) known |= sub->get_name() == argv[1];
     if (!known) {
-      return report_error(kBadInput, fmt::format("unknown command '{}' (known: info, copy, clone, serve, demo; "
+      return report_error(kBadInput, fmt::format("unknown command '{}' (known: info, copy, clone, serve, discover, demo; "
                                                  "see --help)",
                                                  argv[1]));
     }

@@ -1,0 +1,105 @@
+// blkcopy discover HOST[:PORT]: what an NVMe/TCP discovery controller offers.
+#include <fmt/format.h>
+
+#include <cstring>
+
+#include "nvme/codec.h"
+#include "nvme/host/queue.h"
+#include "tools/commands.h"
+
+namespace blkcopy::tools {
+namespace {
+
+int run_discover(const std::string& where, const std::string& hostnqn) {
+  const size_t colon = where.rfind(':');
+  const std::string host = where.substr(0, colon);
+  const uint16_t port = colon == std::string::npos
+                            ? 8009
+                            : static_cast<uint16_t>(std::stoi(where.substr(colon + 1)));
+  auto loop = EventLoop::create();
+  if (!loop) return report_error(kIoError, loop.error().message());
+  auto q = nvme::HostQueue::open(**loop, host, port, {});
+  if (!q) return report_error(kIoError, q.error().message());
+  auto run = [&](nvme::Sqe sqe, const void* out, void* in, uint32_t len) -> Result<nvme::Cqe> {
+    bool done = false;
+    Status st;
+    nvme::Cqe cqe{};
+    if (Status s = (*q)->submit(sqe, out, in, len, [&](Status s2, const nvme::Cqe& c) {
+          st = s2;
+          cqe = c;
+          done = true;
+        });
+        !s.ok()) {
+      return std::unexpected(s);
+    }
+    if (Status s = (*loop)->run_until([&] { return done; }); !s.ok()) return std::unexpected(s);
+    if (!st.ok()) return std::unexpected(st);
+    if ((cqe.status >> 1) & 0x7FF) {
+      return fail(EIO, fmt::format("status {:#05x}", (cqe.status >> 1) & 0x7FF));
+    }
+    return cqe;
+  };
+  nvme::Sqe connect{};
+  connect.opcode = nvme::admin::kFabrics;
+  auto* raw = reinterpret_cast<uint8_t*>(&connect);
+  raw[nvme::kFcType] = nvme::fabrics::kConnect;
+  const uint16_t sqsize = 31;
+  std::memcpy(raw + nvme::kConnectSqsize, &sqsize, 2);
+  std::vector<uint8_t> data(nvme::kConnectDataSize, 0);
+  const uint16_t any = 0xFFFF;
+  std::memcpy(data.data() + nvme::kCdCntlid, &any, 2);
+  std::strcpy(reinterpret_cast<char*>(data.data() + nvme::kCdSubnqn), nvme::kDiscoveryNqn);
+  std::memcpy(data.data() + nvme::kCdHostnqn, hostnqn.data(), std::min<size_t>(hostnqn.size(), 255));
+  if (auto r = run(connect, data.data(), nullptr, nvme::kConnectDataSize); !r) {
+    return report_error(kIoError, fmt::format("{}: discovery Connect: {}", where, r.error().message()));
+  }
+  // The log: header first for the number of records, then all of it.
+  auto get_log = [&](uint32_t len, std::vector<uint8_t>& out) {
+    out.assign(len, 0);
+    nvme::Sqe sqe{};
+    sqe.opcode = nvme::admin::kGetLogPage;
+    const uint32_t numd = len / 4 - 1;
+    sqe.cdw10 = nvme::kLogDiscovery | ((numd & 0xFFFF) << 16);
+    sqe.cdw11 = numd >> 16;
+    return run(sqe, nullptr, out.data(), len);
+  };
+  std::vector<uint8_t> log;
+  if (auto r = get_log(nvme::kDiscHeaderSize, log); !r) {
+    return report_error(kIoError, fmt::format("{}: discovery log: {}", where, r.error().message()));
+  }
+  const uint64_t records = nvme::get<uint64_t>(std::span<const uint8_t>(log), 8);
+  if (auto r = get_log(static_cast<uint32_t>(nvme::kDiscHeaderSize + records * nvme::kDiscEntrySize), log); !r) {
+    return report_error(kIoError, fmt::format("{}: discovery log: {}", where, r.error().message()));
+  }
+  fmt::print("{} record{} at {}:{}\n", records, records == 1 ? "" : "s", host, port);
+  for (uint64_t i = 0; i < records; ++i) {
+    std::span<const uint8_t> e(log.data() + nvme::kDiscHeaderSize + i * nvme::kDiscEntrySize,
+                               nvme::kDiscEntrySize);
+    auto field = [&](size_t off, size_t len) {
+      std::string s(reinterpret_cast<const char*>(e.data() + off), len);
+      s.erase(s.find_last_not_of(std::string(" \0", 2)) + 1);
+      return s;
+    };
+    const std::string addr = field(nvme::disc::kTraddr, 256), svc = field(nvme::disc::kTrsvcid, 32);
+    const std::string nqn = nvme::get_nqn(e, nvme::disc::kSubnqn);
+    fmt::print("  {} at {}:{} (port id {})\n    device string: nvme-tcp://{}:{}/{}?ns=1\n", nqn,
+               addr, svc, nvme::get<uint16_t>(e, nvme::disc::kPortid), addr, svc, nqn);
+  }
+  return kOk;
+}
+
+}  // namespace
+
+void add_discover_command(CLI::App& app, int& exit_code) {
+  struct Args {
+    std::string where;
+    std::string hostnqn = "nqn.2014-08.io.blkcopy:host";
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand("discover", "List what an NVMe/TCP discovery controller offers");
+  cmd->add_option("HOST[:PORT]", a->where, "discovery controller (port 8009 by default)")->required();
+  cmd->add_option("--hostnqn", a->hostnqn, "the host NQN to present");
+  cmd->callback([a, &exit_code] { exit_code = run_discover(a->where, a->hostnqn); });
+}
+
+}  // namespace blkcopy::tools
