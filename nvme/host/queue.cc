@@ -93,6 +93,7 @@ Status HostQueue::submit(Sqe sqe, const void* out, void* in, uint32_t len, Done 
   if (failed_) return Status::error(ECONNRESET, "NVMe/TCP queue: the connection has ended");
   while (cmds_.count(next_cid_) || next_cid_ == 0) ++next_cid_;
   sqe.cid = next_cid_++;
+  sqe.flags = 0x40;  // PSDT: SGLs (fabrics require it; the Linux target refuses anything else)
   const bool in_capsule = out && len <= opt_.in_capsule;
   sqe.dptr = {};
   sqe.dptr.length = len;

@@ -29,7 +29,7 @@ mods=$(ls -d "$cache"/root/lib/modules/* | head -n 1)/kernel
 root="$work/root"
 mkdir -p "$root"/{bin,sbin,dev,proc,sys,tmp,etc/nvme,lib/modules,usr/sbin,usr/bin}
 cp /bin/busybox "$root/bin/busybox"
-for m in lib/crc64 lib/crc64-rocksoft crypto/crc64_rocksoft_generic crypto/crct10dif_common \
+for m in fs/configfs/configfs lib/crc64 lib/crc64-rocksoft crypto/crc64_rocksoft_generic crypto/crct10dif_common \
          crypto/crct10dif_generic lib/crc-t10dif block/t10-pi crypto/crc32c_generic lib/libcrc32c \
          drivers/nvme/host/nvme-core drivers/nvme/host/nvme-fabrics drivers/nvme/host/nvme-tcp \
          drivers/nvme/target/nvmet drivers/nvme/target/nvmet-tcp; do
@@ -54,11 +54,12 @@ cat > "$root/init" <<'INIT'
 #!/bin/busybox sh
 /bin/busybox --install -s
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
-mount -t tmpfs tmp /tmp; mount -t configfs none /sys/kernel/config 2>/dev/null
-for m in crc64 crc64-rocksoft crc64_rocksoft_generic crct10dif_common crct10dif_generic \
+mount -t tmpfs tmp /tmp
+for m in configfs crc64 crc64-rocksoft crc64_rocksoft_generic crct10dif_common crct10dif_generic \
          crc-t10dif t10-pi crc32c_generic libcrc32c nvme-core nvme-fabrics nvme-tcp nvmet nvmet-tcp; do
   f=$(ls /lib/modules/$m.ko* 2>/dev/null | head -n 1); [ -n "$f" ] && insmod "$f" 2>/dev/null
 done
+mount -t configfs none /sys/kernel/config 2>/dev/null
 ip link set lo up
 cd /tmp
 sh -e /test.sh
