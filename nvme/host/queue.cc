@@ -68,7 +68,10 @@ void HostQueue::fail(Status s) {
   shutdown(fd_, SHUT_RDWR);
   auto cmds = std::move(cmds_);
   cmds_.clear();
+  auto waiting = std::move(waiting_);
+  waiting_.clear();
   for (auto& [cid, c] : cmds) c.done(s, Cqe{});
+  for (auto& c : waiting) c.done(s, Cqe{});
 }
 
 std::vector<uint8_t> HostQueue::header(uint8_t type, uint8_t hlen, const void* body,
@@ -91,19 +94,29 @@ std::vector<uint8_t> HostQueue::header(uint8_t type, uint8_t hlen, const void* b
 
 Status HostQueue::submit(Sqe sqe, const void* out, void* in, uint32_t len, Done done) {
   if (failed_) return Status::error(ECONNRESET, "NVMe/TCP queue: the connection has ended");
+  Cmd c{sqe, static_cast<const uint8_t*>(out), static_cast<uint8_t*>(in), len, std::move(done)};
+  if (cmds_.size() >= opt_.depth) {
+    waiting_.push_back(std::move(c));  // the target may not take more than the queue holds
+  } else {
+    start(std::move(c));
+  }
+  return {};
+}
+
+void HostQueue::start(Cmd c) {
   while (cmds_.count(next_cid_) || next_cid_ == 0) ++next_cid_;
+  Sqe& sqe = c.sqe;
   sqe.cid = next_cid_++;
   sqe.flags = 0x40;  // PSDT: SGLs (fabrics require it; the Linux target refuses anything else)
-  const bool in_capsule = out && len <= opt_.in_capsule;
+  const bool in_capsule = c.out && c.len <= opt_.in_capsule;
   sqe.dptr = {};
-  sqe.dptr.length = len;
+  sqe.dptr.length = c.len;
   sqe.dptr.type = in_capsule ? kSglInCapsule : kSglTransport;
-  cmds_[sqe.cid] = Cmd{sqe, static_cast<const uint8_t*>(out), static_cast<uint8_t*>(in), len,
-                       std::move(done)};
-  auto head = header(pdu::kCapsuleCmd, 72, &sqe, sizeof sqe, in_capsule ? len : 0, 0);
-  send(std::move(head), in_capsule ? static_cast<const uint8_t*>(out) : nullptr,
-       in_capsule ? len : 0);
-  return {};
+  auto head = header(pdu::kCapsuleCmd, 72, &sqe, sizeof sqe, in_capsule ? c.len : 0, 0);
+  const uint8_t* data = in_capsule ? c.out : nullptr;
+  const uint32_t n = in_capsule ? c.len : 0;
+  cmds_[sqe.cid] = std::move(c);
+  send(std::move(head), data, n);
 }
 
 void HostQueue::send(std::vector<uint8_t> head, const uint8_t* data, uint32_t len) {
@@ -204,6 +217,10 @@ void HostQueue::on_pdu() {
     if (it == cmds_.end()) return proto("completion for an unknown command");
     Done done = std::move(it->second.done);
     cmds_.erase(it);
+    if (!waiting_.empty()) {
+      start(std::move(waiting_.front()));
+      waiting_.pop_front();
+    }
     return done(Status(), cqe);
   }
   if (h.type == pdu::kC2HData) {
@@ -225,6 +242,10 @@ void HostQueue::on_pdu() {
       Cqe cqe{};
       cqe.cid = d.cccid;
       cmds_.erase(it);
+      if (!waiting_.empty()) {
+        start(std::move(waiting_.front()));
+        waiting_.pop_front();
+      }
       done(Status(), cqe);
     }
     return;

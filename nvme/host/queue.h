@@ -28,6 +28,7 @@ struct QueueOptions {
   bool header_digest = false;
   bool data_digest = false;
   uint32_t in_capsule = 8192;  // most bytes of data sent inside the command capsule
+  uint32_t depth = 128;        // commands outstanding at most (the queue's SQSIZE + 1)
 };
 
 class HostQueue {
@@ -80,7 +81,9 @@ class HostQueue {
   uint32_t maxh2c_ = 4096;  // MAXH2CDATA from ICResp
   std::vector<uint8_t> rbuf_;
   size_t have_ = 0, need_ = 8;
+  void start(Cmd c);
   std::map<uint16_t, Cmd> cmds_;
+  std::deque<Cmd> waiting_;  // beyond the queue depth: sent as completions free entries
   uint16_t next_cid_ = 1;
   std::deque<Out> sendq_;
   msghdr msg_{};
