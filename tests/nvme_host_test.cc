@@ -73,6 +73,7 @@ TEST(NvmeHost, BadDeviceStringsAreNamed) {
       {"nvme-tcp://127.0.0.1:99999/x", "bad port"},
       {"nvme-tcp://127.0.0.1:4420/x?ns=0", "ns must be a namespace ID"},
       {"nvme-tcp://127.0.0.1:4420/x?color=red", "unknown option 'color'"},
+      {"nvme-tcp://127.0.0.1:4420/x?depth=1000", "depth must be 2 to 128"},
       {"nvme-tcp://127.0.0.1:1/x?ns=1", "cannot connect to 127.0.0.1:1"},
   };
   for (auto [spec, msg] : cases) {
@@ -179,6 +180,17 @@ TEST(NvmeHost, TheCliShowsTheBytesOnTheWire) {
   auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["offloaded_bytes"], 16 * M);
   EXPECT_LT(j["wire_bytes_sent"].get<uint64_t>() + j["wire_bytes_received"].get<uint64_t>(), 4 * K);
+}
+
+TEST(NvmeHost, ACommandWithoutAnAnswerTimesOut) {
+  TargetThread t({"mem:1M,latency=3s"});
+  auto loop = test::make_loop();
+  auto d = test::open_dev(*loop, t.spec(1, "&timeout=300"));
+  Bytes buf(4096);
+  Status s = read_sync(*d, 0, buf);
+  EXPECT_EQ(s.code(), ETIMEDOUT) << s.message();
+  EXPECT_NE(s.message().find("got no answer in 300 ms"), std::string::npos) << s.message();
+  EXPECT_EQ(read_sync(*d, 0, buf).code(), ECONNRESET) << "the queue stays failed";
 }
 
 TEST(NvmeHost, ATargetGoneMidCopyFailsWithExactProgress) {

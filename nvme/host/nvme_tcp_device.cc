@@ -127,10 +127,19 @@ Result<NvmeTcpConfig> parse_nvme_tcp_config(std::string_view spec) {
       c.data_digest = v.find("data") != v.npos;
     } else if (k == "kato") {
       std::from_chars(v.data(), v.data() + v.size(), c.kato_ms);
+    } else if (k == "timeout") {
+      std::from_chars(v.data(), v.data() + v.size(), c.timeout_ms);
+    } else if (k == "depth") {
+      if (std::from_chars(v.data(), v.data() + v.size(), c.depth).ec != std::errc() ||
+          c.depth < 2 || c.depth > 128) {
+        return bad("depth must be 2 to 128");
+      }
     } else if (k == "ro") {
       c.read_only = true;
     } else if (!k.empty()) {
-      return bad(fmt::format("unknown option '{}' (ns, hostnqn, digest, kato, ro)", k));
+      return bad(fmt::format("unknown option '{}' (ns, hostnqn, digest, kato, timeout, depth, "
+                             "ro)",
+                             k));
     }
   }
   return c;
@@ -138,8 +147,9 @@ Result<NvmeTcpConfig> parse_nvme_tcp_config(std::string_view spec) {
 
 Result<std::shared_ptr<NvmeTcpController>> NvmeTcpController::open(EventLoop& loop,
                                                                   const NvmeTcpConfig& c) {
-  const std::string key = fmt::format("{}|{}:{}|{}|{}|{}{}", static_cast<void*>(&loop), c.host,
-                                      c.port, c.subnqn, c.hostnqn, c.header_digest, c.data_digest);
+  const std::string key =
+      fmt::format("{}|{}:{}|{}|{}|{}{}|{}|{}", static_cast<void*>(&loop), c.host, c.port, c.subnqn,
+                  c.hostnqn, c.header_digest, c.data_digest, c.timeout_ms, c.depth);
   if (auto existing = registry()[key].lock()) return existing;
   auto ctrl = std::make_shared<NvmeTcpController>();
   ctrl->loop_ = &loop;
@@ -167,14 +177,14 @@ Result<Cqe> NvmeTcpController::admin_sync(Sqe sqe, const void* out, void* in, ui
 }
 
 Status NvmeTcpController::connect(const NvmeTcpConfig& c) {
-  QueueOptions qo{c.header_digest, c.data_digest, 8192};
+  QueueOptions qo{c.header_digest, c.data_digest, 8192, 32, c.timeout_ms};
   auto fabrics_connect = [&](HostQueue& q, uint16_t qid, uint16_t id) -> Result<Cqe> {
     Sqe sqe{};
     sqe.opcode = admin::kFabrics;
     auto* raw = reinterpret_cast<uint8_t*>(&sqe);
     raw[kFcType] = fabrics::kConnect;
     std::memcpy(raw + kConnectQid, &qid, 2);
-    const uint16_t sqsize = qid ? 127 : 31;
+    const uint16_t sqsize = static_cast<uint16_t>(qid ? c.depth - 1 : 31);
     std::memcpy(raw + kConnectSqsize, &sqsize, 2);
     sqe.cdw12 = c.kato_ms;
     std::vector<uint8_t> data(kConnectDataSize, 0);
@@ -241,6 +251,7 @@ Status NvmeTcpController::connect(const NvmeTcpConfig& c) {
     sf.cdw10 = kFeatHostBehavior;
     if (auto r = admin_sync(sf, hbs.data(), nullptr, 512); r && !code_of(*r)) format2 = true;
   }
+  qo.depth = c.depth;
   auto io = HostQueue::open(*loop_, c.host, c.port, qo);
   if (!io) return io.error();
   io_ = std::move(*io);

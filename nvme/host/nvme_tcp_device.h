@@ -1,4 +1,5 @@
 // nvme-tcp://HOST:PORT/SUBSYSTEM_NQN?ns=N[&hostnqn=NQN][&digest=header,data][&kato=MS]
+//   [&timeout=MS][&depth=N][&ro]
 // A namespace of a remote NVMe/TCP subsystem as a blkcopy device. Namespaces opened on one
 // loop with the same address, subsystem and host NQN share one controller (one admin queue and
 // one I/O queue) and form one copy domain: copies between them run on the target with the
@@ -21,6 +22,8 @@ struct NvmeTcpConfig {
   std::string hostnqn = "nqn.2014-08.io.blkcopy:host";
   bool header_digest = false, data_digest = false;
   uint32_t kato_ms = 0;
+  uint32_t timeout_ms = 30000;  // per command; a command without an answer fails the queue
+  uint32_t depth = 128;         // I/O queue depth
   bool read_only = false;
 };
 

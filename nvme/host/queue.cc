@@ -115,8 +115,30 @@ void HostQueue::start(Cmd c) {
   auto head = header(pdu::kCapsuleCmd, 72, &sqe, sizeof sqe, in_capsule ? c.len : 0, 0);
   const uint8_t* data = in_capsule ? c.out : nullptr;
   const uint32_t n = in_capsule ? c.len : 0;
+  c.started = std::chrono::steady_clock::now();
   cmds_[sqe.cid] = std::move(c);
   send(std::move(head), data, n);
+  if (opt_.timeout_ms && !watchdog_armed_) watchdog();
+}
+
+// While commands are outstanding, checks twice per timeout that none is older than it; one
+// that is fails the whole queue, as a host resets a controller that stopped answering.
+void HostQueue::watchdog() {
+  watchdog_armed_ = true;
+  loop_.after(std::chrono::milliseconds(std::max(1u, opt_.timeout_ms / 2)), [this, alive = alive_] {
+    if (!*alive) return;
+    watchdog_armed_ = false;
+    if (failed_ || cmds_.empty()) return;
+    const auto now = std::chrono::steady_clock::now();
+    for (const auto& [cid, c] : cmds_) {
+      if (now - c.started > std::chrono::milliseconds(opt_.timeout_ms)) {
+        return fail(Status::error(ETIMEDOUT, fmt::format("NVMe/TCP queue: command {} (opcode "
+                                                         "{:#04x}) got no answer in {} ms",
+                                                         cid, c.sqe.opcode, opt_.timeout_ms)));
+      }
+    }
+    watchdog();
+  });
 }
 
 void HostQueue::send(std::vector<uint8_t> head, const uint8_t* data, uint32_t len) {

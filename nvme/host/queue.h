@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -29,6 +30,7 @@ struct QueueOptions {
   bool data_digest = false;
   uint32_t in_capsule = 8192;  // most bytes of data sent inside the command capsule
   uint32_t depth = 128;        // commands outstanding at most (the queue's SQSIZE + 1)
+  uint32_t timeout_ms = 30000; // a command older than this fails the queue (0: never)
 };
 
 class HostQueue {
@@ -57,6 +59,7 @@ class HostQueue {
     uint8_t* in;
     uint32_t len;
     Done done;
+    std::chrono::steady_clock::time_point started{};
   };
   struct Out {
     std::vector<uint8_t> head;
@@ -82,6 +85,8 @@ class HostQueue {
   std::vector<uint8_t> rbuf_;
   size_t have_ = 0, need_ = 8;
   void start(Cmd c);
+  void watchdog();
+  bool watchdog_armed_ = false;
   std::map<uint16_t, Cmd> cmds_;
   std::deque<Cmd> waiting_;  // beyond the queue depth: sent as completions free entries
   uint16_t next_cid_ = 1;
