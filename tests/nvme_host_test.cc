@@ -27,9 +27,11 @@ const std::string kNqn = "nqn.2024-01.io.blkcopy.test:host-driver";
 class TargetThread {
  public:
   explicit TargetThread(std::vector<std::string> namespaces) {
+    // The promise moves into the thread: one on this stack could be destroyed while the
+    // thread is still inside set_value().
     std::promise<uint16_t> ready;
     auto port = ready.get_future();
-    thread_ = std::thread([this, &ready, namespaces] {
+    thread_ = std::thread([this, ready = std::move(ready), namespaces]() mutable {
       auto loop = EventLoop::create().value();
       nvme::TargetConfig cfg;
       cfg.discovery_port = 0;

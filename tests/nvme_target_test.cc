@@ -107,9 +107,9 @@ TEST(NvmeSpec, NvmetcliJsonIsParsed) {
 class TargetTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    std::promise<uint16_t> port;
+    std::promise<uint16_t> port;  // moved into the thread, see nvme_host_test.cc
     auto ready = port.get_future();
-    thread_ = std::thread([&port] {
+    thread_ = std::thread([port = std::move(port)]() mutable {
       auto loop = EventLoop::create().value();
       TargetConfig cfg;
       cfg.discovery_port = 0;

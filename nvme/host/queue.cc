@@ -35,7 +35,7 @@ Result<std::unique_ptr<HostQueue>> HostQueue::open(EventLoop& loop, const std::s
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   std::unique_ptr<HostQueue> q(new HostQueue(loop, fd, o));
-  q->rbuf_.resize(kMaxPdu + 256);
+  q->rbuf_.resize(kMaxPdu + 64 * 1024);
   ICReq req{};
   req.hdr = {pdu::kICReq, 0, 128, 0, 128};
   req.dgst = static_cast<uint8_t>((o.header_digest ? 1 : 0) | (o.data_digest ? 2 : 0));
@@ -180,10 +180,11 @@ void HostQueue::pump_send() {
   });
 }
 
+// Reads what the socket has and handles every whole PDU in it (see the target's receive).
 void HostQueue::receive() {
   if (failed_) return;
   recv_pending_ = true;
-  loop_.recv(fd_, rbuf_.data() + have_, static_cast<uint32_t>(need_ - have_),
+  loop_.recv(fd_, rbuf_.data() + have_, static_cast<uint32_t>(rbuf_.size() - have_),
              [this, alive = alive_](int res) {
                recv_pending_ = false;
                if (!*alive) return;
@@ -193,18 +194,21 @@ void HostQueue::receive() {
                }
                received_ += static_cast<uint64_t>(res);
                have_ += static_cast<size_t>(res);
-               if (have_ == 8 && need_ == 8) {
+               size_t at = 0;
+               while (!failed_ && have_ - at >= 8) {
                  PduHeader h;
-                 std::memcpy(&h, rbuf_.data(), 8);
+                 std::memcpy(&h, rbuf_.data() + at, 8);
                  if (h.plen < 8 || h.plen > kMaxPdu + 128) {
                    return fail(Status::error(EPROTO, "NVMe/TCP queue: PDU length out of range"));
                  }
-                 need_ = h.plen;
-               }
-               if (have_ == need_) {
+                 if (have_ - at < h.plen) break;
+                 p_ = rbuf_.data() + at;
                  on_pdu();
-                 have_ = 0;
-                 need_ = 8;
+                 at += h.plen;
+               }
+               if (at) {
+                 std::memmove(rbuf_.data(), rbuf_.data() + at, have_ - at);
+                 have_ -= at;
                }
                receive();
              });
@@ -212,13 +216,13 @@ void HostQueue::receive() {
 
 void HostQueue::on_pdu() {
   PduHeader h;
-  std::memcpy(&h, rbuf_.data(), 8);
+  std::memcpy(&h, p_, 8);
   auto proto = [this](const char* what) {
     fail(Status::error(EPROTO, fmt::format("NVMe/TCP queue: {}", what)));
   };
   if (h.type == pdu::kICResp) {
     ICResp r;
-    std::memcpy(&r, rbuf_.data(), sizeof r);
+    std::memcpy(&r, p_, sizeof r);
     if (h.plen != 128 || r.pfv != 0 || r.maxh2cdata < 4096 || r.maxh2cdata % 4) {
       return proto("bad ICResp");
     }
@@ -228,13 +232,13 @@ void HostQueue::on_pdu() {
   }
   if (opt_.header_digest && h.type != pdu::kC2HTermReq) {
     uint32_t got;
-    std::memcpy(&got, rbuf_.data() + h.hlen, 4);
-    if (h.plen < h.hlen + 4u || got != crc32c(rbuf_.data(), h.hlen)) return proto("header digest");
+    std::memcpy(&got, p_ + h.hlen, 4);
+    if (h.plen < h.hlen + 4u || got != crc32c(p_, h.hlen)) return proto("header digest");
   }
   if (h.type == pdu::kC2HTermReq) return proto("the target ended the connection (C2HTermReq)");
   if (h.type == pdu::kCapsuleResp) {
     Cqe cqe;
-    std::memcpy(&cqe, rbuf_.data() + 8, sizeof cqe);
+    std::memcpy(&cqe, p_ + 8, sizeof cqe);
     auto it = cmds_.find(cqe.cid);
     if (it == cmds_.end()) return proto("completion for an unknown command");
     Done done = std::move(it->second.done);
@@ -247,7 +251,7 @@ void HostQueue::on_pdu() {
   }
   if (h.type == pdu::kC2HData) {
     DataPdu d;
-    std::memcpy(&d, rbuf_.data(), sizeof d);
+    std::memcpy(&d, p_, sizeof d);
     auto it = cmds_.find(d.cccid);
     if (it == cmds_.end() || !it->second.in || d.datao + uint64_t(d.datal) > it->second.len ||
         h.pdo + uint64_t(d.datal) > h.plen) {
@@ -255,10 +259,10 @@ void HostQueue::on_pdu() {
     }
     if (opt_.data_digest) {
       uint32_t got;
-      std::memcpy(&got, rbuf_.data() + h.pdo + d.datal, 4);
-      if (got != crc32c(rbuf_.data() + h.pdo, d.datal)) return proto("data digest");
+      std::memcpy(&got, p_ + h.pdo + d.datal, 4);
+      if (got != crc32c(p_ + h.pdo, d.datal)) return proto("data digest");
     }
-    std::memcpy(it->second.in + d.datao, rbuf_.data() + h.pdo, d.datal);
+    std::memcpy(it->second.in + d.datao, p_ + h.pdo, d.datal);
     if (h.flags & pdu::kFlagSuccess) {  // no response capsule follows
       Done done = std::move(it->second.done);
       Cqe cqe{};
@@ -274,7 +278,7 @@ void HostQueue::on_pdu() {
   }
   if (h.type == pdu::kR2T) {
     R2T r;
-    std::memcpy(&r, rbuf_.data(), sizeof r);
+    std::memcpy(&r, p_, sizeof r);
     auto it = cmds_.find(r.cccid);
     if (it == cmds_.end() || !it->second.out || r.r2to + uint64_t(r.r2tl) > it->second.len) {
       return proto("R2T out of range");

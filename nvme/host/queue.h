@@ -83,7 +83,8 @@ class HostQueue {
   bool ic_done_ = false, failed_ = false, recv_pending_ = false, send_pending_ = false;
   uint32_t maxh2c_ = 4096;  // MAXH2CDATA from ICResp
   std::vector<uint8_t> rbuf_;
-  size_t have_ = 0, need_ = 8;
+  size_t have_ = 0;             // bytes in rbuf_
+  const uint8_t* p_ = nullptr;  // the PDU being handled, inside rbuf_
   void start(Cmd c);
   void watchdog();
   bool watchdog_armed_ = false;

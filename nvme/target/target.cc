@@ -99,12 +99,18 @@ class Connection {
  public:
   Connection(TargetImpl& t, EventLoop& home, EventLoop& loop, int fd, uint16_t port)
       : t_(t), home_(home), loop_(loop), fd_(fd), port_(port) {
-    rbuf_.resize(kMaxPdu + 64);
+    rbuf_.resize(kMaxPdu + 64 * 1024);
   }
   EventLoop& loop() const { return loop_; }
   ~Connection() {
     if (fd_ >= 0) ::close(fd_);  // the target went away: the host sees the connection end
   }
+  // Ends the socket so that the reads and sends in flight on it end too (before the buffers
+  // they use go away with the connection).
+  void abort() {
+    if (fd_ >= 0) shutdown(fd_, SHUT_RDWR);
+  }
+  bool idle() const { return !recv_pending_ && !send_pending_; }
   void start() { receive(); }
   bool closing() const { return closing_; }
   bool finished() const { return fd_ < 0; }
@@ -162,7 +168,9 @@ class Connection {
   Controller* ctrl_ = nullptr;
   uint16_t qid_ = 0;
   std::vector<uint8_t> rbuf_;
-  size_t have_ = 0, need_ = 8;
+  size_t have_ = 0;            // bytes in rbuf_
+  const uint8_t* p_ = nullptr; // the PDU being handled, inside rbuf_
+  size_t p_len_ = 0;           // bytes from p_ to the end of what was read
   bool recv_pending_ = false;
   std::map<uint16_t, std::unique_ptr<Command>> awaiting_data_;  // by TTAG (= CID)
   unsigned in_flight_ = 0;  // commands executing on devices
@@ -240,6 +248,7 @@ class TargetImpl final : public Target {
   void accept_on(int fd, uint16_t port);
   void adopt(Worker& w, int fd, uint16_t port);
   void tick(Worker& w);
+  void close_all(Worker& w);
 
   EventLoop& home_;
   TargetConfig cfg_;
@@ -368,7 +377,7 @@ Status TargetImpl::start() {
     w->thread = std::thread([this, raw] {
       raw->loop->post([this, raw] { tick(*raw); });
       (void)raw->loop->run_until([this] { return stopping_.load(); });
-      raw->conns.clear();
+      close_all(*raw);
     });
     workers_.push_back(std::move(w));
   }
@@ -405,8 +414,19 @@ Status TargetImpl::start() {
   return {};
 }
 
+// Ends every connection of one loop, on that loop: their sockets are shut so that the reads and
+// sends in flight on them complete before the connections (and their buffers) are freed.
+void TargetImpl::close_all(Worker& w) {
+  for (auto& c : w.conns) c->abort();
+  (void)w.loop->run_until([&w] {
+    return std::all_of(w.conns.begin(), w.conns.end(), [](const auto& c) { return c->idle(); });
+  });
+  w.conns.clear();
+}
+
 TargetImpl::~TargetImpl() {
   stopping_ = true;
+  if (!workers_.empty()) close_all(*workers_[0]);
   for (auto& w : workers_) {
     if (!w->owned) continue;
     w->loop->post_remote([] {});  // wake it to see stopping_
@@ -502,26 +522,33 @@ Result<std::unique_ptr<Target>> Target::create(EventLoop& loop, const TargetConf
 
 // ---------------------------------------------------------------- connection: transport
 
+// Reads what the socket has (up to the buffer) and handles every whole PDU in it; a partial PDU
+// stays at the front of the buffer for the next read. One read often carries several PDUs.
 void Connection::receive() {
   if (closing_) return maybe_free();
   recv_pending_ = true;
-  loop_.recv(fd_, rbuf_.data() + have_, static_cast<uint32_t>(need_ - have_), [this](int res) {
+  loop_.recv(fd_, rbuf_.data() + have_, static_cast<uint32_t>(rbuf_.size() - have_),
+             [this](int res) {
     recv_pending_ = false;
     if (res <= 0) return close(res == 0 ? "host closed the connection" : "receive error");
     have_ += static_cast<size_t>(res);
-    if (have_ == 8 && need_ == 8) {
+    size_t at = 0;
+    while (!closing_ && have_ - at >= 8) {
       PduHeader h;
-      std::memcpy(&h, rbuf_.data(), 8);
+      std::memcpy(&h, rbuf_.data() + at, 8);
+      p_ = rbuf_.data() + at;
+      p_len_ = have_ - at;
       if (h.plen < 8 || h.plen > kMaxPdu || h.hlen < 8 || h.hlen > h.plen) {
         return terminate(h.plen > kMaxPdu ? kFesDataLimitExceeded : kFesInvalidHeaderField,
                          h.plen > kMaxPdu ? 4 : 2);
       }
-      need_ = h.plen;
-    }
-    if (have_ == need_) {
+      if (p_len_ < h.plen) break;
       on_pdu();
-      have_ = 0;
-      need_ = 8;
+      at += h.plen;
+    }
+    if (at) {
+      std::memmove(rbuf_.data(), rbuf_.data() + at, have_ - at);
+      have_ -= at;
     }
     receive();
   });
@@ -529,7 +556,7 @@ void Connection::receive() {
 
 void Connection::on_pdu() {
   PduHeader h;
-  std::memcpy(&h, rbuf_.data(), 8);
+  std::memcpy(&h, p_, 8);
   if (!ic_done_) {
     if (h.type != pdu::kICReq) return terminate(kFesPduSequenceError, 0);
     return on_icreq();
@@ -538,8 +565,8 @@ void Connection::on_pdu() {
   if (hdgst_ && h.type != pdu::kH2CTermReq) {
     if (!(h.flags & pdu::kFlagHdgst) || h.plen < h.hlen + 4u) return terminate(kFesInvalidHeaderField, 1);
     uint32_t got;
-    std::memcpy(&got, rbuf_.data() + h.hlen, 4);
-    if (got != crc32c(rbuf_.data(), h.hlen)) return terminate(kFesHeaderDigestError, 0);
+    std::memcpy(&got, p_ + h.hlen, 4);
+    if (got != crc32c(p_, h.hlen)) return terminate(kFesHeaderDigestError, 0);
   }
   switch (h.type) {
     case pdu::kCapsuleCmd: return on_capsule();
@@ -551,7 +578,7 @@ void Connection::on_pdu() {
 
 void Connection::on_icreq() {
   ICReq req;
-  std::memcpy(&req, rbuf_.data(), sizeof req);
+  std::memcpy(&req, p_, sizeof req);
   if (req.hdr.plen != 128 || req.hdr.hlen != 128 || req.pfv != 0) {
     return terminate(kFesInvalidHeaderField, req.pfv != 0 ? 8 : 4);
   }
@@ -572,15 +599,15 @@ void Connection::on_icreq() {
 void Connection::terminate(uint16_t fes, uint32_t fei) {
   fmt::print(stderr, "blkcopy serve: ending a connection: bad PDU (type {:#04x}, error {}, "
                      "field at byte {})\n",
-             have_ ? rbuf_[0] : 0, fes, fei);
+             p_len_ ? p_[0] : 0, fes, fei);
   TermReq term{};
-  const uint32_t copied = std::min<uint32_t>(static_cast<uint32_t>(have_), kTermReqMaxLen - 24);
+  const uint32_t copied = std::min<uint32_t>(static_cast<uint32_t>(p_len_), kTermReqMaxLen - 24);
   term.hdr = {pdu::kC2HTermReq, 0, 24, 0, 24 + copied};
   term.fes = fes;
   term.fei = fei;
   std::vector<uint8_t> out(24 + copied);
   std::memcpy(out.data(), &term, 24);
-  std::memcpy(out.data() + 24, rbuf_.data(), copied);
+  std::memcpy(out.data() + 24, p_, copied);
   ++t_.mut_stats().errors;
   send(std::move(out));
   closing_ = true;  // the socket is shut once the termination PDU is out
@@ -681,14 +708,14 @@ bool Connection::alloc_data(Command& c, uint32_t len) {
 
 void Connection::on_capsule() {
   PduHeader h;
-  std::memcpy(&h, rbuf_.data(), 8);
+  std::memcpy(&h, p_, 8);
   if (h.hlen != 72) return terminate(kFesInvalidHeaderField, 2);
   // The host may not have more commands outstanding than its queue holds: memory stays bounded
   // (at most queue depth x the largest transfer) for every connection.
   if (outstanding_ + 1 > queue_depth_ + aers_.size()) return terminate(kFesPduSequenceError, 0);
   ++outstanding_;
   auto c = std::make_unique<Command>();
-  std::memcpy(&c->sqe, rbuf_.data() + 8, sizeof(Sqe));
+  std::memcpy(&c->sqe, p_ + 8, sizeof(Sqe));
   c->cqe.cid = c->sqe.cid;
   c->cqe.sqid = qid_;
   ++t_.mut_stats().commands;
@@ -700,23 +727,23 @@ void Connection::on_capsule() {
   if (pdo < 72 + hd || pdo > h.plen) return terminate(kFesInvalidHeaderField, 3);
   if (dd) {
     uint32_t got;
-    std::memcpy(&got, rbuf_.data() + h.plen - 4, 4);
-    if (got != crc32c(rbuf_.data() + pdo, in_capsule)) {
+    std::memcpy(&got, p_ + h.plen - 4, 4);
+    if (got != crc32c(p_ + pdo, in_capsule)) {
       return terminate(kFesHeaderDigestError, 0);  // data digest error ends the connection
     }
   }
   const SglDesc& sgl = c->sqe.dptr;
   const bool host_to_ctrl = (c->sqe.opcode & 1) ||
                             (c->sqe.opcode == admin::kFabrics &&
-                             (rbuf_[8 + kFcType] == fabrics::kConnect ||
-                              rbuf_[8 + kFcType] == fabrics::kPropertySet));
+                             (p_[8 + kFcType] == fabrics::kConnect ||
+                              p_[8 + kFcType] == fabrics::kPropertySet));
   if (sgl.length > kMaxTransfer + 4096) return complete(std::move(c), st(status::kInvalidField));
   if (sgl.type == kSglInCapsule) {
     if (in_capsule < sgl.length || sgl.addr + sgl.length > in_capsule) {
       return complete(std::move(c), st(status::kSglLengthInvalid));
     }
     if (!alloc_data(*c, sgl.length)) return complete(std::move(c), st(status::kInternal));
-    std::memcpy(c->data, rbuf_.data() + pdo + sgl.addr, sgl.length);
+    std::memcpy(c->data, p_ + pdo + sgl.addr, sgl.length);
     c->received = sgl.length;
     return execute(std::move(c));
   }
@@ -742,7 +769,7 @@ void Connection::on_capsule() {
 
 void Connection::on_h2cdata() {
   DataPdu d;
-  std::memcpy(&d, rbuf_.data(), sizeof d);
+  std::memcpy(&d, p_, sizeof d);
   auto it = awaiting_data_.find(d.ttag);
   if (it == awaiting_data_.end() || d.hdr.hlen != 24) return terminate(kFesInvalidHeaderField, 10);
   Command& c = *it->second;
@@ -755,10 +782,10 @@ void Connection::on_h2cdata() {
   }
   if (dd) {
     uint32_t got;
-    std::memcpy(&got, rbuf_.data() + pdo + d.datal, 4);
-    if (got != crc32c(rbuf_.data() + pdo, d.datal)) return terminate(kFesHeaderDigestError, 0);
+    std::memcpy(&got, p_ + pdo + d.datal, 4);
+    if (got != crc32c(p_ + pdo, d.datal)) return terminate(kFesHeaderDigestError, 0);
   }
-  std::memcpy(c.data + d.datao, rbuf_.data() + pdo, d.datal);
+  std::memcpy(c.data + d.datao, p_ + pdo, d.datal);
   c.received += d.datal;
   if (c.received == c.data_len) {
     auto cmd = std::move(it->second);
@@ -1049,21 +1076,33 @@ void Connection::io(std::unique_ptr<Command> c) {
         --in_flight_;
         complete(std::unique_ptr<Command>(raw), code);
       });
-      at_home([raw, nr, &ns, finish] {
-        auto next = std::make_shared<std::function<void(uint32_t)>>();
-        *next = [raw, nr, &ns, finish, next](uint32_t i) {
-          std::span<const uint8_t> d(raw->data, raw->data_len);
-          if (i == nr) return finish(0);
-          const uint32_t nlb = get<uint32_t>(d, i * 16 + 4);
-          const uint64_t lba = get<uint64_t>(d, i * 16 + 8);
-          if (nlb == 0) return (*next)(i + 1);
-          if (lba + nlb > ns.id.blocks) return finish(st(status::kLbaOutOfRange));
-          Status sub = ns.dev->submit(Request{Op::discard, lba * ns.lbs, uint64_t(nlb) * ns.lbs},
-                                      [next, i](Status) { (*next)(i + 1); });
-          if (!sub.ok()) (*next)(i + 1);
-        };
-        (*next)(0);
-      });
+      // The ranges one after another; the job frees itself at the end.
+      struct Dsm {
+        Command* cmd;
+        uint32_t nr;
+        Namespace* ns;
+        std::function<void(uint16_t)> finish;
+        void step(uint32_t i) {
+          std::span<const uint8_t> d(cmd->data, cmd->data_len);
+          for (; i < nr; ++i) {
+            const uint32_t nlb = get<uint32_t>(d, i * 16 + 4);
+            const uint64_t lba = get<uint64_t>(d, i * 16 + 8);
+            if (nlb == 0) continue;
+            if (lba + nlb > ns->id.blocks) return end(st(status::kLbaOutOfRange));
+            Status sub = ns->dev->submit(Request{Op::discard, lba * ns->lbs, uint64_t(nlb) * ns->lbs},
+                                         [this, i](Status) { step(i + 1); });
+            if (sub.ok()) return;
+          }
+          end(0);
+        }
+        void end(uint16_t code) {
+          auto f = std::move(finish);
+          delete this;
+          f(code);
+        }
+      };
+      auto* job = new Dsm{raw, nr, &ns, finish};
+      at_home([job] { job->step(0); });
       return;
     }
     default: return complete(std::move(c), st(status::kInvalidOpcode));
