@@ -136,6 +136,21 @@ TEST(NvmeHost, CopiesRunOnTheTargetWithAlmostNothingOnTheWire) {
   EXPECT_EQ(test::read_bytes(*a, 56 * M, 1 * M), test::pattern(2 * M, 1 * M, 4));
 }
 
+TEST(NvmeHost, SeveralIoQueuesCarryTheRequests) {
+  TargetThread t({"mem:16M,seed=9"});
+  auto loop = test::make_loop();
+  auto d = test::open_dev(*loop, t.spec(1, "&queues=3&depth=8"));
+  CopyOptions emulate;
+  emulate.emulation = Emulation::force;
+  emulate.chunk_bytes = 64 * K;
+  CopyResult r = copy(*d, 0, *d, 8 * M, 4 * M, emulate);
+  ASSERT_TRUE(r.status.ok()) << r.status.message();
+  EXPECT_EQ(test::read_bytes(*d, 8 * M, 4 * M), test::pattern(0, 4 * M, 9));
+  auto bad = open_device(*loop, t.spec(1, "&queues=9"));
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message().find("queues must be 1 to 8"), std::string::npos);
+}
+
 TEST(NvmeHost, LimitsFromIdentifyAreHonoured) {
   TargetThread t({"mem:16M,seed=5,copy_max=64k,segment_max=16k,max_segments=2"});
   auto loop = test::make_loop();

@@ -22,14 +22,27 @@ class NvmeTcpController {
 
   // Runs an admin command to its end (open time only).
   Result<Cqe> admin_sync(Sqe sqe, const void* out, void* in, uint32_t len);
-  HostQueue& io() { return *io_; }
+  // The next I/O queue, round robin.
+  HostQueue& io() { return *io_[next_io_++ % io_.size()]; }
+  uint64_t bytes_sent() const {
+    uint64_t n = admin_->bytes_sent();
+    for (const auto& q : io_) n += q->bytes_sent();
+    return n;
+  }
+  uint64_t bytes_received() const {
+    uint64_t n = admin_->bytes_received();
+    for (const auto& q : io_) n += q->bytes_received();
+    return n;
+  }
   const std::string& label() const { return label_; }
 
   uint32_t max_io = 1 << 20;
   bool copy = false;
   bool format2 = false;  // cross-namespace copies enabled with Host Behavior Support
   uint16_t cntlid = 0;
-  std::unique_ptr<HostQueue> admin_, io_;
+  std::unique_ptr<HostQueue> admin_;
+  std::vector<std::unique_ptr<HostQueue>> io_;
+  size_t next_io_ = 0;
 
  private:
   Status connect(const NvmeTcpConfig& c);
@@ -129,6 +142,11 @@ Result<NvmeTcpConfig> parse_nvme_tcp_config(std::string_view spec) {
       std::from_chars(v.data(), v.data() + v.size(), c.kato_ms);
     } else if (k == "timeout") {
       std::from_chars(v.data(), v.data() + v.size(), c.timeout_ms);
+    } else if (k == "queues") {
+      if (std::from_chars(v.data(), v.data() + v.size(), c.queues).ec != std::errc() ||
+          c.queues < 1 || c.queues > 8) {
+        return bad("queues must be 1 to 8");
+      }
     } else if (k == "depth") {
       if (std::from_chars(v.data(), v.data() + v.size(), c.depth).ec != std::errc() ||
           c.depth < 2 || c.depth > 128) {
@@ -137,8 +155,8 @@ Result<NvmeTcpConfig> parse_nvme_tcp_config(std::string_view spec) {
     } else if (k == "ro") {
       c.read_only = true;
     } else if (!k.empty()) {
-      return bad(fmt::format("unknown option '{}' (ns, hostnqn, digest, kato, timeout, depth, "
-                             "ro)",
+      return bad(fmt::format("unknown option '{}' (ns, hostnqn, digest, kato, timeout, queues, "
+                             "depth, ro)",
                              k));
     }
   }
@@ -148,8 +166,9 @@ Result<NvmeTcpConfig> parse_nvme_tcp_config(std::string_view spec) {
 Result<std::shared_ptr<NvmeTcpController>> NvmeTcpController::open(EventLoop& loop,
                                                                   const NvmeTcpConfig& c) {
   const std::string key =
-      fmt::format("{}|{}:{}|{}|{}|{}{}|{}|{}", static_cast<void*>(&loop), c.host, c.port, c.subnqn,
-                  c.hostnqn, c.header_digest, c.data_digest, c.timeout_ms, c.depth);
+      fmt::format("{}|{}:{}|{}|{}|{}{}|{}|{}|{}", static_cast<void*>(&loop), c.host, c.port,
+                  c.subnqn, c.hostnqn, c.header_digest, c.data_digest, c.timeout_ms, c.depth,
+                  c.queues);
   if (auto existing = registry()[key].lock()) return existing;
   auto ctrl = std::make_shared<NvmeTcpController>();
   ctrl->loop_ = &loop;
@@ -251,11 +270,22 @@ Status NvmeTcpController::connect(const NvmeTcpConfig& c) {
     sf.cdw10 = kFeatHostBehavior;
     if (auto r = admin_sync(sf, hbs.data(), nullptr, 512); r && !code_of(*r)) format2 = true;
   }
+  // Number of Queues (0-based both ways); the controller may grant fewer.
+  Sqe nq{};
+  nq.opcode = admin::kSetFeatures;
+  nq.cdw10 = kFeatNumQueues;
+  nq.cdw11 = (c.queues - 1) | ((c.queues - 1) << 16);
+  unsigned queues = c.queues;
+  if (auto r = admin_sync(nq, nullptr, nullptr, 0); r && !code_of(*r)) {
+    queues = std::min<unsigned>(queues, (r->dw0 & 0xFFFF) + 1);
+  }
   qo.depth = c.depth;
-  auto io = HostQueue::open(*loop_, c.host, c.port, qo);
-  if (!io) return io.error();
-  io_ = std::move(*io);
-  if (auto r = fabrics_connect(*io_, 1, cntlid); !r) return r.error();
+  for (unsigned qid = 1; qid <= queues; ++qid) {
+    auto io = HostQueue::open(*loop_, c.host, c.port, qo);
+    if (!io) return io.error();
+    if (auto r = fabrics_connect(**io, static_cast<uint16_t>(qid), cntlid); !r) return r.error();
+    io_.push_back(std::move(*io));
+  }
   kato_ms_ = c.kato_ms;
   if (kato_ms_) keep_alive();
   return {};
@@ -317,10 +347,10 @@ bool NvmeTcpDevice::same_storage(const Device& other) const {
 }
 
 uint64_t NvmeTcpDevice::wire_bytes_sent() const {
-  return ctrl_->admin_->bytes_sent() + ctrl_->io().bytes_sent();
+  return ctrl_->bytes_sent();
 }
 uint64_t NvmeTcpDevice::wire_bytes_received() const {
-  return ctrl_->admin_->bytes_received() + ctrl_->io().bytes_received();
+  return ctrl_->bytes_received();
 }
 
 Status NvmeTcpDevice::command(uint8_t opcode, uint64_t lba, uint32_t blocks, void* buf, bool out,

@@ -1,8 +1,8 @@
 // nvme-tcp://HOST:PORT/SUBSYSTEM_NQN?ns=N[&hostnqn=NQN][&digest=header,data][&kato=MS]
-//   [&timeout=MS][&depth=N][&ro]
+//   [&timeout=MS][&queues=N][&depth=N][&ro]
 // A namespace of a remote NVMe/TCP subsystem as a blkcopy device. Namespaces opened on one
 // loop with the same address, subsystem and host NQN share one controller (one admin queue and
-// one I/O queue) and form one copy domain: copies between them run on the target with the
+// `queues` I/O queues) and form one copy domain: copies between them run on the target with the
 // Copy command (format 0 within a namespace, format 2 across namespaces when the controller
 // offers it). A controller without Copy answers "not supported" and the engine emulates.
 #pragma once
@@ -24,6 +24,7 @@ struct NvmeTcpConfig {
   uint32_t kato_ms = 0;
   uint32_t timeout_ms = 30000;  // per command; a command without an answer fails the queue
   uint32_t depth = 128;         // I/O queue depth
+  unsigned queues = 1;          // I/O queues (TCP connections), used round robin
   bool read_only = false;
 };
 
