@@ -26,16 +26,16 @@ const std::string kNqn = "nqn.2024-01.io.blkcopy.test:host-driver";
 // A target on its own thread serving `namespaces`; stop() ends it (and its connections).
 class TargetThread {
  public:
-  explicit TargetThread(std::vector<std::string> namespaces) {
+  explicit TargetThread(std::vector<std::string> namespaces, uint16_t fixed_port = 0) {
     // The promise moves into the thread: one on this stack could be destroyed while the
     // thread is still inside set_value().
     std::promise<uint16_t> ready;
     auto port = ready.get_future();
-    thread_ = std::thread([this, ready = std::move(ready), namespaces]() mutable {
+    thread_ = std::thread([this, ready = std::move(ready), namespaces, fixed_port]() mutable {
       auto loop = EventLoop::create().value();
       nvme::TargetConfig cfg;
       cfg.discovery_port = 0;
-      cfg.ports.push_back({1, "127.0.0.1", 0, {kNqn}});
+      cfg.ports.push_back({1, "127.0.0.1", fixed_port, {kNqn}});
       nvme::SubsystemConfig sub{kNqn, true, {}, {}};
       for (size_t i = 0; i < namespaces.size(); ++i) {
         sub.namespaces.push_back({static_cast<uint32_t>(i + 1), namespaces[i], "", true});
@@ -208,6 +208,22 @@ TEST(NvmeHost, ACommandWithoutAnAnswerTimesOut) {
   EXPECT_EQ(s.code(), ETIMEDOUT) << s.message();
   EXPECT_NE(s.message().find("got no answer in 300 ms"), std::string::npos) << s.message();
   EXPECT_EQ(read_sync(*d, 0, buf).code(), ECONNRESET) << "the queue stays failed";
+}
+
+TEST(NvmeHost, ReconnectsWithBackoffWhenAsked) {
+  auto first = std::make_unique<TargetThread>(std::vector<std::string>{"mem:16M,seed=10"});
+  const uint16_t port = first->port();
+  const std::string spec = first->spec(1, "&reconnect=10");
+  auto loop = test::make_loop();
+  auto d = test::open_dev(*loop, spec);
+  EXPECT_EQ(test::read_bytes(*d, 0, 64 * K), test::pattern(0, 64 * K, 10));
+  first.reset();  // the target goes away; another comes up on the same port
+  TargetThread second({"mem:16M,seed=11"}, port);
+  Bytes got(64 * K);
+  Status s = read_sync(*d, 0, got);
+  if (s.code() == ECONNRESET) s = read_sync(*d, 0, got);  // the one in flight when it dropped
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_EQ(got, test::pattern(0, 64 * K, 11)) << "read from the new target";
 }
 
 TEST(NvmeHost, ATargetGoneMidCopyFailsWithExactProgress) {

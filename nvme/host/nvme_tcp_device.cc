@@ -24,6 +24,8 @@ class NvmeTcpController {
   Result<Cqe> admin_sync(Sqe sqe, const void* out, void* in, uint32_t len);
   // The next I/O queue, round robin.
   HostQueue& io() { return *io_[next_io_++ % io_.size()]; }
+  // Sends an I/O command; while reconnecting it waits for the new connection.
+  Status submit_io(Sqe sqe, const void* out, void* in, uint32_t len, HostQueue::Done done);
   uint64_t bytes_sent() const {
     uint64_t n = admin_->bytes_sent();
     for (const auto& q : io_) n += q->bytes_sent();
@@ -37,6 +39,7 @@ class NvmeTcpController {
   const std::string& label() const { return label_; }
 
   uint32_t max_io = 1 << 20;
+  NvmeTcpConfig cfg;
   bool copy = false;
   bool format2 = false;  // cross-namespace copies enabled with Host Behavior Support
   uint16_t cntlid = 0;
@@ -47,6 +50,20 @@ class NvmeTcpController {
  private:
   Status connect(const NvmeTcpConfig& c);
   void keep_alive();
+  void dropped(const Status& why);
+  void try_reconnect();
+
+  struct Pending {
+    Sqe sqe;
+    const void* out;
+    void* in;
+    uint32_t len;
+    HostQueue::Done done;
+  };
+  enum class State { up, reconnecting, dead } state_ = State::up;
+  unsigned attempt_ = 0;
+  Status last_error_;
+  std::vector<Pending> pending_;
 
   EventLoop* loop_ = nullptr;
   std::string label_;
@@ -147,6 +164,8 @@ Result<NvmeTcpConfig> parse_nvme_tcp_config(std::string_view spec) {
           c.queues < 1 || c.queues > 8) {
         return bad("queues must be 1 to 8");
       }
+    } else if (k == "reconnect") {
+      std::from_chars(v.data(), v.data() + v.size(), c.reconnect);
     } else if (k == "depth") {
       if (std::from_chars(v.data(), v.data() + v.size(), c.depth).ec != std::errc() ||
           c.depth < 2 || c.depth > 128) {
@@ -156,7 +175,7 @@ Result<NvmeTcpConfig> parse_nvme_tcp_config(std::string_view spec) {
       c.read_only = true;
     } else if (!k.empty()) {
       return bad(fmt::format("unknown option '{}' (ns, hostnqn, digest, kato, timeout, queues, "
-                             "depth, ro)",
+                             "depth, reconnect, ro)",
                              k));
     }
   }
@@ -173,6 +192,7 @@ Result<std::shared_ptr<NvmeTcpController>> NvmeTcpController::open(EventLoop& lo
   auto ctrl = std::make_shared<NvmeTcpController>();
   ctrl->loop_ = &loop;
   ctrl->label_ = fmt::format("nvme-tcp://{}:{}/{}", c.host, c.port, c.subnqn);
+  ctrl->cfg = c;
   if (Status s = ctrl->connect(c); !s.ok()) return std::unexpected(s);
   registry()[key] = ctrl;
   return ctrl;
@@ -288,12 +308,71 @@ Status NvmeTcpController::connect(const NvmeTcpConfig& c) {
   }
   kato_ms_ = c.kato_ms;
   if (kato_ms_) keep_alive();
+  auto hook = [this, alive = alive_](const Status& why) {
+    if (*alive) dropped(why);
+  };
+  admin_->on_fail = hook;
+  for (auto& q : io_) q->on_fail = hook;
   return {};
+}
+
+Status NvmeTcpController::submit_io(Sqe sqe, const void* out, void* in, uint32_t len,
+                                    HostQueue::Done done) {
+  if (state_ == State::reconnecting) {
+    pending_.push_back({sqe, out, in, len, std::move(done)});
+    return {};
+  }
+  if (state_ == State::dead) {
+    return Status::error(ECONNRESET, fmt::format("{}: the connection is gone: {}", label_,
+                                                 last_error_.message()));
+  }
+  return io().submit(sqe, out, in, len, std::move(done));
+}
+
+// A queue failed: its commands have failed already. Reconnect with backoff when asked to.
+void NvmeTcpController::dropped(const Status& why) {
+  last_error_ = why;
+  if (state_ != State::up) return;
+  if (cfg.reconnect == 0) {
+    state_ = State::dead;
+    return;
+  }
+  state_ = State::reconnecting;
+  attempt_ = 0;
+  try_reconnect();
+}
+
+void NvmeTcpController::try_reconnect() {
+  const auto backoff = std::chrono::milliseconds(100) * (1u << std::min(attempt_, 6u));
+  loop_->after(backoff, [this, alive = alive_] {
+    if (!*alive) return;
+    ++attempt_;
+    admin_.reset();
+    io_.clear();
+    Status s = connect(cfg);
+    if (s.ok()) {
+      state_ = State::up;
+      auto waiting = std::move(pending_);
+      pending_.clear();
+      for (auto& p : waiting) {
+        if (Status sub = io().submit(p.sqe, p.out, p.in, p.len, p.done); !sub.ok()) {
+          p.done(sub, Cqe{});
+        }
+      }
+      return;
+    }
+    last_error_ = s;
+    if (attempt_ < cfg.reconnect) return try_reconnect();
+    state_ = State::dead;
+    auto waiting = std::move(pending_);
+    pending_.clear();
+    for (auto& p : waiting) p.done(s, Cqe{});
+  });
 }
 
 void NvmeTcpController::keep_alive() {
   loop_->after(std::chrono::milliseconds(kato_ms_ / 2), [this, alive = alive_] {
-    if (!*alive || admin_->failed()) return;
+    if (!*alive || !admin_ || admin_->failed()) return;
     Sqe ka{};
     ka.opcode = admin::kKeepAlive;
     (void)admin_->submit(ka, nullptr, nullptr, 0, [](Status, const Cqe&) {});
@@ -363,7 +442,7 @@ Status NvmeTcpDevice::command(uint8_t opcode, uint64_t lba, uint32_t blocks, voi
   sqe.cdw12 = blocks - 1;
   const uint32_t len = buf ? blocks * lbs_ : 0;
   const std::string what = fmt::format("{} {}", name(), opcode == io::kRead ? "read" : "write");
-  return ctrl_->io().submit(sqe, out ? buf : nullptr, out ? nullptr : buf, len,
+  return ctrl_->submit_io(sqe, out ? buf : nullptr, out ? nullptr : buf, len,
                             [done, what](Status s, const Cqe& c) {
                               done(to_status(s, c, what, false));
                             });
@@ -381,7 +460,7 @@ Status NvmeTcpDevice::submit(const Request& req, Completion done) {
       Sqe sqe{};
       sqe.opcode = io::kFlush;
       sqe.nsid = nsid_;
-      return ctrl_->io().submit(sqe, nullptr, nullptr, 0, [done, n = name()](Status s, const Cqe& c) {
+      return ctrl_->submit_io(sqe, nullptr, nullptr, 0, [done, n = name()](Status s, const Cqe& c) {
         done(to_status(s, c, n + " flush", false));
       });
     }
@@ -407,7 +486,7 @@ Status NvmeTcpDevice::submit(const Request& req, Completion done) {
       sqe.nsid = nsid_;
       sqe.cdw10 = 0;         // one range
       sqe.cdw11 = 1u << 2;   // deallocate
-      return ctrl_->io().submit(sqe, range->data(), nullptr, 16,
+      return ctrl_->submit_io(sqe, range->data(), nullptr, 16,
                                 [done, range, n = name()](Status s, const Cqe& c) {
                                   done(to_status(s, c, n + " deallocate", false));
                                 });
@@ -447,7 +526,7 @@ void NvmeTcpDevice::copy(const CopyDesc& desc, Completion done) {
   sqe.cdw10 = static_cast<uint32_t>(sdlba);
   sqe.cdw11 = static_cast<uint32_t>(sdlba >> 32);
   sqe.cdw12 = static_cast<uint32_t>(desc.sources.size() - 1) | ((local ? 0u : 2u) << 8);
-  Status s = ctrl_->io().submit(sqe, ranges->data(), nullptr, static_cast<uint32_t>(ranges->size()),
+  Status s = ctrl_->submit_io(sqe, ranges->data(), nullptr, static_cast<uint32_t>(ranges->size()),
                                 [done, ranges, n = name()](Status st, const Cqe& c) {
                                   done(to_status(st, c, n + " copy", true));
                                 });

@@ -1,5 +1,8 @@
 // nvme-tcp://HOST:PORT/SUBSYSTEM_NQN?ns=N[&hostnqn=NQN][&digest=header,data][&kato=MS]
-//   [&timeout=MS][&queues=N][&depth=N][&ro]
+//   [&timeout=MS][&queues=N][&depth=N][&reconnect=N][&ro]
+// With reconnect=N, a dropped connection fails the commands that were in flight (exact copy
+// progress) and the controller reconnects with backoff (0.1 s, 0.2 s, 0.4 s, ...); requests
+// made meanwhile wait and go out on the new connection, or fail once N attempts have failed.
 // A namespace of a remote NVMe/TCP subsystem as a blkcopy device. Namespaces opened on one
 // loop with the same address, subsystem and host NQN share one controller (one admin queue and
 // `queues` I/O queues) and form one copy domain: copies between them run on the target with the
@@ -25,6 +28,7 @@ struct NvmeTcpConfig {
   uint32_t timeout_ms = 30000;  // per command; a command without an answer fails the queue
   uint32_t depth = 128;         // I/O queue depth
   unsigned queues = 1;          // I/O queues (TCP connections), used round robin
+  unsigned reconnect = 0;       // attempts to reconnect after the connection drops (0: none)
   bool read_only = false;
 };
 

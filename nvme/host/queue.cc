@@ -72,6 +72,7 @@ void HostQueue::fail(Status s) {
   waiting_.clear();
   for (auto& [cid, c] : cmds) c.done(s, Cqe{});
   for (auto& c : waiting) c.done(s, Cqe{});
+  if (on_fail && *alive_) on_fail(s);
 }
 
 std::vector<uint8_t> HostQueue::header(uint8_t type, uint8_t hlen, const void* body,

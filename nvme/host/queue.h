@@ -48,6 +48,8 @@ class HostQueue {
   Status submit(Sqe sqe, const void* out, void* in, uint32_t len, Done done);
 
   bool failed() const { return failed_; }
+  // Called once when the queue fails (after its commands were failed), on the loop.
+  std::function<void(const Status&)> on_fail;
   uint64_t bytes_sent() const { return sent_; }
   uint64_t bytes_received() const { return received_; }
   size_t outstanding() const { return cmds_.size(); }
