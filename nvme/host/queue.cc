@@ -35,7 +35,6 @@ Result<std::unique_ptr<HostQueue>> HostQueue::open(EventLoop& loop, const std::s
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   std::unique_ptr<HostQueue> q(new HostQueue(loop, fd, o));
-  q->rbuf_.resize(kMaxPdu + 64 * 1024);
   ICReq req{};
   req.hdr = {pdu::kICReq, 0, 128, 0, 128};
   req.dgst = static_cast<uint8_t>((o.header_digest ? 1 : 0) | (o.data_digest ? 2 : 0));
@@ -181,38 +180,31 @@ void HostQueue::pump_send() {
   });
 }
 
-// Reads what the socket has and handles every whole PDU in it (see the target's receive).
+// Reads what the socket has and handles every whole PDU in it.
 void HostQueue::receive() {
   if (failed_) return;
   recv_pending_ = true;
-  loop_.recv(fd_, rbuf_.data() + have_, static_cast<uint32_t>(rbuf_.size() - have_),
-             [this, alive = alive_](int res) {
-               recv_pending_ = false;
-               if (!*alive) return;
-               if (res <= 0) {
-                 return fail(Status::error(ECONNRESET, "NVMe/TCP queue: the target closed the "
-                                                       "connection"));
-               }
-               received_ += static_cast<uint64_t>(res);
-               have_ += static_cast<size_t>(res);
-               size_t at = 0;
-               while (!failed_ && have_ - at >= 8) {
-                 PduHeader h;
-                 std::memcpy(&h, rbuf_.data() + at, 8);
-                 if (h.plen < 8 || h.plen > kMaxPdu + 128) {
-                   return fail(Status::error(EPROTO, "NVMe/TCP queue: PDU length out of range"));
-                 }
-                 if (have_ - at < h.plen) break;
-                 p_ = rbuf_.data() + at;
-                 on_pdu();
-                 at += h.plen;
-               }
-               if (at) {
-                 std::memmove(rbuf_.data(), rbuf_.data() + at, have_ - at);
-                 have_ -= at;
-               }
-               receive();
-             });
+  loop_.recv(fd_, rbuf_.tail(), rbuf_.room(), [this, alive = alive_](int res) {
+    recv_pending_ = false;
+    if (!*alive) return;
+    if (res <= 0) {
+      return fail(Status::error(ECONNRESET, "NVMe/TCP queue: the target closed the connection"));
+    }
+    received_ += static_cast<uint64_t>(res);
+    rbuf_.consumed(
+        static_cast<size_t>(res),
+        [this](const PduHeader& h, const uint8_t*, size_t) {
+          if (h.plen >= 8 && h.plen <= kMaxPdu + 128) return true;
+          fail(Status::error(EPROTO, "NVMe/TCP queue: PDU length out of range"));
+          return false;
+        },
+        [this](const uint8_t* pdu) {
+          p_ = pdu;
+          on_pdu();
+          return !failed_;
+        });
+    receive();
+  });
 }
 
 void HostQueue::on_pdu() {

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "nvme/pdu_buffer.h"
 #include "nvme/spec.h"
 
 namespace blkcopy::nvme {
@@ -84,8 +85,7 @@ class HostQueue {
   QueueOptions opt_;
   bool ic_done_ = false, failed_ = false, recv_pending_ = false, send_pending_ = false;
   uint32_t maxh2c_ = 4096;  // MAXH2CDATA from ICResp
-  std::vector<uint8_t> rbuf_;
-  size_t have_ = 0;             // bytes in rbuf_
+  PduBuffer rbuf_{(1u << 20) + 64 * 1024};
   const uint8_t* p_ = nullptr;  // the PDU being handled, inside rbuf_
   void start(Cmd c);
   void watchdog();

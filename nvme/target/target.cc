@@ -25,6 +25,7 @@
 #include <nlohmann/json.hpp>
 
 #include "nvme/codec.h"
+#include "nvme/pdu_buffer.h"
 #include "nvme/spec.h"
 
 namespace blkcopy::nvme {
@@ -99,7 +100,6 @@ class Connection {
  public:
   Connection(TargetImpl& t, EventLoop& home, EventLoop& loop, int fd, uint16_t port)
       : t_(t), home_(home), loop_(loop), fd_(fd), port_(port) {
-    rbuf_.resize(kMaxPdu + 64 * 1024);
   }
   EventLoop& loop() const { return loop_; }
   ~Connection() {
@@ -167,8 +167,7 @@ class Connection {
   bool hdgst_ = false, ddgst_ = false, ic_done_ = false, closing_ = false;
   Controller* ctrl_ = nullptr;
   uint16_t qid_ = 0;
-  std::vector<uint8_t> rbuf_;
-  size_t have_ = 0;            // bytes in rbuf_
+  PduBuffer rbuf_{kMaxPdu + 64 * 1024};
   const uint8_t* p_ = nullptr; // the PDU being handled, inside rbuf_
   size_t p_len_ = 0;           // bytes from p_ to the end of what was read
   bool recv_pending_ = false;
@@ -522,34 +521,27 @@ Result<std::unique_ptr<Target>> Target::create(EventLoop& loop, const TargetConf
 
 // ---------------------------------------------------------------- connection: transport
 
-// Reads what the socket has (up to the buffer) and handles every whole PDU in it; a partial PDU
-// stays at the front of the buffer for the next read. One read often carries several PDUs.
+// Reads what the socket has and handles every whole PDU in it (nvme/pdu_buffer.h).
 void Connection::receive() {
   if (closing_) return maybe_free();
   recv_pending_ = true;
-  loop_.recv(fd_, rbuf_.data() + have_, static_cast<uint32_t>(rbuf_.size() - have_),
-             [this](int res) {
+  loop_.recv(fd_, rbuf_.tail(), rbuf_.room(), [this](int res) {
     recv_pending_ = false;
     if (res <= 0) return close(res == 0 ? "host closed the connection" : "receive error");
-    have_ += static_cast<size_t>(res);
-    size_t at = 0;
-    while (!closing_ && have_ - at >= 8) {
-      PduHeader h;
-      std::memcpy(&h, rbuf_.data() + at, 8);
-      p_ = rbuf_.data() + at;
-      p_len_ = have_ - at;
-      if (h.plen < 8 || h.plen > kMaxPdu || h.hlen < 8 || h.hlen > h.plen) {
-        return terminate(h.plen > kMaxPdu ? kFesDataLimitExceeded : kFesInvalidHeaderField,
-                         h.plen > kMaxPdu ? 4 : 2);
-      }
-      if (p_len_ < h.plen) break;
-      on_pdu();
-      at += h.plen;
-    }
-    if (at) {
-      std::memmove(rbuf_.data(), rbuf_.data() + at, have_ - at);
-      have_ -= at;
-    }
+    rbuf_.consumed(
+        static_cast<size_t>(res),
+        [this](const PduHeader& h, const uint8_t* pdu, size_t available) {
+          p_ = pdu;
+          p_len_ = available;
+          if (h.plen >= 8 && h.plen <= kMaxPdu && h.hlen >= 8 && h.hlen <= h.plen) return true;
+          terminate(h.plen > kMaxPdu ? kFesDataLimitExceeded : kFesInvalidHeaderField,
+                    h.plen > kMaxPdu ? 4 : 2);
+          return false;
+        },
+        [this](const uint8_t*) {
+          on_pdu();
+          return !closing_;
+        });
     receive();
   });
 }

@@ -1,0 +1,47 @@
+// Bytes read from an NVMe/TCP socket, cut into whole PDUs: one read often carries several, and
+// a PDU may arrive over several reads. Shared by the target's connections and the host's queues.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "nvme/spec.h"
+
+namespace blkcopy::nvme {
+
+class PduBuffer {
+ public:
+  explicit PduBuffer(size_t capacity) : buf_(capacity) {}
+
+  // Where the next read goes, and how much it may take.
+  uint8_t* tail() { return buf_.data() + have_; }
+  uint32_t room() const { return static_cast<uint32_t>(buf_.size() - have_); }
+
+  // After a read of n bytes: for each PDU whose header is in, `accept(header, pdu, available)`
+  // says whether to go on (false: the connection is ending); for each whole PDU,
+  // `handle(pdu)` runs and says whether to go on. A partial PDU stays for the next read.
+  template <class Accept, class Handle>
+  void consumed(size_t n, Accept accept, Handle handle) {
+    have_ += n;
+    size_t at = 0;
+    while (have_ - at >= sizeof(PduHeader)) {
+      PduHeader h;
+      std::memcpy(&h, buf_.data() + at, sizeof h);
+      if (!accept(h, buf_.data() + at, have_ - at)) return;
+      if (have_ - at < h.plen) break;
+      if (!handle(buf_.data() + at)) return;
+      at += h.plen;
+    }
+    if (at) {
+      std::memmove(buf_.data(), buf_.data() + at, have_ - at);
+      have_ -= at;
+    }
+  }
+
+ private:
+  std::vector<uint8_t> buf_;
+  size_t have_ = 0;
+};
+
+}  // namespace blkcopy::nvme
