@@ -24,6 +24,26 @@ uint32_t crc32c_extend(uint32_t crc, const void* data, size_t len) {
   return crc32_iscsi(p, static_cast<int>(len), crc ^ 0xFFFFFFFFu) ^ 0xFFFFFFFFu;
 }
 
+Sqe connect_command(uint16_t qid, uint16_t sqsize, uint32_t kato_ms) {
+  Sqe sqe{};
+  sqe.opcode = admin::kFabrics;
+  auto* raw = reinterpret_cast<uint8_t*>(&sqe);
+  raw[kFcType] = fabrics::kConnect;
+  std::memcpy(raw + kConnectQid, &qid, 2);
+  std::memcpy(raw + kConnectSqsize, &sqsize, 2);
+  sqe.cdw12 = kato_ms;
+  return sqe;
+}
+
+std::vector<uint8_t> connect_data(uint16_t cntlid, std::string_view subnqn,
+                                  std::string_view hostnqn) {
+  std::vector<uint8_t> data(kConnectDataSize, 0);
+  std::memcpy(data.data() + kCdCntlid, &cntlid, 2);
+  std::memcpy(data.data() + kCdSubnqn, subnqn.data(), std::min<size_t>(subnqn.size(), 255));
+  std::memcpy(data.data() + kCdHostnqn, hostnqn.data(), std::min<size_t>(hostnqn.size(), 255));
+  return data;
+}
+
 void build_identify_controller(const ControllerIdentity& id, std::span<uint8_t, 4096> out) {
   std::fill(out.begin(), out.end(), 0);
   put<uint16_t>(out, idctrl::kVid, 0x1b36);  // the PCI vendor ID of QEMU's emulated devices

@@ -7,6 +7,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "nvme/spec.h"
 
@@ -29,6 +30,12 @@ std::string get_nqn(std::span<const uint8_t> buf, size_t off);
 // CRC32C as NVMe/TCP digests use it (seed and final XOR 0xFFFFFFFF).
 uint32_t crc32c(const void* data, size_t len);
 uint32_t crc32c_extend(uint32_t crc, const void* data, size_t len);  // crc from crc32c()
+
+// A fabrics Connect command for queue `qid` and its 1024 bytes of data (CNTLID 0xFFFF asks for
+// a new controller on the admin queue).
+Sqe connect_command(uint16_t qid, uint16_t sqsize, uint32_t kato_ms);
+std::vector<uint8_t> connect_data(uint16_t cntlid, std::string_view subnqn,
+                                  std::string_view hostnqn);
 
 struct ControllerIdentity {
   uint16_t cntlid = 1;

@@ -203,7 +203,7 @@ TEST_F(TargetTest, CopyStatusForEveryBadInput) {
       {"ranges over MSRC", 1, 5000, {{0, 1}, {8, 1}, {16, 1}, {24, 1}, {32, 1}}, 0, {},
        status::kCommandSizeLimit},
       {"a range over MSSRL", 1, 5000, {{0, 33}}, 0, {}, status::kCommandSizeLimit},
-      {"total over MCL", 1, 5000, {{0, 32}, {100, 32}, {200, 32}, {300, 32}, }, 0, {}, 0},
+      {"exactly MCL is allowed", 1, 5000, {{0, 32}, {100, 32}, {200, 32}, {300, 32}}, 0, {}, 0},
       {"source beyond the end", 1, 5000, {{32760, 16}}, 0, {}, status::kLbaOutOfRange},
       {"destination beyond the end", 1, 32760, {{0, 16}}, 0, {}, status::kLbaOutOfRange},
       {"format 1 unsupported", 1, 5000, {{0, 1}}, 1, {}, status::kInvalidField},

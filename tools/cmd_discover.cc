@@ -21,36 +21,15 @@ int run_discover(const std::string& where, const std::string& hostnqn) {
   auto q = nvme::HostQueue::open(**loop, host, port, {});
   if (!q) return report_error(kIoError, q.error().message());
   auto run = [&](nvme::Sqe sqe, const void* out, void* in, uint32_t len) -> Result<nvme::Cqe> {
-    bool done = false;
-    Status st;
-    nvme::Cqe cqe{};
-    if (Status s = (*q)->submit(sqe, out, in, len, [&](Status s2, const nvme::Cqe& c) {
-          st = s2;
-          cqe = c;
-          done = true;
-        });
-        !s.ok()) {
-      return std::unexpected(s);
+    auto r = (*q)->run_sync(sqe, out, in, len);
+    if (r && ((r->status >> 1) & 0x7FF)) {
+      return fail(EIO, fmt::format("status {:#05x}", (r->status >> 1) & 0x7FF));
     }
-    if (Status s = (*loop)->run_until([&] { return done; }); !s.ok()) return std::unexpected(s);
-    if (!st.ok()) return std::unexpected(st);
-    if ((cqe.status >> 1) & 0x7FF) {
-      return fail(EIO, fmt::format("status {:#05x}", (cqe.status >> 1) & 0x7FF));
-    }
-    return cqe;
+    return r;
   };
-  nvme::Sqe connect{};
-  connect.opcode = nvme::admin::kFabrics;
-  auto* raw = reinterpret_cast<uint8_t*>(&connect);
-  raw[nvme::kFcType] = nvme::fabrics::kConnect;
-  const uint16_t sqsize = 31;
-  std::memcpy(raw + nvme::kConnectSqsize, &sqsize, 2);
-  std::vector<uint8_t> data(nvme::kConnectDataSize, 0);
-  const uint16_t any = 0xFFFF;
-  std::memcpy(data.data() + nvme::kCdCntlid, &any, 2);
-  std::strcpy(reinterpret_cast<char*>(data.data() + nvme::kCdSubnqn), nvme::kDiscoveryNqn);
-  std::memcpy(data.data() + nvme::kCdHostnqn, hostnqn.data(), std::min<size_t>(hostnqn.size(), 255));
-  if (auto r = run(connect, data.data(), nullptr, nvme::kConnectDataSize); !r) {
+  const auto data = nvme::connect_data(0xFFFF, nvme::kDiscoveryNqn, hostnqn);
+  if (auto r = run(nvme::connect_command(0, 31, 0), data.data(), nullptr, nvme::kConnectDataSize);
+      !r) {
     return report_error(kIoError, fmt::format("{}: discovery Connect: {}", where, r.error().message()));
   }
   // The log: header first for the number of records, then all of it.

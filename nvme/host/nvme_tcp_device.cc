@@ -199,50 +199,18 @@ Result<std::shared_ptr<NvmeTcpController>> NvmeTcpController::open(EventLoop& lo
 }
 
 Result<Cqe> NvmeTcpController::admin_sync(Sqe sqe, const void* out, void* in, uint32_t len) {
-  bool done = false;
-  Status st;
-  Cqe cqe{};
-  if (Status s = admin_->submit(sqe, out, in, len, [&](Status s2, const Cqe& c) {
-        st = s2;
-        cqe = c;
-        done = true;
-      });
-      !s.ok()) {
-    return std::unexpected(s);
-  }
-  if (Status s = loop_->run_until([&] { return done; }); !s.ok()) return std::unexpected(s);
-  if (!st.ok()) return std::unexpected(st);
-  return cqe;
+  return admin_->run_sync(sqe, out, in, len);
 }
 
 Status NvmeTcpController::connect(const NvmeTcpConfig& c) {
   QueueOptions qo{c.header_digest, c.data_digest, 8192, 32, c.timeout_ms};
   auto fabrics_connect = [&](HostQueue& q, uint16_t qid, uint16_t id) -> Result<Cqe> {
-    Sqe sqe{};
-    sqe.opcode = admin::kFabrics;
-    auto* raw = reinterpret_cast<uint8_t*>(&sqe);
-    raw[kFcType] = fabrics::kConnect;
-    std::memcpy(raw + kConnectQid, &qid, 2);
-    const uint16_t sqsize = static_cast<uint16_t>(qid ? c.depth - 1 : 31);
-    std::memcpy(raw + kConnectSqsize, &sqsize, 2);
-    sqe.cdw12 = c.kato_ms;
-    std::vector<uint8_t> data(kConnectDataSize, 0);
-    std::memcpy(data.data() + kCdCntlid, &id, 2);
-    std::memcpy(data.data() + kCdSubnqn, c.subnqn.data(), std::min<size_t>(c.subnqn.size(), 255));
-    std::memcpy(data.data() + kCdHostnqn, c.hostnqn.data(), std::min<size_t>(c.hostnqn.size(), 255));
-    bool done = false;
-    Status st;
-    Cqe cqe{};
-    if (Status s = q.submit(sqe, data.data(), nullptr, kConnectDataSize, [&](Status s2, const Cqe& r) {
-          st = s2;
-          cqe = r;
-          done = true;
-        });
-        !s.ok()) {
-      return std::unexpected(s);
-    }
-    if (Status s = loop_->run_until([&] { return done; }); !s.ok()) return std::unexpected(s);
-    if (!st.ok()) return std::unexpected(st);
+    const auto sqsize = static_cast<uint16_t>(qid ? c.depth - 1 : 31);
+    const auto data = connect_data(id, c.subnqn, c.hostnqn);
+    auto r = q.run_sync(connect_command(qid, sqsize, c.kato_ms), data.data(), nullptr,
+                        kConnectDataSize);
+    if (!r) return r;
+    const Cqe cqe = *r;
     if (code_of(cqe)) {
       return fail(code_of(cqe) == status::kConnectInvalidHost ? EACCES : ECONNREFUSED,
                   fmt::format("{}: Connect refused (status {:#05x}{})", label_, code_of(cqe),

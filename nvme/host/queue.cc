@@ -103,6 +103,23 @@ Status HostQueue::submit(Sqe sqe, const void* out, void* in, uint32_t len, Done 
   return {};
 }
 
+Result<Cqe> HostQueue::run_sync(Sqe sqe, const void* out, void* in, uint32_t len) {
+  bool done = false;
+  Status st;
+  Cqe cqe{};
+  if (Status s = submit(sqe, out, in, len, [&](Status s2, const Cqe& c) {
+        st = s2;
+        cqe = c;
+        done = true;
+      });
+      !s.ok()) {
+    return std::unexpected(s);
+  }
+  if (Status s = loop_.run_until([&] { return done; }); !s.ok()) return std::unexpected(s);
+  if (!st.ok()) return std::unexpected(st);
+  return cqe;
+}
+
 void HostQueue::start(Cmd c) {
   while (cmds_.count(next_cid_) || next_cid_ == 0) ++next_cid_;
   Sqe& sqe = c.sqe;

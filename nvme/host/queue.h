@@ -48,6 +48,9 @@ class HostQueue {
   // valid until `done` runs. Fails at once only when the queue has failed.
   Status submit(Sqe sqe, const void* out, void* in, uint32_t len, Done done);
 
+  // Blocking wrapper: submits and runs the loop until the command ends (set-up paths only).
+  Result<Cqe> run_sync(Sqe sqe, const void* out, void* in, uint32_t len);
+
   bool failed() const { return failed_; }
   // Called once when the queue fails (after its commands were failed), on the loop.
   std::function<void(const Status&)> on_fail;

@@ -98,8 +98,8 @@ class TargetImpl;
 
 class Connection {
  public:
-  Connection(TargetImpl& t, EventLoop& home, EventLoop& loop, int fd, uint16_t port)
-      : t_(t), home_(home), loop_(loop), fd_(fd), port_(port) {
+  Connection(TargetImpl& t, EventLoop& home, EventLoop& loop, int fd)
+      : t_(t), home_(home), loop_(loop), fd_(fd) {
   }
   EventLoop& loop() const { return loop_; }
   ~Connection() {
@@ -120,7 +120,6 @@ class Connection {
  private:
   struct Command {
     Sqe sqe;
-    std::vector<uint8_t, std::allocator<uint8_t>> raw;  // unused for aligned data
     uint8_t* data = nullptr;  // page-aligned, data_len bytes
     uint32_t data_len = 0;
     uint32_t received = 0;
@@ -163,7 +162,6 @@ class Connection {
   EventLoop& home_;  // where the devices live
   EventLoop& loop_;  // where this connection lives
   int fd_;
-  uint16_t port_;
   bool hdgst_ = false, ddgst_ = false, ic_done_ = false, closing_ = false;
   Controller* ctrl_ = nullptr;
   uint16_t qid_ = 0;
@@ -244,8 +242,8 @@ class TargetImpl final : public Target {
     std::thread thread;
     std::vector<std::unique_ptr<Connection>> conns;  // touched on this loop only
   };
-  void accept_on(int fd, uint16_t port);
-  void adopt(Worker& w, int fd, uint16_t port);
+  void accept_on(int fd);
+  void adopt(Worker& w, int fd);
   void tick(Worker& w);
   void close_all(Worker& w);
 
@@ -400,7 +398,7 @@ Status TargetImpl::start() {
     getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
     listen_fds_.push_back(fd);
     bound_.push_back(ntohs(sa.sin_port));
-    accept_on(fd, ntohs(sa.sin_port));
+    accept_on(fd);
     return {};
   };
   for (const PortConfig& p : cfg_.ports) {
@@ -447,25 +445,25 @@ TargetStats TargetImpl::stats() const {
   return s;
 }
 
-void TargetImpl::accept_on(int fd, uint16_t port) {
-  home_.accept(fd, [this, fd, port](int res) {
+void TargetImpl::accept_on(int fd) {
+  home_.accept(fd, [this, fd](int res) {
     if (res >= 0) {
       int one = 1;
       setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       ++stats_.connections;
       Worker& w = *workers_[next_worker_++ % workers_.size()];
       if (w.owned) {
-        w.loop->post_remote([this, &w, res, port] { adopt(w, res, port); });
+        w.loop->post_remote([this, &w, res] { adopt(w, res); });
       } else {
-        adopt(w, res, port);
+        adopt(w, res);
       }
     }
-    accept_on(fd, port);
+    accept_on(fd);
   });
 }
 
-void TargetImpl::adopt(Worker& w, int fd, uint16_t port) {
-  w.conns.push_back(std::make_unique<Connection>(*this, home_, *w.loop, fd, port));
+void TargetImpl::adopt(Worker& w, int fd) {
+  w.conns.push_back(std::make_unique<Connection>(*this, home_, *w.loop, fd));
   w.conns.back()->start();
 }
 
