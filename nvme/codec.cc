@@ -1,5 +1,7 @@
 #include "nvme/codec.h"
 
+#include <fmt/format.h>
+
 #include <isa-l.h>
 
 #include <algorithm>
@@ -15,6 +17,41 @@ void put_string(std::span<uint8_t> buf, size_t off, size_t len, std::string_view
 std::string get_nqn(std::span<const uint8_t> buf, size_t off) {
   const char* p = reinterpret_cast<const char*>(buf.data() + off);
   return std::string(p, strnlen(p, 256));
+}
+
+Status check_nqn(std::string_view nqn, std::string_view what) {
+  auto bad = [&](std::string_view why) {
+    return Status::error(EINVAL, fmt::format("{} '{}' is not an NQN: {} (expected "
+                                             "nqn.yyyy-mm.reverse.domain[:name])",
+                                             what, nqn, why));
+  };
+  if (nqn.size() > 223) return bad("longer than 223 bytes");
+  for (char ch : nqn) {
+    if (static_cast<unsigned char>(ch) < 0x21 || ch == 0x7F) return bad("a space or control character");
+  }
+  if (!nqn.starts_with("nqn.")) return bad("it must start with 'nqn.'");
+  std::string_view date = nqn.substr(4, 8);
+  auto digits = [](std::string_view s) {
+    return !s.empty() && s.find_first_not_of("0123456789") == std::string_view::npos;
+  };
+  if (date.size() != 8 || !digits(date.substr(0, 4)) || date[4] != '-' || !digits(date.substr(5, 2)) ||
+      date[7] != '.') {
+    return bad("'nqn.' must be followed by a date yyyy-mm and a '.'");
+  }
+  const int month = (date[5] - '0') * 10 + (date[6] - '0');
+  if (month < 1 || month > 12) return bad("the month must be 01 to 12");
+  std::string_view rest = nqn.substr(12);
+  const std::string_view domain = rest.substr(0, rest.find(':'));
+  if (domain.empty() || domain.front() == '.' || domain.back() == '.' ||
+      domain.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.") !=
+          std::string_view::npos) {
+    return bad("the reverse domain name after the date is missing or has characters other "
+               "than letters, digits, '-' and '.'");
+  }
+  if (rest.size() > domain.size() && rest.size() == domain.size() + 1) {
+    return bad("nothing follows the ':'");
+  }
+  return {};
 }
 
 uint32_t crc32c(const void* data, size_t len) { return crc32c_extend(0, data, len); }

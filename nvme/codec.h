@@ -9,6 +9,8 @@
 #include <string_view>
 #include <vector>
 
+#include <blkcopy/status.h>
+
 #include "nvme/spec.h"
 
 namespace blkcopy::nvme {
@@ -26,6 +28,11 @@ T get(std::span<const uint8_t> buf, size_t off) {
 // A space-padded ASCII field (serial, model) or a NUL-padded NQN.
 void put_string(std::span<uint8_t> buf, size_t off, size_t len, std::string_view s, char pad);
 std::string get_nqn(std::span<const uint8_t> buf, size_t off);
+
+// An NVMe Qualified Name as the base specification writes it: "nqn.yyyy-mm.reverse.domain"
+// with an optional ":anything" after it (the UUID form "nqn.2014-08.org.nvmexpress:uuid:..."
+// included), at most 223 bytes, printable. `what` names it in the error.
+Status check_nqn(std::string_view nqn, std::string_view what);
 
 // CRC32C as NVMe/TCP digests use it (seed and final XOR 0xFFFFFFFF).
 uint32_t crc32c(const void* data, size_t len);

@@ -1,5 +1,8 @@
 // Bytes read from an NVMe/TCP socket, cut into whole PDUs: one read often carries several, and
 // a PDU may arrive over several reads. Shared by the target's connections and the host's queues.
+//
+// The buffer starts small (a connection that never sends a PDU costs little) and grows to hold
+// the longest PDU announced so far; the caller's accept() bounds that length.
 #pragma once
 
 #include <cstdint>
@@ -12,15 +15,22 @@ namespace blkcopy::nvme {
 
 class PduBuffer {
  public:
-  explicit PduBuffer(size_t capacity) : buf_(capacity) {}
+  explicit PduBuffer(size_t initial) : buf_(initial) {}
 
   // Where the next read goes, and how much it may take.
   uint8_t* tail() { return buf_.data() + have_; }
   uint32_t room() const { return static_cast<uint32_t>(buf_.size() - have_); }
+  // Bytes of a PDU not yet complete.
+  size_t partial() const { return have_; }
+  // Lets reads take at least n bytes at once from now on.
+  void reserve(size_t n) {
+    if (buf_.size() < n) buf_.resize(n);
+  }
 
   // After a read of n bytes: for each PDU whose header is in, `accept(header, pdu, available)`
   // says whether to go on (false: the connection is ending); for each whole PDU,
-  // `handle(pdu)` runs and says whether to go on. A partial PDU stays for the next read.
+  // `handle(pdu)` runs and says whether to go on. A partial PDU stays for the next read, and
+  // the buffer grows to hold all of it.
   template <class Accept, class Handle>
   void consumed(size_t n, Accept accept, Handle handle) {
     have_ += n;
@@ -29,17 +39,26 @@ class PduBuffer {
       PduHeader h;
       std::memcpy(&h, buf_.data() + at, sizeof h);
       if (!accept(h, buf_.data() + at, have_ - at)) return;
-      if (have_ - at < h.plen) break;
+      if (have_ - at < h.plen) {
+        if (buf_.size() - at < h.plen) {
+          compact(at);
+          at = 0;
+          buf_.resize(h.plen);
+        }
+        break;
+      }
       if (!handle(buf_.data() + at)) return;
       at += h.plen;
     }
-    if (at) {
-      std::memmove(buf_.data(), buf_.data() + at, have_ - at);
-      have_ -= at;
-    }
+    compact(at);
   }
 
  private:
+  void compact(size_t at) {
+    if (!at) return;
+    std::memmove(buf_.data(), buf_.data() + at, have_ - at);
+    have_ -= at;
+  }
   std::vector<uint8_t> buf_;
   size_t have_ = 0;
 };

@@ -77,6 +77,7 @@ inline constexpr uint16_t kSuccess = 0x000, kInvalidOpcode = 0x001, kInvalidFiel
                           kNsNotReady = 0x082,
                           // command specific (SCT 1)
                           kConnectInvalidParam = 0x182, kConnectInvalidHost = 0x184,
+                          kConnectControllerBusy = 0x181,
                           kConflictingAttributes = 0x180, kReadOnlyRange = 0x182,
                           kCommandSizeLimit = 0x183, kIncompatibleNamespace = 0x185,
                           kFastCopyNotPossible = 0x186, kOverlappingRange = 0x187,
@@ -115,6 +116,14 @@ struct CopyRange2 {  // format 2: 32 bytes, cross-namespace
   uint32_t eilbrt;
   uint16_t elbat;
   uint16_t elbatm;
+};
+
+// ---- Dataset Management (I/O opcode 0x09) ----
+// CDW10: NR 7:0 (0-based); CDW11: AD (deallocate) bit 2.
+struct DsmRange {  // 16 bytes
+  uint32_t cattr;
+  uint32_t nlb;  // 1-based
+  uint64_t slba;
 };
 
 // ---- Identify ----
@@ -229,6 +238,8 @@ static_assert(offsetof(Sqe, cdw10) == 40 && offsetof(Sqe, cdw12) == 48 &&
 static_assert(kConnectRecfmt == offsetof(Sqe, cdw10) && kConnectKato == offsetof(Sqe, cdw12));
 static_assert(sizeof(Cqe) == 16 && offsetof(Cqe, sqhd) == 8 && offsetof(Cqe, cid) == 12 &&
               offsetof(Cqe, status) == 14);
+static_assert(sizeof(DsmRange) == 16 && offsetof(DsmRange, nlb) == 4 &&
+              offsetof(DsmRange, slba) == 8);
 static_assert(sizeof(CopyRange0) == 32 && offsetof(CopyRange0, slba) == 8 &&
               offsetof(CopyRange0, nlb) == 16 && offsetof(CopyRange0, cetype) == 18 &&
               offsetof(CopyRange0, cev) == 20 && offsetof(CopyRange0, eilbrt) == 24 &&

@@ -73,10 +73,11 @@ TEST(NvmeSpec, Crc32cIsTheCastagnoliCrc) {
 
 TEST(NvmeSpec, NvmetcliJsonIsParsed) {
   auto cfg = parse_nvmetcli_json(R"({
-    "hosts": [{"nqn": "h1"}],
+    "hosts": [{"nqn": "nqn.2024-01.io.example:h1"}],
     "ports": [{"portid": 3, "addr": {"trtype": "tcp", "adrfam": "ipv4",
-               "traddr": "127.0.0.1", "trsvcid": "4455"}, "subsystems": ["s1"]}],
-    "subsystems": [{"nqn": "s1", "allowed_hosts": ["h1"], "attr": {"allow_any_host": "0"},
+               "traddr": "127.0.0.1", "trsvcid": "4455"}, "subsystems": ["nqn.2024-01.io.example:s1"]}],
+    "subsystems": [{"nqn": "nqn.2024-01.io.example:s1", "allowed_hosts": ["nqn.2024-01.io.example:h1"],
+                    "attr": {"allow_any_host": "0"},
                     "namespaces": [{"nsid": 7, "enable": 1,
                                     "device": {"path": "mem:1M", "nguid": "00112233-4455-6677-8899-aabbccddeeff",
                                                "uuid": "12345678-1234-1234-1234-123456789abc"}}]}]
@@ -87,7 +88,7 @@ TEST(NvmeSpec, NvmetcliJsonIsParsed) {
   EXPECT_EQ(cfg->ports[0].id, 3);
   ASSERT_EQ(cfg->subsystems.size(), 1u);
   EXPECT_FALSE(cfg->subsystems[0].allow_any_host);
-  EXPECT_EQ(cfg->subsystems[0].allowed_hosts[0], "h1");
+  EXPECT_EQ(cfg->subsystems[0].allowed_hosts[0], "nqn.2024-01.io.example:h1");
   EXPECT_EQ(cfg->subsystems[0].namespaces[0].nsid, 7u);
   EXPECT_EQ(cfg->subsystems[0].namespaces[0].uuid, "12345678-1234-1234-1234-123456789abc");
   auto loop = EventLoop::create().value();

@@ -88,7 +88,7 @@ class HostQueue {
   QueueOptions opt_;
   bool ic_done_ = false, failed_ = false, recv_pending_ = false, send_pending_ = false;
   uint32_t maxh2c_ = 4096;  // MAXH2CDATA from ICResp
-  PduBuffer rbuf_{(1u << 20) + 64 * 1024};
+  PduBuffer rbuf_{64 * 1024};  // grows to the longest PDU
   const uint8_t* p_ = nullptr;  // the PDU being handled, inside rbuf_
   void start(Cmd c);
   void watchdog();

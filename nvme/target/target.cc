@@ -8,6 +8,7 @@
 
 #include <arpa/inet.h>
 #include <blkcopy/copy.h>
+#include <blkcopy/log.h>
 #include <blkcopy/open.h>
 #include <fmt/format.h>
 #include <netinet/in.h>
@@ -18,12 +19,15 @@
 #include <algorithm>
 #include <atomic>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <chrono>
 #include <cstring>
 #include <deque>
-#include <nlohmann/json.hpp>
+#include <set>
 
+#include "core/checked.h"
+#include "core/net.h"
 #include "nvme/codec.h"
 #include "nvme/pdu_buffer.h"
 #include "nvme/spec.h"
@@ -57,10 +61,53 @@ bool parse_hex16(std::string hex, uint8_t out[16]) {
   return true;
 }
 
+// Shared by the connections of its queues, which may live on different loops: fields that
+// change are atomic; `io_queues` is under TargetImpl::mu_. Connections hold it by shared_ptr,
+// so it outlives the last of them even when its ID is released.
+struct Controller {
+  uint16_t cntlid = 0;
+  struct Subsystem* subsys = nullptr;  // nullptr: the discovery controller
+  std::string hostnqn;
+  std::atomic<uint32_t> cc{0}, csts{0};
+  std::atomic<uint32_t> kato_ms{0};
+  std::atomic<uint16_t> queues{1};  // I/O queues granted (Set Features Number of Queues)
+  std::atomic<bool> format2{false};  // Host Behavior Support: copy format 2 enabled
+  std::atomic<int64_t> last_seen{0};  // steady_clock nanoseconds
+  std::set<uint16_t> io_queues;       // connected I/O queue IDs, under mu_
+  std::atomic<bool> gone{false};      // the admin queue closed: its I/O queues close too
+  void seen() {
+    last_seen = std::chrono::steady_clock::now().time_since_epoch().count();
+  }
+};
+
+// The controllers of one subsystem (or of discovery) by ID, under TargetImpl::mu_. IDs come from
+// [min, max] and are never handed out again while their controller lives: a new host cannot
+// take over another's queues by guessing or exhausting IDs.
+struct ControllerIds {
+  uint16_t min = 1, max = 0xFFEF;
+  uint16_t next = 1;
+  std::map<uint16_t, std::shared_ptr<Controller>> live;
+
+  // A free ID, searched from after the last one handed out; nullopt when all are live.
+  std::optional<uint16_t> take() {
+    const uint32_t span = uint32_t(max) - min + 1;
+    if (live.size() >= span) return std::nullopt;
+    for (uint32_t i = 0; i < span; ++i) {
+      const uint16_t id = static_cast<uint16_t>(min + (uint32_t(next) - min + i) % span);
+      if (!live.count(id)) {
+        next = static_cast<uint16_t>(min + (uint32_t(id) - min + 1) % span);
+        return id;
+      }
+    }
+    return std::nullopt;
+  }
+};
+
 struct Subsystem {
   SubsystemConfig cfg;
   std::map<uint32_t, Namespace> ns;
   std::string serial;
+  ControllerIds ids;
   bool allows(const std::string& host) const {
     return cfg.allow_any_host ||
            std::find(cfg.allowed_hosts.begin(), cfg.allowed_hosts.end(), host) !=
@@ -68,29 +115,15 @@ struct Subsystem {
   }
 };
 
-// Shared by the connections of its queues, which may live on different loops: fields that
-// change are atomic; the map of controllers is under TargetImpl::mu_.
-struct Controller {
-  uint16_t cntlid = 0;
-  Subsystem* subsys = nullptr;  // nullptr: the discovery controller
-  std::string hostnqn;
-  std::atomic<uint32_t> cc{0}, csts{0};
-  std::atomic<uint32_t> kato_ms{0};
-  std::atomic<uint16_t> queues{1};
-  std::atomic<bool> format2{false};  // Host Behavior Support: copy format 2 enabled
-  std::atomic<int64_t> last_seen{0};  // steady_clock nanoseconds
-  int connections = 0;                // under mu_
-  void seen() {
-    last_seen = std::chrono::steady_clock::now().time_since_epoch().count();
-  }
-};
-
 struct AtomicStats {
   std::atomic<uint64_t> connections{0}, commands{0}, read_bytes{0}, written_bytes{0};
   std::atomic<uint64_t> copies{0}, copy_offloaded_bytes{0}, copy_emulated_bytes{0}, errors{0};
+  std::atomic<uint64_t> refused{0}, stalled{0};
 };
 
 uint16_t st(uint16_t code, bool dnr = true) { return cqe_status(code, dnr); }
+
+using Clock = std::chrono::steady_clock;
 
 }  // namespace
 
@@ -98,9 +131,9 @@ class TargetImpl;
 
 class Connection {
  public:
-  Connection(TargetImpl& t, EventLoop& home, EventLoop& loop, int fd)
-      : t_(t), home_(home), loop_(loop), fd_(fd) {
-  }
+  Connection(TargetImpl& t, EventLoop& home, EventLoop& loop, int fd, std::string local_addr)
+      : t_(t), home_(home), loop_(loop), fd_(fd), local_addr_(std::move(local_addr)),
+        opened_(Clock::now()) {}
   EventLoop& loop() const { return loop_; }
   ~Connection() {
     if (fd_ >= 0) ::close(fd_);  // the target went away: the host sees the connection end
@@ -110,16 +143,29 @@ class Connection {
   void abort() {
     if (fd_ >= 0) shutdown(fd_, SHUT_RDWR);
   }
-  bool idle() const { return !recv_pending_ && !send_pending_; }
+  // Nothing in flight that still points into the connection: no socket operation and no
+  // request on a device.
+  bool idle() const { return !recv_pending_ && !send_pending_ && !in_flight_; }
   void start() { receive(); }
   bool closing() const { return closing_; }
   bool finished() const { return fd_ < 0; }
-  Controller* controller() const { return ctrl_; }
-  void close(const char* why);
+  Controller* controller() const { return ctrl_.get(); }
+  void close(const std::string& why);
+  // Why a peer that stalls must go: no ICReq or no Connect in time, or a PDU (or the data an
+  // R2T asked for) started and not finished in time. Empty while it is within the limits.
+  std::string stalled(Clock::time_point now, const TargetLimits& l) const;
+  // A closing connection whose peer does not take its last PDUs is cut off after the PDU time
+  // limit.
+  void cut_if_stuck(Clock::time_point now, const TargetLimits& l) {
+    if (closing_ && fd_ >= 0 && now - closing_since_ > std::chrono::milliseconds(l.pdu_ms)) {
+      shutdown(fd_, SHUT_RDWR);
+    }
+  }
 
  private:
   struct Command {
     Sqe sqe;
+    Clock::time_point r2t_at{};  // when the data was asked for
     uint8_t* data = nullptr;  // page-aligned, data_len bytes
     uint32_t data_len = 0;
     uint32_t received = 0;
@@ -135,8 +181,10 @@ class Connection {
   void on_capsule();
   void on_h2cdata();
   void terminate(uint16_t fes, uint32_t fei);
+  // Queues a PDU: a header, optional data (with a digest when negotiated), and for a
+  // completion the command it ends (kept until the PDU has left).
   void send(std::vector<uint8_t> head, const uint8_t* data = nullptr, uint32_t len = 0,
-            bool data_digest = false);
+            bool data_digest = false, std::unique_ptr<Command> done = nullptr);
   void pump_send();
   void execute(std::unique_ptr<Command> c);
   void complete(std::unique_ptr<Command> c, uint16_t status, uint32_t dw0 = 0);
@@ -147,6 +195,7 @@ class Connection {
   void connect(std::unique_ptr<Command> c);
   void io(std::unique_ptr<Command> c);
   void copy(std::unique_ptr<Command> c, Namespace& ns);
+  void deallocate(std::unique_ptr<Command> c, Namespace& ns);
   void maybe_free();
   // Runs fn on the loop that owns the devices; back() wraps a callback so that it runs on this
   // connection's loop again.
@@ -163,9 +212,12 @@ class Connection {
   EventLoop& loop_;  // where this connection lives
   int fd_;
   bool hdgst_ = false, ddgst_ = false, ic_done_ = false, closing_ = false;
-  Controller* ctrl_ = nullptr;
+  std::string local_addr_;  // the address the host connected to (discovery log entries)
+  Clock::time_point opened_, closing_since_;
+  std::optional<Clock::time_point> partial_since_;  // a PDU begun and not yet complete
+  std::shared_ptr<Controller> ctrl_;
   uint16_t qid_ = 0;
-  PduBuffer rbuf_{kMaxPdu + 64 * 1024};
+  PduBuffer rbuf_{256};  // enough for the ICReq; grows after it
   const uint8_t* p_ = nullptr; // the PDU being handled, inside rbuf_
   size_t p_len_ = 0;           // bytes from p_ to the end of what was read
   bool recv_pending_ = false;
@@ -173,15 +225,18 @@ class Connection {
   unsigned in_flight_ = 0;  // commands executing on devices
   unsigned outstanding_ = 0;   // commands received and not yet completed
   unsigned queue_depth_ = 1;   // SQSIZE + 1 once connected: more outstanding ends the connection
+  // A PDU waiting to go out. A completion keeps its command (and the data a C2HData PDU ahead
+  // of it points into) until it has left: until then the command counts as outstanding, so a
+  // host that stops reading cannot make the target queue more than its queue depth.
   struct Out {
     std::vector<uint8_t> head;
-    const uint8_t* data;
-    uint32_t len;
-    uint32_t ddgst;
-    bool has_ddgst;
+    const uint8_t* data = nullptr;
+    uint32_t len = 0;
+    uint32_t ddgst = 0;
+    bool has_ddgst = false;
+    std::unique_ptr<Command> done;  // set on a command's completion
   };
   std::deque<Out> sendq_;
-  std::deque<std::unique_ptr<Command>> keep_;  // data buffers referenced by queued sends
   bool send_pending_ = false;
   msghdr msg_{};
   iovec iov_[3]{};
@@ -205,34 +260,56 @@ class TargetImpl final : public Target {
     auto it = subsystems_.find(nqn);
     return it == subsystems_.end() ? nullptr : &it->second;
   }
-  Controller* new_controller(Subsystem* s, const std::string& host) {
+  // A new controller for `host` (on the admin queue's Connect); nullptr when every controller
+  // ID of the subsystem is in use.
+  std::shared_ptr<Controller> new_controller(Subsystem* s, const std::string& host) {
     std::lock_guard lock(mu_);
-    const uint16_t id = next_cntlid_++;
-    auto [it, fresh] = controllers_.try_emplace(id);
-    Controller& c = it->second;
-    c.cntlid = id;
-    c.subsys = s;
-    c.hostnqn = host;
-    c.connections = 1;
-    c.seen();
-    return &c;
+    ControllerIds& ids = s ? s->ids : discovery_ids_;
+    auto id = ids.take();
+    if (!id) return nullptr;
+    auto c = std::make_shared<Controller>();
+    c->cntlid = *id;
+    c->subsys = s;
+    c->hostnqn = host;
+    c->queues = s ? s->cfg.qid_max : 0;
+    c->seen();
+    ids.live.emplace(*id, c);
+    return c;
   }
-  // Adds a connection to an existing controller (an I/O queue), checking who asks.
-  Controller* join_controller(uint16_t id, Subsystem* s, const std::string& host) {
+  enum class Join { ok, no_controller, bad_qid, duplicate_qid };
+  // Adds I/O queue `qid` to an existing controller of `s` that belongs to `host`.
+  Join join_controller(uint16_t id, Subsystem* s, const std::string& host, uint16_t qid,
+                       std::shared_ptr<Controller>& out) {
     std::lock_guard lock(mu_);
-    auto it = controllers_.find(id);
-    if (it == controllers_.end() || it->second.subsys != s || it->second.hostnqn != host) {
-      return nullptr;
-    }
-    ++it->second.connections;
-    return &it->second;
+    ControllerIds& ids = s ? s->ids : discovery_ids_;
+    auto it = ids.live.find(id);
+    if (it == ids.live.end() || it->second->hostnqn != host) return Join::no_controller;
+    Controller& c = *it->second;
+    if (qid > c.queues) return Join::bad_qid;
+    if (!c.io_queues.insert(qid).second) return Join::duplicate_qid;
+    out = it->second;
+    return Join::ok;
   }
-  void drop_controller(Controller* c) {
+  // A connection lets go of its controller: an I/O queue frees its ID; the admin queue ends
+  // the controller (its ID may be handed out again once no connection holds it).
+  void drop_controller(const std::shared_ptr<Controller>& c, uint16_t qid) {
     if (!c) return;
     std::lock_guard lock(mu_);
-    if (--c->connections <= 0) controllers_.erase(c->cntlid);
+    if (qid) {
+      c->io_queues.erase(qid);
+      return;
+    }
+    c->gone = true;
+    ControllerIds& ids = c->subsys ? c->subsys->ids : discovery_ids_;
+    auto it = ids.live.find(c->cntlid);
+    if (it != ids.live.end() && it->second == c) ids.live.erase(it);
   }
-  std::vector<uint8_t> discovery_log(const std::string& host) const;
+  const TargetLimits& limits() const { return cfg_.limits; }
+  // Connections open now, on all loops.
+  std::atomic<unsigned> open_connections{0};
+  // The discovery log page for `host`; `local_addr` is the address its connection reached,
+  // reported for ports that listen on every address.
+  std::vector<uint8_t> discovery_log(const std::string& host, const std::string& local_addr) const;
 
  private:
   // One event loop and the connections that live on it.
@@ -243,6 +320,8 @@ class TargetImpl final : public Target {
     std::vector<std::unique_ptr<Connection>> conns;  // touched on this loop only
   };
   void accept_on(int fd);
+  void accept_later(int fd, std::chrono::milliseconds wait);
+  void log_refusal(const std::string& what);
   void adopt(Worker& w, int fd);
   void tick(Worker& w);
   void close_all(Worker& w);
@@ -251,70 +330,30 @@ class TargetImpl final : public Target {
   TargetConfig cfg_;
   std::map<std::string, Subsystem> subsystems_;  // read-only once started
   std::mutex mu_;
-  std::map<uint16_t, Controller> controllers_;
-  uint16_t next_cntlid_ = 1;
+  ControllerIds discovery_ids_;  // controllers of the discovery subsystem
   std::vector<int> listen_fds_;
   std::vector<uint16_t> bound_;
   std::vector<std::unique_ptr<Worker>> workers_;  // [0]: the caller's loop
   size_t next_worker_ = 0;
   std::atomic<bool> stopping_{false};
+  std::atomic<unsigned> workers_done_{0};  // threads whose connections are all closed
+  std::chrono::milliseconds accept_backoff_{0};
+  Clock::time_point last_refusal_log_{};
   AtomicStats stats_;
 };
 
-// ---------------------------------------------------------------- configuration
-
-Result<TargetConfig> parse_nvmetcli_json(std::string_view text) {
-  TargetConfig cfg;
-  try {
-    auto j = nlohmann::json::parse(text);
-    for (auto& s : j.value("subsystems", nlohmann::json::array())) {
-      SubsystemConfig sc;
-      sc.nqn = s.at("nqn").get<std::string>();
-      sc.allow_any_host = s.value("attr", nlohmann::json::object()).value("allow_any_host", "1") == "1";
-      for (auto& h : s.value("allowed_hosts", nlohmann::json::array())) {
-        sc.allowed_hosts.push_back(h.get<std::string>());
-      }
-      for (auto& n : s.value("namespaces", nlohmann::json::array())) {
-        NamespaceConfig nc;
-        nc.nsid = n.at("nsid").get<uint32_t>();
-        nc.device = n.at("device").at("path").get<std::string>();
-        nc.nguid = n.at("device").value("nguid", "");
-        nc.uuid = n.at("device").value("uuid", "");
-        nc.enable = n.value("enable", 1) != 0;
-        sc.namespaces.push_back(nc);
-      }
-      cfg.subsystems.push_back(sc);
-    }
-    for (auto& p : j.value("ports", nlohmann::json::array())) {
-      PortConfig pc;
-      pc.id = p.value("portid", 1);
-      auto addr = p.at("addr");
-      if (addr.value("trtype", "tcp") != "tcp") {
-        return fail(EINVAL, fmt::format("port {}: only trtype tcp is served", pc.id));
-      }
-      pc.addr = addr.value("traddr", "127.0.0.1");
-      pc.port = static_cast<uint16_t>(std::stoi(addr.value("trsvcid", "4420")));
-      for (auto& s : p.value("subsystems", nlohmann::json::array())) {
-        pc.subsystems.push_back(s.get<std::string>());
-      }
-      cfg.ports.push_back(pc);
-    }
-  } catch (const std::exception& e) {
-    return fail(EINVAL, fmt::format("nvmetcli JSON: {}", e.what()));
-  }
-  return cfg;
-}
+// ---------------------------------------------------------------- set-up
 
 Status TargetImpl::init() {
+  if (Status v = validate(cfg_); !v.ok()) return v;
   uint32_t serial = 1;
   for (const SubsystemConfig& sc : cfg_.subsystems) {
-    if (sc.nqn.empty() || sc.nqn.size() > 223) {
-      return Status::error(EINVAL, fmt::format("subsystem NQN '{}' must be 1 to 223 characters",
-                                               sc.nqn));
-    }
     Subsystem& s = subsystems_[sc.nqn];
     s.cfg = sc;
-    s.serial = fmt::format("blkcopy{:08x}", serial++);
+    s.serial = sc.serial.empty() ? fmt::format("blkcopy{:08x}", serial) : sc.serial;
+    ++serial;
+    s.ids.min = s.ids.next = sc.cntlid_min;
+    s.ids.max = sc.cntlid_max;
     for (const NamespaceConfig& nc : sc.namespaces) {
       if (!nc.enable) continue;
       if (nc.nsid == 0 || s.ns.count(nc.nsid)) {
@@ -375,29 +414,28 @@ Status TargetImpl::start() {
       raw->loop->post([this, raw] { tick(*raw); });
       (void)raw->loop->run_until([this] { return stopping_.load(); });
       close_all(*raw);
+      ++workers_done_;
+      home_.post_remote([] {});  // the home loop waits for this count
     });
     workers_.push_back(std::move(w));
   }
   auto listen_on = [&](const std::string& addr, uint16_t port) -> Status {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    socklen_t len = 0;
+    auto sa = numeric_address(addr, port, &len);
+    if (!sa) return Status::error(EINVAL, fmt::format("listen address: {}", sa.error().message()));
+    int fd = socket(sa->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return Status::from_errno(errno, "socket");
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    sockaddr_in sa{};
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons(port);
-    if (inet_pton(AF_INET, addr.c_str(), &sa.sin_addr) != 1) {
-      ::close(fd);
-      return Status::error(EINVAL, fmt::format("listen address '{}' is not IPv4", addr));
-    }
-    if (bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 || listen(fd, 64) != 0) {
-      Status s = Status::from_errno(errno, fmt::format("cannot listen on {}:{}", addr, port));
+    if (bind(fd, reinterpret_cast<sockaddr*>(&*sa), len) != 0 || listen(fd, 1024) != 0) {
+      Status s = Status::from_errno(errno, fmt::format("cannot listen on {}",
+                                                       format_host_port(addr, port)));
       ::close(fd);
       return s;
     }
-    socklen_t len = sizeof sa;
-    getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
+    getsockname(fd, reinterpret_cast<sockaddr*>(&*sa), &len);
     listen_fds_.push_back(fd);
-    bound_.push_back(ntohs(sa.sin_port));
+    bound_.push_back(address_of(reinterpret_cast<sockaddr*>(&*sa)).port);
     accept_on(fd);
     return {};
   };
@@ -412,23 +450,45 @@ Status TargetImpl::start() {
 }
 
 // Ends every connection of one loop, on that loop: their sockets are shut so that the reads and
-// sends in flight on them complete before the connections (and their buffers) are freed.
+// sends in flight on them complete, and the requests they have on devices are waited for
+// (within a time limit), before the connections and their buffers are freed.
 void TargetImpl::close_all(Worker& w) {
   for (auto& c : w.conns) c->abort();
-  (void)w.loop->run_until([&w] {
-    return std::all_of(w.conns.begin(), w.conns.end(), [](const auto& c) { return c->idle(); });
+  bool late = false;
+  w.loop->after(std::chrono::seconds(30), [&late] { late = true; });
+  (void)w.loop->run_until([&w, &late] {
+    return late ||
+           std::all_of(w.conns.begin(), w.conns.end(), [](const auto& c) { return c->idle(); });
   });
+  if (late) {
+    // A device that never completes: leak its connections rather than free memory it may
+    // still write into.
+    for (auto& c : w.conns) {
+      if (!c->idle()) (void)c.release();
+    }
+  }
   w.conns.clear();
 }
 
 TargetImpl::~TargetImpl() {
   stopping_ = true;
-  if (!workers_.empty()) close_all(*workers_[0]);
+  for (int fd : listen_fds_) shutdown(fd, SHUT_RDWR);  // ends the accepts in flight
   for (auto& w : workers_) {
-    if (!w->owned) continue;
-    w->loop->post_remote([] {});  // wake it to see stopping_
-    w->thread.join();
+    if (w->owned) w->loop->post_remote([] {});  // wake it to see stopping_
   }
+  if (!workers_.empty()) {
+    close_all(*workers_[0]);
+    // The other loops' requests run on this loop's devices: keep it turning until they are done.
+    const size_t others = workers_.size() - 1;
+    (void)home_.run_until([&] { return workers_done_.load() == others; });
+  }
+  for (auto& w : workers_) {
+    if (w->owned) w->thread.join();
+  }
+  // Accepts still in flight complete (with an error) before their descriptors close.
+  bool settled = false;
+  home_.post([&settled] { settled = true; });
+  (void)home_.run_until([&settled] { return settled; });
   for (int fd : listen_fds_) ::close(fd);
 }
 
@@ -442,54 +502,124 @@ TargetStats TargetImpl::stats() const {
   s.copy_offloaded_bytes = stats_.copy_offloaded_bytes;
   s.copy_emulated_bytes = stats_.copy_emulated_bytes;
   s.errors = stats_.errors;
+  s.open_connections = open_connections;
+  s.refused_connections = stats_.refused;
+  s.stalled_connections = stats_.stalled;
   return s;
 }
 
 void TargetImpl::accept_on(int fd) {
   home_.accept(fd, [this, fd](int res) {
-    if (res >= 0) {
-      int one = 1;
-      setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-      ++stats_.connections;
-      Worker& w = *workers_[next_worker_++ % workers_.size()];
-      if (w.owned) {
-        w.loop->post_remote([this, &w, res] { adopt(w, res); });
-      } else {
-        adopt(w, res);
+    if (stopping_) {
+      if (res >= 0) ::close(res);
+      return;
+    }
+    if (res < 0) {
+      // Out of descriptors or memory: wait before trying again (never spin); other errors
+      // concern only the connection that failed.
+      if (res == -EMFILE || res == -ENFILE || res == -ENOBUFS || res == -ENOMEM) {
+        accept_backoff_ = std::clamp(accept_backoff_ * 2, std::chrono::milliseconds(10),
+                                     std::chrono::milliseconds(1000));
+        log_refusal(fmt::format("cannot accept connections: {}; retrying in {} ms",
+                                std::strerror(-res), accept_backoff_.count()));
+        return accept_later(fd, accept_backoff_);
       }
+      return accept_on(fd);
+    }
+    accept_backoff_ = std::chrono::milliseconds(0);
+    if (open_connections >= cfg_.limits.max_connections) {
+      ++stats_.refused;
+      log_refusal(fmt::format("refusing connections: {} open, the limit (--max-connections)",
+                              cfg_.limits.max_connections));
+      ::close(res);
+      return accept_on(fd);
+    }
+    int one = 1;
+    setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    ++stats_.connections;
+    ++open_connections;
+    Worker& w = *workers_[next_worker_++ % workers_.size()];
+    if (w.owned) {
+      w.loop->post_remote([this, &w, res] { adopt(w, res); });
+    } else {
+      adopt(w, res);
     }
     accept_on(fd);
   });
 }
 
+void TargetImpl::accept_later(int fd, std::chrono::milliseconds wait) {
+  home_.after(wait, [this, fd] {
+    if (!stopping_) accept_on(fd);
+  });
+}
+
+// At most one line a second about refused connections, however many there are.
+void TargetImpl::log_refusal(const std::string& what) {
+  const auto now = Clock::now();
+  if (now - last_refusal_log_ < std::chrono::seconds(1)) return;
+  last_refusal_log_ = now;
+  log_warning(what);
+}
+
 void TargetImpl::adopt(Worker& w, int fd) {
-  w.conns.push_back(std::make_unique<Connection>(*this, home_, *w.loop, fd));
+  if (stopping_) {
+    ::close(fd);
+    --open_connections;
+    return;
+  }
+  sockaddr_storage local{};
+  socklen_t len = sizeof local;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len);
+  w.conns.push_back(std::make_unique<Connection>(
+      *this, home_, *w.loop, fd, address_of(reinterpret_cast<sockaddr*>(&local)).host));
   w.conns.back()->start();
 }
 
-// Once a second on every loop: drop hosts whose keep-alive stopped, free closed connections.
+// Four times a second on every loop: close connections whose peer stalls or whose keep-alive
+// stopped, and free closed ones.
 void TargetImpl::tick(Worker& w) {
-  const int64_t now = std::chrono::steady_clock::now().time_since_epoch().count();
+  const auto now = Clock::now();
+  const int64_t ns = now.time_since_epoch().count();
   for (auto& c : w.conns) {
+    if (c->closing()) {
+      c->cut_if_stuck(now, cfg_.limits);
+      continue;
+    }
+    if (std::string why = c->stalled(now, cfg_.limits); !why.empty()) {
+      ++stats_.stalled;
+      c->close(why);
+      continue;
+    }
     Controller* ctrl = c->controller();
-    if (!ctrl || !ctrl->kato_ms || c->closing()) continue;
-    if (now - ctrl->last_seen > int64_t(ctrl->kato_ms) * 2'000'000) c->close("keep-alive timeout");
+    if (!ctrl) continue;
+    if (ctrl->gone) {
+      c->close("its controller's admin queue has gone");
+    } else if (ctrl->kato_ms && ns - ctrl->last_seen > int64_t(ctrl->kato_ms) * 2'000'000) {
+      c->close("keep-alive timeout");
+    }
   }
+  const size_t before = w.conns.size();
   std::erase_if(w.conns, [](const auto& c) { return c->finished(); });
-  if (!stopping_) w.loop->after(std::chrono::seconds(1), [this, &w] { tick(w); });
+  open_connections -= static_cast<unsigned>(before - w.conns.size());
+  if (!stopping_) w.loop->after(std::chrono::milliseconds(250), [this, &w] { tick(w); });
 }
 
-std::vector<uint8_t> TargetImpl::discovery_log(const std::string& host) const {
+std::vector<uint8_t> TargetImpl::discovery_log(const std::string& host,
+                                               const std::string& local_addr) const {
   std::vector<std::vector<uint8_t>> entries;
   for (size_t i = 0; i < cfg_.ports.size(); ++i) {
     const PortConfig& p = cfg_.ports[i];
+    // A port listening everywhere is announced at the address this host reached.
+    const bool wildcard = p.addr == "0.0.0.0" || p.addr == "::";
+    const std::string addr = wildcard ? local_addr : p.addr;
     for (const std::string& nqn : p.subsystems) {
       auto it = subsystems_.find(nqn);
       if (it == subsystems_.end() || !it->second.allows(host)) continue;
       std::vector<uint8_t> e(kDiscEntrySize, 0);
       std::span<uint8_t> s(e);
       e[disc::kTrtype] = 3;  // TCP
-      e[disc::kAdrfam] = 1;  // IPv4
+      e[disc::kAdrfam] = addr.find(':') != std::string::npos ? 2 : 1;  // IPv6 : IPv4
       e[disc::kSubtype] = 2;
       e[disc::kTreq] = 0;
       put<uint16_t>(s, disc::kPortid, p.id);
@@ -497,7 +627,7 @@ std::vector<uint8_t> TargetImpl::discovery_log(const std::string& host) const {
       put<uint16_t>(s, disc::kAsqsz, 32);
       put_string(s, disc::kTrsvcid, 32, std::to_string(bound_.size() > i ? bound_[i] : p.port), ' ');
       put_string(s, disc::kSubnqn, 256, nqn, '\0');
-      put_string(s, disc::kTraddr, 256, p.addr, ' ');
+      put_string(s, disc::kTraddr, 256, addr, ' ');
       entries.push_back(std::move(e));
     }
   }
@@ -531,17 +661,45 @@ void Connection::receive() {
         [this](const PduHeader& h, const uint8_t* pdu, size_t available) {
           p_ = pdu;
           p_len_ = available;
-          if (h.plen >= 8 && h.plen <= kMaxPdu && h.hlen >= 8 && h.hlen <= h.plen) return true;
-          terminate(h.plen > kMaxPdu ? kFesDataLimitExceeded : kFesInvalidHeaderField,
-                    h.plen > kMaxPdu ? 4 : 2);
+          // Before the ICReq only an ICReq-sized PDU may be announced: a peer cannot make the
+          // buffer grow before it has said it speaks NVMe/TCP.
+          const uint32_t most = ic_done_ ? kMaxPdu : sizeof(ICReq);
+          if (h.plen >= 8 && h.plen <= most && h.hlen >= 8 && h.hlen <= h.plen) return true;
+          terminate(h.plen > most ? kFesDataLimitExceeded : kFesInvalidHeaderField,
+                    h.plen > most ? 4 : 2);
           return false;
         },
         [this](const uint8_t*) {
           on_pdu();
           return !closing_;
         });
+    if (!rbuf_.partial()) {
+      partial_since_.reset();
+    } else if (!partial_since_) {
+      partial_since_ = Clock::now();
+    }
     receive();
   });
+}
+
+std::string Connection::stalled(Clock::time_point now, const TargetLimits& l) const {
+  using std::chrono::milliseconds;
+  if (!ic_done_ && now - opened_ > milliseconds(l.handshake_ms)) {
+    return fmt::format("no ICReq within {} ms", l.handshake_ms);
+  }
+  if (!ctrl_ && now - opened_ > milliseconds(l.connect_ms)) {
+    return fmt::format("no fabrics Connect within {} ms", l.connect_ms);
+  }
+  if (partial_since_ && now - *partial_since_ > milliseconds(l.pdu_ms)) {
+    return fmt::format("a PDU begun and not finished within {} ms", l.pdu_ms);
+  }
+  for (const auto& [tag, c] : awaiting_data_) {
+    if (now - c->r2t_at > milliseconds(l.pdu_ms)) {
+      return fmt::format("the data of command {} asked for by an R2T did not arrive within {} ms",
+                         tag, l.pdu_ms);
+    }
+  }
+  return {};
 }
 
 void Connection::on_pdu() {
@@ -575,6 +733,7 @@ void Connection::on_icreq() {
   hdgst_ = req.dgst & 1;
   ddgst_ = req.dgst & 2;
   ic_done_ = true;
+  rbuf_.reserve(64 * 1024);  // many PDUs per receive from now on
   std::vector<uint8_t> out(sizeof(ICResp), 0);
   ICResp r{};
   r.hdr = {pdu::kICResp, 0, 128, 0, 128};
@@ -587,9 +746,9 @@ void Connection::on_icreq() {
 }
 
 void Connection::terminate(uint16_t fes, uint32_t fei) {
-  fmt::print(stderr, "blkcopy serve: ending a connection: bad PDU (type {:#04x}, error {}, "
-                     "field at byte {})\n",
-             p_len_ ? p_[0] : 0, fes, fei);
+  log_warning(fmt::format("serve: ending a connection: bad PDU (type {:#04x}, error {}, field at "
+                          "byte {})",
+                          p_len_ ? p_[0] : 0, fes, fei));
   TermReq term{};
   const uint32_t copied = std::min<uint32_t>(static_cast<uint32_t>(p_len_), kTermReqMaxLen - 24);
   term.hdr = {pdu::kC2HTermReq, 0, 24, 0, 24 + copied};
@@ -597,14 +756,15 @@ void Connection::terminate(uint16_t fes, uint32_t fei) {
   term.fei = fei;
   std::vector<uint8_t> out(24 + copied);
   std::memcpy(out.data(), &term, 24);
-  std::memcpy(out.data() + 24, p_, copied);
+  if (copied) std::memcpy(out.data() + 24, p_, copied);
   ++t_.mut_stats().errors;
   send(std::move(out));
   closing_ = true;  // the socket is shut once the termination PDU is out
+  closing_since_ = Clock::now();
 }
 
 void Connection::send(std::vector<uint8_t> head, const uint8_t* data, uint32_t len,
-                      bool data_digest) {
+                      bool data_digest, std::unique_ptr<Command> done) {
   if (hdgst_ && ic_done_ && head[0] != pdu::kICResp && head[0] != pdu::kC2HTermReq) {
     PduHeader h;
     std::memcpy(&h, head.data(), 8);
@@ -612,7 +772,7 @@ void Connection::send(std::vector<uint8_t> head, const uint8_t* data, uint32_t l
     head.insert(head.begin() + h.hlen, reinterpret_cast<const uint8_t*>(&crc),
                 reinterpret_cast<const uint8_t*>(&crc) + 4);
   }
-  Out o{std::move(head), data, len, 0, data_digest && ddgst_ && len};
+  Out o{std::move(head), data, len, 0, data_digest && ddgst_ && len, std::move(done)};
   if (o.has_ddgst) o.ddgst = crc32c(data, len);
   sendq_.push_back(std::move(o));
   pump_send();
@@ -644,24 +804,25 @@ void Connection::pump_send() {
     send_pending_ = false;
     if (res < 0) {
       sendq_.clear();
-      keep_.clear();
       return close("send error");
     }
     if (static_cast<size_t>(res) < total) {
       sent_ += static_cast<size_t>(res);
     } else {
       sent_ = 0;
+      // A completion that has left frees its queue entry (and the data sent before it).
+      if (sendq_.front().done && outstanding_) --outstanding_;
       sendq_.pop_front();
-      if (!keep_.empty() && sendq_.empty()) keep_.clear();
     }
     pump_send();
   });
 }
 
-void Connection::close(const char* why) {
+void Connection::close(const std::string& why) {
   if (!closing_) {
     closing_ = true;
-    fmt::print(stderr, "blkcopy serve: connection closed: {}\n", why);
+    closing_since_ = Clock::now();
+    log_info(fmt::format("serve: connection closed: {}", why));
   }
   shutdown(fd_, SHUT_RDWR);
   maybe_free();
@@ -674,8 +835,8 @@ void Connection::maybe_free() {
     shutdown(fd_, SHUT_RDWR);
     ::close(fd_);
     fd_ = -1;
-    t_.drop_controller(ctrl_);
-    ctrl_ = nullptr;
+    t_.drop_controller(ctrl_, qid_);
+    ctrl_.reset();
     aers_.clear();
     awaiting_data_.clear();
   }
@@ -701,8 +862,16 @@ void Connection::on_capsule() {
   std::memcpy(&h, p_, 8);
   if (h.hlen != 72) return terminate(kFesInvalidHeaderField, 2);
   // The host may not have more commands outstanding than its queue holds: memory stays bounded
-  // (at most queue depth x the largest transfer) for every connection.
+  // (at most queue depth x the largest transfer, counting what waits to be sent) for every
+  // connection.
   if (outstanding_ + 1 > queue_depth_ + aers_.size()) return terminate(kFesPduSequenceError, 0);
+  const uint32_t hd = hdgst_ ? 4 : 0;
+  const uint32_t pdo = h.pdo ? h.pdo : 72 + hd;
+  if (pdo < 72 + hd || pdo > h.plen) return terminate(kFesInvalidHeaderField, 3);
+  const uint32_t dd = (ddgst_ && h.plen > pdo) ? 4 : 0;
+  if (h.plen - pdo < dd) return terminate(kFesInvalidHeaderField, 4);
+  // plen >= pdo + dd from here, so this cannot wrap.
+  const uint32_t in_capsule = h.plen - pdo - dd;
   ++outstanding_;
   auto c = std::make_unique<Command>();
   std::memcpy(&c->sqe, p_ + 8, sizeof(Sqe));
@@ -710,11 +879,6 @@ void Connection::on_capsule() {
   c->cqe.sqid = qid_;
   ++t_.mut_stats().commands;
   if (ctrl_) ctrl_->seen();
-  const uint32_t hd = hdgst_ ? 4 : 0;
-  const uint32_t pdo = h.pdo ? h.pdo : 72 + hd;
-  const uint32_t dd = (ddgst_ && h.plen > pdo) ? 4 : 0;
-  const uint32_t in_capsule = h.plen > pdo ? h.plen - pdo - dd : 0;
-  if (pdo < 72 + hd || pdo > h.plen) return terminate(kFesInvalidHeaderField, 3);
   if (dd) {
     uint32_t got;
     std::memcpy(&got, p_ + h.plen - 4, 4);
@@ -729,11 +893,12 @@ void Connection::on_capsule() {
                               p_[8 + kFcType] == fabrics::kPropertySet));
   if (sgl.length > kMaxTransfer + 4096) return complete(std::move(c), st(status::kInvalidField));
   if (sgl.type == kSglInCapsule) {
-    if (in_capsule < sgl.length || sgl.addr + sgl.length > in_capsule) {
+    // The offset is the host's: checked without wrap-around against what the capsule holds.
+    if (!in_bounds(sgl.addr, sgl.length, in_capsule)) {
       return complete(std::move(c), st(status::kSglLengthInvalid));
     }
     if (!alloc_data(*c, sgl.length)) return complete(std::move(c), st(status::kInternal));
-    std::memcpy(c->data, p_ + pdo + sgl.addr, sgl.length);
+    if (sgl.length) std::memcpy(c->data, p_ + pdo + sgl.addr, sgl.length);
     c->received = sgl.length;
     return execute(std::move(c));
   }
@@ -751,6 +916,7 @@ void Connection::on_capsule() {
     r.r2to = 0;
     r.r2tl = sgl.length;
     std::memcpy(out.data(), &r, sizeof r);
+    c->r2t_at = Clock::now();
     awaiting_data_[c->sqe.cid] = std::move(c);
     return send(std::move(out));
   }
@@ -766,8 +932,9 @@ void Connection::on_h2cdata() {
   const uint32_t hd = hdgst_ ? 4 : 0;
   const uint32_t pdo = d.hdr.pdo ? d.hdr.pdo : 24 + hd;
   const uint32_t dd = ddgst_ ? 4 : 0;
-  if (pdo + d.datal + dd != d.hdr.plen || d.datao != c.received ||
-      d.datao + d.datal > c.data_len || d.datal > kMaxH2CData) {
+  // Every length is the host's: sums in 64 bits cannot wrap.
+  if (pdo < 24 + hd || uint64_t(pdo) + d.datal + dd != d.hdr.plen || d.datao != c.received ||
+      !in_bounds(d.datao, d.datal, c.data_len) || d.datal > kMaxH2CData) {
     return terminate(kFesDataOutOfRange, 12);
   }
   if (dd) {
@@ -775,7 +942,7 @@ void Connection::on_h2cdata() {
     std::memcpy(&got, p_ + pdo + d.datal, 4);
     if (got != crc32c(p_ + pdo, d.datal)) return terminate(kFesHeaderDigestError, 0);
   }
-  std::memcpy(c.data + d.datao, p_ + pdo, d.datal);
+  if (d.datal) std::memcpy(c.data + d.datao, p_ + pdo, d.datal);
   c.received += d.datal;
   if (c.received == c.data_len) {
     auto cmd = std::move(it->second);
@@ -785,7 +952,6 @@ void Connection::on_h2cdata() {
 }
 
 void Connection::complete(std::unique_ptr<Command> c, uint16_t status, uint32_t dw0) {
-  if (outstanding_) --outstanding_;
   if (status) ++t_.mut_stats().errors;
   c->cqe.status = status;
   c->cqe.dw0 = dw0;
@@ -795,7 +961,9 @@ void Connection::complete(std::unique_ptr<Command> c, uint16_t status, uint32_t 
            24u + (hdgst_ ? 4u : 0u)};
   r.cqe = c->cqe;
   std::memcpy(out.data(), &r, sizeof r);
-  send(std::move(out));
+  // The command (and its data, which a C2HData PDU ahead may point into) stays until the
+  // completion has left.
+  send(std::move(out), nullptr, 0, false, std::move(c));
 }
 
 // Sends the command's data to the host (C2HData), then the completion.
@@ -814,12 +982,7 @@ void Connection::send_data(std::unique_ptr<Command> c) {
     std::memcpy(out.data(), &d, sizeof d);
     send(std::move(out), c->data, len, true);
   }
-  auto* raw = c.get();
-  keep_.push_back(std::move(c));  // the data stays until the send queue drains
-  auto copy = std::make_unique<Command>();
-  copy->sqe = raw->sqe;
-  copy->cqe = raw->cqe;
-  complete(std::move(copy), 0);
+  complete(std::move(c), 0);
 }
 
 void Connection::execute(std::unique_ptr<Command> c) {
@@ -875,25 +1038,39 @@ void Connection::connect(std::unique_ptr<Command> c) {
   const uint16_t qid = get<uint16_t>(sq, kConnectQid);
   const uint16_t sqsize = get<uint16_t>(sq, kConnectSqsize);
   const std::string subnqn = get_nqn(d, kCdSubnqn), hostnqn = get_nqn(d, kCdHostnqn);
-  if (ctrl_ || sqsize >= kMaxQueueSize) {
-    return complete(std::move(c), st(status::kConnectInvalidParam));
+  if (ctrl_ || sqsize == 0 || sqsize >= kMaxQueueSize) {
+    return complete(std::move(c), st(status::kConnectInvalidParam), kConnectSqsize);
   }
   const bool discovery = subnqn == kDiscoveryNqn;
   Subsystem* s = discovery ? nullptr : t_.subsystem(subnqn);
   if (!discovery && !s) {
-    c->cqe.dw0 = (1u << 16) | 256;  // IATTR 1 (data), IPO: SUBNQN
-    return complete(std::move(c), st(status::kConnectInvalidParam), (1u << 16) | 256);
+    return complete(std::move(c), st(status::kConnectInvalidParam), (1u << 16) | kCdSubnqn);
   }
   if (s && !s->allows(hostnqn)) {
-    fmt::print(stderr, "blkcopy serve: host {} refused for {}\n", hostnqn, subnqn);
+    log_warning(fmt::format("serve: host {} refused for {}: not an allowed host", hostnqn, subnqn));
     return complete(std::move(c), st(status::kConnectInvalidHost));
   }
+  // Connect Invalid Parameters says where the bad value is: IATTR (bit 16: in the data) and
+  // IPO (the byte offset).
+  auto invalid = [&](bool in_data, uint32_t offset) {
+    const uint32_t where = (in_data ? 1u << 16 : 0) | offset;
+    complete(std::move(c), st(status::kConnectInvalidParam), where);
+  };
   if (qid == 0) {
     ctrl_ = t_.new_controller(s, hostnqn);
+    if (!ctrl_) {
+      log_warning(fmt::format("serve: host {} refused for {}: every controller ID is in use",
+                              hostnqn, subnqn));
+      return complete(std::move(c), st(status::kConnectControllerBusy));
+    }
     ctrl_->kato_ms = c->sqe.cdw12;
   } else {
-    ctrl_ = t_.join_controller(get<uint16_t>(d, kCdCntlid), s, hostnqn);
-    if (!ctrl_) return complete(std::move(c), st(status::kConnectInvalidParam), (1u << 16) | 16);
+    switch (t_.join_controller(get<uint16_t>(d, kCdCntlid), s, hostnqn, qid, ctrl_)) {
+      case TargetImpl::Join::ok: break;
+      case TargetImpl::Join::no_controller: return invalid(true, kCdCntlid);
+      case TargetImpl::Join::bad_qid:
+      case TargetImpl::Join::duplicate_qid: return invalid(false, kConnectQid);
+    }
   }
   qid_ = qid;
   queue_depth_ = sqsize + 1u;
@@ -959,7 +1136,7 @@ void Connection::admin(std::unique_ptr<Command> c) {
       const uint64_t len = std::min<uint64_t>(numd * 4, c->data_len);
       std::vector<uint8_t> page;
       if (lid == kLogDiscovery && !s) {
-        page = t_.discovery_log(ctrl.hostnqn);
+        page = t_.discovery_log(ctrl.hostnqn, local_addr_);
       } else if (lid == kLogCmdEffects && s) {
         page.assign(4096, 0);
         std::span<uint8_t> p(page);
@@ -1046,7 +1223,9 @@ void Connection::io(std::unique_ptr<Command> c) {
     case io::kRead:
     case io::kWrite:
     case io::kWriteZeroes:
-      if (slba + blocks > ns.id.blocks) return complete(std::move(c), st(status::kLbaOutOfRange));
+      if (!in_bounds(slba, blocks, ns.id.blocks)) {
+        return complete(std::move(c), st(status::kLbaOutOfRange));
+      }
       req.op = op == io::kRead ? Op::read : op == io::kWrite ? Op::write : Op::write_zeroes;
       req.offset = slba * ns.lbs;
       req.length = blocks * ns.lbs;
@@ -1055,46 +1234,7 @@ void Connection::io(std::unique_ptr<Command> c) {
         req.buf = c->data;
       }
       break;
-    case io::kDsm: {
-      if (!(c->sqe.cdw11 & (1u << 2))) return complete(std::move(c), 0);  // only deallocate acts
-      const uint32_t nr = (c->sqe.cdw10 & 0xFF) + 1;
-      if (c->data_len < nr * 16) return complete(std::move(c), st(status::kSglLengthInvalid));
-      // One discard per range, one after another, on the devices' loop.
-      auto* raw = c.release();
-      ++in_flight_;
-      auto finish = back<uint16_t>([this, raw](uint16_t code) {
-        --in_flight_;
-        complete(std::unique_ptr<Command>(raw), code);
-      });
-      // The ranges one after another; the job frees itself at the end.
-      struct Dsm {
-        Command* cmd;
-        uint32_t nr;
-        Namespace* ns;
-        std::function<void(uint16_t)> finish;
-        void step(uint32_t i) {
-          std::span<const uint8_t> d(cmd->data, cmd->data_len);
-          for (; i < nr; ++i) {
-            const uint32_t nlb = get<uint32_t>(d, i * 16 + 4);
-            const uint64_t lba = get<uint64_t>(d, i * 16 + 8);
-            if (nlb == 0) continue;
-            if (lba + nlb > ns->id.blocks) return end(st(status::kLbaOutOfRange));
-            Status sub = ns->dev->submit(Request{Op::discard, lba * ns->lbs, uint64_t(nlb) * ns->lbs},
-                                         [this, i](Status) { step(i + 1); });
-            if (sub.ok()) return;
-          }
-          end(0);
-        }
-        void end(uint16_t code) {
-          auto f = std::move(finish);
-          delete this;
-          f(code);
-        }
-      };
-      auto* job = new Dsm{raw, nr, &ns, finish};
-      at_home([job] { job->step(0); });
-      return;
-    }
+    case io::kDsm: return deallocate(std::move(c), ns);
     default: return complete(std::move(c), st(status::kInvalidOpcode));
   }
   ++in_flight_;
@@ -1116,6 +1256,59 @@ void Connection::io(std::unique_ptr<Command> c) {
   });
 }
 
+// Dataset Management: only the deallocate attribute acts. Every range is checked before any
+// is discarded, so a bad range changes nothing; then the ranges are discarded one after
+// another on the devices' loop, and the first error is the answer.
+void Connection::deallocate(std::unique_ptr<Command> c, Namespace& ns) {
+  if (!(c->sqe.cdw11 & (1u << 2))) return complete(std::move(c), 0);
+  const uint32_t nr = (c->sqe.cdw10 & 0xFF) + 1;
+  if (c->data_len < nr * sizeof(DsmRange)) {
+    return complete(std::move(c), st(status::kSglLengthInvalid));
+  }
+  std::vector<Request> discards;
+  for (uint32_t i = 0; i < nr; ++i) {
+    DsmRange r;
+    std::memcpy(&r, c->data + i * sizeof r, sizeof r);
+    if (r.nlb == 0) continue;
+    if (!in_bounds(r.slba, r.nlb, ns.id.blocks)) {
+      return complete(std::move(c), st(status::kLbaOutOfRange));
+    }
+    discards.push_back(Request{Op::discard, r.slba * ns.lbs, uint64_t(r.nlb) * ns.lbs});
+  }
+  ++in_flight_;
+  auto* raw = c.release();
+  auto finish = back<uint16_t>([this, raw](uint16_t code) {
+    --in_flight_;
+    std::unique_ptr<Command> cmd(raw);
+    if (closing_) return maybe_free();
+    complete(std::move(cmd), code);
+  });
+  // The job frees itself when the last range is done.
+  struct Job {
+    Device* dev;
+    std::vector<Request> left;
+    std::function<void(uint16_t)> finish;
+    size_t next = 0;
+    void step() {
+      if (next == left.size()) return end({});
+      Status sub = dev->submit(left[next++], [this](Status r) {
+        if (!r.ok()) return end(r);
+        step();
+      });
+      if (!sub.ok()) end(sub);
+    }
+    void end(const Status& r) {
+      // A device that cannot deallocate has nothing to free: deallocation is advisory.
+      const uint16_t code = r.ok() || r.code() == EOPNOTSUPP ? 0 : io_status(r, false);
+      auto f = std::move(finish);
+      delete this;
+      f(code);
+    }
+  };
+  auto* job = new Job{ns.dev.get(), std::move(discards), std::move(finish)};
+  at_home([job] { job->step(); });
+}
+
 // Copy: every check the specification asks for, then the copy engine runs it here, offloaded
 // into the backing device where it can, emulated on the target otherwise.
 void Connection::copy(std::unique_ptr<Command> c, Namespace& ns) {
@@ -1124,30 +1317,31 @@ void Connection::copy(std::unique_ptr<Command> c, Namespace& ns) {
   const uint32_t nr = (c->sqe.cdw12 & 0xFF) + 1;
   const uint8_t fmt = (c->sqe.cdw12 >> 8) & 0xF;
   if (fmt != 0 && !(fmt == 2 && ctrl_->format2)) return complete(std::move(c), st(status::kInvalidField));
-  if (c->data_len != nr * 32u) return complete(std::move(c), st(status::kSglLengthInvalid));
+  if (c->data_len != nr * sizeof(CopyRange2)) return complete(std::move(c), st(status::kSglLengthInvalid));
   if (nr > ns.id.msrc + 1u) return complete(std::move(c), st(status::kCommandSizeLimit));
-  std::span<const uint8_t> d(c->data, c->data_len);
   uint64_t total = 0;
   for (uint32_t i = 0; i < nr; ++i) {
-    const uint64_t slba = get<uint64_t>(d, i * 32 + 8);
-    const uint64_t nlb = get<uint16_t>(d, i * 32 + 16) + 1ull;
+    // Formats 0 and 2 share the layout but for the source namespace (reserved in format 0).
+    CopyRange2 r;
+    std::memcpy(&r, c->data + i * sizeof r, sizeof r);
+    const uint64_t nlb = r.nlb + 1ull;
     Namespace* src = &ns;
     if (fmt == 2) {
-      auto it = s.ns.find(get<uint32_t>(d, i * 32));
+      auto it = s.ns.find(r.snsid);
       if (it == s.ns.end()) return complete(std::move(c), st(status::kInvalidNamespace), i);
       src = &it->second;
       if (src->lbs != ns.lbs) return complete(std::move(c), st(status::kIncompatibleNamespace), i);
     }
     if (nlb > ns.id.mssrl) return complete(std::move(c), st(status::kCommandSizeLimit), i);
-    if (slba + nlb > src->id.blocks || slba + nlb < slba) {
+    if (!in_bounds(r.slba, nlb, src->id.blocks)) {
       return complete(std::move(c), st(status::kLbaOutOfRange), i);
     }
-    c->copy_src.push_back({src->dev.get(), slba * src->lbs, nlb * src->lbs});
+    c->copy_src.push_back({src->dev.get(), r.slba * src->lbs, nlb * src->lbs});
     c->range_bytes.push_back(static_cast<uint32_t>(nlb * src->lbs));
     total += nlb;
   }
   if (total > ns.id.mcl) return complete(std::move(c), st(status::kCommandSizeLimit));
-  if (sdlba + total > ns.id.blocks || sdlba + total < sdlba) {
+  if (!in_bounds(sdlba, total, ns.id.blocks)) {
     return complete(std::move(c), st(status::kLbaOutOfRange));
   }
   ++in_flight_;

@@ -29,25 +29,49 @@ struct SubsystemConfig {
   bool allow_any_host = true;
   std::vector<std::string> allowed_hosts;
   std::vector<NamespaceConfig> namespaces;
+  std::string serial;  // empty: made up from the subsystem's position
+  std::string model = "blkcopy";
+  uint16_t cntlid_min = 1, cntlid_max = 0xFFEF;  // controller IDs handed out
+  uint16_t qid_max = 8;                          // I/O queues a controller may have
 };
 struct PortConfig {
   uint16_t id = 1;
-  std::string addr = "127.0.0.1";
-  uint16_t port = 4420;
+  std::string addr = "127.0.0.1";  // numeric IPv4 or IPv6; 0.0.0.0 / :: listen everywhere
+  uint16_t port = 4420;            // 0 picks a free port (tests)
   std::vector<std::string> subsystems;
+};
+// What a connection may cost and how long a peer may stall before it is closed.
+struct TargetLimits {
+  unsigned max_connections = 4096;   // beyond it new sockets are closed at once
+  unsigned handshake_ms = 5000;      // accept -> ICReq
+  unsigned connect_ms = 10000;       // accept -> fabrics Connect
+  unsigned pdu_ms = 10000;           // a PDU (or data asked for by an R2T) once started
 };
 struct TargetConfig {
   std::vector<PortConfig> ports;
   std::vector<SubsystemConfig> subsystems;
   uint16_t discovery_port = 8009;  // 0: no separate discovery port
   unsigned cores = 1;  // event loops for connections; devices stay on the caller's loop
+  TargetLimits limits;
 };
 
-Result<TargetConfig> parse_nvmetcli_json(std::string_view text);
+// nvmetcli's JSON ("nvmetcli save"), strictly: an unknown key, or a known one whose setting
+// blkcopy cannot honour (TLS, PI, DH-HMAC-CHAP until it is supported), is an error naming its
+// JSON path (subsystems[0].namespaces[1].nsid). With `lenient`, such keys are skipped with a
+// warning added to `warnings` instead; malformed values are errors either way.
+Result<TargetConfig> parse_nvmetcli_json(std::string_view text, bool lenient = false,
+                                         std::vector<std::string>* warnings = nullptr);
+
+// Checks what the JSON parser and the flags cannot check alone: NQN syntax, ports naming
+// subsystems that exist, port numbers and addresses. Target::create runs it too.
+Status validate(const TargetConfig& cfg);
 
 struct TargetStats {
   uint64_t connections = 0, commands = 0, read_bytes = 0, written_bytes = 0;
   uint64_t copies = 0, copy_offloaded_bytes = 0, copy_emulated_bytes = 0, errors = 0;
+  uint64_t open_connections = 0;     // now
+  uint64_t refused_connections = 0;  // closed at once: over the connection limit
+  uint64_t stalled_connections = 0;  // closed for stalling (no ICReq/Connect, a PDU unfinished)
 };
 
 class Target {

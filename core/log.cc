@@ -1,0 +1,65 @@
+#include <blkcopy/log.h>
+
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <mutex>
+
+namespace blkcopy {
+namespace {
+
+std::mutex g_mu;
+LogSink g_sink;
+LogLevel g_level = LogLevel::warning;
+
+const char* name(LogLevel l) {
+  switch (l) {
+    case LogLevel::error: return "error";
+    case LogLevel::warning: return "warning";
+    case LogLevel::info: return "info";
+    case LogLevel::debug: return "debug";
+  }
+  return "?";
+}
+
+// "2026-11-28T02:35:29.123Z blkcopy: warning: ..." on stderr.
+void to_stderr(LogLevel level, std::string_view message) {
+  const auto now = std::chrono::system_clock::now();
+  const std::time_t t = std::chrono::system_clock::to_time_t(now);
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()) % 1000;
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char stamp[32];
+  std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
+  std::fprintf(stderr, "%s.%03dZ blkcopy: %s: %.*s\n", stamp, static_cast<int>(ms.count()),
+               name(level), static_cast<int>(message.size()), message.data());
+}
+
+}  // namespace
+
+void set_log_sink(LogSink sink) {
+  std::lock_guard lock(g_mu);
+  g_sink = std::move(sink);
+}
+
+void set_log_level(LogLevel most_verbose) {
+  std::lock_guard lock(g_mu);
+  g_level = most_verbose;
+}
+
+bool log_enabled(LogLevel level) {
+  std::lock_guard lock(g_mu);
+  return level <= g_level;
+}
+
+void log(LogLevel level, std::string_view message) {
+  std::lock_guard lock(g_mu);
+  if (level > g_level) return;
+  if (g_sink) {
+    g_sink(level, message);
+  } else {
+    to_stderr(level, message);
+  }
+}
+
+}  // namespace blkcopy

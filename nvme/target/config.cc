@@ -1,0 +1,313 @@
+// nvmetcli's JSON, read strictly: every key is either honoured, accepted because its value is
+// what blkcopy does anyway, or an error naming its JSON path. A typo must not silently serve
+// nothing, and a configuration that asks for security must not be served without it.
+#include <fmt/format.h>
+
+#include <charconv>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "core/net.h"
+#include "nvme/codec.h"
+#include "nvme/target/target.h"
+
+namespace blkcopy::nvme {
+namespace {
+
+using nlohmann::json;
+
+struct ConfigError {
+  std::string path, message;
+};
+
+// Where the walk is, what it has read, and what to do with keys it does not know.
+class Walk {
+ public:
+  Walk(bool lenient, std::vector<std::string>* warnings) : lenient_(lenient), warnings_(warnings) {}
+
+  // A key blkcopy does not read: an error, or a warning when lenient.
+  void unused(const std::string& path, const std::string& why) {
+    if (!lenient_) throw ConfigError{path, why + " (--lenient skips it with a warning)"};
+    if (warnings_) warnings_->push_back(fmt::format("nvmetcli JSON: {}: {}; skipped", path, why));
+  }
+
+ private:
+  bool lenient_;
+  std::vector<std::string>* warnings_;
+};
+
+// One JSON object: keys are taken one by one, and finish() reports the ones nobody took.
+class Obj {
+ public:
+  Obj(Walk& w, const json& j, std::string path) : w_(w), j_(j), path_(std::move(path)) {
+    if (!j.is_object()) throw ConfigError{path_, fmt::format("expected an object, got {}", j.type_name())};
+  }
+  std::string at(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
+  const json* get(const std::string& key) {
+    seen_.insert(key);
+    auto it = j_.find(key);
+    return it == j_.end() || it->is_null() ? nullptr : &*it;
+  }
+  const json& need(const std::string& key) {
+    const json* v = get(key);
+    if (!v) throw ConfigError{at(key), "missing"};
+    return *v;
+  }
+  std::string str(const std::string& key, std::string def = {}) {
+    const json* v = get(key);
+    if (!v) return def;
+    if (!v->is_string()) throw ConfigError{at(key), fmt::format("expected a string, got {}", v->type_name())};
+    return v->get<std::string>();
+  }
+  // A number, written as a number or as a string of digits (nvmetcli writes attrs as strings).
+  uint64_t num(const std::string& key, uint64_t def, uint64_t lo, uint64_t hi) {
+    const json* v = get(key);
+    if (!v) return def;
+    uint64_t n = 0;
+    bool ok = false;
+    if (v->is_number_unsigned()) {
+      n = v->get<uint64_t>();
+      ok = true;
+    } else if (v->is_string()) {
+      const std::string s = v->get<std::string>();
+      const int base = s.starts_with("0x") ? 16 : 10;
+      const char* b = s.data() + (base == 16 ? 2 : 0);
+      auto [end, ec] = std::from_chars(b, s.data() + s.size(), n, base);
+      ok = ec == std::errc() && end == s.data() + s.size() && end != b;
+    }
+    if (!ok || n < lo || n > hi) {
+      throw ConfigError{at(key), fmt::format("expected a number from {} to {}, got {}", lo, hi, v->dump())};
+    }
+    return n;
+  }
+  bool flag(const std::string& key, bool def) { return num(key, def ? 1 : 0, 0, 1) != 0; }
+  const json& array(const std::string& key) {
+    static const json empty = json::array();
+    const json* v = get(key);
+    if (!v) return empty;
+    if (!v->is_array()) throw ConfigError{at(key), fmt::format("expected an array, got {}", v->type_name())};
+    return *v;
+  }
+  // A key blkcopy accepts only at the value it behaves as anyway.
+  void only(const std::string& key, std::initializer_list<std::string_view> values,
+            const std::string& why) {
+    const json* v = get(key);
+    if (!v) return;
+    const std::string s = v->is_string() ? v->get<std::string>() : v->dump();
+    for (auto ok : values) {
+      if (s == ok) return;
+    }
+    w_.unused(at(key), fmt::format("{} is not supported: {}", s, why));
+  }
+  void finish() {
+    for (auto& [k, v] : j_.items()) {
+      if (!seen_.count(k)) w_.unused(at(k), "unknown key");
+    }
+  }
+  Walk& walk() { return w_; }
+
+ private:
+  Walk& w_;
+  const json& j_;
+  std::string path_;
+  std::set<std::string> seen_;
+};
+
+std::string item(const std::string& path, size_t i) { return fmt::format("{}[{}]", path, i); }
+
+std::vector<std::string> strings(Obj& o, const std::string& key) {
+  std::vector<std::string> out;
+  const json& a = o.array(key);
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (!a[i].is_string()) throw ConfigError{item(o.at(key), i), "expected a string"};
+    out.push_back(a[i].get<std::string>());
+  }
+  return out;
+}
+
+void read_host(Obj& h) {
+  if (Status st = check_nqn(h.str("nqn"), h.at("nqn")); !st.ok()) throw ConfigError{h.at("nqn"), st.message()};
+  for (const char* flat : {"dhchap_key", "dhchap_ctrl_key", "dhchap_hash", "dhchap_dhgroup"}) {
+    if (h.get(flat)) {
+      throw ConfigError{h.at(flat), fmt::format("write it as {} (the configfs attribute group "
+                                                "'dhchap' as an object: key, ctrl_key, hash, "
+                                                "dhgroup)",
+                                                h.at(std::string("dhchap.") + (flat + 7)))};
+    }
+  }
+  if (h.get("dhchap")) {
+    throw ConfigError{h.at("dhchap"), "DH-HMAC-CHAP authentication is not supported by this "
+                                      "build of blkcopy serve; refusing to serve this host "
+                                      "without it"};
+  }
+  h.finish();
+}
+
+NamespaceConfig read_namespace(Obj& n) {
+  NamespaceConfig nc;
+  nc.nsid = static_cast<uint32_t>(n.num("nsid", 0, 1, 0xFFFFFFFE));
+  if (!n.get("nsid")) throw ConfigError{n.at("nsid"), "missing"};
+  nc.enable = n.flag("enable", true);
+  Obj d(n.walk(), n.need("device"), n.at("device"));
+  nc.device = d.str("path");
+  if (nc.device.empty()) throw ConfigError{d.at("path"), "missing"};
+  nc.nguid = d.str("nguid");
+  nc.uuid = d.str("uuid");
+  d.finish();
+  n.only("ana_grpid", {"1"}, "blkcopy has one ANA group, 1");
+  n.finish();
+  return nc;
+}
+
+SubsystemConfig read_subsystem(Obj& s) {
+  SubsystemConfig sc;
+  sc.nqn = s.str("nqn");
+  if (sc.nqn.empty()) throw ConfigError{s.at("nqn"), "missing"};
+  sc.allowed_hosts = strings(s, "allowed_hosts");
+  if (const json* a = s.get("attr")) {
+    Obj attr(s.walk(), *a, s.at("attr"));
+    sc.allow_any_host = attr.flag("allow_any_host", true);
+    sc.serial = attr.str("serial");
+    sc.model = attr.str("model", sc.model);
+    sc.cntlid_min = static_cast<uint16_t>(attr.num("cntlid_min", sc.cntlid_min, 1, 0xFFEF));
+    sc.cntlid_max = static_cast<uint16_t>(attr.num("cntlid_max", sc.cntlid_max, 1, 0xFFEF));
+    if (sc.cntlid_min > sc.cntlid_max) {
+      throw ConfigError{attr.at("cntlid_min"), fmt::format("{} is above cntlid_max {}",
+                                                           sc.cntlid_min, sc.cntlid_max)};
+    }
+    sc.qid_max = static_cast<uint16_t>(attr.num("qid_max", sc.qid_max, 1, 8));
+    attr.only("pi_enable", {"0"}, "protection information is not served");
+    attr.finish();
+  }
+  const json& ns = s.array("namespaces");
+  for (size_t i = 0; i < ns.size(); ++i) {
+    Obj n(s.walk(), ns[i], item(s.at("namespaces"), i));
+    sc.namespaces.push_back(read_namespace(n));
+  }
+  s.finish();
+  return sc;
+}
+
+PortConfig read_port(Obj& p) {
+  PortConfig pc;
+  pc.id = static_cast<uint16_t>(p.num("portid", 1, 1, 0xFFFF));
+  Obj addr(p.walk(), p.need("addr"), p.at("addr"));
+  const std::string trtype = addr.str("trtype", "tcp");
+  if (trtype != "tcp") {
+    throw ConfigError{addr.at("trtype"), fmt::format("'{}': only tcp is served", trtype)};
+  }
+  pc.addr = addr.str("traddr", pc.addr);
+  const std::string adrfam = addr.str("adrfam", pc.addr.find(':') != std::string::npos ? "ipv6" : "ipv4");
+  if (adrfam != "ipv4" && adrfam != "ipv6") {
+    throw ConfigError{addr.at("adrfam"), fmt::format("'{}': expected ipv4 or ipv6", adrfam)};
+  }
+  if ((adrfam == "ipv6") != (pc.addr.find(':') != std::string::npos)) {
+    throw ConfigError{addr.at("traddr"), fmt::format("'{}' is not an {} address", pc.addr, adrfam)};
+  }
+  const std::string svc = addr.str("trsvcid", "4420");
+  auto port = parse_port(svc, addr.at("trsvcid"));
+  if (!port) throw ConfigError{addr.at("trsvcid"), fmt::format("'{}' is not a port from 1 to 65535", svc)};
+  pc.port = *port;
+  addr.only("treq", {"not specified", "not required"},
+            "TLS (TP 8011) is not supported by blkcopy serve");
+  addr.only("tsas", {"none"}, "TLS (TP 8011) is not supported by blkcopy serve");
+  addr.finish();
+  pc.subsystems = strings(p, "subsystems");
+  if (const json* par = p.get("param")) {
+    Obj param(p.walk(), *par, p.at("param"));
+    param.only("pi_enable", {"0"}, "protection information is not served");
+    param.finish();
+  }
+  if (!p.array("referrals").empty()) {
+    p.walk().unused(p.at("referrals"), "discovery referrals are not supported");
+  }
+  const json& ana = p.array("ana_groups");
+  for (size_t i = 0; i < ana.size(); ++i) {
+    Obj g(p.walk(), ana[i], item(p.at("ana_groups"), i));
+    g.only("grpid", {"1"}, "blkcopy has one ANA group, 1");
+    if (const json* st = g.get("ana")) {
+      Obj a(p.walk(), *st, g.at("ana"));
+      a.only("state", {"optimized"}, "the one ANA group is optimized");
+      a.finish();
+    }
+    g.finish();
+  }
+  p.finish();
+  return pc;
+}
+
+}  // namespace
+
+Result<TargetConfig> parse_nvmetcli_json(std::string_view text, bool lenient,
+                                         std::vector<std::string>* warnings) {
+  TargetConfig cfg;
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::exception& e) {
+    return fail(EINVAL, fmt::format("nvmetcli JSON: {}", e.what()));
+  }
+  try {
+    Walk w(lenient, warnings);
+    Obj root(w, j, "");
+    const json& hosts = root.array("hosts");
+    for (size_t i = 0; i < hosts.size(); ++i) {
+      Obj h(w, hosts[i], item("hosts", i));
+      read_host(h);
+    }
+    const json& subs = root.array("subsystems");
+    for (size_t i = 0; i < subs.size(); ++i) {
+      Obj s(w, subs[i], item("subsystems", i));
+      cfg.subsystems.push_back(read_subsystem(s));
+    }
+    const json& ports = root.array("ports");
+    for (size_t i = 0; i < ports.size(); ++i) {
+      Obj p(w, ports[i], item("ports", i));
+      cfg.ports.push_back(read_port(p));
+    }
+    root.finish();
+  } catch (const ConfigError& e) {
+    return fail(EINVAL, fmt::format("nvmetcli JSON: {}: {}", e.path, e.message));
+  }
+  if (Status s = validate(cfg); !s.ok()) {
+    return fail(EINVAL, fmt::format("nvmetcli JSON: {}", s.message()));
+  }
+  return cfg;
+}
+
+Status validate(const TargetConfig& cfg) {
+  std::set<std::string> nqns;
+  for (size_t i = 0; i < cfg.subsystems.size(); ++i) {
+    const SubsystemConfig& s = cfg.subsystems[i];
+    const std::string at = fmt::format("subsystems[{}]", i);
+    if (Status st = check_nqn(s.nqn, at + ".nqn"); !st.ok()) return st;
+    if (s.nqn == kDiscoveryNqn) {
+      return Status::error(EINVAL, fmt::format("{}.nqn: {} is the discovery subsystem's name", at, s.nqn));
+    }
+    if (!nqns.insert(s.nqn).second) {
+      return Status::error(EINVAL, fmt::format("{}.nqn: {} is configured twice", at, s.nqn));
+    }
+    for (size_t h = 0; h < s.allowed_hosts.size(); ++h) {
+      if (Status st = check_nqn(s.allowed_hosts[h], fmt::format("{}.allowed_hosts[{}]", at, h));
+          !st.ok()) {
+        return st;
+      }
+    }
+  }
+  for (size_t i = 0; i < cfg.ports.size(); ++i) {
+    const PortConfig& p = cfg.ports[i];
+    socklen_t len = 0;
+    if (auto a = numeric_address(p.addr, p.port, &len); !a) {
+      return Status::error(EINVAL, fmt::format("ports[{}].addr.traddr: {}", i, a.error().message()));
+    }
+    for (size_t k = 0; k < p.subsystems.size(); ++k) {
+      if (!nqns.count(p.subsystems[k])) {
+        return Status::error(EINVAL, fmt::format("ports[{}].subsystems[{}]: no subsystem named {}",
+                                                 i, k, p.subsystems[k]));
+      }
+    }
+  }
+  return {};
+}
+
+}  // namespace blkcopy::nvme
