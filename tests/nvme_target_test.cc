@@ -101,7 +101,9 @@ TEST(NvmeSpec, NvmetcliJsonIsParsed) {
   EXPECT_FALSE(parse_nvmetcli_json("{ not json"));
   auto rdma = parse_nvmetcli_json(R"({"ports": [{"addr": {"trtype": "rdma"}}]})");
   ASSERT_FALSE(rdma);
-  EXPECT_NE(rdma.error().message().find("only trtype tcp"), std::string::npos);
+  EXPECT_NE(rdma.error().message().find("ports[0].addr.trtype: 'rdma': only tcp is served"),
+            std::string::npos)
+      << rdma.error().message();
 }
 
 // One target for the suite, on its own thread and loop; tests talk to it over sockets only.

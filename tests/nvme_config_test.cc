@@ -1,0 +1,214 @@
+// The target's configuration, read strictly: every unknown or unhonoured key and every bad value
+// is an error naming its JSON path; --lenient turns the key errors into warnings. Ports, NQNs and
+// host:port strings are checked the same way everywhere.
+#include <gtest/gtest.h>
+
+#include <fmt/format.h>
+
+#include "core/net.h"
+#include "nvme/codec.h"
+#include "nvme/target/target.h"
+
+namespace blkcopy {
+namespace {
+
+using namespace nvme;
+
+// A valid configuration with one place to put something wrong.
+std::string config(const std::string& port_extra = "", const std::string& sub_extra = "",
+                   const std::string& ns_extra = "", const std::string& host_extra = "",
+                   const std::string& root_extra = "", const std::string& trsvcid = "\"4420\"") {
+  return fmt::format(R"({{
+    "hosts": [{{"nqn": "nqn.2024-01.io.example:h1"{}}}],
+    "ports": [{{"portid": 1, "addr": {{"trtype": "tcp", "adrfam": "ipv4", "traddr": "127.0.0.1",
+               "trsvcid": {}}}, "subsystems": ["nqn.2024-01.io.example:s1"]{}}}],
+    "subsystems": [{{"nqn": "nqn.2024-01.io.example:s1", "allowed_hosts": [],
+                    "attr": {{"allow_any_host": "1"}},
+                    "namespaces": [{{"nsid": 1, "enable": 1, "device": {{"path": "mem:1M"}}{}}}]{}}}]{}
+  }})",
+                     host_extra, trsvcid, port_extra, ns_extra, sub_extra, root_extra);
+}
+
+std::string error_of(const std::string& json, bool lenient = false) {
+  auto r = parse_nvmetcli_json(json, lenient);
+  return r ? std::string("(parsed)") : r.error().message();
+}
+
+TEST(NvmeConfig, AValidConfigurationParses) {
+  auto r = parse_nvmetcli_json(config());
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(r->ports[0].port, 4420);
+  EXPECT_EQ(r->subsystems[0].namespaces[0].device, "mem:1M");
+}
+
+TEST(NvmeConfig, EveryMistakeIsNamedByItsJsonPath) {
+  struct Case {
+    const char* what;
+    std::string json;
+    const char* want;
+  };
+  const Case cases[] = {
+      {"misspelt namespaces", config("", R"(, "namespace": [])"),
+       "subsystems[0].namespace: unknown key"},
+      {"misspelt nsid", config("", "", R"(, "nsdi": 2)"),
+       "subsystems[0].namespaces[0].nsdi: unknown key"},
+      {"nsid not a number", R"({"subsystems": [{"nqn": "nqn.2024-01.io.example:s1",
+        "namespaces": [{"nsid": "two", "device": {"path": "mem:1M"}}]}]})",
+       "subsystems[0].namespaces[0].nsid: expected a number from 1 to 4294967294"},
+      {"nsid missing", R"({"subsystems": [{"nqn": "nqn.2024-01.io.example:s1",
+        "namespaces": [{"device": {"path": "mem:1M"}}]}]})",
+       "subsystems[0].namespaces[0].nsid: missing"},
+      {"device path missing", R"({"subsystems": [{"nqn": "nqn.2024-01.io.example:s1",
+        "namespaces": [{"nsid": 1, "device": {}}]}]})",
+       "subsystems[0].namespaces[0].device.path: missing"},
+      {"unknown top-level key", config("", "", "", "", R"(, "subsytems": [])"),
+       "subsytems: unknown key"},
+      {"port not a number", config("", "", "", "", "", "\"abc\""),
+       "ports[0].addr.trsvcid: 'abc' is not a port from 1 to 65535"},
+      {"port too big", config("", "", "", "", "", "\"99999\""),
+       "ports[0].addr.trsvcid: '99999' is not a port from 1 to 65535"},
+      {"port zero", config("", "", "", "", "", "\"0\""),
+       "ports[0].addr.trsvcid: '0' is not a port from 1 to 65535"},
+      {"TLS required", config(R"(, "addr": {"trtype": "tcp", "traddr": "127.0.0.1", "treq": "required"})"),
+       "ports[0].addr"},
+      {"TLS via tsas", R"({"subsystems": [{"nqn": "nqn.2024-01.io.example:s1"}], "ports": [{"addr":
+        {"trtype": "tcp", "traddr": "127.0.0.1", "trsvcid": "4420", "tsas": "tls1.3"},
+        "subsystems": ["nqn.2024-01.io.example:s1"]}]})",
+       "ports[0].addr.tsas: tls1.3 is not supported: TLS (TP 8011) is not supported"},
+      {"TLS via treq", R"({"subsystems": [{"nqn": "nqn.2024-01.io.example:s1"}], "ports": [{"addr":
+        {"trtype": "tcp", "traddr": "127.0.0.1", "trsvcid": "4420", "treq": "required"},
+        "subsystems": ["nqn.2024-01.io.example:s1"]}]})",
+       "ports[0].addr.treq: required is not supported: TLS (TP 8011)"},
+      {"flat dhchap_key", config("", "", "", R"(, "dhchap_key": "DHHC-1:00:abc:")"),
+       "hosts[0].dhchap_key: write it as hosts[0].dhchap.key"},
+      {"a port naming a missing subsystem", R"({"subsystems": [{"nqn": "nqn.2024-01.io.example:s1"}],
+        "ports": [{"addr": {"traddr": "127.0.0.1", "trsvcid": "4420"},
+        "subsystems": ["nqn.2024-01.io.example:nope"]}]})",
+       "ports[0].subsystems[0]: no subsystem named nqn.2024-01.io.example:nope"},
+      {"a subsystem NQN without the nqn. prefix", R"({"subsystems": [{"nqn": "s1"}]})",
+       "subsystems[0].nqn 's1' is not an NQN: it must start with 'nqn.'"},
+      {"an allowed host with a bad date", R"({"subsystems": [{"nqn": "nqn.2024-01.io.example:s1",
+        "allowed_hosts": ["nqn.2024-13.io.example:h"]}]})",
+       "subsystems[0].allowed_hosts[0] 'nqn.2024-13.io.example:h' is not an NQN: the month"},
+      {"a host NQN with a space", R"({"hosts": [{"nqn": "nqn.2024-01.io.example:a b"}]})",
+       "hosts[0].nqn"},
+      {"the same subsystem twice", R"({"subsystems": [{"nqn": "nqn.2024-01.io.example:s1"},
+        {"nqn": "nqn.2024-01.io.example:s1"}]})",
+       "subsystems[1].nqn: nqn.2024-01.io.example:s1 is configured twice"},
+      {"protection information", config("", R"(, "attr": {"pi_enable": "1"})"),
+       "subsystems[0].attr"},
+      {"a second ANA group", config("", "", R"(, "ana_grpid": 2)"),
+       "subsystems[0].namespaces[0].ana_grpid: 2 is not supported"},
+      {"referrals", config(R"(, "referrals": [{"addr": {}}])"),
+       "ports[0].referrals: discovery referrals are not supported"},
+      {"rdma", R"({"ports": [{"addr": {"trtype": "rdma"}}]})",
+       "ports[0].addr.trtype: 'rdma': only tcp is served"},
+      {"a wrong address family", R"({"ports": [{"addr": {"adrfam": "ipv6", "traddr": "127.0.0.1"}}]})",
+       "ports[0].addr.traddr: '127.0.0.1' is not an ipv6 address"},
+      {"a host name as address", R"({"ports": [{"addr": {"traddr": "localhost"}}]})",
+       "ports[0].addr.traddr: 'localhost' is not a numeric IPv4 or IPv6 address"},
+      {"cntlid_min above cntlid_max", R"({"subsystems": [{"nqn": "nqn.2024-01.io.example:s1",
+        "attr": {"cntlid_min": "10", "cntlid_max": "5"}}]})",
+       "subsystems[0].attr.cntlid_min: 10 is above cntlid_max 5"},
+      {"not JSON", "{ not json", "nvmetcli JSON: [json.exception.parse_error"},
+      {"namespaces not an array", R"({"subsystems": [{"nqn": "nqn.2024-01.io.example:s1",
+        "namespaces": {}}]})",
+       "subsystems[0].namespaces: expected an array, got object"},
+  };
+  for (const Case& c : cases) {
+    const std::string got = error_of(c.json);
+    EXPECT_NE(got.find(c.want), std::string::npos) << c.what << ": got " << got;
+  }
+}
+
+TEST(NvmeConfig, DhchapAsAnObjectIsRefusedUntilSupportedNeverIgnored) {
+  const std::string got = error_of(config("", "", "", R"(, "dhchap": {"key": "DHHC-1:00:x:"})"));
+  EXPECT_NE(got.find("hosts[0].dhchap: DH-HMAC-CHAP authentication is not supported"),
+            std::string::npos)
+      << got;
+  // Not even --lenient serves a host that asked for authentication without it.
+  EXPECT_NE(error_of(config("", "", "", R"(, "dhchap": {"key": "x"})"), true).find("hosts[0].dhchap"),
+            std::string::npos);
+}
+
+TEST(NvmeConfig, LenientSkipsUnknownKeysWithAWarningButNotBadValues) {
+  std::vector<std::string> warnings;
+  auto r = parse_nvmetcli_json(config("", R"(, "namespace": [])", R"(, "nsdi": 2)"), true, &warnings);
+  ASSERT_TRUE(r) << r.error().message();
+  ASSERT_EQ(warnings.size(), 2u);
+  EXPECT_NE(warnings[0].find("subsystems[0].namespaces[0].nsdi: unknown key; skipped"), std::string::npos)
+      << warnings[0];
+  EXPECT_NE(warnings[1].find("subsystems[0].namespace: unknown key; skipped"), std::string::npos)
+      << warnings[1];
+  EXPECT_FALSE(parse_nvmetcli_json(config("", "", "", "", "", "\"abc\""), true));
+}
+
+TEST(NvmeConfig, NvmetcliDefaultsThatBlkcopyHonoursAreAccepted) {
+  // What "nvmetcli save" writes for a plain setup.
+  auto r = parse_nvmetcli_json(R"({
+    "hosts": [],
+    "ports": [{"addr": {"adrfam": "ipv6", "traddr": "::1", "treq": "not specified", "trsvcid": "4420",
+                        "trtype": "tcp", "tsas": "none"},
+               "ana_groups": [{"ana": {"state": "optimized"}, "grpid": 1}],
+               "param": {"pi_enable": "0"}, "portid": 2, "referrals": [],
+               "subsystems": ["nqn.2014-08.org.nvmexpress:uuid:0c1bcc4a-5d18-4b1f-8c3e-9f2b3a2b1c0d"]}],
+    "subsystems": [{"allowed_hosts": [], "attr": {"allow_any_host": "1", "cntlid_max": "100",
+                    "cntlid_min": "5", "model": "Linux", "pi_enable": "0", "qid_max": "4",
+                    "serial": "abc123"},
+                    "namespaces": [{"ana_grpid": 1, "device": {"nguid": "00000000-0000-0000-0000-000000000000",
+                                    "path": "mem:1M", "uuid": "12345678-1234-1234-1234-123456789abc"},
+                                    "enable": 1, "nsid": 1}],
+                    "nqn": "nqn.2014-08.org.nvmexpress:uuid:0c1bcc4a-5d18-4b1f-8c3e-9f2b3a2b1c0d"}]
+  })");
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(r->ports[0].addr, "::1");
+  EXPECT_EQ(r->ports[0].id, 2);
+  EXPECT_EQ(r->subsystems[0].cntlid_min, 5);
+  EXPECT_EQ(r->subsystems[0].cntlid_max, 100);
+  EXPECT_EQ(r->subsystems[0].qid_max, 4);
+  EXPECT_EQ(r->subsystems[0].serial, "abc123");
+  EXPECT_EQ(r->subsystems[0].model, "Linux");
+}
+
+TEST(NvmeConfig, NqnSyntax) {
+  for (const char* good : {"nqn.2014-08.org.nvmexpress.discovery", "nqn.2024-01.io.blkcopy:target",
+                           "nqn.2014-08.org.nvmexpress:uuid:0c1bcc4a-5d18-4b1f-8c3e-9f2b3a2b1c0d"}) {
+    EXPECT_TRUE(check_nqn(good, "nqn").ok()) << good;
+  }
+  for (const char* bad : {"", "nqn", "nqn.24-01.io.x", "nqn.2024-00.io.x", "nqn.2024-01.",
+                          "nqn.2024-01.io.x:", "nqn.2024-01.io x", "iqn.2024-01.io.x"}) {
+    EXPECT_FALSE(check_nqn(bad, "nqn").ok()) << bad;
+  }
+  EXPECT_FALSE(check_nqn("nqn.2024-01.io.x:" + std::string(220, 'a'), "nqn").ok());
+}
+
+TEST(NvmeConfig, HostPortStrings) {
+  auto v4 = parse_host_port("127.0.0.1:4420", "--listen");
+  ASSERT_TRUE(v4);
+  EXPECT_EQ(v4->host, "127.0.0.1");
+  EXPECT_EQ(v4->port, 4420);
+  auto v6 = parse_host_port("[::1]:4421", "--listen");
+  ASSERT_TRUE(v6);
+  EXPECT_EQ(v6->host, "::1");
+  EXPECT_EQ(v6->port, 4421);
+  auto dflt = parse_host_port("[fe80::1]", "discover", 8009);
+  ASSERT_TRUE(dflt);
+  EXPECT_EQ(dflt->port, 8009);
+  struct Bad {
+    const char* text;
+    const char* want;
+  };
+  for (const Bad& b : {Bad{"127.0.0.1:abc", "--listen: port 'abc' must be a number from 1 to 65535"},
+                       Bad{"127.0.0.1:99999", "port '99999' must be a number from 1 to 65535"},
+                       Bad{"127.0.0.1:0", "port '0'"}, Bad{"127.0.0.1:", "port ''"},
+                       Bad{"127.0.0.1:-1", "port '-1'"}, Bad{"::1:4420", "needs brackets"},
+                       Bad{"[::1", "missing ']'"}, Bad{":4420", "missing host"},
+                       Bad{"127.0.0.1", "expected HOST:PORT"}}) {
+    auto r = parse_host_port(b.text, "--listen");
+    ASSERT_FALSE(r) << b.text;
+    EXPECT_NE(r.error().message().find(b.want), std::string::npos) << r.error().message();
+  }
+}
+
+}  // namespace
+}  // namespace blkcopy
