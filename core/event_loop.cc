@@ -46,6 +46,9 @@ class UringLoop final : public EventLoop {
   void accept(int fd, IoCallback cb) override {
     io_uring_prep_accept(sqe(new Op{std::move(cb)}), fd, nullptr, nullptr, SOCK_CLOEXEC);
   }
+  void connect(int fd, const sockaddr* addr, uint32_t len, IoCallback cb) override {
+    io_uring_prep_connect(sqe(new Op{std::move(cb)}), fd, addr, len);
+  }
   void recv(int fd, void* buf, uint32_t len, IoCallback cb) override {
     io_uring_prep_recv(sqe(new Op{std::move(cb)}), fd, buf, len, 0);
   }

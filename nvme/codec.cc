@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <bit>
+#include <cctype>
+#include <cstdio>
 
 namespace blkcopy::nvme {
 
@@ -17,6 +19,18 @@ void put_string(std::span<uint8_t> buf, size_t off, size_t len, std::string_view
 std::string get_nqn(std::span<const uint8_t> buf, size_t off) {
   const char* p = reinterpret_cast<const char*>(buf.data() + off);
   return std::string(p, strnlen(p, 256));
+}
+
+std::string default_host_nqn() {
+  if (FILE* f = std::fopen("/etc/nvme/hostnqn", "r")) {
+    char line[256] = {};
+    const bool got = std::fgets(line, sizeof line, f) != nullptr;
+    std::fclose(f);
+    std::string nqn = got ? line : "";
+    while (!nqn.empty() && std::isspace(static_cast<unsigned char>(nqn.back()))) nqn.pop_back();
+    if (check_nqn(nqn, "/etc/nvme/hostnqn").ok()) return nqn;
+  }
+  return "nqn.2014-08.io.blkcopy:host";
 }
 
 Status check_nqn(std::string_view nqn, std::string_view what) {

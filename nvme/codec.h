@@ -34,6 +34,10 @@ std::string get_nqn(std::span<const uint8_t> buf, size_t off);
 // included), at most 223 bytes, printable. `what` names it in the error.
 Status check_nqn(std::string_view nqn, std::string_view what);
 
+// The host NQN to present when none is given: /etc/nvme/hostnqn as nvme-cli keeps it (when it
+// holds a valid NQN), else nqn.2014-08.io.blkcopy:host.
+std::string default_host_nqn();
+
 // CRC32C as NVMe/TCP digests use it (seed and final XOR 0xFFFFFFFF).
 uint32_t crc32c(const void* data, size_t len);
 uint32_t crc32c_extend(uint32_t crc, const void* data, size_t len);  // crc from crc32c()

@@ -8,6 +8,9 @@
 #include "core/net.h"
 #include "nvme/codec.h"
 #include "nvme/target/target.h"
+#include "tests/test_util.h"
+
+#include <fstream>
 
 namespace blkcopy {
 namespace {
@@ -207,6 +210,43 @@ TEST(NvmeConfig, HostPortStrings) {
     auto r = parse_host_port(b.text, "--listen");
     ASSERT_FALSE(r) << b.text;
     EXPECT_NE(r.error().message().find(b.want), std::string::npos) << r.error().message();
+  }
+}
+
+}  // namespace
+}  // namespace blkcopy
+
+namespace blkcopy {
+namespace {
+
+// The same checks from the command line: exit code 2 and the message, never an abort.
+TEST(ServeCli, BadPortsAndConflictingFlagsAreRefused) {
+  test::TempDir dir;
+  const std::string typo = (dir.path() / "typo.json").string();
+  {
+    std::ofstream(typo) << config("", R"(, "namespace": [])");
+  }
+  struct Case {
+    std::vector<std::string> args;
+    const char* want;
+  };
+  const Case cases[] = {
+      {{"serve", "--listen", "127.0.0.1:abc", "--ns", "mem:1M"},
+       "--listen: port 'abc' must be a number from 1 to 65535"},
+      {{"serve", "--listen", "127.0.0.1:99999", "--ns", "mem:1M"}, "port '99999'"},
+      {{"serve", "--listen", "::1:4420", "--ns", "mem:1M"}, "needs brackets"},
+      {{"serve", "--nqn", "target", "--ns", "mem:1M"}, "--nqn 'target' is not an NQN"},
+      {{"serve", "--allow-host", "me", "--ns", "mem:1M"}, "--allow-host 'me' is not an NQN"},
+      {{"serve", "--config", typo, "--ns", "mem:1M"}, "--config describes the whole target"},
+      {{"serve", "--config", typo}, "subsystems[0].namespace: unknown key (--lenient skips it"},
+      {{"discover", "127.0.0.1:abc"}, "discover: port 'abc' must be a number from 1 to 65535"},
+      {{"discover", "127.0.0.1:70000"}, "port '70000'"},
+      {{"discover", "127.0.0.1:8009", "--hostnqn", "me"}, "--hostnqn 'me' is not an NQN"},
+  };
+  for (const Case& c : cases) {
+    auto r = test::run_cli(c.args);
+    EXPECT_EQ(r.exit_code, 2) << c.args[1] << " " << c.args.back() << ": " << r.err;
+    EXPECT_NE(r.err.find(c.want), std::string::npos) << r.err;
   }
 }
 

@@ -3,6 +3,7 @@
 
 #include <cstring>
 
+#include "core/net.h"
 #include "nvme/codec.h"
 #include "nvme/host/queue.h"
 #include "tools/commands.h"
@@ -10,15 +11,22 @@
 namespace blkcopy::tools {
 namespace {
 
-int run_discover(const std::string& where, const std::string& hostnqn) {
-  const size_t colon = where.rfind(':');
-  const std::string host = where.substr(0, colon);
-  const uint16_t port = colon == std::string::npos
-                            ? 8009
-                            : static_cast<uint16_t>(std::stoi(where.substr(colon + 1)));
+// Most records read from a discovery log: the log comes from the network, so its count is
+// bounded before it sizes a buffer.
+constexpr uint64_t kMaxRecords = 1024;
+
+int run_discover(const std::string& where, std::string hostnqn, uint32_t timeout_ms) {
+  auto hp = parse_host_port(where, "discover", 8009);
+  if (!hp) return report_error(kBadInput, hp.error().message());
+  if (hostnqn.empty()) hostnqn = nvme::default_host_nqn();
+  if (Status s = nvme::check_nqn(hostnqn, "--hostnqn"); !s.ok()) return report_error(kBadInput, s.message());
+  const std::string host = hp->host;
+  const uint16_t port = hp->port;
   auto loop = EventLoop::create();
   if (!loop) return report_error(kIoError, loop.error().message());
-  auto q = nvme::HostQueue::open(**loop, host, port, {});
+  nvme::QueueOptions qo;
+  qo.connect_timeout_ms = qo.timeout_ms = timeout_ms;
+  auto q = nvme::HostQueue::open(**loop, host, port, qo);
   if (!q) return report_error(kIoError, q.error().message());
   auto run = [&](nvme::Sqe sqe, const void* out, void* in, uint32_t len) -> Result<nvme::Cqe> {
     auto r = (*q)->run_sync(sqe, out, in, len);
@@ -47,10 +55,15 @@ int run_discover(const std::string& where, const std::string& hostnqn) {
     return report_error(kIoError, fmt::format("{}: discovery log: {}", where, r.error().message()));
   }
   const uint64_t records = nvme::get<uint64_t>(std::span<const uint8_t>(log), 8);
+  if (records > kMaxRecords) {
+    return report_error(kIoError, fmt::format("{}: the discovery log claims {} records; at most {} "
+                                              "are read",
+                                              where, records, kMaxRecords));
+  }
   if (auto r = get_log(static_cast<uint32_t>(nvme::kDiscHeaderSize + records * nvme::kDiscEntrySize), log); !r) {
     return report_error(kIoError, fmt::format("{}: discovery log: {}", where, r.error().message()));
   }
-  fmt::print("{} record{} at {}:{}\n", records, records == 1 ? "" : "s", host, port);
+  fmt::print("{} record{} at {}\n", records, records == 1 ? "" : "s", format_host_port(host, port));
   for (uint64_t i = 0; i < records; ++i) {
     std::span<const uint8_t> e(log.data() + nvme::kDiscHeaderSize + i * nvme::kDiscEntrySize,
                                nvme::kDiscEntrySize);
@@ -61,8 +74,9 @@ int run_discover(const std::string& where, const std::string& hostnqn) {
     };
     const std::string addr = field(nvme::disc::kTraddr, 256), svc = field(nvme::disc::kTrsvcid, 32);
     const std::string nqn = nvme::get_nqn(e, nvme::disc::kSubnqn);
-    fmt::print("  {} at {}:{} (port id {})\n    device string: nvme-tcp://{}:{}/{}?ns=1\n", nqn,
-               addr, svc, nvme::get<uint16_t>(e, nvme::disc::kPortid), addr, svc, nqn);
+    const std::string at = addr.find(':') != std::string::npos ? "[" + addr + "]:" + svc : addr + ":" + svc;
+    fmt::print("  {} at {} (port id {})\n    device string: nvme-tcp://{}/{}?ns=1\n", nqn, at,
+               nvme::get<uint16_t>(e, nvme::disc::kPortid), at, nqn);
   }
   return kOk;
 }
@@ -72,13 +86,17 @@ int run_discover(const std::string& where, const std::string& hostnqn) {
 void add_discover_command(CLI::App& app, int& exit_code) {
   struct Args {
     std::string where;
-    std::string hostnqn = "nqn.2014-08.io.blkcopy:host";
+    std::string hostnqn;  // default: /etc/nvme/hostnqn, as nvme-cli
+    uint32_t timeout_ms = 10000;
   };
   auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("discover", "List what an NVMe/TCP discovery controller offers");
   cmd->add_option("HOST[:PORT]", a->where, "discovery controller (port 8009 by default)")->required();
-  cmd->add_option("--hostnqn", a->hostnqn, "the host NQN to present");
-  cmd->callback([a, &exit_code] { exit_code = run_discover(a->where, a->hostnqn); });
+  cmd->add_option("--hostnqn", a->hostnqn, "the host NQN to present (default: /etc/nvme/hostnqn)");
+  cmd->add_option("--connect-timeout", a->timeout_ms,
+                  "milliseconds for the TCP connect, the handshake and each command (default 10000)")
+      ->check(CLI::Range(1u, 600000u));
+  cmd->callback([a, &exit_code] { exit_code = run_discover(a->where, a->hostnqn, a->timeout_ms); });
 }
 
 }  // namespace blkcopy::tools

@@ -12,6 +12,7 @@
 #include <memory>
 
 struct msghdr;
+struct sockaddr;
 
 namespace blkcopy {
 
@@ -34,6 +35,9 @@ class EventLoop {
   // Sockets. accept's result is the new descriptor; sendmsg's msghdr (and what it points to)
   // must stay valid until the callback runs.
   virtual void accept(int fd, IoCallback cb) = 0;
+  // A TCP connect without blocking the loop; `addr` must stay valid until the callback runs.
+  // shutdown(fd) ends one still in progress.
+  virtual void connect(int fd, const struct sockaddr* addr, uint32_t len, IoCallback cb) = 0;
   virtual void recv(int fd, void* buf, uint32_t len, IoCallback cb) = 0;
   virtual void sendmsg(int fd, const struct msghdr* msg, IoCallback cb) = 0;
 

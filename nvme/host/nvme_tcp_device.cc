@@ -6,8 +6,12 @@
 #include <charconv>
 #include <cstring>
 #include <map>
+#include <type_traits>
+#include <optional>
 
 #include "block/fanout.h"
+#include "core/checked.h"
+#include "core/net.h"
 #include "nvme/codec.h"
 #include "nvme/host/queue.h"
 
@@ -20,8 +24,6 @@ class NvmeTcpController {
   static Result<std::shared_ptr<NvmeTcpController>> open(EventLoop& loop, const NvmeTcpConfig& c);
   ~NvmeTcpController() { *alive_ = false; }
 
-  // Runs an admin command to its end (open time only).
-  Result<Cqe> admin_sync(Sqe sqe, const void* out, void* in, uint32_t len);
   // The next I/O queue, round robin.
   HostQueue& io() { return *io_[next_io_++ % io_.size()]; }
   // Sends an I/O command; while reconnecting it waits for the new connection.
@@ -48,7 +50,21 @@ class NvmeTcpController {
   size_t next_io_ = 0;
 
  private:
-  Status connect(const NvmeTcpConfig& c);
+  // Set-up (see connect_async below); the sync form runs the loop until it is done.
+  void connect_async(std::function<void(Status)> done);
+  Status connect_sync();
+  void step(HostQueue& q, const char* what, Sqe sqe, const void* out, void* in, uint32_t len,
+            bool must_succeed, std::function<void(const Cqe&)> next);
+  void connect_queue(HostQueue& q, uint16_t qid, uint16_t id, std::function<void(const Cqe&)> next);
+  void enable();
+  void identify();
+  void queues();
+  void open_io();
+  void setup_finished();
+  void setup_failed(Status why);
+  std::function<void(Status)> setup_done_;
+  unsigned granted_ = 1;
+  bool keep_alive_armed_ = false;
   void keep_alive();
   void dropped(const Status& why);
   void try_reconnect();
@@ -111,6 +127,18 @@ std::map<std::string, std::weak_ptr<NvmeTcpController>>& registry() {
 
 }  // namespace
 
+namespace {
+// A whole decimal number within [lo, hi].
+template <class T>
+bool number(std::string_view v, T& out, std::type_identity_t<T> lo, std::type_identity_t<T> hi) {
+  T n{};
+  auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+  if (v.empty() || ec != std::errc() || end != v.data() + v.size() || n < lo || n > hi) return false;
+  out = n;
+  return true;
+}
+}  // namespace
+
 Result<NvmeTcpConfig> parse_nvme_tcp_config(std::string_view spec) {
   NvmeTcpConfig c;
   auto bad = [&](const std::string& why) {
@@ -123,22 +151,17 @@ Result<NvmeTcpConfig> parse_nvme_tcp_config(std::string_view spec) {
   if (slash == rest.npos) return bad("missing /SUBSYSTEM_NQN");
   std::string_view hostport = rest.substr(0, slash);
   rest = rest.substr(slash + 1);
-  const size_t colon = hostport.rfind(':');
-  c.host = std::string(hostport.substr(0, colon));
-  if (colon != hostport.npos) {
-    unsigned port = 0;
-    auto p = hostport.substr(colon + 1);
-    if (std::from_chars(p.data(), p.data() + p.size(), port).ec != std::errc() || port == 0 ||
-        port > 65535) {
-      return bad("bad port");
-    }
-    c.port = static_cast<uint16_t>(port);
-  }
-  if (c.host.empty()) return bad("missing host");
+  auto hp = parse_host_port(hostport, "nvme-tcp", 4420);
+  if (!hp) return bad(hp.error().message());
+  c.host = hp->host;
+  c.port = hp->port;
   const size_t q = rest.find('?');
   c.subnqn = std::string(rest.substr(0, q));
   if (c.subnqn.empty()) return bad("missing subsystem NQN");
-  if (q == rest.npos) return c;
+  if (q == rest.npos) {
+    c.hostnqn = default_host_nqn();
+    return c;
+  }
   std::string_view opts = rest.substr(q + 1);
   for (size_t at = 0; at <= opts.size();) {
     const size_t amp = std::min(opts.find('&', at), opts.size());
@@ -147,38 +170,36 @@ Result<NvmeTcpConfig> parse_nvme_tcp_config(std::string_view spec) {
     const size_t eq = kv.find('=');
     std::string_view k = kv.substr(0, eq), v = eq == kv.npos ? "" : kv.substr(eq + 1);
     if (k == "ns") {
-      if (std::from_chars(v.data(), v.data() + v.size(), c.nsid).ec != std::errc() || !c.nsid) {
-        return bad("ns must be a namespace ID >= 1");
-      }
+      if (!number(v, c.nsid, 1u, 0xFFFFFFFEu)) return bad("ns must be a namespace ID >= 1");
     } else if (k == "hostnqn") {
       c.hostnqn = std::string(v);
+      if (Status st = check_nqn(c.hostnqn, "hostnqn"); !st.ok()) return bad(st.message());
     } else if (k == "digest") {
       c.header_digest = v.find("header") != v.npos;
       c.data_digest = v.find("data") != v.npos;
     } else if (k == "kato") {
-      std::from_chars(v.data(), v.data() + v.size(), c.kato_ms);
+      if (!number(v, c.kato_ms, 0, 3'600'000)) return bad("kato must be 0 to 3600000 ms");
     } else if (k == "timeout") {
-      std::from_chars(v.data(), v.data() + v.size(), c.timeout_ms);
+      if (!number(v, c.timeout_ms, 0, 3'600'000)) return bad("timeout must be 0 to 3600000 ms");
+    } else if (k == "connect_timeout") {
+      if (!number(v, c.connect_timeout_ms, 1, 600'000)) {
+        return bad("connect_timeout must be 1 to 600000 ms");
+      }
     } else if (k == "queues") {
-      if (std::from_chars(v.data(), v.data() + v.size(), c.queues).ec != std::errc() ||
-          c.queues < 1 || c.queues > 8) {
-        return bad("queues must be 1 to 8");
-      }
+      if (!number(v, c.queues, 1, 8)) return bad("queues must be 1 to 8");
     } else if (k == "reconnect") {
-      std::from_chars(v.data(), v.data() + v.size(), c.reconnect);
+      if (!number(v, c.reconnect, 0, 1000)) return bad("reconnect must be 0 to 1000");
     } else if (k == "depth") {
-      if (std::from_chars(v.data(), v.data() + v.size(), c.depth).ec != std::errc() ||
-          c.depth < 2 || c.depth > 128) {
-        return bad("depth must be 2 to 128");
-      }
+      if (!number(v, c.depth, 2, 128)) return bad("depth must be 2 to 128");
     } else if (k == "ro") {
       c.read_only = true;
     } else if (!k.empty()) {
       return bad(fmt::format("unknown option '{}' (ns, hostnqn, digest, kato, timeout, queues, "
-                             "depth, reconnect, ro)",
+                             "connect_timeout, depth, reconnect, ro)",
                              k));
     }
   }
+  if (c.hostnqn.empty()) c.hostnqn = default_host_nqn();
   return c;
 }
 
@@ -193,40 +214,77 @@ Result<std::shared_ptr<NvmeTcpController>> NvmeTcpController::open(EventLoop& lo
   ctrl->loop_ = &loop;
   ctrl->label_ = fmt::format("nvme-tcp://{}:{}/{}", c.host, c.port, c.subnqn);
   ctrl->cfg = c;
-  if (Status s = ctrl->connect(c); !s.ok()) return std::unexpected(s);
+  if (Status s = ctrl->connect_sync(); !s.ok()) return std::unexpected(s);
   registry()[key] = ctrl;
   return ctrl;
 }
 
-Result<Cqe> NvmeTcpController::admin_sync(Sqe sqe, const void* out, void* in, uint32_t len) {
-  return admin_->run_sync(sqe, out, in, len);
+
+// ---------------------------------------------------------------- set-up
+// One step after another on the loop, never blocking it: the admin queue (TCP connect and
+// ICReq), fabrics Connect, CC.EN, Identify Controller, Host Behavior Support, Number of
+// Queues, then each I/O queue and its Connect. Every step has the connect time limit and an
+// error names the step.
+
+void NvmeTcpController::connect_async(std::function<void(Status)> done) {
+  setup_done_ = std::move(done);
+  QueueOptions qo{cfg.header_digest, cfg.data_digest, 8192, 32, cfg.connect_timeout_ms,
+                  cfg.connect_timeout_ms};
+  HostQueue::open_async(*loop_, cfg.host, cfg.port, qo,
+                        [this, alive = alive_](Result<std::unique_ptr<HostQueue>> q) {
+                          if (!*alive) return;
+                          if (!q) return setup_failed(q.error());
+                          admin_ = std::move(*q);
+                          connect_queue(*admin_, 0, 0xFFFF, [this](const Cqe& cqe) {
+                            cntlid = static_cast<uint16_t>(cqe.dw0);
+                            enable();
+                          });
+                        });
 }
 
-Status NvmeTcpController::connect(const NvmeTcpConfig& c) {
-  QueueOptions qo{c.header_digest, c.data_digest, 8192, 32, c.timeout_ms};
-  auto fabrics_connect = [&](HostQueue& q, uint16_t qid, uint16_t id) -> Result<Cqe> {
-    const auto sqsize = static_cast<uint16_t>(qid ? c.depth - 1 : 31);
-    const auto data = connect_data(id, c.subnqn, c.hostnqn);
-    auto r = q.run_sync(connect_command(qid, sqsize, c.kato_ms), data.data(), nullptr,
-                        kConnectDataSize);
-    if (!r) return r;
-    const Cqe cqe = *r;
-    if (code_of(cqe)) {
-      return fail(code_of(cqe) == status::kConnectInvalidHost ? EACCES : ECONNREFUSED,
-                  fmt::format("{}: Connect refused (status {:#05x}{})", label_, code_of(cqe),
-                              code_of(cqe) == status::kConnectInvalidHost
-                                  ? ": host " + c.hostnqn + " not allowed"
-                                  : ""));
+Status NvmeTcpController::connect_sync() {
+  std::optional<Status> result;
+  connect_async([&result](Status s) { result = std::move(s); });
+  if (Status s = loop_->run_until([&result] { return result.has_value(); }); !s.ok()) return s;
+  return *result;
+}
+
+void NvmeTcpController::step(HostQueue& q, const char* what, Sqe sqe, const void* out, void* in,
+                             uint32_t len, bool must_succeed, std::function<void(const Cqe&)> next) {
+  auto on_done = [this, alive = alive_, what, must_succeed, next = std::move(next)](Status st,
+                                                                                    const Cqe& cqe) {
+    if (!*alive) return;
+    if (!st.ok()) {
+      return setup_failed(Status::error(st.code(), fmt::format("{}: {}: {}", label_, what, st.message())));
     }
-    return cqe;
+    if (must_succeed && code_of(cqe)) {
+      return setup_failed(Status::error(EIO, fmt::format("{}: {}: NVMe status {:#05x} ({})", label_,
+                                                         what, code_of(cqe), status_text(code_of(cqe)))));
+    }
+    next(cqe);
   };
-  auto admin = HostQueue::open(*loop_, c.host, c.port, qo);
-  if (!admin) return admin.error();
-  admin_ = std::move(*admin);
-  auto ac = fabrics_connect(*admin_, 0, 0xFFFF);
-  if (!ac) return ac.error();
-  cntlid = static_cast<uint16_t>(ac->dw0);
-  // Enable: CC.EN with IOSQES 6, IOCQES 4; then wait for CSTS.RDY.
+  if (Status s = q.submit(sqe, out, in, len, std::move(on_done)); !s.ok()) {
+    setup_failed(Status::error(s.code(), fmt::format("{}: {}: {}", label_, what, s.message())));
+  }
+}
+
+void NvmeTcpController::connect_queue(HostQueue& q, uint16_t qid, uint16_t id,
+                                      std::function<void(const Cqe&)> next) {
+  const auto sqsize = static_cast<uint16_t>(qid ? cfg.depth - 1 : 31);
+  auto data = std::make_shared<std::vector<uint8_t>>(connect_data(id, cfg.subnqn, cfg.hostnqn));
+  step(q, qid ? "fabrics Connect (I/O queue)" : "fabrics Connect", connect_command(qid, sqsize, cfg.kato_ms),
+       data->data(), nullptr, kConnectDataSize, false, [this, data, next](const Cqe& cqe) {
+         const uint16_t st = code_of(cqe);
+         if (st == 0) return next(cqe);
+         setup_failed(Status::error(
+             st == status::kConnectInvalidHost ? EACCES : ECONNREFUSED,
+             fmt::format("{}: Connect refused (status {:#05x}{})", label_, st,
+                         st == status::kConnectInvalidHost ? ": host " + cfg.hostnqn + " not allowed" : "")));
+       });
+}
+
+void NvmeTcpController::enable() {
+  // CC.EN with IOSQES 6 and IOCQES 4.
   Sqe prop{};
   prop.opcode = admin::kFabrics;
   auto* raw = reinterpret_cast<uint8_t*>(&prop);
@@ -235,53 +293,90 @@ Status NvmeTcpController::connect(const NvmeTcpConfig& c) {
   const uint64_t cc = 1 | (6u << 16) | (4u << 20);
   std::memcpy(raw + kPropOffset, &cc_off, 4);
   std::memcpy(raw + kPropValue, &cc, 8);
-  if (auto r = admin_sync(prop, nullptr, nullptr, 0); !r || code_of(*r)) {
-    return Status::error(EIO, label_ + ": enabling the controller failed");
-  }
-  std::vector<uint8_t> id(4096);
+  step(*admin_, "enabling the controller (Property Set CC)", prop, nullptr, nullptr, 0, true,
+       [this](const Cqe&) { identify(); });
+}
+
+void NvmeTcpController::identify() {
+  auto id = std::make_shared<std::vector<uint8_t>>(4096);
   Sqe ident{};
   ident.opcode = admin::kIdentify;
   ident.cdw10 = kCnsController;
-  if (auto r = admin_sync(ident, nullptr, id.data(), 4096); !r || code_of(*r)) {
-    return Status::error(EIO, label_ + ": Identify Controller failed");
-  }
-  std::span<const uint8_t> s(id);
-  const uint8_t mdts = id[idctrl::kMdts];
-  if (mdts) max_io = std::min<uint32_t>(1u << 20, 4096u << mdts);
-  copy = nvme::get<uint16_t>(s, idctrl::kOncs) & idctrl::kOncsCopy;
-  const uint16_t ocfs = nvme::get<uint16_t>(s, idctrl::kOcfs);
-  if (copy && (ocfs & 0x4)) {  // format 2 offered: enable it (Host Behavior Support, CDFE bit 2)
-    std::vector<uint8_t> hbs(512, 0);
-    hbs[kHostBehaviorCdfe] = 0x04;
+  step(*admin_, "Identify Controller", ident, nullptr, id->data(), 4096, true, [this, id](const Cqe&) {
+    std::span<const uint8_t> s(*id);
+    const uint8_t mdts = (*id)[idctrl::kMdts];
+    if (mdts) max_io = std::min<uint32_t>(1u << 20, 4096u << std::min<uint8_t>(mdts, 8));
+    copy = nvme::get<uint16_t>(s, idctrl::kOncs) & idctrl::kOncsCopy;
+    const uint16_t ocfs = nvme::get<uint16_t>(s, idctrl::kOcfs);
+    if (!copy || !(ocfs & 0x4)) return queues();
+    // Format 2 offered: enable it (Host Behavior Support, CDFE bit 2); optional.
+    auto hbs = std::make_shared<std::vector<uint8_t>>(512, 0);
+    (*hbs)[kHostBehaviorCdfe] = 0x04;
     Sqe sf{};
     sf.opcode = admin::kSetFeatures;
     sf.cdw10 = kFeatHostBehavior;
-    if (auto r = admin_sync(sf, hbs.data(), nullptr, 512); r && !code_of(*r)) format2 = true;
-  }
+    step(*admin_, "Set Features Host Behavior Support", sf, hbs->data(), nullptr, 512, false,
+         [this, hbs](const Cqe& cqe) {
+           format2 = code_of(cqe) == 0;
+           queues();
+         });
+  });
+}
+
+void NvmeTcpController::queues() {
   // Number of Queues (0-based both ways); the controller may grant fewer.
   Sqe nq{};
   nq.opcode = admin::kSetFeatures;
   nq.cdw10 = kFeatNumQueues;
-  nq.cdw11 = (c.queues - 1) | ((c.queues - 1) << 16);
-  unsigned queues = c.queues;
-  if (auto r = admin_sync(nq, nullptr, nullptr, 0); r && !code_of(*r)) {
-    queues = std::min<unsigned>(queues, (r->dw0 & 0xFFFF) + 1);
-  }
-  qo.depth = c.depth;
-  for (unsigned qid = 1; qid <= queues; ++qid) {
-    auto io = HostQueue::open(*loop_, c.host, c.port, qo);
-    if (!io) return io.error();
-    if (auto r = fabrics_connect(**io, static_cast<uint16_t>(qid), cntlid); !r) return r.error();
-    io_.push_back(std::move(*io));
-  }
-  kato_ms_ = c.kato_ms;
-  if (kato_ms_) keep_alive();
+  nq.cdw11 = (cfg.queues - 1) | ((cfg.queues - 1) << 16);
+  step(*admin_, "Set Features Number of Queues", nq, nullptr, nullptr, 0, false, [this](const Cqe& cqe) {
+    granted_ = cfg.queues;
+    if (!code_of(cqe)) granted_ = std::min<unsigned>(granted_, (cqe.dw0 & 0xFFFF) + 1);
+    open_io();
+  });
+}
+
+void NvmeTcpController::open_io() {
+  if (io_.size() == granted_) return setup_finished();
+  QueueOptions qo{cfg.header_digest, cfg.data_digest, 8192, cfg.depth, cfg.connect_timeout_ms,
+                  cfg.connect_timeout_ms};
+  HostQueue::open_async(*loop_, cfg.host, cfg.port, qo,
+                        [this, alive = alive_](Result<std::unique_ptr<HostQueue>> q) {
+                          if (!*alive) return;
+                          if (!q) return setup_failed(q.error());
+                          io_.push_back(std::move(*q));
+                          connect_queue(*io_.back(), static_cast<uint16_t>(io_.size()), cntlid,
+                                        [this](const Cqe&) { open_io(); });
+                        });
+}
+
+void NvmeTcpController::setup_finished() {
+  admin_->set_timeout(cfg.timeout_ms);
+  for (auto& q : io_) q->set_timeout(cfg.timeout_ms);
+  kato_ms_ = cfg.kato_ms;
+  if (kato_ms_ && !keep_alive_armed_) keep_alive();
   auto hook = [this, alive = alive_](const Status& why) {
     if (*alive) dropped(why);
   };
   admin_->on_fail = hook;
   for (auto& q : io_) q->on_fail = hook;
-  return {};
+  auto done = std::move(setup_done_);
+  done({});
+}
+
+// Called inside a queue's callbacks: the queues go once those have returned.
+void NvmeTcpController::setup_failed(Status why) {
+  if (!setup_done_) return;
+  auto done = std::move(setup_done_);
+  setup_done_ = nullptr;
+  if (admin_) admin_->abort(why);
+  for (auto& q : io_) q->abort(why);
+  loop_->post([this, alive = alive_, done = std::move(done), why = std::move(why)] {
+    if (!*alive) return;
+    admin_.reset();
+    io_.clear();
+    done(why);
+  });
 }
 
 Status NvmeTcpController::submit_io(Sqe sqe, const void* out, void* in, uint32_t len,
@@ -315,32 +410,39 @@ void NvmeTcpController::try_reconnect() {
   loop_->after(backoff, [this, alive = alive_] {
     if (!*alive) return;
     ++attempt_;
+    // The failed queues go first: their socket operations have ended (the queue failed).
     admin_.reset();
     io_.clear();
-    Status s = connect(cfg);
-    if (s.ok()) {
-      state_ = State::up;
+    connect_async([this, alive](Status s) {
+      if (!*alive) return;
+      if (s.ok()) {
+        state_ = State::up;
+        auto waiting = std::move(pending_);
+        pending_.clear();
+        for (auto& p : waiting) {
+          if (Status sub = io().submit(p.sqe, p.out, p.in, p.len, p.done); !sub.ok()) {
+            p.done(sub, Cqe{});
+          }
+        }
+        return;
+      }
+      last_error_ = s;
+      if (attempt_ < cfg.reconnect) return try_reconnect();
+      state_ = State::dead;
       auto waiting = std::move(pending_);
       pending_.clear();
-      for (auto& p : waiting) {
-        if (Status sub = io().submit(p.sqe, p.out, p.in, p.len, p.done); !sub.ok()) {
-          p.done(sub, Cqe{});
-        }
-      }
-      return;
-    }
-    last_error_ = s;
-    if (attempt_ < cfg.reconnect) return try_reconnect();
-    state_ = State::dead;
-    auto waiting = std::move(pending_);
-    pending_.clear();
-    for (auto& p : waiting) p.done(s, Cqe{});
+      for (auto& p : waiting) p.done(s, Cqe{});
+    });
   });
 }
 
 void NvmeTcpController::keep_alive() {
+  keep_alive_armed_ = true;
   loop_->after(std::chrono::milliseconds(kato_ms_ / 2), [this, alive = alive_] {
-    if (!*alive || !admin_ || admin_->failed()) return;
+    if (!*alive) return;
+    keep_alive_armed_ = false;
+    if (state_ == State::dead) return;
+    if (!admin_ || admin_->failed()) return keep_alive();  // reconnecting: keep the beat
     Sqe ka{};
     ka.opcode = admin::kKeepAlive;
     (void)admin_->submit(ka, nullptr, nullptr, 0, [](Status, const Cqe&) {});
@@ -360,16 +462,25 @@ Result<std::unique_ptr<NvmeTcpDevice>> NvmeTcpDevice::create(EventLoop& loop, st
   ident.opcode = admin::kIdentify;
   ident.nsid = cfg.nsid;
   ident.cdw10 = kCnsNamespace;
-  auto r = dev->ctrl_->admin_sync(ident, nullptr, id.data(), 4096);
+  auto r = dev->ctrl_->admin_->run_sync(ident, nullptr, id.data(), 4096);
   std::span<const uint8_t> s(id);
   if (!r || code_of(*r) || get<uint64_t>(s, idns::kNsze) == 0) {
     return fail(ENODEV, fmt::format("{}: namespace {} not found", dev->ctrl_->label(), cfg.nsid));
   }
+  // What the target says is checked before use: a block size from 512 B to 64 KiB and a
+  // capacity that fits in 64 bits.
   const uint8_t lbaf = id[idns::kFlbas] & 0xF;
-  dev->lbs_ = 1u << id[idns::kLbaf0 + 4 * lbaf + 2];
+  const uint8_t lbads = id[idns::kLbaf0 + 4 * lbaf + 2];
+  auto capacity = checked_mul<uint64_t>(get<uint64_t>(s, idns::kNsze), uint64_t{1} << std::min<uint8_t>(lbads, 63));
+  if (lbads < 9 || lbads > 16 || !capacity) {
+    return fail(EPROTO, fmt::format("{}: namespace {}: Identify gives a block size of 2^{} bytes "
+                                    "and {} blocks, which blkcopy cannot use",
+                                    dev->ctrl_->label(), cfg.nsid, lbads, get<uint64_t>(s, idns::kNsze)));
+  }
+  dev->lbs_ = 1u << lbads;
   QueueLimits& l = dev->limits_;
   l.logical_block_size = dev->lbs_;
-  l.capacity = get<uint64_t>(s, idns::kNsze) * dev->lbs_;
+  l.capacity = *capacity;
   l.max_io_bytes = dev->ctrl_->max_io;
   l.read_only = cfg.read_only;
   if (dev->ctrl_->copy) {

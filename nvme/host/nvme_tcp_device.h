@@ -1,5 +1,8 @@
 // nvme-tcp://HOST:PORT/SUBSYSTEM_NQN?ns=N[&hostnqn=NQN][&digest=header,data][&kato=MS]
-//   [&timeout=MS][&queues=N][&depth=N][&reconnect=N][&ro]
+//   [&timeout=MS][&connect_timeout=MS][&queues=N][&depth=N][&reconnect=N][&ro]
+// HOST is a name, an IPv4 address or a bracketed IPv6 address ([::1]); PORT defaults to 4420.
+// Set-up (TCP connect, ICReq, Connect, Identify, each queue) runs on the loop without blocking
+// it, each step within connect_timeout (default 10 s); an error names the step.
 // With reconnect=N, a dropped connection fails the commands that were in flight (exact copy
 // progress) and the controller reconnects with backoff (0.1 s, 0.2 s, 0.4 s, ...); requests
 // made meanwhile wait and go out on the new connection, or fail once N attempts have failed.
@@ -22,10 +25,11 @@ struct NvmeTcpConfig {
   uint16_t port = 4420;
   std::string subnqn;
   uint32_t nsid = 1;
-  std::string hostnqn = "nqn.2014-08.io.blkcopy:host";
+  std::string hostnqn;  // empty: default_host_nqn()
   bool header_digest = false, data_digest = false;
   uint32_t kato_ms = 0;
   uint32_t timeout_ms = 30000;  // per command; a command without an answer fails the queue
+  uint32_t connect_timeout_ms = 10000;  // each set-up step
   uint32_t depth = 128;         // I/O queue depth
   unsigned queues = 1;          // I/O queues (TCP connections), used round robin
   unsigned reconnect = 0;       // attempts to reconnect after the connection drops (0: none)

@@ -8,48 +8,135 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <optional>
 
+#include "core/checked.h"
+#include "core/net.h"
 #include "nvme/codec.h"
 
 namespace blkcopy::nvme {
 
 constexpr uint32_t kMaxPdu = 1 << 20;
 
+namespace {
+
+// One open_async in progress: the queue being opened, what to call at the end, and whether the
+// end has come (the deadline timer may fire after it).
+struct OpenJob {
+  EventLoop& loop;
+  std::string where;
+  QueueOptions opt;
+  HostQueue::Opened done;
+  std::unique_ptr<HostQueue> q;
+  bool finished = false;
+
+  void finish(Status s) {
+    if (finished) return;
+    finished = true;
+    if (s.ok()) return done(std::move(q));
+    q.reset();  // not inside one of its callbacks: finish runs from a posted task
+    done(std::unexpected(std::move(s)));
+  }
+};
+
+}  // namespace
+
+void HostQueue::open_async(EventLoop& loop, const std::string& host, uint16_t port,
+                           const QueueOptions& o, Opened done) {
+  auto job = std::make_shared<OpenJob>(OpenJob{loop, format_host_port(host, port), o, std::move(done)});
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(o.connect_timeout_ms);
+  // With an address in hand: the socket, the deadline, and the connect on the loop.
+  auto start = [job, deadline](sockaddr_storage sa, socklen_t len) {
+    int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+      Status s = Status::from_errno(errno, fmt::format("{}: socket", job->where));
+      return job->loop.post([job, s] { job->finish(s); });
+    }
+    job->q.reset(new HostQueue(job->loop, fd, job->opt));
+    HostQueue& q = *job->q;
+    q.peer_ = sa;
+    q.peer_len_ = len;
+    q.where_ = job->where;
+    q.on_open_ = [job](Status st) { job->finish(std::move(st)); };
+    if (job->opt.connect_timeout_ms) {
+      job->loop.at(deadline, [job] {
+        if (job->finished || !job->q) return;
+        const char* step = job->q->state_ == State::connecting ? "TCP connect" : "ICReq/ICResp";
+        job->q->abort(Status::error(ETIMEDOUT, fmt::format("{}: {} timed out after {} ms", job->where,
+                                                           step, job->opt.connect_timeout_ms)));
+      });
+    }
+    q.connect_pending_ = true;
+    job->loop.connect(fd, reinterpret_cast<const sockaddr*>(&q.peer_), q.peer_len_,
+                      [raw = &q, alive = q.alive_](int res) {
+                        raw->connect_pending_ = false;
+                        if (!*alive || raw->failed_) return;
+                        if (res < 0) {
+                          return raw->fail(Status::from_errno(
+                              -res, fmt::format("{}: TCP connect", raw->where_)));
+                        }
+                        raw->handshake();
+                      });
+  };
+  socklen_t len = 0;
+  if (auto sa = numeric_address(host, port, &len)) return start(*sa, len);
+  // A name: looked up on a helper thread, so the loop never waits for DNS.
+  auto found = std::make_shared<std::pair<sockaddr_storage, socklen_t>>();
+  auto err = std::make_shared<std::string>();
+  loop.offload(
+      [host, port, found, err]() -> int {
+        addrinfo hints{};
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        addrinfo* res = nullptr;
+        if (int rc = getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res); rc != 0) {
+          *err = gai_strerror(rc);
+          return -EHOSTUNREACH;
+        }
+        std::memcpy(&found->first, res->ai_addr, res->ai_addrlen);
+        found->second = res->ai_addrlen;
+        freeaddrinfo(res);
+        return 0;
+      },
+      [job, found, err, start](int res) {
+        if (res < 0) {
+          return job->finish(Status::error(EHOSTUNREACH, fmt::format("{}: cannot resolve the "
+                                                                     "name: {}",
+                                                                     job->where, *err)));
+        }
+        start(found->first, found->second);
+      });
+}
+
 Result<std::unique_ptr<HostQueue>> HostQueue::open(EventLoop& loop, const std::string& host,
                                                    uint16_t port, const QueueOptions& o) {
-  addrinfo hints{};
-  hints.ai_family = AF_INET;
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* res = nullptr;
-  if (int rc = getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res); rc != 0) {
-    return blkcopy::fail(EHOSTUNREACH, fmt::format("cannot resolve {}: {}", host, gai_strerror(rc)));
-  }
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  const int rc = ::connect(fd, res->ai_addr, res->ai_addrlen);
-  freeaddrinfo(res);
-  if (rc != 0) {
-    Status s = Status::from_errno(errno, fmt::format("cannot connect to {}:{}", host, port));
-    ::close(fd);
+  std::optional<Result<std::unique_ptr<HostQueue>>> out;
+  open_async(loop, host, port, o, [&out](Result<std::unique_ptr<HostQueue>> r) { out = std::move(r); });
+  if (Status s = loop.run_until([&out] { return out.has_value(); }); !s.ok()) {
     return std::unexpected(s);
   }
+  return std::move(*out);
+}
+
+// Connected: ICReq out, then wait for the ICResp (on_pdu).
+void HostQueue::handshake() {
+  state_ = State::handshake;
   int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  std::unique_ptr<HostQueue> q(new HostQueue(loop, fd, o));
+  setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   ICReq req{};
   req.hdr = {pdu::kICReq, 0, 128, 0, 128};
-  req.dgst = static_cast<uint8_t>((o.header_digest ? 1 : 0) | (o.data_digest ? 2 : 0));
+  req.dgst = static_cast<uint8_t>((opt_.header_digest ? 1 : 0) | (opt_.data_digest ? 2 : 0));
   std::vector<uint8_t> head(sizeof req);
   std::memcpy(head.data(), &req, sizeof req);
-  q->send(std::move(head), nullptr, 0);
-  q->receive();
-  HostQueue* raw = q.get();
-  if (Status s = loop.run_until([raw] { return raw->ic_done_ || raw->failed_; }); !s.ok()) {
-    return std::unexpected(s);
-  }
-  if (!q->ic_done_) {
-    return blkcopy::fail(ECONNREFUSED, fmt::format("{}:{}: no NVMe/TCP connection (ICResp)", host, port));
-  }
-  return q;
+  send(std::move(head), nullptr, 0);
+  receive();
+}
+
+void HostQueue::opened(Status s) {
+  if (!on_open_) return;
+  auto cb = std::move(on_open_);
+  on_open_ = nullptr;
+  loop_.post([cb = std::move(cb), s = std::move(s)] { cb(s); });
 }
 
 HostQueue::~HostQueue() {
@@ -57,13 +144,22 @@ HostQueue::~HostQueue() {
   failed_ = true;
   shutdown(fd_, SHUT_RDWR);
   // Let the socket operations in flight end before their buffers go.
-  (void)loop_.run_until([this] { return !recv_pending_ && !send_pending_; });
+  (void)loop_.run_until([this] { return !recv_pending_ && !send_pending_ && !connect_pending_; });
   ::close(fd_);
 }
 
 void HostQueue::fail(Status s) {
   if (failed_) return;
   failed_ = true;
+  if (state_ != State::open) {
+    if (state_ == State::handshake && s.code() != ETIMEDOUT) {
+      s = Status::error(s.code(), fmt::format("{}: ICReq/ICResp: {}", where_, s.message()));
+    }
+    state_ = State::failed;
+    shutdown(fd_, SHUT_RDWR);
+    return opened(std::move(s));
+  }
+  state_ = State::failed;
   shutdown(fd_, SHUT_RDWR);
   auto cmds = std::move(cmds_);
   cmds_.clear();
@@ -138,17 +234,24 @@ void HostQueue::start(Cmd c) {
   if (opt_.timeout_ms && !watchdog_armed_) watchdog();
 }
 
-// While commands are outstanding, checks twice per timeout that none is older than it; one
-// that is fails the whole queue, as a host resets a controller that stopped answering.
+// While commands are outstanding, a timer stands at the deadline of the oldest one (its start
+// plus the time limit); a command that reaches it fails the whole queue, as a host resets a
+// controller that stopped answering. Arming again supersedes the timer standing.
 void HostQueue::watchdog() {
+  watchdog_armed_ = false;
+  if (!opt_.timeout_ms || failed_ || cmds_.empty()) return;
+  auto oldest = std::chrono::steady_clock::time_point::max();
+  for (const auto& [cid, c] : cmds_) oldest = std::min(oldest, c.started);
+  const auto deadline = oldest + std::chrono::milliseconds(opt_.timeout_ms);
   watchdog_armed_ = true;
-  loop_.after(std::chrono::milliseconds(std::max(1u, opt_.timeout_ms / 2)), [this, alive = alive_] {
-    if (!*alive) return;
+  watchdog_at_ = deadline;
+  loop_.at(deadline, [this, alive = alive_, deadline] {
+    if (!*alive || !watchdog_armed_ || watchdog_at_ != deadline) return;
     watchdog_armed_ = false;
-    if (failed_ || cmds_.empty()) return;
+    if (failed_) return;
     const auto now = std::chrono::steady_clock::now();
     for (const auto& [cid, c] : cmds_) {
-      if (now - c.started > std::chrono::milliseconds(opt_.timeout_ms)) {
+      if (now - c.started >= std::chrono::milliseconds(opt_.timeout_ms)) {
         return fail(Status::error(ETIMEDOUT, fmt::format("NVMe/TCP queue: command {} (opcode "
                                                          "{:#04x}) got no answer in {} ms",
                                                          cid, c.sqe.opcode, opt_.timeout_ms)));
@@ -230,22 +333,26 @@ void HostQueue::on_pdu() {
   auto proto = [this](const char* what) {
     fail(Status::error(EPROTO, fmt::format("NVMe/TCP queue: {}", what)));
   };
+  // Every length below is the target's: checked against the PDU's own length before use.
+  const uint32_t hd = opt_.header_digest ? 4 : 0, dd = opt_.data_digest ? 4 : 0;
   if (h.type == pdu::kICResp) {
+    if (ic_done_ || h.plen != sizeof(ICResp)) return proto("bad or second ICResp");
     ICResp r;
     std::memcpy(&r, p_, sizeof r);
-    if (h.plen != 128 || r.pfv != 0 || r.maxh2cdata < 4096 || r.maxh2cdata % 4) {
-      return proto("bad ICResp");
-    }
+    if (r.pfv != 0 || r.maxh2cdata < 4096 || r.maxh2cdata % 4) return proto("bad ICResp");
     maxh2c_ = r.maxh2cdata;
     ic_done_ = true;
-    return;
+    state_ = State::open;
+    return opened({});
   }
-  if (opt_.header_digest && h.type != pdu::kC2HTermReq) {
+  if (!ic_done_) return proto("a PDU before the ICResp");
+  if (h.type == pdu::kC2HTermReq) return proto("the target ended the connection (C2HTermReq)");
+  if (h.hlen != 24 || h.plen < 24u + hd) return proto("bad PDU header length");
+  if (hd) {
     uint32_t got;
     std::memcpy(&got, p_ + h.hlen, 4);
-    if (h.plen < h.hlen + 4u || got != crc32c(p_, h.hlen)) return proto("header digest");
+    if (got != crc32c(p_, h.hlen)) return proto("header digest");
   }
-  if (h.type == pdu::kC2HTermReq) return proto("the target ended the connection (C2HTermReq)");
   if (h.type == pdu::kCapsuleResp) {
     Cqe cqe;
     std::memcpy(&cqe, p_ + 8, sizeof cqe);
@@ -263,16 +370,16 @@ void HostQueue::on_pdu() {
     DataPdu d;
     std::memcpy(&d, p_, sizeof d);
     auto it = cmds_.find(d.cccid);
-    if (it == cmds_.end() || !it->second.in || d.datao + uint64_t(d.datal) > it->second.len ||
-        h.pdo + uint64_t(d.datal) > h.plen) {
+    if (it == cmds_.end() || !it->second.in || !in_bounds(d.datao, d.datal, it->second.len) ||
+        h.pdo < 24u + hd || uint64_t(h.pdo) + d.datal + dd != h.plen) {
       return proto("C2HData out of range");
     }
-    if (opt_.data_digest) {
+    if (dd) {
       uint32_t got;
       std::memcpy(&got, p_ + h.pdo + d.datal, 4);
       if (got != crc32c(p_ + h.pdo, d.datal)) return proto("data digest");
     }
-    std::memcpy(it->second.in + d.datao, p_ + h.pdo, d.datal);
+    if (d.datal) std::memcpy(it->second.in + d.datao, p_ + h.pdo, d.datal);
     if (h.flags & pdu::kFlagSuccess) {  // no response capsule follows
       Done done = std::move(it->second.done);
       Cqe cqe{};
@@ -290,7 +397,7 @@ void HostQueue::on_pdu() {
     R2T r;
     std::memcpy(&r, p_, sizeof r);
     auto it = cmds_.find(r.cccid);
-    if (it == cmds_.end() || !it->second.out || r.r2to + uint64_t(r.r2tl) > it->second.len) {
+    if (it == cmds_.end() || !it->second.out || !in_bounds(r.r2to, r.r2tl, it->second.len)) {
       return proto("R2T out of range");
     }
     for (uint32_t off = r.r2to; off < r.r2to + r.r2tl;) {

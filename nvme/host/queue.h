@@ -3,8 +3,11 @@
 // digests, and byte counters so the saving of offloaded copies is visible.
 //
 // State machine of the connection (one line a state):
-//   kOpen     ICResp received; commands may be submitted
-//   kFailed   the socket ended or a PDU was malformed: every command failed, none accepted
+//   connecting  the TCP connect is in progress on the loop
+//   handshake   ICReq sent, waiting for ICResp
+//   open        ICResp received; commands may be submitted
+//   failed      the socket ended, a PDU was malformed or a time limit passed: every command
+//               failed, none accepted
 #pragma once
 
 #include <blkcopy/event_loop.h>
@@ -21,6 +24,8 @@
 #include <string>
 #include <vector>
 
+#include <netinet/in.h>
+
 #include "nvme/pdu_buffer.h"
 #include "nvme/spec.h"
 
@@ -32,6 +37,7 @@ struct QueueOptions {
   uint32_t in_capsule = 8192;  // most bytes of data sent inside the command capsule
   uint32_t depth = 128;        // commands outstanding at most (the queue's SQSIZE + 1)
   uint32_t timeout_ms = 30000; // a command older than this fails the queue (0: never)
+  uint32_t connect_timeout_ms = 10000;  // TCP connect and ICReq/ICResp together
 };
 
 class HostQueue {
@@ -39,7 +45,14 @@ class HostQueue {
   // Called with the completion entry, or an error when the queue failed first.
   using Done = std::function<void(Status, const Cqe&)>;
 
-  // Connects the socket (blocking) and does the ICReq/ICResp handshake on the loop.
+  using Opened = std::function<void(Result<std::unique_ptr<HostQueue>>)>;
+  // Connects on the loop without blocking it (TCP connect, then ICReq/ICResp) within
+  // o.connect_timeout_ms. `done` runs later on the loop, never inside the call, with the queue
+  // or an error naming the step that failed or ran out of time. `host` is a numeric address
+  // or a name (resolved on a helper thread).
+  static void open_async(EventLoop& loop, const std::string& host, uint16_t port,
+                         const QueueOptions& o, Opened done);
+  // Blocking wrapper: runs the loop until open_async is done (set-up paths and tools only).
   static Result<std::unique_ptr<HostQueue>> open(EventLoop& loop, const std::string& host,
                                                  uint16_t port, const QueueOptions& o);
   ~HostQueue();
@@ -52,6 +65,13 @@ class HostQueue {
   Result<Cqe> run_sync(Sqe sqe, const void* out, void* in, uint32_t len);
 
   bool failed() const { return failed_; }
+  // Fails the queue now (its commands fail with `why`) and ends the socket.
+  void abort(Status why) { fail(std::move(why)); }
+  // The time limit for each command from now on (0: none).
+  void set_timeout(uint32_t ms) {
+    opt_.timeout_ms = ms;
+    watchdog();
+  }
   // Called once when the queue fails (after its commands were failed), on the loop.
   std::function<void(const Status&)> on_fail;
   uint64_t bytes_sent() const { return sent_; }
@@ -75,6 +95,9 @@ class HostQueue {
     bool has_ddgst = false;
   };
   HostQueue(EventLoop& loop, int fd, const QueueOptions& o) : loop_(loop), fd_(fd), opt_(o) {}
+  enum class State { connecting, handshake, open, failed };
+  void handshake();
+  void opened(Status s);  // the open_async step ends: hand the queue (or the error) over
   void receive();
   void on_pdu();
   void fail(Status s);
@@ -87,12 +110,19 @@ class HostQueue {
   int fd_;
   QueueOptions opt_;
   bool ic_done_ = false, failed_ = false, recv_pending_ = false, send_pending_ = false;
+  bool connect_pending_ = false;
+  State state_ = State::connecting;
+  sockaddr_storage peer_{};
+  uint32_t peer_len_ = 0;
+  std::string where_;  // "HOST:PORT" for messages
+  std::function<void(Status)> on_open_;  // set while open_async is in progress
   uint32_t maxh2c_ = 4096;  // MAXH2CDATA from ICResp
   PduBuffer rbuf_{64 * 1024};  // grows to the longest PDU
   const uint8_t* p_ = nullptr;  // the PDU being handled, inside rbuf_
   void start(Cmd c);
   void watchdog();
   bool watchdog_armed_ = false;
+  std::chrono::steady_clock::time_point watchdog_at_{};
   std::map<uint16_t, Cmd> cmds_;
   std::deque<Cmd> waiting_;  // beyond the queue depth: sent as completions free entries
   uint16_t next_cid_ = 1;
