@@ -13,6 +13,7 @@
 #include "core/checked.h"
 #include "core/net.h"
 #include "nvme/codec.h"
+#include "nvme/copy_ranges.h"
 #include "nvme/host/queue.h"
 
 namespace blkcopy::nvme {
@@ -587,17 +588,12 @@ void NvmeTcpDevice::copy(const CopyDesc& desc, Completion done) {
     }
     local &= static_cast<const NvmeTcpDevice*>(s.dev)->nsid_ == nsid_;
   }
-  auto ranges = std::make_shared<std::vector<uint8_t>>(desc.sources.size() * 32, 0);
-  for (size_t i = 0; i < desc.sources.size(); ++i) {
-    const auto& s = desc.sources[i];
+  std::vector<CopySource> sources;
+  for (const CopySegment& s : desc.sources) {
     const auto* src = static_cast<const NvmeTcpDevice*>(s.dev);
-    uint8_t* e = ranges->data() + i * 32;
-    if (!local) std::memcpy(e, &src->nsid_, 4);
-    const uint64_t slba = s.offset / src->lbs_;
-    const uint16_t nlb = static_cast<uint16_t>(s.length / src->lbs_ - 1);
-    std::memcpy(e + 8, &slba, 8);
-    std::memcpy(e + 16, &nlb, 2);
+    sources.push_back({src->nsid_, s.offset / src->lbs_, static_cast<uint32_t>(s.length / src->lbs_)});
   }
+  auto ranges = std::make_shared<std::vector<uint8_t>>(encode_copy_ranges(sources, local ? 0 : 2));
   Sqe sqe{};
   sqe.opcode = io::kCopy;
   sqe.nsid = nsid_;

@@ -29,6 +29,7 @@
 #include "core/checked.h"
 #include "core/net.h"
 #include "nvme/codec.h"
+#include "nvme/copy_ranges.h"
 #include "nvme/pdu_buffer.h"
 #include "nvme/spec.h"
 
@@ -151,6 +152,7 @@ class Connection {
   bool finished() const { return fd_ < 0; }
   Controller* controller() const { return ctrl_.get(); }
   void close(const std::string& why);
+  std::function<void()> on_finished;  // runs (on its loop) once the socket is closed
   // Why a peer that stalls must go: no ICReq or no Connect in time, or a PDU (or the data an
   // R2T asked for) started and not finished in time. Empty while it is within the limits.
   std::string stalled(Clock::time_point now, const TargetLimits& l) const;
@@ -253,6 +255,7 @@ class TargetImpl final : public Target {
   Status start() override;
   TargetStats stats() const override;
   std::vector<uint16_t> bound_ports() const override { return bound_; }
+  void serve_socket(int fd) override;
 
   EventLoop& home() { return home_; }
   AtomicStats& mut_stats() { return stats_; }
@@ -324,6 +327,7 @@ class TargetImpl final : public Target {
   void log_refusal(const std::string& what);
   void adopt(Worker& w, int fd);
   void tick(Worker& w);
+  void reap(Worker& w);  // frees the connections of w that have ended
   void close_all(Worker& w);
 
   EventLoop& home_;
@@ -527,25 +531,29 @@ void TargetImpl::accept_on(int fd) {
       return accept_on(fd);
     }
     accept_backoff_ = std::chrono::milliseconds(0);
-    if (open_connections >= cfg_.limits.max_connections) {
-      ++stats_.refused;
-      log_refusal(fmt::format("refusing connections: {} open, the limit (--max-connections)",
-                              cfg_.limits.max_connections));
-      ::close(res);
-      return accept_on(fd);
-    }
-    int one = 1;
-    setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    ++stats_.connections;
-    ++open_connections;
-    Worker& w = *workers_[next_worker_++ % workers_.size()];
-    if (w.owned) {
-      w.loop->post_remote([this, &w, res] { adopt(w, res); });
-    } else {
-      adopt(w, res);
-    }
+    serve_socket(res);
     accept_on(fd);
   });
+}
+
+void TargetImpl::serve_socket(int fd) {
+  if (stopping_ || open_connections >= cfg_.limits.max_connections) {
+    ++stats_.refused;
+    log_refusal(fmt::format("refusing connections: {} open, the limit (--max-connections)",
+                            cfg_.limits.max_connections));
+    ::close(fd);
+    return;
+  }
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  ++stats_.connections;
+  ++open_connections;
+  Worker& w = *workers_[next_worker_++ % workers_.size()];
+  if (w.owned) {
+    w.loop->post_remote([this, &w, fd] { adopt(w, fd); });
+  } else {
+    adopt(w, fd);
+  }
 }
 
 void TargetImpl::accept_later(int fd, std::chrono::milliseconds wait) {
@@ -573,6 +581,8 @@ void TargetImpl::adopt(Worker& w, int fd) {
   getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len);
   w.conns.push_back(std::make_unique<Connection>(
       *this, home_, *w.loop, fd, address_of(reinterpret_cast<sockaddr*>(&local)).host));
+  // A connection that has ended is freed soon after, on its loop, not only at the next tick.
+  w.conns.back()->on_finished = [this, &w] { w.loop->post([this, &w] { reap(w); }); };
   w.conns.back()->start();
 }
 
@@ -599,10 +609,14 @@ void TargetImpl::tick(Worker& w) {
       c->close("keep-alive timeout");
     }
   }
+  reap(w);
+  if (!stopping_) w.loop->after(std::chrono::milliseconds(250), [this, &w] { tick(w); });
+}
+
+void TargetImpl::reap(Worker& w) {
   const size_t before = w.conns.size();
   std::erase_if(w.conns, [](const auto& c) { return c->finished(); });
   open_connections -= static_cast<unsigned>(before - w.conns.size());
-  if (!stopping_) w.loop->after(std::chrono::milliseconds(250), [this, &w] { tick(w); });
 }
 
 std::vector<uint8_t> TargetImpl::discovery_log(const std::string& host,
@@ -839,6 +853,7 @@ void Connection::maybe_free() {
     ctrl_.reset();
     aers_.clear();
     awaiting_data_.clear();
+    if (on_finished) on_finished();
   }
 }
 
@@ -850,10 +865,11 @@ void Connection::at_home(std::function<void()> fn) {
 
 // ---------------------------------------------------------------- connection: commands
 
+// Every command gets a buffer, one page at least, so that no path meets a null pointer for an
+// empty transfer (the fuzzer found Get Log Page with no data doing memset(nullptr, 0, 0)).
 bool Connection::alloc_data(Command& c, uint32_t len) {
   c.data_len = len;
-  if (!len) return true;
-  c.data = static_cast<uint8_t*>(aligned_alloc(4096, (len + 4095) / 4096 * 4096));
+  c.data = static_cast<uint8_t*>(aligned_alloc(4096, std::max<uint32_t>(4096, (len + 4095) / 4096 * 4096)));
   return c.data != nullptr;
 }
 
@@ -1317,14 +1333,12 @@ void Connection::copy(std::unique_ptr<Command> c, Namespace& ns) {
   const uint32_t nr = (c->sqe.cdw12 & 0xFF) + 1;
   const uint8_t fmt = (c->sqe.cdw12 >> 8) & 0xF;
   if (fmt != 0 && !(fmt == 2 && ctrl_->format2)) return complete(std::move(c), st(status::kInvalidField));
-  if (c->data_len != nr * sizeof(CopyRange2)) return complete(std::move(c), st(status::kSglLengthInvalid));
   if (nr > ns.id.msrc + 1u) return complete(std::move(c), st(status::kCommandSizeLimit));
+  auto ranges = decode_copy_ranges({c->data, c->data_len}, nr, fmt);
+  if (!ranges) return complete(std::move(c), st(status::kSglLengthInvalid));
   uint64_t total = 0;
   for (uint32_t i = 0; i < nr; ++i) {
-    // Formats 0 and 2 share the layout but for the source namespace (reserved in format 0).
-    CopyRange2 r;
-    std::memcpy(&r, c->data + i * sizeof r, sizeof r);
-    const uint64_t nlb = r.nlb + 1ull;
+    const CopySource& r = (*ranges)[i];
     Namespace* src = &ns;
     if (fmt == 2) {
       auto it = s.ns.find(r.snsid);
@@ -1332,13 +1346,13 @@ void Connection::copy(std::unique_ptr<Command> c, Namespace& ns) {
       src = &it->second;
       if (src->lbs != ns.lbs) return complete(std::move(c), st(status::kIncompatibleNamespace), i);
     }
-    if (nlb > ns.id.mssrl) return complete(std::move(c), st(status::kCommandSizeLimit), i);
-    if (!in_bounds(r.slba, nlb, src->id.blocks)) {
+    if (r.blocks > ns.id.mssrl) return complete(std::move(c), st(status::kCommandSizeLimit), i);
+    if (!in_bounds(r.slba, r.blocks, src->id.blocks)) {
       return complete(std::move(c), st(status::kLbaOutOfRange), i);
     }
-    c->copy_src.push_back({src->dev.get(), r.slba * src->lbs, nlb * src->lbs});
-    c->range_bytes.push_back(static_cast<uint32_t>(nlb * src->lbs));
-    total += nlb;
+    c->copy_src.push_back({src->dev.get(), r.slba * src->lbs, uint64_t(r.blocks) * src->lbs});
+    c->range_bytes.push_back(r.blocks * src->lbs);
+    total += r.blocks;
   }
   if (total > ns.id.mcl) return complete(std::move(c), st(status::kCommandSizeLimit));
   if (!in_bounds(sdlba, total, ns.id.blocks)) {

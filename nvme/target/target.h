@@ -83,6 +83,10 @@ class Target {
   virtual TargetStats stats() const = 0;
   // The ports actually bound (port 0 in the config picks a free one).
   virtual std::vector<uint16_t> bound_ports() const = 0;
+  // Serves a connected stream socket as if a listener had accepted it (socket activation,
+  // tests, fuzzing); takes the descriptor. Call on the loop the target was created on, after
+  // start().
+  virtual void serve_socket(int fd) = 0;
 };
 
 }  // namespace blkcopy::nvme
