@@ -74,6 +74,9 @@ class CopyRun {
 
   void pump() {
     if (pumping_) return;
+    if (opt_.cancel && opt_.cancel->load() && !failed()) {
+      fail_at(prefix_, Status::error(ECANCELED, "the copy was interrupted"));
+    }
     pumping_ = true;
     issue_writes();
     issue_offloads();
@@ -140,12 +143,12 @@ class CopyRun {
     std::sort(gaps.begin(), gaps.end());
     uint64_t at = 0, moved = 0;
     for (auto [off, n] : gaps) {
-      if (off > at) complete_range(p.pos + at, off - at);
+      if (off > at) complete_range(p.pos + at, off - at, true);
       moved += off > at ? off - at : 0;
       queue_emulation(p.pos + off, n);
       at = off + n;
     }
-    if (at < len) complete_range(p.pos + at, len - at);
+    if (at < len) complete_range(p.pos + at, len - at, true);
     moved += len > at ? len - at : 0;
     result_.offloaded_bytes += moved;
     if (p.report.offloaded_on.empty()) {
@@ -227,7 +230,7 @@ class CopyRun {
     if (st.ok()) {
       result_.host_written_bytes += len;
       result_.emulated_bytes += len;
-      complete_range(c->pos, len);
+      complete_range(c->pos, len, false);
     } else {
       fail_at(c->pos, std::move(st));
     }
@@ -249,11 +252,11 @@ class CopyRun {
     return b;
   }
 
-  void complete_range(uint64_t pos, uint64_t len) {
-    done_.emplace(pos, pos + len);
+  void complete_range(uint64_t pos, uint64_t len, bool offloaded) {
+    done_.emplace(pos, Done{pos + len, offloaded});
     const uint64_t before = prefix_;
     for (auto it = done_.find(prefix_); it != done_.end(); it = done_.find(prefix_)) {
-      prefix_ = it->second;
+      prefix_ = it->second.end;
       done_.erase(it);
     }
     if (prefix_ != before && opt_.progress) opt_.progress(prefix_, total());
@@ -269,6 +272,11 @@ class CopyRun {
     if (copies_in_flight_ || reads_in_flight_ || writes_in_flight_) return;
     if (!failed() && (next_ < total() || !emulate_.empty() || !ready_.empty())) return;
     result_.bytes = prefix_;
+    // Pieces that completed beyond the progress (after a failure before them) are not counted
+    // as copied: offloaded + emulated == bytes, always.
+    for (const auto& [pos, d] : done_) {
+      (d.offloaded ? result_.offloaded_bytes : result_.emulated_bytes) -= d.end - pos;
+    }
     for (auto [dev, n] : by_device_) {
       if (n) result_.offloaded_by_device.emplace_back(dev->name(), n);
     }
@@ -294,7 +302,11 @@ class CopyRun {
   uint64_t next_ = 0;
   std::map<uint64_t, uint64_t> emulate_;
   std::set<uint64_t> pending_;
-  std::map<uint64_t, uint64_t> done_;
+  struct Done {
+    uint64_t end;
+    bool offloaded;
+  };
+  std::map<uint64_t, Done> done_;
   uint64_t prefix_ = 0;
   std::map<uint64_t, std::unique_ptr<Chunk>> ready_;
   AlignedBuffer pool_;

@@ -198,16 +198,29 @@ Status CloneDevice::stop_hydration() {
   return s;
 }
 
-Status CloneDevice::hydrate_all(const std::function<void(uint64_t, uint64_t)>& progress) {
+Status CloneDevice::hydrate_all(const std::function<void(uint64_t, uint64_t)>& progress,
+                                const std::atomic<bool>* stop) {
   start_hydration();
   uint64_t last = UINT64_MAX;
+  auto hydrated = [this] {
+    return static_cast<uint64_t>(std::count(state_.begin(), state_.end(), State::hydrated));
+  };
   Status s = loop().run_until([&] {
-    const uint64_t n = static_cast<uint64_t>(std::count(state_.begin(), state_.end(), State::hydrated));
+    const uint64_t n = hydrated();
     if (progress && n != last) progress(n, state_.size());
     last = n;
-    return n == state_.size() || !error_.empty();
+    return n == state_.size() || !error_.empty() || (stop && stop->load());
   });
   if (!s.ok()) return s;
+  if (stop && stop->load() && hydrated() < state_.size()) {
+    Status halted = stop_hydration();
+    Status committed = commit_sync();
+    if (!halted.ok()) return halted;
+    if (!committed.ok()) return committed;
+    return Status::error(ECANCELED, fmt::format("{}: hydration interrupted with {} of {} regions "
+                                                "hydrated (kept: hydrate again to go on)",
+                                                name(), hydrated(), state_.size()));
+  }
   if (!error_.empty()) return Status::error(EIO, fmt::format("{}: hydration stopped: {}", name(), error_));
   return commit_sync();
 }

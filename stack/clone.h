@@ -9,6 +9,7 @@
 
 #include <blkcopy/device.h>
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <set>
@@ -53,8 +54,11 @@ class CloneDevice final : public Device {
   void start_hydration();
   // Stops queueing new regions and waits for the ones in flight (their progress is kept).
   Status stop_hydration();
-  // Hydrates every region, running the loop until done; progress(hydrated, regions).
-  Status hydrate_all(const std::function<void(uint64_t, uint64_t)>& progress = {});
+  // Hydrates every region, running the loop until done; progress(hydrated, regions). When
+  // `stop` turns true, hydration stops (regions in flight finish and are committed) and the
+  // answer is ECANCELED.
+  Status hydrate_all(const std::function<void(uint64_t, uint64_t)>& progress = {},
+                     const std::atomic<bool>* stop = nullptr);
   // Commits the metadata now, running the loop until done.
   Status commit_sync();
 

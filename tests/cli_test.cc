@@ -4,6 +4,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <csignal>
+#include <fstream>
+
 #include "tests/test_util.h"
 
 namespace blkcopy {
@@ -142,6 +145,44 @@ TEST_F(CliTest, DemoChecksItsCopies) {
   EXPECT_NE(r.out.find("offloaded"), std::string::npos);
   EXPECT_FALSE(std::filesystem::exists(dir.path() / "blkcopy-demo.img"));
   EXPECT_EQ(run_cli({"demo", "--size", "5"}).exit_code, 2);
+}
+
+}  // namespace
+}  // namespace blkcopy
+
+namespace blkcopy {
+namespace {
+
+// Like dd: SIGINT or SIGTERM mid-copy prints the exact progress (here as JSON) and exits with
+// 128 + the signal; the destination holds the source's bytes up to the progress and nothing
+// beyond the range changed.
+TEST(CliInterrupt, ACopyStoppedBySignalReportsExactProgress) {
+  for (int sig : {SIGINT, SIGTERM}) {
+    test::TempDir dir;
+    const std::string src = dir.file("src", 8 << 20, 77);
+    const std::string dst = dir.file("dst", 9 << 20, 0);
+    // Every write to the destination takes 20 ms, one in flight: about 2.5 s for the copy.
+    const std::string table = (dir.path() / "slow.table").string();
+    std::ofstream(table) << "0 18432 flakey " << dst << " 0 delay=write:1:20ms:every\n";
+    auto r = test::run_cli({"copy", src, "dm:" + table + "@64k", "--length", "8M", "--emulate",
+                            "--buffer", "64k", "--chunk", "64k", "--json"},
+                           sig, 500);
+    EXPECT_EQ(r.exit_code, 128 + sig) << r.err;
+    EXPECT_NE(r.err.find(std::string("interrupted by SIG") + (sig == SIGINT ? "INT" : "TERM")),
+              std::string::npos)
+        << r.err;
+    auto j = nlohmann::json::parse(r.out);
+    const uint64_t bytes = j["bytes"];
+    EXPECT_GT(bytes, 0u);
+    EXPECT_LT(bytes, 8u << 20);
+    EXPECT_EQ(j["status"], "error");
+    EXPECT_EQ(j["emulated_bytes"].get<uint64_t>(), bytes);
+    const auto original = test::pattern(0, bytes, 77);
+    EXPECT_EQ(test::read_file(dst, 64 * K, bytes), original) << "the progress is in place";
+    EXPECT_EQ(test::read_file(dst, 0, 64 * K), test::Bytes(64 * K)) << "before the range";
+    EXPECT_EQ(test::read_file(dst, (8 << 20) + 64 * K, 960 * K), test::Bytes(960 * K))
+        << "after the range";
+  }
 }
 
 }  // namespace

@@ -230,3 +230,33 @@ TEST_F(CloneTest, CliShowsStatusAndHydrates) {
 
 }  // namespace
 }  // namespace blkcopy
+
+namespace blkcopy {
+namespace {
+
+TEST(CloneCli, HydrationStoppedBySignalKeepsWhatItCopied) {
+  test::TempDir dir;
+  const std::string src = dir.file("src", 4 << 20, 16), dst = dir.file("dst", 5 << 20);
+  // Every request to DEST takes 150 ms: the 32 regions need over a second.
+  const std::string slow = (dir.path() / "slow.table").string();
+  std::ofstream(slow) << "0 10240 flakey " << dst << " 0 delay=any:1:150ms:every\n";
+  const std::string t = (dir.path() / "clone.table").string();
+  std::ofstream(t) << "0 8192 clone " << src << " dm:" << slow << " 256\n";
+  const std::string dev = "dm:" + t;
+  auto r = test::run_cli({"clone", "hydrate", dev, "--json"}, SIGINT, 400);
+  EXPECT_EQ(r.exit_code, 128 + SIGINT) << r.err;
+  EXPECT_NE(r.err.find("hydration interrupted with"), std::string::npos) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j[0]["interrupted"], true);
+  const uint64_t durable = j[0]["durable"];
+  EXPECT_GT(durable, 0u);
+  EXPECT_LT(durable, 32u);
+  // Hydrating again finishes the job; the data is the source's.
+  r = test::run_cli({"clone", "hydrate", dev, "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)[0]["hydrated"], 32);
+  EXPECT_EQ(test::read_file(dst, 0, 4 << 20), test::pattern(0, 4 << 20, 16));
+}
+
+}  // namespace
+}  // namespace blkcopy

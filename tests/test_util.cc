@@ -1,5 +1,7 @@
 #include "tests/test_util.h"
 
+#include <csignal>
+
 #include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -87,7 +89,7 @@ std::string slurp(int fd) {
 }
 }  // namespace
 
-Run run_cli(const std::vector<std::string>& args) {
+Run run_cli(const std::vector<std::string>& args, int signal, int after_ms) {
   TempDir dir;
   const std::string out = (dir.path() / "out").string(), err = (dir.path() / "err").string();
   pid_t pid = fork();
@@ -101,6 +103,10 @@ Run run_cli(const std::vector<std::string>& args) {
     argv.push_back(nullptr);
     execv(BLKCOPY_CLI, argv.data());
     _exit(127);
+  }
+  if (signal) {
+    usleep(static_cast<useconds_t>(after_ms) * 1000);
+    kill(pid, signal);
   }
   int status = 0;
   waitpid(pid, &status, 0);

@@ -44,6 +44,7 @@ struct Run {
   int exit_code;
   std::string out, err;
 };
-Run run_cli(const std::vector<std::string>& args);
+// With `signal` set, sends it to the process `after_ms` milliseconds after it started.
+Run run_cli(const std::vector<std::string>& args, int signal = 0, int after_ms = 0);
 
 }  // namespace blkcopy::test

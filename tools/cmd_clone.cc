@@ -6,6 +6,7 @@
 
 #include "stack/dm_device.h"
 #include "tools/commands.h"
+#include "tools/interrupt.h"
 #include "tools/report.h"
 
 namespace blkcopy::tools {
@@ -55,18 +56,26 @@ int run(const std::string& spec, bool hydrate, bool json, bool progress) {
   int code = kOk;
   nlohmann::ordered_json all = nlohmann::ordered_json::array();
   for (CloneDevice* c : dm->clones()) {
-    if (hydrate) {
+    if (hydrate && !interrupt_signal()) {
       ProgressBar bar(!json && isatty(STDERR_FILENO), progress);
       const CloneStatus before = c->status();
-      Status s = c->hydrate_all([&](uint64_t n, uint64_t total) {
-        bar.update((n - std::min(n, before.hydrated)) * before.region,
-                   (total - before.hydrated) * before.region);
-      });
+      Status s = c->hydrate_all(
+          [&](uint64_t n, uint64_t total) {
+            bar.update((n - std::min(n, before.hydrated)) * before.region,
+                       (total - before.hydrated) * before.region);
+          },
+          &catch_interrupts());
       bar.finish();
-      if (!s.ok()) code = report_error(kIoError, s.message());
+      if (s.code() == ECANCELED && interrupt_signal()) {
+        report_error(kIoError, s.message());
+        code = interrupted_exit_code();
+      } else if (!s.ok()) {
+        code = report_error(kIoError, s.message());
+      }
     }
     if (json) {
       all.push_back(status_json(*c));
+      if (code == interrupted_exit_code() && interrupt_signal()) all.back()["interrupted"] = true;
     } else {
       fmt::print("{}", status_text(*c));
     }

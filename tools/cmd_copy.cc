@@ -3,10 +3,13 @@
 #include <blkcopy/open.h>
 #include <blkcopy/units.h>
 #include <fmt/format.h>
+
+#include <cstring>
 #include <unistd.h>
 
 #include "nvme/host/nvme_tcp_device.h"
 #include "tools/commands.h"
+#include "tools/interrupt.h"
 #include "tools/report.h"
 
 namespace blkcopy::tools {
@@ -146,6 +149,7 @@ int run_copy(const Args& a) {
   const auto wire_before = wire(remote);
   ProgressBar bar(!a.json && isatty(STDERR_FILENO), a.progress);
   opt.progress = [&bar](uint64_t done, uint64_t total) { bar.update(done, total); };
+  opt.cancel = &catch_interrupts();
   CopyResult r = copy_ranges(sources, **dst, dst_ep->offset, opt);
   bar.finish();
 
@@ -167,6 +171,13 @@ int run_copy(const Args& a) {
     }
   }
   const int code = exit_code_for(r);
+  if (r.status.code() == ECANCELED && interrupt_signal()) {
+    report_error(kIoError, fmt::format("interrupted by SIG{} after copying {} bytes{} (the "
+                                       "destination holds them; the rest is as before or torn)",
+                                       sigabbrev_np(interrupt_signal()), r.bytes,
+                                       r.backward ? ", from the end" : ""));
+    return interrupted_exit_code();
+  }
   if (code == kIoError || code == kNotSupported) {
     report_error(code, fmt::format("{} (copied {} bytes{} before the failure)",
                                    r.status.message(), r.bytes,

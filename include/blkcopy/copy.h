@@ -16,6 +16,7 @@
 
 #include <blkcopy/device.h>
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <span>
@@ -38,6 +39,10 @@ struct CopyOptions {
   unsigned max_copies_in_flight = 8;  // offloaded copy commands at once
   // Called on the loop each time the in-order progress advances.
   std::function<void(uint64_t done, uint64_t total)> progress;
+  // When it turns true (a signal handler may set it), no more work is issued: the copy ends
+  // with ECANCELED once the work in flight is done, and `bytes` is the exact progress. It is
+  // looked at whenever a request completes.
+  const std::atomic<bool>* cancel = nullptr;
 };
 
 struct CopyResult {
@@ -45,6 +50,8 @@ struct CopyResult {
   bool invalid = false;  // validation failed: nothing was read or written
   uint64_t bytes = 0;    // copied, in processing order from the start
   bool backward = false;  // an overlapping copy walked from the end: `bytes` are the last ones
+  // Of `bytes`, how many the devices copied and how many went through host memory: the two
+  // add up to `bytes`, also after a failure (work done beyond the progress is not counted).
   uint64_t offloaded_bytes = 0;
   uint64_t emulated_bytes = 0;
   uint64_t host_read_bytes = 0;
