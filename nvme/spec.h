@@ -52,7 +52,8 @@ inline constexpr uint8_t kFlush = 0x00, kWrite = 0x01, kRead = 0x02, kWriteZeroe
                          kDsm = 0x09, kCopy = 0x19;
 }  // namespace io
 namespace fabrics {
-inline constexpr uint8_t kPropertySet = 0x00, kConnect = 0x01, kPropertyGet = 0x04;
+inline constexpr uint8_t kPropertySet = 0x00, kConnect = 0x01, kPropertyGet = 0x04,
+                         kAuthSend = 0x05, kAuthReceive = 0x06;
 }  // namespace fabrics
 
 // Fabrics command fields (bytes of the SQE).
@@ -77,7 +78,8 @@ inline constexpr uint16_t kSuccess = 0x000, kInvalidOpcode = 0x001, kInvalidFiel
                           kNsNotReady = 0x082,
                           // command specific (SCT 1)
                           kConnectInvalidParam = 0x182, kConnectInvalidHost = 0x184,
-                          kConnectControllerBusy = 0x181,
+                          kConnectControllerBusy = 0x181, kAuthRequired = 0x191,
+                          kCommandSequenceError = 0x00C,
                           kConflictingAttributes = 0x180, kReadOnlyRange = 0x182,
                           kCommandSizeLimit = 0x183, kIncompatibleNamespace = 0x185,
                           kFastCopyNotPossible = 0x186, kOverlappingRange = 0x187,

@@ -124,14 +124,28 @@ TEST(NvmeConfig, EveryMistakeIsNamedByItsJsonPath) {
   }
 }
 
-TEST(NvmeConfig, DhchapAsAnObjectIsRefusedUntilSupportedNeverIgnored) {
-  const std::string got = error_of(config("", "", "", R"(, "dhchap": {"key": "DHHC-1:00:x:"})"));
-  EXPECT_NE(got.find("hosts[0].dhchap: DH-HMAC-CHAP authentication is not supported"),
-            std::string::npos)
-      << got;
-  // Not even --lenient serves a host that asked for authentication without it.
-  EXPECT_NE(error_of(config("", "", "", R"(, "dhchap": {"key": "x"})"), true).find("hosts[0].dhchap"),
-            std::string::npos);
+TEST(NvmeConfig, DhchapKeysAreReadAndCheckedNeverIgnored) {
+  const std::string key = "DHHC-1:00:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh+KfiaR:";
+  auto r = parse_nvmetcli_json(config("", "", "", R"(, "dhchap": {"key": ")" + key +
+                                                      R"j(", "hash": "hmac(sha512)", "dhgroup": "ffdhe3072"})j"));
+  ASSERT_TRUE(r) << r.error().message();
+  ASSERT_EQ(r->hosts.size(), 1u);
+  EXPECT_EQ(r->hosts[0].key, key);
+  EXPECT_EQ(r->hosts[0].dhgroup, "ffdhe3072");
+  struct Bad {
+    std::string dhchap;
+    const char* want;
+  };
+  for (const Bad& b : {Bad{R"({"key": "DHHC-1:00:xyz:"})", "hosts[0].dhchap.key"},
+                       Bad{R"({"key": "DHHC-1:00:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh+KfiaS:"})",
+                           "its CRC-32 does not match"},
+                       Bad{R"({"key": ")" + key + R"(", "hash": "md5"})", "hosts[0].dhchap.hash"},
+                       Bad{R"({"key": ")" + key + R"(", "dhgroup": "ffdhe1024"})", "hosts[0].dhchap.dhgroup"},
+                       Bad{R"({"ctrl_key": ")" + key + R"("})", "hosts[0].dhchap.key: missing"},
+                       Bad{R"({"key": ")" + key + R"(", "keyy": 1})", "hosts[0].dhchap.keyy: unknown key"}}) {
+    const std::string got = error_of(config("", "", "", R"(, "dhchap": )" + b.dhchap));
+    EXPECT_NE(got.find(b.want), std::string::npos) << b.dhchap << ": " << got;
+  }
 }
 
 TEST(NvmeConfig, LenientSkipsUnknownKeysWithAWarningButNotBadValues) {

@@ -4,7 +4,9 @@
 #include <fmt/format.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <csignal>
 #include <fstream>
 #include <sstream>
@@ -29,6 +31,8 @@ struct Args {
   int stats_every = 0;
   unsigned cores = 1;
   bool lenient = false;
+  std::vector<std::string> host_keys, host_ctrl_keys;  // NQN=SECRET or NQN=@FILE
+  std::string dhchap_hash = "hmac(sha256)", dhchap_dhgroup = "null";
   unsigned max_connections = nvme::TargetLimits{}.max_connections;
   bool flags_with_config = false;  // --listen, --nqn, --ns or --allow-host beside --config
 };
@@ -63,7 +67,7 @@ int run_serve(const Args& a) {
   if (!a.config.empty()) {
     if (a.flags_with_config) {
       return report_error(kBadInput, "--config describes the whole target: give --listen, --nqn, "
-                                     "--ns and --allow-host in its JSON instead");
+                                     "--ns, --allow-host and the host keys in its JSON instead");
     }
     std::ifstream in(a.config);
     if (!in) return report_error(kBadInput, fmt::format("cannot read {}", a.config));
@@ -95,6 +99,35 @@ int run_serve(const Args& a) {
       sub.namespaces.push_back({static_cast<uint32_t>(i + 1), a.ns[i], "", true});
     }
     cfg.subsystems.push_back(sub);
+    for (const auto& [flag, list] : {std::pair{"--host-key", &a.host_keys}, {"--host-ctrl-key", &a.host_ctrl_keys}}) {
+      for (const std::string& item : *list) {
+        const size_t eq = item.find('=');
+        if (eq == std::string::npos) {
+          return report_error(kBadInput, fmt::format("{} '{}': expected HOSTNQN=SECRET or HOSTNQN=@FILE",
+                                                     flag, item));
+        }
+        const std::string nqn = item.substr(0, eq);
+        std::string secret = item.substr(eq + 1);
+        if (secret.starts_with("@")) {
+          std::ifstream in(secret.substr(1));
+          if (!in || !std::getline(in, secret)) {
+            return report_error(kBadInput, fmt::format("{}: cannot read {}", flag, item.substr(eq + 2)));
+          }
+          while (!secret.empty() && std::isspace(static_cast<unsigned char>(secret.back()))) secret.pop_back();
+        }
+        auto it = std::find_if(cfg.hosts.begin(), cfg.hosts.end(), [&](const auto& h) { return h.nqn == nqn; });
+        if (it == cfg.hosts.end()) {
+          cfg.hosts.push_back({nqn, "", "", a.dhchap_hash, a.dhchap_dhgroup});
+          it = std::prev(cfg.hosts.end());
+        }
+        (std::string_view(flag) == "--host-key" ? it->key : it->ctrl_key) = secret;
+      }
+    }
+    for (const auto& h : cfg.hosts) {
+      if (h.key.empty()) {
+        return report_error(kBadInput, fmt::format("--host-ctrl-key for {} needs a --host-key for it too", h.nqn));
+      }
+    }
   }
   cfg.limits.max_connections = a.max_connections;
   raise_open_file_limit(a.max_connections);
@@ -144,6 +177,17 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   auto* ns = cmd->add_option("--ns", a->ns, "a device to serve as the next namespace (repeatable)");
   auto* hosts = cmd->add_option("--allow-host", a->hosts, "a host NQN allowed to connect (default: any)");
   cmd->add_option("--config", a->config, "an nvmetcli JSON configuration instead of the flags");
+  auto* host_key = cmd->add_option(
+      "--host-key", a->host_keys,
+      "HOSTNQN=SECRET (or HOSTNQN=@FILE): the host must authenticate with DH-HMAC-CHAP using "
+      "this DHHC-1 secret ('nvme gen-dhchap-key'); repeatable");
+  auto* host_ctrl_key = cmd->add_option(
+      "--host-ctrl-key", a->host_ctrl_keys,
+      "HOSTNQN=SECRET (or @FILE): the controller's secret, for hosts that check the controller");
+  auto* dh_hash = cmd->add_option("--dhchap-hash", a->dhchap_hash,
+                                  "hash to prefer: hmac(sha256) (default), hmac(sha384), hmac(sha512)");
+  auto* dh_group = cmd->add_option("--dhchap-dhgroup", a->dhchap_dhgroup,
+                                   "DH group: null (default), ffdhe2048 ... ffdhe8192");
   cmd->add_flag("--lenient", a->lenient,
                 "skip unknown or unsupported keys of --config with a warning instead of refusing");
   cmd->add_option("--max-connections", a->max_connections,
@@ -152,8 +196,10 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--discovery-port", a->discovery_port, "0 turns it off (default 8009)");
   cmd->add_option("--stats", a->stats_every, "print statistics every N seconds (also SIGUSR1)");
   cmd->add_option("--cores", a->cores, "event loops (threads) for connections (default 1)");
-  cmd->callback([a, &exit_code, listen, nqn, ns, hosts] {
-    a->flags_with_config = listen->count() || nqn->count() || ns->count() || hosts->count();
+  cmd->callback([a, &exit_code, listen, nqn, ns, hosts, host_key, host_ctrl_key, dh_hash, dh_group] {
+    a->flags_with_config = listen->count() || nqn->count() || ns->count() || hosts->count() ||
+                           host_key->count() || host_ctrl_key->count() || dh_hash->count() ||
+                           dh_group->count();
     exit_code = run_serve(*a);
   });
 }

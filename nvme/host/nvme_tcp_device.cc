@@ -2,8 +2,11 @@
 
 #include <blkcopy/units.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
+#include <cctype>
 #include <charconv>
+#include <fstream>
 #include <cstring>
 #include <map>
 #include <type_traits>
@@ -57,6 +60,11 @@ class NvmeTcpController {
   void step(HostQueue& q, const char* what, Sqe sqe, const void* out, void* in, uint32_t len,
             bool must_succeed, std::function<void(const Cqe&)> next);
   void connect_queue(HostQueue& q, uint16_t qid, uint16_t id, std::function<void(const Cqe&)> next);
+  struct AuthTxn;
+  void authenticate(HostQueue& q, uint16_t qid, const Cqe& connected, std::function<void(const Cqe&)> next);
+  void auth_reply(HostQueue& q, std::shared_ptr<AuthTxn> t);
+  void auth_finish(HostQueue& q, std::shared_ptr<AuthTxn> t);
+  std::optional<Status> auth_refused(const auth::Bytes& m, const char* when);
   void enable();
   void identify();
   void queues();
@@ -192,11 +200,23 @@ Result<NvmeTcpConfig> parse_nvme_tcp_config(std::string_view spec) {
       if (!number(v, c.reconnect, 0, 1000)) return bad("reconnect must be 0 to 1000");
     } else if (k == "depth") {
       if (!number(v, c.depth, 2, 128)) return bad("depth must be 2 to 128");
+    } else if (k == "dhchap_secret" || k == "dhchap_ctrl_secret" || k == "dhchap_secret_file" ||
+               k == "dhchap_ctrl_secret_file") {
+      std::string text(v);
+      if (k.ends_with("_file")) {
+        std::ifstream in{std::string(v)};
+        if (!in || !std::getline(in, text)) return bad(fmt::format("{}: cannot read '{}'", k, v));
+        while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.pop_back();
+      }
+      auto secret = auth::parse_secret(text);
+      if (!secret) return bad(fmt::format("{}: {}", k, secret.error().message()));
+      (k.starts_with("dhchap_ctrl") ? c.dhchap_ctrl_secret : c.dhchap_secret) = *secret;
     } else if (k == "ro") {
       c.read_only = true;
     } else if (!k.empty()) {
       return bad(fmt::format("unknown option '{}' (ns, hostnqn, digest, kato, timeout, queues, "
-                             "connect_timeout, depth, reconnect, ro)",
+                             "connect_timeout, depth, reconnect, ro, dhchap_secret, "
+                             "dhchap_ctrl_secret, dhchap_secret_file, dhchap_ctrl_secret_file)",
                              k));
     }
   }
@@ -206,10 +226,17 @@ Result<NvmeTcpConfig> parse_nvme_tcp_config(std::string_view spec) {
 
 Result<std::shared_ptr<NvmeTcpController>> NvmeTcpController::open(EventLoop& loop,
                                                                   const NvmeTcpConfig& c) {
+  // Controllers are shared only between opens that would connect the same way, secrets
+  // included (as digests): a wrong secret must not ride on a controller a right one opened.
+  auto fingerprint = [](const std::optional<auth::Secret>& s) {
+    if (!s) return std::string("-");
+    const auth::Bytes d = auth::digest(auth::Hash::sha256, s->key);
+    return fmt::format("{:02x}", fmt::join(d, ""));
+  };
   const std::string key =
-      fmt::format("{}|{}:{}|{}|{}|{}{}|{}|{}|{}", static_cast<void*>(&loop), c.host, c.port,
+      fmt::format("{}|{}:{}|{}|{}|{}{}|{}|{}|{}|{}|{}", static_cast<void*>(&loop), c.host, c.port,
                   c.subnqn, c.hostnqn, c.header_digest, c.data_digest, c.timeout_ms, c.depth,
-                  c.queues);
+                  c.queues, fingerprint(c.dhchap_secret), fingerprint(c.dhchap_ctrl_secret));
   if (auto existing = registry()[key].lock()) return existing;
   auto ctrl = std::make_shared<NvmeTcpController>();
   ctrl->loop_ = &loop;
@@ -274,13 +301,141 @@ void NvmeTcpController::connect_queue(HostQueue& q, uint16_t qid, uint16_t id,
   const auto sqsize = static_cast<uint16_t>(qid ? cfg.depth - 1 : 31);
   auto data = std::make_shared<std::vector<uint8_t>>(connect_data(id, cfg.subnqn, cfg.hostnqn));
   step(q, qid ? "fabrics Connect (I/O queue)" : "fabrics Connect", connect_command(qid, sqsize, cfg.kato_ms),
-       data->data(), nullptr, kConnectDataSize, false, [this, data, next](const Cqe& cqe) {
+       data->data(), nullptr, kConnectDataSize, false, [this, data, next, &q, qid](const Cqe& cqe) {
          const uint16_t st = code_of(cqe);
-         if (st == 0) return next(cqe);
+         if (st == 0) return authenticate(q, qid, cqe, next);
          setup_failed(Status::error(
              st == status::kConnectInvalidHost ? EACCES : ECONNREFUSED,
              fmt::format("{}: Connect refused (status {:#05x}{})", label_, st,
                          st == status::kConnectInvalidHost ? ": host " + cfg.hostnqn + " not allowed" : "")));
+       });
+}
+
+// ---------------------------------------------------------------- DH-HMAC-CHAP
+// After a queue's Connect: the controller asked for authentication (ATR), or it did not, which
+// is refused when the host must be able to check the controller.
+
+namespace {
+Sqe auth_command(uint8_t fctype, uint32_t length) {
+  Sqe sqe{};
+  sqe.opcode = admin::kFabrics;
+  reinterpret_cast<uint8_t*>(&sqe)[kFcType] = fctype;
+  sqe.cdw10 = auth::kAuthCdw10;
+  sqe.cdw11 = length;
+  return sqe;
+}
+constexpr uint32_t kAuthBuffer = 4096;
+}  // namespace
+
+struct NvmeTcpController::AuthTxn {
+  uint16_t qid = 0;
+  auth::Hash hash = auth::Hash::sha256;
+  auth::Bytes out, in = auth::Bytes(kAuthBuffer), shared, c2;
+  uint32_t s2 = 0;
+  Cqe connected{};
+  std::function<void(const Cqe&)> next;
+};
+
+void NvmeTcpController::authenticate(HostQueue& q, uint16_t qid, const Cqe& connected,
+                                     std::function<void(const Cqe&)> next) {
+  const bool required = connected.dw0 & (1u << 17);  // ATR
+  if (!required) {
+    if (cfg.dhchap_ctrl_secret) {
+      return setup_failed(Status::error(
+          EACCES, fmt::format("{}: the controller did not ask to authenticate, so it cannot prove "
+                              "it holds dhchap_ctrl_secret; refusing it",
+                              label_)));
+    }
+    return next(connected);
+  }
+  if (!cfg.dhchap_secret) {
+    return setup_failed(Status::error(
+        EACCES, fmt::format("{}: the controller requires DH-HMAC-CHAP authentication for host {}; "
+                            "give dhchap_secret= or dhchap_secret_file=",
+                            label_, cfg.hostnqn)));
+  }
+  auto t = std::make_shared<AuthTxn>();
+  t->qid = qid;
+  t->connected = connected;
+  t->next = std::move(next);
+  // Every hash and group, as Linux offers them; the controller picks.
+  t->out = auth::encode_negotiate({qid, {1, 2, 3}, {0, 1, 2, 3, 4, 5}});
+  step(q, "DH-HMAC-CHAP Negotiate", auth_command(fabrics::kAuthSend, static_cast<uint32_t>(t->out.size())),
+       t->out.data(), nullptr, static_cast<uint32_t>(t->out.size()), true,
+       [this, &q, t](const Cqe&) {
+         step(q, "DH-HMAC-CHAP Challenge", auth_command(fabrics::kAuthReceive, kAuthBuffer), nullptr,
+              t->in.data(), kAuthBuffer, true, [this, &q, t](const Cqe&) { auth_reply(q, t); });
+       });
+}
+
+// The controller's failure message, as an error; nullopt when the message is not a failure.
+std::optional<Status> NvmeTcpController::auth_refused(const auth::Bytes& m, const char* when) {
+  auto h = auth::decode_header(m);
+  if (!h) return Status::error(EPROTO, fmt::format("{}: {}: {}", label_, when, h.error().message()));
+  if (h->type == auth::kTypeCommon && h->id == auth::kIdFailure1) {
+    return Status::error(EACCES, fmt::format("{}: DH-HMAC-CHAP: the controller refused host {}: {}",
+                                             label_, cfg.hostnqn, auth::failure_text(m[7])));
+  }
+  return std::nullopt;
+}
+
+void NvmeTcpController::auth_reply(HostQueue& q, std::shared_ptr<AuthTxn> t) {
+  if (auto refused = auth_refused(t->in, "Challenge")) return setup_failed(*refused);
+  auto c = auth::decode_challenge(t->in);
+  if (!c) return setup_failed(Status::error(EPROTO, fmt::format("{}: {}", label_, c.error().message())));
+  t->hash = c->hash;
+  const size_t hl = auth::hash_len(c->hash);
+  auth::Reply r;
+  r.tid = c->tid;
+  if (c->dhgroup != auth::kDhNull) {
+    auto key = auth::DhKey::generate(c->dhgroup);
+    if (!key) return setup_failed(key.error());
+    auto shared = key->shared_secret(c->dh);
+    if (!shared) return setup_failed(Status::error(EPROTO, fmt::format("{}: {}", label_, shared.error().message())));
+    t->shared = std::move(*shared);
+    r.dh = key->public_value();
+  }
+  const auth::Bytes kh = auth::transformed_key(*cfg.dhchap_secret, cfg.hostnqn);
+  r.r = auth::host_response(c->hash, kh, auth::augmented_challenge(c->hash, c->c, t->shared), c->seq,
+                            c->tid, cfg.hostnqn, cfg.subnqn);
+  if (cfg.dhchap_ctrl_secret) {  // ask the controller to prove itself
+    t->c2 = auth::random_bytes(hl);
+    auto s = auth::random_bytes(4);
+    std::memcpy(&t->s2, s.data(), 4);
+    t->s2 |= 1;
+    r.cvalid = true;
+    r.seq = t->s2;
+    r.c2 = t->c2;
+  }
+  t->out = auth::encode_reply(r, hl);
+  step(q, "DH-HMAC-CHAP Reply", auth_command(fabrics::kAuthSend, static_cast<uint32_t>(t->out.size())),
+       t->out.data(), nullptr, static_cast<uint32_t>(t->out.size()), true, [this, &q, t](const Cqe&) {
+         std::fill(t->in.begin(), t->in.end(), 0);
+         step(q, "DH-HMAC-CHAP Success1", auth_command(fabrics::kAuthReceive, kAuthBuffer), nullptr,
+              t->in.data(), kAuthBuffer, true, [this, &q, t](const Cqe&) { auth_finish(q, t); });
+       });
+}
+
+void NvmeTcpController::auth_finish(HostQueue& q, std::shared_ptr<AuthTxn> t) {
+  if (auto refused = auth_refused(t->in, "Success1")) return setup_failed(*refused);
+  const size_t hl = auth::hash_len(t->hash);
+  auto s1 = auth::decode_success1(t->in, hl);
+  if (!s1) return setup_failed(Status::error(EPROTO, fmt::format("{}: {}", label_, s1.error().message())));
+  if (!cfg.dhchap_ctrl_secret) return t->next(t->connected);
+  const auth::Bytes kc = auth::transformed_key(*cfg.dhchap_ctrl_secret, cfg.subnqn);
+  const auth::Bytes expected = auth::controller_response(
+      t->hash, kc, auth::augmented_challenge(t->hash, t->c2, t->shared), t->s2, s1->tid, cfg.subnqn,
+      cfg.hostnqn);
+  const bool proven = s1->rvalid && auth::same(expected, s1->r);
+  t->out = proven ? auth::encode_success2(s1->tid)
+                  : auth::encode_failure(auth::kIdFailure2, s1->tid, auth::kFailFailed);
+  step(q, proven ? "DH-HMAC-CHAP Success2" : "DH-HMAC-CHAP Failure2",
+       auth_command(fabrics::kAuthSend, static_cast<uint32_t>(t->out.size())), t->out.data(), nullptr,
+       static_cast<uint32_t>(t->out.size()), true, [this, t, proven](const Cqe&) {
+         if (proven) return t->next(t->connected);
+         setup_failed(Status::error(EACCES, fmt::format("{}: DH-HMAC-CHAP: the controller failed to "
+                                                        "prove it holds dhchap_ctrl_secret; refusing it",
+                                                        label_)));
        });
 }
 

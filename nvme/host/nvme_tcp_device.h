@@ -1,5 +1,11 @@
 // nvme-tcp://HOST:PORT/SUBSYSTEM_NQN?ns=N[&hostnqn=NQN][&digest=header,data][&kato=MS]
 //   [&timeout=MS][&connect_timeout=MS][&queues=N][&depth=N][&reconnect=N][&ro]
+//   [&dhchap_secret=DHHC-1:..:][&dhchap_ctrl_secret=DHHC-1:..:]
+//   [&dhchap_secret_file=PATH][&dhchap_ctrl_secret_file=PATH]
+// With a secret, every queue authenticates (DH-HMAC-CHAP, any hash and DH group the controller
+// picks) when the controller asks; with a controller secret the controller must prove itself
+// too, and a controller that does not (or cannot) is refused. The _file forms keep secrets out
+// of process lists.
 // HOST is a name, an IPv4 address or a bracketed IPv6 address ([::1]); PORT defaults to 4420.
 // Set-up (TCP connect, ICReq, Connect, Identify, each queue) runs on the loop without blocking
 // it, each step within connect_timeout (default 10 s); an error names the step.
@@ -15,7 +21,10 @@
 
 #include <blkcopy/device.h>
 
+#include "nvme/auth/dhchap.h"
+
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace blkcopy::nvme {
@@ -34,6 +43,7 @@ struct NvmeTcpConfig {
   unsigned queues = 1;          // I/O queues (TCP connections), used round robin
   unsigned reconnect = 0;       // attempts to reconnect after the connection drops (0: none)
   bool read_only = false;
+  std::optional<nvme::auth::Secret> dhchap_secret, dhchap_ctrl_secret;
 };
 
 // Parses the part after "nvme-tcp:" ("//HOST:PORT/NQN?ns=N&...").

@@ -5,10 +5,12 @@
 
 #include <charconv>
 #include <nlohmann/json.hpp>
+#include <map>
 #include <set>
 
 #include "core/net.h"
 #include "nvme/codec.h"
+#include "nvme/target/auth.h"
 #include "nvme/target/target.h"
 
 namespace blkcopy::nvme {
@@ -125,8 +127,10 @@ std::vector<std::string> strings(Obj& o, const std::string& key) {
   return out;
 }
 
-void read_host(Obj& h) {
-  if (Status st = check_nqn(h.str("nqn"), h.at("nqn")); !st.ok()) throw ConfigError{h.at("nqn"), st.message()};
+HostConfig read_host(Obj& h) {
+  HostConfig hc;
+  hc.nqn = h.str("nqn");
+  if (Status st = check_nqn(hc.nqn, h.at("nqn")); !st.ok()) throw ConfigError{h.at("nqn"), st.message()};
   for (const char* flat : {"dhchap_key", "dhchap_ctrl_key", "dhchap_hash", "dhchap_dhgroup"}) {
     if (h.get(flat)) {
       throw ConfigError{h.at(flat), fmt::format("write it as {} (the configfs attribute group "
@@ -135,12 +139,17 @@ void read_host(Obj& h) {
                                                 h.at(std::string("dhchap.") + (flat + 7)))};
     }
   }
-  if (h.get("dhchap")) {
-    throw ConfigError{h.at("dhchap"), "DH-HMAC-CHAP authentication is not supported by this "
-                                      "build of blkcopy serve; refusing to serve this host "
-                                      "without it"};
+  if (const json* d = h.get("dhchap")) {
+    Obj a(h.walk(), *d, h.at("dhchap"));
+    hc.key = a.str("key");
+    if (hc.key.empty()) throw ConfigError{a.at("key"), "missing (the host's DHHC-1 secret)"};
+    hc.ctrl_key = a.str("ctrl_key");
+    hc.hash = a.str("hash", hc.hash);
+    hc.dhgroup = a.str("dhgroup", hc.dhgroup);
+    a.finish();
   }
   h.finish();
+  return hc;
 }
 
 NamespaceConfig read_namespace(Obj& n) {
@@ -253,7 +262,8 @@ Result<TargetConfig> parse_nvmetcli_json(std::string_view text, bool lenient,
     const json& hosts = root.array("hosts");
     for (size_t i = 0; i < hosts.size(); ++i) {
       Obj h(w, hosts[i], item("hosts", i));
-      read_host(h);
+      HostConfig hc = read_host(h);
+      if (!hc.key.empty()) cfg.hosts.push_back(hc);
     }
     const json& subs = root.array("subsystems");
     for (size_t i = 0; i < subs.size(); ++i) {
@@ -275,7 +285,38 @@ Result<TargetConfig> parse_nvmetcli_json(std::string_view text, bool lenient,
   return cfg;
 }
 
+Result<std::map<std::string, HostKeys>> host_keys(const TargetConfig& cfg) {
+  std::map<std::string, HostKeys> out;
+  for (size_t i = 0; i < cfg.hosts.size(); ++i) {
+    const HostConfig& h = cfg.hosts[i];
+    auto named = [&](std::string_view field, const Status& s) {
+      return fail(EINVAL, fmt::format("hosts[{}].dhchap.{} ({}): {}", i, field, h.nqn, s.message()));
+    };
+    if (Status st = check_nqn(h.nqn, fmt::format("hosts[{}].nqn", i)); !st.ok()) return std::unexpected(st);
+    HostKeys k;
+    auto key = auth::parse_secret(h.key);
+    if (!key) return named("key", key.error());
+    k.key = *key;
+    if (!h.ctrl_key.empty()) {
+      auto ck = auth::parse_secret(h.ctrl_key);
+      if (!ck) return named("ctrl_key", ck.error());
+      k.ctrl_key = *ck;
+    }
+    auto hash = auth::parse_hash(h.hash);
+    if (!hash) return named("hash", hash.error());
+    k.hash = *hash;
+    auto group = auth::parse_dhgroup(h.dhgroup);
+    if (!group) return named("dhgroup", group.error());
+    k.dhgroup = *group;
+    if (!out.emplace(h.nqn, k).second) {
+      return fail(EINVAL, fmt::format("hosts[{}].nqn: {} has keys twice", i, h.nqn));
+    }
+  }
+  return out;
+}
+
 Status validate(const TargetConfig& cfg) {
+  if (auto keys = host_keys(cfg); !keys) return keys.error();
   std::set<std::string> nqns;
   for (size_t i = 0; i < cfg.subsystems.size(); ++i) {
     const SubsystemConfig& s = cfg.subsystems[i];

@@ -32,6 +32,7 @@
 #include "nvme/copy_ranges.h"
 #include "nvme/pdu_buffer.h"
 #include "nvme/spec.h"
+#include "nvme/target/auth.h"
 
 namespace blkcopy::nvme {
 namespace {
@@ -195,6 +196,7 @@ class Connection {
   void admin(std::unique_ptr<Command> c);
   void fabrics(std::unique_ptr<Command> c);
   void connect(std::unique_ptr<Command> c);
+  void authenticate(std::unique_ptr<Command> c, bool send);
   void io(std::unique_ptr<Command> c);
   void copy(std::unique_ptr<Command> c, Namespace& ns);
   void deallocate(std::unique_ptr<Command> c, Namespace& ns);
@@ -219,6 +221,11 @@ class Connection {
   std::optional<Clock::time_point> partial_since_;  // a PDU begun and not yet complete
   std::shared_ptr<Controller> ctrl_;
   uint16_t qid_ = 0;
+  // DH-HMAC-CHAP for a host with keys: until it succeeds, only Connect and the
+  // authentication commands are served on this queue.
+  std::unique_ptr<AuthSession> auth_;
+  bool authenticated_ = true;
+  bool auth_failure_logged_ = false;
   PduBuffer rbuf_{256};  // enough for the ICReq; grows after it
   const uint8_t* p_ = nullptr; // the PDU being handled, inside rbuf_
   size_t p_len_ = 0;           // bytes from p_ to the end of what was read
@@ -308,6 +315,11 @@ class TargetImpl final : public Target {
     if (it != ids.live.end() && it->second == c) ids.live.erase(it);
   }
   const TargetLimits& limits() const { return cfg_.limits; }
+  // The keys a host must authenticate with, or nullptr when it need not.
+  const HostKeys* keys_for(const std::string& hostnqn) const {
+    auto it = keys_.find(hostnqn);
+    return it == keys_.end() ? nullptr : &it->second;
+  }
   // Connections open now, on all loops.
   std::atomic<unsigned> open_connections{0};
   // The discovery log page for `host`; `local_addr` is the address its connection reached,
@@ -333,6 +345,7 @@ class TargetImpl final : public Target {
   EventLoop& home_;
   TargetConfig cfg_;
   std::map<std::string, Subsystem> subsystems_;  // read-only once started
+  std::map<std::string, HostKeys> keys_;         // by host NQN; read-only once started
   std::mutex mu_;
   ControllerIds discovery_ids_;  // controllers of the discovery subsystem
   std::vector<int> listen_fds_;
@@ -350,6 +363,9 @@ class TargetImpl final : public Target {
 
 Status TargetImpl::init() {
   if (Status v = validate(cfg_); !v.ok()) return v;
+  auto keys = host_keys(cfg_);
+  if (!keys) return keys.error();
+  keys_ = std::move(*keys);
   uint32_t serial = 1;
   for (const SubsystemConfig& sc : cfg_.subsystems) {
     Subsystem& s = subsystems_[sc.nqn];
@@ -704,6 +720,9 @@ std::string Connection::stalled(Clock::time_point now, const TargetLimits& l) co
   if (!ctrl_ && now - opened_ > milliseconds(l.connect_ms)) {
     return fmt::format("no fabrics Connect within {} ms", l.connect_ms);
   }
+  if (!authenticated_ && now - opened_ > milliseconds(l.connect_ms)) {
+    return fmt::format("DH-HMAC-CHAP authentication not completed within {} ms", l.connect_ms);
+  }
   if (partial_since_ && now - *partial_since_ > milliseconds(l.pdu_ms)) {
     return fmt::format("a PDU begun and not finished within {} ms", l.pdu_ms);
   }
@@ -903,10 +922,10 @@ void Connection::on_capsule() {
     }
   }
   const SglDesc& sgl = c->sqe.dptr;
-  const bool host_to_ctrl = (c->sqe.opcode & 1) ||
-                            (c->sqe.opcode == admin::kFabrics &&
-                             (p_[8 + kFcType] == fabrics::kConnect ||
-                              p_[8 + kFcType] == fabrics::kPropertySet));
+  // Fabrics commands give the direction of their data in FCTYPE bits 1:0 (01b: to the
+  // controller); other commands in the opcode's bit 0.
+  const bool host_to_ctrl = c->sqe.opcode == admin::kFabrics ? (p_[8 + kFcType] & 3) == 1
+                                                             : (c->sqe.opcode & 1) != 0;
   if (sgl.length > kMaxTransfer + 4096) return complete(std::move(c), st(status::kInvalidField));
   if (sgl.type == kSglInCapsule) {
     // The offset is the host's: checked without wrap-around against what the capsule holds.
@@ -1004,6 +1023,7 @@ void Connection::send_data(std::unique_ptr<Command> c) {
 void Connection::execute(std::unique_ptr<Command> c) {
   if (c->sqe.opcode == admin::kFabrics) return fabrics(std::move(c));
   if (!ctrl_) return complete(std::move(c), st(status::kInvalidOpcode));  // Connect first
+  if (!authenticated_) return complete(std::move(c), st(status::kAuthRequired));
   if (qid_ == 0) return admin(std::move(c));
   io(std::move(c));
 }
@@ -1014,8 +1034,11 @@ void Connection::fabrics(std::unique_ptr<Command> c) {
   std::span<const uint8_t> sq(raw, 64);
   switch (fctype) {
     case fabrics::kConnect: return connect(std::move(c));
+    case fabrics::kAuthSend: return authenticate(std::move(c), true);
+    case fabrics::kAuthReceive: return authenticate(std::move(c), false);
     case fabrics::kPropertyGet: {
       if (!ctrl_) return complete(std::move(c), st(status::kInvalidOpcode));
+      if (!authenticated_) return complete(std::move(c), st(status::kAuthRequired));
       const uint32_t off = get<uint32_t>(sq, kPropOffset);
       uint64_t v = 0;
       if (off == kPropCap) {
@@ -1035,6 +1058,7 @@ void Connection::fabrics(std::unique_ptr<Command> c) {
     }
     case fabrics::kPropertySet: {
       if (!ctrl_) return complete(std::move(c), st(status::kInvalidOpcode));
+      if (!authenticated_) return complete(std::move(c), st(status::kAuthRequired));
       const uint32_t off = get<uint32_t>(sq, kPropOffset);
       const uint32_t v = static_cast<uint32_t>(get<uint64_t>(sq, kPropValue));
       if (off != kPropCc) return complete(std::move(c), st(status::kInvalidField));
@@ -1091,7 +1115,43 @@ void Connection::connect(std::unique_ptr<Command> c) {
   qid_ = qid;
   queue_depth_ = sqsize + 1u;
   c->cqe.sqid = qid;
-  complete(std::move(c), 0, ctrl_->cntlid);
+  uint32_t dw0 = ctrl_->cntlid;
+  if (const HostKeys* keys = t_.keys_for(hostnqn)) {
+    auth_ = std::make_unique<AuthSession>(*keys, hostnqn, subnqn);
+    authenticated_ = false;
+    dw0 |= 1u << 17;  // ATR: authentication required before anything else
+  }
+  complete(std::move(c), 0, dw0);
+}
+
+// Auth Send (a message from the host) and Auth Receive (the next one for it).
+void Connection::authenticate(std::unique_ptr<Command> c, bool send) {
+  if (!ctrl_ || !auth_) return complete(std::move(c), st(status::kCommandSequenceError));
+  const uint32_t length = c->sqe.cdw11;  // TL or AL
+  if (c->sqe.cdw10 != auth::kAuthCdw10 || length == 0 || length > c->data_len) {
+    return complete(std::move(c), st(status::kInvalidField));
+  }
+  if (send) {
+    auth_->send({c->data, length});
+  } else {
+    std::memset(c->data, 0, c->data_len);  // nothing but the message goes back
+    if (!auth_->receive({c->data, length})) {
+      return complete(std::move(c), st(status::kCommandSequenceError));
+    }
+  }
+  if (!auth_failure_logged_ && !auth_->failure().empty()) {
+    auth_failure_logged_ = true;
+    log_warning(fmt::format("serve: host {} failed DH-HMAC-CHAP authentication on queue {} of "
+                            "{}: {}",
+                            ctrl_->hostnqn, qid_,
+                            ctrl_->subsys ? ctrl_->subsys->cfg.nqn : kDiscoveryNqn, auth_->failure()));
+  }
+  if (!authenticated_ && auth_->authenticated()) {
+    authenticated_ = true;
+    log_info(fmt::format("serve: host {} authenticated on queue {}", ctrl_->hostnqn, qid_));
+  }
+  if (send) return complete(std::move(c), 0);
+  send_data(std::move(c));
 }
 
 void Connection::admin(std::unique_ptr<Command> c) {

@@ -34,6 +34,15 @@ struct SubsystemConfig {
   uint16_t cntlid_min = 1, cntlid_max = 0xFFEF;  // controller IDs handed out
   uint16_t qid_max = 8;                          // I/O queues a controller may have
 };
+// A host that must authenticate (DH-HMAC-CHAP) before any command but Connect: nvmetcli's
+// hosts[].dhchap {key, ctrl_key, hash, dhgroup}, spelled as Linux's configfs takes them.
+struct HostConfig {
+  std::string nqn;
+  std::string key;       // DHHC-1:hh:...: the host proves it holds this
+  std::string ctrl_key;  // optional: the controller proves it holds this, when the host asks
+  std::string hash = "hmac(sha256)";
+  std::string dhgroup = "null";
+};
 struct PortConfig {
   uint16_t id = 1;
   std::string addr = "127.0.0.1";  // numeric IPv4 or IPv6; 0.0.0.0 / :: listen everywhere
@@ -48,6 +57,7 @@ struct TargetLimits {
   unsigned pdu_ms = 10000;           // a PDU (or data asked for by an R2T) once started
 };
 struct TargetConfig {
+  std::vector<HostConfig> hosts;  // only hosts with keys need an entry
   std::vector<PortConfig> ports;
   std::vector<SubsystemConfig> subsystems;
   uint16_t discovery_port = 8009;  // 0: no separate discovery port
