@@ -5,6 +5,9 @@
 #
 #   tests/interop/guest.sh SCRIPT [BLKCOPY_BINARY]
 #
+# BLKCOPY_GUEST_KERNEL=backports boots Linux 6.12 from bookworm-backports instead of Debian 12's
+# 6.1 (DH-HMAC-CHAP on the NVMe host and target; scripts/setup adds the backports source).
+#
 # Needs: qemu-system-x86, busybox-static, cpio, nvme-cli (scripts/setup installs them) and
 # Debian's archive for the kernel package (cached in /var/cache/blkcopy-interop).
 set -euo pipefail
@@ -17,24 +20,38 @@ cache=/var/cache/blkcopy-interop
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-# The kernel: the package linux-image-amd64 points at, unpacked once.
+# The kernel: the package linux-image-amd64 points at (Debian 12's, or bookworm-backports'
+# with BLKCOPY_GUEST_KERNEL=backports), unpacked once.
 mkdir -p "$cache"
-if [ ! -d "$cache/root/boot" ]; then
-  pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
-  (cd "$cache" && apt-get download "$pkg" >/dev/null 2>&1 && dpkg -x "$pkg"_*.deb root)
+unpacked="$cache/root"
+meta=linux-image-amd64
+if [ "${BLKCOPY_GUEST_KERNEL:-}" = backports ]; then
+  ver=$(apt-cache madison linux-image-amd64 | awk '/bookworm-backports/{print $3; exit}')
+  [ -n "$ver" ] || { echo "guest.sh: no bookworm-backports kernel (scripts/setup adds the source)"; exit 77; }
+  meta="linux-image-amd64=$ver"
+  unpacked="$cache/root-backports"
 fi
-kernel=$(ls "$cache"/root/boot/vmlinuz-* | head -n 1)
-mods=$(ls -d "$cache"/root/lib/modules/* | head -n 1)/kernel
+if [ ! -d "$unpacked/boot" ]; then
+  pkg=$(apt-cache depends "$meta" | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+  (cd "$cache" && apt-get download "$pkg" >/dev/null 2>&1 && dpkg -x "$pkg"_*.deb "$unpacked")
+fi
+kernel=$(ls "$unpacked"/boot/vmlinuz-* | head -n 1)
+mods=$(ls -d "$unpacked"/lib/modules/* | head -n 1)/kernel
 
 root="$work/root"
 mkdir -p "$root"/{bin,sbin,dev,proc,sys,tmp,etc/nvme,lib/modules,usr/sbin,usr/bin}
 cp /bin/busybox "$root/bin/busybox"
 for m in fs/configfs/configfs lib/crc64 lib/crc64-rocksoft crypto/crc64_rocksoft_generic crypto/crct10dif_common \
          crypto/crct10dif_generic lib/crc-t10dif block/t10-pi crypto/crc32c_generic lib/libcrc32c \
+         drivers/nvme/common/nvme-keyring drivers/nvme/common/nvme-auth \
          drivers/nvme/host/nvme-core drivers/nvme/host/nvme-fabrics drivers/nvme/host/nvme-tcp \
          drivers/nvme/target/nvmet drivers/nvme/target/nvmet-tcp; do
   f=$(ls "$mods/$m".ko* 2>/dev/null | head -n 1) || true
-  [ -n "$f" ] && cp "$f" "$root/lib/modules/"
+  [ -n "$f" ] || continue
+  case "$f" in
+    *.xz) xz -dc "$f" > "$root/lib/modules/$(basename "${f%.xz}")" ;;  # busybox insmod wants .ko
+    *) cp "$f" "$root/lib/modules/" ;;
+  esac
 done
 # Binaries with their shared libraries and the loader.
 copy_bin() {
@@ -50,13 +67,15 @@ copy_bin "$(command -v nvme)" usr/sbin/nvme
 mkdir -p "$root/lib64" && cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
 cp "$script" "$root/test.sh"
 echo "nqn.2014-08.io.blkcopy:guest-host" > "$root/etc/nvme/hostnqn"
+echo "5b1f6f5e-9d1c-4c4e-9a55-3a6c2f0e7d11" > "$root/etc/nvme/hostid"  # one ID for that NQN
 cat > "$root/init" <<'INIT'
 #!/bin/busybox sh
 /bin/busybox --install -s
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 mount -t tmpfs tmp /tmp
 for m in configfs crc64 crc64-rocksoft crc64_rocksoft_generic crct10dif_common crct10dif_generic \
-         crc-t10dif t10-pi crc32c_generic libcrc32c nvme-core nvme-fabrics nvme-tcp nvmet nvmet-tcp; do
+         crc-t10dif t10-pi crc32c_generic libcrc32c nvme-keyring nvme-auth nvme-core nvme-fabrics \
+         nvme-tcp nvmet nvmet-tcp; do
   f=$(ls /lib/modules/$m.ko* 2>/dev/null | head -n 1); [ -n "$f" ] && insmod "$f" 2>/dev/null
 done
 mount -t configfs none /sys/kernel/config 2>/dev/null
