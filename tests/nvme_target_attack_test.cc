@@ -5,12 +5,18 @@
 #include <gtest/gtest.h>
 
 #include <fmt/format.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <fstream>
 #include <future>
+#include <sstream>
 #include <thread>
 
 #include "nvme/codec.h"
@@ -405,6 +411,95 @@ TEST(TargetAttack, TheTargetGoesAwayWithRequestsInFlight) {
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   t.reset();  // waits for the read on the slow device; LeakSanitizer checks nothing is lost
   EXPECT_TRUE(h.io.closed_by_peer(2000));
+}
+
+}  // namespace
+}  // namespace blkcopy
+
+namespace blkcopy {
+namespace {
+
+using namespace nvme;
+
+// A port that listens on every address is announced at the address the host reached, never as
+// 0.0.0.0 (which a remote host cannot use).
+TEST(TargetDiscovery, AWildcardPortIsAnnouncedAtTheAddressTheHostReached) {
+  TargetConfig cfg;
+  cfg.discovery_port = 0;
+  cfg.ports.push_back({1, "0.0.0.0", 0, {kOpen}});
+  cfg.subsystems.push_back({kOpen, true, {}, {{1, "mem:1M", "", true}}});
+  Served t(cfg);
+  test::NvmeClient disc;
+  ASSERT_TRUE(disc.open(t.port()));
+  ASSERT_EQ(disc.connect(0, kDiscoveryNqn, kAttacker).status, 0);
+  Sqe log{};
+  log.opcode = admin::kGetLogPage;
+  log.cdw10 = kLogDiscovery | (((kDiscHeaderSize + kDiscEntrySize) / 4 - 1) << 16);
+  std::vector<uint8_t> page;
+  ASSERT_EQ(disc.command(log, {}, &page, kDiscHeaderSize + kDiscEntrySize).status, 0);
+  std::span<const uint8_t> p(page);
+  ASSERT_EQ(get<uint64_t>(p, 8), 1u);
+  const auto entry = p.subspan(kDiscHeaderSize);
+  std::string addr(reinterpret_cast<const char*>(entry.data() + disc::kTraddr), 256);
+  addr.erase(addr.find_last_not_of(std::string(" \0", 2)) + 1);
+  EXPECT_EQ(addr, "127.0.0.1");
+  EXPECT_EQ(entry[disc::kAdrfam], 1);
+}
+
+long cpu_ticks(pid_t pid) {
+  std::ifstream in(fmt::format("/proc/{}/stat", pid));
+  std::string line;
+  std::getline(in, line);
+  std::istringstream rest(line.substr(line.rfind(')') + 2));
+  std::string field;
+  long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i == 14) utime = std::stol(field);
+    if (i == 15) stime = std::stol(field);
+  }
+  return utime + stime;
+}
+
+// Out of file descriptors, the accept loop waits instead of spinning, and serves again once
+// descriptors are free.
+TEST(TargetAttack, RunningOutOfDescriptorsBacksOffAndRecovers) {
+  const uint16_t port = 4470 + static_cast<uint16_t>(getpid() % 500);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    rlimit rl{48, 48};  // the target raises its soft limit to the hard one: 48
+    setrlimit(RLIMIT_NOFILE, &rl);
+    execl(BLKCOPY_CLI, BLKCOPY_CLI, "serve", "--ns", "mem:1M", "--nqn", kOpen.c_str(), "--listen",
+          fmt::format("127.0.0.1:{}", port).c_str(), "--discovery-port", "0",
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  test::NvmeClient probe;
+  for (int i = 0; i < 100 && !probe.open(port); ++i) {
+    probe.close();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  probe.close();
+  std::vector<std::unique_ptr<test::NvmeClient>> flood;
+  for (int i = 0; i < 80; ++i) {
+    flood.push_back(std::make_unique<test::NvmeClient>());
+    (void)flood.back()->open_raw(port);  // the kernel completes the handshake; accept fails
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const long before = cpu_ticks(pid);
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  const long used = cpu_ticks(pid) - before;  // clock ticks, 100 a second
+  EXPECT_LT(used, 30) << "the accept loop spun: " << used << " ticks in a second";
+  flood.clear();
+  // Once the flood is gone, a fresh host is served again.
+  bool served = false;
+  for (int i = 0; i < 40 && !served; ++i) {
+    test::NvmeClient fresh;
+    served = fresh.open(port) && fresh.connect(0, kOpen, kVictim).status == 0;
+    if (!served) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(served);
+  kill(pid, SIGTERM);
+  waitpid(pid, nullptr, 0);
 }
 
 }  // namespace
