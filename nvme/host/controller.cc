@@ -1,0 +1,435 @@
+#include "nvme/host/controller.h"
+
+#include <fmt/ranges.h>
+
+#include <cstring>
+#include <map>
+
+#include "nvme/codec.h"
+
+namespace blkcopy::nvme {
+
+std::string status_text(uint16_t st) {
+  switch (st) {
+    case status::kInvalidOpcode: return "Invalid Opcode";
+    case status::kInvalidField: return "Invalid Field";
+    case status::kInvalidNamespace: return "Invalid Namespace";
+    case status::kLbaOutOfRange: return "LBA Out of Range";
+    case status::kCommandSizeLimit: return "Command Size Limit Exceeded";
+    case status::kIncompatibleNamespace: return "Incompatible Namespace";
+    case status::kWriteFault: return "Write Fault";
+    case status::kUnrecoveredRead: return "Unrecovered Read Error";
+    default: return "error";
+  }
+}
+
+uint16_t code_of(const Cqe& cqe) { return (cqe.status >> 1) & 0x7FF; }
+
+// An NVMe status as an errno-style Status. Invalid opcode/field on a copy means "not
+// supported" so that the engine emulates it.
+Status to_status(const Status& transport, const Cqe& cqe, const std::string& what, bool copy) {
+  if (!transport.ok()) return transport;
+  const uint16_t st = code_of(cqe);
+  if (st == 0) return {};
+  int err = EIO;
+  if (st == status::kLbaOutOfRange) err = ERANGE;
+  if (copy && (st == status::kInvalidOpcode || st == status::kInvalidField ||
+               st == status::kIncompatibleNamespace)) {
+    err = EOPNOTSUPP;
+  }
+  return Status::error(err, fmt::format("{}: NVMe status {:#05x} ({})", what, st, status_text(st)));
+}
+
+namespace {
+
+std::map<std::string, std::weak_ptr<NvmeTcpController>>& registry() {
+  thread_local std::map<std::string, std::weak_ptr<NvmeTcpController>> r;
+  return r;
+}
+
+}  // namespace
+
+Result<std::shared_ptr<NvmeTcpController>> NvmeTcpController::open(EventLoop& loop,
+                                                                  const NvmeTcpConfig& c) {
+  // Controllers are shared only between opens that would connect the same way, secrets
+  // included (as digests): a wrong secret must not ride on a controller a right one opened.
+  auto fingerprint = [](const std::optional<auth::Secret>& s) {
+    if (!s) return std::string("-");
+    const auth::Bytes d = auth::digest(auth::Hash::sha256, s->key);
+    return fmt::format("{:02x}", fmt::join(d, ""));
+  };
+  const std::string key =
+      fmt::format("{}|{}:{}|{}|{}|{}{}|{}|{}|{}|{}|{}", static_cast<void*>(&loop), c.host, c.port,
+                  c.subnqn, c.hostnqn, c.header_digest, c.data_digest, c.timeout_ms, c.depth,
+                  c.queues, fingerprint(c.dhchap_secret), fingerprint(c.dhchap_ctrl_secret));
+  if (auto existing = registry()[key].lock()) return existing;
+  auto ctrl = std::make_shared<NvmeTcpController>();
+  ctrl->loop_ = &loop;
+  ctrl->label_ = fmt::format("nvme-tcp://{}:{}/{}", c.host, c.port, c.subnqn);
+  ctrl->cfg = c;
+  if (Status s = ctrl->connect_sync(); !s.ok()) return std::unexpected(s);
+  registry()[key] = ctrl;
+  return ctrl;
+}
+
+
+// ---------------------------------------------------------------- set-up
+// One step after another on the loop, never blocking it: the admin queue (TCP connect and
+// ICReq), fabrics Connect, CC.EN, Identify Controller, Host Behavior Support, Number of
+// Queues, then each I/O queue and its Connect. Every step has the connect time limit and an
+// error names the step.
+
+void NvmeTcpController::connect_async(std::function<void(Status)> done) {
+  setup_done_ = std::move(done);
+  QueueOptions qo{cfg.header_digest, cfg.data_digest, 8192, 32, cfg.connect_timeout_ms,
+                  cfg.connect_timeout_ms};
+  HostQueue::open_async(*loop_, cfg.host, cfg.port, qo,
+                        [this, alive = alive_](Result<std::unique_ptr<HostQueue>> q) {
+                          if (!*alive) return;
+                          if (!q) return setup_failed(q.error());
+                          admin_ = std::move(*q);
+                          connect_queue(*admin_, 0, 0xFFFF, [this](const Cqe& cqe) {
+                            cntlid = static_cast<uint16_t>(cqe.dw0);
+                            enable();
+                          });
+                        });
+}
+
+Status NvmeTcpController::connect_sync() {
+  std::optional<Status> result;
+  connect_async([&result](Status s) { result = std::move(s); });
+  if (Status s = loop_->run_until([&result] { return result.has_value(); }); !s.ok()) return s;
+  return *result;
+}
+
+void NvmeTcpController::step(HostQueue& q, const char* what, Sqe sqe, const void* out, void* in,
+                             uint32_t len, bool must_succeed, std::function<void(const Cqe&)> next) {
+  auto on_done = [this, alive = alive_, what, must_succeed, next = std::move(next)](Status st,
+                                                                                    const Cqe& cqe) {
+    if (!*alive) return;
+    if (!st.ok()) {
+      return setup_failed(Status::error(st.code(), fmt::format("{}: {}: {}", label_, what, st.message())));
+    }
+    if (must_succeed && code_of(cqe)) {
+      return setup_failed(Status::error(EIO, fmt::format("{}: {}: NVMe status {:#05x} ({})", label_,
+                                                         what, code_of(cqe), status_text(code_of(cqe)))));
+    }
+    next(cqe);
+  };
+  if (Status s = q.submit(sqe, out, in, len, std::move(on_done)); !s.ok()) {
+    setup_failed(Status::error(s.code(), fmt::format("{}: {}: {}", label_, what, s.message())));
+  }
+}
+
+void NvmeTcpController::connect_queue(HostQueue& q, uint16_t qid, uint16_t id,
+                                      std::function<void(const Cqe&)> next) {
+  const auto sqsize = static_cast<uint16_t>(qid ? cfg.depth - 1 : 31);
+  auto data = std::make_shared<std::vector<uint8_t>>(connect_data(id, cfg.subnqn, cfg.hostnqn));
+  step(q, qid ? "fabrics Connect (I/O queue)" : "fabrics Connect", connect_command(qid, sqsize, cfg.kato_ms),
+       data->data(), nullptr, kConnectDataSize, false, [this, data, next, &q, qid](const Cqe& cqe) {
+         const uint16_t st = code_of(cqe);
+         if (st == 0) return authenticate(q, qid, cqe, next);
+         setup_failed(Status::error(
+             st == status::kConnectInvalidHost ? EACCES : ECONNREFUSED,
+             fmt::format("{}: Connect refused (status {:#05x}{})", label_, st,
+                         st == status::kConnectInvalidHost ? ": host " + cfg.hostnqn + " not allowed" : "")));
+       });
+}
+
+// ---------------------------------------------------------------- DH-HMAC-CHAP
+// After a queue's Connect: the controller asked for authentication (ATR), or it did not, which
+// is refused when the host must be able to check the controller.
+
+namespace {
+Sqe auth_command(uint8_t fctype, uint32_t length) {
+  Sqe sqe{};
+  sqe.opcode = admin::kFabrics;
+  reinterpret_cast<uint8_t*>(&sqe)[kFcType] = fctype;
+  sqe.cdw10 = auth::kAuthCdw10;
+  sqe.cdw11 = length;
+  return sqe;
+}
+constexpr uint32_t kAuthBuffer = 4096;
+}  // namespace
+
+struct NvmeTcpController::AuthTxn {
+  uint16_t qid = 0;
+  auth::Hash hash = auth::Hash::sha256;
+  auth::Bytes out, in = auth::Bytes(kAuthBuffer), shared, c2;
+  uint32_t s2 = 0;
+  Cqe connected{};
+  std::function<void(const Cqe&)> next;
+};
+
+void NvmeTcpController::authenticate(HostQueue& q, uint16_t qid, const Cqe& connected,
+                                     std::function<void(const Cqe&)> next) {
+  const bool required = connected.dw0 & (1u << 17);  // ATR
+  if (!required) {
+    if (cfg.dhchap_ctrl_secret) {
+      return setup_failed(Status::error(
+          EACCES, fmt::format("{}: the controller did not ask to authenticate, so it cannot prove "
+                              "it holds dhchap_ctrl_secret; refusing it",
+                              label_)));
+    }
+    return next(connected);
+  }
+  if (!cfg.dhchap_secret) {
+    return setup_failed(Status::error(
+        EACCES, fmt::format("{}: the controller requires DH-HMAC-CHAP authentication for host {}; "
+                            "give dhchap_secret= or dhchap_secret_file=",
+                            label_, cfg.hostnqn)));
+  }
+  auto t = std::make_shared<AuthTxn>();
+  t->qid = qid;
+  t->connected = connected;
+  t->next = std::move(next);
+  // Every hash and group, as Linux offers them; the controller picks.
+  t->out = auth::encode_negotiate({qid, {1, 2, 3}, {0, 1, 2, 3, 4, 5}});
+  step(q, "DH-HMAC-CHAP Negotiate", auth_command(fabrics::kAuthSend, static_cast<uint32_t>(t->out.size())),
+       t->out.data(), nullptr, static_cast<uint32_t>(t->out.size()), true,
+       [this, &q, t](const Cqe&) {
+         step(q, "DH-HMAC-CHAP Challenge", auth_command(fabrics::kAuthReceive, kAuthBuffer), nullptr,
+              t->in.data(), kAuthBuffer, true, [this, &q, t](const Cqe&) { auth_reply(q, t); });
+       });
+}
+
+// The controller's failure message, as an error; nullopt when the message is not a failure.
+std::optional<Status> NvmeTcpController::auth_refused(const auth::Bytes& m, const char* when) {
+  auto h = auth::decode_header(m);
+  if (!h) return Status::error(EPROTO, fmt::format("{}: {}: {}", label_, when, h.error().message()));
+  if (h->type == auth::kTypeCommon && h->id == auth::kIdFailure1) {
+    return Status::error(EACCES, fmt::format("{}: DH-HMAC-CHAP: the controller refused host {}: {}",
+                                             label_, cfg.hostnqn, auth::failure_text(m[7])));
+  }
+  return std::nullopt;
+}
+
+void NvmeTcpController::auth_reply(HostQueue& q, std::shared_ptr<AuthTxn> t) {
+  if (auto refused = auth_refused(t->in, "Challenge")) return setup_failed(*refused);
+  auto c = auth::decode_challenge(t->in);
+  if (!c) return setup_failed(Status::error(EPROTO, fmt::format("{}: {}", label_, c.error().message())));
+  t->hash = c->hash;
+  const size_t hl = auth::hash_len(c->hash);
+  auth::Reply r;
+  r.tid = c->tid;
+  if (c->dhgroup != auth::kDhNull) {
+    auto key = auth::DhKey::generate(c->dhgroup);
+    if (!key) return setup_failed(key.error());
+    auto shared = key->shared_secret(c->dh);
+    if (!shared) return setup_failed(Status::error(EPROTO, fmt::format("{}: {}", label_, shared.error().message())));
+    t->shared = std::move(*shared);
+    r.dh = key->public_value();
+  }
+  const auth::Bytes kh = auth::transformed_key(*cfg.dhchap_secret, cfg.hostnqn);
+  r.r = auth::host_response(c->hash, kh, auth::augmented_challenge(c->hash, c->c, t->shared), c->seq,
+                            c->tid, cfg.hostnqn, cfg.subnqn);
+  if (cfg.dhchap_ctrl_secret) {  // ask the controller to prove itself
+    t->c2 = auth::random_bytes(hl);
+    auto s = auth::random_bytes(4);
+    std::memcpy(&t->s2, s.data(), 4);
+    t->s2 |= 1;
+    r.cvalid = true;
+    r.seq = t->s2;
+    r.c2 = t->c2;
+  }
+  t->out = auth::encode_reply(r, hl);
+  step(q, "DH-HMAC-CHAP Reply", auth_command(fabrics::kAuthSend, static_cast<uint32_t>(t->out.size())),
+       t->out.data(), nullptr, static_cast<uint32_t>(t->out.size()), true, [this, &q, t](const Cqe&) {
+         std::fill(t->in.begin(), t->in.end(), 0);
+         step(q, "DH-HMAC-CHAP Success1", auth_command(fabrics::kAuthReceive, kAuthBuffer), nullptr,
+              t->in.data(), kAuthBuffer, true, [this, &q, t](const Cqe&) { auth_finish(q, t); });
+       });
+}
+
+void NvmeTcpController::auth_finish(HostQueue& q, std::shared_ptr<AuthTxn> t) {
+  if (auto refused = auth_refused(t->in, "Success1")) return setup_failed(*refused);
+  const size_t hl = auth::hash_len(t->hash);
+  auto s1 = auth::decode_success1(t->in, hl);
+  if (!s1) return setup_failed(Status::error(EPROTO, fmt::format("{}: {}", label_, s1.error().message())));
+  if (!cfg.dhchap_ctrl_secret) return t->next(t->connected);
+  const auth::Bytes kc = auth::transformed_key(*cfg.dhchap_ctrl_secret, cfg.subnqn);
+  const auth::Bytes expected = auth::controller_response(
+      t->hash, kc, auth::augmented_challenge(t->hash, t->c2, t->shared), t->s2, s1->tid, cfg.subnqn,
+      cfg.hostnqn);
+  const bool proven = s1->rvalid && auth::same(expected, s1->r);
+  t->out = proven ? auth::encode_success2(s1->tid)
+                  : auth::encode_failure(auth::kIdFailure2, s1->tid, auth::kFailFailed);
+  step(q, proven ? "DH-HMAC-CHAP Success2" : "DH-HMAC-CHAP Failure2",
+       auth_command(fabrics::kAuthSend, static_cast<uint32_t>(t->out.size())), t->out.data(), nullptr,
+       static_cast<uint32_t>(t->out.size()), true, [this, t, proven](const Cqe&) {
+         if (proven) return t->next(t->connected);
+         setup_failed(Status::error(EACCES, fmt::format("{}: DH-HMAC-CHAP: the controller failed to "
+                                                        "prove it holds dhchap_ctrl_secret; refusing it",
+                                                        label_)));
+       });
+}
+
+void NvmeTcpController::enable() {
+  // CC.EN with IOSQES 6 and IOCQES 4.
+  Sqe prop{};
+  prop.opcode = admin::kFabrics;
+  auto* raw = reinterpret_cast<uint8_t*>(&prop);
+  raw[kFcType] = fabrics::kPropertySet;
+  const uint32_t cc_off = kPropCc;
+  const uint64_t cc = 1 | (6u << 16) | (4u << 20);
+  std::memcpy(raw + kPropOffset, &cc_off, 4);
+  std::memcpy(raw + kPropValue, &cc, 8);
+  step(*admin_, "enabling the controller (Property Set CC)", prop, nullptr, nullptr, 0, true,
+       [this](const Cqe&) { identify(); });
+}
+
+void NvmeTcpController::identify() {
+  auto id = std::make_shared<std::vector<uint8_t>>(4096);
+  Sqe ident{};
+  ident.opcode = admin::kIdentify;
+  ident.cdw10 = kCnsController;
+  step(*admin_, "Identify Controller", ident, nullptr, id->data(), 4096, true, [this, id](const Cqe&) {
+    std::span<const uint8_t> s(*id);
+    const uint8_t mdts = (*id)[idctrl::kMdts];
+    if (mdts) max_io = std::min<uint32_t>(1u << 20, 4096u << std::min<uint8_t>(mdts, 8));
+    copy = nvme::get<uint16_t>(s, idctrl::kOncs) & idctrl::kOncsCopy;
+    const uint16_t ocfs = nvme::get<uint16_t>(s, idctrl::kOcfs);
+    if (!copy || !(ocfs & 0x4)) return queues();
+    // Format 2 offered: enable it (Host Behavior Support, CDFE bit 2); optional.
+    auto hbs = std::make_shared<std::vector<uint8_t>>(512, 0);
+    (*hbs)[kHostBehaviorCdfe] = 0x04;
+    Sqe sf{};
+    sf.opcode = admin::kSetFeatures;
+    sf.cdw10 = kFeatHostBehavior;
+    step(*admin_, "Set Features Host Behavior Support", sf, hbs->data(), nullptr, 512, false,
+         [this, hbs](const Cqe& cqe) {
+           format2 = code_of(cqe) == 0;
+           queues();
+         });
+  });
+}
+
+void NvmeTcpController::queues() {
+  // Number of Queues (0-based both ways); the controller may grant fewer.
+  Sqe nq{};
+  nq.opcode = admin::kSetFeatures;
+  nq.cdw10 = kFeatNumQueues;
+  nq.cdw11 = (cfg.queues - 1) | ((cfg.queues - 1) << 16);
+  step(*admin_, "Set Features Number of Queues", nq, nullptr, nullptr, 0, false, [this](const Cqe& cqe) {
+    granted_ = cfg.queues;
+    if (!code_of(cqe)) granted_ = std::min<unsigned>(granted_, (cqe.dw0 & 0xFFFF) + 1);
+    open_io();
+  });
+}
+
+void NvmeTcpController::open_io() {
+  if (io_.size() == granted_) return setup_finished();
+  QueueOptions qo{cfg.header_digest, cfg.data_digest, 8192, cfg.depth, cfg.connect_timeout_ms,
+                  cfg.connect_timeout_ms};
+  HostQueue::open_async(*loop_, cfg.host, cfg.port, qo,
+                        [this, alive = alive_](Result<std::unique_ptr<HostQueue>> q) {
+                          if (!*alive) return;
+                          if (!q) return setup_failed(q.error());
+                          io_.push_back(std::move(*q));
+                          connect_queue(*io_.back(), static_cast<uint16_t>(io_.size()), cntlid,
+                                        [this](const Cqe&) { open_io(); });
+                        });
+}
+
+void NvmeTcpController::setup_finished() {
+  admin_->set_timeout(cfg.timeout_ms);
+  for (auto& q : io_) q->set_timeout(cfg.timeout_ms);
+  kato_ms_ = cfg.kato_ms;
+  if (kato_ms_ && !keep_alive_armed_) keep_alive();
+  auto hook = [this, alive = alive_](const Status& why) {
+    if (*alive) dropped(why);
+  };
+  admin_->on_fail = hook;
+  for (auto& q : io_) q->on_fail = hook;
+  auto done = std::move(setup_done_);
+  done({});
+}
+
+// Called inside a queue's callbacks: the queues go once those have returned.
+void NvmeTcpController::setup_failed(Status why) {
+  if (!setup_done_) return;
+  auto done = std::move(setup_done_);
+  setup_done_ = nullptr;
+  if (admin_) admin_->abort(why);
+  for (auto& q : io_) q->abort(why);
+  loop_->post([this, alive = alive_, done = std::move(done), why = std::move(why)] {
+    if (!*alive) return;
+    admin_.reset();
+    io_.clear();
+    done(why);
+  });
+}
+
+Status NvmeTcpController::submit_io(Sqe sqe, const void* out, void* in, uint32_t len,
+                                    HostQueue::Done done) {
+  if (state_ == State::reconnecting) {
+    pending_.push_back({sqe, out, in, len, std::move(done)});
+    return {};
+  }
+  if (state_ == State::dead) {
+    return Status::error(ECONNRESET, fmt::format("{}: the connection is gone: {}", label_,
+                                                 last_error_.message()));
+  }
+  return io().submit(sqe, out, in, len, std::move(done));
+}
+
+// A queue failed: its commands have failed already. Reconnect with backoff when asked to.
+void NvmeTcpController::dropped(const Status& why) {
+  last_error_ = why;
+  if (state_ != State::up) return;
+  if (cfg.reconnect == 0) {
+    state_ = State::dead;
+    return;
+  }
+  state_ = State::reconnecting;
+  attempt_ = 0;
+  try_reconnect();
+}
+
+void NvmeTcpController::try_reconnect() {
+  const auto backoff = std::chrono::milliseconds(100) * (1u << std::min(attempt_, 6u));
+  loop_->after(backoff, [this, alive = alive_] {
+    if (!*alive) return;
+    ++attempt_;
+    // The failed queues go first: their socket operations have ended (the queue failed).
+    admin_.reset();
+    io_.clear();
+    connect_async([this, alive](Status s) {
+      if (!*alive) return;
+      if (s.ok()) {
+        state_ = State::up;
+        auto waiting = std::move(pending_);
+        pending_.clear();
+        for (auto& p : waiting) {
+          if (Status sub = io().submit(p.sqe, p.out, p.in, p.len, p.done); !sub.ok()) {
+            p.done(sub, Cqe{});
+          }
+        }
+        return;
+      }
+      last_error_ = s;
+      if (attempt_ < cfg.reconnect) return try_reconnect();
+      state_ = State::dead;
+      auto waiting = std::move(pending_);
+      pending_.clear();
+      for (auto& p : waiting) p.done(s, Cqe{});
+    });
+  });
+}
+
+void NvmeTcpController::keep_alive() {
+  keep_alive_armed_ = true;
+  loop_->after(std::chrono::milliseconds(kato_ms_ / 2), [this, alive = alive_] {
+    if (!*alive) return;
+    keep_alive_armed_ = false;
+    if (state_ == State::dead) return;
+    if (!admin_ || admin_->failed()) return keep_alive();  // reconnecting: keep the beat
+    Sqe ka{};
+    ka.opcode = admin::kKeepAlive;
+    (void)admin_->submit(ka, nullptr, nullptr, 0, [](Status, const Cqe&) {});
+    keep_alive();
+  });
+}
+
+
+}  // namespace blkcopy::nvme

@@ -1,0 +1,108 @@
+// The controller behind nvme-tcp:// devices: one admin queue and its I/O queues to one
+// (address, subsystem, host NQN, secrets) on one loop, shared by the namespaces opened there.
+// Set-up runs step by step on the loop (TCP connect, ICReq, Connect, DH-HMAC-CHAP,
+// Identify, features, I/O queues), each step within connect_timeout; a dropped connection
+// reconnects with backoff when asked to.
+//
+// State (one line a state):
+//   up            queues open; I/O goes out
+//   reconnecting  the connection dropped; requests wait for the new one
+//   dead          it dropped and will not come back: requests fail at once
+#pragma once
+
+#include <fmt/format.h>
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "nvme/auth/dhchap.h"
+#include "nvme/host/nvme_tcp_device.h"
+#include "nvme/host/queue.h"
+
+namespace blkcopy::nvme {
+
+
+class NvmeTcpController {
+ public:
+  static Result<std::shared_ptr<NvmeTcpController>> open(EventLoop& loop, const NvmeTcpConfig& c);
+  ~NvmeTcpController() { *alive_ = false; }
+
+  // The next I/O queue, round robin.
+  HostQueue& io() { return *io_[next_io_++ % io_.size()]; }
+  // Sends an I/O command; while reconnecting it waits for the new connection.
+  Status submit_io(Sqe sqe, const void* out, void* in, uint32_t len, HostQueue::Done done);
+  uint64_t bytes_sent() const {
+    uint64_t n = admin_->bytes_sent();
+    for (const auto& q : io_) n += q->bytes_sent();
+    return n;
+  }
+  uint64_t bytes_received() const {
+    uint64_t n = admin_->bytes_received();
+    for (const auto& q : io_) n += q->bytes_received();
+    return n;
+  }
+  const std::string& label() const { return label_; }
+
+  uint32_t max_io = 1 << 20;
+  NvmeTcpConfig cfg;
+  bool copy = false;
+  bool format2 = false;  // cross-namespace copies enabled with Host Behavior Support
+  uint16_t cntlid = 0;
+  std::unique_ptr<HostQueue> admin_;
+  std::vector<std::unique_ptr<HostQueue>> io_;
+  size_t next_io_ = 0;
+
+ private:
+  // Set-up (see connect_async below); the sync form runs the loop until it is done.
+  void connect_async(std::function<void(Status)> done);
+  Status connect_sync();
+  void step(HostQueue& q, const char* what, Sqe sqe, const void* out, void* in, uint32_t len,
+            bool must_succeed, std::function<void(const Cqe&)> next);
+  void connect_queue(HostQueue& q, uint16_t qid, uint16_t id, std::function<void(const Cqe&)> next);
+  struct AuthTxn;
+  void authenticate(HostQueue& q, uint16_t qid, const Cqe& connected, std::function<void(const Cqe&)> next);
+  void auth_reply(HostQueue& q, std::shared_ptr<AuthTxn> t);
+  void auth_finish(HostQueue& q, std::shared_ptr<AuthTxn> t);
+  std::optional<Status> auth_refused(const auth::Bytes& m, const char* when);
+  void enable();
+  void identify();
+  void queues();
+  void open_io();
+  void setup_finished();
+  void setup_failed(Status why);
+  std::function<void(Status)> setup_done_;
+  unsigned granted_ = 1;
+  bool keep_alive_armed_ = false;
+  void keep_alive();
+  void dropped(const Status& why);
+  void try_reconnect();
+
+  struct Pending {
+    Sqe sqe;
+    const void* out;
+    void* in;
+    uint32_t len;
+    HostQueue::Done done;
+  };
+  enum class State { up, reconnecting, dead } state_ = State::up;
+  unsigned attempt_ = 0;
+  Status last_error_;
+  std::vector<Pending> pending_;
+
+  EventLoop* loop_ = nullptr;
+  std::string label_;
+  uint32_t kato_ms_ = 0;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+
+std::string status_text(uint16_t st);
+uint16_t code_of(const Cqe& cqe);
+// An NVMe status as an errno-style Status. Invalid opcode/field on a copy means "not
+// supported" so that the engine emulates it.
+Status to_status(const Status& transport, const Cqe& cqe, const std::string& what, bool copy);
+
+}  // namespace blkcopy::nvme
