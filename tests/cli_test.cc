@@ -187,3 +187,18 @@ TEST(CliInterrupt, ACopyStoppedBySignalReportsExactProgress) {
 
 }  // namespace
 }  // namespace blkcopy
+
+namespace blkcopy {
+namespace {
+
+TEST(CliVersion, PrintsTheProjectVersion) {
+  auto r = test::run_cli({"--version"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.out.rfind("blkcopy ", 0), 0u) << r.out;
+  EXPECT_NE(r.out.find('.'), std::string::npos) << r.out;
+  auto h = test::run_cli({"copy", "--help"});
+  EXPECT_NE(h.out.find("Usage: blkcopy copy"), std::string::npos) << h.out;
+}
+
+}  // namespace
+}  // namespace blkcopy

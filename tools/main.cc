@@ -16,6 +16,8 @@ int main(int argc, char** argv) {
   using namespace blkcopy::tools;
   CLI::App app{"blkcopy: copy offload for block storage (copy inside the device, emulate the "
                "rest)"};
+  app.name("blkcopy");  // usage lines say blkcopy, not the path it was started by
+  app.set_version_flag("--version", std::string("blkcopy ") + BLKCOPY_VERSION);
   app.require_subcommand(1);
   int exit_code = kOk;
   add_info_command(app, exit_code);
@@ -38,6 +40,8 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     return report_error(kBadInput, e.what());
