@@ -1,0 +1,159 @@
+// The C API (include/blkcopy/blkcopy.h) over the C++ one: no exception crosses it, every
+// argument is checked, errors are negative errno values.
+#include <blkcopy/blkcopy.h>
+#include <blkcopy/copy.h>
+#include <blkcopy/open.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <thread>
+#include <vector>
+
+struct blkcopy_device {
+  std::unique_ptr<blkcopy::Device> dev;
+  std::thread::id owner;
+};
+
+namespace {
+
+using blkcopy::Status;
+
+// The calling thread's loop, made on first use.
+blkcopy::EventLoop* thread_loop() {
+  thread_local std::unique_ptr<blkcopy::EventLoop> loop = [] {
+    auto l = blkcopy::EventLoop::create();
+    return l ? std::move(*l) : nullptr;
+  }();
+  return loop.get();
+}
+
+bool mine(const blkcopy_device* d) { return d && d->owner == std::this_thread::get_id(); }
+
+int check_range(const blkcopy_device* d, uint64_t offset, uint64_t len) {
+  const auto& l = d->dev->limits();
+  if (len == 0 || offset % l.logical_block_size || len % l.logical_block_size) return -EINVAL;
+  if (offset > l.capacity || len > l.capacity - offset) return -ERANGE;
+  return 0;
+}
+
+blkcopy::CopyOptions options(const blkcopy_copy_options* o) {
+  blkcopy::CopyOptions opt;
+  if (!o) return opt;
+  opt.emulation = o->emulation == BLKCOPY_EMULATE_NEVER   ? blkcopy::Emulation::never
+                  : o->emulation == BLKCOPY_EMULATE_FORCE ? blkcopy::Emulation::force
+                                                          : blkcopy::Emulation::allow;
+  if (o->buffer_bytes) opt.buffer_bytes = o->buffer_bytes;
+  if (o->chunk_bytes) opt.chunk_bytes = o->chunk_bytes;
+  return opt;
+}
+
+int finish(const blkcopy::CopyResult& r, blkcopy_copy_result* out) {
+  const int status = r.status.ok() ? 0 : -r.status.code();
+  if (!out) return status;
+  *out = blkcopy_copy_result{};
+  out->status = status;
+  out->bytes = r.bytes;
+  out->backward = r.backward;
+  out->offloaded_bytes = r.offloaded_bytes;
+  out->emulated_bytes = r.emulated_bytes;
+  out->host_read_bytes = r.host_read_bytes;
+  out->host_written_bytes = r.host_written_bytes;
+  out->commands = r.commands;
+  out->seconds = r.seconds;
+  std::snprintf(out->error, sizeof out->error, "%s", r.status.ok() ? "" : r.status.message().c_str());
+  return status;
+}
+
+int refuse(int err, const char* why, blkcopy_copy_result* out) {
+  if (out) {
+    *out = blkcopy_copy_result{};
+    out->status = err;
+    std::snprintf(out->error, sizeof out->error, "%s", why);
+  }
+  return err;
+}
+
+}  // namespace
+
+extern "C" {
+
+int blkcopy_open(const char* device, blkcopy_device** out) {
+  if (!device || !out) return -EINVAL;
+  *out = nullptr;
+  try {
+    blkcopy::EventLoop* loop = thread_loop();
+    if (!loop) return -ENOMEM;
+    auto dev = blkcopy::open_device(*loop, device);
+    if (!dev) return -dev.error().code();
+    *out = new blkcopy_device{std::move(*dev), std::this_thread::get_id()};
+    return 0;
+  } catch (const std::bad_alloc&) {
+    return -ENOMEM;
+  } catch (...) {
+    return -EIO;
+  }
+}
+
+void blkcopy_close(blkcopy_device* device) { delete device; }
+
+int blkcopy_info(blkcopy_device* device, blkcopy_limits* out) {
+  if (!device || !out) return -EINVAL;
+  if (!mine(device)) return -EXDEV;
+  const auto& l = device->dev->limits();
+  *out = blkcopy_limits{l.logical_block_size, l.capacity, l.copy_max_hw_bytes, l.copy_max_bytes,
+                        l.copy_segment_max_bytes, l.copy_max_src_segments, l.read_only ? 1 : 0};
+  return 0;
+}
+
+int blkcopy_copy(blkcopy_device* src, uint64_t src_offset, blkcopy_device* dst, uint64_t dst_offset,
+                 uint64_t len, const blkcopy_copy_options* opts, blkcopy_copy_result* out) {
+  blkcopy_range r{src, src_offset, len};
+  return blkcopy_copy_ranges(&r, 1, dst, dst_offset, opts, out);
+}
+
+int blkcopy_copy_ranges(const blkcopy_range* sources, size_t n, blkcopy_device* dst,
+                        uint64_t dst_offset, const blkcopy_copy_options* opts,
+                        blkcopy_copy_result* out) {
+  if (!sources || n == 0 || !dst) return refuse(-EINVAL, "no sources or no destination", out);
+  if (!mine(dst)) return refuse(-EXDEV, "the destination belongs to another thread", out);
+  try {
+    std::vector<blkcopy::CopySegment> segs;
+    for (size_t i = 0; i < n; ++i) {
+      if (!sources[i].device) return refuse(-EINVAL, "a source range has no device", out);
+      if (!mine(sources[i].device)) return refuse(-EXDEV, "a source belongs to another thread", out);
+      segs.push_back({sources[i].device->dev.get(), sources[i].offset, sources[i].length});
+    }
+    // The engine validates alignment, bounds, overlap and the destination, with messages.
+    return finish(blkcopy::copy_ranges(segs, *dst->dev, dst_offset, options(opts)), out);
+  } catch (const std::bad_alloc&) {
+    return refuse(-ENOMEM, "out of memory", out);
+  } catch (...) {
+    return refuse(-EIO, "internal error", out);
+  }
+}
+
+int blkcopy_read(blkcopy_device* device, uint64_t offset, void* buf, uint64_t len) {
+  if (!device || !buf) return -EINVAL;
+  if (!mine(device)) return -EXDEV;
+  if (int e = check_range(device, offset, len)) return e;
+  Status s = blkcopy::read_sync(*device->dev, offset, {static_cast<std::byte*>(buf), len});
+  return s.ok() ? 0 : -s.code();
+}
+
+int blkcopy_write(blkcopy_device* device, uint64_t offset, const void* buf, uint64_t len) {
+  if (!device || !buf) return -EINVAL;
+  if (!mine(device)) return -EXDEV;
+  if (device->dev->limits().read_only) return -EROFS;
+  if (int e = check_range(device, offset, len)) return e;
+  Status s = blkcopy::write_sync(*device->dev, offset, {static_cast<const std::byte*>(buf), len});
+  return s.ok() ? 0 : -s.code();
+}
+
+const char* blkcopy_strerror(int err) { return std::strerror(err < 0 ? -err : err); }
+
+const char* blkcopy_version(void) { return BLKCOPY_VERSION; }
+
+}  // extern "C"

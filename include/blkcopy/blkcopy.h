@@ -1,0 +1,104 @@
+/* blkcopy's C API: open devices by their device strings, read their limits, and copy ranges
+ * the cheapest way the devices allow (offloaded inside a device, emulated otherwise). Usable
+ * from C, and from Python (ctypes, cffi), Rust or Go through their C interfaces.
+ *
+ * Errors are negative errno values (-EINVAL for bad arguments, -ERANGE for ranges beyond a
+ * device, -EROFS for a read-only destination, -EOPNOTSUPP when offload was required and is
+ * impossible, -EIO and others from the devices); blkcopy_strerror() names them, and a copy
+ * result carries the full message.
+ *
+ * Threads: each thread that calls blkcopy has its own event loop, made on first use. A device
+ * belongs to the thread that opened it: use and close it there (another thread gets -EXDEV).
+ * The devices of one copy must belong to the same thread. Calls block the calling thread until
+ * their work is done; different threads work independently.
+ *
+ * Link with pkg-config (`cc prog.c $(pkg-config --cflags --libs blkcopy)`) or CMake
+ * (`find_package(blkcopy)`, `target_link_libraries(prog blkcopy::blkcopy)`).
+ */
+#ifndef BLKCOPY_BLKCOPY_H
+#define BLKCOPY_BLKCOPY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct blkcopy_device blkcopy_device;
+
+/* Queue limits, as `blkcopy info` and sysfs name them; byte counts. */
+typedef struct blkcopy_limits {
+  uint32_t logical_block_size;    /* offsets and lengths are multiples of it */
+  uint64_t capacity;
+  uint64_t copy_max_hw_bytes;     /* most bytes one offloaded copy may move; 0: no offload */
+  uint64_t copy_max_bytes;        /* the user limit in force (0: offload off) */
+  uint64_t copy_segment_max_bytes;
+  uint32_t copy_max_src_segments;
+  int read_only;
+} blkcopy_limits;
+
+enum blkcopy_emulation {
+  BLKCOPY_EMULATE_ALLOW = 0, /* offload where possible, emulate the rest (the default) */
+  BLKCOPY_EMULATE_NEVER = 1, /* offload only: -EOPNOTSUPP where it cannot */
+  BLKCOPY_EMULATE_FORCE = 2  /* always read into memory and write back */
+};
+
+typedef struct blkcopy_copy_options {
+  int emulation;          /* enum blkcopy_emulation */
+  uint64_t buffer_bytes;  /* host memory emulation may use; 0: the default (64 MiB) */
+  uint64_t chunk_bytes;   /* bytes per emulated read and write; 0: the default (4 MiB) */
+} blkcopy_copy_options;
+
+/* What a copy did: the same counters as `blkcopy copy --json`. */
+typedef struct blkcopy_copy_result {
+  int status;                   /* 0 or a negative errno */
+  uint64_t bytes;               /* copied, in order from the start (exact after a failure) */
+  int backward;                 /* overlapping ranges walked from the end: the last `bytes` */
+  uint64_t offloaded_bytes;     /* of `bytes`: copied inside the devices */
+  uint64_t emulated_bytes;      /* of `bytes`: read into memory and written back */
+  uint64_t host_read_bytes;
+  uint64_t host_written_bytes;
+  uint64_t commands;            /* requests sent to devices */
+  double seconds;
+  char error[256];              /* the message when status != 0, else "" */
+} blkcopy_copy_result;
+
+/* One source range of a vectored copy. */
+typedef struct blkcopy_range {
+  blkcopy_device *device;
+  uint64_t offset;
+  uint64_t length;
+} blkcopy_range;
+
+/* Opens a device string ("/path/file", "mem:1G", "dm:table", "nvme-tcp://host/nqn?ns=1", ...).
+ * On success *out is the device (close it with blkcopy_close) and 0 is returned. */
+int blkcopy_open(const char *device, blkcopy_device **out);
+/* Closes a device; NULL is allowed. */
+void blkcopy_close(blkcopy_device *device);
+int blkcopy_info(blkcopy_device *device, blkcopy_limits *out);
+
+/* Copies len bytes from src at src_offset to dst at dst_offset. opts may be NULL (defaults);
+ * out may be NULL. Overlapping ranges on one device behave like memmove. Returns out->status. */
+int blkcopy_copy(blkcopy_device *src, uint64_t src_offset, blkcopy_device *dst, uint64_t dst_offset,
+                 uint64_t len, const blkcopy_copy_options *opts, blkcopy_copy_result *out);
+/* Copies n source ranges, laid end to end, to dst at dst_offset. */
+int blkcopy_copy_ranges(const blkcopy_range *sources, size_t n, blkcopy_device *dst,
+                        uint64_t dst_offset, const blkcopy_copy_options *opts,
+                        blkcopy_copy_result *out);
+
+/* Reads or writes len bytes at offset (multiples of the logical block size, within the
+ * device); buf may have any alignment. For checks and simple tools. */
+int blkcopy_read(blkcopy_device *device, uint64_t offset, void *buf, uint64_t len);
+int blkcopy_write(blkcopy_device *device, uint64_t offset, const void *buf, uint64_t len);
+
+/* A static description of a (negative or positive) errno value. */
+const char *blkcopy_strerror(int err);
+/* The version, "MAJOR.MINOR.PATCH". */
+const char *blkcopy_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* BLKCOPY_BLKCOPY_H */

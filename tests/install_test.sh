@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs libblkcopy from the build folder into a temporary prefix and builds and runs the
+# examples against the installed files only: the C program with pkg-config and with CMake's
+# find_package, and the Python script with ctypes.
+#   tests/install_test.sh BUILD_DIR
+set -euo pipefail
+src=$(cd "$(dirname "$0")/.." && pwd)
+build=$(realpath "$1")
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+prefix="$work/prefix"
+cmake --install "$build" --prefix "$prefix" >/dev/null
+libdir="$prefix/lib"
+[ -d "$libdir" ] || libdir=$(dirname "$(find "$prefix" -name libblkcopy.so | head -n 1)")
+for f in include/blkcopy/blkcopy.h include/blkcopy/copy.h; do
+  [ -e "$prefix/$f" ] || { echo "install_test: $prefix/$f is missing"; exit 1; }
+done
+for f in libblkcopy.so libblkcopy.a cmake/blkcopy/blkcopyConfig.cmake pkgconfig/blkcopy.pc; do
+  [ -e "$libdir/$f" ] || { echo "install_test: $libdir/$f is missing"; exit 1; }
+done
+echo "== pkg-config"
+export PKG_CONFIG_PATH="$libdir/pkgconfig"
+cc "$src/examples/copy_range.c" $(pkg-config --cflags --libs blkcopy) -o "$work/copy_range"
+LD_LIBRARY_PATH="$libdir" "$work/copy_range" "$work/c.img"
+echo "== find_package"
+cmake -S "$src/examples/cmake" -B "$work/consumer" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
+cmake --build "$work/consumer" >/dev/null
+LD_LIBRARY_PATH="$libdir" "$work/consumer/copy_range" "$work/cmake.img"
+echo "== Python (ctypes)"
+LD_LIBRARY_PATH="$libdir" python3 "$src/examples/copy_range.py" "$work/py.img"
+echo "install_test: the installed library builds and runs the examples"
