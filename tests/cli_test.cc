@@ -166,7 +166,9 @@ TEST(CliInterrupt, ACopyStoppedBySignalReportsExactProgress) {
     std::ofstream(table) << "0 18432 flakey " << dst << " 0 delay=write:1:20ms:every\n";
     auto r = test::run_cli({"copy", src, "dm:" + table + "@64k", "--length", "8M", "--emulate",
                             "--buffer", "64k", "--chunk", "64k", "--json"},
-                           sig, 500);
+                           sig, 200, [&] {  // once the first bytes have landed
+                             return test::read_file(dst, 64 * K, 4096) != test::Bytes(4096);
+                           });
     EXPECT_EQ(r.exit_code, 128 + sig) << r.err;
     EXPECT_NE(r.err.find(std::string("interrupted by SIG") + (sig == SIGINT ? "INT" : "TERM")),
               std::string::npos)

@@ -243,7 +243,9 @@ TEST(CloneCli, HydrationStoppedBySignalKeepsWhatItCopied) {
   const std::string t = (dir.path() / "clone.table").string();
   std::ofstream(t) << "0 8192 clone " << src << " dm:" << slow << " 256\n";
   const std::string dev = "dm:" + t;
-  auto r = test::run_cli({"clone", "hydrate", dev, "--json"}, SIGINT, 400);
+  auto r = test::run_cli({"clone", "hydrate", dev, "--json"}, SIGINT, 100, [&] {
+    return test::read_file(dst, 0, 4096) != test::Bytes(4096);  // the first region landed
+  });
   EXPECT_EQ(r.exit_code, 128 + SIGINT) << r.err;
   EXPECT_NE(r.err.find("hydration interrupted with"), std::string::npos) << r.err;
   auto j = nlohmann::json::parse(r.out);

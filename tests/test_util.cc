@@ -89,7 +89,8 @@ std::string slurp(int fd) {
 }
 }  // namespace
 
-Run run_cli(const std::vector<std::string>& args, int signal, int after_ms) {
+Run run_cli(const std::vector<std::string>& args, int signal, int after_ms,
+            const std::function<bool()>& ready) {
   TempDir dir;
   const std::string out = (dir.path() / "out").string(), err = (dir.path() / "err").string();
   pid_t pid = fork();
@@ -105,6 +106,7 @@ Run run_cli(const std::vector<std::string>& args, int signal, int after_ms) {
     _exit(127);
   }
   if (signal) {
+    for (int i = 0; ready && i < 2000 && !ready(); ++i) usleep(10 * 1000);
     usleep(static_cast<useconds_t>(after_ms) * 1000);
     kill(pid, signal);
   }

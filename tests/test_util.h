@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -44,7 +45,10 @@ struct Run {
   int exit_code;
   std::string out, err;
 };
-// With `signal` set, sends it to the process `after_ms` milliseconds after it started.
-Run run_cli(const std::vector<std::string>& args, int signal = 0, int after_ms = 0);
+// With `signal` set, sends it to the process `after_ms` milliseconds after it started, or, with
+// `ready`, after_ms milliseconds after ready() first returned true (polled every 10 ms, for up
+// to 20 s): a slow build (sanitizers) must not get the signal before the work has begun.
+Run run_cli(const std::vector<std::string>& args, int signal = 0, int after_ms = 0,
+            const std::function<bool()>& ready = {});
 
 }  // namespace blkcopy::test
