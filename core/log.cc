@@ -37,6 +37,8 @@ void to_stderr(LogLevel level, std::string_view message) {
 
 }  // namespace
 
+LogSink stderr_log_sink() { return to_stderr; }
+
 void set_log_sink(LogSink sink) {
   std::lock_guard lock(g_mu);
   g_sink = std::move(sink);
@@ -49,17 +51,13 @@ void set_log_level(LogLevel most_verbose) {
 
 bool log_enabled(LogLevel level) {
   std::lock_guard lock(g_mu);
-  return level <= g_level;
+  return g_sink && level <= g_level;
 }
 
 void log(LogLevel level, std::string_view message) {
   std::lock_guard lock(g_mu);
-  if (level > g_level) return;
-  if (g_sink) {
-    g_sink(level, message);
-  } else {
-    to_stderr(level, message);
-  }
+  if (level > g_level || !g_sink) return;
+  g_sink(level, message);
 }
 
 }  // namespace blkcopy

@@ -12,12 +12,15 @@ prefix="$work/prefix"
 cmake --install "$build" --prefix "$prefix" >/dev/null
 libdir="$prefix/lib"
 [ -d "$libdir" ] || libdir=$(dirname "$(find "$prefix" -name libblkcopy.so | head -n 1)")
-for f in include/blkcopy/blkcopy.h include/blkcopy/copy.h; do
+for f in include/blkcopy/blkcopy.h include/blkcopy/copy.h bin/blkcopy share/man/man1/blkcopy.1 \
+         share/bash-completion/completions/blkcopy; do
   [ -e "$prefix/$f" ] || { echo "install_test: $prefix/$f is missing"; exit 1; }
 done
 for f in libblkcopy.so libblkcopy.a cmake/blkcopy/blkcopyConfig.cmake pkgconfig/blkcopy.pc; do
   [ -e "$libdir/$f" ] || { echo "install_test: $libdir/$f is missing"; exit 1; }
 done
+"$prefix/bin/blkcopy" --version
+bash -n "$prefix/share/bash-completion/completions/blkcopy"
 echo "== pkg-config"
 export PKG_CONFIG_PATH="$libdir/pkgconfig"
 cc "$src/examples/copy_range.c" $(pkg-config --cflags --libs blkcopy) -o "$work/copy_range"

@@ -1,5 +1,8 @@
 // blkcopy: copy offload for block storage, from the command line.
+#include <blkcopy/log.h>
 #include <fmt/format.h>
+
+#include <string_view>
 
 #include "tools/commands.h"
 
@@ -19,6 +22,20 @@ int main(int argc, char** argv) {
   app.name("blkcopy");  // usage lines say blkcopy, not the path it was started by
   app.set_version_flag("--version", std::string("blkcopy ") + BLKCOPY_VERSION);
   app.require_subcommand(1);
+  app.fallthrough();  // -v and -q may also come after the command
+  int verbose = 0;
+  bool quiet = false;
+  app.add_flag("-v,--verbose", verbose, "more messages (-vv for debug)");
+  app.add_flag("-q,--quiet", quiet, "errors only");
+  app.footer(R"(Devices (DEV):
+  PATH | file:PATH[,ro][,buffered][,nocopy]   a file or block device
+  mem:SIZE[,block=N][,copy_max=N][,...]      RAM (limits, latency, fault injection)
+  dm:TABLEFILE                               a dmsetup-style stack (linear, striped, clone, ...)
+  nvme-tcp://HOST:PORT/NQN?ns=N[&...]        a namespace of an NVMe/TCP subsystem
+
+Exit codes: 0 done, 1 the demo found wrong data, 2 bad input, 3 not offloadable with
+--no-emulation, 4 I/O error, 128+N interrupted by signal N (the summary is printed first).
+See blkcopy(1).)");
   int exit_code = kOk;
   add_info_command(app, exit_code);
   add_copy_command(app, exit_code);
@@ -35,6 +52,18 @@ int main(int argc, char** argv) {
                                                  argv[1]));
     }
   }
+  blkcopy::set_log_sink(blkcopy::stderr_log_sink());
+  // The level is known only after parsing; commands run inside parse(), so read it first.
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view a = argv[i];
+    if (a == "-q" || a == "--quiet") quiet = true;
+    if (a == "-v" || a == "--verbose") ++verbose;
+    if (a == "-vv") verbose += 2;
+  }
+  blkcopy::set_log_level(quiet ? blkcopy::LogLevel::error
+                         : verbose >= 2 ? blkcopy::LogLevel::debug
+                         : verbose == 1 ? blkcopy::LogLevel::info
+                                        : blkcopy::LogLevel::warning);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -1,6 +1,6 @@
 // Where the library's messages go. The library never prints: it hands each message to the
-// sink, which by default writes warnings and errors to stderr as "blkcopy: LEVEL: message".
-// A program sets its own sink (or a level) once, before it starts loops.
+// sink, and by default there is none (a library is quiet). A program sets a sink (the CLI sets
+// stderr_log_sink()) and a level once, before it starts loops.
 //
 // Thread safety: log() may be called from any loop's thread; calls reach the sink one at a
 // time. set_log_sink and set_log_level are not meant to race with log().
@@ -16,8 +16,10 @@ enum class LogLevel { error = 0, warning = 1, info = 2, debug = 3 };
 
 using LogSink = std::function<void(LogLevel, std::string_view message)>;
 
-// nullptr restores the default sink.
+// nullptr restores the default: messages are dropped.
 void set_log_sink(LogSink sink);
+// "2026-11-28T02:35:29.123Z blkcopy: warning: ..." on stderr.
+LogSink stderr_log_sink();
 // Messages above this level are dropped before they are formatted into the sink.
 void set_log_level(LogLevel most_verbose);
 bool log_enabled(LogLevel level);
