@@ -2,7 +2,6 @@
 
 #include "block/fanout.h"
 
-#include <blkcopy/open.h>
 #include <blkcopy/units.h>
 #include <fmt/format.h>
 
@@ -62,7 +61,9 @@ std::string Target::describe() const {
 }
 
 Result<std::unique_ptr<DmDevice>> DmDevice::open(EventLoop& loop, std::string name,
-                                                 const std::string& table_path, bool read_only) {
+                                                 const std::string& table_path, bool read_only,
+                                                 ChildOpener open_child) {
+  if (!open_child) return fail(EINVAL, "dm: no device opener given (open stacks with open_device)");
   std::error_code ec;
   const std::string key = fs::weakly_canonical(table_path, ec).string();
   if (std::find(g_opening.begin(), g_opening.end(), key) != g_opening.end()) {
@@ -83,6 +84,7 @@ Result<std::unique_ptr<DmDevice>> DmDevice::open(EventLoop& loop, std::string na
   g_opening.push_back(key);
   std::unique_ptr<DmDevice> dev(new DmDevice(loop, std::move(name)));
   dev->table_path_ = table_path;
+  dev->open_child_ = std::move(open_child);
   Status s = dev->build(*entries, fs::path(table_path).parent_path().string(), read_only);
   g_opening.pop_back();
   if (!s.ok()) return std::unexpected(s);
@@ -93,7 +95,7 @@ Result<Device*> DmDevice::child(const std::string& spec, const std::string& dir,
   const std::string resolved = resolve(spec, dir);
   auto it = children_.find(resolved);
   if (it != children_.end()) return it->second.get();
-  auto dev = open_device(loop(), resolved, {.read_only = read_only});
+  auto dev = open_child_(loop(), resolved, read_only);
   if (!dev) return std::unexpected(dev.error());
   Device* raw = dev->get();
   children_.emplace(resolved, std::move(*dev));

@@ -13,6 +13,8 @@
 
 #include <blkcopy/device.h>
 
+#include <functional>
+
 #include <map>
 #include <memory>
 #include <string>
@@ -45,9 +47,15 @@ struct Mapped {
   uint64_t length;  // never crosses a target or stripe boundary
 };
 
+// How a stack opens the devices its table names: the device-string registry, which sits above
+// the stack, hands itself down (the stack never includes it).
+using ChildOpener = std::function<Result<std::unique_ptr<Device>>(EventLoop&, std::string_view spec,
+                                                                  bool read_only)>;
+
 struct DmConfig {
   std::string path;  // the table file
   bool read_only = false;
+  ChildOpener open_child;  // set by the registry
 };
 // Parses "TABLEFILE" (the part after "dm:").
 Result<DmConfig> parse_dm_config(std::string_view spec);
@@ -56,11 +64,12 @@ class DmDevice final : public Device {
  public:
   static Result<std::unique_ptr<DmDevice>> create(EventLoop& loop, std::string name,
                                                   const DmConfig& cfg) {
-    return open(loop, std::move(name), cfg.path, cfg.read_only);
+    return open(loop, std::move(name), cfg.path, cfg.read_only, cfg.open_child);
   }
   // Opens the table file and every child it names.
   static Result<std::unique_ptr<DmDevice>> open(EventLoop& loop, std::string name,
-                                                const std::string& table_path, bool read_only);
+                                                const std::string& table_path, bool read_only,
+                                                ChildOpener open_child);
 
   Status submit(const Request& req, Completion done) override;
   DeviceInfo describe() const override;
@@ -85,6 +94,7 @@ class DmDevice final : public Device {
 
   std::string table_path_;
   std::map<std::string, std::unique_ptr<Device>> children_;  // by device string: one each
+  ChildOpener open_child_;
   std::vector<Target> targets_;
   std::vector<std::unique_ptr<CloneDevice>> clones_;  // after children_: destroyed first
 };

@@ -1,4 +1,6 @@
-// The table of drivers: a device string's prefix picks one. Adding a driver is one row here.
+// The device-string registry: a device string's prefix picks a driver. It sits above every
+// driver and the stack (which it hands itself to, so that a table can name any device);
+// adding a driver is one row here.
 #include <blkcopy/open.h>
 #include <fmt/format.h>
 
@@ -20,6 +22,11 @@ Result<std::unique_ptr<Device>> open_driver(EventLoop& loop, std::string_view sp
   auto cfg = Parse(rest);
   if (!cfg) return std::unexpected(cfg.error());
   cfg->read_only |= o.read_only;
+  if constexpr (requires { cfg->open_child; }) {
+    cfg->open_child = [](EventLoop& l, std::string_view s, bool ro) {
+      return open_device(l, s, OpenOptions{.read_only = ro});
+    };
+  }
   auto dev = Create(loop, std::string(spec), *cfg);
   if (!dev) return std::unexpected(dev.error());
   return std::unique_ptr<Device>(std::move(*dev));
