@@ -144,7 +144,7 @@ HostQueue::~HostQueue() {
   failed_ = true;
   shutdown(fd_, SHUT_RDWR);
   // Let the socket operations in flight end before their buffers go.
-  (void)loop_.run_until([this] { return !recv_pending_ && !send_pending_ && !connect_pending_; });
+  (void)loop_.run_until([this] { return !recv_pending_ && !sendq_.pending() && !connect_pending_; });
   ::close(fd_);
 }
 
@@ -262,40 +262,18 @@ void HostQueue::watchdog() {
 }
 
 void HostQueue::send(std::vector<uint8_t> head, const uint8_t* data, uint32_t len) {
-  Out o{std::move(head), data, len, 0, opt_.data_digest && len && ic_done_};
-  if (o.has_ddgst) o.ddgst = crc32c(data, len);
-  sendq_.push_back(std::move(o));
+  decltype(sendq_)::Pdu p{std::move(head), data, len, 0, opt_.data_digest && len && ic_done_, {}};
+  if (p.has_ddgst) p.ddgst = crc32c(data, len);
+  sendq_.push(std::move(p));
   pump_send();
 }
 
 void HostQueue::pump_send() {
-  if (send_pending_ || sendq_.empty() || (failed_ && ic_done_)) return;
-  Out& o = sendq_.front();
-  size_t n = 0;
-  iov_[n++] = {o.head.data(), o.head.size()};
-  if (o.len) iov_[n++] = {const_cast<uint8_t*>(o.data), o.len};
-  if (o.has_ddgst) iov_[n++] = {&o.ddgst, 4};
-  size_t skip = sent_part_, first = 0;
-  while (skip && skip >= iov_[first].iov_len) skip -= iov_[first++].iov_len;
-  iov_[first].iov_base = static_cast<uint8_t*>(iov_[first].iov_base) + skip;
-  iov_[first].iov_len -= skip;
-  msg_ = {};
-  msg_.msg_iov = iov_ + first;
-  msg_.msg_iovlen = n - first;
-  size_t total = 0;
-  for (size_t i = first; i < n; ++i) total += iov_[i].iov_len;
-  send_pending_ = true;
-  loop_.sendmsg(fd_, &msg_, [this, total, alive = alive_](int res) {
-    send_pending_ = false;
+  if (failed_ && ic_done_) return;
+  sendq_.start(loop_, fd_, [this, alive = alive_](int res, auto*) {
     if (!*alive) return;
     if (res <= 0) return fail(Status::error(ECONNRESET, "NVMe/TCP queue: send failed"));
     sent_ += static_cast<uint64_t>(res);
-    if (static_cast<size_t>(res) < total) {
-      sent_part_ += static_cast<size_t>(res);
-    } else {
-      sent_part_ = 0;
-      sendq_.pop_front();
-    }
     pump_send();
   });
 }

@@ -26,7 +26,8 @@
 
 #include <netinet/in.h>
 
-#include "nvme/pdu_buffer.h"
+#include "nvme/tcp/pdu_buffer.h"
+#include "nvme/tcp/send_queue.h"
 #include "nvme/spec.h"
 
 namespace blkcopy::nvme {
@@ -87,13 +88,6 @@ class HostQueue {
     Done done;
     std::chrono::steady_clock::time_point started{};
   };
-  struct Out {
-    std::vector<uint8_t> head;
-    const uint8_t* data = nullptr;
-    uint32_t len = 0;
-    uint32_t ddgst = 0;
-    bool has_ddgst = false;
-  };
   HostQueue(EventLoop& loop, int fd, const QueueOptions& o) : loop_(loop), fd_(fd), opt_(o) {}
   enum class State { connecting, handshake, open, failed };
   void handshake();
@@ -109,7 +103,7 @@ class HostQueue {
   EventLoop& loop_;
   int fd_;
   QueueOptions opt_;
-  bool ic_done_ = false, failed_ = false, recv_pending_ = false, send_pending_ = false;
+  bool ic_done_ = false, failed_ = false, recv_pending_ = false;
   bool connect_pending_ = false;
   State state_ = State::connecting;
   sockaddr_storage peer_{};
@@ -126,10 +120,8 @@ class HostQueue {
   std::map<uint16_t, Cmd> cmds_;
   std::deque<Cmd> waiting_;  // beyond the queue depth: sent as completions free entries
   uint16_t next_cid_ = 1;
-  std::deque<Out> sendq_;
-  msghdr msg_{};
-  iovec iov_[3]{};
-  size_t sent_part_ = 0;
+  struct Nothing {};
+  SendQueue<Nothing> sendq_;
   uint64_t sent_ = 0, received_ = 0;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };

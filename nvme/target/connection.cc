@@ -5,7 +5,7 @@ namespace blkcopy::nvme {
 
 // ---------------------------------------------------------------- connection: transport
 
-// Reads what the socket has and handles every whole PDU in it (nvme/pdu_buffer.h).
+// Reads what the socket has and handles every whole PDU in it (nvme/tcp/pdu_buffer.h).
 void Connection::receive() {
   if (closing_) return maybe_free();
   recv_pending_ = true;
@@ -131,48 +131,24 @@ void Connection::send(std::vector<uint8_t> head, const uint8_t* data, uint32_t l
     head.insert(head.begin() + h.hlen, reinterpret_cast<const uint8_t*>(&crc),
                 reinterpret_cast<const uint8_t*>(&crc) + 4);
   }
-  Out o{std::move(head), data, len, 0, data_digest && ddgst_ && len, std::move(done)};
-  if (o.has_ddgst) o.ddgst = crc32c(data, len);
-  sendq_.push_back(std::move(o));
+  decltype(sendq_)::Pdu p{std::move(head), data, len, 0, data_digest && ddgst_ && len, std::move(done)};
+  if (p.has_ddgst) p.ddgst = crc32c(data, len);
+  sendq_.push(std::move(p));
   pump_send();
 }
 
 void Connection::pump_send() {
-  if (send_pending_ || sendq_.empty()) {
-    if (!send_pending_ && sendq_.empty() && closing_) maybe_free();
+  if (sendq_.pending() || sendq_.empty()) {
+    if (!sendq_.pending() && sendq_.empty() && closing_) maybe_free();
     return;
   }
-  Out& o = sendq_.front();
-  size_t n = 0;
-  iov_[n++] = {o.head.data(), o.head.size()};
-  if (o.len) iov_[n++] = {const_cast<uint8_t*>(o.data), o.len};
-  if (o.has_ddgst) iov_[n++] = {&o.ddgst, 4};
-  // Skip what a short send already took.
-  size_t skip = sent_;
-  size_t first = 0;
-  while (skip && skip >= iov_[first].iov_len) skip -= iov_[first++].iov_len;
-  iov_[first].iov_base = static_cast<uint8_t*>(iov_[first].iov_base) + skip;
-  iov_[first].iov_len -= skip;
-  msg_ = {};
-  msg_.msg_iov = iov_ + first;
-  msg_.msg_iovlen = n - first;
-  size_t total = 0;
-  for (size_t i = first; i < n; ++i) total += iov_[i].iov_len;
-  send_pending_ = true;
-  loop_.sendmsg(fd_, &msg_, [this, total](int res) {
-    send_pending_ = false;
+  sendq_.start(loop_, fd_, [this](int res, auto* left) {
     if (res < 0) {
       sendq_.clear();
       return close("send error");
     }
-    if (static_cast<size_t>(res) < total) {
-      sent_ += static_cast<size_t>(res);
-    } else {
-      sent_ = 0;
-      // A completion that has left frees its queue entry (and the data sent before it).
-      if (sendq_.front().done && outstanding_) --outstanding_;
-      sendq_.pop_front();
-    }
+    // A completion that has left frees its queue entry (and the data sent before it).
+    if (left && left->owner && outstanding_) --outstanding_;
     pump_send();
   });
 }
@@ -188,7 +164,7 @@ void Connection::close(const std::string& why) {
 }
 
 void Connection::maybe_free() {
-  if (!closing_ || recv_pending_ || send_pending_ || in_flight_) return;
+  if (!closing_ || recv_pending_ || sendq_.pending() || in_flight_) return;
   if (!sendq_.empty()) return pump_send();
   if (fd_ >= 0) {
     shutdown(fd_, SHUT_RDWR);

@@ -38,7 +38,8 @@
 #include "core/net.h"
 #include "nvme/codec.h"
 #include "nvme/copy_ranges.h"
-#include "nvme/pdu_buffer.h"
+#include "nvme/tcp/pdu_buffer.h"
+#include "nvme/tcp/send_queue.h"
 #include "nvme/spec.h"
 #include "nvme/target/auth.h"
 
@@ -145,7 +146,7 @@ class Connection {
   }
   // Nothing in flight that still points into the connection: no socket operation and no
   // request on a device.
-  bool idle() const { return !recv_pending_ && !send_pending_ && !in_flight_; }
+  bool idle() const { return !recv_pending_ && !sendq_.pending() && !in_flight_; }
   void start() { receive(); }
   bool closing() const { return closing_; }
   bool finished() const { return fd_ < 0; }
@@ -232,22 +233,10 @@ class Connection {
   unsigned in_flight_ = 0;  // commands executing on devices
   unsigned outstanding_ = 0;   // commands received and not yet completed
   unsigned queue_depth_ = 1;   // SQSIZE + 1 once connected: more outstanding ends the connection
-  // A PDU waiting to go out. A completion keeps its command (and the data a C2HData PDU ahead
+  // PDUs waiting to go out. A completion keeps its command (and the data a C2HData PDU ahead
   // of it points into) until it has left: until then the command counts as outstanding, so a
   // host that stops reading cannot make the target queue more than its queue depth.
-  struct Out {
-    std::vector<uint8_t> head;
-    const uint8_t* data = nullptr;
-    uint32_t len = 0;
-    uint32_t ddgst = 0;
-    bool has_ddgst = false;
-    std::unique_ptr<Command> done;  // set on a command's completion
-  };
-  std::deque<Out> sendq_;
-  bool send_pending_ = false;
-  msghdr msg_{};
-  iovec iov_[3]{};
-  size_t sent_ = 0;
+  SendQueue<std::unique_ptr<Command>> sendq_;
   std::vector<std::unique_ptr<Command>> aers_;  // held Async Event Requests
 };
 
