@@ -11,7 +11,6 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 
-#include "nvme/host/nvme_tcp_device.h"
 
 using namespace blkcopy;
 
@@ -36,7 +35,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   Device& dev = **dev_r;
-  auto& nt = dynamic_cast<nvme::NvmeTcpDevice&>(dev);
+  auto wire = [&dev] { return dev.wire_counters().value_or(Device::WireCounters{}); };
   // Sources are spread over the first half of the namespace, destinations in the second; the
   // ranges of one copy are scattered (every other range-sized slot), as garbage collection does.
   const uint64_t half = dev.limits().capacity / 2;
@@ -44,7 +43,7 @@ int main(int argc, char** argv) {
   opt.emulation = mode == "emulate" ? Emulation::force : Emulation::never;
   opt.chunk_bytes = std::max<uint64_t>(range, 4096);
   opt.buffer_bytes = std::max<uint64_t>(each, 64 * 1024);
-  const uint64_t sent0 = nt.wire_bytes_sent(), recv0 = nt.wire_bytes_received();
+  const uint64_t sent0 = wire().sent, recv0 = wire().received;
   uint64_t next = 0, done = 0, failed = 0, offloaded = 0;
   const auto t0 = std::chrono::steady_clock::now();
   std::function<void()> start_one = [&] {
@@ -76,6 +75,6 @@ int main(int argc, char** argv) {
       "\"seconds\": {:.4f}, \"mib_s\": {:.1f}, \"sent\": {}, \"received\": {}, \"failed\": {}, "
       "\"offloaded\": {}}}\n",
       mode, each, ranges, copies, copies * each, secs, double(copies * each) / (1 << 20) / secs,
-      nt.wire_bytes_sent() - sent0, nt.wire_bytes_received() - recv0, failed, offloaded);
+      wire().sent - sent0, wire().received - recv0, failed, offloaded);
   return failed ? 1 : 0;
 }

@@ -14,7 +14,7 @@
 #include <random>
 #include <thread>
 
-#include "nvme/target/target.h"
+#include <blkcopy/target.h>
 #include "tests/nvme_client.h"
 
 using namespace blkcopy;

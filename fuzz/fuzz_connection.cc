@@ -18,7 +18,7 @@
 #include "fuzz/fuzz.h"
 #include "nvme/codec.h"
 #include "nvme/spec.h"
-#include "nvme/target/target.h"
+#include <blkcopy/target.h>
 
 using namespace blkcopy;
 

@@ -4,7 +4,7 @@
 #include <string_view>
 
 #include "fuzz/fuzz.h"
-#include "nvme/target/target.h"
+#include <blkcopy/target.h>
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;

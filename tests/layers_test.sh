@@ -24,6 +24,7 @@ rank_of_path() {  # a source or header path -> its layer rank
     include/blkcopy/device.h) echo 1 ;;
     include/blkcopy/copy.h) echo 2 ;;
     include/blkcopy/open.h) echo 7 ;;
+    include/blkcopy/target.h) echo 8 ;;
     include/blkcopy/blkcopy.h) echo 9 ;;
     *) echo "" ;;
   esac

@@ -14,7 +14,7 @@
 
 #include "nvme/auth/dhchap.h"
 #include "nvme/codec.h"
-#include "nvme/target/target.h"
+#include <blkcopy/target.h>
 #include "tests/nvme_client.h"
 #include "tests/test_util.h"
 

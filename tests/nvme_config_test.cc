@@ -7,7 +7,7 @@
 
 #include "core/net.h"
 #include "nvme/codec.h"
-#include "nvme/target/target.h"
+#include <blkcopy/target.h>
 #include "tests/test_util.h"
 
 #include <fstream>

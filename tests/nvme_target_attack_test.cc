@@ -20,7 +20,7 @@
 #include <thread>
 
 #include "nvme/codec.h"
-#include "nvme/target/target.h"
+#include <blkcopy/target.h>
 #include "tests/nvme_client.h"
 #include "tests/test_util.h"
 

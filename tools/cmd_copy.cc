@@ -7,7 +7,6 @@
 #include <cstring>
 #include <unistd.h>
 
-#include "nvme/host/nvme_tcp_device.h"
 #include "tools/commands.h"
 #include "tools/interrupt.h"
 #include "tools/report.h"
@@ -140,12 +139,10 @@ int run_copy(const Args& a) {
 
   // Bytes on the wire of a remote (nvme-tcp) device: the saving of offloaded copies shows here.
   auto wire = [](Device* d) -> std::pair<uint64_t, uint64_t> {
-    auto* n = dynamic_cast<nvme::NvmeTcpDevice*>(d);
-    return n ? std::pair{n->wire_bytes_sent(), n->wire_bytes_received()} : std::pair{0ul, 0ul};
+    auto w = d ? d->wire_counters() : std::nullopt;
+    return w ? std::pair{w->sent, w->received} : std::pair{0ul, 0ul};
   };
-  Device* remote = dynamic_cast<nvme::NvmeTcpDevice*>(dst->get()) ? dst->get()
-                   : dynamic_cast<nvme::NvmeTcpDevice*>(src)       ? src
-                                                                   : nullptr;
+  Device* remote = (*dst)->wire_counters() ? dst->get() : src->wire_counters() ? src : nullptr;
   const auto wire_before = wire(remote);
   ProgressBar bar(!a.json && isatty(STDERR_FILENO), a.progress);
   opt.progress = [&bar](uint64_t done, uint64_t total) { bar.update(done, total); };

@@ -13,7 +13,7 @@
 
 #include "core/net.h"
 #include "nvme/codec.h"
-#include "nvme/target/target.h"
+#include <blkcopy/target.h>
 #include "tools/commands.h"
 
 namespace blkcopy::tools {

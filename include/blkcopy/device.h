@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -109,6 +110,13 @@ class Device {
   virtual bool same_storage(const Device& other) const { return &other == this; }
 
   virtual DeviceInfo describe() const = 0;
+
+  // Bytes a network device has sent and received on its sockets so far (for a remote NVMe/TCP
+  // namespace: all of its controller's queues); nullopt for devices without a network.
+  struct WireCounters {
+    uint64_t sent = 0, received = 0;
+  };
+  virtual std::optional<WireCounters> wire_counters() const { return std::nullopt; }
 
   const QueueLimits& limits() const { return limits_; }
   EventLoop& loop() const { return loop_; }

@@ -165,11 +165,8 @@ bool NvmeTcpDevice::same_storage(const Device& other) const {
   return o && o->ctrl_ == ctrl_ && o->nsid_ == nsid_;
 }
 
-uint64_t NvmeTcpDevice::wire_bytes_sent() const {
-  return ctrl_->bytes_sent();
-}
-uint64_t NvmeTcpDevice::wire_bytes_received() const {
-  return ctrl_->bytes_received();
+std::optional<Device::WireCounters> NvmeTcpDevice::wire_counters() const {
+  return WireCounters{ctrl_->bytes_sent(), ctrl_->bytes_received()};
 }
 
 Status NvmeTcpDevice::command(uint8_t opcode, uint64_t lba, uint32_t blocks, void* buf, bool out,

@@ -63,8 +63,7 @@ class NvmeTcpDevice final : public Device {
   DeviceInfo describe() const override;
 
   // Bytes this device's controller sent and received on its sockets (all its namespaces).
-  uint64_t wire_bytes_sent() const;
-  uint64_t wire_bytes_received() const;
+  std::optional<WireCounters> wire_counters() const override;
   uint32_t nsid() const { return nsid_; }
 
  private:

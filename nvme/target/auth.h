@@ -16,7 +16,7 @@
 #include <string>
 
 #include "nvme/auth/dhchap.h"
-#include "nvme/target/target.h"
+#include <blkcopy/target.h>
 
 namespace blkcopy::nvme {
 

@@ -11,7 +11,7 @@
 #include "core/net.h"
 #include "nvme/codec.h"
 #include "nvme/target/auth.h"
-#include "nvme/target/target.h"
+#include <blkcopy/target.h>
 
 namespace blkcopy::nvme {
 namespace {

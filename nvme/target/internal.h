@@ -12,7 +12,7 @@
 //   closing        the socket is shut; the connection is freed when nothing is in flight
 #pragma once
 
-#include "nvme/target/target.h"
+#include <blkcopy/target.h>
 
 #include <arpa/inet.h>
 #include <blkcopy/copy.h>
