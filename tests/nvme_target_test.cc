@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "nvme/codec.h"
+#include "nvme/status.h"
 #include <blkcopy/target.h>
 #include "tests/nvme_client.h"
 #include "tests/test_util.h"
@@ -441,6 +442,38 @@ TEST_F(TargetTest, ADeadHostIsDroppedOnKeepAliveTimeout) {
   ASSERT_EQ(admin.connect(0, kSubA, kHost, 0xFFFF, /*kato_ms=*/500).status, 0);
   // No keep-alive follows: the target closes the connection (checked once a second).
   EXPECT_TRUE(admin.closed_by_peer(5000));
+}
+
+}  // namespace
+}  // namespace blkcopy
+
+namespace blkcopy {
+namespace {
+
+// One map both ways: what the target answers for a device's errno, the host reads back as the
+// same errno (where the status has one).
+TEST(NvmeStatus, ErrnoAndStatusMapBothWays) {
+  using namespace nvme;
+  auto code = [](uint16_t field) { return static_cast<uint16_t>((field >> 1) & 0x7FF); };
+  auto dnr = [](uint16_t field) { return (field & status::kDnr) != 0; };
+  const uint16_t rofs = status_for_io_error(Status::error(EROFS, "ro"), false);
+  EXPECT_EQ(code(rofs), status::kReadOnlyRange);
+  EXPECT_TRUE(dnr(rofs));
+  EXPECT_EQ(errno_for_status(code(rofs), false), EROFS);
+  const uint16_t range = status_for_io_error(Status::error(ERANGE, "r"), true);
+  EXPECT_EQ(errno_for_status(code(range), false), ERANGE);
+  const uint16_t media = status_for_io_error(Status::error(EIO, "media"), true);
+  EXPECT_EQ(code(media), status::kUnrecoveredRead);
+  EXPECT_FALSE(dnr(media)) << "a media error may be retried";
+  EXPECT_EQ(code(status_for_io_error(Status::error(EIO, "w"), false)), status::kWriteFault);
+  EXPECT_EQ(status_for_io_error(Status(), true), 0);
+  EXPECT_EQ(code(status_for_invalid_copy(Status::error(EINVAL, "overlap"))), status::kOverlappingRange);
+  EXPECT_EQ(code(status_for_invalid_copy(Status::error(ERANGE, "end"))), status::kLbaOutOfRange);
+  // A controller that cannot take a Copy: the host's engine emulates it.
+  EXPECT_EQ(errno_for_status(status::kInvalidOpcode, true), EOPNOTSUPP);
+  EXPECT_EQ(errno_for_status(status::kInvalidOpcode, false), EIO);
+  EXPECT_EQ(errno_for_status(status::kAuthRequired, false), EACCES);
+  EXPECT_EQ(status_text(status::kCommandSizeLimit), "Command Size Limit Exceeded");
 }
 
 }  // namespace

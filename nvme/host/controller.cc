@@ -9,20 +9,6 @@
 
 namespace blkcopy::nvme {
 
-std::string status_text(uint16_t st) {
-  switch (st) {
-    case status::kInvalidOpcode: return "Invalid Opcode";
-    case status::kInvalidField: return "Invalid Field";
-    case status::kInvalidNamespace: return "Invalid Namespace";
-    case status::kLbaOutOfRange: return "LBA Out of Range";
-    case status::kCommandSizeLimit: return "Command Size Limit Exceeded";
-    case status::kIncompatibleNamespace: return "Incompatible Namespace";
-    case status::kWriteFault: return "Write Fault";
-    case status::kUnrecoveredRead: return "Unrecovered Read Error";
-    default: return "error";
-  }
-}
-
 uint16_t code_of(const Cqe& cqe) { return (cqe.status >> 1) & 0x7FF; }
 
 // An NVMe status as an errno-style Status. Invalid opcode/field on a copy means "not
@@ -31,13 +17,7 @@ Status to_status(const Status& transport, const Cqe& cqe, const std::string& wha
   if (!transport.ok()) return transport;
   const uint16_t st = code_of(cqe);
   if (st == 0) return {};
-  int err = EIO;
-  if (st == status::kLbaOutOfRange) err = ERANGE;
-  if (copy && (st == status::kInvalidOpcode || st == status::kInvalidField ||
-               st == status::kIncompatibleNamespace)) {
-    err = EOPNOTSUPP;
-  }
-  return Status::error(err, fmt::format("{}: NVMe status {:#05x} ({})", what, st, status_text(st)));
+  return Status::error(errno_for_status(st, copy), fmt::format("{}: NVMe status {:#05x} ({})", what, st, status_text(st)));
 }
 
 namespace {

@@ -21,6 +21,7 @@
 #include "nvme/auth/dhchap.h"
 #include "nvme/host/nvme_tcp_device.h"
 #include "nvme/host/queue.h"
+#include "nvme/status.h"
 
 namespace blkcopy::nvme {
 
@@ -99,7 +100,6 @@ class NvmeTcpController {
 };
 
 
-std::string status_text(uint16_t st);
 uint16_t code_of(const Cqe& cqe);
 // An NVMe status as an errno-style Status. Invalid opcode/field on a copy means "not
 // supported" so that the engine emulates it.

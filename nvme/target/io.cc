@@ -1,16 +1,9 @@
 // I/O commands: read, write, write zeroes, flush, deallocate and Copy, run on the devices'
 // loop.
+#include "nvme/status.h"
 #include "nvme/target/internal.h"
 
 namespace blkcopy::nvme {
-
-namespace {
-uint16_t io_status(const Status& s, bool read) {
-  if (s.ok()) return 0;
-  if (s.code() == EROFS) return st(status::kReadOnlyRange);
-  return st(read ? status::kUnrecoveredRead : status::kWriteFault, false);
-}
-}  // namespace
 
 void Connection::io(std::unique_ptr<Command> c) {
   Subsystem* s = ctrl_->subsys;
@@ -53,7 +46,7 @@ void Connection::io(std::unique_ptr<Command> c) {
       return send_data(std::move(cmd));
     }
     if (r.ok() && op == io::kWrite) t_.mut_stats().written_bytes += req.length;
-    complete(std::move(cmd), io_status(r, op == io::kRead));
+    complete(std::move(cmd), status_for_io_error(r, op == io::kRead));
   });
   at_home([dev = ns.dev.get(), req, done] {
     Status sub = dev->submit(req, done);
@@ -104,7 +97,7 @@ void Connection::deallocate(std::unique_ptr<Command> c, Namespace& ns) {
     }
     void end(const Status& r) {
       // A device that cannot deallocate has nothing to free: deallocation is advisory.
-      const uint16_t code = r.ok() || r.code() == EOPNOTSUPP ? 0 : io_status(r, false);
+      const uint16_t code = r.ok() || r.code() == EOPNOTSUPP ? 0 : status_for_io_error(r, false);
       auto f = std::move(finish);
       delete this;
       f(code);
@@ -159,10 +152,7 @@ void Connection::copy(std::unique_ptr<Command> c, Namespace& ns) {
     stats.copy_emulated_bytes += r.emulated_bytes;
     if (r.status.ok()) return complete(std::move(cmd), 0);
     if (r.invalid) {
-      const uint16_t code = r.status.code() == ERANGE   ? st(status::kLbaOutOfRange)
-                            : r.status.code() == EINVAL ? st(status::kOverlappingRange)
-                                                        : st(status::kInternal);
-      return complete(std::move(cmd), code);
+      return complete(std::move(cmd), status_for_invalid_copy(r.status));
     }
     // DW0: the first range not (fully) copied.
     uint64_t left = r.bytes;
@@ -170,7 +160,7 @@ void Connection::copy(std::unique_ptr<Command> c, Namespace& ns) {
     while (first < cmd->range_bytes.size() && left >= cmd->range_bytes[first]) {
       left -= cmd->range_bytes[first++];
     }
-    complete(std::move(cmd), io_status(r.status, false), first);
+    complete(std::move(cmd), status_for_io_error(r.status, false), first);
   });
   at_home([raw, dev = ns.dev.get(), at = sdlba * ns.lbs, done] {
     Status sub = copy_async(raw->copy_src, *dev, at, CopyOptions{}, done);
