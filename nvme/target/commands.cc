@@ -129,125 +129,151 @@ void Connection::authenticate(std::unique_ptr<Command> c, bool send) {
   send_data(std::move(c));
 }
 
+// The admin commands this controller serves: the table drives dispatch and the Commands
+// Supported and Effects log alike (CSUPP for each).
+const Connection::AdminOp Connection::kAdminOps[] = {
+    {admin::kGetLogPage, &Connection::get_log_page},
+    {admin::kIdentify, &Connection::identify},
+    {admin::kAbort, &Connection::abort_command},
+    {admin::kSetFeatures, &Connection::features},
+    {admin::kGetFeatures, &Connection::features},
+    {admin::kAsyncEvent, &Connection::async_event},
+    {admin::kKeepAlive, &Connection::keep_alive},
+};
+
 void Connection::admin(std::unique_ptr<Command> c) {
+  for (const AdminOp& op : kAdminOps) {
+    if (op.opcode == c->sqe.opcode) return (this->*op.run)(std::move(c));
+  }
+  complete(std::move(c), st(status::kInvalidOpcode));
+}
+
+void Connection::identify(std::unique_ptr<Command> c) {
+  Controller& ctrl = *ctrl_;
+  Subsystem* s = ctrl.subsys;
+  const uint32_t cdw10 = c->sqe.cdw10;
+  if (c->data_len < 4096) return complete(std::move(c), st(status::kSglLengthInvalid));
+  std::span<uint8_t, 4096> out(c->data, 4096);
+  const uint8_t cns = cdw10 & 0xFF;
+  if (cns == kCnsController) {
+    ControllerIdentity id;
+    id.cntlid = ctrl.cntlid;
+    id.discovery = !s;
+    id.subnqn = s ? s->cfg.nqn : kDiscoveryNqn;
+    id.serial = s ? s->serial : "blkcopy-discovery";
+    id.nn = s && !s->ns.empty() ? s->ns.rbegin()->first : 0;
+    id.ioccsz = (64 + kInCapsule) / 16;
+    id.kas = 1;
+    build_identify_controller(id, out);
+  } else if (cns == kCnsNamespace && s) {
+    auto it = s->ns.find(c->sqe.nsid);
+    if (it == s->ns.end()) {
+      if (c->sqe.nsid == 0 || c->sqe.nsid == 0xFFFFFFFF) {
+        return complete(std::move(c), st(status::kInvalidNamespace));
+      }
+      std::fill(out.begin(), out.end(), 0);  // an inactive namespace: all zeroes
+    } else {
+      build_identify_namespace(it->second.id, out);
+    }
+  } else if (cns == kCnsActiveNsList && s) {
+    std::fill(out.begin(), out.end(), 0);
+    size_t i = 0;
+    for (auto& [nsid, ns] : s->ns) {
+      if (nsid > c->sqe.nsid && i < 1024) put<uint32_t>(out, 4 * i++, nsid);
+    }
+  } else if (cns == kCnsNsDescriptors && s && s->ns.count(c->sqe.nsid)) {
+    std::fill(out.begin(), out.end(), 0);
+    const Namespace& n = s->ns.at(c->sqe.nsid);
+    out[0] = 2;   // NIDT: NGUID
+    out[1] = 16;  // NIDL
+    std::memcpy(out.data() + 4, n.id.nguid, 16);
+    if (n.has_uuid) {
+      out[20] = 3;  // NIDT: UUID
+      out[21] = 16;
+      std::memcpy(out.data() + 24, n.uuid, 16);
+    }
+  } else {
+    return complete(std::move(c), st(status::kInvalidField));
+  }
+  return send_data(std::move(c));
+}
+
+void Connection::get_log_page(std::unique_ptr<Command> c) {
   Controller& ctrl = *ctrl_;
   Subsystem* s = ctrl.subsys;
   const uint32_t cdw10 = c->sqe.cdw10, cdw11 = c->sqe.cdw11;
-  switch (c->sqe.opcode) {
-    case admin::kIdentify: {
-      if (c->data_len < 4096) return complete(std::move(c), st(status::kSglLengthInvalid));
-      std::span<uint8_t, 4096> out(c->data, 4096);
-      const uint8_t cns = cdw10 & 0xFF;
-      if (cns == kCnsController) {
-        ControllerIdentity id;
-        id.cntlid = ctrl.cntlid;
-        id.discovery = !s;
-        id.subnqn = s ? s->cfg.nqn : kDiscoveryNqn;
-        id.serial = s ? s->serial : "blkcopy-discovery";
-        id.nn = s && !s->ns.empty() ? s->ns.rbegin()->first : 0;
-        id.ioccsz = (64 + kInCapsule) / 16;
-        id.kas = 1;
-        build_identify_controller(id, out);
-      } else if (cns == kCnsNamespace && s) {
-        auto it = s->ns.find(c->sqe.nsid);
-        if (it == s->ns.end()) {
-          if (c->sqe.nsid == 0 || c->sqe.nsid == 0xFFFFFFFF) {
-            return complete(std::move(c), st(status::kInvalidNamespace));
-          }
-          std::fill(out.begin(), out.end(), 0);  // an inactive namespace: all zeroes
-        } else {
-          build_identify_namespace(it->second.id, out);
-        }
-      } else if (cns == kCnsActiveNsList && s) {
-        std::fill(out.begin(), out.end(), 0);
-        size_t i = 0;
-        for (auto& [nsid, ns] : s->ns) {
-          if (nsid > c->sqe.nsid && i < 1024) put<uint32_t>(out, 4 * i++, nsid);
-        }
-      } else if (cns == kCnsNsDescriptors && s && s->ns.count(c->sqe.nsid)) {
-        std::fill(out.begin(), out.end(), 0);
-        const Namespace& n = s->ns.at(c->sqe.nsid);
-        out[0] = 2;   // NIDT: NGUID
-        out[1] = 16;  // NIDL
-        std::memcpy(out.data() + 4, n.id.nguid, 16);
-        if (n.has_uuid) {
-          out[20] = 3;  // NIDT: UUID
-          out[21] = 16;
-          std::memcpy(out.data() + 24, n.uuid, 16);
-        }
-      } else {
-        return complete(std::move(c), st(status::kInvalidField));
-      }
-      return send_data(std::move(c));
+  const uint8_t lid = cdw10 & 0xFF;
+  const uint64_t numd = ((cdw10 >> 16) | (uint64_t(cdw11 & 0xFFFF) << 16)) + 1;
+  const uint64_t offset = c->sqe.cdw12 | (uint64_t(c->sqe.cdw13) << 32);
+  const uint64_t len = std::min<uint64_t>(numd * 4, c->data_len);
+  std::vector<uint8_t> page;
+  if (lid == kLogDiscovery && !s) {
+    page = t_.discovery_log(ctrl.hostnqn, local_addr_);
+  } else if (lid == kLogCmdEffects && s) {
+    page.assign(4096, 0);
+    std::span<uint8_t> p(page);
+    for (uint8_t op : {admin::kGetLogPage, admin::kIdentify, admin::kAbort,
+                       admin::kSetFeatures, admin::kGetFeatures, admin::kAsyncEvent,
+                       admin::kKeepAlive}) {
+      put<uint32_t>(p, op * 4, 1);  // CSUPP
     }
-    case admin::kGetLogPage: {
-      const uint8_t lid = cdw10 & 0xFF;
-      const uint64_t numd = ((cdw10 >> 16) | (uint64_t(cdw11 & 0xFFFF) << 16)) + 1;
-      const uint64_t offset = c->sqe.cdw12 | (uint64_t(c->sqe.cdw13) << 32);
-      const uint64_t len = std::min<uint64_t>(numd * 4, c->data_len);
-      std::vector<uint8_t> page;
-      if (lid == kLogDiscovery && !s) {
-        page = t_.discovery_log(ctrl.hostnqn, local_addr_);
-      } else if (lid == kLogCmdEffects && s) {
-        page.assign(4096, 0);
-        std::span<uint8_t> p(page);
-        for (uint8_t op : {admin::kGetLogPage, admin::kIdentify, admin::kAbort,
-                           admin::kSetFeatures, admin::kGetFeatures, admin::kAsyncEvent,
-                           admin::kKeepAlive}) {
-          put<uint32_t>(p, op * 4, 1);  // CSUPP
-        }
-        for (uint8_t op : {io::kFlush, io::kWrite, io::kRead, io::kWriteZeroes, io::kDsm,
-                           io::kCopy}) {
-          put<uint32_t>(p, 1024 + op * 4, (op & 1) || op == io::kDsm ? 0x3 : 0x1);  // LBCC
-        }
-      } else if ((lid == kLogError || lid == kLogSmart) && s) {
-        page.assign(lid == kLogError ? 64 : 512, 0);
-      } else {
-        return complete(std::move(c), st(status::kInvalidLogPage));
-      }
-      std::memset(c->data, 0, c->data_len);
-      if (offset < page.size()) {
-        std::memcpy(c->data, page.data() + offset, std::min<uint64_t>(len, page.size() - offset));
-      }
-      return send_data(std::move(c));
+    for (uint8_t op : {io::kFlush, io::kWrite, io::kRead, io::kWriteZeroes, io::kDsm,
+                       io::kCopy}) {
+      put<uint32_t>(p, 1024 + op * 4, (op & 1) || op == io::kDsm ? 0x3 : 0x1);  // LBCC
     }
-    case admin::kSetFeatures:
-    case admin::kGetFeatures: {
-      const bool set = c->sqe.opcode == admin::kSetFeatures;
-      const uint8_t fid = cdw10 & 0xFF;
-      uint32_t dw0 = 0;
-      if (fid == kFeatNumQueues) {
-        if (set) ctrl.queues = static_cast<uint16_t>(std::min<uint32_t>((cdw11 & 0xFFFF) + 1, 8));
-        dw0 = uint32_t(ctrl.queues - 1) | (uint32_t(ctrl.queues - 1) << 16);
-      } else if (fid == kFeatKato) {
-        if (set) ctrl.kato_ms = cdw11;
-        dw0 = ctrl.kato_ms;
-      } else if (fid == kFeatAsyncEvent) {
-        dw0 = 0;
-      } else if (fid == kFeatHostBehavior && s) {
-        if (set) {
-          if (c->data_len < 512) return complete(std::move(c), st(status::kSglLengthInvalid));
-          const uint16_t cdfe = get<uint16_t>(std::span<const uint8_t>(c->data, 512), kHostBehaviorCdfe);
-          ctrl.format2 = cdfe & (1u << 2);
-        } else {
-          if (c->data_len < 512) return complete(std::move(c), st(status::kSglLengthInvalid));
-          std::memset(c->data, 0, c->data_len);
-          put<uint16_t>(std::span<uint8_t>(c->data, 512), kHostBehaviorCdfe, ctrl.format2 ? 4 : 0);
-          return send_data(std::move(c));
-        }
-      } else {
-        return complete(std::move(c), st(status::kInvalidField));
-      }
-      return complete(std::move(c), 0, dw0);
-    }
-    case admin::kKeepAlive: return complete(std::move(c), 0);
-    case admin::kAsyncEvent:
-      if (aers_.size() >= 4) return complete(std::move(c), cqe_status(0x105, true));  // AER limit
-      aers_.push_back(std::move(c));  // held: no events are raised yet
-      return;
-    case admin::kAbort: return complete(std::move(c), 0, 1);  // not aborted
-    default: return complete(std::move(c), st(status::kInvalidOpcode));
+  } else if ((lid == kLogError || lid == kLogSmart) && s) {
+    page.assign(lid == kLogError ? 64 : 512, 0);
+  } else {
+    return complete(std::move(c), st(status::kInvalidLogPage));
   }
+  std::memset(c->data, 0, c->data_len);
+  if (offset < page.size()) {
+    std::memcpy(c->data, page.data() + offset, std::min<uint64_t>(len, page.size() - offset));
+  }
+  return send_data(std::move(c));
+}
+
+void Connection::features(std::unique_ptr<Command> c) {
+  Controller& ctrl = *ctrl_;
+  Subsystem* s = ctrl.subsys;
+  const uint32_t cdw10 = c->sqe.cdw10, cdw11 = c->sqe.cdw11;
+  const bool set = c->sqe.opcode == admin::kSetFeatures;
+  const uint8_t fid = cdw10 & 0xFF;
+  uint32_t dw0 = 0;
+  if (fid == kFeatNumQueues) {
+    if (set) ctrl.queues = static_cast<uint16_t>(std::min<uint32_t>((cdw11 & 0xFFFF) + 1, 8));
+    dw0 = uint32_t(ctrl.queues - 1) | (uint32_t(ctrl.queues - 1) << 16);
+  } else if (fid == kFeatKato) {
+    if (set) ctrl.kato_ms = cdw11;
+    dw0 = ctrl.kato_ms;
+  } else if (fid == kFeatAsyncEvent) {
+    dw0 = 0;
+  } else if (fid == kFeatHostBehavior && s) {
+    if (set) {
+      if (c->data_len < 512) return complete(std::move(c), st(status::kSglLengthInvalid));
+      const uint16_t cdfe = get<uint16_t>(std::span<const uint8_t>(c->data, 512), kHostBehaviorCdfe);
+      ctrl.format2 = cdfe & (1u << 2);
+    } else {
+      if (c->data_len < 512) return complete(std::move(c), st(status::kSglLengthInvalid));
+      std::memset(c->data, 0, c->data_len);
+      put<uint16_t>(std::span<uint8_t>(c->data, 512), kHostBehaviorCdfe, ctrl.format2 ? 4 : 0);
+      return send_data(std::move(c));
+    }
+  } else {
+    return complete(std::move(c), st(status::kInvalidField));
+  }
+  return complete(std::move(c), 0, dw0);
+}
+
+void Connection::keep_alive(std::unique_ptr<Command> c) { complete(std::move(c), 0); }
+
+void Connection::async_event(std::unique_ptr<Command> c) {
+  if (aers_.size() >= 4) return complete(std::move(c), cqe_status(0x105, true));  // AER limit
+  aers_.push_back(std::move(c));  // held: no events are raised yet
+}
+
+void Connection::abort_command(std::unique_ptr<Command> c) {
+  complete(std::move(c), 0, 1);  // not aborted
 }
 
 }  // namespace blkcopy::nvme

@@ -193,6 +193,27 @@ class Connection {
   void send_data(std::unique_ptr<Command> c);
   bool alloc_data(Command& c, uint32_t len);
   void admin(std::unique_ptr<Command> c);
+  void identify(std::unique_ptr<Command> c);
+  void get_log_page(std::unique_ptr<Command> c);
+  void features(std::unique_ptr<Command> c);
+  void keep_alive(std::unique_ptr<Command> c);
+  void async_event(std::unique_ptr<Command> c);
+  void abort_command(std::unique_ptr<Command> c);
+  void read_write(std::unique_ptr<Command> c, Namespace& ns);
+  // The commands served, as data: dispatch and the Commands Supported and Effects log both read
+  // these tables (commands.cc, io.cc).
+  static constexpr uint32_t kCsupp = 1u << 0, kLbcc = 1u << 1;
+  struct AdminOp {
+    uint8_t opcode;
+    void (Connection::*run)(std::unique_ptr<Command>);
+  };
+  struct IoOp {
+    uint8_t opcode;
+    uint32_t effects;
+    void (Connection::*run)(std::unique_ptr<Command>, Namespace&);
+  };
+  static const AdminOp kAdminOps[7];
+  static const IoOp kIoOps[6];
   void fabrics(std::unique_ptr<Command> c);
   void connect(std::unique_ptr<Command> c);
   void authenticate(std::unique_ptr<Command> c, bool send);

@@ -5,35 +5,49 @@
 
 namespace blkcopy::nvme {
 
+// The I/O commands this controller serves, with their Commands Supported and Effects entries:
+// the table drives dispatch and the log alike.
+const Connection::IoOp Connection::kIoOps[] = {
+    {io::kFlush, kCsupp, &Connection::read_write},
+    {io::kWrite, kCsupp | kLbcc, &Connection::read_write},
+    {io::kRead, kCsupp, &Connection::read_write},
+    {io::kWriteZeroes, kCsupp | kLbcc, &Connection::read_write},
+    {io::kDsm, kCsupp | kLbcc, &Connection::deallocate},
+    {io::kCopy, kCsupp | kLbcc, &Connection::copy},
+};
+
 void Connection::io(std::unique_ptr<Command> c) {
   Subsystem* s = ctrl_->subsys;
   if (!s) return complete(std::move(c), st(status::kInvalidOpcode));
+  const IoOp* op = nullptr;
+  for (const IoOp& o : kIoOps) {
+    if (o.opcode == c->sqe.opcode) op = &o;
+  }
+  if (!op) return complete(std::move(c), st(status::kInvalidOpcode));
   auto it = s->ns.find(c->sqe.nsid);
   if (it == s->ns.end()) return complete(std::move(c), st(status::kInvalidNamespace));
-  Namespace& ns = it->second;
+  (this->*op->run)(std::move(c), it->second);
+}
+
+// Read, write, write zeroes and flush: one request on the namespace's device.
+void Connection::read_write(std::unique_ptr<Command> c, Namespace& ns) {
   const uint8_t op = c->sqe.opcode;
-  if (op == io::kCopy) return copy(std::move(c), ns);
   const uint64_t slba = c->sqe.cdw10 | (uint64_t(c->sqe.cdw11) << 32);
   const uint64_t blocks = (c->sqe.cdw12 & 0xFFFF) + 1ull;
   Request req;
-  switch (op) {
-    case io::kFlush: req.op = Op::flush; break;
-    case io::kRead:
-    case io::kWrite:
-    case io::kWriteZeroes:
-      if (!in_bounds(slba, blocks, ns.id.blocks)) {
-        return complete(std::move(c), st(status::kLbaOutOfRange));
-      }
-      req.op = op == io::kRead ? Op::read : op == io::kWrite ? Op::write : Op::write_zeroes;
-      req.offset = slba * ns.lbs;
-      req.length = blocks * ns.lbs;
-      if (op != io::kWriteZeroes) {
-        if (c->data_len != req.length) return complete(std::move(c), st(status::kSglLengthInvalid));
-        req.buf = c->data;
-      }
-      break;
-    case io::kDsm: return deallocate(std::move(c), ns);
-    default: return complete(std::move(c), st(status::kInvalidOpcode));
+  if (op == io::kFlush) {
+    req.op = Op::flush;
+  } else {
+    if (!in_bounds(slba, blocks, ns.id.blocks)) {
+      return complete(std::move(c), st(status::kLbaOutOfRange));
+    }
+    req.op = op == io::kRead ? Op::read : op == io::kWrite ? Op::write : Op::write_zeroes;
+    req.offset = slba * ns.lbs;
+    req.length = blocks * ns.lbs;
+    if (op != io::kWriteZeroes) {
+      if (c->data_len != req.length) return complete(std::move(c), st(status::kSglLengthInvalid));
+      req.buf = c->data;
+    }
   }
   ++in_flight_;
   auto* raw = c.release();
