@@ -224,6 +224,20 @@ class Connection {
   // Runs fn on the loop that owns the devices; back() wraps a callback so that it runs on this
   // connection's loop again.
   void at_home(std::function<void()> fn);
+  // Hands a command to the devices: it counts as in flight, and the callback returned brings
+  // the device's result back to this loop, where f(command, result) runs, unless the
+  // connection is closing by then (the command is dropped). The command lives until then.
+  template <class Arg, class F>
+  std::function<void(Arg)> to_devices(std::unique_ptr<Command> c, F f) {
+    ++in_flight_;
+    Command* raw = c.release();
+    return back<Arg>([this, raw, f](Arg a) {
+      --in_flight_;
+      std::unique_ptr<Command> cmd(raw);
+      if (closing_) return maybe_free();
+      f(std::move(cmd), a);
+    });
+  }
   template <class Arg>
   std::function<void(Arg)> back(std::function<void(Arg)> f) {
     if (&loop_ == &home_) return f;

@@ -49,12 +49,7 @@ void Connection::read_write(std::unique_ptr<Command> c, Namespace& ns) {
       req.buf = c->data;
     }
   }
-  ++in_flight_;
-  auto* raw = c.release();
-  auto done = back<Status>([this, raw, op, req](Status r) {
-    --in_flight_;
-    std::unique_ptr<Command> cmd(raw);
-    if (closing_) return maybe_free();
+  auto done = to_devices<Status>(std::move(c), [this, op, req](std::unique_ptr<Command> cmd, Status r) {
     if (r.ok() && op == io::kRead) {
       t_.mut_stats().read_bytes += req.length;
       return send_data(std::move(cmd));
@@ -87,14 +82,8 @@ void Connection::deallocate(std::unique_ptr<Command> c, Namespace& ns) {
     }
     discards.push_back(Request{Op::discard, r.slba * ns.lbs, uint64_t(r.nlb) * ns.lbs});
   }
-  ++in_flight_;
-  auto* raw = c.release();
-  auto finish = back<uint16_t>([this, raw](uint16_t code) {
-    --in_flight_;
-    std::unique_ptr<Command> cmd(raw);
-    if (closing_) return maybe_free();
-    complete(std::move(cmd), code);
-  });
+  auto finish = to_devices<uint16_t>(
+      std::move(c), [this](std::unique_ptr<Command> cmd, uint16_t code) { complete(std::move(cmd), code); });
   // The job frees itself when the last range is done.
   struct Job {
     Device* dev;
@@ -154,12 +143,8 @@ void Connection::copy(std::unique_ptr<Command> c, Namespace& ns) {
   if (!in_bounds(sdlba, total, ns.id.blocks)) {
     return complete(std::move(c), st(status::kLbaOutOfRange));
   }
-  ++in_flight_;
-  auto* raw = c.release();
-  auto done = back<CopyResult>([this, raw](CopyResult r) {
-    --in_flight_;
-    std::unique_ptr<Command> cmd(raw);
-    if (closing_) return maybe_free();
+  const std::vector<CopySegment>* sources = &c->copy_src;  // lives with the command
+  auto done = to_devices<CopyResult>(std::move(c), [this](std::unique_ptr<Command> cmd, CopyResult r) {
     auto& stats = t_.mut_stats();
     ++stats.copies;
     stats.copy_offloaded_bytes += r.offloaded_bytes;
@@ -176,8 +161,8 @@ void Connection::copy(std::unique_ptr<Command> c, Namespace& ns) {
     }
     complete(std::move(cmd), status_for_io_error(r.status, false), first);
   });
-  at_home([raw, dev = ns.dev.get(), at = sdlba * ns.lbs, done] {
-    Status sub = copy_async(raw->copy_src, *dev, at, CopyOptions{}, done);
+  at_home([sources, dev = ns.dev.get(), at = sdlba * ns.lbs, done] {
+    Status sub = copy_async(*sources, *dev, at, CopyOptions{}, done);
     if (!sub.ok()) {
       CopyResult r;
       r.status = sub;
