@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "nvme/codec.h"
+#include "nvme/tcp/framing.h"
 
 namespace blkcopy::test {
 using namespace nvme;
@@ -79,21 +80,10 @@ bool NvmeClient::open_raw(uint16_t port) {
 std::vector<uint8_t> NvmeClient::frame(uint8_t type, uint8_t hlen, const void* body,
                                        size_t body_len, const uint8_t* data, size_t data_len,
                                        uint8_t flags) {
-  std::vector<uint8_t> out(hlen, 0);
-  std::memcpy(out.data() + 8, body, body_len);
-  const uint32_t hd = hdgst_ ? 4 : 0, dd = (ddgst_ && data_len) ? 4 : 0;
-  PduHeader h{type,
-              static_cast<uint8_t>(flags | (hd ? pdu::kFlagHdgst : 0) | (dd ? pdu::kFlagDdgst : 0)),
-              hlen, static_cast<uint8_t>(data_len ? hlen + hd : 0),
-              static_cast<uint32_t>(hlen + hd + data_len + dd)};
-  std::memcpy(out.data(), &h, 8);
-  if (hd) {
-    const uint32_t crc = crc32c(out.data(), hlen);
-    out.insert(out.end(), reinterpret_cast<const uint8_t*>(&crc),
-               reinterpret_cast<const uint8_t*>(&crc) + 4);
-  }
+  auto out = tcp::frame_header(type, hlen, body, body_len, static_cast<uint32_t>(data_len), flags,
+                               {hdgst_, ddgst_});
   out.insert(out.end(), data, data + data_len);
-  if (dd) {
+  if (ddgst_ && data_len) {
     const uint32_t crc = crc32c(data, data_len);
     out.insert(out.end(), reinterpret_cast<const uint8_t*>(&crc),
                reinterpret_cast<const uint8_t*>(&crc) + 4);
@@ -140,23 +130,17 @@ Completion NvmeClient::command(Sqe sqe, const std::vector<uint8_t>& out,
     if (!p) return c;
     PduHeader h;
     std::memcpy(&h, p->data(), 8);
-    const uint32_t hd = hdgst_ ? 4 : 0;
     if (h.type == pdu::kR2T) {
       R2T r;
       std::memcpy(&r, p->data(), sizeof r);
-      for (uint32_t off = r.r2to; off < r.r2to + r.r2tl;) {
-        const uint32_t n = std::min<uint32_t>(64 * 1024, r.r2to + r.r2tl - off);
-        DataPdu d{};
-        d.cccid = r.cccid;
-        d.ttag = r.ttag;
-        d.datao = off;
-        d.datal = n;
-        const bool last = off + n == r.r2to + r.r2tl;
-        auto f = frame(pdu::kH2CData, 24, reinterpret_cast<uint8_t*>(&d) + 8, 16, out.data() + off,
-                       n, last ? pdu::kFlagLast : 0);
-        if (!send_all(f.data(), f.size())) return c;
-        off += n;
-      }
+      if (uint64_t(r.r2to) + r.r2tl > out.size()) return c;  // a lying target
+      bool sent = true;
+      tcp::for_each_h2c(r, 64 * 1024, [&](const DataPdu& d, bool last) {
+        auto f = frame(pdu::kH2CData, 24, reinterpret_cast<const uint8_t*>(&d) + 8, 16,
+                       out.data() + d.datao, d.datal, last ? pdu::kFlagLast : 0);
+        sent = sent && send_all(f.data(), f.size());
+      });
+      if (!sent) return c;
     } else if (h.type == pdu::kC2HData) {
       DataPdu d;
       std::memcpy(&d, p->data(), sizeof d);
@@ -168,7 +152,6 @@ Completion NvmeClient::command(Sqe sqe, const std::vector<uint8_t>& out,
     } else if (h.type == pdu::kCapsuleResp) {
       Cqe cqe;
       std::memcpy(&cqe, p->data() + 8, sizeof cqe);
-      (void)hd;
       c.dw0 = cqe.dw0;
       c.status = (cqe.status >> 1) & 0x7FF;
       c.dnr = cqe.status & status::kDnr;

@@ -170,24 +170,6 @@ void HostQueue::fail(Status s) {
   if (on_fail && *alive_) on_fail(s);
 }
 
-std::vector<uint8_t> HostQueue::header(uint8_t type, uint8_t hlen, const void* body,
-                                       size_t body_len, uint32_t data_len, uint8_t flags) {
-  const bool hd = opt_.header_digest, dd = opt_.data_digest && data_len;
-  std::vector<uint8_t> out(hlen, 0);
-  std::memcpy(out.data() + 8, body, body_len);
-  PduHeader h{type,
-              static_cast<uint8_t>(flags | (hd ? pdu::kFlagHdgst : 0) | (dd ? pdu::kFlagDdgst : 0)),
-              hlen, static_cast<uint8_t>(data_len ? hlen + (hd ? 4 : 0) : 0),
-              static_cast<uint32_t>(hlen + (hd ? 4 : 0) + data_len + (dd ? 4 : 0))};
-  std::memcpy(out.data(), &h, 8);
-  if (hd) {
-    const uint32_t crc = crc32c(out.data(), hlen);
-    out.insert(out.end(), reinterpret_cast<const uint8_t*>(&crc),
-               reinterpret_cast<const uint8_t*>(&crc) + 4);
-  }
-  return out;
-}
-
 Status HostQueue::submit(Sqe sqe, const void* out, void* in, uint32_t len, Done done) {
   if (failed_) return Status::error(ECONNRESET, "NVMe/TCP queue: the connection has ended");
   Cmd c{sqe, static_cast<const uint8_t*>(out), static_cast<uint8_t*>(in), len, std::move(done)};
@@ -225,7 +207,8 @@ void HostQueue::start(Cmd c) {
   sqe.dptr = {};
   sqe.dptr.length = c.len;
   sqe.dptr.type = in_capsule ? kSglInCapsule : kSglTransport;
-  auto head = header(pdu::kCapsuleCmd, 72, &sqe, sizeof sqe, in_capsule ? c.len : 0, 0);
+  auto head = tcp::frame_header(pdu::kCapsuleCmd, 72, &sqe, sizeof sqe, in_capsule ? c.len : 0, 0,
+                                digests());
   const uint8_t* data = in_capsule ? c.out : nullptr;
   const uint32_t n = in_capsule ? c.len : 0;
   c.started = std::chrono::steady_clock::now();
@@ -378,19 +361,10 @@ void HostQueue::on_pdu() {
     if (it == cmds_.end() || !it->second.out || !in_bounds(r.r2to, r.r2tl, it->second.len)) {
       return proto("R2T out of range");
     }
-    for (uint32_t off = r.r2to; off < r.r2to + r.r2tl;) {
-      const uint32_t n = std::min(maxh2c_, r.r2to + r.r2tl - off);
-      DataPdu d{};
-      d.cccid = r.cccid;
-      d.ttag = r.ttag;
-      d.datao = off;
-      d.datal = n;
-      const bool last = off + n == r.r2to + r.r2tl;
-      send(header(pdu::kH2CData, 24, reinterpret_cast<uint8_t*>(&d) + 8, 16, n,
-                  last ? pdu::kFlagLast : 0),
-           it->second.out + off, n);
-      off += n;
-    }
+    tcp::for_each_h2c(r, maxh2c_, [&](const DataPdu& d, bool last) {
+      send(tcp::frame_pdu(pdu::kH2CData, d, d.datal, last ? pdu::kFlagLast : 0, digests()),
+           it->second.out + d.datao, d.datal);
+    });
     return;
   }
   proto("unexpected PDU type");

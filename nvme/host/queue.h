@@ -26,6 +26,7 @@
 
 #include <netinet/in.h>
 
+#include "nvme/tcp/framing.h"
 #include "nvme/tcp/pdu_buffer.h"
 #include "nvme/tcp/send_queue.h"
 #include "nvme/spec.h"
@@ -97,8 +98,7 @@ class HostQueue {
   void fail(Status s);
   void send(std::vector<uint8_t> head, const uint8_t* data, uint32_t len);
   void pump_send();
-  std::vector<uint8_t> header(uint8_t type, uint8_t hlen, const void* body, size_t body_len,
-                              uint32_t data_len, uint8_t flags);
+  tcp::Digests digests() const { return {opt_.header_digest, opt_.data_digest}; }
 
   EventLoop& loop_;
   int fd_;

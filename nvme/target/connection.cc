@@ -124,13 +124,6 @@ void Connection::terminate(uint16_t fes, uint32_t fei) {
 
 void Connection::send(std::vector<uint8_t> head, const uint8_t* data, uint32_t len,
                       bool data_digest, std::unique_ptr<Command> done) {
-  if (hdgst_ && ic_done_ && head[0] != pdu::kICResp && head[0] != pdu::kC2HTermReq) {
-    PduHeader h;
-    std::memcpy(&h, head.data(), 8);
-    const uint32_t crc = crc32c(head.data(), h.hlen);
-    head.insert(head.begin() + h.hlen, reinterpret_cast<const uint8_t*>(&crc),
-                reinterpret_cast<const uint8_t*>(&crc) + 4);
-  }
   decltype(sendq_)::Pdu p{std::move(head), data, len, 0, data_digest && ddgst_ && len, std::move(done)};
   if (p.has_ddgst) p.ddgst = crc32c(data, len);
   sendq_.push(std::move(p));
@@ -244,15 +237,12 @@ void Connection::on_capsule() {
   if (host_to_ctrl && sgl.length) {
     // Ask for the data: one R2T for all of it (the host splits it into H2CData PDUs).
     if (awaiting_data_.count(c->sqe.cid)) return complete(std::move(c), st(status::kCidConflict));
-    std::vector<uint8_t> out(sizeof(R2T), 0);
     R2T r{};
-    r.hdr = {pdu::kR2T, 0, 24, 0, 24 + (hdgst_ ? 4u : 0u)};
-    if (hdgst_) r.hdr.flags |= pdu::kFlagHdgst;
     r.cccid = c->sqe.cid;
     r.ttag = c->sqe.cid;
     r.r2to = 0;
     r.r2tl = sgl.length;
-    std::memcpy(out.data(), &r, sizeof r);
+    auto out = tcp::frame_pdu(pdu::kR2T, r, 0, 0, digests());
     c->r2t_at = Clock::now();
     awaiting_data_[c->sqe.cid] = std::move(c);
     return send(std::move(out));
@@ -292,12 +282,9 @@ void Connection::complete(std::unique_ptr<Command> c, uint16_t status, uint32_t 
   if (status) ++t_.mut_stats().errors;
   c->cqe.status = status;
   c->cqe.dw0 = dw0;
-  std::vector<uint8_t> out(sizeof(CapsuleResp), 0);
   CapsuleResp r{};
-  r.hdr = {pdu::kCapsuleResp, static_cast<uint8_t>(hdgst_ ? pdu::kFlagHdgst : 0), 24, 0,
-           24u + (hdgst_ ? 4u : 0u)};
   r.cqe = c->cqe;
-  std::memcpy(out.data(), &r, sizeof r);
+  auto out = tcp::frame_pdu(pdu::kCapsuleResp, r, 0, 0, digests());
   // The command (and its data, which a C2HData PDU ahead may point into) stays until the
   // completion has left.
   send(std::move(out), nullptr, 0, false, std::move(c));
@@ -307,16 +294,11 @@ void Connection::complete(std::unique_ptr<Command> c, uint16_t status, uint32_t 
 void Connection::send_data(std::unique_ptr<Command> c) {
   const uint32_t len = std::min(c->data_len, c->sqe.dptr.length);
   if (len) {
-    std::vector<uint8_t> out(sizeof(DataPdu), 0);
     DataPdu d{};
-    const uint32_t hd = hdgst_ ? 4 : 0, dd = ddgst_ ? 4 : 0;
-    d.hdr = {pdu::kC2HData, static_cast<uint8_t>(pdu::kFlagLast | (hdgst_ ? pdu::kFlagHdgst : 0) |
-                                                 (ddgst_ ? pdu::kFlagDdgst : 0)),
-             24, static_cast<uint8_t>(24 + hd), 24 + hd + len + dd};
     d.cccid = c->sqe.cid;
     d.datao = 0;
     d.datal = len;
-    std::memcpy(out.data(), &d, sizeof d);
+    auto out = tcp::frame_pdu(pdu::kC2HData, d, len, pdu::kFlagLast, digests());
     send(std::move(out), c->data, len, true);
   }
   complete(std::move(c), 0);

@@ -38,6 +38,7 @@
 #include "core/net.h"
 #include "nvme/codec.h"
 #include "nvme/copy_ranges.h"
+#include "nvme/tcp/framing.h"
 #include "nvme/tcp/pdu_buffer.h"
 #include "nvme/tcp/send_queue.h"
 #include "nvme/spec.h"
@@ -250,6 +251,7 @@ class Connection {
   EventLoop& loop_;  // where this connection lives
   int fd_;
   bool hdgst_ = false, ddgst_ = false, ic_done_ = false, closing_ = false;
+  tcp::Digests digests() const { return {hdgst_, ddgst_}; }
   std::string local_addr_;  // the address the host connected to (discovery log entries)
   Clock::time_point opened_, closing_since_;
   std::optional<Clock::time_point> partial_since_;  // a PDU begun and not yet complete
