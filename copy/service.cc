@@ -1,4 +1,4 @@
-#include "copy/service.h"
+#include <blkcopy/service.h>
 
 namespace blkcopy {
 

@@ -7,6 +7,7 @@
 // it stopped and never serves stale data. The source is never written.
 #pragma once
 
+#include <blkcopy/clone.h>
 #include <blkcopy/device.h>
 
 #include <atomic>
@@ -16,7 +17,7 @@
 #include <memory>
 #include <vector>
 
-#include "copy/service.h"
+#include <blkcopy/service.h>
 #include "core/buffer.h"
 
 namespace blkcopy {
@@ -28,18 +29,7 @@ struct CloneOptions {
   uint64_t rate = 0;        // bytes per second, 0 = unlimited
 };
 
-struct CloneStatus {
-  uint64_t length = 0, region = 0, regions = 0;
-  uint64_t hydrated = 0;  // regions on DEST (in memory)
-  uint64_t durable = 0;   // of those, recorded in the metadata
-  uint64_t copied = 0;    // regions this process copied
-  uint64_t offloaded_bytes = 0, emulated_bytes = 0;
-  uint64_t meta_offset = 0;  // where the metadata lives on DEST
-  bool hydrating = false;
-  std::string error;  // the last hydration error, if any
-};
-
-class CloneDevice final : public Device {
+class CloneDevice final : public Device, public CloneTarget {
  public:
   // Reads the metadata from DEST, or starts it afresh when DEST has none.
   static Result<std::unique_ptr<CloneDevice>> open(EventLoop& loop, std::string name,
@@ -50,15 +40,12 @@ class CloneDevice final : public Device {
   Status submit(const Request& req, Completion done) override;
   DeviceInfo describe() const override;
 
-  CloneStatus status() const;
-  void start_hydration();
-  // Stops queueing new regions and waits for the ones in flight (their progress is kept).
-  Status stop_hydration();
-  // Hydrates every region, running the loop until done; progress(hydrated, regions). When
-  // `stop` turns true, hydration stops (regions in flight finish and are committed) and the
-  // answer is ECANCELED.
+  const std::string& clone_name() const override { return name(); }
+  CloneStatus status() const override;
+  void start_hydration() override;
+  Status stop_hydration() override;
   Status hydrate_all(const std::function<void(uint64_t, uint64_t)>& progress = {},
-                     const std::atomic<bool>* stop = nullptr);
+                     const std::atomic<bool>* stop = nullptr) override;
   // Commits the metadata now, running the loop until done.
   Status commit_sync();
 

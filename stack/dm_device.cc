@@ -489,6 +489,14 @@ std::vector<CloneDevice*> DmDevice::clones() const {
   return out;
 }
 
+std::vector<CloneTarget*> clone_targets(Device& device) {
+  std::vector<CloneTarget*> out;
+  if (auto* dm = dynamic_cast<DmDevice*>(&device)) {
+    for (CloneDevice* c : dm->clones()) out.push_back(c);
+  }
+  return out;
+}
+
 DeviceInfo DmDevice::describe() const {
   DeviceInfo info{"dm", name(), "", {}, {}};
   if (limits_.can_offload()) {

@@ -21,6 +21,13 @@ for f in libblkcopy.so libblkcopy.a cmake/blkcopy/blkcopyConfig.cmake pkgconfig/
 done
 "$prefix/bin/blkcopy" --version
 bash -n "$prefix/share/bash-completion/completions/blkcopy"
+echo "== public headers, each on its own, with only the installed include folder"
+for h in "$prefix"/include/blkcopy/*.h; do
+  echo "#include <blkcopy/$(basename "$h")>" |
+    c++ -std=c++23 -Wall -Wextra -Werror -I"$prefix/include" -x c++ -fsyntax-only - ||
+    { echo "install_test: $h does not compile on its own"; exit 1; }
+done
+echo "#include <blkcopy/blkcopy.h>" | cc -std=c11 -Wall -Werror -I"$prefix/include" -x c -fsyntax-only -
 echo "== pkg-config"
 export PKG_CONFIG_PATH="$libdir/pkgconfig"
 cc "$src/examples/copy_range.c" $(pkg-config --cflags --libs blkcopy) -o "$work/copy_range"

@@ -1,5 +1,5 @@
 // The copy service: priorities, the bound on jobs in flight, the rate limit, drain.
-#include "copy/service.h"
+#include <blkcopy/service.h>
 
 #include <gtest/gtest.h>
 

@@ -1,10 +1,10 @@
 // blkcopy clone status DEV | blkcopy clone hydrate DEV: the clone targets of a dm stack.
+#include <blkcopy/clone.h>
 #include <blkcopy/open.h>
 #include <blkcopy/units.h>
 #include <fmt/format.h>
 #include <unistd.h>
 
-#include "stack/dm_device.h"
 #include "tools/commands.h"
 #include "tools/interrupt.h"
 #include "tools/report.h"
@@ -12,10 +12,10 @@
 namespace blkcopy::tools {
 namespace {
 
-nlohmann::ordered_json status_json(const CloneDevice& c) {
+nlohmann::ordered_json status_json(const CloneTarget& c) {
   const CloneStatus s = c.status();
   nlohmann::ordered_json j;
-  j["target"] = c.name();
+  j["target"] = c.clone_name();
   j["length"] = s.length;
   j["region_size"] = s.region;
   j["regions"] = s.regions;
@@ -29,10 +29,10 @@ nlohmann::ordered_json status_json(const CloneDevice& c) {
   return j;
 }
 
-std::string status_text(const CloneDevice& c) {
+std::string status_text(const CloneTarget& c) {
   const CloneStatus s = c.status();
   std::string out = fmt::format(
-      "{}: {} of {} regions hydrated ({:.1f}%), regions of {}, {} in all\n", c.name(), s.hydrated,
+      "{}: {} of {} regions hydrated ({:.1f}%), regions of {}, {} in all\n", c.clone_name(), s.hydrated,
       s.regions, s.regions ? 100.0 * double(s.hydrated) / double(s.regions) : 100.0,
       format_bytes(double(s.region)), format_bytes(double(s.length)));
   if (s.copied) {
@@ -49,13 +49,13 @@ int run(const std::string& spec, bool hydrate, bool json, bool progress) {
   if (!loop) return report_error(kIoError, loop.error().message());
   auto dev = open_device(**loop, spec);
   if (!dev) return report_error(kBadInput, dev.error().message());
-  auto* dm = dynamic_cast<DmDevice*>(dev->get());
-  if (!dm || dm->clones().empty()) {
+  const std::vector<CloneTarget*> clones = clone_targets(**dev);
+  if (clones.empty()) {
     return report_error(kBadInput, fmt::format("{} has no clone target", spec));
   }
   int code = kOk;
   nlohmann::ordered_json all = nlohmann::ordered_json::array();
-  for (CloneDevice* c : dm->clones()) {
+  for (CloneTarget* c : clones) {
     if (hydrate && !interrupt_signal()) {
       ProgressBar bar(!json && isatty(STDERR_FILENO), progress);
       const CloneStatus before = c->status();
