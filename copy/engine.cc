@@ -127,7 +127,15 @@ class CopyRun {
       pending_.erase(p->pos);
       queue_emulation(p->pos, len);
     } else {
-      fail_at(p->pos, std::move(st));  // stays pending: nothing after it gets written
+      // The device may say how much of the piece's start it copied before failing (a forward
+      // copy only: a backward piece's start is its highest bytes).
+      const uint64_t part = layout_.backward() ? 0 : std::min(p->report.done_before_error, len);
+      if (part) {
+        complete_range(p->pos, part, true);
+        result_.offloaded_bytes += part;
+        by_device_[&dst_] += part;
+      }
+      fail_at(p->pos + part, std::move(st));  // stays pending: nothing after it gets written
     }
     pump();
   }

@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include <condition_variable>
+#include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <mutex>
 #include <thread>
@@ -19,6 +21,7 @@ namespace {
 
 struct Op {
   EventLoop::IoCallback cb;
+  EventLoop::CmdCallback cmd_cb;  // instead of cb for uring_cmd: also the big CQE's result
   __kernel_timespec ts{};  // for timeouts: must live until completion
   Op* prev = nullptr;      // the loop's list of operations in flight,
   Op* next = nullptr;      // freed with the loop if it goes first
@@ -55,6 +58,21 @@ class UringLoop final : public EventLoop {
   void sendmsg(int fd, const struct msghdr* msg, IoCallback cb) override {
     io_uring_prep_sendmsg(sqe(new Op{std::move(cb)}), fd, msg, MSG_NOSIGNAL);
   }
+  bool supports_uring_cmd() const override { return big_ring_; }
+  void uring_cmd(int fd, uint32_t cmd_op, const void* cmd, size_t len, CmdCallback cb) override {
+    if (!big_ring_ || len > kUringCmdBytes) {
+      return post([cb = std::move(cb)] { cb(-EOPNOTSUPP, 0); });
+    }
+    auto* op = new Op;
+    op->cmd_cb = std::move(cb);
+    io_uring_sqe* s = sqe(op);
+    std::memset(s, 0, 2 * sizeof(io_uring_sqe));  // a 128-byte entry in this ring
+    s->opcode = IORING_OP_URING_CMD;
+    s->fd = fd;
+    s->cmd_op = cmd_op;
+    io_uring_sqe_set_data(s, op);
+    std::memcpy(s->cmd, cmd, len);
+  }
   void at(std::chrono::steady_clock::time_point deadline, Task task) override {
     // Absolute: a relative timeout would count from when the SQE reaches the kernel, so two
     // timers armed in one batch could fire out of order.
@@ -87,6 +105,7 @@ class UringLoop final : public EventLoop {
 
   io_uring ring_{};
   bool ring_ok_ = false;
+  bool big_ring_ = false;  // 128-byte SQEs and 32-byte CQEs: uring_cmd works
   unsigned inflight_ = 0;  // SQEs whose completion has not been reaped (eventfd read excluded)
   Op* live_ = nullptr;     // those SQEs' operations
   std::deque<Task> posted_;
@@ -128,7 +147,15 @@ UringLoop::~UringLoop() {
 }
 
 Status UringLoop::init(unsigned depth, unsigned helpers) {
-  int rc = io_uring_queue_init(depth, &ring_, 0);
+  // 128-byte SQEs and 32-byte CQEs (Linux 5.19) carry NVMe passthrough commands; a kernel
+  // without them gets a plain ring, and uring_cmd answers EOPNOTSUPP.
+  // BLKCOPY_PLAIN_RING=1 makes the plain ring here too (tests of the older-kernel path).
+  const char* plain = getenv("BLKCOPY_PLAIN_RING");
+  int rc = plain && *plain == '1'
+               ? -EINVAL
+               : io_uring_queue_init(depth, &ring_, IORING_SETUP_SQE128 | IORING_SETUP_CQE32);
+  big_ring_ = rc == 0;
+  if (rc < 0) rc = io_uring_queue_init(depth, &ring_, 0);
   if (rc < 0) return Status::from_errno(-rc, "io_uring_queue_init");
   ring_ok_ = true;
   efd_ = eventfd(0, EFD_CLOEXEC);
@@ -212,6 +239,7 @@ void UringLoop::run_posted() {
 void UringLoop::reap(io_uring_cqe* cqe) {
   auto* op = static_cast<Op*>(io_uring_cqe_get_data(cqe));
   int res = cqe->res;
+  const uint64_t big = big_ring_ ? cqe->big_cqe[0] : 0;
   io_uring_cqe_seen(&ring_, cqe);
   if (op == &efd_op_) {
     op->cb(res);
@@ -221,6 +249,11 @@ void UringLoop::reap(io_uring_cqe* cqe) {
   if (op->prev) op->prev->next = op->next;
   if (op->next) op->next->prev = op->prev;
   if (live_ == op) live_ = op->next;
+  if (op->cmd_cb) {
+    auto cb = std::move(op->cmd_cb);
+    delete op;
+    return cb(res, big);
+  }
   auto cb = std::move(op->cb);
   delete op;
   cb(res);

@@ -142,7 +142,7 @@ inline constexpr uint16_t kOncsWriteZeroes = 1u << 3, kOncsDsm = 1u << 2, kOncsC
 }  // namespace idctrl
 namespace idns {  // Identify Namespace byte offsets
 inline constexpr size_t kNsze = 0, kNcap = 8, kNuse = 16, kNsfeat = 24, kNlbaf = 25,
-                        kFlbas = 26, kNmic = 30, kDlfeat = 33, kMssrl = 74, kMcl = 76, kMsrc = 80,
+                        kFlbas = 26, kDps = 29, kNmic = 30, kDlfeat = 33, kMssrl = 74, kMcl = 76, kMsrc = 80,
                         kNguid = 104, kEui64 = 120, kLbaf0 = 128;
 }  // namespace idns
 

@@ -1,11 +1,13 @@
 // The device-string registry: a device string's prefix picks a driver. It sits above every
 // driver and the stack (which it hands itself to, so that a table can name any device);
 // adding a driver is one row here.
+#include <blkcopy/log.h>
 #include <blkcopy/open.h>
 #include <fmt/format.h>
 
 #include "drivers/file/file_device.h"
 #include "drivers/mem/mem_device.h"
+#include "drivers/nvme/nvme_device.h"
 #include "nvme/host/nvme_tcp_device.h"
 #include "stack/dm_device.h"
 
@@ -44,7 +46,21 @@ constexpr Driver kDrivers[] = {
     {"file", open_driver<parse_file_config, FileDevice::open>},
     {"dm", open_driver<parse_dm_config, DmDevice::create>},
     {"nvme-tcp", open_driver<nvme::parse_nvme_tcp_config, nvme::NvmeTcpDevice::create>},
+    {"nvme", open_driver<parse_nvme_local_config, NvmeLocalDevice::open>},
 };
+
+// A bare /dev/nvmeXnY or /dev/ngXnY is a local NVMe namespace. Where this kernel cannot pass
+// NVMe commands through io_uring, the block device is opened as a file instead (copies
+// emulated), with a notice.
+Result<NvmeLocalConfig> nvme_path(std::string_view path) { return NvmeLocalConfig{std::string(path)}; }
+Result<std::unique_ptr<Device>> open_nvme_path(EventLoop& loop, std::string_view spec,
+                                               const NvmeNodes& nodes, const OpenOptions& o) {
+  auto dev = open_driver<nvme_path, NvmeLocalDevice::open>(loop, spec, spec, o);
+  if (dev || dev.error().code() != ENOSYS) return dev;
+  log_warning(dev.error().message() + fmt::format("; opening {} as a block device, copies emulated",
+                                                  nodes.block));
+  return open_driver<path_only, FileDevice::open>(loop, spec, nodes.block, o);
+}
 
 }  // namespace
 
@@ -60,10 +76,11 @@ Result<std::unique_ptr<Device>> open_device(EventLoop& loop, std::string_view sp
     // "foo:bar" without a slash before the colon is a device type we do not know, not a path.
     if (prefix.find('/') == prefix.npos && spec.find('/') == spec.npos) {
       return fail(EINVAL, fmt::format("unknown device type '{}' in '{}' (known: mem, file, dm, "
-                                      "nvme-tcp, or a path)",
+                                      "nvme-tcp, nvme, or a path)",
                                       prefix, spec));
     }
   }
+  if (auto nodes = nvme_nodes(spec)) return open_nvme_path(loop, spec, *nodes, options);
   return open_driver<path_only, FileDevice::open>(loop, spec, spec, options);
 }
 

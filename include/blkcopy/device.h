@@ -59,6 +59,9 @@ struct CopyReport {
   std::vector<std::pair<uint64_t, uint64_t>> not_supported;
   // Bytes offloaded per bottom device.
   std::vector<std::pair<const Device*, uint64_t>> offloaded_on;
+  // A copy that failed: bytes at its start (in source order) that are on the destination
+  // nevertheless (NVMe: the ranges before the one the completion names). Left 0 when unknown.
+  uint64_t done_before_error = 0;
 };
 
 struct Request {

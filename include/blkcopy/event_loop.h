@@ -41,6 +41,14 @@ class EventLoop {
   virtual void recv(int fd, void* buf, uint32_t len, IoCallback cb) = 0;
   virtual void sendmsg(int fd, const struct msghdr* msg, IoCallback cb) = 0;
 
+  // A command for the driver behind fd (IORING_OP_URING_CMD, Linux 5.19+: NVMe passthrough on
+  // /dev/ngXnY): cmd_op and up to 80 bytes of command, copied now. cb gets the result (>= 0, or
+  // -errno) and the 64-bit value of the big completion entry. Where the ring could not be set
+  // up for such commands (an older kernel), cb gets -EOPNOTSUPP; supports_uring_cmd() says so.
+  using CmdCallback = std::function<void(int res, uint64_t result)>;
+  static constexpr size_t kUringCmdBytes = 80;
+  virtual bool supports_uring_cmd() const = 0;
+  virtual void uring_cmd(int fd, uint32_t cmd_op, const void* cmd, size_t len, CmdCallback cb) = 0;
   // Runs task on the loop at the deadline (an absolute io_uring timeout on CLOCK_MONOTONIC,
   // which std::chrono::steady_clock reads), or after the delay. Timers fire in deadline order.
   virtual void at(std::chrono::steady_clock::time_point deadline, Task task) = 0;

@@ -264,12 +264,10 @@ void NvmeTcpController::identify() {
   ident.opcode = admin::kIdentify;
   ident.cdw10 = kCnsController;
   step(*admin_, "Identify Controller", ident, nullptr, id->data(), 4096, true, [this, id](const Cqe&) {
-    std::span<const uint8_t> s(*id);
-    const uint8_t mdts = (*id)[idctrl::kMdts];
-    if (mdts) max_io = std::min<uint32_t>(1u << 20, 4096u << std::min<uint8_t>(mdts, 8));
-    copy = nvme::get<uint16_t>(s, idctrl::kOncs) & idctrl::kOncsCopy;
-    const uint16_t ocfs = nvme::get<uint16_t>(s, idctrl::kOcfs);
-    if (!copy || !(ocfs & 0x4)) return queues();
+    caps = parse_identify_controller(*id);
+    max_io = caps.max_transfer(1u << 20);
+    copy = caps.copy();
+    if (!copy || !(caps.ocfs & 0x4)) return queues();
     // Format 2 offered: enable it (Host Behavior Support, CDFE bit 2); optional.
     auto hbs = std::make_shared<std::vector<uint8_t>>(512, 0);
     (*hbs)[kHostBehaviorCdfe] = 0x04;

@@ -21,6 +21,7 @@
 #include "nvme/auth/dhchap.h"
 #include "nvme/host/nvme_tcp_device.h"
 #include "nvme/host/queue.h"
+#include "nvme/namespace.h"
 #include "nvme/status.h"
 
 namespace blkcopy::nvme {
@@ -47,6 +48,7 @@ class NvmeTcpController {
   }
   const std::string& label() const { return label_; }
 
+  ControllerCaps caps;  // from Identify Controller
   uint32_t max_io = 1 << 20;
   NvmeTcpConfig cfg;
   bool copy = false;

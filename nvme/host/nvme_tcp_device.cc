@@ -19,6 +19,7 @@
 #include "nvme/copy_ranges.h"
 #include "nvme/host/controller.h"
 #include "nvme/host/queue.h"
+#include "nvme/namespace.h"
 
 namespace blkcopy::nvme {
 
@@ -124,32 +125,13 @@ Result<std::unique_ptr<NvmeTcpDevice>> NvmeTcpDevice::create(EventLoop& loop, st
   ident.nsid = cfg.nsid;
   ident.cdw10 = kCnsNamespace;
   auto r = dev->ctrl_->admin_->run_sync(ident, nullptr, id.data(), 4096);
-  std::span<const uint8_t> s(id);
-  if (!r || code_of(*r) || get<uint64_t>(s, idns::kNsze) == 0) {
-    return fail(ENODEV, fmt::format("{}: namespace {} not found", dev->ctrl_->label(), cfg.nsid));
-  }
-  // What the target says is checked before use: a block size from 512 B to 64 KiB and a
-  // capacity that fits in 64 bits.
-  const uint8_t lbaf = id[idns::kFlbas] & 0xF;
-  const uint8_t lbads = id[idns::kLbaf0 + 4 * lbaf + 2];
-  auto capacity = checked_mul<uint64_t>(get<uint64_t>(s, idns::kNsze), uint64_t{1} << std::min<uint8_t>(lbads, 63));
-  if (lbads < 9 || lbads > 16 || !capacity) {
-    return fail(EPROTO, fmt::format("{}: namespace {}: Identify gives a block size of 2^{} bytes "
-                                    "and {} blocks, which blkcopy cannot use",
-                                    dev->ctrl_->label(), cfg.nsid, lbads, get<uint64_t>(s, idns::kNsze)));
-  }
-  dev->lbs_ = 1u << lbads;
-  QueueLimits& l = dev->limits_;
-  l.logical_block_size = dev->lbs_;
-  l.capacity = *capacity;
-  l.max_io_bytes = dev->ctrl_->max_io;
-  l.read_only = cfg.read_only;
-  if (dev->ctrl_->copy) {
-    const uint64_t mssrl = get<uint16_t>(s, idns::kMssrl), mcl = get<uint32_t>(s, idns::kMcl);
-    l.copy_segment_max_bytes = (mssrl ? mssrl : 65535) * dev->lbs_;
-    l.copy_max_hw_bytes = l.copy_max_bytes = (mcl ? mcl : 65535) * uint64_t(dev->lbs_);
-    l.copy_max_src_segments = id[idns::kMsrc] + 1u;
-  }
+  const std::string label = fmt::format("{}: namespace {}", dev->ctrl_->label(), cfg.nsid);
+  if (!r || code_of(*r)) return fail(ENODEV, label + " not found");
+  auto g = parse_identify_namespace(id, label);
+  if (!g) return std::unexpected(g.error());
+  dev->lbs_ = g->block_size;
+  fill_limits(dev->limits_, *g, dev->ctrl_->caps, dev->ctrl_->max_io);
+  dev->limits_.read_only = cfg.read_only;
   return dev;
 }
 
