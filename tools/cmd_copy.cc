@@ -21,6 +21,7 @@ struct Args {
   bool no_emulation = false, emulate = false;
   std::string copy_max_bytes, buffer, chunk;
   bool progress = false, json = false;
+  unsigned copies_in_flight = 8;
 };
 
 struct Endpoint {
@@ -111,6 +112,7 @@ int run_copy(const Args& a) {
     if (!v) return report_error(kBadInput, v.error().message());
     opt.chunk_bytes = *v;
   }
+  opt.max_copies_in_flight = a.copies_in_flight;
 
   auto loop = EventLoop::create();
   if (!loop) return report_error(kIoError, loop.error().message());
@@ -205,6 +207,9 @@ void add_copy_command(CLI::App& app, int& exit_code) {
                   "set the destination's copy_max_bytes limit first (0 turns offload off)");
   cmd->add_option("--buffer", a->buffer, "host memory for emulation (default 64M)");
   cmd->add_option("--chunk", a->chunk, "bytes per emulated read/write (default 4M)");
+  cmd->add_option("--copies-in-flight", a->copies_in_flight,
+                  "offloaded copy commands at once (default 8)")
+      ->check(CLI::Range(1u, 1024u));
   cmd->add_flag("--progress", a->progress, "show a progress bar even when not on a terminal");
   cmd->add_flag("--json", a->json, "print the result as one JSON object");
   cmd->callback([a, &exit_code] { exit_code = run_copy(*a); });

@@ -32,6 +32,8 @@ int main(int argc, char** argv) {
   mem:SIZE[,block=N][,copy_max=N][,...]      RAM (limits, latency, fault injection)
   dm:TABLEFILE                               a dmsetup-style stack (linear, striped, clone, ...)
   nvme-tcp://HOST:PORT/NQN?ns=N[&...]        a namespace of an NVMe/TCP subsystem
+  /dev/nvmeXnY | /dev/ngXnY | nvme:PATH[,ro][,timeout=MS]
+                                             a local NVMe namespace (io_uring passthrough)
 
 Exit codes: 0 done, 1 the demo found wrong data, 2 bad input, 3 not offloadable with
 --no-emulation, 4 I/O error, 128+N interrupted by signal N (the summary is printed first).

@@ -7,6 +7,8 @@
 #
 # BLKCOPY_GUEST_KERNEL=backports boots Linux 6.12 from bookworm-backports instead of Debian 12's
 # 6.1 (DH-HMAC-CHAP on the NVMe host and target; scripts/setup adds the backports source).
+# BLKCOPY_GUEST_QEMU_ARGS adds QEMU arguments (split at spaces: NVMe controllers and their
+# namespaces, tracing), BLKCOPY_GUEST_QEMU picks another QEMU binary.
 #
 # Needs: qemu-system-x86, busybox-static, cpio, nvme-cli (scripts/setup installs them) and
 # Debian's archive for the kernel package (cached in /var/cache/blkcopy-interop).
@@ -44,7 +46,8 @@ cp /bin/busybox "$root/bin/busybox"
 for m in fs/configfs/configfs lib/crc64 lib/crc64-rocksoft crypto/crc64_rocksoft_generic crypto/crct10dif_common \
          crypto/crct10dif_generic lib/crc-t10dif block/t10-pi crypto/crc32c_generic lib/libcrc32c \
          drivers/nvme/common/nvme-keyring drivers/nvme/common/nvme-auth \
-         drivers/nvme/host/nvme-core drivers/nvme/host/nvme-fabrics drivers/nvme/host/nvme-tcp \
+         drivers/nvme/host/nvme-core drivers/nvme/host/nvme drivers/nvme/host/nvme-fabrics \
+         drivers/nvme/host/nvme-tcp \
          drivers/nvme/target/nvmet drivers/nvme/target/nvmet-tcp; do
   f=$(ls "$mods/$m".ko* 2>/dev/null | head -n 1) || true
   [ -n "$f" ] || continue
@@ -74,7 +77,7 @@ cat > "$root/init" <<'INIT'
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 mount -t tmpfs tmp /tmp
 for m in configfs crc64 crc64-rocksoft crc64_rocksoft_generic crct10dif_common crct10dif_generic \
-         crc-t10dif t10-pi crc32c_generic libcrc32c nvme-keyring nvme-auth nvme-core nvme-fabrics \
+         crc-t10dif t10-pi crc32c_generic libcrc32c nvme-keyring nvme-auth nvme-core nvme nvme-fabrics \
          nvme-tcp nvmet nvmet-tcp; do
   f=$(ls /lib/modules/$m.ko* 2>/dev/null | head -n 1); [ -n "$f" ] && insmod "$f" 2>/dev/null
 done
@@ -88,9 +91,10 @@ INIT
 chmod +x "$root/init"
 (cd "$root" && find . | cpio -o -H newc 2>/dev/null | gzip -1 > "$work/initrd.gz")
 
-timeout 600 qemu-system-x86_64 -accel tcg -cpu max -m 1536 -smp 2 -nographic -no-reboot \
+# shellcheck disable=SC2086  # the extra arguments are split on purpose
+timeout 600 "${BLKCOPY_GUEST_QEMU:-qemu-system-x86_64}" -accel tcg -cpu max -m 1536 -smp 2 -nographic -no-reboot \
   -kernel "$kernel" -initrd "$work/initrd.gz" \
-  -append "console=ttyS0 quiet panic=-1 loglevel=3" | tee "$work/console.log"
+  -append "console=ttyS0 quiet panic=-1 loglevel=3" ${BLKCOPY_GUEST_QEMU_ARGS:-} | tee "$work/console.log"
 rc=$(grep -a -o 'BLKCOPY-GUEST-EXIT=[0-9]*' "$work/console.log" | tail -n 1 | cut -d= -f2)
 [ -n "$rc" ] || { echo "guest.sh: the guest did not report an exit code" >&2; exit 99; }
 exit "$rc"
