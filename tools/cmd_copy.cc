@@ -149,7 +149,9 @@ int run_copy(const Args& a) {
   ProgressBar bar(!a.json && isatty(STDERR_FILENO), a.progress);
   opt.progress = [&bar](uint64_t done, uint64_t total) { bar.update(done, total); };
   opt.cancel = &catch_interrupts();
+  const double cpu_before = process_cpu_seconds();
   CopyResult r = copy_ranges(sources, **dst, dst_ep->offset, opt);
+  const double cpu = process_cpu_seconds() - cpu_before;  // the copy's, not start-up's
   bar.finish();
 
   const auto wire_after = wire(remote);
@@ -157,6 +159,7 @@ int run_copy(const Args& a) {
   const uint64_t received = wire_after.second - wire_before.second;
   if (a.json) {
     auto j = result_json(r);
+    j["cpu_seconds"] = cpu;
     if (remote) {
       j["wire_bytes_sent"] = sent;
       j["wire_bytes_received"] = received;
