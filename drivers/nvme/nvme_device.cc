@@ -256,7 +256,9 @@ void NvmeLocalDevice::issue(std::shared_ptr<Command> c) {
     // The completion's status field: SC 7:0, SCT 10:8, CRD 12:11, More 13, DNR 14.
     const uint16_t code = res & 0x7FF;
     const bool dnr = res & 0x4000;
-    if (!dnr && c->attempts < 2) {  // the controller says trying again may work
+    // The controller says trying again may work. Not for Copy: after a partial Copy whose
+    // source and destination overlap, running it again from the start would copy changed data.
+    if (!dnr && !c->copy && c->attempts < 2) {
       ++c->attempts;
       ++counters_.retries;
       return issue(c);
