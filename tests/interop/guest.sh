@@ -8,7 +8,9 @@
 # BLKCOPY_GUEST_KERNEL=backports boots Linux 6.12 from bookworm-backports instead of Debian 12's
 # 6.1 (DH-HMAC-CHAP on the NVMe host and target; scripts/setup adds the backports source).
 # BLKCOPY_GUEST_QEMU_ARGS adds QEMU arguments (split at spaces: NVMe controllers and their
-# namespaces, tracing), BLKCOPY_GUEST_QEMU picks another QEMU binary.
+# namespaces, tracing), BLKCOPY_GUEST_QEMU picks another QEMU binary; BLKCOPY_GUEST_QEMU=backports
+# runs QEMU 10 from bookworm-backports (downloaded and unpacked beside the system's 7.2, never
+# installed): its NVMe controller offers Copy formats 2 and 3.
 #
 # Needs: qemu-system-x86, busybox-static, cpio, nvme-cli (scripts/setup installs them) and
 # Debian's archive for the kernel package (cached in /var/cache/blkcopy-interop).
@@ -39,6 +41,18 @@ if [ ! -d "$unpacked/boot" ]; then
 fi
 kernel=$(ls "$unpacked"/boot/vmlinuz-* | head -n 1)
 mods=$(ls -d "$unpacked"/lib/modules/* | head -n 1)/kernel
+
+qemu=${BLKCOPY_GUEST_QEMU:-qemu-system-x86_64}
+if [ "$qemu" = backports ]; then
+  if [ ! -x "$cache/qemu-backports/usr/bin/qemu-system-x86_64" ]; then
+    ver=$(apt-cache madison qemu-system-x86 | awk '/bookworm-backports/{print $3; exit}')
+    [ -n "$ver" ] || { echo "guest.sh: no bookworm-backports QEMU (scripts/setup adds the source)"; exit 77; }
+    (cd "$cache" && apt-get download "qemu-system-x86=$ver" >/dev/null 2>&1 &&
+       dpkg -x qemu-system-x86_*bpo*.deb "$cache/qemu-backports")
+  fi
+  qemu="$cache/qemu-backports/usr/bin/qemu-system-x86_64"
+fi
+"$qemu" --version | head -n 1
 
 root="$work/root"
 mkdir -p "$root"/{bin,sbin,dev,proc,sys,tmp,etc/nvme,lib/modules,usr/sbin,usr/bin}
@@ -92,7 +106,7 @@ chmod +x "$root/init"
 (cd "$root" && find . | cpio -o -H newc 2>/dev/null | gzip -1 > "$work/initrd.gz")
 
 # shellcheck disable=SC2086  # the extra arguments are split on purpose
-timeout 600 "${BLKCOPY_GUEST_QEMU:-qemu-system-x86_64}" -accel tcg -cpu max -m 1536 -smp 2 -nographic -no-reboot \
+timeout 600 "$qemu" -accel tcg -cpu max -m 1536 -smp 2 -nographic -no-reboot \
   -kernel "$kernel" -initrd "$work/initrd.gz" \
   -append "console=ttyS0 quiet panic=-1 loglevel=3" ${BLKCOPY_GUEST_QEMU_ARGS:-} | tee "$work/console.log"
 rc=$(grep -a -o 'BLKCOPY-GUEST-EXIT=[0-9]*' "$work/console.log" | tail -n 1 | cut -d= -f2)

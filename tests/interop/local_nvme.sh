@@ -2,7 +2,8 @@
 # QEMU's emulated NVMe controller through io_uring passthrough. Controller "blkcopy-copy" has two
 # namespaces (MSSRL 32, MCL 64, MSRC 3, 512-byte blocks: four full ranges would exceed MCL); controller "blkcopy-pi" one namespace
 # with protection information. Every copy is checked against the ORIGINAL data kept in /tmp/orig.
-# Lines "EXPECT-COPIES N" tell the runner how many Copy commands QEMU's trace must show; copies
+# Lines "EXPECT-COPIES N" tell the runner how many Copy commands QEMU's trace must show, and
+# "EXPECT-FORMAT2 N" how many of them cross namespaces (range format 2, QEMU 10 only); copies
 # run one command at a time (--copies-in-flight 1) so that the trace shows each command's ranges
 # together.
 set -u
@@ -29,7 +30,7 @@ N1=/dev/${ctrl}n1; N2=/dev/${ctrl}n2; G1=/dev/ng${ctrl#nvme}n1
 step "info shows the limits and the Identify values"
 blkcopy info "$N1" > /tmp/out 2>&1 || fail "info"
 cat /tmp/out
-for want in "mssrl.*32" "mcl.*64" "msrc.*3" "oncs" "ocfs.*0x0003" "NVMe Copy on the controller"; do
+for want in "mssrl.*32" "mcl.*64" "msrc.*3" "oncs" "ocfs.*0x000[3f]" "NVMe Copy on the controller"; do
   grep -q "$want" /tmp/out || fail "info lacks '$want'"
 done
 blkcopy info "$N1" --json > /tmp/out 2>&1 || fail "info --json"
@@ -88,14 +89,31 @@ blkcopy copy "$N1@0" "$N1@40M" --length 1M --copy-max-bytes 0 --json > /tmp/out 
 [ "$(json offloaded_bytes)" = 0 ] && [ "$(json emulated_bytes)" = 1048576 ] || fail "not emulated"
 same "$N1" 81920 2048 0 "emulated"
 
-step "between namespaces: format 2 is not offered by QEMU 7.2, so emulated"
 ocfs=$(blkcopy info "$N1" --json | sed -n 's/.*"ocfs": *"\([^"]*\)".*/\1/p')
-blkcopy copy $C "$N1@0" "$N2@0" --length 1M --json > /tmp/out || fail "cross-namespace"
+echo "QEMU's controller: OCFS $ocfs"
 case "$ocfs" in
-  0x0003) [ "$(json emulated_bytes)" = 1048576 ] || fail "cross-namespace copy not emulated" ;;
-  *) offloaded 1048576 ;;
+  0x0003)
+    step "between namespaces: QEMU 7.2 offers no format 2, so emulated"
+    blkcopy copy $C "$N1@0" "$N2@0" --length 1M --json > /tmp/out || fail "cross-namespace"
+    [ "$(json emulated_bytes)" = 1048576 ] || fail "cross-namespace copy not emulated"
+    same "$N2" 0 2048 0 "cross-namespace" ;;
+  0x000f)
+    step "between namespaces: format 2 (Host Behavior Support CDFE set by blkcopy), offloaded"
+    blkcopy copy $C "$N1@0" "$N2@0" --length 1M --json > /tmp/out || fail "cross-namespace"
+    offloaded 1048576; echo "EXPECT-FORMAT2 $(json commands)"
+    same "$N2" 0 2048 0 "cross-namespace"
+    step "between namespaces, vectored: 4 ranges of n1 into n2"
+    blkcopy copy $C "$N1" "$N2@4M" -r 1M:16k -r 3M:8k -r 5M:16k -r 7M:4k --json > /tmp/out ||
+      fail "cross-namespace vectored"
+    offloaded 45056; echo "EXPECT-FORMAT2 $(json commands)"
+    same "$N2" 8192 32 2048 "cross vectored 1"; same "$N2" 8224 16 6144 "cross vectored 2"
+    same "$N2" 8240 32 10240 "cross vectored 3"; same "$N2" 8272 8 14336 "cross vectored 4"
+    step "between namespaces, the other way: n2 back into n1"
+    blkcopy copy $C "$N2@0" "$N1@52M" --length 64k --json > /tmp/out || fail "n2 -> n1"
+    offloaded 65536; echo "EXPECT-FORMAT2 $(json commands)"
+    same "$N1" 106496 128 0 "n2 -> n1" ;;
+  *) fail "unexpected OCFS $ocfs" ;;
 esac
-same "$N2" 0 2048 0 "cross-namespace"
 
 step "a namespace with protection information is refused, saying why"
 if blkcopy info "/dev/${pi}n1" > /tmp/out 2>&1; then fail "PI namespace opened"; fi

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # blkcopy's nvme driver against QEMU's emulated NVMe controller, in the guest: makes the drives,
 # runs tests/interop/local_nvme.sh there with QEMU tracing the Copy commands, then checks the
-# trace: as many Copy commands as blkcopy said it sent, none over MCL (QEMU 7.2 does not check
-# MCL itself), no range over MSSRL, no more ranges than MSRC + 1. The guest sends one Copy at a
+# trace: as many Copy commands as blkcopy said it sent (and as many in range format 2), none
+# over MCL (QEMU 7.2 does not check MCL itself), no range over MSSRL, no more ranges than MSRC + 1. The guest sends one Copy at a
 # time, so each command's ranges follow it in the trace.
 #   tests/interop/local_nvme_run.sh BLKCOPY_BINARY
 set -euo pipefail
@@ -24,8 +24,11 @@ export BLKCOPY_GUEST_QEMU_ARGS="\
 "$here/guest.sh" "$here/local_nvme.sh" "$blkcopy" | tee "$work/console" || exit "${PIPESTATUS[0]}"
 
 expected=$(grep -a -o 'EXPECT-COPIES [0-9]*' "$work/console" | awk '{n += $2} END {print n + 0}')
+format2=$(grep -a -o 'EXPECT-FORMAT2 [0-9]*' "$work/console" | awk '{n += $2} END {print n + 0}')
+traced2=$(grep -c 'pci_nvme_copy .*format 0x2' "$work/trace" || true)
 echo "== QEMU's trace: $(grep -c 'pci_nvme_copy ' "$work/trace" || true) Copy commands," \
-     "$expected expected"
+     "$expected expected; $traced2 in range format 2, $format2 expected"
+[ "$traced2" = "$format2" ] || { echo "trace: $traced2 format-2 Copy commands, blkcopy sent $format2"; exit 1; }
 awk -v mssrl=$MSSRL -v mcl=$MCL -v ranges=$((MSRC + 1)) -v expected="$expected" '
   function close_cmd() {
     if (n && total > mcl) { print "trace: a Copy of " total " blocks, over MCL " mcl; bad = 1 }
