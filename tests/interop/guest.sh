@@ -10,7 +10,8 @@
 # BLKCOPY_GUEST_QEMU_ARGS adds QEMU arguments (split at spaces: NVMe controllers and their
 # namespaces, tracing), BLKCOPY_GUEST_QEMU picks another QEMU binary; BLKCOPY_GUEST_QEMU=backports
 # runs QEMU 10 from bookworm-backports (downloaded and unpacked beside the system's 7.2, never
-# installed): its NVMe controller offers Copy formats 2 and 3.
+# installed): its NVMe controller offers Copy formats 2 and 3. BLKCOPY_GUEST_TOOLS="strace ..."
+# puts more of this machine's programs into the guest (for looking into a run).
 #
 # Needs: qemu-system-x86, busybox-static, cpio, nvme-cli (scripts/setup installs them) and
 # Debian's archive for the kernel package (cached in /var/cache/blkcopy-interop).
@@ -81,6 +82,7 @@ copy_bin() {
 }
 copy_bin "$blkcopy" bin/blkcopy
 copy_bin "$(command -v nvme)" usr/sbin/nvme
+for tool in ${BLKCOPY_GUEST_TOOLS:-}; do copy_bin "$(command -v "$tool")" "usr/bin/$tool"; done
 mkdir -p "$root/lib64" && cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
 cp "$script" "$root/test.sh"
 echo "nqn.2014-08.io.blkcopy:guest-host" > "$root/etc/nvme/hostnqn"
