@@ -5,8 +5,8 @@
 # (the `layers` test) checks a tree against it.
 #
 #   name         directories (not recursive) and public headers         links
-set(BLKCOPY_LAYERS core block copy drivers stack nvme nvme_tcp nvme_host nvme_local registry nvme_target
-    capi)
+set(BLKCOPY_LAYERS core block copy drivers stack nvme nvme_tcp nvme_host nvme_local scsi registry
+    nvme_target capi)
 set(BLKCOPY_LAYER_core_DIRS core)
 set(BLKCOPY_LAYER_core_HEADERS status.h event_loop.h units.h log.h)
 set(BLKCOPY_LAYER_core_LINKS)
@@ -29,9 +29,11 @@ set(BLKCOPY_LAYER_nvme_host_DIRS nvme/host)
 set(BLKCOPY_LAYER_nvme_host_LINKS nvme_tcp block)
 set(BLKCOPY_LAYER_nvme_local_DIRS drivers/nvme)       # local NVMe through io_uring passthrough
 set(BLKCOPY_LAYER_nvme_local_LINKS nvme)
+set(BLKCOPY_LAYER_scsi_DIRS drivers/scsi)              # SCSI LUNs: EXTENDED COPY through SG_IO
+set(BLKCOPY_LAYER_scsi_LINKS drivers)                  # the block device's data path is a file
 set(BLKCOPY_LAYER_registry_DIRS registry)              # device strings -> drivers, stacks, hosts
 set(BLKCOPY_LAYER_registry_HEADERS open.h)
-set(BLKCOPY_LAYER_registry_LINKS drivers stack nvme_host nvme_local)
+set(BLKCOPY_LAYER_registry_LINKS drivers stack nvme_host nvme_local scsi)
 set(BLKCOPY_LAYER_nvme_target_DIRS nvme/target)
 set(BLKCOPY_LAYER_nvme_target_HEADERS target.h)
 set(BLKCOPY_LAYER_nvme_target_LINKS registry copy nvme_tcp)

@@ -8,6 +8,7 @@
 #include "drivers/file/file_device.h"
 #include "drivers/mem/mem_device.h"
 #include "drivers/nvme/nvme_device.h"
+#include "drivers/scsi/scsi_device.h"
 #include "nvme/host/nvme_tcp_device.h"
 #include "stack/dm_device.h"
 
@@ -47,19 +48,21 @@ constexpr Driver kDrivers[] = {
     {"dm", open_driver<parse_dm_config, DmDevice::create>},
     {"nvme-tcp", open_driver<nvme::parse_nvme_tcp_config, nvme::NvmeTcpDevice::create>},
     {"nvme", open_driver<parse_nvme_local_config, NvmeLocalDevice::open>},
+    {"scsi", open_driver<parse_scsi_config, ScsiDevice::open>},
 };
 
-// A bare /dev/nvmeXnY or /dev/ngXnY is a local NVMe namespace. Where this kernel cannot pass
-// NVMe commands through io_uring, the block device is opened as a file instead (copies
-// emulated), with a notice.
-Result<NvmeLocalConfig> nvme_path(std::string_view path) { return NvmeLocalConfig{std::string(path)}; }
-Result<std::unique_ptr<Device>> open_nvme_path(EventLoop& loop, std::string_view spec,
-                                               const NvmeNodes& nodes, const OpenOptions& o) {
-  auto dev = open_driver<nvme_path, NvmeLocalDevice::open>(loop, spec, spec, o);
+// A bare path of a device that takes commands (/dev/nvmeXnY, /dev/ngXnY; /dev/sdX, /dev/sgN)
+// opens with its driver. Where the kernel cannot pass the commands through (no io_uring
+// passthrough, no SG_IO), the block device is opened as a file instead, copies emulated, with
+// a notice. (Such paths hold no commas, so the driver's option parser takes them whole.)
+template <auto Parse, auto Open>
+Result<std::unique_ptr<Device>> open_command_path(EventLoop& loop, std::string_view spec,
+                                                  const std::string& block, const OpenOptions& o) {
+  auto dev = open_driver<Parse, Open>(loop, spec, spec, o);
   if (dev || dev.error().code() != ENOSYS) return dev;
-  log_warning(dev.error().message() + fmt::format("; opening {} as a block device, copies emulated",
-                                                  nodes.block));
-  return open_driver<path_only, FileDevice::open>(loop, spec, nodes.block, o);
+  log_warning(dev.error().message() +
+              fmt::format("; opening {} as a block device, copies emulated", block));
+  return open_driver<path_only, FileDevice::open>(loop, spec, block, o);
 }
 
 }  // namespace
@@ -76,11 +79,16 @@ Result<std::unique_ptr<Device>> open_device(EventLoop& loop, std::string_view sp
     // "foo:bar" without a slash before the colon is a device type we do not know, not a path.
     if (prefix.find('/') == prefix.npos && spec.find('/') == spec.npos) {
       return fail(EINVAL, fmt::format("unknown device type '{}' in '{}' (known: mem, file, dm, "
-                                      "nvme-tcp, nvme, or a path)",
+                                      "nvme-tcp, nvme, scsi, or a path)",
                                       prefix, spec));
     }
   }
-  if (auto nodes = nvme_nodes(spec)) return open_nvme_path(loop, spec, *nodes, options);
+  if (auto nodes = nvme_nodes(spec)) {
+    return open_command_path<parse_nvme_local_config, NvmeLocalDevice::open>(loop, spec, nodes->block, options);
+  }
+  if (auto nodes = scsi_nodes(spec)) {
+    return open_command_path<parse_scsi_config, ScsiDevice::open>(loop, spec, nodes->block, options);
+  }
   return open_driver<path_only, FileDevice::open>(loop, spec, spec, options);
 }
 

@@ -78,29 +78,7 @@ uint32_t sysfs_max_hw_bytes(const std::string& block) {
 }  // namespace
 
 Result<NvmeLocalConfig> parse_nvme_local_config(std::string_view spec) {
-  NvmeLocalConfig c;
-  const size_t comma = spec.find(',');
-  c.path = std::string(spec.substr(0, comma));
-  if (c.path.empty()) return fail(EINVAL, "nvme: missing path (nvme:/dev/ngXnY[,ro][,timeout=MS])");
-  std::string_view opts = comma == spec.npos ? "" : spec.substr(comma + 1);
-  while (!opts.empty()) {
-    const size_t next = opts.find(',');
-    std::string_view o = opts.substr(0, next);
-    opts = next == opts.npos ? "" : opts.substr(next + 1);
-    if (o == "ro") {
-      c.read_only = true;
-    } else if (o.starts_with("timeout=")) {
-      std::string_view v = o.substr(8);
-      auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), c.timeout_ms);
-      if (ec != std::errc() || end != v.data() + v.size() || c.timeout_ms < 1 ||
-          c.timeout_ms > 3'600'000) {
-        return fail(EINVAL, fmt::format("nvme:{}: timeout must be 1 to 3600000 ms", spec));
-      }
-    } else {
-      return fail(EINVAL, fmt::format("nvme:{}: unknown option '{}' (ro, timeout=MS)", spec, o));
-    }
-  }
-  return c;
+  return parse_path_config("nvme", spec, 30000);
 }
 
 std::optional<NvmeNodes> nvme_nodes(std::string_view path) {

@@ -14,17 +14,14 @@
 #include <string>
 #include <string_view>
 
+#include "block/path_config.h"
 #include "nvme/namespace.h"
 
 namespace blkcopy {
 
-struct NvmeLocalConfig {
-  std::string path;           // as given
-  bool read_only = false;
-  uint32_t timeout_ms = 30000;  // per command; the kernel aborts and resets past it
-};
+using NvmeLocalConfig = PathConfig;  // timeout_ms per command; the kernel aborts and resets past it
 
-// Parses "PATH[,ro][,timeout=MS]" (the part after "nvme:").
+// Parses "PATH[,ro][,timeout=MS]" (the part after "nvme:"); the timeout defaults to 30 s.
 Result<NvmeLocalConfig> parse_nvme_local_config(std::string_view spec);
 
 // The nodes behind a namespace path /dev/nvmeXnY or /dev/ngXnY; nullopt for anything else

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs a test script inside a QEMU guest (software emulation: -accel tcg) booted from Debian's
-# kernel package with a busybox initramfs carrying blkcopy and nvme-cli. Everything in the guest
+# kernel package with a busybox initramfs carrying blkcopy and nvme-cli, the NVMe host and target
+# drivers, and SCSI with LIO (tcm_loop, fileio backstores). Everything in the guest
 # stays on its loopback. Prints the guest's console and exits with the script's exit code.
 #
 #   tests/interop/guest.sh SCRIPT [BLKCOPY_BINARY]
@@ -63,7 +64,9 @@ for m in fs/configfs/configfs lib/crc64 lib/crc64-rocksoft crypto/crc64_rocksoft
          drivers/nvme/common/nvme-keyring drivers/nvme/common/nvme-auth \
          drivers/nvme/host/nvme-core drivers/nvme/host/nvme drivers/nvme/host/nvme-fabrics \
          drivers/nvme/host/nvme-tcp \
-         drivers/nvme/target/nvmet drivers/nvme/target/nvmet-tcp; do
+         drivers/nvme/target/nvmet drivers/nvme/target/nvmet-tcp \
+         drivers/scsi/scsi_common drivers/scsi/scsi_mod drivers/scsi/sd_mod drivers/scsi/sg \
+         drivers/target/target_core_mod drivers/target/target_core_file drivers/target/loopback/tcm_loop; do
   f=$(ls "$mods/$m".ko* 2>/dev/null | head -n 1) || true
   [ -n "$f" ] || continue
   case "$f" in
@@ -85,6 +88,7 @@ copy_bin "$(command -v nvme)" usr/sbin/nvme
 for tool in ${BLKCOPY_GUEST_TOOLS:-}; do copy_bin "$(command -v "$tool")" "usr/bin/$tool"; done
 mkdir -p "$root/lib64" && cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
 cp "$script" "$root/test.sh"
+cp "$(dirname "$0")/lib.sh" "$root/lib.sh"
 echo "nqn.2014-08.io.blkcopy:guest-host" > "$root/etc/nvme/hostnqn"
 echo "5b1f6f5e-9d1c-4c4e-9a55-3a6c2f0e7d11" > "$root/etc/nvme/hostid"  # one ID for that NQN
 cat > "$root/init" <<'INIT'
@@ -94,7 +98,7 @@ mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 mount -t tmpfs tmp /tmp
 for m in configfs crc64 crc64-rocksoft crc64_rocksoft_generic crct10dif_common crct10dif_generic \
          crc-t10dif t10-pi crc32c_generic libcrc32c nvme-keyring nvme-auth nvme-core nvme nvme-fabrics \
-         nvme-tcp nvmet nvmet-tcp; do
+         nvme-tcp nvmet nvmet-tcp scsi_common scsi_mod sd_mod sg target_core_mod target_core_file tcm_loop; do
   f=$(ls /lib/modules/$m.ko* 2>/dev/null | head -n 1); [ -n "$f" ] && insmod "$f" 2>/dev/null
 done
 mount -t configfs none /sys/kernel/config 2>/dev/null

@@ -7,13 +7,7 @@
 # run one command at a time (--copies-in-flight 1) so that the trace shows each command's ranges
 # together.
 set -u
-fail() { echo "FAIL: $*"; [ -f /tmp/out ] && cat /tmp/out; [ -f /tmp/serve.log ] && cat /tmp/serve.log; exit 1; }
-step() { echo "== $(cut -d" " -f1 /proc/uptime) $*"; }
-readb() { dd if="$1" of="$4" bs=512 skip="$2" count="$3" iflag=direct 2>/dev/null || fail "read $1"; }
-origb() { dd if=/tmp/orig of="$3" bs=512 skip="$1" count="$2" 2>/dev/null; }
-# checks LBA range [$2, $2+$3) of $1 against the original's blocks from $4
-same() { readb "$1" "$2" "$3" /tmp/got; origb "$4" "$3" /tmp/want; cmp -s /tmp/got /tmp/want || fail "$5: data differs"; }
-json() { sed -n "s/.*\"$1\": *\([0-9]*\).*/\1/p" /tmp/out | head -n 1; }
+. /lib.sh
 
 sleep 1
 ctrl=""; pi=""
