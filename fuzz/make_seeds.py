@@ -147,6 +147,16 @@ def main():
                               b"/tmp/x,nocopy", b"t.table", b"//[::1]:4420/nqn.2024-01.io.x:s?ns=2&digest=header,data&kato=1000&queues=2&reconnect=3",
                               b"64KiB", b"write:3:ENOSPC", b"[::1]:4420", b"4420"]):
         write("device_string", str(i), bytes([i]) + text)
+    # What a SCSI LUN answers (LIO's shapes): VPD 0x83, OPERATING PARAMETERS, sense data.
+    naa = bytes([0x61, 0x03, 0, 16, 0x60, 0x01, 0x40, 0x50]) + bytes([0xA0] * 12)
+    t10 = bytes([0x02, 0x01, 0, 8]) + b"LIO-ORG "
+    write("scsi_proto", "vpd83", bytes([0, 0x83, 0, len(naa + t10)]) + naa + t10)
+    write("scsi_proto", "operating-parameters",
+          struct.pack(">IB3xHHIIII", 42, 1, 2, 1, 1024, 268435456, 0, 0) + bytes(9) + bytes([9, 9, 9]) +
+          bytes(3) + bytes([2, 0x02, 0xE4]))
+    write("scsi_proto", "sense-fixed", bytes([0x70, 0, 0x0A, 0, 0, 0, 0, 10, 0, 0, 0, 3, 0x0D, 0x02, 0, 0, 0, 0]))
+    write("scsi_proto", "sense-descriptor", bytes([0x72, 5, 0x24, 0, 0, 0, 0, 12, 0, 10, 0x80]) + bytes(8) + bytes([42]))
+    write("scsi_proto", "inquiry", bytes([0, 0, 6, 2, 31, 0, 0x08, 0]) + b"LIO-ORG FILEIO          4.0 ")
 
 
 if __name__ == "__main__":

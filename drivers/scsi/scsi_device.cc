@@ -414,7 +414,7 @@ DeviceInfo ScsiDevice::describe() const {
     for (uint8_t t : p.descriptor_types) types += fmt::format("{}{:02x}h", types.empty() ? "" : " ", t);
     d.emplace_back("max_cscd_descriptors", std::to_string(p.max_cscd));
     d.emplace_back("max_segment_descriptors", std::to_string(p.max_segments));
-    d.emplace_back("max_descriptor_list_bytes", std::to_string(p.max_list_bytes));
+    d.emplace_back("max_list_bytes", std::to_string(p.max_list_bytes));
     d.emplace_back("max_segment_bytes", std::to_string(p.max_segment_bytes));
     d.emplace_back("max_inline_bytes", std::to_string(p.max_inline_bytes));
     d.emplace_back("held_data_limit", std::to_string(p.held_data_limit));

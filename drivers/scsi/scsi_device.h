@@ -18,11 +18,10 @@
 #include <string_view>
 
 #include "block/path_config.h"
+#include "drivers/file/file_device.h"
 #include "drivers/scsi/scsi_proto.h"
 
 namespace blkcopy {
-
-class FileDevice;
 
 using ScsiConfig = PathConfig;  // timeout_ms: the base per command; a copy adds by its length
 

@@ -54,7 +54,8 @@ step "info: limits from RECEIVE COPY RESULTS, the raw values"
 blkcopy info "$A" > /tmp/out 2>&1 || fail "info"
 cat /tmp/out
 for want in "kind  *scsi" "3pc  *1" "naa  *6001405" "max_segment_descriptors  *1" \
-            "max_cscd_descriptors  *2" "EXTENDED COPY (LID1)" "token copy (ODX)  *not used"; do
+            "max_cscd_descriptors  *2" "EXTENDED COPY (LID1)" "token copy (ODX)  *not used" \
+            "timeout  *60000 ms"; do
   grep -q "$want" /tmp/out || fail "info lacks '$want'"
 done
 blkcopy info "$A" --json > /tmp/out 2>&1 || fail "info --json"
