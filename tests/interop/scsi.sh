@@ -1,6 +1,7 @@
 # Runs inside the guest (tests/interop/guest.sh): blkcopy's scsi driver against the Linux SCSI
 # target (LIO) through tcm_loop, set up in configfs. One tcm_loop target with three LUNs on
-# fileio backstores: A and B (EXTENDED COPY on), C (emulate_3pc=0); a second tcm_loop target
+# fileio backstores: A and B (EXTENDED COPY on), C (emulate_3pc=0), E (on a file system that
+# fills up, for a copy failing part way); a second tcm_loop target
 # with LUN D, which A's session cannot reach. Every copy is checked against the ORIGINAL data
 # kept in /tmp/orig, and offloaded copies also against the initiator's own read counter for the
 # source LUN (/sys/block/sdX/stat): an offloaded copy reads nothing through the initiator.
@@ -9,10 +10,10 @@ set -u
 T=/sys/kernel/config/target
 [ -d $T/core ] || fail "LIO is not loaded (target_core_mod)"
 
-backstore() {  # NAME SIZE SERIAL [3PC]
+backstore() {  # NAME SIZE SERIAL [3PC] [FOLDER]
   local d=$T/core/fileio_0/$1
   mkdir -p "$d" || fail "mkdir $d"
-  echo "fd_dev_name=/tmp/$1.img,fd_dev_size=$2" > "$d/control"
+  echo "fd_dev_name=${5:-/tmp}/$1.img,fd_dev_size=$2" > "$d/control"
   echo "$3" > "$d/wwn/vpd_unit_serial"  # before export: VPD 0x83 gets its NAA designator
   echo 1 > "$d/enable" || fail "enable $1"
   echo "${4:-1}" > "$d/attrib/emulate_3pc"
@@ -45,10 +46,12 @@ backstore lun_a 134217728 0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a
 backstore lun_b 134217728 0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b
 backstore lun_c 16777216 0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c 0
 backstore lun_d 16777216 0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d
-target $W1 naa.5001405000000002 lun_a lun_b lun_c
+mkdir -p /tmp/small && mount -t tmpfs -o size=3m small /tmp/small  # E's file system fills up
+backstore lun_e 16777216 0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e 1 /tmp/small
+target $W1 naa.5001405000000002 lun_a lun_b lun_c lun_e
 target $W2 naa.5001405000000004 lun_d
-A=$(disk $W1 0); B=$(disk $W1 1); C=$(disk $W1 2); D=$(disk $W2 0)
-echo "A=$A B=$B C=$C D=$D"
+A=$(disk $W1 0); B=$(disk $W1 1); C=$(disk $W1 2); E=$(disk $W1 3); D=$(disk $W2 0)
+echo "A=$A B=$B C=$C D=$D E=$E"
 
 step "info: limits from RECEIVE COPY RESULTS, the raw values"
 blkcopy info "$A" > /tmp/out 2>&1 || fail "info"
@@ -126,6 +129,19 @@ blkcopy -v copy "$A@0" "$D@0" --length 2M --json > /tmp/out 2>/tmp/err || fail "
 grep -q "copy target device not reachable" /tmp/err || fail "no refusal from LIO: $(cat /tmp/err)"
 [ "$(json emulated_bytes)" = 2097152 ] && [ "$(json offloaded_bytes)" = 0 ] || fail "not emulated"
 same "$D" 0 4096 0 "emulated into D"
+
+step "a copy that fails part way (E's file system fills up): exact progress"
+if blkcopy copy "$A@0" "$E@0" --length 8M --copy-max-bytes 1M --copies-in-flight 1 --json \
+     > /tmp/out 2>/tmp/err; then fail "a copy onto a full file system succeeded"; fi
+done=$(json bytes)
+grep -q '"status": "error"' /tmp/out || fail "no error status"
+echo "copied $done bytes before the failure: $(head -n 1 /tmp/err)"
+[ "$done" -gt 0 ] && [ "$done" -lt 8388608 ] && [ $((done % 1048576)) = 0 ] ||
+  fail "progress $done is not a whole number of 1 MiB pieces between 0 and 8 MiB"
+[ "$(json offloaded_bytes)" = "$done" ] || fail "the progress is not the offloaded pieces"
+grep -q "copied $done bytes before the failure" /tmp/err || fail "the message lacks the progress"
+same "$E" 0 $((done / 512)) 0 "the reported progress"
+rm -f /tmp/err
 
 step "the generic device /dev/sgN and scsi: work the same"
 G=$(ls -d /sys/block/"$(basename "$A")"/device/scsi_generic/* | head -n 1)
