@@ -7,38 +7,7 @@
 # source LUN (/sys/block/sdX/stat): an offloaded copy reads nothing through the initiator.
 set -u
 . /lib.sh
-T=/sys/kernel/config/target
 [ -d $T/core ] || fail "LIO is not loaded (target_core_mod)"
-
-backstore() {  # NAME SIZE SERIAL [3PC] [FOLDER]
-  local d=$T/core/fileio_0/$1
-  mkdir -p "$d" || fail "mkdir $d"
-  echo "fd_dev_name=${5:-/tmp}/$1.img,fd_dev_size=$2" > "$d/control"
-  echo "$3" > "$d/wwn/vpd_unit_serial"  # before export: VPD 0x83 gets its NAA designator
-  echo 1 > "$d/enable" || fail "enable $1"
-  echo "${4:-1}" > "$d/attrib/emulate_3pc"
-}
-target() {  # WWN NEXUS NAME... : one tcm_loop target, LUN i = backstore i
-  local t=$T/loopback/$1/tpgt_1 i=0
-  mkdir -p "$t" && echo "$2" > "$t/nexus" || fail "tcm_loop $1"
-  shift 2
-  for b in "$@"; do
-    mkdir "$t/lun/lun_$i" && ln -s "$T/core/fileio_0/$b" "$t/lun/lun_$i/$b" || fail "lun $b"
-    i=$((i + 1))
-  done
-}
-disk() {  # WWN LUN: the block device of that LUN
-  local addr n=0
-  addr=$(cat "$T/loopback/$1/tpgt_1/address")
-  while [ $n -lt 50 ]; do
-    for b in /sys/class/scsi_device/"$addr:$2"/device/block/*; do
-      [ -e "$b" ] && [ -b "/dev/$(basename "$b")" ] && { echo "/dev/$(basename "$b")"; return; }
-    done
-    sleep 0.1; n=$((n + 1))
-  done
-  fail "no block device for $1 LUN $2"
-}
-sectors_read() { awk '{print $3}' "/sys/block/$(basename "$1")/stat"; }
 
 step "LIO: tcm_loop targets with fileio LUNs"
 W1=naa.5001405000000001; W2=naa.5001405000000003
