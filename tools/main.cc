@@ -34,6 +34,8 @@ int main(int argc, char** argv) {
   nvme-tcp://HOST:PORT/NQN?ns=N[&...]        a namespace of an NVMe/TCP subsystem
   /dev/nvmeXnY | /dev/ngXnY | nvme:PATH[,ro][,timeout=MS]
                                              a local NVMe namespace (io_uring passthrough)
+  /dev/sdX | /dev/sgN | scsi:PATH[,ro][,timeout=MS]
+                                             a SCSI LUN (EXTENDED COPY through SG_IO)
 
 Exit codes: 0 done, 1 the demo found wrong data, 2 bad input, 3 not offloadable with
 --no-emulation, 4 I/O error, 128+N interrupted by signal N (the summary is printed first).
