@@ -42,23 +42,18 @@ std::array<uint8_t, 6> cdb_inquiry(bool evpd, uint8_t page, uint16_t alloc) {
   return c;
 }
 
-std::array<uint8_t, 16> cdb_read_capacity16(uint32_t alloc) {
-  std::array<uint8_t, 16> c{0x9E, 0x10};
-  put_be(&c[10], alloc, 4);
+namespace {
+// A 16-byte CDB with a service action and a 32-bit length in bytes 10-13.
+std::array<uint8_t, 16> cdb16(uint8_t opcode, uint8_t service_action, uint32_t length) {
+  std::array<uint8_t, 16> c{opcode, service_action};
+  put_be(&c[10], length, 4);
   return c;
 }
+}  // namespace
 
-std::array<uint8_t, 16> cdb_operating_parameters(uint32_t alloc) {
-  std::array<uint8_t, 16> c{0x84, 0x03};
-  put_be(&c[10], alloc, 4);
-  return c;
-}
-
-std::array<uint8_t, 16> cdb_extended_copy(uint32_t param_len) {
-  std::array<uint8_t, 16> c{0x83, 0x00};
-  put_be(&c[10], param_len, 4);
-  return c;
-}
+std::array<uint8_t, 16> cdb_read_capacity16(uint32_t alloc) { return cdb16(0x9E, 0x10, alloc); }
+std::array<uint8_t, 16> cdb_operating_parameters(uint32_t alloc) { return cdb16(0x84, 0x03, alloc); }
+std::array<uint8_t, 16> cdb_extended_copy(uint32_t len) { return cdb16(0x83, 0x00, len); }
 
 std::optional<Inquiry> parse_inquiry(std::span<const uint8_t> d) {
   if (d.size() < 8) return std::nullopt;

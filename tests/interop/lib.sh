@@ -15,6 +15,36 @@ origb() { dd if=/tmp/orig of="$3" bs=512 skip="$1" count="$2" 2>/dev/null; }
 same() { readb "$1" "$2" "$3" /tmp/got; origb "$4" "$3" /tmp/want; cmp -s /tmp/got /tmp/want || fail "$5: data differs"; }
 # a number from the --json result in /tmp/out
 json() { sed -n "s/.*\"$1\": *\([0-9]*\).*/\1/p" /tmp/out | head -n 1; }
+# A copy reaching 32 KiB past the end of DST is refused with a clear message before anything is
+# sent, and the last 64 KiB of DST stay as they were: past_end SRC DST
+past_end() {
+  local size
+  size=$(blockdev --getsize64 "$2")
+  readb "$2" $((size / 512 - 128)) 128 /tmp/before
+  if blkcopy copy "$1@0" "$2@$((size - 32768))" --length 64k > /tmp/out 2>&1; then fail "copy past the end ran"; fi
+  grep -q "beyond the end" /tmp/out || fail "unclear error: $(cat /tmp/out)"
+  readb "$2" $((size / 512 - 128)) 128 /tmp/after
+  cmp -s /tmp/before /tmp/after || fail "the tail changed"
+}
+# Serves DEV as NQN on 127.0.0.1:4420 (blkcopy serve) and connects the Linux NVMe/TCP host;
+# TCPNS is then its namespace: serve_and_connect DEV NQN; stop_serving NQN ends both.
+serve_and_connect() {
+  blkcopy serve --ns "$1" --nqn "$2" --listen 127.0.0.1:4420 2>/tmp/serve.log &
+  sleep 1
+  nvme connect -t tcp -a 127.0.0.1 -s 4420 -n "$2" || fail "connect"
+  sleep 1
+  local c tcp=""
+  for c in /sys/class/nvme/nvme*; do [ "$(cat "$c/transport")" = tcp ] && tcp=$(basename "$c"); done
+  TCPNS=/dev/${tcp}n1
+  [ -b "$TCPNS" ] || fail "no namespace over TCP"
+}
+stop_serving() { nvme disconnect -n "$1" > /dev/null; kill %1 2>/dev/null; wait 2>/dev/null; }
+
+# A user without privileges, for permission checks: su -s /bin/sh nobody -c ...
+add_nobody() {
+  echo "root:x:0:0::/:/bin/sh" > /etc/passwd; echo "nobody:x:65534:65534::/:/bin/sh" >> /etc/passwd
+  echo "root:x:0:" > /etc/group
+}
 
 # LIO (the Linux SCSI target) in configfs, with tcm_loop LUNs seen by this same guest: fileio
 # backstores (a file each) and one tcm_loop target per session (SCSI.md has the order of steps).

@@ -71,12 +71,7 @@ same "$N1" 66048 2048 0 "overlap"
 same "$N1" 65536 512 0 "overlap: the bytes before the destination"
 
 step "past the end: refused before anything is sent, nothing written"
-size=$(blockdev --getsize64 "$N1")
-readb "$N1" $((size / 512 - 64)) 64 /tmp/before
-if blkcopy copy "$N1@0" "$N1@$((size - 32768))" --length 64k > /tmp/out 2>&1; then fail "copy past the end ran"; fi
-grep -qi "beyond\|past\|out of range\|end" /tmp/out || fail "unclear error: $(cat /tmp/out)"
-readb "$N1" $((size / 512 - 64)) 64 /tmp/after
-cmp -s /tmp/before /tmp/after || fail "the tail changed"
+past_end "$N1" "$N1"
 
 step "copy offload off (copy_max_bytes 0): emulated, same data"
 blkcopy copy "$N1@0" "$N1@40M" --length 1M --copy-max-bytes 0 --json > /tmp/out || fail "emulated"
@@ -114,8 +109,7 @@ if blkcopy info "/dev/${pi}n1" > /tmp/out 2>&1; then fail "PI namespace opened";
 grep -q "protection information" /tmp/out || fail "unclear PI refusal: $(cat /tmp/out)"
 
 step "no read/write access to the generic device"
-echo "root:x:0:0::/:/bin/sh" > /etc/passwd; echo "nobody:x:65534:65534::/:/bin/sh" >> /etc/passwd
-echo "root:x:0:" > /etc/group
+add_nobody
 chmod 600 "$G1"
 su -s /bin/sh nobody -c "blkcopy copy $G1@0 $G1@1M --length 4k" > /tmp/out 2>&1 && fail "nobody copied"
 grep -q "permission denied on $G1: needs read/write access (root or the disk group)" /tmp/out ||
@@ -130,19 +124,12 @@ grep -q "opening $N1 as a block device, copies emulated" /tmp/err || fail "no no
 same "$N1" 90112 2048 0 "plain ring"
 
 step "the Linux NVMe/TCP host -> blkcopy's target -> this controller"
-blkcopy serve --ns "$N1" --nqn nqn.2024-01.io.blkcopy:local --listen 127.0.0.1:4420 2>/tmp/serve.log &
-sleep 1
-nvme connect -t tcp -a 127.0.0.1 -s 4420 -n nqn.2024-01.io.blkcopy:local || fail "connect"
-sleep 1
-tcp=""
-for c in /sys/class/nvme/nvme*; do [ "$(cat "$c/transport")" = tcp ] && tcp=$(basename "$c"); done
-[ -b "/dev/${tcp}n1" ] || fail "no namespace over TCP"
-nvme id-ns "/dev/${tcp}n1" > /tmp/idn
+serve_and_connect "$N1" nqn.2024-01.io.blkcopy:local
+nvme id-ns "$TCPNS" > /tmp/idn
 grep -q "mssrl *: 32$" /tmp/idn && grep -q "mcl *: 64$" /tmp/idn && grep -q "msrc *: 3$" /tmp/idn ||
   fail "the target does not advertise the drive's limits: $(grep -E 'mssrl|mcl|msrc' /tmp/idn)"
-nvme copy "/dev/${tcp}n1" --sdlba=98304 --slbs=0,4096 --blocks=31,31 || fail "nvme copy"
+nvme copy "$TCPNS" --sdlba=98304 --slbs=0,4096 --blocks=31,31 || fail "nvme copy"
 echo "EXPECT-COPIES 1"
 same "$N1" 98304 32 0 "kernel copy range 1"; same "$N1" 98336 32 4096 "kernel copy range 2"
-nvme disconnect -n nqn.2024-01.io.blkcopy:local > /dev/null
-kill %1 2>/dev/null; wait 2>/dev/null
+stop_serving nqn.2024-01.io.blkcopy:local
 echo "local NVMe: all checks passed"

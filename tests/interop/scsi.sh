@@ -79,12 +79,7 @@ same "$B" 133120 16384 0 "overlap"
 same "$B" 131072 2048 0 "overlap: the bytes before the destination"
 
 step "past the end: refused before anything is sent, nothing written"
-size=$(blockdev --getsize64 "$B")
-readb "$B" $((size / 512 - 128)) 128 /tmp/before
-if blkcopy copy "$A@0" "$B@$((size - 32768))" --length 64k > /tmp/out 2>&1; then fail "copy past the end ran"; fi
-grep -q "beyond the end" /tmp/out || fail "unclear error: $(cat /tmp/out)"
-readb "$B" $((size / 512 - 128)) 128 /tmp/after
-cmp -s /tmp/before /tmp/after || fail "the tail changed"
+past_end "$A" "$B"
 
 step "a LUN with emulate_3pc=0: no copy manager, emulated, saying why"
 blkcopy info "$C" > /tmp/out 2>&1 || fail "info C"
@@ -121,8 +116,7 @@ offloaded 1048576 1 "$A" "$r"
 same "$B" 196608 2048 0 "from $G"
 
 step "no read/write access to the LUN"
-echo "root:x:0:0::/:/bin/sh" > /etc/passwd; echo "nobody:x:65534:65534::/:/bin/sh" >> /etc/passwd
-echo "root:x:0:" > /etc/group
+add_nobody
 chmod 600 "$A"
 su -s /bin/sh nobody -c "blkcopy copy $A@0 $A@1M --length 4k" > /tmp/out 2>&1 && fail "nobody copied"
 grep -q "permission denied on $A: needs read/write access (root or the disk group)" /tmp/out ||
@@ -130,20 +124,13 @@ grep -q "permission denied on $A: needs read/write access (root or the disk grou
 rm -f /tmp/out
 
 step "the Linux NVMe/TCP host -> blkcopy's target -> EXTENDED COPY on the LUN"
-blkcopy serve --ns "$A" --nqn nqn.2024-01.io.blkcopy:scsi --listen 127.0.0.1:4420 2>/tmp/serve.log &
-sleep 1
-nvme connect -t tcp -a 127.0.0.1 -s 4420 -n nqn.2024-01.io.blkcopy:scsi || fail "connect"
-sleep 1
-tcp=""
-for c in /sys/class/nvme/nvme*; do [ "$(cat "$c/transport")" = tcp ] && tcp=$(basename "$c"); done
-[ -b "/dev/${tcp}n1" ] || fail "no namespace over TCP"
-nvme id-ns "/dev/${tcp}n1" > /tmp/idn
+serve_and_connect "$A" nqn.2024-01.io.blkcopy:scsi
+nvme id-ns "$TCPNS" > /tmp/idn
 grep -q "mssrl *: 65535$" /tmp/idn && grep -q "msrc *: 0$" /tmp/idn ||
   fail "the target does not advertise the LUN's limits: $(grep -E 'mssrl|mcl|msrc' /tmp/idn)"
 r=$(sectors_read "$A")
-nvme copy "/dev/${tcp}n1" --sdlba=200000 --slbs=4096 --blocks=2047 || fail "nvme copy"
+nvme copy "$TCPNS" --sdlba=200000 --slbs=4096 --blocks=2047 || fail "nvme copy"
 [ "$(sectors_read "$A")" = "$r" ] || fail "the target read the LUN through the initiator"
 same "$A" 200000 2048 4096 "kernel copy"
-nvme disconnect -n nqn.2024-01.io.blkcopy:scsi > /dev/null
-kill %1 2>/dev/null; wait 2>/dev/null
+stop_serving nqn.2024-01.io.blkcopy:scsi
 echo "SCSI: all checks passed"
