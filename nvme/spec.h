@@ -147,12 +147,13 @@ inline constexpr size_t kNsze = 0, kNcap = 8, kNuse = 16, kNsfeat = 24, kNlbaf =
 }  // namespace idns
 
 // Features.
-inline constexpr uint8_t kFeatNumQueues = 0x07, kFeatAsyncEvent = 0x0B, kFeatKato = 0x0F,
-                         kFeatHostBehavior = 0x16;
+inline constexpr uint8_t kFeatArbitration = 0x01, kFeatPowerMgmt = 0x02, kFeatTempThreshold = 0x04,
+                         kFeatErrorRecovery = 0x05, kFeatNumQueues = 0x07, kFeatAsyncEvent = 0x0B,
+                         kFeatKato = 0x0F, kFeatHostBehavior = 0x16;
 inline constexpr size_t kHostBehaviorCdfe = 4;  // bytes 5:4 of the 512-byte data; bit 2: fmt 2
 
 // Log pages.
-inline constexpr uint8_t kLogError = 0x01, kLogSmart = 0x02, kLogCmdEffects = 0x05,
+inline constexpr uint8_t kLogError = 0x01, kLogSmart = 0x02, kLogFirmwareSlot = 0x03, kLogCmdEffects = 0x05,
                          kLogDiscovery = 0x70;
 inline constexpr size_t kDiscHeaderSize = 1024, kDiscEntrySize = 1024;
 namespace disc {  // discovery log entry offsets

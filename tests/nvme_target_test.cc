@@ -173,6 +173,44 @@ TEST_F(TargetTest, IdentifyShowsCopyAndTheLimitsOfTheBackingDevice) {
   EXPECT_EQ(get<uint32_t>(std::span<const uint8_t>(id), 16), 5u);
 }
 
+// What SPDK's host asks of a controller (spdk_nvme_identify): the mandatory features and the
+// firmware slot log, answered as a real controller would; what is set reads back.
+TEST_F(TargetTest, MandatoryFeaturesAndTheFirmwareSlotLogAreAnswered) {
+  NvmeClient admin, io;
+  connect_a(admin, io);
+  auto feature = [&](bool set, uint8_t fid, uint32_t cdw11) {
+    Sqe f{};
+    f.opcode = set ? admin::kSetFeatures : admin::kGetFeatures;
+    f.cdw10 = fid;
+    f.cdw11 = cdw11;
+    return admin.command(f);
+  };
+  for (uint8_t fid : {kFeatArbitration, kFeatPowerMgmt, kFeatTempThreshold, kFeatErrorRecovery}) {
+    EXPECT_EQ(feature(false, fid, 0).status, 0) << "Get Features " << int(fid);
+  }
+  EXPECT_EQ(feature(false, kFeatTempThreshold, 0).dw0, 343u);  // over-temperature, kelvin
+  ASSERT_EQ(feature(true, kFeatTempThreshold, 350).status, 0);
+  EXPECT_EQ(feature(false, kFeatTempThreshold, 0).dw0, 350u);
+  EXPECT_EQ(feature(false, kFeatTempThreshold, 1u << 20).dw0, 0u);  // under-temperature
+  ASSERT_EQ(feature(true, kFeatErrorRecovery, 7).status, 0);
+  EXPECT_EQ(feature(false, kFeatErrorRecovery, 0).dw0, 7u);
+  ASSERT_EQ(feature(true, kFeatArbitration, 0x03).status, 0);
+  EXPECT_EQ(feature(false, kFeatArbitration, 0).dw0, 0x03u);
+  EXPECT_EQ(feature(true, kFeatPowerMgmt, 1).status, status::kInvalidField);  // NPSS 0
+  EXPECT_EQ(feature(true, kFeatErrorRecovery, 1u << 16).status, status::kInvalidField);
+  EXPECT_EQ(feature(false, kFeatTempThreshold, 3u << 20).status, status::kInvalidField);
+
+  Sqe log{};
+  log.opcode = admin::kGetLogPage;
+  log.cdw10 = kLogFirmwareSlot | ((512 / 4 - 1) << 16);
+  std::vector<uint8_t> page, id;
+  ASSERT_EQ(admin.command(log, {}, &page, 512).status, 0);
+  ASSERT_EQ(admin.identify(kCnsController, 0, id).status, 0);
+  EXPECT_EQ(page[0], 1);  // slot 1 active
+  EXPECT_EQ(std::string(page.begin() + 8, page.begin() + 16),
+            std::string(id.begin() + idctrl::kFr, id.begin() + idctrl::kFr + 8));
+}
+
 TEST_F(TargetTest, WritesAndReadsInCapsuleAndThroughR2TWithDigests) {
   for (bool digests : {false, true}) {
     NvmeClient admin, io;

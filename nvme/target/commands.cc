@@ -223,6 +223,12 @@ void Connection::get_log_page(std::unique_ptr<Command> c) {
     }
   } else if ((lid == kLogError || lid == kLogSmart) && s) {
     page.assign(lid == kLogError ? 64 : 512, 0);
+  } else if (lid == kLogFirmwareSlot && s) {  // one slot, active, holding this version
+    page.assign(512, 0);
+    page[0] = 1;  // AFI: slot 1 is running
+    const std::string fr = ControllerIdentity{}.firmware;
+    std::memset(page.data() + 8, ' ', 8);
+    std::memcpy(page.data() + 8, fr.data(), std::min<size_t>(fr.size(), 8));
   } else {
     return complete(std::move(c), st(status::kInvalidLogPage));
   }
@@ -248,6 +254,26 @@ void Connection::features(std::unique_ptr<Command> c) {
     dw0 = ctrl.kato_ms;
   } else if (fid == kFeatAsyncEvent) {
     dw0 = 0;
+  } else if (fid == kFeatArbitration) {
+    if (set) ctrl.arbitration = cdw11;
+    dw0 = ctrl.arbitration;
+  } else if (fid == kFeatPowerMgmt) {
+    if (set && (cdw11 & 0x1F) != 0) return complete(std::move(c), st(status::kInvalidField));
+    dw0 = 0;  // power state 0, the only one (NPSS 0)
+  } else if (fid == kFeatTempThreshold) {
+    const uint32_t tmpsel = (cdw11 >> 16) & 0xF, thsel = (cdw11 >> 20) & 0x3;
+    if (thsel > 1 || (tmpsel != 0 && tmpsel != 0xF)) {  // composite (or all) only
+      return complete(std::move(c), st(status::kInvalidField));
+    }
+    auto& t = thsel == 0 ? ctrl.temp_over : ctrl.temp_under;
+    if (set) t = cdw11 & 0xFFFF;
+    dw0 = t;
+  } else if (fid == kFeatErrorRecovery) {
+    if (set && (cdw11 & (1u << 16))) {  // DULBE: no deallocated-block errors here
+      return complete(std::move(c), st(status::kInvalidField));
+    }
+    if (set) ctrl.error_recovery = cdw11 & 0xFFFF;  // TLER
+    dw0 = ctrl.error_recovery;
   } else if (fid == kFeatHostBehavior && s) {
     if (set) {
       if (c->data_len < 512) return complete(std::move(c), st(status::kSglLengthInvalid));

@@ -75,6 +75,9 @@ struct Controller {
   std::atomic<uint32_t> kato_ms{0};
   std::atomic<uint16_t> queues{1};  // I/O queues granted (Set Features Number of Queues)
   std::atomic<bool> format2{false};  // Host Behavior Support: copy format 2 enabled
+  // Features a host may read back after setting them: Arbitration (01h), Temperature Threshold
+  // (04h: the composite's over and under thresholds, kelvin) and Error Recovery (05h).
+  std::atomic<uint32_t> arbitration{0}, temp_over{343}, temp_under{0}, error_recovery{0};
   std::atomic<int64_t> last_seen{0};  // steady_clock nanoseconds
   std::set<uint16_t> io_queues;       // connected I/O queue IDs, under mu_
   std::atomic<bool> gone{false};      // the admin queue closed: its I/O queues close too
