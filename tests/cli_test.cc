@@ -21,6 +21,9 @@ class CliTest : public ::testing::Test {
   test::TempDir dir;
   std::string a = dir.file("a", 1 << 20, 41);
   std::string b = dir.file("b", 1 << 20, 42);
+  // The same files with copy_file_range allowed where it only copies inside the kernel (ext4,
+  // tmpfs: what /tmp is on the machines the tests run on).
+  std::string ka = "file:" + a + ",kernelcopy", kb = "file:" + b + ",kernelcopy";
 };
 
 struct BadCase {
@@ -52,7 +55,7 @@ TEST_F(CliTest, EachBadInputHasItsMessageAndExitCode) {
       {{"copy", a, b, "-r", "4k"}, 2, "expected OFF:LEN"},
       {{"copy", a, b, "--length", "12Q"}, 2, "--length: invalid size '12Q'"},
       {{"copy", a + "@xyz", b, "--length", "4k"}, 2, "invalid offset in"},
-      {{"copy", a, b, "--length", "4k", "--copy-max-bytes", "1G"}, 2, "is above its "
+      {{"copy", ka, kb, "--length", "4k", "--copy-max-bytes", "1G"}, 2, "is above its "
                                                                      "copy_max_hw_bytes"},
       {{"copy", a, b, "--length", "4k", "--emulate", "--no-emulation"}, 2, "exclude each other"},
       {{"copy", a, b, "--length", "4k", "--buffer", "100"}, 2, "at least one block"},
@@ -61,7 +64,7 @@ TEST_F(CliTest, EachBadInputHasItsMessageAndExitCode) {
       {{"info", "foo:bar"}, 2, "unknown device type 'foo'"},
       {{"frobnicate"}, 2, "frobnicate"},
       // Offload impossible (different devices) and emulation off.
-      {{"copy", "mem:1M", b, "--length", "4k", "--no-emulation"}, 3, "not supported"},
+      {{"copy", "mem:1M", kb, "--length", "4k", "--no-emulation"}, 3, "not supported"},
       // The second offloaded piece fails: the first 64 KiB are copied.
       {{"copy", "mem:1M,copy_max=64k,fail=copy:2", "mem:1M,copy_max=64k,fail=copy:2@512k",
         "--length", "256k"},
@@ -82,12 +85,13 @@ TEST_F(CliTest, EachBadInputHasItsMessageAndExitCode) {
 }
 
 TEST_F(CliTest, CopiesBetweenFilesAndReportsJson) {
-  const auto r = run_cli({"copy", a + "@64k", b + "@128k", "--length", "256k", "--json"});
+  const auto r = run_cli({"copy", ka + "@64k", kb + "@128k", "--length", "256k", "--json"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["status"], "ok");
   EXPECT_EQ(j["bytes"], 256 * K);
   EXPECT_EQ(j["offloaded_bytes"], 256 * K) << "same file system: copy_file_range";
+  EXPECT_NE(j["copy_method"].get<std::string>().find("copy_file_range"), std::string::npos);
   EXPECT_EQ(j["emulated_bytes"], 0);
   for (const char* key : {"host_read_bytes", "host_written_bytes", "commands", "seconds"}) {
     EXPECT_TRUE(j.contains(key)) << key;
@@ -127,13 +131,19 @@ TEST_F(CliTest, InfoShowsLimitsAndCopySupport) {
                            "copy offload             yes: in-device memmove"}) {
     EXPECT_NE(r.out.find(want), std::string::npos) << want << "\n" << r.out;
   }
-  r = run_cli({"info", a, "--json"});
+  r = run_cli({"info", ka, "--json"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["kind"], "file");
   EXPECT_EQ(j["capacity"], 1 << 20);
   EXPECT_EQ(j["copy"]["offload"], true);
   EXPECT_NE(j["copy"]["method"].get<std::string>().find("copy_file_range"), std::string::npos);
+  // Without kernelcopy a file system that cannot share extents does not offload, and says why.
+  r = run_cli({"info", a, "--json"});
+  j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["copy"]["offload"], false);
+  EXPECT_NE(j["copy"]["method"].get<std::string>().find("cannot share extents"), std::string::npos)
+      << j["copy"]["method"];
   r = run_cli({"info", "mem:1M,nocopy", "--json"});
   EXPECT_EQ(nlohmann::json::parse(r.out)["copy"]["offload"], false);
 }

@@ -141,7 +141,9 @@ TEST_F(CloneTest, HydrationWithConcurrentIoMatchesTheModel) {
 
 TEST_F(CloneTest, HydrationIsOffloadedWhenSourceAndDestinationShareACopyDomain) {
   const std::string src = dir.file("src", 4 * M, 9), dst = dir.file("dst", 5 * M);
-  auto d = open_device(*loop, table("0 8192 clone " + src + " " + dst + " 512\n")).value();
+  auto d = open_device(*loop, table("0 8192 clone file:" + src + ",kernelcopy file:" + dst +
+                                    ",kernelcopy 512\n"))
+               .value();
   CloneDevice& c = clone_of(*d);
   ASSERT_TRUE(c.hydrate_all().ok());
   EXPECT_EQ(c.status().offloaded_bytes, 4 * M) << "copy_file_range between the two files";
@@ -212,7 +214,8 @@ TEST_F(CloneTest, ResumesAfterTheProcessIsKilled) {
 
 TEST_F(CloneTest, CliShowsStatusAndHydrates) {
   const std::string src = dir.file("src", 4 * M, 15), dst = dir.file("dst", 5 * M);
-  const std::string t = table("0 8192 clone " + src + " " + dst + " 256\n");
+  const std::string t =
+      table("0 8192 clone file:" + src + ",kernelcopy file:" + dst + ",kernelcopy 256\n");
   auto r = test::run_cli({"clone", "status", t});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("0 of 32 regions hydrated (0.0%)"), std::string::npos) << r.out;

@@ -328,8 +328,8 @@ INSTANTIATE_TEST_SUITE_P(
 
 TEST_F(EngineTest, FileToFileOffloadAndFileToMemEmulation) {
   test::TempDir dir;
-  auto f = test::open_dev(*loop, dir.file("a", 4 * M, 21));
-  auto g = test::open_dev(*loop, dir.file("b", 4 * M, 22));
+  auto f = test::open_dev(*loop, "file:" + dir.file("a", 4 * M, 21) + ",kernelcopy");
+  auto g = test::open_dev(*loop, "file:" + dir.file("b", 4 * M, 22) + ",kernelcopy");
   auto m = open("mem:4M,seed=23");
   const Bytes fa = all(*f), gb = all(*g), mm = all(*m);
   CopyResult r = copy(*f, M, *g, 2 * M, M);

@@ -74,8 +74,8 @@ TEST_F(FileTest, ReadWriteFlushZeroesDiscard) {
 }
 
 TEST_F(FileTest, CopyFileRangeWithinAndBetweenFiles) {
-  auto a = test::open_dev(*loop, dir.file("a", 1 << 20, 1));
-  auto b = test::open_dev(*loop, dir.file("b", 1 << 20, 2));
+  auto a = test::open_dev(*loop, "file:" + dir.file("a", 1 << 20, 1) + ",kernelcopy");
+  auto b = test::open_dev(*loop, "file:" + dir.file("b", 1 << 20, 2) + ",kernelcopy");
   ASSERT_TRUE(a->same_copy_domain(*b));
   CopyDesc within{{{a.get(), 0, 65536}, {a.get(), 131072, 4096}}, {a.get(), 524288, 69632}};
   ASSERT_TRUE(submit_and_wait(*a, Request{Op::copy, 0, 0, nullptr, &within}).ok());
@@ -88,7 +88,7 @@ TEST_F(FileTest, CopyFileRangeWithinAndBetweenFiles) {
 }
 
 TEST_F(FileTest, CopyFromAMemDeviceIsNotSupported) {
-  auto f = test::open_dev(*loop, dir.file("a", 1 << 20, 1));
+  auto f = test::open_dev(*loop, "file:" + dir.file("a", 1 << 20, 1) + ",kernelcopy");
   auto m = test::open_dev(*loop, "mem:1M,seed=4");
   EXPECT_FALSE(f->same_copy_domain(*m));
   CopyDesc d{{{m.get(), 0, 4096}}, {f.get(), 0, 4096}};
@@ -105,14 +105,21 @@ TEST_F(FileTest, TheSameFileUnderTwoNamesIsTheSameStorage) {
   EXPECT_FALSE(a->same_storage(*c));
 }
 
-// tmpfs copies inside the kernel (no reflink); since Linux 6.6 it also takes O_DIRECT.
-TEST_F(FileTest, TmpfsCopiesInTheKernel) {
+// tmpfs (and ext4) copy only inside the kernel, through the page cache: no offload unless
+// kernelcopy asks for it; since Linux 6.6 tmpfs also takes O_DIRECT.
+TEST_F(FileTest, TmpfsCopiesInTheKernelOnlyWhenAskedTo) {
   if (!std::filesystem::is_directory("/dev/shm")) GTEST_SKIP() << "no /dev/shm here";
   test::TempDir shm("/dev/shm");
-  auto d = test::open_dev(*loop, shm.file("a", 1 << 20, 3));
-  auto& f = static_cast<FileDevice&>(*d);
-  EXPECT_EQ(f.copy_method(), FileCopyMethod::kernel_copy);
-  EXPECT_NE(d->describe().copy_method.find("tmpfs"), std::string::npos);
+  const std::string p = shm.file("a", 1 << 20, 3);
+  auto d = test::open_dev(*loop, p);
+  EXPECT_EQ(static_cast<FileDevice&>(*d).copy_method(), FileCopyMethod::none);
+  EXPECT_FALSE(d->limits().can_offload());
+  EXPECT_NE(d->describe().copy_method.find("none: tmpfs cannot share extents"), std::string::npos)
+      << d->describe().copy_method;
+  auto k = test::open_dev(*loop, "file:" + p + ",kernelcopy");
+  EXPECT_EQ(static_cast<FileDevice&>(*k).copy_method(), FileCopyMethod::kernel_copy);
+  EXPECT_TRUE(k->limits().can_offload());
+  EXPECT_NE(k->describe().copy_method.find("tmpfs"), std::string::npos);
   EXPECT_EQ(test::read_bytes(*d, 0, 4096), test::pattern(0, 4096, 3));
 }
 

@@ -160,6 +160,9 @@ int run_copy(const Args& a) {
   if (a.json) {
     auto j = result_json(r);
     j["cpu_seconds"] = cpu;
+    // How the destination offloads a copy, and why (or why it cannot): offload or emulation
+    // was chosen from this.
+    j["copy_method"] = (*dst)->describe().copy_method;
     if (remote) {
       j["wire_bytes_sent"] = sent;
       j["wire_bytes_received"] = received;

@@ -28,7 +28,8 @@ int main(int argc, char** argv) {
   app.add_flag("-v,--verbose", verbose, "more messages (-vv for debug)");
   app.add_flag("-q,--quiet", quiet, "errors only");
   app.footer(R"(Devices (DEV):
-  PATH | file:PATH[,ro][,buffered][,nocopy]   a file or block device
+  PATH | file:PATH[,ro][,buffered][,nocopy][,kernelcopy]
+                                             a file or block device
   mem:SIZE[,block=N][,copy_max=N][,...]      RAM (limits, latency, fault injection)
   dm:TABLEFILE                               a dmsetup-style stack (linear, striped, clone, ...)
   nvme-tcp://HOST:PORT/NQN?ns=N[&...]        a namespace of an NVMe/TCP subsystem

@@ -27,9 +27,11 @@ FsKind classify(long type) {
   switch (static_cast<unsigned long>(type)) {
     case XFS_SUPER_MAGIC: return {"xfs", FileCopyMethod::reflink};
     case BTRFS_SUPER_MAGIC: return {"btrfs", FileCopyMethod::reflink};
+    case NFS_SUPER_MAGIC: return {"nfs", FileCopyMethod::server_copy};
+    case 0xFF534D42: return {"cifs", FileCopyMethod::server_copy};  // CIFS_SUPER_MAGIC
+    case 0xFE534D42: return {"smb2", FileCopyMethod::server_copy};  // SMB2_SUPER_MAGIC
     case EXT4_SUPER_MAGIC: return {"ext4", FileCopyMethod::kernel_copy};
     case TMPFS_MAGIC: return {"tmpfs", FileCopyMethod::kernel_copy};
-    case NFS_SUPER_MAGIC: return {"nfs", FileCopyMethod::kernel_copy};
     case OVERLAYFS_SUPER_MAGIC: return {"overlayfs", FileCopyMethod::kernel_copy};
     default: return {"other", FileCopyMethod::kernel_copy};
   }
@@ -60,8 +62,11 @@ Result<FileConfig> parse_file_config(std::string_view spec) {
       cfg.direct = false;
     } else if (opt == "nocopy") {
       cfg.copy = false;
+    } else if (opt == "kernelcopy") {
+      cfg.kernel_copy = true;
     } else {
-      return fail(EINVAL, fmt::format("unknown file option '{}' (known: ro, buffered, nocopy)",
+      return fail(EINVAL, fmt::format("unknown file option '{}' (known: ro, buffered, nocopy, "
+                                      "kernelcopy)",
                                       opt));
     }
   }
@@ -110,13 +115,37 @@ Result<std::unique_ptr<FileDevice>> FileDevice::open(EventLoop& loop, std::strin
     }
     dev->block_device_ = true;
     dev->fs_name_ = "block device";
+    dev->why_ = "none (block device): copies are emulated";
     l.logical_block_size = static_cast<uint32_t>(lbs);
     l.capacity = bytes;
   } else if (S_ISREG(st.st_mode)) {
     const FsKind kind = classify(sfs.f_type);
     dev->fs_name_ = kind.name;
     dev->fs_dev_ = st.st_dev;
-    dev->method_ = cfg.copy ? kind.method : FileCopyMethod::none;
+    dev->method_ = kind.method;
+    switch (kind.method) {
+      case FileCopyMethod::reflink:
+        dev->why_ = fmt::format("copy_file_range, shares extents (reflink on {})", kind.name);
+        break;
+      case FileCopyMethod::server_copy:
+        dev->why_ = fmt::format("copy_file_range, copied by the {} server", kind.name);
+        break;
+      default:
+        dev->why_ = cfg.kernel_copy
+                        ? fmt::format("copy_file_range, copies inside the kernel through the page "
+                                      "cache ({}: no shared extents; asked for by kernelcopy)",
+                                      kind.name)
+                        : fmt::format("none: {} cannot share extents, and its copy_file_range "
+                                      "copies through the page cache, slower and costlier than "
+                                      "blkcopy's O_DIRECT emulation; copies are emulated "
+                                      "(file:PATH,kernelcopy uses it anyway)",
+                                      kind.name);
+        if (!cfg.kernel_copy) dev->method_ = FileCopyMethod::none;
+    }
+    if (!cfg.copy) {
+      dev->method_ = FileCopyMethod::none;
+      dev->why_ = "none (nocopy): copies are emulated";
+    }
     const uint32_t align = dev->direct_ ? dio_alignment(fd) : 0;
     l.logical_block_size = std::max<uint32_t>(512, align);
     l.capacity = static_cast<uint64_t>(st.st_size) / l.logical_block_size * l.logical_block_size;
@@ -236,20 +265,7 @@ void FileDevice::copy(const CopyDesc& desc, Completion done) {
 
 DeviceInfo FileDevice::describe() const {
   DeviceInfo info{"file", name(), "", {}};
-  switch (method_) {
-    case FileCopyMethod::reflink:
-      info.copy_method = fmt::format("copy_file_range, shares extents (reflink on {})", fs_name_);
-      break;
-    case FileCopyMethod::kernel_copy:
-      info.copy_method = fmt::format("copy_file_range, copies inside the kernel ({}: no shared "
-                                     "extents)",
-                                     fs_name_);
-      break;
-    case FileCopyMethod::none:
-      info.copy_method = block_device_ ? "none (block device): copies are emulated"
-                                       : "none (nocopy): copies are emulated";
-      break;
-  }
+  info.copy_method = why_;
   info.details.emplace_back("path", cfg_.path);
   info.details.emplace_back("file_system", fs_name_);
   info.details.emplace_back("io", direct_ ? "direct (O_DIRECT)" : "buffered");

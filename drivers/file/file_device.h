@@ -1,7 +1,9 @@
 // file: a regular file or a block device through io_uring (O_DIRECT when the file system takes
-// it, buffered otherwise). Copies are offloaded with copy_file_range(2) when every leg is on the
-// same file system: XFS and Btrfs share extents (reflink); others copy inside the kernel.
-// Block devices have no copy_file_range, so copies on them are emulated.
+// it, buffered otherwise). Copies are offloaded with copy_file_range(2) when every leg is on one
+// file system that really offloads: XFS and Btrfs share extents (reflink), NFS 4.2 and SMB copy
+// on the server. Elsewhere (ext4, tmpfs, ...) copy_file_range copies through the page cache,
+// slower and costlier than blkcopy's O_DIRECT emulation, so it is used only when asked for
+// (`kernelcopy`). Block devices have no copy_file_range, so copies on them are emulated.
 #pragma once
 
 #include <blkcopy/device.h>
@@ -18,12 +20,13 @@ struct FileConfig {
   bool read_only = false;
   bool direct = true;  // try O_DIRECT first
   bool copy = true;    // false: never offload
+  bool kernel_copy = false;  // true: offload with an in-kernel page-cache copy where that is all
 };
 
-// Parses "PATH[,ro][,buffered][,nocopy]" (the part after "file:").
+// Parses "PATH[,ro][,buffered][,nocopy][,kernelcopy]" (the part after "file:").
 Result<FileConfig> parse_file_config(std::string_view spec);
 
-enum class FileCopyMethod { none, kernel_copy, reflink };
+enum class FileCopyMethod { none, kernel_copy, reflink, server_copy };
 
 class FileDevice final : public Device {
  public:
@@ -55,6 +58,7 @@ class FileDevice final : public Device {
   dev_t st_rdev_ = 0;
   std::string fs_name_;
   FileCopyMethod method_ = FileCopyMethod::none;
+  std::string why_;  // how copies run and why this method was chosen
 };
 
 }  // namespace blkcopy
