@@ -214,3 +214,52 @@ TEST(CliVersion, PrintsTheProjectVersion) {
 
 }  // namespace
 }  // namespace blkcopy
+
+namespace blkcopy {
+namespace {
+
+// blkcopy perf's counters add up (a smoke test: speed is for bench/, not tests).
+TEST(CliPerf, CountersAddUpForEachKindOfLoad) {
+  auto perf = [](std::vector<std::string> args) {
+    args.insert(args.begin(), "perf");
+    auto r = test::run_cli(args);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.exit_code == 0 ? nlohmann::json::parse(r.out) : nlohmann::json{};
+  };
+  // 4 MiB of 4 KiB offloaded copies, 8 in flight: exactly 1024 copies, no host bytes.
+  auto j = perf({"mem:64M", "--rw", "randcopy", "--size", "4M", "--qd", "8", "--json"});
+  EXPECT_EQ(j["copies"], 1024);
+  EXPECT_EQ(j["ops"], 1024);
+  EXPECT_EQ(j["bytes"], 4 << 20);
+  EXPECT_EQ(j["offloaded_bytes"], 4 << 20);
+  EXPECT_EQ(j["host_read_bytes"], 0);
+  // The same emulated: every byte read into host memory and written back.
+  j = perf({"mem:64M", "--rw", "copy", "--copy-len", "64k", "--ranges", "4", "--size", "4M",
+            "--emulate", "--json"});
+  EXPECT_EQ(j["copies"], 64);
+  EXPECT_EQ(j["emulated_bytes"], 4 << 20);
+  EXPECT_EQ(j["host_read_bytes"], 4 << 20);
+  EXPECT_EQ(j["host_written_bytes"], 4 << 20);
+  EXPECT_EQ(j["offloaded_bytes"], 0);
+  // Reads over two jobs; a mix whose kinds add up to its operations.
+  j = perf({"mem:64M", "--rw", "read", "--bs", "8k", "--size", "2M", "--jobs", "2", "--json"});
+  EXPECT_EQ(j["reads"], 256);
+  EXPECT_EQ(j["host_read_bytes"], 2 << 20);
+  j = perf({"mem:64M", "--rw", "mix", "--mix-copies", "30", "--time", "0.3", "--json"});
+  EXPECT_EQ(j["reads"].get<uint64_t>() + j["writes"].get<uint64_t>() + j["copies"].get<uint64_t>(),
+            j["ops"].get<uint64_t>());
+  EXPECT_EQ(j["bytes"].get<uint64_t>(), j["ops"].get<uint64_t>() * 4096);
+  EXPECT_GT(j["copies"].get<uint64_t>(), 0u);
+  EXPECT_LE(j["latency_us"]["p50"].get<double>(), j["latency_us"]["p99"].get<double>());
+  EXPECT_LE(j["latency_us"]["p99"].get<double>(), j["latency_us"]["max"].get<double>());
+  // Bad input names what is wrong.
+  auto bad = test::run_cli({"perf", "mem:64M", "--rw", "sideways"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("--rw 'sideways'"), std::string::npos) << bad.err;
+  bad = test::run_cli({"perf", "mem:64M", "--bs", "1000", "--time", "0.1"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("multiples of the 512-byte block"), std::string::npos) << bad.err;
+}
+
+}  // namespace
+}  // namespace blkcopy

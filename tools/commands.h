@@ -20,6 +20,7 @@ void add_demo_command(CLI::App& app, int& exit_code);
 void add_clone_command(CLI::App& app, int& exit_code);
 void add_serve_command(CLI::App& app, int& exit_code);
 void add_discover_command(CLI::App& app, int& exit_code);
+void add_perf_command(CLI::App& app, int& exit_code);
 
 // "blkcopy: error: MESSAGE" on stderr; returns code.
 int report_error(int code, const std::string& message);

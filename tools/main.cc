@@ -48,6 +48,7 @@ See blkcopy(1).)");
   add_clone_command(app, exit_code);
   add_serve_command(app, exit_code);
   add_discover_command(app, exit_code);
+  add_perf_command(app, exit_code);
   if (argc > 1 && argv[1][0] != '-') {
     bool known = false;
     for (const CLI::App* sub : app.get_subcommands({})) known |= sub->get_name() == argv[1];

@@ -1,0 +1,417 @@
+// blkcopy perf: a load generator for any device string, in the spirit of fio and
+// spdk_nvme_perf, with copies as a first-class operation. Each job is a thread with its own
+// event loop and its own open of the device(s), keeping --qd operations in flight until --time
+// or --size is reached; a progress line on stderr, then IOPS, bandwidth, latency percentiles,
+// CPU and the bytes that crossed host memory and the wire.
+#include <blkcopy/copy.h>
+#include <blkcopy/open.h>
+#include <blkcopy/units.h>
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <array>
+#include <atomic>
+#include <bit>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "core/buffer.h"
+#include "tools/commands.h"
+#include "tools/report.h"
+
+namespace blkcopy::tools {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+enum class Kind { read, write, copy };
+
+struct PerfArgs {
+  std::string device, dst, rw = "randread", bs = "4k", copy_len, size;
+  double seconds = 10;
+  unsigned ranges = 1, qd = 32, jobs = 1, mix_copies = 10;
+  bool emulate = false, json = false;
+  uint64_t seed = 1;
+};
+
+// Latencies in nanoseconds, log-linear: 16 buckets per power of two (about 6% wide).
+class Histogram {
+ public:
+  void add(uint64_t ns) {
+    ++n_[index(ns)];
+    sum_ += ns;
+    max_ = std::max(max_, ns);
+    ++count_;
+  }
+  void merge(const Histogram& o) {
+    for (size_t i = 0; i < n_.size(); ++i) n_[i] += o.n_[i];
+    sum_ += o.sum_;
+    max_ = std::max(max_, o.max_);
+    count_ += o.count_;
+  }
+  double avg_us() const { return count_ ? double(sum_) / double(count_) / 1000 : 0; }
+  double max_us() const { return double(max_) / 1000; }
+  // The upper edge of the bucket holding the p-th fraction of samples.
+  double percentile_us(double p) const {
+    const uint64_t want = std::max<uint64_t>(1, uint64_t(p * double(count_) + 0.5));
+    uint64_t seen = 0;
+    for (size_t i = 0; i < n_.size(); ++i) {
+      seen += n_[i];
+      if (seen >= want) return double(std::min(upper(i), max_)) / 1000;
+    }
+    return max_us();
+  }
+
+ private:
+  static size_t index(uint64_t ns) {
+    if (ns < 16) return ns;
+    const unsigned e = 63 - unsigned(std::countl_zero(ns));  // >= 4
+    return (e - 3) * 16 + ((ns >> (e - 4)) & 15);
+  }
+  static uint64_t upper(size_t i) {
+    if (i < 16) return i;
+    const size_t e = i / 16 + 3, sub = i % 16;
+    return ((16 + sub + 1) << (e - 4)) - 1;
+  }
+  std::array<uint64_t, 61 * 16> n_{};
+  uint64_t sum_ = 0, max_ = 0, count_ = 0;
+};
+
+// What one job did; merged into the report.
+struct JobResult {
+  Histogram latency;
+  uint64_t reads = 0, writes = 0, copies = 0, bytes = 0;
+  uint64_t offloaded = 0, emulated = 0, host_read = 0, host_written = 0, wire = 0;
+  std::string error;
+  bool bad_input = false;  // the error is in the arguments or device strings
+};
+
+class Job {
+ public:
+  Job(const PerfArgs& a, unsigned index, uint64_t bs, uint64_t copy_len, Kind kind, bool random,
+      uint64_t byte_quota, std::atomic<uint64_t>& done_bytes, std::atomic<bool>& stop)
+      : a_(a), bs_(bs), copy_len_(copy_len), kind_(kind), random_(random), quota_(byte_quota),
+        done_bytes_(done_bytes), stop_(stop), rng_(a.seed * 7919 + index) {}
+
+  // Runs the job on this thread; the result says what it did or what failed.
+  JobResult run(Clock::time_point deadline) {
+    auto loop = EventLoop::create(std::max(256u, a_.qd * 4), 4);
+    if (!loop) return fail(loop.error().message());
+    loop_ = std::move(*loop);
+    auto src = open_device(*loop_, a_.device);
+    if (!src) return fail(src.error().message());
+    src_ = std::move(*src);
+    if (!a_.dst.empty()) {
+      auto dst = open_device(*loop_, a_.dst);
+      if (!dst) return fail(dst.error().message());
+      dst_ = std::move(*dst);
+    }
+    if (std::string e = plan(); !e.empty()) return fail(e);
+    const auto wire0 = wire();
+    deadline_ = deadline;
+    for (unsigned i = 0; i < a_.qd; ++i) buffers_.emplace_back(bs_);
+    for (unsigned i = 0; i < a_.qd && !error_; ++i) issue(i);
+    Status s = loop_->run_until([this] { return inflight_ == 0; });
+    if (!s.ok() && r_.error.empty()) r_.error = s.message();
+    r_.wire = wire() - wire0;
+    return std::move(r_);
+  }
+
+ private:
+  // Before the load starts, a failure is bad input (a device string, a size that does not fit).
+  JobResult fail(std::string message) {
+    r_.error = std::move(message);
+    r_.bad_input = true;
+    return std::move(r_);
+  }
+  Device& dst() { return dst_ ? *dst_ : *src_; }
+  uint64_t wire() const {
+    uint64_t n = 0;
+    for (const Device* d : {src_.get(), dst_.get()}) {
+      if (auto w = d ? d->wire_counters() : std::nullopt) n += w->sent + w->received;
+    }
+    return n;
+  }
+
+  // Where each operation may go: reads and writes anywhere on the device; copies from the
+  // source region to the destination region, which do not overlap (halves of one device).
+  std::string plan() {
+    const QueueLimits& l = src_->limits();
+    const uint32_t lbs = std::max(l.logical_block_size, dst().limits().logical_block_size);
+    if (bs_ % lbs || copy_len_ % (uint64_t(lbs) * a_.ranges)) {
+      return fmt::format("--bs and --copy-len / --ranges must be multiples of the {}-byte block",
+                         lbs);
+    }
+    if (bs_ > l.max_io_bytes) return fmt::format("--bs is over {}'s max_io_bytes", a_.device);
+    device_bytes_ = l.capacity / bs_ * bs_;
+    if (dst_) {
+      src_region_ = {0, l.capacity};
+      dst_region_ = {0, dst().limits().capacity};
+    } else {
+      src_region_ = {0, l.capacity / 2 / lbs * lbs};
+      dst_region_ = {src_region_.second, l.capacity / lbs * lbs - src_region_.second};
+    }
+    const uint64_t piece = copy_len_ / a_.ranges;
+    if (device_bytes_ < bs_ || src_region_.second < copy_len_ || dst_region_.second < copy_len_ ||
+        piece == 0) {
+      return fmt::format("{} is too small for --bs {} / --copy-len {}", a_.device, bs_, copy_len_);
+    }
+    return {};
+  }
+
+  uint64_t pick(uint64_t region, uint64_t unit, uint64_t& cursor) {
+    const uint64_t slots = region / unit;
+    if (random_) return std::uniform_int_distribution<uint64_t>(0, slots - 1)(rng_) * unit;
+    const uint64_t at = cursor % slots * unit;
+    ++cursor;
+    return at;
+  }
+
+  Kind next_kind() {
+    if (a_.rw != "mix") return kind_;
+    const unsigned roll = std::uniform_int_distribution<unsigned>(0, 99)(rng_);
+    if (roll < a_.mix_copies) return Kind::copy;
+    return roll % 2 ? Kind::read : Kind::write;
+  }
+
+  bool finished() const {
+    return error_ || stop_.load(std::memory_order_relaxed) || Clock::now() >= deadline_ ||
+           (quota_ && issued_bytes_ >= quota_);
+  }
+
+  void issue(unsigned slot) {
+    if (finished()) return;
+    const Kind k = next_kind();
+    const auto start = Clock::now();
+    ++inflight_;
+    if (k == Kind::copy) {
+      const uint64_t piece = copy_len_ / a_.ranges;
+      std::vector<CopySegment> sources;
+      for (unsigned i = 0; i < a_.ranges; ++i) {
+        sources.push_back({src_.get(), pick(src_region_.second, piece, src_cursor_), piece});
+      }
+      const uint64_t to = dst_region_.first + pick(dst_region_.second, copy_len_, dst_cursor_);
+      CopyOptions opt;
+      opt.emulation = a_.emulate ? Emulation::force : Emulation::allow;
+      opt.buffer_bytes = std::max<uint64_t>(copy_len_, 1u << 20);
+      issued_bytes_ += copy_len_;
+      Status s = copy_async(std::move(sources), dst(), to, opt, [this, slot, start](CopyResult r) {
+        if (!r.status.ok()) return done(slot, start, Kind::copy, r.status, 0);
+        r_.offloaded += r.offloaded_bytes;
+        r_.emulated += r.emulated_bytes;
+        r_.host_read += r.host_read_bytes;
+        r_.host_written += r.host_written_bytes;
+        done(slot, start, Kind::copy, r.status, r.bytes);
+      });
+      if (!s.ok()) done(slot, start, k, s, 0);
+      return;
+    }
+    const uint64_t off = pick(device_bytes_, bs_, io_cursor_);
+    issued_bytes_ += bs_;
+    Request req{k == Kind::read ? Op::read : Op::write, off, bs_, buffers_[slot].data()};
+    Status s = src_->submit(req, [this, slot, start, k](Status st) {
+      done(slot, start, k, st, bs_);
+    });
+    if (!s.ok()) done(slot, start, k, s, 0);
+  }
+
+  void done(unsigned slot, Clock::time_point start, Kind k, const Status& s, uint64_t bytes) {
+    --inflight_;
+    if (!s.ok()) {
+      if (!error_) r_.error = s.message();
+      error_ = true;
+      return;
+    }
+    r_.latency.add(uint64_t(std::chrono::nanoseconds(Clock::now() - start).count()));
+    (k == Kind::read ? r_.reads : k == Kind::write ? r_.writes : r_.copies) += 1;
+    if (k == Kind::read) r_.host_read += bytes;
+    if (k == Kind::write) r_.host_written += bytes;
+    r_.bytes += bytes;
+    done_bytes_.fetch_add(bytes, std::memory_order_relaxed);
+    issue(slot);
+  }
+
+  const PerfArgs& a_;
+  const uint64_t bs_, copy_len_;
+  const Kind kind_;
+  const bool random_;
+  const uint64_t quota_;
+  std::atomic<uint64_t>& done_bytes_;
+  std::atomic<bool>& stop_;
+  std::mt19937_64 rng_;
+  std::unique_ptr<EventLoop> loop_;
+  std::unique_ptr<Device> src_, dst_;
+  std::vector<AlignedBuffer> buffers_;
+  uint64_t device_bytes_ = 0, issued_bytes_ = 0;
+  uint64_t io_cursor_ = 0, src_cursor_ = 0, dst_cursor_ = 0;
+  std::pair<uint64_t, uint64_t> src_region_, dst_region_;  // {start, length}
+  Clock::time_point deadline_;
+  unsigned inflight_ = 0;
+  bool error_ = false;
+  JobResult r_;
+};
+
+int run_perf(const PerfArgs& a) {
+  struct Mode {
+    const char* name;
+    Kind kind;
+    bool random;
+  };
+  static constexpr Mode kModes[] = {{"read", Kind::read, false},       {"randread", Kind::read, true},
+                                    {"write", Kind::write, false},     {"randwrite", Kind::write, true},
+                                    {"copy", Kind::copy, false},       {"randcopy", Kind::copy, true},
+                                    {"mix", Kind::read, true}};
+  const Mode* mode = nullptr;
+  for (const Mode& m : kModes) {
+    if (a.rw == m.name) mode = &m;
+  }
+  if (!mode) {
+    return report_error(kBadInput, fmt::format("--rw '{}': expected read, write, randread, "
+                                               "randwrite, copy, randcopy or mix", a.rw));
+  }
+  auto bs = parse_size(a.bs);
+  if (!bs || *bs == 0) return report_error(kBadInput, fmt::format("--bs '{}': not a size", a.bs));
+  auto copy_len = parse_size(a.copy_len.empty() ? a.bs : a.copy_len);
+  if (!copy_len || *copy_len == 0) {
+    return report_error(kBadInput, fmt::format("--copy-len '{}': not a size", a.copy_len));
+  }
+  uint64_t quota = 0;
+  if (!a.size.empty()) {
+    auto s = parse_size(a.size);
+    if (!s || *s == 0) return report_error(kBadInput, fmt::format("--size '{}': not a size", a.size));
+    quota = (*s + a.jobs - 1) / a.jobs;
+  }
+  if (a.qd == 0 || a.qd > 4096 || a.jobs == 0 || a.jobs > 64 || a.ranges == 0 ||
+      a.ranges > 256 || a.mix_copies > 100 || !(a.seconds > 0)) {
+    return report_error(kBadInput, "--qd 1-4096, --jobs 1-64, --ranges 1-256, --mix-copies "
+                                   "0-100 and --time above 0 are the ranges allowed");
+  }
+
+  std::atomic<uint64_t> done_bytes{0};
+  std::atomic<bool> stop{false};
+  std::vector<JobResult> results(a.jobs);
+  std::vector<std::thread> threads;
+  const double cpu0 = process_cpu_seconds();
+  const auto t0 = Clock::now();
+  const auto deadline = quota ? Clock::time_point::max()
+                              : t0 + std::chrono::duration_cast<Clock::duration>(
+                                         std::chrono::duration<double>(a.seconds));
+  for (unsigned i = 0; i < a.jobs; ++i) {
+    threads.emplace_back([&, i] {
+      Job job(a, i, *bs, *copy_len, mode->kind, mode->random, quota, done_bytes, stop);
+      results[i] = job.run(deadline);
+      if (!results[i].error.empty()) stop = true;
+    });
+  }
+  // The progress line, once a second, until every job is done.
+  const bool live = !a.json && isatty(STDERR_FILENO);
+  std::atomic<unsigned> finished{0};
+  std::thread progress([&] {
+    uint64_t last = 0;
+    auto next = t0;
+    while (finished < a.jobs) {
+      next += std::chrono::seconds(1);
+      while (Clock::now() < next && finished < a.jobs) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      const uint64_t now = done_bytes.load();
+      if (live) {
+        fmt::print(stderr, "\r{:6.0f} s  {}/s      ",
+                   std::chrono::duration<double>(Clock::now() - t0).count(),
+                   format_bytes(double(now - last)));
+      }
+      last = now;
+    }
+    if (live) fmt::print(stderr, "\n");
+  });
+  for (auto& t : threads) {
+    t.join();
+    ++finished;
+  }
+  progress.join();
+  const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  const double cpu = process_cpu_seconds() - cpu0;
+
+  JobResult sum;
+  for (const JobResult& r : results) {
+    if (!r.error.empty() && sum.error.empty()) {
+      sum.error = r.error;
+      sum.bad_input = r.bad_input;
+    }
+    sum.latency.merge(r.latency);
+    sum.reads += r.reads, sum.writes += r.writes, sum.copies += r.copies, sum.bytes += r.bytes;
+    sum.offloaded += r.offloaded, sum.emulated += r.emulated, sum.wire += r.wire;
+    sum.host_read += r.host_read, sum.host_written += r.host_written;
+  }
+  if (!sum.error.empty()) return report_error(sum.bad_input ? kBadInput : kIoError, sum.error);
+  const uint64_t ops = sum.reads + sum.writes + sum.copies;
+  const double gib = double(sum.bytes) / double(1u << 30);
+  const Histogram& h = sum.latency;
+  if (a.json) {
+    nlohmann::ordered_json j;
+    j["device"] = a.device;
+    if (!a.dst.empty()) j["dst"] = a.dst;
+    j["rw"] = a.rw, j["bs"] = *bs, j["copy_len"] = *copy_len, j["ranges"] = a.ranges;
+    j["qd"] = a.qd, j["jobs"] = a.jobs, j["seconds"] = secs;
+    j["ops"] = ops, j["reads"] = sum.reads, j["writes"] = sum.writes, j["copies"] = sum.copies;
+    j["bytes"] = sum.bytes, j["iops"] = double(ops) / secs;
+    j["mib_per_second"] = double(sum.bytes) / secs / double(1u << 20);
+    j["latency_us"] = {{"avg", h.avg_us()},
+                       {"p50", h.percentile_us(0.5)},
+                       {"p99", h.percentile_us(0.99)},
+                       {"p99.9", h.percentile_us(0.999)},
+                       {"max", h.max_us()}};
+    j["cpu_seconds"] = cpu, j["cpu_seconds_per_gib"] = gib > 0 ? cpu / gib : 0;
+    j["offloaded_bytes"] = sum.offloaded, j["emulated_bytes"] = sum.emulated;
+    j["host_read_bytes"] = sum.host_read, j["host_written_bytes"] = sum.host_written;
+    j["wire_bytes"] = sum.wire;
+    fmt::print("{}\n", j.dump(2));
+    return kOk;
+  }
+  fmt::print("{} {} bs={} qd={} jobs={}{}: {} ops in {:.2f} s\n", a.device, a.rw,
+             format_bytes(double(*bs)), a.qd, a.jobs,
+             mode->kind == Kind::copy || a.rw == "mix"
+                 ? fmt::format(" copy-len={} ranges={}", format_bytes(double(*copy_len)), a.ranges)
+                 : "",
+             ops, secs);
+  fmt::print("  {:.0f} IOPS ({} reads, {} writes, {} copies), {}/s\n", double(ops) / secs,
+             sum.reads, sum.writes, sum.copies, format_bytes(double(sum.bytes) / secs));
+  fmt::print("  latency us: avg {:.1f}  p50 {:.1f}  p99 {:.1f}  p99.9 {:.1f}  max {:.1f}\n",
+             h.avg_us(), h.percentile_us(0.5), h.percentile_us(0.99), h.percentile_us(0.999),
+             h.max_us());
+  fmt::print("  CPU {:.2f} s ({:.2f} s per GiB)\n", cpu, gib > 0 ? cpu / gib : 0.0);
+  fmt::print("  host read {}, written {}; offloaded {}, emulated {}; wire {}\n",
+             format_bytes(double(sum.host_read)), format_bytes(double(sum.host_written)),
+             format_bytes(double(sum.offloaded)), format_bytes(double(sum.emulated)),
+             format_bytes(double(sum.wire)));
+  return kOk;
+}
+
+}  // namespace
+
+void add_perf_command(CLI::App& app, int& exit_code) {
+  auto a = std::make_shared<PerfArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "perf", "Load a device with reads, writes and copies; report IOPS, latency and cost");
+  cmd->add_option("device", a->device, "the device string to load")->required();
+  cmd->add_option("--rw", a->rw,
+                  "read|write|randread|randwrite|copy|randcopy|mix (default randread)");
+  cmd->add_option("--bs", a->bs, "bytes per read or write (default 4k)");
+  cmd->add_option("--copy-len", a->copy_len, "bytes per copy (default: --bs)");
+  cmd->add_option("--ranges", a->ranges, "source ranges per copy (default 1)");
+  cmd->add_option("--mix-copies", a->mix_copies,
+                  "with --rw mix: percent of copies, the rest half reads, half writes (default 10)");
+  cmd->add_option("--qd", a->qd, "operations in flight per job (default 32)");
+  cmd->add_option("--jobs", a->jobs, "threads, each with its own loop and open (default 1)");
+  cmd->add_option("--time", a->seconds, "seconds to run (default 10)");
+  cmd->add_option("--size", a->size, "stop after this many bytes instead of --time");
+  cmd->add_option("--dst", a->dst, "copy into this device (default: the device's upper half)");
+  cmd->add_option("--seed", a->seed, "random offsets' seed (default 1)");
+  cmd->add_flag("--emulate", a->emulate, "emulate every copy (read and write back)");
+  cmd->add_flag("--json", a->json, "print the result as JSON");
+  cmd->callback([a, &exit_code] { exit_code = run_perf(*a); });
+}
+
+}  // namespace blkcopy::tools
