@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# blkcopy's NVMe/TCP target against SPDK's nvmf_tgt (malloc bdev), one target core each (core 0),
+# measured by the same client (spdk_nvme_perf on core 1), alternately in one run; then blkcopy's
+# own host (`blkcopy perf`) against spdk_nvme_perf on blkcopy's target, and copies against reads
+# through it. A 1 GiB RAM namespace of 512-byte blocks on both targets, TCP over loopback.
+#
+#   SPDK_DIR=/path/to/spdk bench/target-vs-spdk.sh [BLKCOPY_BINARY]     (root: hugepages)
+#
+# SPDK_DIR is a tree built by ../shared/tools/spdk-build.sh (nothing of SPDK is in this
+# repository); without it the script says so and exits 77. BENCH_SECONDS sets each row's time
+# (default 10).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+blkcopy=$(realpath "${1:-$root/build/blkcopy}")
+[ -n "${SPDK_DIR:-}" ] && [ -x "$SPDK_DIR/build/bin/nvmf_tgt" ] ||
+  { echo "target-vs-spdk: set SPDK_DIR to an SPDK build (../shared/tools/spdk-build.sh)"; exit 77; }
+secs=${BENCH_SECONDS:-10}
+export LD_LIBRARY_PATH=$SPDK_DIR/build/lib
+perf=$SPDK_DIR/build/bin/spdk_nvme_perf
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+mkdir -p /dev/hugepages
+mountpoint -q /dev/hugepages || mount -t hugetlbfs nodev /dev/hugepages
+[ "$(cat /proc/sys/vm/nr_hugepages)" -ge 1024 ] || echo 1024 > /proc/sys/vm/nr_hugepages
+
+BNQN=nqn.2024-01.io.blkcopy:bench SNQN=nqn.2016-06.io.spdk:cnode1
+ROWS=("4096 32 randread" "4096 32 randwrite" "131072 16 read" "131072 16 write" "4096 1 randread")
+
+# spdk_nvme_perf's Total line: IOPS, MiB/s, average latency (us).
+spdk_row() {  # PORT NQN QD SIZE WORKLOAD -> "iops mibs avg_us"
+  "$perf" -c 0x2 -q "$3" -o "$4" -w "$5" -t "$secs" \
+    -r "trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:$1 subnqn:$2" 2>/dev/null |
+    awk '/^Total/ {print $3, $4, $5}'
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf("%.2fx", (b > 0) ? a / b : 0) }'; }
+stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
+
+# One target at a time on core 0 (SPDK's reactor spins on its core: never both at once).
+D="nvme-tcp://127.0.0.1:4430/$BNQN?ns=1"
+host_iops() {  # RW QD
+  taskset -c 1 "$blkcopy" perf "$D" --rw "$1" --qd "$2" --time "$secs" --json |
+    sed -n 's/.*"iops": *\([0-9.]*\).*/\1/p'
+}
+taskset -c 0 "$blkcopy" serve --ns mem:1G --nqn $BNQN --listen 127.0.0.1:4430 --cores 1 \
+  2> "$work/blkcopy.log" & pids+=($!)
+sleep 1
+for i in "${!ROWS[@]}"; do set -- ${ROWS[$i]}; spdk_row 4430 $BNQN "$2" "$1" "$3" > "$work/b$i"; done
+host_read=$(host_iops randread 32)
+host_copy=$(host_iops randcopy 32)
+stop "${pids[-1]}"
+
+"$SPDK_DIR/build/bin/nvmf_tgt" -m 0x1 -u -r "$work/spdk.sock" > "$work/spdk.log" 2>&1 & pids+=($!)
+rpc() { /usr/bin/python3 "$SPDK_DIR/scripts/rpc.py" -s "$work/spdk.sock" "$@" > /dev/null; }
+for _ in $(seq 50); do [ -S "$work/spdk.sock" ] && break; sleep 0.2; done
+rpc nvmf_create_transport -t TCP
+rpc bdev_malloc_create -b Malloc0 1024 512
+rpc nvmf_create_subsystem $SNQN -a -s SPDK00000000000001
+rpc nvmf_subsystem_add_ns $SNQN Malloc0
+rpc nvmf_subsystem_add_listener $SNQN -t tcp -a 127.0.0.1 -s 4431
+sleep 1
+for i in "${!ROWS[@]}"; do set -- ${ROWS[$i]}; spdk_row 4431 $SNQN "$2" "$1" "$3" > "$work/s$i"; done
+stop "${pids[-1]}"
+
+echo "| workload (one target core each, spdk_nvme_perf on core 1, ${secs} s) | blkcopy target | SPDK nvmf_tgt | ratio |"
+echo "| --- | --- | --- | --- |"
+for i in "${!ROWS[@]}"; do
+  set -- ${ROWS[$i]}
+  read -r bi bm ba < "$work/b$i"
+  read -r si sm sa < "$work/s$i"
+  if [ "$1" = 4096 ]; then
+    echo "| 4 KiB $3 QD$2 | $(printf '%.0f' "$bi") IOPS, ${ba} us | $(printf '%.0f' "$si") IOPS, ${sa} us | $(ratio "$bi" "$si") |"
+  else
+    echo "| 128 KiB $3 QD$2 | ${bm} MiB/s | ${sm} MiB/s | $(ratio "$bm" "$sm") |"
+  fi
+done
+read -r b0 _ < "$work/b0"
+echo
+echo "| on blkcopy's target, 4 KiB QD32 (client on core 1) | IOPS | ratio |"
+echo "| --- | --- | --- |"
+echo "| spdk_nvme_perf randread | $(printf '%.0f' "$b0") | 1.00x |"
+echo "| blkcopy perf randread (blkcopy's host) | $(printf '%.0f' "$host_read") | $(ratio "$host_read" "$b0") |"
+echo "| blkcopy perf randcopy (offloaded copies/s) | $(printf '%.0f' "$host_copy") | $(ratio "$host_copy" "$host_read") of blkcopy's reads |"
