@@ -253,7 +253,7 @@ void HostQueue::send(std::vector<uint8_t> head, const uint8_t* data, uint32_t le
 
 void HostQueue::pump_send() {
   if (failed_ && ic_done_) return;
-  sendq_.start(loop_, fd_, [this, alive = alive_](int res, auto*) {
+  sendq_.start(loop_, fd_, [this, alive = alive_](int res, auto&) {
     if (!*alive) return;
     if (res <= 0) return fail(Status::error(ECONNRESET, "NVMe/TCP queue: send failed"));
     sent_ += static_cast<uint64_t>(res);

@@ -135,13 +135,15 @@ void Connection::pump_send() {
     if (!sendq_.pending() && sendq_.empty() && closing_) maybe_free();
     return;
   }
-  sendq_.start(loop_, fd_, [this](int res, auto* left) {
+  sendq_.start(loop_, fd_, [this](int res, auto& left) {
     if (res < 0) {
       sendq_.clear();
       return close("send error");
     }
     // A completion that has left frees its queue entry (and the data sent before it).
-    if (left && left->owner && outstanding_) --outstanding_;
+    for (auto& p : left) {
+      if (p.owner && outstanding_) --outstanding_;
+    }
     pump_send();
   });
 }
