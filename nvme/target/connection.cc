@@ -92,7 +92,7 @@ void Connection::on_icreq() {
   hdgst_ = req.dgst & 1;
   ddgst_ = req.dgst & 2;
   ic_done_ = true;
-  rbuf_.reserve(16 * 1024);  // several PDUs per receive from now on; larger ones grow it
+  rbuf_.reserve(256 * 1024);  // many PDUs per receive from now on (32 4-KiB write capsules)
   std::vector<uint8_t> out(sizeof(ICResp), 0);
   ICResp r{};
   r.hdr = {pdu::kICResp, 0, 128, 0, 128};
