@@ -185,8 +185,48 @@ void Connection::at_home(std::function<void()> fn) {
 // empty transfer (the fuzzer found Get Log Page with no data doing memset(nullptr, 0, 0)).
 bool Connection::alloc_data(Command& c, uint32_t len) {
   c.data_len = len;
-  c.data = static_cast<uint8_t*>(aligned_alloc(4096, std::max<uint32_t>(4096, (len + 4095) / 4096 * 4096)));
+  c.data = take_buffer(len, c.data_cap);
   return c.data != nullptr;
+}
+
+namespace {
+// Size classes 4 KiB << k up to the largest transfer; a few buffers of each kept per thread.
+constexpr unsigned kClasses = 10;  // 4 KiB .. 2 MiB
+constexpr size_t kKeepPerClass = 64;
+struct BufferCache {
+  std::vector<uint8_t*> free[kClasses];
+  ~BufferCache() {
+    for (auto& v : free) {
+      for (uint8_t* p : v) std::free(p);
+    }
+  }
+};
+thread_local BufferCache buffer_cache;
+unsigned size_class(uint32_t len) {
+  unsigned k = 0;
+  while (k + 1 < kClasses && (4096u << k) < len) ++k;
+  return k;
+}
+}  // namespace
+
+uint8_t* take_buffer(uint32_t len, uint32_t& cap) {
+  const unsigned k = size_class(len);
+  cap = 4096u << k;
+  if (cap < len) return nullptr;  // beyond the largest class: never asked for (kMaxTransfer)
+  auto& v = buffer_cache.free[k];
+  if (!v.empty()) {
+    uint8_t* p = v.back();
+    v.pop_back();
+    return p;
+  }
+  return static_cast<uint8_t*>(aligned_alloc(4096, cap));
+}
+
+void give_buffer(uint8_t* p, uint32_t cap) {
+  if (!p) return;
+  auto& v = buffer_cache.free[size_class(cap)];
+  if (v.size() < kKeepPerClass) return v.push_back(p);
+  std::free(p);
 }
 
 void Connection::on_capsule() {

@@ -50,6 +50,12 @@ namespace blkcopy::nvme {
 inline constexpr uint32_t kMaxH2CData = 128 * 1024;
 inline constexpr uint32_t kInCapsule = 8192;       // in-capsule data on I/O queues (IOCCSZ)
 inline constexpr uint32_t kMaxTransfer = 1 << 20;  // MDTS 8 with 4 KiB pages
+
+// Page-aligned command buffers of at least `len` bytes (`cap` says how many), recycled per
+// thread: a 128 KiB read would otherwise map, fault in and unmap fresh pages every time (glibc
+// maps blocks that large anew). Whoever fills a buffer overwrites what it sends.
+uint8_t* take_buffer(uint32_t len, uint32_t& cap);
+void give_buffer(uint8_t* p, uint32_t cap);
 inline constexpr uint32_t kMaxPdu = 8 + 72 + kMaxH2CData + 16 + kInCapsule;
 inline constexpr uint16_t kMaxQueueSize = 128;
 
@@ -172,13 +178,13 @@ class Connection {
   struct Command {
     Sqe sqe;
     Clock::time_point r2t_at{};  // when the data was asked for
-    uint8_t* data = nullptr;  // page-aligned, data_len bytes
-    uint32_t data_len = 0;
+    uint8_t* data = nullptr;  // page-aligned, data_len bytes (data_cap allocated)
+    uint32_t data_len = 0, data_cap = 0;
     uint32_t received = 0;
     Cqe cqe{};
     std::vector<CopySegment> copy_src;
     std::vector<uint32_t> range_bytes;  // per copy range, for DW0 on early stop
-    ~Command() { free(data); }
+    ~Command() { give_buffer(data, data_cap); }
   };
 
   void receive();
