@@ -13,15 +13,17 @@ nqn=nqn.2024-01.io.blkcopy:fabric
 out=bench/results
 mkdir -p "$out"
 results=$(mktemp)
+pids=()  # the targets this script started: only these are stopped
 cleanup() {
-  ip netns pids bc-target 2>/dev/null | xargs -r kill 2>/dev/null || true
-  pkill -f "blkcopy serve --listen 127.0.0.1:4590" 2>/dev/null || true
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
   ip netns del bc-host 2>/dev/null || true
   ip netns del bc-target 2>/dev/null || true
   rm -f "$results"
 }
 trap cleanup EXIT
-cleanup; results=$(mktemp)
+ip netns del bc-host 2>/dev/null || true   # left over from an interrupted run
+ip netns del bc-target 2>/dev/null || true
 
 # Two namespaces, a veth pair, 1 Gb/s each way (tbf on both ends), addresses only in there.
 ip netns add bc-host
@@ -39,9 +41,9 @@ ip netns exec bc-target tc qdisc add dev bc-t root tbf rate 1gbit burst 512kb la
 
 ns_size=2G
 ip netns exec bc-target $bin/blkcopy serve --listen 10.213.0.2:4420 --nqn $nqn \
-  --ns mem:$ns_size --discovery-port 0 2>/dev/null &
+  --ns mem:$ns_size --discovery-port 0 2>/dev/null & pids+=($!)
 $bin/blkcopy serve --listen 127.0.0.1:4590 --nqn $nqn --ns mem:$ns_size \
-  --discovery-port 0 2>/dev/null &
+  --discovery-port 0 2>/dev/null & pids+=($!)
 for i in $(seq 100); do  # until both targets accept connections
   ip netns exec bc-host bash -c 'exec 3<>/dev/tcp/10.213.0.2/4420' 2>/dev/null &&
     bash -c 'exec 3<>/dev/tcp/127.0.0.1/4590' 2>/dev/null && break
