@@ -45,6 +45,15 @@ add_nobody() {
   echo "root:x:0:0::/:/bin/sh" > /etc/passwd; echo "nobody:x:65534:65534::/:/bin/sh" >> /etc/passwd
   echo "root:x:0:" > /etc/group
 }
+# DEV made root-only (600): a copy on it by an unprivileged user is refused with the message
+# naming the device and the access it needs: copy_denied DEV
+copy_denied() {
+  add_nobody
+  chmod 600 "$1"
+  su -s /bin/sh nobody -c "blkcopy copy $1@0 $1@1M --length 4k" > /tmp/out 2>&1 && fail "nobody copied"
+  grep -q "permission denied on $1: needs read/write access (root or the disk group)" /tmp/out ||
+    fail "unclear permission error: $(cat /tmp/out)"
+}
 
 # LIO (the Linux SCSI target) in configfs, with tcm_loop LUNs seen by this same guest: fileio
 # backstores (a file each) and one tcm_loop target per session (SCSI.md has the order of steps).

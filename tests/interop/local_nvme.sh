@@ -109,11 +109,7 @@ if blkcopy info "/dev/${pi}n1" > /tmp/out 2>&1; then fail "PI namespace opened";
 grep -q "protection information" /tmp/out || fail "unclear PI refusal: $(cat /tmp/out)"
 
 step "no read/write access to the generic device"
-add_nobody
-chmod 600 "$G1"
-su -s /bin/sh nobody -c "blkcopy copy $G1@0 $G1@1M --length 4k" > /tmp/out 2>&1 && fail "nobody copied"
-grep -q "permission denied on $G1: needs read/write access (root or the disk group)" /tmp/out ||
-  fail "unclear permission error: $(cat /tmp/out)"
+copy_denied "$G1"
 su -s /bin/sh nobody -c "blkcopy info $G1" > /tmp/out 2>&1 && fail "nobody opened $G1"
 grep -q "permission denied on $G1: needs read access" /tmp/out || fail "info: $(cat /tmp/out)"
 

@@ -116,11 +116,7 @@ offloaded 1048576 1 "$A" "$r"
 same "$B" 196608 2048 0 "from $G"
 
 step "no read/write access to the LUN"
-add_nobody
-chmod 600 "$A"
-su -s /bin/sh nobody -c "blkcopy copy $A@0 $A@1M --length 4k" > /tmp/out 2>&1 && fail "nobody copied"
-grep -q "permission denied on $A: needs read/write access (root or the disk group)" /tmp/out ||
-  fail "unclear permission error: $(cat /tmp/out)"
+copy_denied "$A"
 rm -f /tmp/out
 
 step "the Linux NVMe/TCP host -> blkcopy's target -> EXTENDED COPY on the LUN"
