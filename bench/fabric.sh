@@ -59,7 +59,7 @@ run() {  # LINK DEVICE ARGS...
     echo "$link $* $line" >> "$results"
   done
 }
-R="nvme-tcp://10.213.0.2:4420/$nqn?ns=1"
+R="nvme-tcp://10.213.0.2:4420/$nqn?ns=1${BLKCOPY_FABRIC_OPTS:-}"  # e.g. &queues=4
 L="nvme-tcp://127.0.0.1:4590/$nqn?ns=1"
 run 1gbit "$R" --copy 8k --ranges 1
 run 1gbit "$R" --copy 2M --ranges 16

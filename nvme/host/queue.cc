@@ -213,7 +213,7 @@ void HostQueue::start(Cmd c) {
   const uint32_t n = in_capsule ? c.len : 0;
   c.started = std::chrono::steady_clock::now();
   cmds_[sqe.cid] = std::move(c);
-  send(std::move(head), data, n);
+  send(std::move(head), data, n, true);  // ahead of queued write data: reads need not wait
   if (opt_.timeout_ms && !watchdog_armed_) watchdog();
 }
 
@@ -244,10 +244,10 @@ void HostQueue::watchdog() {
   });
 }
 
-void HostQueue::send(std::vector<uint8_t> head, const uint8_t* data, uint32_t len) {
+void HostQueue::send(std::vector<uint8_t> head, const uint8_t* data, uint32_t len, bool urgent) {
   decltype(sendq_)::Pdu p{std::move(head), data, len, 0, opt_.data_digest && len && ic_done_, {}};
   if (p.has_ddgst) p.ddgst = crc32c(data, len);
-  sendq_.push(std::move(p));
+  sendq_.push(std::move(p), urgent);
   pump_send();
 }
 

@@ -96,7 +96,8 @@ class HostQueue {
   void receive();
   void on_pdu();
   void fail(Status s);
-  void send(std::vector<uint8_t> head, const uint8_t* data, uint32_t len);
+  // urgent: a command capsule, sent ahead of H2CData PDUs that are only waiting.
+  void send(std::vector<uint8_t> head, const uint8_t* data, uint32_t len, bool urgent = false);
   void pump_send();
   tcp::Digests digests() const { return {opt_.header_digest, opt_.data_digest}; }
 

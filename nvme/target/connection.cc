@@ -123,10 +123,10 @@ void Connection::terminate(uint16_t fes, uint32_t fei) {
 }
 
 void Connection::send(std::vector<uint8_t> head, const uint8_t* data, uint32_t len,
-                      bool data_digest, std::unique_ptr<Command> done) {
+                      bool data_digest, std::unique_ptr<Command> done, bool urgent) {
   decltype(sendq_)::Pdu p{std::move(head), data, len, 0, data_digest && ddgst_ && len, std::move(done)};
   if (p.has_ddgst) p.ddgst = crc32c(data, len);
-  sendq_.push(std::move(p));
+  sendq_.push(std::move(p), urgent);
   pump_send();
 }
 
@@ -287,7 +287,7 @@ void Connection::on_capsule() {
     auto out = tcp::frame_pdu(pdu::kR2T, r, 0, 0, digests());
     c->r2t_at = Clock::now();
     awaiting_data_[c->sqe.cid] = std::move(c);
-    return send(std::move(out));
+    return send(std::move(out), nullptr, 0, false, nullptr, true);  // ahead of queued read data
   }
   execute(std::move(c));
 }

@@ -195,8 +195,9 @@ class Connection {
   void terminate(uint16_t fes, uint32_t fei);
   // Queues a PDU: a header, optional data (with a digest when negotiated), and for a
   // completion the command it ends (kept until the PDU has left).
+  // An urgent PDU (an R2T) goes ahead of those only waiting (SendQueue::push).
   void send(std::vector<uint8_t> head, const uint8_t* data = nullptr, uint32_t len = 0,
-            bool data_digest = false, std::unique_ptr<Command> done = nullptr);
+            bool data_digest = false, std::unique_ptr<Command> done = nullptr, bool urgent = false);
   void pump_send();
   void execute(std::unique_ptr<Command> c);
   void complete(std::unique_ptr<Command> c, uint16_t status, uint32_t dw0 = 0);

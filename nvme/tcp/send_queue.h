@@ -10,6 +10,7 @@
 #include <sys/uio.h>
 
 #include <cstdint>
+#include <algorithm>
 #include <deque>
 #include <vector>
 
@@ -29,13 +30,23 @@ class SendQueue {
     Owner owner{};
   };
 
-  void push(Pdu p) { q_.push_back(std::move(p)); }
+  // Queues a PDU. An urgent one (a command capsule, an R2T: small, and what the peer waits on
+  // before it can move data) goes ahead of the PDUs that are only waiting, behind those being
+  // sent and the urgent ones queued before it: a read command or an R2T does not wait behind
+  // megabytes of data. Never for a PDU that must follow others (a completion after its data).
+  void push(Pdu p, bool urgent = false) {
+    if (!urgent) return q_.push_back(std::move(p));
+    const size_t at = std::min(q_.size(), std::max({in_flight_, urgent_end_, part_ ? size_t{1} : 0}));
+    q_.insert(q_.begin() + static_cast<std::ptrdiff_t>(at), std::move(p));
+    urgent_end_ = at + 1;
+  }
   bool empty() const { return q_.empty(); }
   // A send is in flight: the queue (and whatever owns it) must outlive its completion.
   bool pending() const { return pending_; }
   void clear() {
     q_.clear();
     part_ = 0;
+    urgent_end_ = 0;
   }
 
   static constexpr size_t kMaxPdus = 64;
@@ -48,13 +59,16 @@ class SendQueue {
   void start(EventLoop& loop, int fd, Done done) {
     if (pending_ || q_.empty()) return;
     size_t n = 0, total = 0, skip = part_;
-    for (size_t i = 0; i < q_.size() && i < kMaxPdus && (i == 0 || total < kMaxBytes); ++i) {
+    size_t i = 0;
+    for (; i < q_.size() && i < kMaxPdus && (i == 0 || total < kMaxBytes); ++i) {
       Pdu& p = q_[i];
       iovec parts[3];
       size_t k = 0;
       parts[k++] = {p.head.data(), p.head.size()};
       if (p.len) parts[k++] = {const_cast<uint8_t*>(p.data), p.len};
-      if (p.has_ddgst) parts[k++] = {&p.ddgst, 4};
+      // The digest is copied out: an urgent push may move the queue's elements meanwhile.
+      ddgst_[i] = p.ddgst;
+      if (p.has_ddgst) parts[k++] = {&ddgst_[i], 4};
       for (size_t j = 0; j < k; ++j) {
         if (skip >= parts[j].iov_len) {  // already sent (the front PDU after a short send)
           skip -= parts[j].iov_len;
@@ -69,8 +83,10 @@ class SendQueue {
     msg_.msg_iov = iov_;
     msg_.msg_iovlen = n;
     pending_ = true;
+    in_flight_ = i;
     loop.sendmsg(fd, &msg_, [this, done](int res) mutable {
       pending_ = false;
+      in_flight_ = 0;
       std::deque<Pdu> left;
       if (res > 0) {
         // Pop what has wholly left; a PDU sent in part stays in front with its progress.
@@ -82,6 +98,7 @@ class SendQueue {
           sent -= size;
           left.push_back(std::move(q_.front()));
           q_.pop_front();
+          if (urgent_end_) --urgent_end_;
         }
         part_ = sent;
       }
@@ -93,6 +110,9 @@ class SendQueue {
   std::deque<Pdu> q_;
   bool pending_ = false;
   size_t part_ = 0;  // bytes of the front PDU already sent
+  size_t in_flight_ = 0;   // PDUs at the front in the sendmsg in flight
+  size_t urgent_end_ = 0;  // one past the last urgent PDU queued (0: none waiting)
+  uint32_t ddgst_[kMaxPdus]{};
   msghdr msg_{};
   iovec iov_[3 * kMaxPdus]{};
 };
