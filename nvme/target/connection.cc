@@ -190,9 +190,10 @@ bool Connection::alloc_data(Command& c, uint32_t len) {
 }
 
 namespace {
-// Size classes 4 KiB << k up to the largest transfer; a few buffers of each kept per thread.
+// Size classes 4 KiB << k up to the largest transfer; per thread, each class keeps at most 64
+// buffers or 8 MiB of them (4 of 2 MiB), so a thread holds at most about 44 MiB.
 constexpr unsigned kClasses = 10;  // 4 KiB .. 2 MiB
-constexpr size_t kKeepPerClass = 64;
+constexpr size_t kKeepPerClass = 64, kKeepBytesPerClass = 8u << 20;
 struct BufferCache {
   std::vector<uint8_t*> free[kClasses];
   ~BufferCache() {
@@ -225,7 +226,7 @@ uint8_t* take_buffer(uint32_t len, uint32_t& cap) {
 void give_buffer(uint8_t* p, uint32_t cap) {
   if (!p) return;
   auto& v = buffer_cache.free[size_class(cap)];
-  if (v.size() < kKeepPerClass) return v.push_back(p);
+  if (v.size() < std::min<size_t>(kKeepPerClass, kKeepBytesPerClass / cap)) return v.push_back(p);
   std::free(p);
 }
 
