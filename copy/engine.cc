@@ -353,6 +353,51 @@ Status check_range(const char* what, const Device& dev, uint64_t offset, uint64_
   return {};
 }
 
+// A copy that is one offload piece (within the destination's limits, no overlap, nothing to
+// emulate yet): one request, without CopyRun's bookkeeping (its allocations and ordered sets
+// cost more than a small copy itself). Whatever the device does not take in full ("not
+// supported", or a stack's report of parts it could not take) goes to CopyRun from the start:
+// the ranges do not overlap, so copying the offloaded part again changes nothing.
+struct FastCopy {
+  CopyLayout layout;
+  CopyDesc desc;
+  CopyReport report;
+  Device& dst;
+  CopyOptions opt;
+  uint32_t granule;
+  uint64_t chunk;
+  std::function<void(CopyResult)> done;
+  Clock::time_point start = Clock::now();
+
+  void on_done(Status st) {
+    std::unique_ptr<FastCopy> self(this);
+    const uint64_t len = desc.dst.length;
+    if ((st.ok() && report.not_supported.empty()) ||
+        (!st.ok() && st.code() != EOPNOTSUPP)) {
+      CopyResult r;
+      r.commands = 1;
+      r.status = st;
+      r.bytes = r.offloaded_bytes = st.ok() ? len : std::min(report.done_before_error, len);
+      if (r.bytes && report.offloaded_on.empty()) {
+        r.offloaded_by_device.emplace_back(dst.name(), r.bytes);
+      } else if (st.ok()) {
+        for (auto [dev, n] : report.offloaded_on) {
+          if (n) r.offloaded_by_device.emplace_back(dev->name(), n);
+        }
+      }
+      r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+      if (st.ok() && opt.progress) opt.progress(len, len);
+      return done(std::move(r));
+    }
+    (new CopyRun(std::move(layout), dst, opt, UINT64_MAX, granule, chunk,
+                 [done = std::move(done)](CopyResult r) {
+                   ++r.commands;  // the one the device did not take whole
+                   done(std::move(r));
+                 }))
+        ->start();
+  }
+};
+
 }  // namespace
 
 Status copy_async(std::vector<CopySegment> sources, Device& dst, uint64_t dst_offset,
@@ -428,6 +473,20 @@ Status copy_async(std::vector<CopySegment> sources, Device& dst, uint64_t dst_of
     return {};
   }
   CopyLayout layout(std::move(sources), &dst, dst_offset, backward);
+  if (piece_cap == UINT64_MAX && opt.emulation != Emulation::force && dst.limits().can_offload() &&
+      !(opt.cancel && opt.cancel->load())) {
+    CopyDesc desc = layout.piece(0, UINT64_MAX, dst.limits(), granule);
+    if (!desc.sources.empty() && desc.dst.length == total) {
+      auto* f = new FastCopy{std::move(layout), std::move(desc), {}, dst, opt, granule, chunk,
+                             std::move(done)};
+      Status s = dst.submit(Request{Op::copy, 0, 0, nullptr, &f->desc, &f->report},
+                            [f](Status st) { f->on_done(std::move(st)); });
+      if (!s.ok()) {  // refused at once: CopyRun decides (emulate, or fail with the reason)
+        dst.loop().post([f, s] { f->on_done(Status::error(EOPNOTSUPP, s.message())); });
+      }
+      return {};
+    }
+  }
   (new CopyRun(std::move(layout), dst, opt, piece_cap, granule, chunk, std::move(done)))->start();
   return {};
 }

@@ -94,6 +94,28 @@ TEST_F(EngineTest, NoEmulationFailsWithNotSupportedAndWritesNothing) {
   EXPECT_NE(r.status.message().find("emulation is off"), std::string::npos);
 }
 
+// A copy that fits one offload piece goes to the device as one request; when the device answers
+// "not supported" the full engine takes the copy from the start and emulates it.
+TEST_F(EngineTest, OnePieceCopyIsOneRequestAndFallsBackWhenRefused) {
+  auto d = open("mem:2M,seed=6");
+  const Bytes before = all(*d);
+  CopyResult r = copy(*d, 0, *d, M, 64 * K);
+  ASSERT_TRUE(r.status.ok()) << r.status.message();
+  EXPECT_EQ(r.commands, 1u);
+  EXPECT_EQ(r.offloaded_bytes, 64 * K);
+  ASSERT_EQ(r.offloaded_by_device.size(), 1u);
+  EXPECT_EQ(r.offloaded_by_device[0].second, 64 * K);
+  expect_copied(all(*d), before, M, Bytes(before.begin(), before.begin() + 64 * K));
+
+  auto f = open("mem:2M,seed=7,fail=copy:1:EOPNOTSUPP");
+  const Bytes fb = all(*f);
+  r = copy(*f, 0, *f, M, 64 * K, small_chunks());
+  ASSERT_TRUE(r.status.ok()) << r.status.message();
+  EXPECT_EQ(r.offloaded_bytes + r.emulated_bytes, 64 * K);
+  EXPECT_GE(r.commands, 2u) << "the refused request, then the engine's own";
+  expect_copied(all(*f), fb, M, Bytes(fb.begin(), fb.begin() + 64 * K));
+}
+
 TEST_F(EngineTest, UserCopyLimitZeroMeansEmulate) {
   auto d = open("mem:2M,seed=4");
   ASSERT_TRUE(d->set_copy_max_bytes(0).ok());
