@@ -153,7 +153,7 @@ Status UringLoop::init(unsigned depth, unsigned helpers) {
   const char* plain = getenv("BLKCOPY_PLAIN_RING");
   int rc = plain && *plain == '1'
                ? -EINVAL
-               : io_uring_queue_init(depth, &ring_, IORING_SETUP_SQE128 | IORING_SETUP_CQE32);
+               : io_uring_queue_init(depth, &ring_, IORING_SETUP_SQE128 | IORING_SETUP_CQE32 | IORING_SETUP_COOP_TASKRUN);
   big_ring_ = rc == 0;
   if (rc < 0) rc = io_uring_queue_init(depth, &ring_, 0);
   if (rc < 0) return Status::from_errno(-rc, "io_uring_queue_init");

@@ -82,6 +82,7 @@ Sqe connect_command(uint16_t qid, uint16_t sqsize, uint32_t kato_ms) {
   raw[kFcType] = fabrics::kConnect;
   std::memcpy(raw + kConnectQid, &qid, 2);
   std::memcpy(raw + kConnectSqsize, &sqsize, 2);
+  raw[kConnectCattr] = kCattrDisableSqFlow;  // reads may end with C2HData SUCCESS
   sqe.cdw12 = kato_ms;
   return sqe;
 }

@@ -60,6 +60,9 @@ inline constexpr uint8_t kPropertySet = 0x00, kConnect = 0x01, kPropertyGet = 0x
 inline constexpr size_t kFcType = 4;
 inline constexpr size_t kConnectRecfmt = 40, kConnectQid = 42, kConnectSqsize = 44,
                         kConnectCattr = 46, kConnectKato = 48;
+// CATTR bit 2: the host does not need SQ Head Pointer updates (SQ flow control disabled), which
+// lets an NVMe/TCP controller end a read with C2HData's SUCCESS flag instead of a response.
+inline constexpr uint8_t kCattrDisableSqFlow = 1u << 2;
 inline constexpr size_t kPropAttrib = 40, kPropOffset = 44, kPropValue = 48;
 
 // Connect data (1024 bytes, in-capsule).

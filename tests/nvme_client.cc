@@ -121,6 +121,7 @@ Completion NvmeClient::command(Sqe sqe, const std::vector<uint8_t>& out,
   sqe.dptr.type = in_capsule ? kSglInCapsule : kSglTransport;
   Completion c;
   c.status = 0xFFFF;
+  ended_by_c2h_success = false;
   auto pdu = frame(pdu::kCapsuleCmd, 72, &sqe, sizeof sqe, in_capsule ? out.data() : nullptr,
                    in_capsule ? out.size() : 0);
   if (!send_all(pdu.data(), pdu.size())) return c;
@@ -149,6 +150,11 @@ Completion NvmeClient::command(Sqe sqe, const std::vector<uint8_t>& out,
         std::memcpy(in->data() + d.datao, p->data() + h.pdo, d.datal);
       }
       got += d.datal;
+      if (h.flags & pdu::kFlagSuccess) {  // the command ends here, no response follows
+        ended_by_c2h_success = true;
+        c.status = 0;
+        return c;
+      }
     } else if (h.type == pdu::kCapsuleResp) {
       Cqe cqe;
       std::memcpy(&cqe, p->data() + 8, sizeof cqe);
@@ -171,6 +177,7 @@ Completion NvmeClient::connect(uint16_t qid, const std::string& subnqn,
   std::memcpy(raw + kConnectQid, &qid, 2);
   const uint16_t sqsize = 31;
   std::memcpy(raw + kConnectSqsize, &sqsize, 2);
+  raw[kConnectCattr] = disable_sq_flow ? kCattrDisableSqFlow : 0;
   sqe.cdw12 = kato_ms;
   std::vector<uint8_t> data(kConnectDataSize, 0);
   std::memcpy(data.data() + kCdCntlid, &cntlid, 2);

@@ -53,6 +53,11 @@ class NvmeClient {
   // True when the target closed the connection (after any PDUs it sent).
   bool closed_by_peer(int timeout_ms = 5000);
 
+  // Connect asks for SQ flow control off (CATTR bit 2): reads may end with C2HData SUCCESS.
+  bool disable_sq_flow = false;
+  // How the last command ended: by a response capsule, or by C2HData with SUCCESS.
+  bool ended_by_c2h_success = false;
+
   uint64_t bytes_sent() const { return sent_; }
   uint64_t bytes_received() const { return received_; }
 

@@ -228,6 +228,30 @@ TEST_F(TargetTest, WritesAndReadsInCapsuleAndThroughR2TWithDigests) {
   }
 }
 
+// A read ends with C2HData's SUCCESS flag (no response capsule) only for a host that turned SQ
+// flow control off in its Connect, and only when it succeeded.
+TEST_F(TargetTest, ReadsEndWithC2HSuccessOnlyWhenSqFlowControlIsOff) {
+  for (bool off : {false, true}) {
+    NvmeClient admin, io;
+    io.disable_sq_flow = off;
+    connect_a(admin, io);
+    auto data = u8(test::pattern(0, 64 * 1024, 21));
+    ASSERT_EQ(io.write(2, 300, data, 512).status, 0);
+    EXPECT_FALSE(io.ended_by_c2h_success);
+    std::vector<uint8_t> got;
+    ASSERT_EQ(io.read(2, 300, 128, 512, got).status, 0);
+    EXPECT_EQ(got, data);
+    EXPECT_EQ(io.ended_by_c2h_success, off) << "SQ flow control off: " << off;
+    // Nothing more for that read: the next command's answer is the next PDU.
+    ASSERT_EQ(io.read(2, 300, 8, 512, got).status, 0);
+    EXPECT_EQ(std::vector<uint8_t>(got.begin(), got.begin() + 4096),
+              std::vector<uint8_t>(data.begin(), data.begin() + 4096));
+    // A failed read still ends with a response capsule carrying its status.
+    EXPECT_EQ(io.read(2, 32767, 2, 512, got).status, status::kLbaOutOfRange);
+    EXPECT_FALSE(io.ended_by_c2h_success);
+  }
+}
+
 TEST_F(TargetTest, CopyStatusForEveryBadInput) {
   NvmeClient admin, io;
   connect_a(admin, io);

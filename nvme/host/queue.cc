@@ -251,7 +251,19 @@ void HostQueue::send(std::vector<uint8_t> head, const uint8_t* data, uint32_t le
   pump_send();
 }
 
+// Commands submitted during one loop turn leave in one sendmsg: the send starts from a task
+// run at the end of the turn, not at the first submit.
 void HostQueue::pump_send() {
+  if (flush_posted_) return;
+  flush_posted_ = true;
+  loop_.post([this, alive = alive_] {
+    if (!*alive) return;
+    flush_posted_ = false;
+    flush();
+  });
+}
+
+void HostQueue::flush() {
   if (failed_ && ic_done_) return;
   sendq_.start(loop_, fd_, [this, alive = alive_](int res, auto&) {
     if (!*alive) return;

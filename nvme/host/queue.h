@@ -98,7 +98,8 @@ class HostQueue {
   void fail(Status s);
   // urgent: a command capsule, sent ahead of H2CData PDUs that are only waiting.
   void send(std::vector<uint8_t> head, const uint8_t* data, uint32_t len, bool urgent = false);
-  void pump_send();
+  void pump_send();  // sends at the end of this loop turn
+  void flush();
   tcp::Digests digests() const { return {opt_.header_digest, opt_.data_digest}; }
 
   EventLoop& loop_;
@@ -106,6 +107,7 @@ class HostQueue {
   QueueOptions opt_;
   bool ic_done_ = false, failed_ = false, recv_pending_ = false;
   bool connect_pending_ = false;
+  bool flush_posted_ = false;
   State state_ = State::connecting;
   sockaddr_storage peer_{};
   uint32_t peer_len_ = 0;

@@ -89,6 +89,7 @@ void Connection::connect(std::unique_ptr<Command> c) {
   }
   qid_ = qid;
   queue_depth_ = sqsize + 1u;
+  sq_flow_disabled_ = get<uint8_t>(sq, kConnectCattr) & kCattrDisableSqFlow;
   c->cqe.sqid = qid;
   uint32_t dw0 = ctrl_->cntlid;
   if (const HostKeys* keys = t_.keys_for(hostnqn)) {

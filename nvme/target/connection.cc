@@ -130,7 +130,18 @@ void Connection::send(std::vector<uint8_t> head, const uint8_t* data, uint32_t l
   pump_send();
 }
 
+// PDUs queued during one loop turn (the completions of every command that ended in it) leave
+// together: the send starts from a task run at the end of the turn, not at the first push.
 void Connection::pump_send() {
+  if (flush_posted_) return;
+  flush_posted_ = true;
+  loop_.post([this] {
+    flush_posted_ = false;
+    flush();
+  });
+}
+
+void Connection::flush() {
   if (sendq_.pending() || sendq_.empty()) {
     if (!sendq_.pending() && sendq_.empty() && closing_) maybe_free();
     return;
@@ -159,7 +170,7 @@ void Connection::close(const std::string& why) {
 }
 
 void Connection::maybe_free() {
-  if (!closing_ || recv_pending_ || sendq_.pending() || in_flight_) return;
+  if (!closing_ || recv_pending_ || sendq_.pending() || flush_posted_ || in_flight_) return;
   if (!sendq_.empty()) return pump_send();
   if (fd_ >= 0) {
     shutdown(fd_, SHUT_RDWR);
@@ -341,6 +352,13 @@ void Connection::send_data(std::unique_ptr<Command> c) {
     d.cccid = c->sqe.cid;
     d.datao = 0;
     d.datal = len;
+    // A host that disabled SQ flow control needs no response capsule after a successful read:
+    // the SUCCESS flag ends the command, one PDU instead of two.
+    if (sq_flow_disabled_) {
+      auto out = tcp::frame_pdu(pdu::kC2HData, d, len, pdu::kFlagLast | pdu::kFlagSuccess, digests());
+      const uint8_t* data = c->data;
+      return send(std::move(out), data, len, true, std::move(c));
+    }
     auto out = tcp::frame_pdu(pdu::kC2HData, d, len, pdu::kFlagLast, digests());
     send(std::move(out), c->data, len, true);
   }

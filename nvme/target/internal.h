@@ -156,7 +156,7 @@ class Connection {
   }
   // Nothing in flight that still points into the connection: no socket operation and no
   // request on a device.
-  bool idle() const { return !recv_pending_ && !sendq_.pending() && !in_flight_; }
+  bool idle() const { return !recv_pending_ && !sendq_.pending() && !flush_posted_ && !in_flight_; }
   void start() { receive(); }
   bool closing() const { return closing_; }
   bool finished() const { return fd_ < 0; }
@@ -198,7 +198,8 @@ class Connection {
   // An urgent PDU (an R2T) goes ahead of those only waiting (SendQueue::push).
   void send(std::vector<uint8_t> head, const uint8_t* data = nullptr, uint32_t len = 0,
             bool data_digest = false, std::unique_ptr<Command> done = nullptr, bool urgent = false);
-  void pump_send();
+  void pump_send();  // sends at the end of this loop turn
+  void flush();
   void execute(std::unique_ptr<Command> c);
   void complete(std::unique_ptr<Command> c, uint16_t status, uint32_t dw0 = 0);
   void send_data(std::unique_ptr<Command> c);
@@ -276,6 +277,8 @@ class Connection {
   const uint8_t* p_ = nullptr; // the PDU being handled, inside rbuf_
   size_t p_len_ = 0;           // bytes from p_ to the end of what was read
   bool recv_pending_ = false;
+  bool flush_posted_ = false;
+  bool sq_flow_disabled_ = false;  // Connect's CATTR: reads may end with C2HData SUCCESS  // a flush() task is posted on the loop
   std::map<uint16_t, std::unique_ptr<Command>> awaiting_data_;  // by TTAG (= CID)
   unsigned in_flight_ = 0;  // commands executing on devices
   unsigned outstanding_ = 0;   // commands received and not yet completed

@@ -43,7 +43,8 @@ class PduBuffer {
         if (buf_.size() - at < h.plen) {
           compact(at);
           at = 0;
-          buf_.resize(h.plen);
+          // Only ever grows: a buffer cut down to one PDU would take one PDU per read.
+          if (buf_.size() < h.plen) buf_.resize(h.plen);
         }
         break;
       }
