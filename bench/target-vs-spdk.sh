@@ -8,13 +8,17 @@
 #
 # SPDK_DIR is a tree built by ../shared/tools/spdk-build.sh (nothing of SPDK is in this
 # repository); without it the script says so and exits 77. BENCH_SECONDS sets each row's time
-# (default 10).
+# (default 10). POLL_US (default 1000) is blkcopy's --poll-us for its target and its host: SPDK's
+# reactor and spdk_nvme_perf poll, so the like-for-like comparison polls too; POLL_US=0 measures
+# blkcopy's sleeping loops. The RAM namespace is filled first (seed=1), as SPDK's malloc bdev sits
+# in hugepages already touched: a first write to a fresh page would otherwise cost a page fault.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 blkcopy=$(realpath "${1:-$root/build/blkcopy}")
 [ -n "${SPDK_DIR:-}" ] && [ -x "$SPDK_DIR/build/bin/nvmf_tgt" ] ||
   { echo "target-vs-spdk: set SPDK_DIR to an SPDK build (../shared/tools/spdk-build.sh)"; exit 77; }
 secs=${BENCH_SECONDS:-10}
+poll=${POLL_US:-1000}
 export LD_LIBRARY_PATH=$SPDK_DIR/build/lib
 perf=$SPDK_DIR/build/bin/spdk_nvme_perf
 work=$(mktemp -d)
@@ -43,8 +47,9 @@ host_iops() {  # RW QD
   taskset -c 1 "$blkcopy" perf "$D" --rw "$1" --qd "$2" --time "$secs" --json |
     sed -n 's/.*"iops": *\([0-9.]*\).*/\1/p'
 }
-taskset -c 0 "$blkcopy" serve --ns mem:1G --nqn $BNQN --listen 127.0.0.1:4430 --cores 1 \
-  2> "$work/blkcopy.log" & pids+=($!)
+taskset -c 0 "$blkcopy" serve --ns mem:1G,seed=1 --nqn $BNQN --listen 127.0.0.1:4430 --cores 1 \
+  --poll-us "$poll" 2> "$work/blkcopy.log" & pids+=($!)
+for _ in $(seq 100); do grep -q "listening\|4430" "$work/blkcopy.log" 2>/dev/null && break; sleep 0.1; done
 sleep 1
 for i in "${!ROWS[@]}"; do set -- ${ROWS[$i]}; spdk_row 4430 $BNQN "$2" "$1" "$3" > "$work/b$i"; done
 host_read=$(host_iops randread 32)
@@ -63,7 +68,7 @@ sleep 1
 for i in "${!ROWS[@]}"; do set -- ${ROWS[$i]}; spdk_row 4431 $SNQN "$2" "$1" "$3" > "$work/s$i"; done
 stop "${pids[-1]}"
 
-echo "| workload (one target core each, spdk_nvme_perf on core 1, ${secs} s) | blkcopy target | SPDK nvmf_tgt | ratio |"
+echo "| workload (one target core each, spdk_nvme_perf on core 1, ${secs} s; blkcopy --poll-us $poll) | blkcopy target | SPDK nvmf_tgt | ratio |"
 echo "| --- | --- | --- | --- |"
 for i in "${!ROWS[@]}"; do
   set -- ${ROWS[$i]}

@@ -94,12 +94,14 @@ class UringLoop final : public EventLoop {
     [[maybe_unused]] ssize_t n = ::write(efd_, &one, sizeof one);
   }
   void offload(std::function<int()> work, IoCallback done) override;
+  void set_busy_poll(std::chrono::microseconds spin) override { spin_ = spin; }
   Status run_until(const std::function<bool()>& done) override;
 
  private:
   io_uring_sqe* sqe(Op* op);
   void arm_eventfd();
   void run_posted();
+  void spin();
   void reap(io_uring_cqe* cqe);
   void helper_main();
 
@@ -124,6 +126,7 @@ class UringLoop final : public EventLoop {
   std::deque<Job> jobs_, finished_;
   std::deque<Task> remote_;  // posted from other threads
   unsigned jobs_pending_ = 0;  // loop thread only
+  std::chrono::microseconds spin_{0};
   bool stopping_ = false;
   std::vector<std::thread> helpers_;
 };
@@ -259,6 +262,15 @@ void UringLoop::reap(io_uring_cqe* cqe) {
   cb(res);
 }
 
+// Submits what is queued and polls for completions, without sleeping, for up to spin_.
+void UringLoop::spin() {
+  io_uring_submit(&ring_);
+  const auto until = std::chrono::steady_clock::now() + spin_;
+  while (!io_uring_cq_ready(&ring_) && std::chrono::steady_clock::now() < until) {
+    io_uring_get_events(&ring_);  // runs the ring's pending work (COOP_TASKRUN defers it)
+  }
+}
+
 Status UringLoop::run_until(const std::function<bool()>& done) {
   while (!done()) {
     if (!posted_.empty()) {
@@ -269,7 +281,8 @@ Status UringLoop::run_until(const std::function<bool()>& done) {
       return Status::error(EDEADLK, "event loop: waiting for a completion that cannot come");
     }
     io_uring_cqe* cqe = nullptr;
-    int rc = io_uring_submit_and_wait(&ring_, 1);
+    if (spin_.count() && !io_uring_cq_ready(&ring_)) spin();
+    int rc = io_uring_cq_ready(&ring_) ? io_uring_submit(&ring_) : io_uring_submit_and_wait(&ring_, 1);
     if (rc < 0 && rc != -EINTR) return Status::from_errno(-rc, "io_uring_submit_and_wait");
     unsigned head;
     unsigned n = 0;

@@ -1,9 +1,11 @@
 #include <blkcopy/event_loop.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstring>
+#include <ctime>
 #include <thread>
 
 #include "tests/test_util.h"
@@ -96,6 +98,42 @@ TEST(EventLoop, SurvivesMoreOperationsThanItsQueueDepth) {
   int fired = 0;
   for (int i = 0; i < 100; ++i) loop->after(0ns, [&] { ++fired; });
   ASSERT_TRUE(loop->run_until([&] { return fired == 100; }).ok());
+}
+
+// A busy-polling loop still delivers every kind of completion: socket data written by another
+// thread, a timer, a task posted from another thread and a helper's result; and it sleeps once
+// the spin is over (an idle loop does not keep its core).
+TEST(EventLoop, BusyPollingDeliversEveryCompletionAndThenSleeps) {
+  auto loop = test::make_loop();
+  loop->set_busy_poll(200us);
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  char buf[8] = {};
+  int got = 0, timer = 0, remote = 0, helper = 0;
+  loop->recv(sv[0], buf, sizeof buf, [&](int r) { got = r; });
+  loop->after(5ms, [&] { timer = 1; });
+  loop->offload([] { return 7; }, [&](int r) { helper = r; });
+  std::thread peer([&] {
+    std::this_thread::sleep_for(2ms);
+    ASSERT_EQ(write(sv[1], "polled", 6), 6);
+    loop->post_remote([&] { remote = 1; });
+  });
+  ASSERT_TRUE(loop->run_until([&] { return got && timer && remote && helper; }).ok());
+  peer.join();
+  EXPECT_EQ(got, 6);
+  EXPECT_STREQ(buf, "polled");
+  EXPECT_EQ(helper, 7);
+  // Idle: a 100 ms timer costs far less than 100 ms of CPU (the loop sleeps after 200 us).
+  timespec t0{}, t1{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
+  bool late = false;
+  loop->after(100ms, [&] { late = true; });
+  ASSERT_TRUE(loop->run_until([&] { return late; }).ok());
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
+  const double cpu_ms = double(t1.tv_sec - t0.tv_sec) * 1e3 + double(t1.tv_nsec - t0.tv_nsec) / 1e6;
+  EXPECT_LT(cpu_ms, 50) << "the loop kept spinning while idle";
+  close(sv[0]);
+  close(sv[1]);
 }
 
 }  // namespace

@@ -33,7 +33,7 @@ enum class Kind { read, write, copy };
 struct PerfArgs {
   std::string device, dst, rw = "randread", bs = "4k", copy_len, size;
   double seconds = 10;
-  unsigned ranges = 1, qd = 32, jobs = 1, mix_copies = 10;
+  unsigned ranges = 1, qd = 32, jobs = 1, mix_copies = 10, poll_us = 0;
   bool emulate = false, json = false;
   uint64_t seed = 1;
 };
@@ -102,6 +102,7 @@ class Job {
     auto loop = EventLoop::create(std::max(256u, a_.qd * 4), 4);
     if (!loop) return fail(loop.error().message());
     loop_ = std::move(*loop);
+    loop_->set_busy_poll(std::chrono::microseconds(a_.poll_us));
     auto src = open_device(*loop_, a_.device);
     if (!src) return fail(src.error().message());
     src_ = std::move(*src);
@@ -410,6 +411,10 @@ void add_perf_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--dst", a->dst, "copy into this device (default: the device's upper half)");
   cmd->add_option("--seed", a->seed, "random offsets' seed (default 1)");
   cmd->add_flag("--emulate", a->emulate, "emulate every copy (read and write back)");
+  cmd->add_option("--poll-us", a->poll_us,
+                  "busy-poll: each job's loop spins up to N microseconds before it sleeps, as "
+                  "spdk_nvme_perf polls (default 0)")
+      ->check(CLI::Range(0u, 1000000u));
   cmd->add_flag("--json", a->json, "print the result as JSON");
   cmd->callback([a, &exit_code] { exit_code = run_perf(*a); });
 }

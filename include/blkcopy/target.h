@@ -62,6 +62,7 @@ struct TargetConfig {
   std::vector<SubsystemConfig> subsystems;
   uint16_t discovery_port = 8009;  // 0: no separate discovery port
   unsigned cores = 1;  // event loops for connections; devices stay on the caller's loop
+  unsigned busy_poll_us = 0;  // the loops it creates spin this long before sleeping (EventLoop)
   TargetLimits limits;
 };
 

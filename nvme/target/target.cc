@@ -85,6 +85,7 @@ Status TargetImpl::start() {
     auto w = std::make_unique<Worker>();
     auto loop = EventLoop::create();
     if (!loop) return loop.error();
+    (*loop)->set_busy_poll(std::chrono::microseconds(cfg_.busy_poll_us));
     w->owned = std::move(*loop);
     w->loop = w->owned.get();
     Worker* raw = w.get();
