@@ -16,6 +16,7 @@
 #include <memory>
 #include <mutex>
 #include <random>
+#include <latch>
 #include <thread>
 #include <vector>
 
@@ -97,21 +98,28 @@ class Job {
       : a_(a), bs_(bs), copy_len_(copy_len), kind_(kind), random_(random), quota_(byte_quota),
         done_bytes_(done_bytes), stop_(stop), rng_(a.seed * 7919 + index) {}
 
-  // Runs the job on this thread; the result says what it did or what failed.
-  JobResult run(Clock::time_point deadline) {
+  // Opens the devices on this thread's loop: false (and the error in the result) on failure.
+  // Opening (connecting, filling a RAM device) is not part of the measured time.
+  bool open() {
     auto loop = EventLoop::create(std::max(256u, a_.qd * 4), 4);
-    if (!loop) return fail(loop.error().message());
+    if (!loop) return refuse(loop.error().message());
     loop_ = std::move(*loop);
     loop_->set_busy_poll(std::chrono::microseconds(a_.poll_us));
     auto src = open_device(*loop_, a_.device);
-    if (!src) return fail(src.error().message());
+    if (!src) return refuse(src.error().message());
     src_ = std::move(*src);
     if (!a_.dst.empty()) {
       auto dst = open_device(*loop_, a_.dst);
-      if (!dst) return fail(dst.error().message());
+      if (!dst) return refuse(dst.error().message());
       dst_ = std::move(*dst);
     }
-    if (std::string e = plan(); !e.empty()) return fail(e);
+    if (std::string e = plan(); !e.empty()) return refuse(e);
+    return true;
+  }
+
+  // Runs the load on this thread (after open) until the deadline or the byte quota.
+  JobResult run(Clock::time_point deadline) {
+    if (stop_) return std::move(r_);  // another job failed to open
     const auto wire0 = wire();
     deadline_ = deadline;
     for (unsigned i = 0; i < a_.qd; ++i) buffers_.emplace_back(bs_);
@@ -124,10 +132,10 @@ class Job {
 
  private:
   // Before the load starts, a failure is bad input (a device string, a size that does not fit).
-  JobResult fail(std::string message) {
+  bool refuse(std::string message) {
     r_.error = std::move(message);
     r_.bad_input = true;
-    return std::move(r_);
+    return false;
   }
   Device& dst() { return dst_ ? *dst_ : *src_; }
   uint64_t wire() const {
@@ -179,15 +187,16 @@ class Job {
     return roll % 2 ? Kind::read : Kind::write;
   }
 
-  bool finished() const {
-    return error_ || stop_.load(std::memory_order_relaxed) || Clock::now() >= deadline_ ||
+  bool finished(Clock::time_point now) const {
+    return error_ || stop_.load(std::memory_order_relaxed) || now >= deadline_ ||
            (quota_ && issued_bytes_ >= quota_);
   }
 
-  void issue(unsigned slot) {
-    if (finished()) return;
+  // Starts the next operation in `slot`; `start` is now (one clock read per operation: the
+  // end of the last one is the start of the next).
+  void issue(unsigned slot, Clock::time_point start = Clock::now()) {
+    if (finished(start)) return;
     const Kind k = next_kind();
-    const auto start = Clock::now();
     ++inflight_;
     if (k == Kind::copy) {
       const uint64_t piece = copy_len_ / a_.ranges;
@@ -227,13 +236,14 @@ class Job {
       error_ = true;
       return;
     }
-    r_.latency.add(uint64_t(std::chrono::nanoseconds(Clock::now() - start).count()));
+    const auto now = Clock::now();
+    r_.latency.add(uint64_t(std::chrono::nanoseconds(now - start).count()));
     (k == Kind::read ? r_.reads : k == Kind::write ? r_.writes : r_.copies) += 1;
     if (k == Kind::read) r_.host_read += bytes;
     if (k == Kind::write) r_.host_written += bytes;
     r_.bytes += bytes;
     done_bytes_.fetch_add(bytes, std::memory_order_relaxed);
-    issue(slot);
+    issue(slot, now);
   }
 
   const PerfArgs& a_;
@@ -296,18 +306,27 @@ int run_perf(const PerfArgs& a) {
   std::atomic<bool> stop{false};
   std::vector<JobResult> results(a.jobs);
   std::vector<std::thread> threads;
-  const double cpu0 = process_cpu_seconds();
-  const auto t0 = Clock::now();
-  const auto deadline = quota ? Clock::time_point::max()
-                              : t0 + std::chrono::duration_cast<Clock::duration>(
-                                         std::chrono::duration<double>(a.seconds));
+  // Every job opens its devices first; the clock and the CPU count start when all are open.
+  std::latch opened(a.jobs), go(1);
+  double cpu0 = 0;
+  Clock::time_point t0, deadline;
   for (unsigned i = 0; i < a.jobs; ++i) {
     threads.emplace_back([&, i] {
       Job job(a, i, *bs, *copy_len, mode->kind, mode->random, quota, done_bytes, stop);
+      if (!job.open()) stop = true;
+      opened.count_down();
+      go.wait();
       results[i] = job.run(deadline);
       if (!results[i].error.empty()) stop = true;
     });
   }
+  opened.wait();
+  cpu0 = process_cpu_seconds();
+  t0 = Clock::now();
+  deadline = quota ? Clock::time_point::max()
+                   : t0 + std::chrono::duration_cast<Clock::duration>(
+                              std::chrono::duration<double>(a.seconds));
+  go.count_down();
   // The progress line, once a second, until every job is done.
   const bool live = !a.json && isatty(STDERR_FILENO);
   std::atomic<unsigned> finished{0};
