@@ -54,6 +54,8 @@ sleep 1
 for i in "${!ROWS[@]}"; do set -- ${ROWS[$i]}; spdk_row 4430 $BNQN "$2" "$1" "$3" > "$work/b$i"; done
 host_read=$(host_iops randread 32)
 host_copy=$(host_iops randcopy 32)
+host_read128=$(host_iops randread 128)
+host_copy128=$(host_iops randcopy 128)
 stop "${pids[-1]}"
 
 "$SPDK_DIR/build/bin/nvmf_tgt" -m 0x1 -u -r "$work/spdk.sock" > "$work/spdk.log" 2>&1 & pids+=($!)
@@ -82,8 +84,10 @@ for i in "${!ROWS[@]}"; do
 done
 read -r b0 _ < "$work/b0"
 echo
-echo "| on blkcopy's target, 4 KiB QD32 (client on core 1) | IOPS | ratio |"
+echo "| on blkcopy's target, 4 KiB, QD32 unless said (client on core 1) | IOPS | ratio |"
 echo "| --- | --- | --- |"
 echo "| spdk_nvme_perf randread | $(printf '%.0f' "$b0") | 1.00x |"
 echo "| blkcopy perf randread (blkcopy's host) | $(printf '%.0f' "$host_read") | $(ratio "$host_read" "$b0") |"
 echo "| blkcopy perf randcopy (offloaded copies/s) | $(printf '%.0f' "$host_copy") | $(ratio "$host_copy" "$host_read") of blkcopy's reads |"
+echo "| blkcopy perf randread QD128 | $(printf '%.0f' "$host_read128") | $(ratio "$host_read128" "$b0") |"
+echo "| blkcopy perf randcopy QD128 | $(printf '%.0f' "$host_copy128") | $(ratio "$host_copy128" "$host_read128") of blkcopy's QD128 reads |"

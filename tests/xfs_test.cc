@@ -45,7 +45,8 @@ uint64_t shared_bytes(const std::string& path, uint64_t offset, uint64_t length)
 
 class XfsTest : public ::testing::Test {
  protected:
-  void SetUp() override {
+  void SetUp() override { make_and_mount(true); }
+  void make_and_mount(bool reflink) {
     if (geteuid() != 0) GTEST_SKIP() << "needs root to mount an XFS image on a loop device";
     if (std::system("command -v mkfs.xfs >/dev/null") != 0) {
       GTEST_SKIP() << "mkfs.xfs not found (scripts/setup installs xfsprogs)";
@@ -53,7 +54,8 @@ class XfsTest : public ::testing::Test {
     img_ = (dir_.path() / "xfs.img").string();
     mnt_ = dir_.path() / "mnt";
     std::filesystem::create_directory(mnt_);
-    const std::string mk = "truncate -s 512M " + img_ + " && mkfs.xfs -q -f -m reflink=1 " + img_;
+    const std::string mk = "truncate -s 512M " + img_ + " && mkfs.xfs -q -f -m reflink=" +
+                           (reflink ? "1 " : "0 ") + img_;
     ASSERT_EQ(std::system(mk.c_str()), 0) << mk;
     const std::string mount = "mount -o loop " + img_ + " " + mnt_.string() + " 2>/dev/null";
     if (std::system(mount.c_str()) != 0) GTEST_SKIP() << "cannot mount a loop device here";
@@ -99,6 +101,33 @@ TEST_F(XfsTest, OffloadedCopySharesExtentsAndEmulatedDoesNot) {
     EXPECT_EQ(test::read_bytes(*db, 32 * M, 16 * M), original);
     EXPECT_EQ(test::read_bytes(*da, 0, 16 * M), original) << "source changed";
   }
+}
+
+// XFS made without reflink cannot share extents; there copy_file_range would copy through the
+// page cache, so the driver says so and the copy is emulated (and still right).
+class XfsNoReflinkTest : public XfsTest {
+ protected:
+  void SetUp() override { make_and_mount(false); }
+};
+
+TEST_F(XfsNoReflinkTest, CopiesAreEmulatedWithTheReason) {
+  auto loop = test::make_loop();
+  test::TempDir on_xfs(mnt_);
+  const std::string a = on_xfs.file("a", 16 * M, 23);
+  const std::string b = on_xfs.file("b", 16 * M);
+  auto da = test::open_dev(*loop, a);
+  auto db = test::open_dev(*loop, b);
+  EXPECT_EQ(static_cast<FileDevice&>(*db).copy_method(), FileCopyMethod::none);
+  EXPECT_NE(db->describe().copy_method.find("cannot share extents (made without reflink)"),
+            std::string::npos)
+      << db->describe().copy_method;
+  EXPECT_FALSE(db->limits().can_offload());
+  CopyResult r = copy(*da, 0, *db, 4 * M, 8 * M);
+  ASSERT_TRUE(r.status.ok()) << r.status.message();
+  EXPECT_EQ(r.emulated_bytes, 8 * M);
+  EXPECT_EQ(r.offloaded_bytes, 0u);
+  EXPECT_EQ(test::read_bytes(*db, 4 * M, 8 * M), test::pattern(0, 8 * M, 23));
+  EXPECT_EQ(test::read_bytes(*db, 0, 4 * M), test::Bytes(4 * M, std::byte{0})) << "outside the range";
 }
 
 }  // namespace

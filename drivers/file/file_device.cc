@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
 namespace blkcopy {
 namespace {
@@ -44,6 +45,30 @@ uint32_t dio_alignment(int fd) {
     return stx.stx_dio_offset_align;
   }
   return 0;
+}
+
+// Whether the file system holding `path` shares extents: XFS made with reflink=0 (or before
+// reflink existed) does not, and there copy_file_range falls back to copying through the page
+// cache. Probed by cloning one block between two unnamed temporary files in the same directory
+// (nothing visible is created). Empty when it cannot tell (no write permission there).
+std::optional<bool> shares_extents(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  const int a = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (a < 0) return std::nullopt;
+  const int b = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  std::optional<bool> out;
+  char block[4096] = {};
+  if (b >= 0 && pwrite(a, block, sizeof block, 0) == static_cast<ssize_t>(sizeof block)) {
+    if (ioctl(b, FICLONE, a) == 0) {
+      out = true;
+    } else if (errno == EOPNOTSUPP || errno == ENOTTY || errno == EXDEV || errno == EINVAL) {
+      out = false;
+    }
+  }
+  if (b >= 0) ::close(b);
+  ::close(a);
+  return out;
 }
 
 }  // namespace
@@ -125,6 +150,20 @@ Result<std::unique_ptr<FileDevice>> FileDevice::open(EventLoop& loop, std::strin
     dev->method_ = kind.method;
     switch (kind.method) {
       case FileCopyMethod::reflink:
+        if (std::optional<bool> shares = shares_extents(cfg.path); shares && !*shares) {
+          // reflink=0: copy_file_range would copy through the page cache, as on ext4.
+          dev->method_ = cfg.kernel_copy ? FileCopyMethod::kernel_copy : FileCopyMethod::none;
+          dev->why_ = cfg.kernel_copy
+                          ? fmt::format("copy_file_range, copies inside the kernel through the "
+                                        "page cache ({} without reflink; asked for by kernelcopy)",
+                                        kind.name)
+                          : fmt::format("none: this {} cannot share extents (made without "
+                                        "reflink), and its copy_file_range copies through the "
+                                        "page cache; copies are emulated (file:PATH,kernelcopy "
+                                        "uses it anyway)",
+                                        kind.name);
+          break;
+        }
         dev->why_ = fmt::format("copy_file_range, shares extents (reflink on {})", kind.name);
         break;
       case FileCopyMethod::server_copy:
