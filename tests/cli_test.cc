@@ -252,8 +252,16 @@ TEST(CliPerf, CountersAddUpForEachKindOfLoad) {
   EXPECT_GT(j["copies"].get<uint64_t>(), 0u);
   EXPECT_LE(j["latency_us"]["p50"].get<double>(), j["latency_us"]["p99"].get<double>());
   EXPECT_LE(j["latency_us"]["p99"].get<double>(), j["latency_us"]["max"].get<double>());
-  // Bad input names what is wrong.
-  auto bad = test::run_cli({"perf", "mem:64M", "--rw", "sideways"});
+  // Busy polling changes how the loop waits, not what it counts.
+  j = perf({"mem:64M", "--rw", "randread", "--size", "1M", "--poll-us", "500", "--json"});
+  EXPECT_EQ(j["reads"], 256);
+  EXPECT_EQ(j["host_read_bytes"], 1 << 20);
+  // Bad input names what is wrong, also when one job of several cannot open its device.
+  auto bad = test::run_cli({"perf", "mem:64M", "--rw", "copy", "--jobs", "2", "--dst", "mem:bad",
+                            "--time", "0.1"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("invalid size 'bad'"), std::string::npos) << bad.err;
+  bad = test::run_cli({"perf", "mem:64M", "--rw", "sideways"});
   EXPECT_EQ(bad.exit_code, 2);
   EXPECT_NE(bad.err.find("--rw 'sideways'"), std::string::npos) << bad.err;
   bad = test::run_cli({"perf", "mem:64M", "--bs", "1000", "--time", "0.1"});
