@@ -331,9 +331,16 @@ bool ranges_overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen) {
   return a < b + blen && b < a + alen;
 }
 
-// Checks one range of `dev` against its block size, the granule and its capacity.
-Status check_range(const char* what, const Device& dev, uint64_t offset, uint64_t length,
-                   uint32_t granule) {
+// Checks one range of `dev` against its block size, the granule and its capacity. `index`
+// (1-based) numbers a source range of several in the message; its text is built only on error.
+Status check_range(const char* kind, size_t index, const Device& dev, uint64_t offset,
+                   uint64_t length, uint32_t granule) {
+  if (length && offset % granule == 0 && length % granule == 0 &&
+      offset <= dev.limits().capacity && length <= dev.limits().capacity - offset) {
+    return {};
+  }
+  const std::string name = index ? fmt::format("{} {}", kind, index) : kind;
+  const char* what = name.c_str();
   if (length == 0) return invalid(EINVAL, fmt::format("{} has zero length", what));
   if (offset % granule) {
     return invalid(EINVAL, fmt::format("{} offset {} is not a multiple of the logical block size "
@@ -417,16 +424,14 @@ Status copy_async(std::vector<CopySegment> sources, Device& dst, uint64_t dst_of
   }
   uint64_t total = 0;
   for (size_t i = 0; i < sources.size(); ++i) {
-    const std::string what = sources.size() == 1 ? "source range"
-                                                 : fmt::format("source range {}", i + 1);
-    if (Status s = check_range(what.c_str(), *sources[i].dev, sources[i].offset,
-                               sources[i].length, granule);
+    if (Status s = check_range("source range", sources.size() == 1 ? 0 : i + 1, *sources[i].dev,
+                               sources[i].offset, sources[i].length, granule);
         !s.ok()) {
       return s;
     }
     total += sources[i].length;
   }
-  if (Status s = check_range("destination range", dst, dst_offset, total, granule); !s.ok()) {
+  if (Status s = check_range("destination range", 0, dst, dst_offset, total, granule); !s.ok()) {
     return s;
   }
   if (dst.limits().read_only) {

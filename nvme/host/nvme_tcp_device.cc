@@ -160,11 +160,16 @@ Status NvmeTcpDevice::command(uint8_t opcode, uint64_t lba, uint32_t blocks, voi
   sqe.cdw11 = static_cast<uint32_t>(lba >> 32);
   sqe.cdw12 = blocks - 1;
   const uint32_t len = buf ? blocks * lbs_ : 0;
-  const std::string what = fmt::format("{} {}", name(), opcode == io::kRead ? "read" : "write");
+  const char* op = opcode == io::kRead ? "read" : opcode == io::kWrite ? "write" : "write zeroes";
   return ctrl_->submit_io(sqe, out ? buf : nullptr, out ? nullptr : buf, len,
-                            [done, what](Status s, const Cqe& c) {
-                              done(to_status(s, c, what, false));
-                            });
+                          finish(std::move(done), op));
+}
+
+std::function<void(Status, const Cqe&)> NvmeTcpDevice::finish(Completion done, const char* op, bool copy) const {
+  return [done = std::move(done), label = label_, op, copy](Status s, const Cqe& c) {
+    if (s.ok() && code_of(c) == 0) return done(Status());
+    done(to_status(s, c, fmt::format("{} {}", *label, op), copy));
+  };
 }
 
 Status NvmeTcpDevice::submit(const Request& req, Completion done) {
@@ -179,9 +184,7 @@ Status NvmeTcpDevice::submit(const Request& req, Completion done) {
       Sqe sqe{};
       sqe.opcode = io::kFlush;
       sqe.nsid = nsid_;
-      return ctrl_->submit_io(sqe, nullptr, nullptr, 0, [done, n = name()](Status s, const Cqe& c) {
-        done(to_status(s, c, n + " flush", false));
-      });
+      return ctrl_->submit_io(sqe, nullptr, nullptr, 0, finish(std::move(done), "flush"));
     }
     case Op::write_zeroes: {
       // At most 65536 blocks a command: one command per stretch.
@@ -206,9 +209,8 @@ Status NvmeTcpDevice::submit(const Request& req, Completion done) {
       sqe.cdw10 = 0;         // one range
       sqe.cdw11 = 1u << 2;   // deallocate
       return ctrl_->submit_io(sqe, range->data(), nullptr, 16,
-                                [done, range, n = name()](Status s, const Cqe& c) {
-                                  done(to_status(s, c, n + " deallocate", false));
-                                });
+                              [range, f = finish(std::move(done), "deallocate")](
+                                  Status s, const Cqe& c) { f(s, c); });
     }
     case Op::copy: copy(*req.copy, std::move(done)); return {};
   }
@@ -241,9 +243,9 @@ void NvmeTcpDevice::copy(const CopyDesc& desc, Completion done) {
   sqe.cdw11 = static_cast<uint32_t>(sdlba >> 32);
   sqe.cdw12 = static_cast<uint32_t>(desc.sources.size() - 1) | ((local ? 0u : 2u) << 8);
   Status s = ctrl_->submit_io(sqe, ranges->data(), nullptr, static_cast<uint32_t>(ranges->size()),
-                                [done, ranges, n = name()](Status st, const Cqe& c) {
-                                  done(to_status(st, c, n + " copy", true));
-                                });
+                              [ranges, f = finish(done, "copy", true)](Status st, const Cqe& c) {
+                                f(st, c);
+                              });
   if (!s.ok()) loop().post([done, s] { done(s); });
 }
 

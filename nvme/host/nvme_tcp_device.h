@@ -21,11 +21,13 @@
 
 #include <blkcopy/device.h>
 
-#include "nvme/auth/dhchap.h"
-
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+
+#include "nvme/auth/dhchap.h"
+#include "nvme/spec.h"
 
 namespace blkcopy::nvme {
 
@@ -67,12 +69,19 @@ class NvmeTcpDevice final : public Device {
   uint32_t nsid() const { return nsid_; }
 
  private:
-  NvmeTcpDevice(EventLoop& loop, std::string name) : Device(loop, std::move(name)) {}
+  NvmeTcpDevice(EventLoop& loop, std::string name)
+      : Device(loop, std::move(name)), label_(std::make_shared<const std::string>(this->name())) {}
   void copy(const CopyDesc& desc, Completion done);
   Status command(uint8_t opcode, uint64_t lba, uint32_t blocks, void* buf, bool out,
                  Completion done);
 
+  // A command's completion: `done` gets ok, or an error naming this device and `op`. The text
+  // is built only for an error (a read must not pay for formatting its name).
+  std::function<void(Status, const Cqe&)> finish(Completion done, const char* op,
+                                                 bool copy = false) const;
+
   std::shared_ptr<NvmeTcpController> ctrl_;
+  std::shared_ptr<const std::string> label_;  // name(), shared with completions in flight
   uint32_t nsid_ = 0;
   uint32_t lbs_ = 512;
 };

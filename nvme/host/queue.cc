@@ -161,11 +161,13 @@ void HostQueue::fail(Status s) {
   }
   state_ = State::failed;
   shutdown(fd_, SHUT_RDWR);
-  auto cmds = std::move(cmds_);
-  cmds_.clear();
+  std::vector<uint16_t> cids;
+  cmds_.for_each([&](const Cmd& c) { cids.push_back(c.sqe.cid); });
+  std::vector<Done> dones;
+  for (uint16_t cid : cids) dones.push_back(cmds_.take(cid).done);
   auto waiting = std::move(waiting_);
   waiting_.clear();
-  for (auto& [cid, c] : cmds) c.done(s, Cqe{});
+  for (auto& d : dones) d(s, Cqe{});
   for (auto& c : waiting) c.done(s, Cqe{});
   if (on_fail && *alive_) on_fail(s);
 }
@@ -173,7 +175,7 @@ void HostQueue::fail(Status s) {
 Status HostQueue::submit(Sqe sqe, const void* out, void* in, uint32_t len, Done done) {
   if (failed_) return Status::error(ECONNRESET, "NVMe/TCP queue: the connection has ended");
   Cmd c{sqe, static_cast<const uint8_t*>(out), static_cast<uint8_t*>(in), len, std::move(done)};
-  if (cmds_.size() >= opt_.depth) {
+  if (cmds_.full() || cmds_.size() >= opt_.depth) {
     waiting_.push_back(std::move(c));  // the target may not take more than the queue holds
   } else {
     start(std::move(c));
@@ -199,20 +201,19 @@ Result<Cqe> HostQueue::run_sync(Sqe sqe, const void* out, void* in, uint32_t len
 }
 
 void HostQueue::start(Cmd c) {
-  while (cmds_.count(next_cid_) || next_cid_ == 0) ++next_cid_;
-  Sqe& sqe = c.sqe;
-  sqe.cid = next_cid_++;
-  sqe.flags = 0x40;  // PSDT: SGLs (fabrics require it; the Linux target refuses anything else)
-  const bool in_capsule = c.out && c.len <= opt_.in_capsule;
-  sqe.dptr = {};
-  sqe.dptr.length = c.len;
-  sqe.dptr.type = in_capsule ? kSglInCapsule : kSglTransport;
-  auto head = tcp::frame_header(pdu::kCapsuleCmd, 72, &sqe, sizeof sqe, in_capsule ? c.len : 0, 0,
-                                digests());
-  const uint8_t* data = in_capsule ? c.out : nullptr;
-  const uint32_t n = in_capsule ? c.len : 0;
   c.started = std::chrono::steady_clock::now();
-  cmds_[sqe.cid] = std::move(c);
+  const uint16_t cid = cmds_.add(std::move(c));
+  Cmd& cmd = *cmds_.find(cid);
+  Sqe& sqe = cmd.sqe;
+  sqe.flags = 0x40;  // PSDT: SGLs (fabrics require it; the Linux target refuses anything else)
+  const bool in_capsule = cmd.out && cmd.len <= opt_.in_capsule;
+  sqe.dptr = {};
+  sqe.dptr.length = cmd.len;
+  sqe.dptr.type = in_capsule ? kSglInCapsule : kSglTransport;
+  auto head = tcp::frame_header(pdu::kCapsuleCmd, 72, &sqe, sizeof sqe, in_capsule ? cmd.len : 0, 0,
+                                digests());
+  const uint8_t* data = in_capsule ? cmd.out : nullptr;
+  const uint32_t n = in_capsule ? cmd.len : 0;
   send(std::move(head), data, n, true);  // ahead of queued write data: reads need not wait
   if (opt_.timeout_ms && !watchdog_armed_) watchdog();
 }
@@ -224,7 +225,7 @@ void HostQueue::watchdog() {
   watchdog_armed_ = false;
   if (!opt_.timeout_ms || failed_ || cmds_.empty()) return;
   auto oldest = std::chrono::steady_clock::time_point::max();
-  for (const auto& [cid, c] : cmds_) oldest = std::min(oldest, c.started);
+  cmds_.for_each([&](const Cmd& c) { oldest = std::min(oldest, c.started); });
   const auto deadline = oldest + std::chrono::milliseconds(opt_.timeout_ms);
   watchdog_armed_ = true;
   watchdog_at_ = deadline;
@@ -233,12 +234,15 @@ void HostQueue::watchdog() {
     watchdog_armed_ = false;
     if (failed_) return;
     const auto now = std::chrono::steady_clock::now();
-    for (const auto& [cid, c] : cmds_) {
-      if (now - c.started >= std::chrono::milliseconds(opt_.timeout_ms)) {
-        return fail(Status::error(ETIMEDOUT, fmt::format("NVMe/TCP queue: command {} (opcode "
-                                                         "{:#04x}) got no answer in {} ms",
-                                                         cid, c.sqe.opcode, opt_.timeout_ms)));
-      }
+    const Cmd* late = nullptr;
+    cmds_.for_each([&](const Cmd& c) {
+      if (!late && now - c.started >= std::chrono::milliseconds(opt_.timeout_ms)) late = &c;
+    });
+    if (late) {
+      return fail(Status::error(ETIMEDOUT, fmt::format("NVMe/TCP queue: command {} (opcode "
+                                                       "{:#04x}) got no answer in {} ms",
+                                                       late->sqe.cid, late->sqe.opcode,
+                                                       opt_.timeout_ms)));
     }
     watchdog();
   });
@@ -329,10 +333,8 @@ void HostQueue::on_pdu() {
   if (h.type == pdu::kCapsuleResp) {
     Cqe cqe;
     std::memcpy(&cqe, p_ + 8, sizeof cqe);
-    auto it = cmds_.find(cqe.cid);
-    if (it == cmds_.end()) return proto("completion for an unknown command");
-    Done done = std::move(it->second.done);
-    cmds_.erase(it);
+    if (!cmds_.find(cqe.cid)) return proto("completion for an unknown command");
+    Done done = cmds_.take(cqe.cid).done;
     if (!waiting_.empty()) {
       start(std::move(waiting_.front()));
       waiting_.pop_front();
@@ -342,8 +344,8 @@ void HostQueue::on_pdu() {
   if (h.type == pdu::kC2HData) {
     DataPdu d;
     std::memcpy(&d, p_, sizeof d);
-    auto it = cmds_.find(d.cccid);
-    if (it == cmds_.end() || !it->second.in || !in_bounds(d.datao, d.datal, it->second.len) ||
+    Cmd* it = cmds_.find(d.cccid);
+    if (!it || !it->in || !in_bounds(d.datao, d.datal, it->len) ||
         h.pdo < 24u + hd || uint64_t(h.pdo) + d.datal + dd != h.plen) {
       return proto("C2HData out of range");
     }
@@ -352,12 +354,11 @@ void HostQueue::on_pdu() {
       std::memcpy(&got, p_ + h.pdo + d.datal, 4);
       if (got != crc32c(p_ + h.pdo, d.datal)) return proto("data digest");
     }
-    if (d.datal) std::memcpy(it->second.in + d.datao, p_ + h.pdo, d.datal);
+    if (d.datal) std::memcpy(it->in + d.datao, p_ + h.pdo, d.datal);
     if (h.flags & pdu::kFlagSuccess) {  // no response capsule follows
-      Done done = std::move(it->second.done);
+      Done done = cmds_.take(d.cccid).done;
       Cqe cqe{};
       cqe.cid = d.cccid;
-      cmds_.erase(it);
       if (!waiting_.empty()) {
         start(std::move(waiting_.front()));
         waiting_.pop_front();
@@ -369,13 +370,13 @@ void HostQueue::on_pdu() {
   if (h.type == pdu::kR2T) {
     R2T r;
     std::memcpy(&r, p_, sizeof r);
-    auto it = cmds_.find(r.cccid);
-    if (it == cmds_.end() || !it->second.out || !in_bounds(r.r2to, r.r2tl, it->second.len)) {
+    Cmd* it = cmds_.find(r.cccid);
+    if (!it || !it->out || !in_bounds(r.r2to, r.r2tl, it->len)) {
       return proto("R2T out of range");
     }
     tcp::for_each_h2c(r, maxh2c_, [&](const DataPdu& d, bool last) {
       send(tcp::frame_pdu(pdu::kH2CData, d, d.datal, last ? pdu::kFlagLast : 0, digests()),
-           it->second.out + d.datao, d.datal);
+           it->out + d.datao, d.datal);
     });
     return;
   }

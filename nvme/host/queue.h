@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -89,6 +90,45 @@ class HostQueue {
     Done done;
     std::chrono::steady_clock::time_point started{};
   };
+  // Commands in flight by CID, a slot per queue entry: starting and ending a command allocates
+  // nothing. The CID is the slot's index + 1; freed CIDs are reused oldest first, so a late
+  // duplicate answer from a broken target is unlikely to meet a new command of the same CID.
+  class CmdTable {
+   public:
+    explicit CmdTable(size_t n) : slots_(n), used_(n, false) {
+      for (size_t i = 1; i <= n; ++i) free_.push_back(static_cast<uint16_t>(i));
+    }
+    bool full() const { return free_.empty(); }
+    bool empty() const { return free_.size() == slots_.size(); }
+    size_t size() const { return slots_.size() - free_.size(); }
+    uint16_t add(Cmd c) {
+      const uint16_t cid = free_.front();
+      free_.pop_front();
+      c.sqe.cid = cid;
+      slots_[cid - 1] = std::move(c);
+      used_[cid - 1] = true;
+      return cid;
+    }
+    Cmd* find(uint16_t cid) {
+      return cid && cid <= slots_.size() && used_[cid - 1] ? &slots_[cid - 1] : nullptr;
+    }
+    Cmd take(uint16_t cid) {  // cid must be in use
+      used_[cid - 1] = false;
+      free_.push_back(cid);
+      return std::move(slots_[cid - 1]);
+    }
+    template <class F>
+    void for_each(F f) const {
+      for (size_t i = 0; i < slots_.size(); ++i) {
+        if (used_[i]) f(slots_[i]);
+      }
+    }
+
+   private:
+    std::vector<Cmd> slots_;
+    std::vector<bool> used_;
+    std::deque<uint16_t> free_;
+  };
   HostQueue(EventLoop& loop, int fd, const QueueOptions& o) : loop_(loop), fd_(fd), opt_(o) {}
   enum class State { connecting, handshake, open, failed };
   void handshake();
@@ -120,9 +160,8 @@ class HostQueue {
   void watchdog();
   bool watchdog_armed_ = false;
   std::chrono::steady_clock::time_point watchdog_at_{};
-  std::map<uint16_t, Cmd> cmds_;
+  CmdTable cmds_{std::clamp<uint32_t>(opt_.depth, 1, 65535)};
   std::deque<Cmd> waiting_;  // beyond the queue depth: sent as completions free entries
-  uint16_t next_cid_ = 1;
   struct Nothing {};
   SendQueue<Nothing> sendq_;
   uint64_t sent_ = 0, received_ = 0;
