@@ -145,9 +145,11 @@ Result<std::unique_ptr<MemDevice>> MemDevice::create(EventLoop& loop, std::strin
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) return std::unexpected(Status::from_errno(errno, dev->name()));
     dev->data_ = static_cast<std::byte*>(p);
-    // Huge pages where the kernel offers them: random 4 KiB requests over a large RAM device
-    // otherwise miss the TLB on nearly every access (as SPDK's malloc bdev sits in hugepages).
-    (void)madvise(p, cfg.size, MADV_HUGEPAGE);
+    // A device filled now (seed) asks for transparent huge pages: random 4 KiB requests over a
+    // large RAM device otherwise miss the TLB on nearly every access (SPDK's malloc bdev sits in
+    // hugepages). Not for one touched lazily: a first write to a huge page zeroes 2 MiB and
+    // here stalled requests for up to 0.2 s.
+    if (cfg.seed) (void)madvise(p, cfg.size, MADV_HUGEPAGE);
     if (cfg.seed) fill_pattern(dev->data_, 0, cfg.size, cfg.seed);
   }
   return dev;
