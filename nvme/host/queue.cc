@@ -355,7 +355,12 @@ void HostQueue::on_pdu() {
       if (got != crc32c(p_ + h.pdo, d.datal)) return proto("data digest");
     }
     if (d.datal) std::memcpy(it->in + d.datao, p_ + h.pdo, d.datal);
+    it->received = static_cast<uint32_t>(std::min<uint64_t>(uint64_t(it->received) + d.datal, UINT32_MAX));
     if (h.flags & pdu::kFlagSuccess) {  // no response capsule follows
+      // Only the last PDU may end a command, and only once all its data has come.
+      if (!(h.flags & pdu::kFlagLast) || it->received != it->len) {
+        return proto("C2HData SUCCESS before all the data");
+      }
       Done done = cmds_.take(d.cccid).done;
       Cqe cqe{};
       cqe.cid = d.cccid;

@@ -89,6 +89,7 @@ class HostQueue {
     uint32_t len;
     Done done;
     std::chrono::steady_clock::time_point started{};
+    uint32_t received = 0;  // C2HData bytes so far
   };
   // Commands in flight by CID, a slot per queue entry: starting and ending a command allocates
   // nothing. The CID is the slot's index + 1; freed CIDs are reused oldest first, so a late
