@@ -157,6 +157,21 @@ def main():
     write("scsi_proto", "sense-fixed", bytes([0x70, 0, 0x0A, 0, 0, 0, 0, 10, 0, 0, 0, 3, 0x0D, 0x02, 0, 0, 0, 0]))
     write("scsi_proto", "sense-descriptor", bytes([0x72, 5, 0x24, 0, 0, 0, 0, 12, 0, 10, 0x80]) + bytes(8) + bytes([42]))
     write("scsi_proto", "inquiry", bytes([0, 0, 6, 2, 31, 0, 0x08, 0]) + b"LIO-ORG FILEIO          4.0 ")
+    # What a target sends the host queue (fuzz_host_queue: CIDs 1 read 16 KiB, 2 write 16 KiB,
+    # 3 flush): whole answers, a SUCCESS before all the data, an R2T past the end, garbage.
+    def hdr(ptype, flags, hlen, pdo, plen):
+        return struct.pack("<BBBBI", ptype, flags, hlen, pdo, plen)
+    def resp(cid, status=0):
+        return hdr(0x05, 0, 24, 0, 24) + struct.pack("<IIHHHH", 0, 0, 0, 0, cid, status << 1)
+    def c2h(cid, offset, data, flags):
+        return hdr(0x07, flags, 24, 24, 24 + len(data)) + struct.pack("<HHII4x", cid, 0, offset, len(data)) + data
+    def r2t(cid, offset, length):
+        return hdr(0x09, 0, 24, 0, 24) + struct.pack("<HHII4x", cid, 1, offset, length)
+    write("host_queue", "answers", resp(3) + c2h(1, 0, bytes(8192), 0) + c2h(1, 8192, bytes(8192), 0x0C) +
+          r2t(2, 0, 16384) + resp(2))
+    write("host_queue", "early-success", c2h(1, 0, bytes(4096), 0x0C) + resp(3))
+    write("host_queue", "r2t-past-end", r2t(2, 8192, 16384) + resp(1, 0x0B))
+    write("host_queue", "garbage", bytes([0x05, 0, 24, 0, 0xFF, 0xFF, 0xFF, 0x7F]) + bytes(40))
 
 
 if __name__ == "__main__":
