@@ -261,6 +261,9 @@ TEST(CliPerf, CountersAddUpForEachKindOfLoad) {
                             "--time", "0.1"});
   EXPECT_EQ(bad.exit_code, 2);
   EXPECT_NE(bad.err.find("invalid size 'bad'"), std::string::npos) << bad.err;
+  bad = test::run_cli({"perf", "mem:64M", "--poll-us", "2000000"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("--poll-us"), std::string::npos) << bad.err;
   bad = test::run_cli({"perf", "mem:64M", "--rw", "sideways"});
   EXPECT_EQ(bad.exit_code, 2);
   EXPECT_NE(bad.err.find("--rw 'sideways'"), std::string::npos) << bad.err;

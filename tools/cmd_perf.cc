@@ -430,10 +430,7 @@ void add_perf_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--dst", a->dst, "copy into this device (default: the device's upper half)");
   cmd->add_option("--seed", a->seed, "random offsets' seed (default 1)");
   cmd->add_flag("--emulate", a->emulate, "emulate every copy (read and write back)");
-  cmd->add_option("--poll-us", a->poll_us,
-                  "busy-poll: each job's loop spins up to N microseconds before it sleeps, as "
-                  "spdk_nvme_perf polls (default 0)")
-      ->check(CLI::Range(0u, 1000000u));
+  add_poll_option(*cmd, a->poll_us, "the jobs' loops");
   cmd->add_flag("--json", a->json, "print the result as JSON");
   cmd->callback([a, &exit_code] { exit_code = run_perf(*a); });
 }

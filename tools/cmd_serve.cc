@@ -199,10 +199,7 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--discovery-port", a->discovery_port, "0 turns it off (default 8009)");
   cmd->add_option("--stats", a->stats_every, "print statistics every N seconds (also SIGUSR1)");
   cmd->add_option("--cores", a->cores, "event loops (threads) for connections (default 1)");
-  cmd->add_option("--poll-us", a->poll_us,
-                  "busy-poll: each loop spins up to N microseconds for work before it sleeps "
-                  "(default 0; e.g. 1000 with the target pinned to its own cores)")
-      ->check(CLI::Range(0u, 1000000u));
+  add_poll_option(*cmd, a->poll_us, "the target's loops");
   cmd->callback([a, &exit_code, listen, nqn, ns, hosts, host_key, host_ctrl_key, dh_hash, dh_group] {
     a->flags_with_config = listen->count() || nqn->count() || ns->count() || hosts->count() ||
                            host_key->count() || host_ctrl_key->count() || dh_hash->count() ||

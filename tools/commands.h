@@ -22,6 +22,10 @@ void add_serve_command(CLI::App& app, int& exit_code);
 void add_discover_command(CLI::App& app, int& exit_code);
 void add_perf_command(CLI::App& app, int& exit_code);
 
+// --poll-us: busy polling of the command's event loops (EventLoop::set_busy_poll); `whose`
+// says which loops, for the help text.
+void add_poll_option(CLI::App& cmd, unsigned& us, const char* whose);
+
 // "blkcopy: error: MESSAGE" on stderr; returns code.
 int report_error(int code, const std::string& message);
 

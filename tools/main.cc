@@ -8,6 +8,14 @@
 
 namespace blkcopy::tools {
 
+void add_poll_option(CLI::App& cmd, unsigned& us, const char* whose) {
+  cmd.add_option("--poll-us", us,
+                 fmt::format("busy-poll: {} spin up to N microseconds for work before sleeping, "
+                             "as SPDK polls; for loops pinned to cores of their own (default 0)",
+                             whose))
+      ->check(CLI::Range(0u, 1000000u));
+}
+
 int report_error(int code, const std::string& message) {
   fmt::print(stderr, "blkcopy: error: {}\n", message);
   return code;
