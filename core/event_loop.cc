@@ -291,7 +291,8 @@ Status UringLoop::run_until(const std::function<bool()>& done) {
     }
     io_uring_cqe* cqe = nullptr;
     if (spin_.count() && !io_uring_cq_ready(&ring_)) spin();
-    int rc = io_uring_cq_ready(&ring_) ? io_uring_submit(&ring_) : io_uring_submit_and_wait(&ring_, 1);
+    const int rc = io_uring_cq_ready(&ring_) ? io_uring_submit(&ring_)
+                                             : io_uring_submit_and_wait(&ring_, 1);
     if (rc < 0 && rc != -EINTR) return Status::from_errno(-rc, "io_uring_submit_and_wait");
     unsigned head;
     unsigned n = 0;

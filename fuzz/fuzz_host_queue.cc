@@ -38,7 +38,8 @@ World& world() {
     sa.sin_family = AF_INET;
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     socklen_t len = sizeof sa;
-    if (bind(x.listener, reinterpret_cast<sockaddr*>(&sa), len) != 0 || listen(x.listener, 4) != 0 ||
+    if (bind(x.listener, reinterpret_cast<sockaddr*>(&sa), len) != 0 ||
+        listen(x.listener, 4) != 0 ||
         getsockname(x.listener, reinterpret_cast<sockaddr*>(&sa), &len) != 0) {
       std::abort();
     }

@@ -13,10 +13,10 @@
 #include <atomic>
 #include <bit>
 #include <chrono>
+#include <latch>
 #include <memory>
 #include <mutex>
 #include <random>
-#include <latch>
 #include <thread>
 #include <vector>
 

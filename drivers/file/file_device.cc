@@ -53,7 +53,9 @@ uint32_t dio_alignment(int fd) {
 // (nothing visible is created). Empty when it cannot tell (no write permission there).
 std::optional<bool> shares_extents(const std::string& path) {
   const size_t slash = path.rfind('/');
-  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  const std::string dir = slash == std::string::npos ? "."
+                          : slash == 0                ? "/"
+                                                      : path.substr(0, slash);
   const int a = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
   if (a < 0) return std::nullopt;
   const int b = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);

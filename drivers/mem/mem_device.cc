@@ -149,8 +149,10 @@ Result<std::unique_ptr<MemDevice>> MemDevice::create(EventLoop& loop, std::strin
     // large RAM device otherwise miss the TLB on nearly every access (SPDK's malloc bdev sits in
     // hugepages). Not for one touched lazily: a first write to a huge page zeroes 2 MiB and
     // here stalled requests for up to 0.2 s.
-    if (cfg.seed) (void)madvise(p, cfg.size, MADV_HUGEPAGE);
-    if (cfg.seed) fill_pattern(dev->data_, 0, cfg.size, cfg.seed);
+    if (cfg.seed) {
+      (void)madvise(p, cfg.size, MADV_HUGEPAGE);
+      fill_pattern(dev->data_, 0, cfg.size, cfg.seed);
+    }
   }
   return dev;
 }

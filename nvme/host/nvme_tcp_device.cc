@@ -165,7 +165,8 @@ Status NvmeTcpDevice::command(uint8_t opcode, uint64_t lba, uint32_t blocks, voi
                           finish(std::move(done), op));
 }
 
-std::function<void(Status, const Cqe&)> NvmeTcpDevice::finish(Completion done, const char* op, bool copy) const {
+std::function<void(Status, const Cqe&)> NvmeTcpDevice::finish(Completion done, const char* op,
+                                                              bool copy) const {
   return [done = std::move(done), label = label_, op, copy](Status s, const Cqe& c) {
     if (s.ok() && code_of(c) == 0) return done(Status());
     done(to_status(s, c, fmt::format("{} {}", *label, op), copy));

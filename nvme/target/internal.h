@@ -156,7 +156,9 @@ class Connection {
   }
   // Nothing in flight that still points into the connection: no socket operation and no
   // request on a device.
-  bool idle() const { return !recv_pending_ && !sendq_.pending() && !flush_posted_ && !in_flight_; }
+  bool idle() const {
+    return !recv_pending_ && !sendq_.pending() && !flush_posted_ && !in_flight_;
+  }
   void start() { receive(); }
   bool closing() const { return closing_; }
   bool finished() const { return fd_ < 0; }
@@ -277,8 +279,8 @@ class Connection {
   const uint8_t* p_ = nullptr; // the PDU being handled, inside rbuf_
   size_t p_len_ = 0;           // bytes from p_ to the end of what was read
   bool recv_pending_ = false;
-  bool flush_posted_ = false;
-  bool sq_flow_disabled_ = false;  // Connect's CATTR: reads may end with C2HData SUCCESS  // a flush() task is posted on the loop
+  bool flush_posted_ = false;      // a flush() task is posted on the loop
+  bool sq_flow_disabled_ = false;  // Connect's CATTR: reads may end with C2HData SUCCESS
   std::map<uint16_t, std::unique_ptr<Command>> awaiting_data_;  // by TTAG (= CID)
   unsigned in_flight_ = 0;  // commands executing on devices
   unsigned outstanding_ = 0;   // commands received and not yet completed
