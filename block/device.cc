@@ -76,6 +76,7 @@ Status Device::check(const Request& req) const {
     case Op::discard: return check_range(*this, op_name(req.op), req.offset, req.length);
     case Op::copy: break;
   }
+  if (!req.copy || !req.report) return Status::error(EINVAL, "copy request without its context");
   const CopyDesc& c = *req.copy;
   if (c.dst.dev != this) return Status::error(EINVAL, "copy submitted to a device not its dst");
   if (c.sources.empty() || c.sources.size() > limits_.copy_max_src_segments) {
@@ -102,16 +103,36 @@ Status Device::check(const Request& req) const {
   return check_range(*this, "copy destination", c.dst.offset, c.dst.length);
 }
 
+bool Device::supports(Op op) const {
+  switch (op) {
+    case Op::read:
+    case Op::write:
+    case Op::flush: return true;
+    case Op::copy: return limits_.copy_max_hw_bytes > 0;
+    default: return false;
+  }
+}
+
+Result<std::unique_ptr<Device>> Device::channel(EventLoop&) {
+  return fail(ENOTSUP, fmt::format("{}: no channel for another event loop", name_));
+}
+
+void Device::complete_later(Completion done, Status s) const {
+  loop_.post([done = std::move(done), s = std::move(s)] { done(s); });
+}
+
+void Device::not_offloaded(const Request& req, Completion done, std::string why) const {
+  req.report->none(req.copy->dst.length, std::move(why));
+  loop_.post([done = std::move(done)] { done(Status()); });
+}
+
 Status submit_and_wait(Device& dev, const Request& req) {
   bool finished = false;
   Status result;
-  if (Status s = dev.submit(req, [&](Status st) {
-        result = std::move(st);
-        finished = true;
-      });
-      !s.ok()) {
-    return s;
-  }
+  dev.submit(req, [&](Status st) {
+    result = std::move(st);
+    finished = true;
+  });
   if (Status s = dev.loop().run_until([&] { return finished; }); !s.ok()) return s;
   return result;
 }

@@ -100,9 +100,8 @@ class CopyRun {
       ++copies_in_flight_;
       ++result_.commands;
       Piece* p = piece.release();
-      Status s = dst_.submit(Request{Op::copy, 0, 0, nullptr, &p->desc, &p->report},
-                             [this, p](Status st) { on_offload(p, std::move(st)); });
-      if (!s.ok()) on_offload(p, std::move(s));
+      dst_.submit(Request{Op::copy, 0, 0, nullptr, &p->desc, &p->report},
+                  [this, p](Status st) { on_offload(p, std::move(st)); });
     }
     if (!failed() && !offload_ && next_ < total()) {
       if (opt_.emulation == Emulation::never) {
@@ -120,12 +119,12 @@ class CopyRun {
     std::unique_ptr<Piece> p(raw);
     --copies_in_flight_;
     const uint64_t len = p->desc.dst.length;
-    if (st.ok()) {
+    if (st.ok() && !p->report.not_supported.empty() && opt_.emulation == Emulation::never) {
+      fail_at(p->pos, Status::error(EOPNOTSUPP, fmt::format("{} and emulation is off",
+                                                            p->report.why_not_supported)));
+    } else if (st.ok()) {
       pending_.erase(p->pos);
       offloaded(*p);
-    } else if (st.code() == EOPNOTSUPP && opt_.emulation != Emulation::never) {
-      pending_.erase(p->pos);
-      queue_emulation(p->pos, len);
     } else {
       // The device may say how much of the piece's start it copied before failing (a forward
       // copy only: a backward piece's start is its highest bytes).
@@ -195,9 +194,8 @@ class CopyRun {
       ++reads_in_flight_;
       ++result_.commands;
       Chunk* c = chunk.release();
-      Status s = src.dev->submit(Request{Op::read, src.offset, len, buf},
-                                 [this, c](Status st) { on_read(c, std::move(st)); });
-      if (!s.ok()) on_read(c, std::move(s));
+      src.dev->submit(Request{Op::read, src.offset, len, buf},
+                      [this, c](Status st) { on_read(c, std::move(st)); });
     }
   }
 
@@ -224,9 +222,8 @@ class CopyRun {
       ready_.erase(it);
       ++writes_in_flight_;
       ++result_.commands;
-      Status s = dst_.submit(Request{Op::write, c->desc.dst.offset, c->desc.dst.length, c->buf},
-                             [this, c](Status st) { on_write(c, std::move(st)); });
-      if (!s.ok()) on_write(c, std::move(s));
+      dst_.submit(Request{Op::write, c->desc.dst.offset, c->desc.dst.length, c->buf},
+                  [this, c](Status st) { on_write(c, std::move(st)); });
     }
   }
 
@@ -379,8 +376,7 @@ struct FastCopy {
   void on_done(Status st) {
     std::unique_ptr<FastCopy> self(this);
     const uint64_t len = desc.dst.length;
-    if ((st.ok() && report.not_supported.empty()) ||
-        (!st.ok() && st.code() != EOPNOTSUPP)) {
+    if (!st.ok() || report.not_supported.empty()) {
       CopyResult r;
       r.commands = 1;
       r.status = st;
@@ -484,11 +480,8 @@ Status copy_async(std::vector<CopySegment> sources, Device& dst, uint64_t dst_of
     if (!desc.sources.empty() && desc.dst.length == total) {
       auto* f = new FastCopy{std::move(layout), std::move(desc), {}, dst, opt, granule, chunk,
                              std::move(done)};
-      Status s = dst.submit(Request{Op::copy, 0, 0, nullptr, &f->desc, &f->report},
-                            [f](Status st) { f->on_done(std::move(st)); });
-      if (!s.ok()) {  // refused at once: CopyRun decides (emulate, or fail with the reason)
-        dst.loop().post([f, s] { f->on_done(Status::error(EOPNOTSUPP, s.message())); });
-      }
+      dst.submit(Request{Op::copy, 0, 0, nullptr, &f->desc, &f->report},
+                 [f](Status st) { f->on_done(std::move(st)); });
       return {};
     }
   }

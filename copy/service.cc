@@ -17,7 +17,7 @@ void CopyService::submit(std::vector<CopySegment> sources, Device& dst, uint64_t
 
 void CopyService::pump() {
   using Clock = std::chrono::steady_clock;
-  while (in_flight_ < opt_.max_in_flight && !timer_armed_) {
+  while (in_flight_ < opt_.max_in_flight && !rate_timer_.armed()) {
     std::deque<Job>* q = nullptr;
     for (auto& candidate : queues_) {
       if (!candidate.empty()) {
@@ -29,11 +29,7 @@ void CopyService::pump() {
     const auto now = Clock::now();
     if (opt_.rate_bytes_per_s && budget_at_ > now) {
       // Over the rate: wait until the budget refills, then go on.
-      timer_armed_ = true;
-      loop_.at(budget_at_, [this] {
-        timer_armed_ = false;
-        pump();
-      });
+      rate_timer_ = loop_.at(budget_at_, [this] { pump(); });
       return;
     }
     Job job = std::move(q->front());
@@ -63,7 +59,8 @@ void CopyService::pump() {
 
 Status CopyService::drain() {
   for (auto& q : queues_) q.clear();
-  return loop_.run_until([this] { return in_flight_ == 0 && !timer_armed_; });
+  rate_timer_.cancel();
+  return loop_.run_until([this] { return in_flight_ == 0; });
 }
 
 }  // namespace blkcopy

@@ -1,5 +1,5 @@
-// io_uring event loop. Each submitted operation carries a heap-allocated Op whose address is the
-// SQE's user_data; the completion takes ownership back and runs the callback exactly once.
+// io_uring event loop. Each submitted operation carries an Op from the loop's pool whose address
+// is the SQE's user_data; the completion runs the callback exactly once and returns the Op.
 #include <blkcopy/event_loop.h>
 
 #include <fmt/format.h>
@@ -19,12 +19,18 @@
 namespace blkcopy {
 namespace {
 
+// What a submission carries: its callback, and for a timer its deadline. Ops come from a pool
+// the loop owns (no allocation per operation once warm); `generation` counts reuses, so a
+// handle (OpId, Timer) to an op that has ended and been reused is recognised as stale.
 struct Op {
+  enum class Kind : uint8_t { io, cmd, timer, internal };
+  Kind kind = Kind::io;
+  bool cancelled = false;  // a timer whose task was dropped
+  uint64_t generation = 0;
   EventLoop::IoCallback cb;
   EventLoop::CmdCallback cmd_cb;  // instead of cb for uring_cmd: also the big CQE's result
-  __kernel_timespec ts{};  // for timeouts: must live until completion
-  Op* prev = nullptr;      // the loop's list of operations in flight,
-  Op* next = nullptr;      // freed with the loop if it goes first
+  EventLoop::Task task;           // a timer's
+  __kernel_timespec ts{};         // for timeouts: must live until completion
 };
 
 class UringLoop final : public EventLoop {
@@ -34,36 +40,53 @@ class UringLoop final : public EventLoop {
 
   Status init(unsigned depth, unsigned helpers);
 
-  void read(int fd, void* buf, uint32_t len, uint64_t offset, IoCallback cb) override {
-    io_uring_prep_read(sqe(new Op{std::move(cb)}), fd, buf, len, offset);
+  OpId read(int fd, void* buf, uint32_t len, uint64_t offset, IoCallback cb) override {
+    Op* op = io_op(std::move(cb));
+    io_uring_prep_read(sqe(op), fd, buf, len, offset);
+    return id(op);
   }
-  void write(int fd, const void* buf, uint32_t len, uint64_t offset, IoCallback cb) override {
-    io_uring_prep_write(sqe(new Op{std::move(cb)}), fd, buf, len, offset);
+  OpId write(int fd, const void* buf, uint32_t len, uint64_t offset, IoCallback cb) override {
+    Op* op = io_op(std::move(cb));
+    io_uring_prep_write(sqe(op), fd, buf, len, offset);
+    return id(op);
   }
-  void fsync(int fd, IoCallback cb) override {
-    io_uring_prep_fsync(sqe(new Op{std::move(cb)}), fd, 0);
+  OpId fsync(int fd, IoCallback cb) override {
+    Op* op = io_op(std::move(cb));
+    io_uring_prep_fsync(sqe(op), fd, 0);
+    return id(op);
   }
-  void fallocate(int fd, int mode, uint64_t offset, uint64_t len, IoCallback cb) override {
-    io_uring_prep_fallocate(sqe(new Op{std::move(cb)}), fd, mode, offset, len);
+  OpId fallocate(int fd, int mode, uint64_t offset, uint64_t len, IoCallback cb) override {
+    Op* op = io_op(std::move(cb));
+    io_uring_prep_fallocate(sqe(op), fd, mode, offset, len);
+    return id(op);
   }
-  void accept(int fd, IoCallback cb) override {
-    io_uring_prep_accept(sqe(new Op{std::move(cb)}), fd, nullptr, nullptr, SOCK_CLOEXEC);
+  OpId accept(int fd, IoCallback cb) override {
+    Op* op = io_op(std::move(cb));
+    io_uring_prep_accept(sqe(op), fd, nullptr, nullptr, SOCK_CLOEXEC);
+    return id(op);
   }
-  void connect(int fd, const sockaddr* addr, uint32_t len, IoCallback cb) override {
-    io_uring_prep_connect(sqe(new Op{std::move(cb)}), fd, addr, len);
+  OpId connect(int fd, const sockaddr* addr, uint32_t len, IoCallback cb) override {
+    Op* op = io_op(std::move(cb));
+    io_uring_prep_connect(sqe(op), fd, addr, len);
+    return id(op);
   }
-  void recv(int fd, void* buf, uint32_t len, IoCallback cb) override {
-    io_uring_prep_recv(sqe(new Op{std::move(cb)}), fd, buf, len, 0);
+  OpId recv(int fd, void* buf, uint32_t len, IoCallback cb) override {
+    Op* op = io_op(std::move(cb));
+    io_uring_prep_recv(sqe(op), fd, buf, len, 0);
+    return id(op);
   }
-  void sendmsg(int fd, const struct msghdr* msg, IoCallback cb) override {
-    io_uring_prep_sendmsg(sqe(new Op{std::move(cb)}), fd, msg, MSG_NOSIGNAL);
+  OpId sendmsg(int fd, const struct msghdr* msg, IoCallback cb) override {
+    Op* op = io_op(std::move(cb));
+    io_uring_prep_sendmsg(sqe(op), fd, msg, MSG_NOSIGNAL);
+    return id(op);
   }
   bool supports_uring_cmd() const override { return big_ring_; }
-  void uring_cmd(int fd, uint32_t cmd_op, const void* cmd, size_t len, CmdCallback cb) override {
+  OpId uring_cmd(int fd, uint32_t cmd_op, const void* cmd, size_t len, CmdCallback cb) override {
     if (!big_ring_ || len > kUringCmdBytes) {
-      return post([cb = std::move(cb)] { cb(-EOPNOTSUPP, 0); });
+      post([cb = std::move(cb)] { cb(-EOPNOTSUPP, 0); });
+      return {};
     }
-    auto* op = new Op;
+    Op* op = take_op(Op::Kind::cmd);
     op->cmd_cb = std::move(cb);
     io_uring_sqe* s = sqe(op);
     std::memset(s, 0, 2 * sizeof(io_uring_sqe));  // a 128-byte entry in this ring
@@ -72,17 +95,25 @@ class UringLoop final : public EventLoop {
     s->cmd_op = cmd_op;
     io_uring_sqe_set_data(s, op);
     std::memcpy(s->cmd, cmd, len);
+    return id(op);
   }
-  void at(std::chrono::steady_clock::time_point deadline, Task task) override {
+  void cancel(OpId which) override {
+    auto* op = static_cast<Op*>(which.op);
+    if (!op || op->generation != which.generation || op->kind == Op::Kind::timer) return;
+    io_uring_prep_cancel64(sqe(&ignored_op_), reinterpret_cast<uint64_t>(op), 0);
+  }
+  Timer at(std::chrono::steady_clock::time_point deadline, Task task) override {
     // Absolute: a relative timeout would count from when the SQE reaches the kernel, so two
     // timers armed in one batch could fire out of order.
     const int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
                            deadline.time_since_epoch())
                            .count();
-    auto* op = new Op{[t = std::move(task)](int) { t(); }};
+    Op* op = take_op(Op::Kind::timer);
+    op->task = std::move(task);
     op->ts.tv_sec = ns / 1'000'000'000;
     op->ts.tv_nsec = ns % 1'000'000'000;
     io_uring_prep_timeout(sqe(op), &op->ts, 0, IORING_TIMEOUT_ABS);
+    return make_timer(id(op));
   }
   void post(Task task) override { posted_.push_back(std::move(task)); }
   void post_remote(Task task) override {
@@ -98,6 +129,31 @@ class UringLoop final : public EventLoop {
   Status run_until(const std::function<bool()>& done) override;
 
  private:
+  void cancel_timer(OpId which) override {
+    Op* op = live_timer(which);
+    if (!op) return;
+    op->cancelled = true;
+    Task drop = std::move(op->task);  // its captures go now, not when the kernel answers
+    op->task = nullptr;
+    io_uring_prep_timeout_remove(sqe(&ignored_op_), reinterpret_cast<uint64_t>(op), 0);
+  }
+  bool timer_armed(OpId which) const override { return live_timer(which) != nullptr; }
+  Op* live_timer(OpId which) const {
+    auto* op = static_cast<Op*>(which.op);
+    if (!op || op->generation != which.generation || op->kind != Op::Kind::timer ||
+        op->cancelled) {
+      return nullptr;
+    }
+    return op;
+  }
+  static OpId id(Op* op) { return {op, op->generation}; }
+  Op* take_op(Op::Kind kind);
+  Op* io_op(IoCallback cb) {
+    Op* op = take_op(Op::Kind::io);
+    op->cb = std::move(cb);
+    return op;
+  }
+  void give_op(Op* op);
   io_uring_sqe* sqe(Op* op);
   void arm_eventfd();
   void run_posted();
@@ -108,8 +164,9 @@ class UringLoop final : public EventLoop {
   io_uring ring_{};
   bool ring_ok_ = false;
   bool big_ring_ = false;  // 128-byte SQEs and 32-byte CQEs: uring_cmd works
-  unsigned inflight_ = 0;  // SQEs whose completion has not been reaped (eventfd read excluded)
-  Op* live_ = nullptr;     // those SQEs' operations
+  unsigned inflight_ = 0;  // SQEs whose completion has not been reaped (internal ones excluded)
+  std::vector<std::unique_ptr<Op>> ops_;  // every op ever made; freed with the loop
+  std::vector<Op*> free_ops_;
   std::deque<Task> posted_;
 
   // Helper threads for blocking work; results come back through an eventfd read on the ring.
@@ -120,7 +177,8 @@ class UringLoop final : public EventLoop {
   };
   int efd_ = -1;
   uint64_t efd_value_ = 0;
-  Op efd_op_;
+  Op efd_op_{Op::Kind::internal};
+  Op ignored_op_{Op::Kind::internal};  // cancel requests: their own answers are not needed
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Job> jobs_, finished_;
@@ -138,15 +196,11 @@ UringLoop::~UringLoop() {
   }
   cv_.notify_all();
   for (auto& t : helpers_) t.join();
+  // Operations that never completed (a socket still waiting to be read, a timer) go with the
+  // ring: their callbacks do not run; ops_ frees them. The kernel keeps no pointer into an Op
+  // once the ring is gone.
   if (ring_ok_) io_uring_queue_exit(&ring_);
   if (efd_ >= 0) close(efd_);
-  // Operations that never completed (a socket still waiting to be read, a timer): their
-  // callbacks will not run now; free them. The kernel keeps no pointer into an Op.
-  while (live_) {
-    Op* op = live_;
-    live_ = op->next;
-    delete op;
-  }
 }
 
 Status UringLoop::init(unsigned depth, unsigned helpers) {
@@ -170,6 +224,26 @@ Status UringLoop::init(unsigned depth, unsigned helpers) {
   return {};
 }
 
+Op* UringLoop::take_op(Op::Kind kind) {
+  if (free_ops_.empty()) {
+    ops_.push_back(std::make_unique<Op>());
+    free_ops_.push_back(ops_.back().get());
+  }
+  Op* op = free_ops_.back();
+  free_ops_.pop_back();
+  op->kind = kind;
+  op->cancelled = false;
+  return op;
+}
+
+void UringLoop::give_op(Op* op) {
+  ++op->generation;  // handles to it are stale from now on
+  op->cb = nullptr;
+  op->cmd_cb = nullptr;
+  op->task = nullptr;
+  free_ops_.push_back(op);
+}
+
 io_uring_sqe* UringLoop::sqe(Op* op) {
   io_uring_sqe* s = io_uring_get_sqe(&ring_);
   while (!s) {  // submission queue full: hand what we have to the kernel and retry
@@ -177,12 +251,7 @@ io_uring_sqe* UringLoop::sqe(Op* op) {
     s = io_uring_get_sqe(&ring_);
   }
   io_uring_sqe_set_data(s, op);
-  if (op != &efd_op_) {
-    ++inflight_;
-    op->next = live_;
-    if (live_) live_->prev = op;
-    live_ = op;
-  }
+  if (op->kind != Op::Kind::internal) ++inflight_;
   return s;
 }
 
@@ -246,22 +315,29 @@ void UringLoop::reap(io_uring_cqe* cqe) {
   int res = cqe->res;
   const uint64_t big = big_ring_ ? cqe->big_cqe[0] : 0;
   io_uring_cqe_seen(&ring_, cqe);
-  if (op == &efd_op_) {
-    op->cb(res);
-    return;
-  }
+  if (op == &efd_op_) return op->cb(res);
+  if (op == &ignored_op_) return;
   --inflight_;
-  if (op->prev) op->prev->next = op->next;
-  if (op->next) op->next->prev = op->prev;
-  if (live_ == op) live_ = op->next;
-  if (op->cmd_cb) {
-    auto cb = std::move(op->cmd_cb);
-    delete op;
-    return cb(res, big);
+  // The op goes back to the pool before its callback runs (which may start new operations);
+  // the callback is moved out first.
+  switch (op->kind) {
+    case Op::Kind::cmd: {
+      auto cb = std::move(op->cmd_cb);
+      give_op(op);
+      return cb(res, big);
+    }
+    case Op::Kind::timer: {
+      auto task = std::move(op->task);
+      give_op(op);
+      if (task) task();  // empty when cancelled
+      return;
+    }
+    default: {
+      auto cb = std::move(op->cb);
+      give_op(op);
+      return cb(res);
+    }
   }
-  auto cb = std::move(op->cb);
-  delete op;
-  cb(res);
 }
 
 // Submits what is queued and polls for completions, without sleeping, for up to spin_.

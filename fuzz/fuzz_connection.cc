@@ -126,8 +126,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // arrive whole, split and several per read.
   const size_t chunk = size ? data[0] + 1u : 1;
   size_t at = size ? 1 : 0;
-  auto late = std::make_shared<bool>(false);  // the timer may outlive this input
-  w.loop->after(std::chrono::seconds(5), [late] { *late = true; });
+  bool late_flag = false;
+  auto* late = &late_flag;
+  Timer limit = w.loop->after(std::chrono::seconds(5), [late] { *late = true; });
   uint8_t sink[65536];
   Status s = w.loop->run_until([&] {
     while (at < size) {  // as much as the socket takes now

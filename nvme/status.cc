@@ -8,6 +8,8 @@ uint16_t status_for_io_error(const Status& s, bool read) {
   if (s.ok()) return 0;
   if (s.code() == EROFS) return cqe_status(status::kReadOnlyRange, true);
   if (s.code() == ERANGE) return cqe_status(status::kLbaOutOfRange, true);
+  if (s.code() == EOPNOTSUPP) return cqe_status(status::kInvalidOpcode, true);
+  if (s.code() == EINVAL) return cqe_status(status::kInvalidField, true);
   // A media error may be transient: no DNR.
   return cqe_status(read ? status::kUnrecoveredRead : status::kWriteFault, false);
 }
@@ -41,17 +43,22 @@ std::string status_text(uint16_t code) {
   }
 }
 
-int errno_for_status(uint16_t code, bool copy) {
+int errno_for_status(uint16_t code) {
   switch (code) {
     case status::kSuccess: return 0;
     case status::kLbaOutOfRange: return ERANGE;
     case status::kReadOnlyRange: return EROFS;
     case status::kAuthRequired: return EACCES;
-    case status::kInvalidOpcode:
+    case status::kInvalidOpcode: return EOPNOTSUPP;
     case status::kInvalidField:
-    case status::kIncompatibleNamespace: return copy ? EOPNOTSUPP : EIO;
+    case status::kCommandSizeLimit:
+    case status::kOverlappingRange: return EINVAL;
     default: return EIO;
   }
+}
+
+bool copy_not_supported(uint16_t code) {
+  return code == status::kInvalidOpcode || code == status::kIncompatibleNamespace;
 }
 
 }  // namespace blkcopy::nvme

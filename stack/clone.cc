@@ -253,17 +253,13 @@ void CloneDevice::commit(Completion done) {
   };
   auto second_flush = [this, finish](Status s) mutable {
     if (!s.ok()) return finish(s);
-    Status sub = dest_.submit(Request{Op::flush}, finish);
-    if (!sub.ok()) finish(sub);
+    dest_.submit(Request{Op::flush}, finish);
   };
   auto write_meta = [this, second_flush](Status s) mutable {
     if (!s.ok()) return second_flush(s);
-    Status sub = dest_.submit(Request{Op::write, meta_offset_, meta_.size(), meta_.data()},
-                              second_flush);
-    if (!sub.ok()) second_flush(sub);
+    dest_.submit(Request{Op::write, meta_offset_, meta_.size(), meta_.data()}, second_flush);
   };
-  Status sub = dest_.submit(Request{Op::flush}, write_meta);
-  if (!sub.ok()) loop().post([finish, sub]() mutable { finish(sub); });
+  dest_.submit(Request{Op::flush}, write_meta);
 }
 
 Status CloneDevice::commit_sync() {
@@ -277,13 +273,10 @@ Status CloneDevice::commit_sync() {
   return result;
 }
 
-Status CloneDevice::submit(const Request& req, Completion done) {
-  if (Status s = check(req); !s.ok()) return s;
-  if (req.op == Op::copy) return Status::error(EOPNOTSUPP, "clone: copies are emulated");
-  if (req.op == Op::flush) {  // user data is durable once the metadata points at it
-    commit(std::move(done));
-    return {};
-  }
+void CloneDevice::submit(const Request& req, Completion done) {
+  if (Status s = check(req); !s.ok()) return complete_later(std::move(done), std::move(s));
+  if (req.op == Op::copy) return not_offloaded(req, std::move(done), "clone: copies are emulated");
+  if (req.op == Op::flush) return commit(std::move(done));  // data is durable once the metadata points at it
   Fanout* f = Fanout::start(loop(), std::move(done));
   const uint64_t end = req.offset + req.length;
   for (uint64_t pos = req.offset; pos < end;) {
@@ -296,8 +289,7 @@ Status CloneDevice::submit(const Request& req, Completion done) {
     if (req.op == Op::read) {
       // Not hydrated (or hydrating): the source still holds the truth for this region.
       Device& from = state_[r] == State::hydrated ? dest_ : source_;
-      Completion part = f->part();
-      if (Status s = from.submit(piece, part); !s.ok()) part(s);
+      from.submit(piece, f->part());
     } else if (state_[r] == State::hydrated) {
       write_piece(piece, f->part());
     } else if (req.op == Op::discard) {
@@ -321,11 +313,10 @@ Status CloneDevice::submit(const Request& req, Completion done) {
     pos += n;
   }
   f->submitted();
-  return {};
 }
 
 void CloneDevice::write_piece(const Request& piece, Completion done) {
-  if (Status s = dest_.submit(piece, done); !s.ok()) loop().post([done, s] { done(s); });
+  dest_.submit(piece, std::move(done));
 }
 
 DeviceInfo CloneDevice::describe() const {

@@ -37,7 +37,7 @@ class CloneDevice final : public Device, public CloneTarget {
                                                    const CloneOptions& options);
   ~CloneDevice() override;  // stops hydrating, waits for copies in flight, commits
 
-  Status submit(const Request& req, Completion done) override;
+  void submit(const Request& req, Completion done) override;
   DeviceInfo describe() const override;
 
   const std::string& clone_name() const override { return name(); }

@@ -85,10 +85,53 @@ Result<std::unique_ptr<DmDevice>> DmDevice::open(EventLoop& loop, std::string na
   std::unique_ptr<DmDevice> dev(new DmDevice(loop, std::move(name)));
   dev->table_path_ = table_path;
   dev->open_child_ = std::move(open_child);
-  Status s = dev->build(*entries, fs::path(table_path).parent_path().string(), read_only);
+  dev->entries_ = *entries;
+  dev->table_dir_ = fs::path(table_path).parent_path().string();
+  dev->read_only_ = read_only;
+  Status s = dev->build(*entries, dev->table_dir_, read_only);
   g_opening.pop_back();
   if (!s.ok()) return std::unexpected(s);
   return dev;
+}
+
+// The same table on another loop, built from channels of this stack's children: the stack's
+// state is its table, so the channel routes exactly as this device does. A clone target keeps
+// state (which regions are hydrated) that cannot be shared: such stacks have no channels.
+Result<std::unique_ptr<Device>> DmDevice::channel(EventLoop& other) {
+  if (!clones_.empty()) return fail(ENOTSUP, fmt::format("{}: a stack with a clone target has no "
+                                                         "channel for another event loop",
+                                                         name()));
+  std::unique_ptr<DmDevice> c(new DmDevice(other, name()));
+  c->table_path_ = table_path_;
+  c->entries_ = entries_;
+  c->table_dir_ = table_dir_;
+  c->read_only_ = read_only_;
+  c->identity_ = identity_;
+  c->open_child_ = [this](EventLoop& l, std::string_view spec,
+                          bool) -> Result<std::unique_ptr<Device>> {
+    auto it = children_.find(std::string(spec));
+    if (it == children_.end()) return fail(ENOENT, fmt::format("{}: no child {}", name(), spec));
+    return it->second->channel(l);
+  };
+  if (Status s = c->build(entries_, table_dir_, read_only_); !s.ok()) return std::unexpected(s);
+  c->limits_.copy_max_bytes = std::min(c->limits_.copy_max_bytes, limits_.copy_max_bytes);
+  c->open_child_ = nullptr;
+  return std::unique_ptr<Device>(std::move(c));
+}
+
+bool DmDevice::same_storage(const Device& other) const {
+  auto* d = dynamic_cast<const DmDevice*>(&other);
+  return d && d->identity_ == identity_;
+}
+
+bool DmDevice::supports(Op op) const {
+  if (op == Op::copy || op == Op::read || op == Op::write || op == Op::flush) {
+    return Device::supports(op);
+  }
+  for (const auto& [spec, dev] : children_) {
+    if (!dev->supports(op)) return false;
+  }
+  return true;
 }
 
 Result<Device*> DmDevice::child(const std::string& spec, const std::string& dir, bool read_only) {
@@ -306,14 +349,10 @@ void DmDevice::send(const Target* t, Device* dev, const Request& child_req, Join
                     std::function<void(Status)> on_done) {
   Completion part = j->fan->part();
   auto go = [dev, child_req, on_done, part] {
-    Status s = dev->submit(child_req, [on_done, part](Status st) {
+    dev->submit(child_req, [on_done, part](Status st) {
       on_done(std::move(st));
       part(Status());
     });
-    if (!s.ok()) {
-      on_done(std::move(s));
-      part(Status());
-    }
   };
   if (!t || t->kind != TargetKind::flakey) return go();
   t->counter.note(child_req.op);
@@ -333,12 +372,12 @@ void DmDevice::send(const Target* t, Device* dev, const Request& child_req, Join
     }
     delay = std::max(delay, r.delay_ns);
   }
-  if (delay) return loop().after(std::chrono::nanoseconds(delay), go);
+  if (delay) return delays_.at(std::chrono::steady_clock::now() + std::chrono::nanoseconds(delay), go);
   go();
 }
 
-Status DmDevice::submit(const Request& req, Completion done) {
-  if (Status s = check(req); !s.ok()) return s;
+void DmDevice::submit(const Request& req, Completion done) {
+  if (Status s = check(req); !s.ok()) return complete_later(std::move(done), std::move(s));
   auto* j = new Join;
   CopyReport* out = req.op == Op::copy ? req.report : nullptr;
   j->fan = Fanout::start(loop(), [j, out, done = std::move(done)](Status s) {
@@ -352,7 +391,6 @@ Status DmDevice::submit(const Request& req, Completion done) {
     route_io(req, j);
   }
   j->fan->submitted();  // never completes inside submit()
-  return {};
 }
 
 void DmDevice::route_io(const Request& req, Join* j) {
@@ -385,8 +423,8 @@ void DmDevice::route_io(const Request& req, Join* j) {
 void DmDevice::route_copy(const Request& req, Join* j) {
   const CopyDesc& c = *req.copy;
   for (const CopySegment& s : c.sources) {
-    if (s.dev != this) {
-      j->error(Status::error(EOPNOTSUPP, fmt::format("{}: copy from another device", name())));
+    if (!same_copy_domain(*s.dev)) {
+      j->merged.none(c.dst.length, fmt::format("{}: copy from another device", name()));
       return;
     }
   }
@@ -416,15 +454,16 @@ void DmDevice::route_copy(const Request& req, Join* j) {
     j->descs.push_back(std::move(desc));
     j->reports.push_back(std::move(rep));
     send(g.target, dev, r, j, [j, p0, len, dev, rp](Status s) {
-      if (s.code() == EOPNOTSUPP) {
-        j->merged.not_supported.emplace_back(p0, len);
-      } else if (!s.ok()) {
+      if (!s.ok()) {
         j->error(std::move(s));
       } else {
         uint64_t skipped = 0;
         for (auto [o, n] : rp->not_supported) {
           j->merged.not_supported.emplace_back(p0 + o, n);
           skipped += n;
+        }
+        if (skipped && j->merged.why_not_supported.empty()) {
+          j->merged.why_not_supported = rp->why_not_supported;
         }
         if (rp->offloaded_on.empty()) {
           j->merged.offloaded_on.emplace_back(dev, len - skipped);

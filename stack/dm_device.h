@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "block/fault.h"
+#include "core/deadline_queue.h"
 #include "stack/clone.h"
 #include "stack/table.h"
 
@@ -71,7 +72,11 @@ class DmDevice final : public Device {
                                                 const std::string& table_path, bool read_only,
                                                 ChildOpener open_child);
 
-  Status submit(const Request& req, Completion done) override;
+  void submit(const Request& req, Completion done) override;
+  bool supports(Op op) const override;
+  Result<std::unique_ptr<Device>> channel(EventLoop& loop) override;
+  bool same_copy_domain(const Device& other) const override { return same_storage(other); }
+  bool same_storage(const Device& other) const override;
   DeviceInfo describe() const override;
 
   // The first stretch of [offset, offset + max_len). REQUIRES: offset < capacity.
@@ -82,7 +87,7 @@ class DmDevice final : public Device {
 
  private:
   struct Join;
-  DmDevice(EventLoop& loop, std::string name) : Device(loop, std::move(name)) {}
+  DmDevice(EventLoop& loop, std::string name) : Device(loop, std::move(name)), delays_(loop) {}
   Status build(const std::vector<TableEntry>& entries, const std::string& table_dir,
                bool read_only);
   Result<Device*> child(const std::string& spec, const std::string& table_dir, bool read_only);
@@ -93,10 +98,15 @@ class DmDevice final : public Device {
             std::function<void(Status)> on_done);
 
   std::string table_path_;
+  std::vector<TableEntry> entries_;  // the table as parsed: channels build from it
+  std::string table_dir_;
+  bool read_only_ = false;
+  std::shared_ptr<const int> identity_ = std::make_shared<const int>(0);  // shared by channels
   std::map<std::string, std::unique_ptr<Device>> children_;  // by device string: one each
   ChildOpener open_child_;
   std::vector<Target> targets_;
   std::vector<std::unique_ptr<CloneDevice>> clones_;  // after children_: destroyed first
+  DeadlineQueue delays_;  // flakey delay rules: requests held back, dropped with the stack
 };
 
 }  // namespace blkcopy

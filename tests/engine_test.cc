@@ -116,6 +116,19 @@ TEST_F(EngineTest, OnePieceCopyIsOneRequestAndFallsBackWhenRefused) {
   expect_copied(all(*f), fb, M, Bytes(fb.begin(), fb.begin() + 64 * K));
 }
 
+// A copy the device fails (here: calls malformed) is a failure, never emulated instead: only a
+// report's not_supported ranges are.
+TEST_F(EngineTest, ACopyTheDeviceFailsIsNotEmulated) {
+  auto f = open("mem:2M,seed=8,fail=copy:1:EINVAL");
+  const Bytes before = all(*f);
+  CopyResult r = copy(*f, 0, *f, M, 64 * K, small_chunks());
+  EXPECT_EQ(r.status.code(), EINVAL) << r.status.message();
+  EXPECT_EQ(r.bytes, 0u);
+  EXPECT_EQ(r.emulated_bytes, 0u);
+  EXPECT_EQ(r.host_written_bytes, 0u);
+  EXPECT_EQ(all(*f), before) << "nothing written";
+}
+
 TEST_F(EngineTest, UserCopyLimitZeroMeansEmulate) {
   auto d = open("mem:2M,seed=4");
   ASSERT_TRUE(d->set_copy_max_bytes(0).ok());

@@ -78,11 +78,14 @@ TEST_F(FileTest, CopyFileRangeWithinAndBetweenFiles) {
   auto b = test::open_dev(*loop, "file:" + dir.file("b", 1 << 20, 2) + ",kernelcopy");
   ASSERT_TRUE(a->same_copy_domain(*b));
   CopyDesc within{{{a.get(), 0, 65536}, {a.get(), 131072, 4096}}, {a.get(), 524288, 69632}};
-  ASSERT_TRUE(submit_and_wait(*a, Request{Op::copy, 0, 0, nullptr, &within}).ok());
+  CopyReport r;
+  ASSERT_TRUE(submit_and_wait(*a, Request{Op::copy, 0, 0, nullptr, &within, &r}).ok());
+  EXPECT_TRUE(r.not_supported.empty());
   EXPECT_EQ(test::read_bytes(*a, 524288, 65536), test::pattern(0, 65536, 1));
   EXPECT_EQ(test::read_bytes(*a, 524288 + 65536, 4096), test::pattern(131072, 4096, 1));
   CopyDesc across{{{a.get(), 4096, 8192}}, {b.get(), 0, 8192}};
-  ASSERT_TRUE(submit_and_wait(*b, Request{Op::copy, 0, 0, nullptr, &across}).ok());
+  ASSERT_TRUE(submit_and_wait(*b, Request{Op::copy, 0, 0, nullptr, &across, &r}).ok());
+  EXPECT_TRUE(r.not_supported.empty());
   EXPECT_EQ(test::read_bytes(*b, 0, 8192), test::pattern(4096, 8192, 1));
   EXPECT_EQ(test::read_bytes(*b, 8192, 4096), test::pattern(8192, 4096, 2));
 }
@@ -92,7 +95,9 @@ TEST_F(FileTest, CopyFromAMemDeviceIsNotSupported) {
   auto m = test::open_dev(*loop, "mem:1M,seed=4");
   EXPECT_FALSE(f->same_copy_domain(*m));
   CopyDesc d{{{m.get(), 0, 4096}}, {f.get(), 0, 4096}};
-  EXPECT_EQ(submit_and_wait(*f, Request{Op::copy, 0, 0, nullptr, &d}).code(), EOPNOTSUPP);
+  CopyReport r;
+  ASSERT_TRUE(submit_and_wait(*f, Request{Op::copy, 0, 0, nullptr, &d, &r}).ok());
+  EXPECT_EQ(r.not_supported, (std::vector<std::pair<uint64_t, uint64_t>>{{0, 4096}}));
   EXPECT_EQ(test::read_bytes(*f, 0, 4096), test::pattern(0, 4096, 1));
 }
 

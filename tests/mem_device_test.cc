@@ -13,11 +13,28 @@ class MemTest : public ::testing::Test {
  protected:
   std::unique_ptr<EventLoop> loop = test::make_loop();
   std::unique_ptr<Device> open(const std::string& spec) { return test::open_dev(*loop, spec); }
-  Status copy_req(Device& dst, std::vector<CopySegment> srcs, uint64_t dst_off) {
+  Status copy_req(Device& dst, std::vector<CopySegment> srcs, uint64_t dst_off,
+                  CopyReport* report = nullptr) {
     uint64_t len = 0;
     for (auto& s : srcs) len += s.length;
     CopyDesc d{std::move(srcs), {&dst, dst_off, len}};
-    return submit_and_wait(dst, Request{Op::copy, 0, 0, nullptr, &d});
+    CopyReport own;
+    return submit_and_wait(dst, Request{Op::copy, 0, 0, nullptr, &d, report ? report : &own});
+  }
+  // Submits and runs the loop until the completion: its status, and whether it ran inside
+  // submit() (it must not).
+  Status submit_once(Device& d, const Request& r) {
+    bool inside = true, called = false;
+    Status out;
+    d.submit(r, [&](Status s) {
+      EXPECT_FALSE(inside) << "the completion ran inside submit()";
+      EXPECT_FALSE(called) << "the completion ran twice";
+      called = true;
+      out = std::move(s);
+    });
+    inside = false;
+    EXPECT_TRUE(loop->run_until([&] { return called; }).ok());
+    return out;
   }
 };
 
@@ -74,29 +91,31 @@ TEST_F(MemTest, ReadWriteZeroesDiscard) {
   EXPECT_EQ(test::read_bytes(*d, 4096, 4096), test::pattern(4096, 4096, 7));
 }
 
-TEST_F(MemTest, RequestsOutsideTheLimitsFailAtOnce) {
+// Errors come through the completion, once, never inside submit() (the one error channel).
+TEST_F(MemTest, RequestsOutsideTheLimitsFailThroughTheirCompletion) {
   auto d = open("mem:1M,copy_max=64k,segment_max=16k,max_segments=2");
   Bytes buf(4096);
-  bool called = false;
-  auto never = [&](Status) { called = true; };
-  EXPECT_EQ(d->submit(Request{Op::read, 100, 512, buf.data()}, never).code(), EINVAL);
-  EXPECT_EQ(d->submit(Request{Op::read, 0, 500, buf.data()}, never).code(), EINVAL);
-  EXPECT_EQ(d->submit(Request{Op::read, (1 << 20) - 512, 1024, buf.data()}, never).code(), ERANGE);
-  EXPECT_EQ(d->submit(Request{Op::write_zeroes, 1 << 20, 512}, never).code(), ERANGE);
+  EXPECT_EQ(submit_once(*d, Request{Op::read, 100, 512, buf.data()}).code(), EINVAL);
+  EXPECT_EQ(submit_once(*d, Request{Op::read, 0, 500, buf.data()}).code(), EINVAL);
+  EXPECT_EQ(submit_once(*d, Request{Op::read, (1 << 20) - 512, 1024, buf.data()}).code(), ERANGE);
+  EXPECT_EQ(submit_once(*d, Request{Op::write_zeroes, 1 << 20, 512}).code(), ERANGE);
+  CopyReport r;
   CopyDesc too_long{{{d.get(), 0, 16384}, {d.get(), 16384, 16384}, {d.get(), 32768, 512}},
                     {d.get(), 65536, 33280}};
-  EXPECT_EQ(d->submit(Request{Op::copy, 0, 0, nullptr, &too_long}, never).code(), EINVAL);
+  EXPECT_EQ(submit_once(*d, Request{Op::copy, 0, 0, nullptr, &too_long, &r}).code(), EINVAL);
   CopyDesc big_segment{{{d.get(), 0, 32768}}, {d.get(), 65536, 32768}};
-  EXPECT_EQ(d->submit(Request{Op::copy, 0, 0, nullptr, &big_segment}, never).code(), EINVAL);
+  EXPECT_EQ(submit_once(*d, Request{Op::copy, 0, 0, nullptr, &big_segment, &r}).code(), EINVAL);
   CopyDesc beyond{{{d.get(), (1 << 20) - 512, 1024}}, {d.get(), 0, 1024}};
-  EXPECT_EQ(d->submit(Request{Op::copy, 0, 0, nullptr, &beyond}, never).code(), ERANGE);
-  EXPECT_FALSE(called) << "a submission that failed at once must not complete";
+  EXPECT_EQ(submit_once(*d, Request{Op::copy, 0, 0, nullptr, &beyond, &r}).code(), ERANGE);
+  CopyDesc fine{{{d.get(), 0, 512}}, {d.get(), 4096, 512}};
+  EXPECT_EQ(submit_once(*d, Request{Op::copy, 0, 0, nullptr, &fine}).code(), EINVAL)
+      << "a copy needs its report";
 }
 
 TEST_F(MemTest, ReadOnlyRefusesWrites) {
   auto d = open("mem:1M,ro");
   Bytes buf(512);
-  Status s = d->submit(Request{Op::write, 0, 512, buf.data()}, [](Status) {});
+  Status s = submit_once(*d, Request{Op::write, 0, 512, buf.data()});
   EXPECT_EQ(s.code(), EROFS);
   EXPECT_NE(s.message().find("read-only"), std::string::npos);
   EXPECT_TRUE(submit_and_wait(*d, Request{Op::read, 0, 512, buf.data()}).ok());
@@ -110,15 +129,40 @@ TEST_F(MemTest, CopiesVectoredRangesInsideTheDevice) {
   EXPECT_EQ(test::read_bytes(*d, 131072 + 12288, 4096), test::pattern(131072 + 12288, 4096, 3));
 }
 
+// "Not supported" is no error: the copy completes ok and its report lists what was not done.
 TEST_F(MemTest, CopyFromAnotherDeviceOrWithoutSupportIsNotSupported) {
   auto a = open("mem:1M,seed=1");
   auto b = open("mem:1M,seed=2");
   auto n = open("mem:1M,seed=3,nocopy,copy_max=0");
-  EXPECT_EQ(copy_req(*b, {{a.get(), 0, 4096}}, 0).code(), EOPNOTSUPP);
+  CopyReport r;
+  ASSERT_TRUE(copy_req(*b, {{a.get(), 0, 4096}}, 0, &r).ok());
+  EXPECT_EQ(r.not_supported, (std::vector<std::pair<uint64_t, uint64_t>>{{0, 4096}}));
+  EXPECT_NE(r.why_not_supported.find("other device"), std::string::npos) << r.why_not_supported;
   EXPECT_EQ(test::read_bytes(*b, 0, 4096), test::pattern(0, 4096, 2));
   Status s = copy_req(*n, {{n.get(), 0, 4096}}, 8192);
-  EXPECT_NE(s.code(), 0);
+  EXPECT_NE(s.code(), 0);  // beyond its limits (copy_max 0)
   EXPECT_EQ(test::read_bytes(*n, 8192, 4096), test::pattern(8192, 4096, 3));
+}
+
+// A channel is the same RAM on another loop: what one writes, the other reads; copies between
+// them offload (one copy domain).
+TEST_F(MemTest, AChannelSharesTheDeviceOnAnotherLoop) {
+  auto d = open("mem:1M,seed=4");
+  auto other = test::make_loop();
+  auto ch = d->channel(*other);
+  ASSERT_TRUE(ch) << ch.error().message();
+  Device& c = **ch;
+  EXPECT_EQ(&c.loop(), other.get());
+  EXPECT_TRUE(c.same_storage(*d));
+  EXPECT_TRUE(d->same_copy_domain(c));
+  Bytes data(4096, std::byte{0x5a});
+  test::write_bytes(c, 8192, data);
+  EXPECT_EQ(test::read_bytes(*d, 8192, 4096), data);
+  CopyDesc desc{{{&c, 0, 4096}}, {&c, 65536, 4096}};
+  CopyReport r;
+  ASSERT_TRUE(submit_and_wait(c, Request{Op::copy, 0, 0, nullptr, &desc, &r}).ok());
+  EXPECT_TRUE(r.not_supported.empty());
+  EXPECT_EQ(test::read_bytes(*d, 65536, 4096), test::pattern(0, 4096, 4));
 }
 
 TEST_F(MemTest, FaultInjectionFailsTheNthRequestOfAType) {
@@ -148,12 +192,8 @@ TEST_F(MemTest, LatencyAndBandwidthKeepCompletionOrder) {
   auto d = open("mem:1M,latency=2ms,bw=100M");
   Bytes a(65536), b(512);
   std::vector<int> order;
-  ASSERT_TRUE(d->submit(Request{Op::read, 0, a.size(), a.data()}, [&](Status) {
-                 order.push_back(1);
-               }).ok());
-  ASSERT_TRUE(d->submit(Request{Op::read, 0, b.size(), b.data()}, [&](Status) {
-                 order.push_back(2);
-               }).ok());
+  d->submit(Request{Op::read, 0, a.size(), a.data()}, [&](Status) { order.push_back(1); });
+  d->submit(Request{Op::read, 0, b.size(), b.data()}, [&](Status) { order.push_back(2); });
   EXPECT_TRUE(order.empty());
   ASSERT_TRUE(loop->run_until([&] { return order.size() == 2; }).ok());
   EXPECT_EQ(order, (std::vector<int>{1, 2})) << "the cap serialises transfers";

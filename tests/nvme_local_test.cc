@@ -114,17 +114,18 @@ class FirstRangeOnly final : public Device {
       : Device(inner->loop(), "first-range-only"), inner_(std::move(inner)) {
     limits_ = inner_->limits();
   }
-  Status submit(const Request& req, Completion done) override {
+  void submit(const Request& req, Completion done) override {
     if (req.op != Op::copy) return inner_->submit(req, std::move(done));
     auto one = std::make_shared<CopyDesc>();
     const CopySegment& first = req.copy->sources.front();
     one->sources.push_back({inner_.get(), first.offset, first.length});
     one->dst = {inner_.get(), req.copy->dst.offset, first.length};
     CopyReport* report = req.report;
-    Request r{Op::copy, 0, 0, nullptr, one.get(), nullptr};
-    return inner_->submit(r, [one, report, done](Status s) {
+    auto inner_report = std::make_shared<CopyReport>();
+    Request r{Op::copy, 0, 0, nullptr, one.get(), inner_report.get()};
+    inner_->submit(r, [one, inner_report, report, done](Status s) {
       if (!s.ok()) return done(s);
-      if (report) report->done_before_error = one->dst.length;
+      report->done_before_error = one->dst.length;
       done(Status::error(EIO, "test: Copy failed at range 1"));
     });
   }

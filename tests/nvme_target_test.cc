@@ -521,9 +521,9 @@ TEST(NvmeStatus, ErrnoAndStatusMapBothWays) {
   const uint16_t rofs = status_for_io_error(Status::error(EROFS, "ro"), false);
   EXPECT_EQ(code(rofs), status::kReadOnlyRange);
   EXPECT_TRUE(dnr(rofs));
-  EXPECT_EQ(errno_for_status(code(rofs), false), EROFS);
+  EXPECT_EQ(errno_for_status(code(rofs)), EROFS);
   const uint16_t range = status_for_io_error(Status::error(ERANGE, "r"), true);
-  EXPECT_EQ(errno_for_status(code(range), false), ERANGE);
+  EXPECT_EQ(errno_for_status(code(range)), ERANGE);
   const uint16_t media = status_for_io_error(Status::error(EIO, "media"), true);
   EXPECT_EQ(code(media), status::kUnrecoveredRead);
   EXPECT_FALSE(dnr(media)) << "a media error may be retried";
@@ -531,10 +531,20 @@ TEST(NvmeStatus, ErrnoAndStatusMapBothWays) {
   EXPECT_EQ(status_for_io_error(Status(), true), 0);
   EXPECT_EQ(code(status_for_invalid_copy(Status::error(EINVAL, "overlap"))), status::kOverlappingRange);
   EXPECT_EQ(code(status_for_invalid_copy(Status::error(ERANGE, "end"))), status::kLbaOutOfRange);
-  // A controller that cannot take a Copy: the host's engine emulates it.
-  EXPECT_EQ(errno_for_status(status::kInvalidOpcode, true), EOPNOTSUPP);
-  EXPECT_EQ(errno_for_status(status::kInvalidOpcode, false), EIO);
-  EXPECT_EQ(errno_for_status(status::kAuthRequired, false), EACCES);
+  // A command the controller does not do, and one it calls malformed: both without a retry.
+  const uint16_t unsupported = status_for_io_error(Status::error(EOPNOTSUPP, "no"), false);
+  EXPECT_EQ(code(unsupported), status::kInvalidOpcode);
+  EXPECT_TRUE(dnr(unsupported));
+  EXPECT_EQ(errno_for_status(code(unsupported)), EOPNOTSUPP);
+  const uint16_t malformed = status_for_io_error(Status::error(EINVAL, "bad"), false);
+  EXPECT_EQ(code(malformed), status::kInvalidField);
+  EXPECT_TRUE(dnr(malformed));
+  EXPECT_EQ(errno_for_status(code(malformed)), EINVAL);
+  EXPECT_EQ(errno_for_status(status::kAuthRequired), EACCES);
+  // A Copy the controller cannot take is emulated by the host; a malformed one fails.
+  EXPECT_TRUE(copy_not_supported(status::kInvalidOpcode));
+  EXPECT_TRUE(copy_not_supported(status::kIncompatibleNamespace));
+  EXPECT_FALSE(copy_not_supported(status::kInvalidField));
   EXPECT_EQ(status_text(status::kCommandSizeLimit), "Command Size Limit Exceeded");
 }
 

@@ -22,20 +22,19 @@ class TokenDevice final : public Device {
     limits_.copy_max_src_segments = 4;
   }
 
-  Status submit(const Request& req, Completion done) override {
-    if (Status s = check(req); !s.ok()) return s;
+  void submit(const Request& req, Completion done) override {
+    if (Status s = check(req); !s.ok()) return complete_later(std::move(done), std::move(s));
     if (req.op != Op::copy) {
       loop().post([this, req, done = std::move(done)] {
         if (req.op == Op::read) std::memcpy(req.buf, data_.data() + req.offset, req.length);
         if (req.op == Op::write) std::memcpy(data_.data() + req.offset, req.buf, req.length);
         done(Status());
       });
-      return {};
+      return;
     }
     if (!std::all_of(req.copy->sources.begin(), req.copy->sources.end(),
                      [&](const CopySegment& s) { return same_copy_domain(*s.dev); })) {
-      loop().post([done = std::move(done)] { done(Status::error(EOPNOTSUPP, "foreign leg")); });
-      return {};
+      return not_offloaded(req, std::move(done), "foreign leg");
     }
     // Phase 1: populate a token: a point-in-time image of the source legs.
     loop().post([this, desc = req.copy, done = std::move(done)]() mutable {
@@ -54,7 +53,6 @@ class TokenDevice final : public Device {
         done(Status());
       });
     });
-    return {};
   }
 
   DeviceInfo describe() const override { return {"token-test", name(), "tokens", {}}; }

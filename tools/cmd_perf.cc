@@ -223,10 +223,7 @@ class Job {
     const uint64_t off = pick(device_bytes_, bs_, io_cursor_);
     issued_bytes_ += bs_;
     Request req{k == Kind::read ? Op::read : Op::write, off, bs_, buffers_[slot].data()};
-    Status s = src_->submit(req, [this, slot, start, k](Status st) {
-      done(slot, start, k, st, bs_);
-    });
-    if (!s.ok()) done(slot, start, k, s, 0);
+    src_->submit(req, [this, slot, start, k](Status st) { done(slot, start, k, st, bs_); });
   }
 
   void done(unsigned slot, Clock::time_point start, Kind k, const Status& s, uint64_t bytes) {

@@ -215,8 +215,27 @@ bool FileDevice::same_storage(const Device& other) const {
   return f->st_dev_ == st_dev_ && f->st_ino_ == st_ino_;
 }
 
-Status FileDevice::submit(const Request& req, Completion done) {
-  if (Status s = check(req); !s.ok()) return s;
+Result<std::unique_ptr<Device>> FileDevice::channel(EventLoop& other) {
+  const int fd = fcntl(fd_, F_DUPFD_CLOEXEC, 0);
+  if (fd < 0) return std::unexpected(Status::from_errno(errno, fmt::format("{}: dup", name())));
+  std::unique_ptr<FileDevice> c(new FileDevice(other, name()));
+  c->limits_ = limits_;
+  c->cfg_ = cfg_;
+  c->fd_ = fd;
+  c->direct_ = direct_;
+  c->block_device_ = block_device_;
+  c->fs_dev_ = fs_dev_;
+  c->st_dev_ = st_dev_;
+  c->st_ino_ = st_ino_;
+  c->st_rdev_ = st_rdev_;
+  c->fs_name_ = fs_name_;
+  c->method_ = method_;
+  c->why_ = why_;
+  return std::unique_ptr<Device>(std::move(c));
+}
+
+void FileDevice::submit(const Request& req, Completion done) {
+  if (Status s = check(req); !s.ok()) return complete_later(std::move(done), std::move(s));
   auto complete = [this, op = req.op](Completion d) {
     return [this, op, d = std::move(d)](int res) {
       d(res < 0 ? Status::from_errno(-res, fmt::format("{} on {}", op_name(op), name()))
@@ -235,9 +254,8 @@ Status FileDevice::submit(const Request& req, Completion done) {
       loop().fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, req.offset, req.length,
                        complete(std::move(done)));
       break;
-    case Op::copy: copy(*req.copy, std::move(done)); break;
+    case Op::copy: copy(req, std::move(done)); break;
   }
-  return {};
 }
 
 // Reads or writes the whole request, resubmitting the rest after a short transfer.
@@ -266,15 +284,14 @@ void FileDevice::transfer(const Request& req, uint64_t done_bytes, Completion do
   }
 }
 
-void FileDevice::copy(const CopyDesc& desc, Completion done) {
+void FileDevice::copy(const Request& req, Completion done) {
+  const CopyDesc& desc = *req.copy;
   const bool domain = std::all_of(desc.sources.begin(), desc.sources.end(),
                                   [&](const CopySegment& s) { return same_copy_domain(*s.dev); });
   if (!domain || !limits_.can_offload()) {
-    loop().post([done = std::move(done), n = name(), domain] {
-      done(Status::error(EOPNOTSUPP, fmt::format("{}: copy not supported ({})", n,
-                                                 domain ? "offload off" : "other file system")));
-    });
-    return;
+    return not_offloaded(req, std::move(done),
+                         fmt::format("{}: copy not supported ({})", name(),
+                                     domain ? "offload off" : "other file system"));
   }
   // copy_file_range blocks, so it runs on a helper thread; the descriptor outlives the call.
   auto work = [&desc, out = fd_]() -> int {
@@ -294,10 +311,14 @@ void FileDevice::copy(const CopyDesc& desc, Completion done) {
     }
     return 0;
   };
-  loop().offload(std::move(work), [this, done = std::move(done)](int res) {
+  // A refusal means nothing of that source was copied; sources before it were, and copying
+  // them again (emulated) writes the same bytes: the engine's pieces never overlap themselves.
+  loop().offload(std::move(work), [this, report = req.report, len = desc.dst.length,
+                                   done = std::move(done)](int res) {
     if (res == -EXDEV || res == -EOPNOTSUPP || res == -ENOSYS || res == -EINVAL) {
-      return done(Status::error(EOPNOTSUPP, fmt::format("{}: copy_file_range refused: {}", name(),
-                                                        std::strerror(-res))));
+      report->none(len, fmt::format("{}: copy_file_range refused: {}", name(),
+                                    std::strerror(-res)));
+      return done(Status());
     }
     done(res < 0 ? Status::from_errno(-res, fmt::format("copy_file_range on {}", name()))
                  : Status());

@@ -34,7 +34,12 @@ class FileDevice final : public Device {
                                                   const FileConfig& cfg);
   ~FileDevice() override;
 
-  Status submit(const Request& req, Completion done) override;
+  void submit(const Request& req, Completion done) override;
+  // write_zeroes and discard through fallocate (a file system that refuses fails them with
+  // EOPNOTSUPP).
+  bool supports(Op op) const override { return op != Op::copy || limits_.can_offload(); }
+  // The same file through a duplicated descriptor, submitting on `loop`.
+  Result<std::unique_ptr<Device>> channel(EventLoop& loop) override;
   bool same_copy_domain(const Device& other) const override;
   bool same_storage(const Device& other) const override;
   DeviceInfo describe() const override;
@@ -46,7 +51,7 @@ class FileDevice final : public Device {
  private:
   FileDevice(EventLoop& loop, std::string name) : Device(loop, std::move(name)) {}
   void transfer(const Request& req, uint64_t done_bytes, Completion done);
-  void copy(const CopyDesc& desc, Completion done);
+  void copy(const Request& req, Completion done);
 
   FileConfig cfg_;
   int fd_ = -1;

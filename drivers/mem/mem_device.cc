@@ -119,8 +119,9 @@ Result<MemConfig> parse_mem_config(std::string_view spec) {
   return cfg;
 }
 
-MemDevice::MemDevice(EventLoop& loop, std::string name, const MemConfig& cfg)
-    : Device(loop, std::move(name)), cfg_(cfg) {
+MemDevice::MemDevice(EventLoop& loop, std::string name, const MemConfig& cfg,
+                     std::shared_ptr<Store> store)
+    : Device(loop, std::move(name)), cfg_(cfg), store_(std::move(store)), delays_(loop) {
   limits_.logical_block_size = cfg.block;
   limits_.capacity = cfg.size;
   limits_.max_io_bytes = 1u << 30;
@@ -133,102 +134,132 @@ MemDevice::MemDevice(EventLoop& loop, std::string name, const MemConfig& cfg)
   }
 }
 
-MemDevice::~MemDevice() {
-  if (data_) munmap(data_, cfg_.size);
+MemDevice::Store::~Store() {
+  if (data) munmap(data, size);
 }
 
 Result<std::unique_ptr<MemDevice>> MemDevice::create(EventLoop& loop, std::string name,
                                                      const MemConfig& cfg) {
-  std::unique_ptr<MemDevice> dev(new MemDevice(loop, std::move(name), cfg));
+  auto store = std::make_shared<Store>();
+  store->size = cfg.size;
   if (cfg.data) {
     void* p = mmap(nullptr, cfg.size, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (p == MAP_FAILED) return std::unexpected(Status::from_errno(errno, dev->name()));
-    dev->data_ = static_cast<std::byte*>(p);
+    if (p == MAP_FAILED) return std::unexpected(Status::from_errno(errno, name));
+    store->data = static_cast<std::byte*>(p);
     // A device filled now (seed) asks for transparent huge pages: random 4 KiB requests over a
     // large RAM device otherwise miss the TLB on nearly every access (SPDK's malloc bdev sits in
     // hugepages). Not for one touched lazily: a first write to a huge page zeroes 2 MiB and
     // here stalled requests for up to 0.2 s.
     if (cfg.seed) {
       (void)madvise(p, cfg.size, MADV_HUGEPAGE);
-      fill_pattern(dev->data_, 0, cfg.size, cfg.seed);
+      fill_pattern(store->data, 0, cfg.size, cfg.seed);
     }
   }
-  return dev;
+  return std::unique_ptr<MemDevice>(new MemDevice(loop, std::move(name), cfg, std::move(store)));
+}
+
+Result<std::unique_ptr<Device>> MemDevice::channel(EventLoop& loop) {
+  auto c = std::unique_ptr<MemDevice>(new MemDevice(loop, name(), cfg_, store_));
+  c->limits_ = limits_;  // copy_max_bytes as set on this device
+  return std::unique_ptr<Device>(std::move(c));
+}
+
+bool MemDevice::same_storage(const Device& other) const {
+  auto* m = dynamic_cast<const MemDevice*>(&other);
+  return m && m->store_ == store_;
+}
+
+bool MemDevice::supports(Op op) const {
+  return op == Op::copy ? cfg_.copy && limits_.can_offload() : true;
 }
 
 Status MemDevice::execute(const Request& req) {
+  std::byte* data = store_->data;
   switch (req.op) {
     case Op::read:
-      if (data_) {
-        std::memcpy(req.buf, data_ + req.offset, req.length);
+      if (data) {
+        std::memcpy(req.buf, data + req.offset, req.length);
       } else {
         std::memset(req.buf, 0, req.length);
       }
       return {};
     case Op::write:
-      if (data_) std::memcpy(data_ + req.offset, req.buf, req.length);
+      if (data) std::memcpy(data + req.offset, req.buf, req.length);
       return {};
     case Op::write_zeroes:
     case Op::discard:  // discarded blocks read back as zeroes
-      if (data_) std::memset(data_ + req.offset, 0, req.length);
+      if (data) std::memset(data + req.offset, 0, req.length);
       return {};
     case Op::flush: return {};
     case Op::copy: break;
   }
-  if (!data_) return {};
+  if (!data) return {};
   uint64_t at = req.copy->dst.offset;
   for (const CopySegment& s : req.copy->sources) {
-    std::memmove(data_ + at, data_ + s.offset, s.length);
+    std::memmove(data + at, data + s.offset, s.length);
     at += s.length;
   }
   return {};
 }
 
-Status MemDevice::submit(const Request& req, Completion done) {
-  if (Status s = check(req); !s.ok()) return s;
-  Status outcome;
+void MemDevice::finish(Completion done, Status s) {
+  ready_.emplace_back(std::move(done), std::move(s));
+  if (deliver_posted_) return;
+  deliver_posted_ = true;
+  loop().post([this] { deliver(); });
+}
+
+void MemDevice::deliver() {
+  deliver_posted_ = false;
+  running_.swap(ready_);  // completions may submit again: those go to the next turn
+  for (auto& [done, s] : running_) done(std::move(s));
+  running_.clear();
+}
+
+void MemDevice::submit(const Request& req, Completion done) {
+  if (Status s = check(req); !s.ok()) return finish(std::move(done), std::move(s));
   faults_.note(req.op);
   if (faults_.fires(req.op, cfg_.fault)) {
-    outcome = Status::from_errno(cfg_.fault.error,
-                                 fmt::format("{}: injected fault on {} #{}", name(),
-                                             op_name(req.op), faults_.seen(req.op)));
-  } else if (req.op == Op::copy) {
+    if (req.op == Op::copy && cfg_.fault.error == EOPNOTSUPP) {  // a refusal, not a failure
+      return not_offloaded(req, std::move(done),
+                           fmt::format("{}: injected refusal of copy #{}", name(),
+                                       faults_.seen(req.op)));
+    }
+    return finish(std::move(done),
+                  Status::from_errno(cfg_.fault.error,
+                                     fmt::format("{}: injected fault on {} #{}", name(),
+                                                 op_name(req.op), faults_.seen(req.op))));
+  }
+  if (req.op == Op::copy) {
     const bool domain = std::all_of(req.copy->sources.begin(), req.copy->sources.end(),
                                     [&](const CopySegment& s) { return same_copy_domain(*s.dev); });
-    if (!cfg_.copy || !limits_.can_offload() || !domain) {
-      outcome = Status::error(EOPNOTSUPP, fmt::format("{}: copy not supported ({})", name(),
-                                                      domain ? "offload off" : "other device"));
+    if (!supports(Op::copy) || !domain) {
+      return not_offloaded(req, std::move(done),
+                           fmt::format("{}: copy not supported ({})", name(),
+                                       domain ? "offload off" : "other device"));
     }
   }
-  if (!outcome.ok()) {
-    loop().post([done = std::move(done), outcome = std::move(outcome)] { done(outcome); });
-    return {};
-  }
-
-  // The command completes at an absolute time, so the order of completions follows the
-  // bandwidth cap's schedule, not the order in which timers reach the kernel.
-  auto run = [this, req, done = std::move(done)] { done(execute(req)); };
   if (!cfg_.latency_ns && !cfg_.jitter_ns && !cfg_.bandwidth) {
-    loop().post(std::move(run));  // no timing to model: no clock to read
-    return {};
+    return finish(std::move(done), execute(req));  // no timing to model: no clock to read
   }
+  // The command completes at an absolute time, so the order of completions follows the
+  // bandwidth cap's schedule.
   const uint64_t now = now_ns();
   uint64_t done_at = now + cfg_.latency_ns;
   if (cfg_.jitter_ns) done_at += splitmix(jitter_state_++) % (cfg_.jitter_ns + 1);
   if (cfg_.bandwidth) {
     const uint64_t bytes = req.op == Op::copy ? req.copy->dst.length : req.length;
-    busy_until_ns_ = std::max(busy_until_ns_, now) +
-                     static_cast<uint64_t>(bytes * 1e9 / static_cast<double>(cfg_.bandwidth));
-    done_at += busy_until_ns_ - now;
+    const auto cost = static_cast<uint64_t>(bytes * 1e9 / static_cast<double>(cfg_.bandwidth));
+    uint64_t busy = store_->busy_until_ns.load();
+    uint64_t until;
+    do {
+      until = std::max(busy, now) + cost;
+    } while (!store_->busy_until_ns.compare_exchange_weak(busy, until));
+    done_at += until - now;
   }
-  if (done_at == now) {
-    loop().post(std::move(run));
-  } else {
-    loop().at(std::chrono::steady_clock::time_point(std::chrono::nanoseconds(done_at)),
-              std::move(run));
-  }
-  return {};
+  delays_.at(std::chrono::steady_clock::time_point(std::chrono::nanoseconds(done_at)),
+             [this, req, done = std::move(done)]() mutable { done(execute(req)); });
 }
 
 DeviceInfo MemDevice::describe() const {

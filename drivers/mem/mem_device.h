@@ -8,9 +8,13 @@
 #include <blkcopy/device.h>
 
 #include "block/fault.h"
+#include "core/deadline_queue.h"
 
+#include <atomic>
 #include <memory>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace blkcopy {
 
@@ -29,7 +33,7 @@ struct MemConfig {
   uint64_t jitter_ns = 0;     // plus a random delay up to this, so completions come out of order
   uint64_t bandwidth = 0;     // bytes per second the device moves (0 = unlimited)
   uint64_t seed = 0;          // non-zero: fill with pseudo-random bytes from this seed
-  FaultRule fault;
+  FaultRule fault;  // on a copy, EOPNOTSUPP refuses to offload it (the engine emulates it)
 };
 
 // Parses "1G,block=4096,copy_max=1M,nocopy,..." (the part after "mem:").
@@ -39,23 +43,41 @@ class MemDevice final : public Device {
  public:
   static Result<std::unique_ptr<MemDevice>> create(EventLoop& loop, std::string name,
                                                    const MemConfig& cfg);
-  ~MemDevice() override;
 
-  Status submit(const Request& req, Completion done) override;
+  void submit(const Request& req, Completion done) override;
+  bool supports(Op op) const override;
+  // Channels share the RAM and the bandwidth cap; each counts its own injected faults.
+  Result<std::unique_ptr<Device>> channel(EventLoop& loop) override;
+  bool same_copy_domain(const Device& other) const override { return same_storage(other); }
+  bool same_storage(const Device& other) const override;
   DeviceInfo describe() const override;
 
   // Direct access for tests and benchmarks (nullptr when data-less).
-  std::byte* data() const { return data_; }
+  std::byte* data() const { return store_->data; }
 
  private:
-  MemDevice(EventLoop& loop, std::string name, const MemConfig& cfg);
+  // The RAM and the bandwidth schedule, shared by a device and its channels.
+  struct Store {
+    std::byte* data = nullptr;
+    uint64_t size = 0;
+    std::atomic<uint64_t> busy_until_ns{0};  // the bandwidth cap serialises transfers
+    ~Store();
+  };
+  MemDevice(EventLoop& loop, std::string name, const MemConfig& cfg,
+            std::shared_ptr<Store> store);
   Status execute(const Request& req);
+  void finish(Completion done, Status s);
+  void deliver();
 
   MemConfig cfg_;
-  std::byte* data_ = nullptr;
+  std::shared_ptr<Store> store_;
   FaultCounter faults_;
-  uint64_t busy_until_ns_ = 0;  // the bandwidth cap serialises transfers
   uint64_t jitter_state_ = 1;
+  // Completions of this loop turn, run together by one posted task: a request costs no
+  // allocation of its own (the posted task captures nothing but the device).
+  std::vector<std::pair<Completion, Status>> ready_, running_;
+  bool deliver_posted_ = false;
+  DeadlineQueue delays_;  // latency, jitter and bandwidth: completions at their times
 };
 
 // Writes the bytes [offset, offset + length) of the pseudo-random fill of `seed` to dst: the same

@@ -60,7 +60,7 @@ Status admin(int fd, const std::string& label, const char* what, uint8_t opcode,
   }
   if (rc > 0) {
     const uint16_t code = rc & 0x7FF;
-    return Status::error(nvme::errno_for_status(code, false),
+    return Status::error(nvme::errno_for_status(code),
                          fmt::format("{}: {}: NVMe status {:#05x} ({})", label, what, code,
                                      nvme::status_text(code)));
   }
@@ -111,6 +111,11 @@ struct NvmeLocalDevice::Command {
   std::shared_ptr<std::vector<uint8_t>> data;  // range lists
   std::vector<uint64_t> range_bytes;            // Copy: destination bytes per range
   CopyReport* report = nullptr;
+  uint64_t range_total() const {
+    uint64_t n = 0;
+    for (uint64_t b : range_bytes) n += b;
+    return n;
+  }
   Completion done;
 };
 
@@ -204,9 +209,33 @@ Result<std::unique_ptr<NvmeLocalDevice>> NvmeLocalDevice::open(EventLoop& loop, 
 }
 
 NvmeLocalDevice::~NvmeLocalDevice() {
-  // Completions point at this device: wait for the commands in flight (each has a timeout).
-  if (inflight_) (void)loop().run_until([this] { return inflight_ == 0; });
+  if (inflight_) {
+    log_error(fmt::format("{}: destroyed with {} commands in flight (a caller's bug)", name(),
+                          inflight_));
+  }
   if (fd_ >= 0) close(fd_);
+}
+
+Result<std::unique_ptr<Device>> NvmeLocalDevice::channel(EventLoop& other) {
+  const int fd = fcntl(fd_, F_DUPFD_CLOEXEC, 0);
+  if (fd < 0) return std::unexpected(Status::from_errno(errno, fmt::format("{}: dup", name())));
+  std::unique_ptr<NvmeLocalDevice> c(new NvmeLocalDevice(other, name()));
+  c->limits_ = limits_;
+  c->ctrl_ = ctrl_;
+  c->nodes_ = nodes_;
+  c->fd_ = fd;
+  c->nsid_ = nsid_;
+  c->timeout_ms_ = timeout_ms_;
+  c->geo_ = geo_;
+  return std::unique_ptr<Device>(std::move(c));
+}
+
+bool NvmeLocalDevice::supports(Op op) const {
+  switch (op) {
+    case Op::write_zeroes: return ctrl_->caps.oncs & nvme::idctrl::kOncsWriteZeroes;
+    case Op::discard: return ctrl_->caps.oncs & nvme::idctrl::kOncsDsm;
+    default: return Device::supports(op);
+  }
 }
 
 bool NvmeLocalDevice::same_copy_domain(const Device& other) const {
@@ -241,21 +270,27 @@ void NvmeLocalDevice::issue(std::shared_ptr<Command> c) {
       ++counters_.retries;
       return issue(c);
     }
-    if (c->copy && c->report) {
+    if (c->copy && nvme::copy_not_supported(code)) {
+      c->report->none(c->range_total(), fmt::format("{}: the controller did not take the Copy: "
+                                                    "NVMe status {:#05x} ({})",
+                                                    name(), code, nvme::status_text(code)));
+      return c->done({});
+    }
+    if (c->copy) {
       // DW0: the first range not copied; the ones before it are on the destination.
       const uint32_t first = static_cast<uint32_t>(result);
       uint64_t done = 0;
       for (uint32_t i = 0; i < first && i < c->range_bytes.size(); ++i) done += c->range_bytes[i];
       c->report->done_before_error = done;
     }
-    c->done(Status::error(nvme::errno_for_status(code, c->copy),
+    c->done(Status::error(nvme::errno_for_status(code),
                           fmt::format("{}: {}: NVMe status {:#05x} ({}){}", name(), c->what, code,
                                       nvme::status_text(code), dnr ? "" : " after retries")));
   });
 }
 
-Status NvmeLocalDevice::submit(const Request& req, Completion done) {
-  if (Status s = check(req); !s.ok()) return s;
+void NvmeLocalDevice::submit(const Request& req, Completion done) {
+  if (Status s = check(req); !s.ok()) return complete_later(std::move(done), std::move(s));
   const uint32_t lbs = geo_.block_size;
   auto make = [&](uint8_t opcode, const char* what, uint64_t lba, uint32_t blocks) {
     auto c = std::make_shared<Command>();
@@ -279,23 +314,23 @@ Status NvmeLocalDevice::submit(const Request& req, Completion done) {
       c->cmd.addr = reinterpret_cast<uintptr_t>(req.buf);
       c->cmd.data_len = static_cast<uint32_t>(req.length);
       c->done = std::move(done);
-      issue(std::move(c));
-      return {};
+      return issue(std::move(c));
     }
     case Op::flush: {
       auto c = make(nvme::io::kFlush, "flush", 0, 0);
       c->cmd.cdw10 = c->cmd.cdw11 = c->cmd.cdw12 = 0;
       c->done = std::move(done);
-      issue(std::move(c));
-      return {};
+      return issue(std::move(c));
     }
     case Op::write_zeroes:
     case Op::discard: {
       const bool zeroes = req.op == Op::write_zeroes;
       const uint16_t bit = zeroes ? nvme::idctrl::kOncsWriteZeroes : nvme::idctrl::kOncsDsm;
       if (!(ctrl_->caps.oncs & bit)) {
-        return Status::error(EOPNOTSUPP, fmt::format("{}: the controller has no {}", name(),
-                                                     zeroes ? "Write Zeroes" : "Deallocate"));
+        return complete_later(std::move(done),
+                              Status::error(EOPNOTSUPP, fmt::format("{}: the controller has no {}",
+                                                                    name(), zeroes ? "Write Zeroes"
+                                                                                   : "Deallocate")));
       }
       // Write Zeroes: at most 65536 blocks a command; Deallocate: one range of at most 2^32 - 1.
       const uint64_t step = zeroes ? 65536 : 0xFFFFFFFFu;
@@ -322,11 +357,10 @@ Status NvmeLocalDevice::submit(const Request& req, Completion done) {
         at += n;
       }
       f->submitted();
-      return {};
+      return;
     }
-    case Op::copy: copy(req, std::move(done)); return {};
+    case Op::copy: return copy(req, std::move(done));
   }
-  return Status::error(EINVAL, "unknown request");
 }
 
 // One Copy command: every source leg becomes a range (format 0 when all lie in this namespace,
@@ -337,9 +371,7 @@ void NvmeLocalDevice::copy(const Request& req, Completion done) {
   bool local = true;
   for (const CopySegment& s : desc.sources) {
     if (!same_copy_domain(*s.dev)) {
-      return loop().post([done, n = name()] {
-        done(Status::error(EOPNOTSUPP, n + ": copy from outside this controller"));
-      });
+      return not_offloaded(req, std::move(done), name() + ": copy from outside this controller");
     }
     local &= static_cast<const NvmeLocalDevice*>(s.dev)->nsid_ == nsid_;
   }

@@ -41,7 +41,10 @@ class NvmeLocalDevice final : public Device {
                                                        const NvmeLocalConfig& config);
   ~NvmeLocalDevice() override;
 
-  Status submit(const Request& req, Completion done) override;
+  void submit(const Request& req, Completion done) override;
+  bool supports(Op op) const override;
+  // The same namespace through a duplicated descriptor, submitting on `loop`.
+  Result<std::unique_ptr<Device>> channel(EventLoop& loop) override;
   bool same_copy_domain(const Device& other) const override;
   bool same_storage(const Device& other) const override;
   DeviceInfo describe() const override;

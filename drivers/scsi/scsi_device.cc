@@ -170,6 +170,11 @@ struct ScsiDevice::Xcopy {
   SgOutcome outcome;
   CopyReport* report = nullptr;
   Completion done;
+  uint64_t total() const {
+    uint64_t n = 0;
+    for (uint64_t b : segment_bytes) n += b;
+    return n;
+  }
 };
 
 Result<std::unique_ptr<ScsiDevice>> ScsiDevice::open(EventLoop& loop, std::string name,
@@ -279,8 +284,10 @@ Result<std::unique_ptr<ScsiDevice>> ScsiDevice::open(EventLoop& loop, std::strin
 }
 
 ScsiDevice::~ScsiDevice() {
-  // Completions point at this device: wait for the commands in flight (each has a timeout).
-  if (inflight_) (void)loop().run_until([this] { return inflight_ == 0; });
+  if (inflight_) {
+    log_error(fmt::format("{}: destroyed with {} commands in flight (a caller's bug)", name(),
+                          inflight_));
+  }
   data_.reset();
   if (fd_ >= 0) close(fd_);
 }
@@ -298,11 +305,14 @@ bool ScsiDevice::same_storage(const Device& other) const {
   return data_->same_storage(*o->data_);
 }
 
-Status ScsiDevice::submit(const Request& req, Completion done) {
-  if (Status s = check(req); !s.ok()) return s;
+void ScsiDevice::submit(const Request& req, Completion done) {
+  if (Status s = check(req); !s.ok()) return complete_later(std::move(done), std::move(s));
   if (req.op != Op::copy) return data_->submit(req, std::move(done));
   copy(req, std::move(done));
-  return {};
+}
+
+bool ScsiDevice::supports(Op op) const {
+  return op == Op::copy ? Device::supports(op) : data_->supports(op);
 }
 
 // One EXTENDED COPY to this LUN (the destination): a CSCD descriptor for it and one for each
@@ -316,9 +326,8 @@ void ScsiDevice::copy(const Request& req, Completion done) {
   uint64_t dst_lba = desc.dst.offset / block_size_;
   for (const CopySegment& s : desc.sources) {
     if (!same_copy_domain(*s.dev)) {
-      return loop().post([done, n = name()] {
-        done(Status::error(EOPNOTSUPP, n + ": copy from a LUN outside this copy manager's reach"));
-      });
+      return not_offloaded(req, std::move(done),
+                           name() + ": copy from a LUN outside this copy manager's reach");
     }
     const auto* src = static_cast<const ScsiDevice*>(s.dev);
     size_t index = 0;
@@ -333,10 +342,9 @@ void ScsiDevice::copy(const Request& req, Completion done) {
     x->segment_bytes.push_back(s.length);
   }
   if (luns.size() > params_->max_cscd) {
-    return loop().post([done, n = name(), c = luns.size(), m = params_->max_cscd] {
-      done(Status::error(EOPNOTSUPP, fmt::format("{}: a copy naming {} LUNs (the copy manager "
-                                                 "takes {})", n, c, m)));
-    });
+    return not_offloaded(req, std::move(done),
+                         fmt::format("{}: a copy naming {} LUNs (the copy manager takes {})",
+                                     name(), luns.size(), params_->max_cscd));
   }
   x->list = scsi::encode_extended_copy(++next_list_id_, luns, block_size_, segments);
   x->cdb = scsi::cdb_extended_copy(static_cast<uint32_t>(x->list.size()));
@@ -378,7 +386,7 @@ void ScsiDevice::send(std::shared_ptr<Xcopy> x) {
             done += x->segment_bytes[i];
           }
         }
-        if (x->report) x->report->done_before_error = done;
+        x->report->done_before_error = done;
         if (s.code() == EOPNOTSUPP && done == 0) {
           // The copy manager cannot do this copy (not reachable, unsupported): the engine
           // emulates it. A source it cannot reach is not tried again.
@@ -387,7 +395,8 @@ void ScsiDevice::send(std::shared_ptr<Xcopy> x) {
             unreachable_.insert(x->sources.begin(), x->sources.end());
           }
           log_info(s.message() + ": emulating this copy");
-          return x->done(s);
+          x->report->none(x->total(), s.message());
+          return x->done({});
         }
         if (s.code() == EOPNOTSUPP) s = Status::error(EIO, s.message());  // partly done
         x->done(s);

@@ -45,7 +45,8 @@ class ScsiDevice final : public Device {
                                                   const ScsiConfig& config);
   ~ScsiDevice() override;
 
-  Status submit(const Request& req, Completion done) override;
+  void submit(const Request& req, Completion done) override;
+  bool supports(Op op) const override;
   bool same_copy_domain(const Device& other) const override;
   bool same_storage(const Device& other) const override;
   DeviceInfo describe() const override;

@@ -51,17 +51,25 @@ inline constexpr Op kAllOps[] = {Op::read,         Op::write,   Op::flush,
                                  Op::write_zeroes, Op::discard, Op::copy};
 const char* op_name(Op op);
 
-// What a copy did in detail. Drivers that split copies (stacking devices) fill it; a bottom
-// driver leaves it empty: then the whole copy ran on it, or the status says why not.
+// What a copy did in detail, filled before the completion runs. "Not supported" travels here
+// and nowhere else: a device that cannot offload a copy (or parts of it: a stack whose legs
+// landed on different children) completes it ok and lists the ranges it did not copy; the
+// caller emulates exactly these. A failed status is always a real failure of the copy.
 struct CopyReport {
-  // Ranges {offset, length} of the copy, relative to its start, that could not be offloaded
-  // while the status is ok: the caller emulates exactly these.
+  // Ranges {offset, length} of the copy, relative to its start, that were not offloaded.
   std::vector<std::pair<uint64_t, uint64_t>> not_supported;
-  // Bytes offloaded per bottom device.
+  std::string why_not_supported;  // why, for messages (set with not_supported)
+  // Bytes offloaded per bottom device; left empty by a bottom driver (all of it ran there).
   std::vector<std::pair<const Device*, uint64_t>> offloaded_on;
   // A copy that failed: bytes at its start (in source order) that are on the destination
   // nevertheless (NVMe: the ranges before the one the completion names). Left 0 when unknown.
   uint64_t done_before_error = 0;
+
+  // The whole copy of `length` bytes was not offloaded, for `why`.
+  void none(uint64_t length, std::string why) {
+    not_supported.assign(1, {0, length});
+    why_not_supported = std::move(why);
+  }
 };
 
 struct Request {
@@ -70,7 +78,7 @@ struct Request {
   uint64_t length = 0;        // read, write, write_zeroes, discard
   void* buf = nullptr;        // read, write: page-aligned memory of `length` bytes
   const CopyDesc* copy = nullptr;  // copy: must stay valid until the completion runs
-  CopyReport* report = nullptr;    // copy, optional: filled before the completion runs
+  CopyReport* report = nullptr;    // copy: required, empty, valid until the completion runs
 };
 
 // Runs exactly once on the device's loop, never inside submit().
@@ -89,9 +97,9 @@ struct DeviceInfo {
 
 // A block device. Drivers implement submit(), limits and describe().
 //
-// Copies: a copy request is submitted to the destination device. A driver accepts it only if
-// every leg lies in its copy domain (same_copy_domain); otherwise, or when it cannot offload,
-// it completes the request with EOPNOTSUPP and the copy engine emulates that piece. A driver
+// Copies: a copy request is submitted to the destination device. A driver offloads it only if
+// every leg lies in its copy domain (same_copy_domain); what it cannot offload it completes ok
+// with those ranges in CopyReport::not_supported, and the copy engine emulates them. A driver
 // that works with tokens (SCSI POPULATE TOKEN, then WRITE USING TOKEN) gets the whole context
 // in one request and runs the two phases one after the other inside submit's completion chain;
 // nothing in this interface needs both halves in flight at once.
@@ -101,9 +109,22 @@ class Device {
   Device(const Device&) = delete;
   Device& operator=(const Device&) = delete;
 
-  // Either fails at once (returns an error; no completion will run) or returns ok and `done`
-  // runs exactly once later. REQUIRES: the request lies within the limits and capacity.
-  virtual Status submit(const Request& req, Completion done) = 0;
+  // `done` runs exactly once, later, on the device's loop (never inside submit) with the
+  // outcome: every error, a request outside the limits included, comes through it. An
+  // operation the device does not do (supports() false) fails with EOPNOTSUPP.
+  // REQUIRES: no request is in flight when the device is destroyed.
+  virtual void submit(const Request& req, Completion done) = 0;
+
+  // Whether the device does `op` itself: read, write and flush always; write_zeroes and
+  // discard where the driver has them; copy where it can offload (limits().can_offload()).
+  virtual bool supports(Op op) const;
+
+  // A handle on this device for another event loop, like SPDK's io_channel: a Device that
+  // submits on `loop` and shares this one's storage (same_storage and same_copy_domain hold
+  // between them), so that each loop reaches the device without a hop between threads. The
+  // device must outlive its channels. ENOTSUP where the driver cannot (a remote namespace, whose
+  // connection lives on one loop).
+  virtual Result<std::unique_ptr<Device>> channel(EventLoop& loop);
 
   // True when a copy from `other` to this device may be offloaded (same copy domain).
   virtual bool same_copy_domain(const Device& other) const { return &other == this; }
@@ -133,6 +154,10 @@ class Device {
 
   // Checks a request against the limits; drivers call it first in submit().
   Status check(const Request& req) const;
+  // Runs done(s) on the loop, later: how submit() reports an error it found itself.
+  void complete_later(Completion done, Status s) const;
+  // Completes a copy as not offloaded (all of it, for `why`), later: the engine emulates it.
+  void not_offloaded(const Request& req, Completion done, std::string why) const;
 
   QueueLimits limits_;
 

@@ -29,11 +29,11 @@ class CopyService {
   void submit(std::vector<CopySegment> sources, Device& dst, uint64_t dst_offset,
               Priority priority, JobDone done);
 
-  bool idle() const { return in_flight_ == 0 && queued() == 0 && !timer_armed_; }
+  bool idle() const { return in_flight_ == 0 && queued() == 0 && !rate_timer_.armed(); }
   size_t queued() const;
   unsigned in_flight() const { return in_flight_; }
-  // Drops the jobs not started yet (their `done` never runs) and runs the loop until the ones
-  // in flight have ended.
+  // Drops the jobs not started yet (their `done` never runs) and the rate limit's wait, and runs
+  // the loop until the jobs in flight have ended.
   Status drain();
 
  private:
@@ -49,8 +49,8 @@ class CopyService {
   Options opt_;
   std::deque<Job> queues_[3];
   unsigned in_flight_ = 0;
-  bool timer_armed_ = false;
   std::chrono::steady_clock::time_point budget_at_{};  // the rate limit's next free moment
+  Timer rate_timer_;  // armed while over the rate: pump() again at budget_at_
 };
 
 }  // namespace blkcopy

@@ -11,13 +11,12 @@ namespace blkcopy::nvme {
 
 uint16_t code_of(const Cqe& cqe) { return (cqe.status >> 1) & 0x7FF; }
 
-// An NVMe status as an errno-style Status. Invalid opcode/field on a copy means "not
-// supported" so that the engine emulates it.
-Status to_status(const Status& transport, const Cqe& cqe, const std::string& what, bool copy) {
+// An NVMe status as an errno-style Status.
+Status to_status(const Status& transport, const Cqe& cqe, const std::string& what) {
   if (!transport.ok()) return transport;
   const uint16_t st = code_of(cqe);
   if (st == 0) return {};
-  return Status::error(errno_for_status(st, copy), fmt::format("{}: NVMe status {:#05x} ({})", what, st, status_text(st)));
+  return Status::error(errno_for_status(st), fmt::format("{}: NVMe status {:#05x} ({})", what, st, status_text(st)));
 }
 
 namespace {
@@ -313,7 +312,7 @@ void NvmeTcpController::setup_finished() {
   admin_->set_timeout(cfg.timeout_ms);
   for (auto& q : io_) q->set_timeout(cfg.timeout_ms);
   kato_ms_ = cfg.kato_ms;
-  if (kato_ms_ && !keep_alive_armed_) keep_alive();
+  if (kato_ms_ && !keep_alive_timer_.armed()) keep_alive();
   auto hook = [this, alive = alive_](const Status& why) {
     if (*alive) dropped(why);
   };
@@ -366,8 +365,7 @@ void NvmeTcpController::dropped(const Status& why) {
 
 void NvmeTcpController::try_reconnect() {
   const auto backoff = std::chrono::milliseconds(100) * (1u << std::min(attempt_, 6u));
-  loop_->after(backoff, [this, alive = alive_] {
-    if (!*alive) return;
+  reconnect_timer_ = loop_->after(backoff, [this, alive = alive_] {
     ++attempt_;
     // The failed queues go first: their socket operations have ended (the queue failed).
     admin_.reset();
@@ -396,10 +394,7 @@ void NvmeTcpController::try_reconnect() {
 }
 
 void NvmeTcpController::keep_alive() {
-  keep_alive_armed_ = true;
-  loop_->after(std::chrono::milliseconds(kato_ms_ / 2), [this, alive = alive_] {
-    if (!*alive) return;
-    keep_alive_armed_ = false;
+  keep_alive_timer_ = loop_->after(std::chrono::milliseconds(kato_ms_ / 2), [this] {
     if (state_ == State::dead) return;
     if (!admin_ || admin_->failed()) return keep_alive();  // reconnecting: keep the beat
     Sqe ka{};

@@ -78,7 +78,6 @@ class NvmeTcpController {
   void setup_failed(Status why);
   std::function<void(Status)> setup_done_;
   unsigned granted_ = 1;
-  bool keep_alive_armed_ = false;
   void keep_alive();
   void dropped(const Status& why);
   void try_reconnect();
@@ -99,12 +98,14 @@ class NvmeTcpController {
   std::string label_;
   uint32_t kato_ms_ = 0;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  // Last: cancelled first when the controller goes.
+  Timer keep_alive_timer_;  // the next Keep Alive
+  Timer reconnect_timer_;   // the next reconnect attempt
 };
 
 
 uint16_t code_of(const Cqe& cqe);
-// An NVMe status as an errno-style Status. Invalid opcode/field on a copy means "not
-// supported" so that the engine emulates it.
-Status to_status(const Status& transport, const Cqe& cqe, const std::string& what, bool copy);
+// An NVMe status as an errno-style Status (nvme::errno_for_status).
+Status to_status(const Status& transport, const Cqe& cqe, const std::string& what);
 
 }  // namespace blkcopy::nvme

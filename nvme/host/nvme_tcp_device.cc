@@ -151,8 +151,8 @@ std::optional<Device::WireCounters> NvmeTcpDevice::wire_counters() const {
   return WireCounters{ctrl_->bytes_sent(), ctrl_->bytes_received()};
 }
 
-Status NvmeTcpDevice::command(uint8_t opcode, uint64_t lba, uint32_t blocks, void* buf, bool out,
-                              Completion done) {
+void NvmeTcpDevice::command(uint8_t opcode, uint64_t lba, uint32_t blocks, void* buf, bool out,
+                            Completion done) {
   Sqe sqe{};
   sqe.opcode = opcode;
   sqe.nsid = nsid_;
@@ -161,43 +161,62 @@ Status NvmeTcpDevice::command(uint8_t opcode, uint64_t lba, uint32_t blocks, voi
   sqe.cdw12 = blocks - 1;
   const uint32_t len = buf ? blocks * lbs_ : 0;
   const char* op = opcode == io::kRead ? "read" : opcode == io::kWrite ? "write" : "write zeroes";
-  return ctrl_->submit_io(sqe, out ? buf : nullptr, out ? nullptr : buf, len,
-                          finish(std::move(done), op));
+  send(sqe, out ? buf : nullptr, out ? nullptr : buf, len, finish(std::move(done), op));
 }
 
-std::function<void(Status, const Cqe&)> NvmeTcpDevice::finish(Completion done, const char* op,
-                                                              bool copy) const {
-  return [done = std::move(done), label = label_, op, copy](Status s, const Cqe& c) {
+void NvmeTcpDevice::send(const Sqe& sqe, const void* out, void* in, uint32_t len,
+                         std::function<void(Status, const Cqe&)> done) {
+  // A queue that has failed refuses at once: the command completes with why, later.
+  auto later = [this, done](Status s) { loop().post([done, s] { done(s, Cqe{}); }); };
+  if (Status s = ctrl_->submit_io(sqe, out, in, len, std::move(done)); !s.ok()) later(s);
+}
+
+std::function<void(Status, const Cqe&)> NvmeTcpDevice::finish(Completion done,
+                                                              const char* op) const {
+  return [done = std::move(done), label = label_, op](Status s, const Cqe& c) {
     if (s.ok() && code_of(c) == 0) return done(Status());
-    done(to_status(s, c, fmt::format("{} {}", *label, op), copy));
+    done(to_status(s, c, fmt::format("{} {}", *label, op)));
   };
 }
 
-Status NvmeTcpDevice::submit(const Request& req, Completion done) {
-  if (Status s = check(req); !s.ok()) return s;
+bool NvmeTcpDevice::supports(Op op) const {
+  switch (op) {
+    case Op::write_zeroes: return ctrl_->caps.oncs & idctrl::kOncsWriteZeroes;
+    case Op::discard: return ctrl_->caps.oncs & idctrl::kOncsDsm;
+    default: return Device::supports(op);
+  }
+}
+
+void NvmeTcpDevice::submit(const Request& req, Completion done) {
+  if (Status s = check(req); !s.ok()) return complete_later(std::move(done), std::move(s));
+  if (!supports(req.op)) {
+    return complete_later(std::move(done),
+                          Status::error(EOPNOTSUPP, fmt::format("{}: the controller has no {}",
+                                                                name(), op_name(req.op))));
+  }
   const uint64_t lba = req.offset / lbs_;
   switch (req.op) {
     case Op::read:
-      return command(io::kRead, lba, static_cast<uint32_t>(req.length / lbs_), req.buf, false, done);
+      return command(io::kRead, lba, static_cast<uint32_t>(req.length / lbs_), req.buf, false,
+                     std::move(done));
     case Op::write:
-      return command(io::kWrite, lba, static_cast<uint32_t>(req.length / lbs_), req.buf, true, done);
+      return command(io::kWrite, lba, static_cast<uint32_t>(req.length / lbs_), req.buf, true,
+                     std::move(done));
     case Op::flush: {
       Sqe sqe{};
       sqe.opcode = io::kFlush;
       sqe.nsid = nsid_;
-      return ctrl_->submit_io(sqe, nullptr, nullptr, 0, finish(std::move(done), "flush"));
+      return send(sqe, nullptr, nullptr, 0, finish(std::move(done), "flush"));
     }
     case Op::write_zeroes: {
       // At most 65536 blocks a command: one command per stretch.
       Fanout* f = Fanout::start(loop(), std::move(done));
       for (uint64_t at = 0; at < req.length / lbs_;) {
         const uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(65536, req.length / lbs_ - at));
-        Completion part = f->part();
-        if (Status s = command(io::kWriteZeroes, lba + at, n, nullptr, false, part); !s.ok()) part(s);
+        command(io::kWriteZeroes, lba + at, n, nullptr, false, f->part());
         at += n;
       }
-      f->submitted();
-      return {};
+      return f->submitted();
     }
     case Op::discard: {
       auto range = std::make_shared<std::array<uint8_t, 16>>();
@@ -209,24 +228,25 @@ Status NvmeTcpDevice::submit(const Request& req, Completion done) {
       sqe.nsid = nsid_;
       sqe.cdw10 = 0;         // one range
       sqe.cdw11 = 1u << 2;   // deallocate
-      return ctrl_->submit_io(sqe, range->data(), nullptr, 16,
-                              [range, f = finish(std::move(done), "deallocate")](
-                                  Status s, const Cqe& c) { f(s, c); });
+      return send(sqe, range->data(), nullptr, 16,
+                  [range, f = finish(std::move(done), "deallocate")](Status s, const Cqe& c) {
+                    f(s, c);
+                  });
     }
-    case Op::copy: copy(*req.copy, std::move(done)); return {};
+    case Op::copy: return copy(req, std::move(done));
   }
-  return Status::error(EINVAL, "unknown request");
 }
 
 // One Copy command: every source leg becomes a range entry (format 0 when all are in this
-// namespace, format 2 otherwise); the data moves on the target, never over the wire.
-void NvmeTcpDevice::copy(const CopyDesc& desc, Completion done) {
+// namespace, format 2 otherwise); the data moves on the target, never over the wire. A status
+// saying the controller cannot take it (nvme::copy_not_supported) leaves it to be emulated;
+// any other failure, a malformed Copy included, is the copy's.
+void NvmeTcpDevice::copy(const Request& req, Completion done) {
+  const CopyDesc& desc = *req.copy;
   bool local = true;
   for (const CopySegment& s : desc.sources) {
     if (!same_copy_domain(*s.dev)) {
-      return loop().post([done, n = name()] {
-        done(Status::error(EOPNOTSUPP, n + ": copy from outside this subsystem"));
-      });
+      return not_offloaded(req, std::move(done), name() + ": copy from outside this subsystem");
     }
     local &= static_cast<const NvmeTcpDevice*>(s.dev)->nsid_ == nsid_;
   }
@@ -243,11 +263,17 @@ void NvmeTcpDevice::copy(const CopyDesc& desc, Completion done) {
   sqe.cdw10 = static_cast<uint32_t>(sdlba);
   sqe.cdw11 = static_cast<uint32_t>(sdlba >> 32);
   sqe.cdw12 = static_cast<uint32_t>(desc.sources.size() - 1) | ((local ? 0u : 2u) << 8);
-  Status s = ctrl_->submit_io(sqe, ranges->data(), nullptr, static_cast<uint32_t>(ranges->size()),
-                              [ranges, f = finish(done, "copy", true)](Status st, const Cqe& c) {
-                                f(st, c);
-                              });
-  if (!s.ok()) loop().post([done, s] { done(s); });
+  send(sqe, ranges->data(), nullptr, static_cast<uint32_t>(ranges->size()),
+       [ranges, report = req.report, len = desc.dst.length, label = label_,
+        done = std::move(done)](Status st, const Cqe& c) {
+         if (st.ok() && copy_not_supported(code_of(c))) {
+           report->none(len, fmt::format("{} copy: NVMe status {:#05x} ({})", *label, code_of(c),
+                                         status_text(code_of(c))));
+           return done(Status());
+         }
+         if (st.ok() && code_of(c) == 0) return done(Status());
+         done(to_status(st, c, fmt::format("{} copy", *label)));
+       });
 }
 
 DeviceInfo NvmeTcpDevice::describe() const {

@@ -59,7 +59,8 @@ class NvmeTcpDevice final : public Device {
                                                        const NvmeTcpConfig& cfg);
   ~NvmeTcpDevice() override;
 
-  Status submit(const Request& req, Completion done) override;
+  void submit(const Request& req, Completion done) override;
+  bool supports(Op op) const override;
   bool same_copy_domain(const Device& other) const override;
   bool same_storage(const Device& other) const override;
   DeviceInfo describe() const override;
@@ -71,14 +72,15 @@ class NvmeTcpDevice final : public Device {
  private:
   NvmeTcpDevice(EventLoop& loop, std::string name)
       : Device(loop, std::move(name)), label_(std::make_shared<const std::string>(this->name())) {}
-  void copy(const CopyDesc& desc, Completion done);
-  Status command(uint8_t opcode, uint64_t lba, uint32_t blocks, void* buf, bool out,
-                 Completion done);
-
+  void copy(const Request& req, Completion done);
+  void command(uint8_t opcode, uint64_t lba, uint32_t blocks, void* buf, bool out,
+               Completion done);
+  // Sends a command on the controller; a refusal (the queue has failed) completes it later.
+  void send(const Sqe& sqe, const void* out, void* in, uint32_t len,
+            std::function<void(Status, const Cqe&)> done);
   // A command's completion: `done` gets ok, or an error naming this device and `op`. The text
-  // is built only for an error (a read must not pay for formatting its name).
-  std::function<void(Status, const Cqe&)> finish(Completion done, const char* op,
-                                                 bool copy = false) const;
+  // is built only for an error.
+  std::function<void(Status, const Cqe&)> finish(Completion done, const char* op) const;
 
   std::shared_ptr<NvmeTcpController> ctrl_;
   std::shared_ptr<const std::string> label_;  // name(), shared with completions in flight

@@ -29,10 +29,12 @@ struct OpenJob {
   HostQueue::Opened done;
   std::unique_ptr<HostQueue> q;
   bool finished = false;
+  Timer deadline;  // TCP connect and ICReq/ICResp together; cancelled when the job finishes
 
   void finish(Status s) {
     if (finished) return;
     finished = true;
+    deadline.cancel();
     if (s.ok()) return done(std::move(q));
     q.reset();  // not inside one of its callbacks: finish runs from a posted task
     done(std::unexpected(std::move(s)));
@@ -59,7 +61,7 @@ void HostQueue::open_async(EventLoop& loop, const std::string& host, uint16_t po
     q.where_ = job->where;
     q.on_open_ = [job](Status st) { job->finish(std::move(st)); };
     if (job->opt.connect_timeout_ms) {
-      job->loop.at(deadline, [job] {
+      job->deadline = job->loop.at(deadline, [job] {
         if (job->finished || !job->q) return;
         const char* step = job->q->state_ == State::connecting ? "TCP connect" : "ICReq/ICResp";
         job->q->abort(Status::error(ETIMEDOUT, fmt::format("{}: {} timed out after {} ms", job->where,
@@ -215,23 +217,19 @@ void HostQueue::start(Cmd c) {
   const uint8_t* data = in_capsule ? cmd.out : nullptr;
   const uint32_t n = in_capsule ? cmd.len : 0;
   send(std::move(head), data, n, true);  // ahead of queued write data: reads need not wait
-  if (opt_.timeout_ms && !watchdog_armed_) watchdog();
+  if (opt_.timeout_ms && !watchdog_.armed()) watchdog();
 }
 
 // While commands are outstanding, a timer stands at the deadline of the oldest one (its start
 // plus the time limit); a command that reaches it fails the whole queue, as a host resets a
 // controller that stopped answering. Arming again supersedes the timer standing.
 void HostQueue::watchdog() {
-  watchdog_armed_ = false;
+  watchdog_.cancel();
   if (!opt_.timeout_ms || failed_ || cmds_.empty()) return;
   auto oldest = std::chrono::steady_clock::time_point::max();
   cmds_.for_each([&](const Cmd& c) { oldest = std::min(oldest, c.started); });
   const auto deadline = oldest + std::chrono::milliseconds(opt_.timeout_ms);
-  watchdog_armed_ = true;
-  watchdog_at_ = deadline;
-  loop_.at(deadline, [this, alive = alive_, deadline] {
-    if (!*alive || !watchdog_armed_ || watchdog_at_ != deadline) return;
-    watchdog_armed_ = false;
+  watchdog_ = loop_.at(deadline, [this] {
     if (failed_) return;
     const auto now = std::chrono::steady_clock::now();
     const Cmd* late = nullptr;

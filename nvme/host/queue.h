@@ -159,8 +159,7 @@ class HostQueue {
   const uint8_t* p_ = nullptr;  // the PDU being handled, inside rbuf_
   void start(Cmd c);
   void watchdog();
-  bool watchdog_armed_ = false;
-  std::chrono::steady_clock::time_point watchdog_at_{};
+  Timer watchdog_;  // at the oldest command's deadline while commands are outstanding
   CmdTable cmds_{std::clamp<uint32_t>(opt_.depth, 1, 65535)};
   std::deque<Cmd> waiting_;  // beyond the queue depth: sent as completions free entries
   struct Nothing {};

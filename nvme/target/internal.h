@@ -372,6 +372,7 @@ class TargetImpl final : public Target {
     std::unique_ptr<EventLoop> owned;  // null for the caller's loop
     std::thread thread;
     std::vector<std::unique_ptr<Connection>> conns;  // touched on this loop only
+    Timer tick;  // the next tick on this loop
   };
   void accept_on(int fd);
   void accept_later(int fd, std::chrono::milliseconds wait);
@@ -394,6 +395,7 @@ class TargetImpl final : public Target {
   std::atomic<bool> stopping_{false};
   std::atomic<unsigned> workers_done_{0};  // threads whose connections are all closed
   std::chrono::milliseconds accept_backoff_{0};
+  std::vector<Timer> accept_timers_;  // accepts retried after running out of descriptors
   Clock::time_point last_refusal_log_{};
   AtomicStats stats_;
 };

@@ -57,10 +57,7 @@ void Connection::read_write(std::unique_ptr<Command> c, Namespace& ns) {
     if (r.ok() && op == io::kWrite) t_.mut_stats().written_bytes += req.length;
     complete(std::move(cmd), status_for_io_error(r, op == io::kRead));
   });
-  at_home([dev = ns.dev.get(), req, done] {
-    Status sub = dev->submit(req, done);
-    if (!sub.ok()) done(sub);
-  });
+  at_home([dev = ns.dev.get(), req, done] { dev->submit(req, done); });
 }
 
 // Dataset Management: only the deallocate attribute acts. Every range is checked before any
@@ -92,11 +89,10 @@ void Connection::deallocate(std::unique_ptr<Command> c, Namespace& ns) {
     size_t next = 0;
     void step() {
       if (next == left.size()) return end({});
-      Status sub = dev->submit(left[next++], [this](Status r) {
+      dev->submit(left[next++], [this](Status r) {
         if (!r.ok()) return end(r);
         step();
       });
-      if (!sub.ok()) end(sub);
     }
     void end(const Status& r) {
       // A device that cannot deallocate has nothing to free: deallocation is advisory.

@@ -92,6 +92,7 @@ Status TargetImpl::start() {
     w->thread = std::thread([this, raw] {
       raw->loop->post([this, raw] { tick(*raw); });
       (void)raw->loop->run_until([this] { return stopping_.load(); });
+      raw->tick.cancel();
       close_all(*raw);
       ++workers_done_;
       home_.post_remote([] {});  // the home loop waits for this count
@@ -134,7 +135,7 @@ Status TargetImpl::start() {
 void TargetImpl::close_all(Worker& w) {
   for (auto& c : w.conns) c->abort();
   bool late = false;
-  w.loop->after(std::chrono::seconds(30), [&late] { late = true; });
+  Timer limit = w.loop->after(std::chrono::seconds(30), [&late] { late = true; });
   (void)w.loop->run_until([&w, &late] {
     return late ||
            std::all_of(w.conns.begin(), w.conns.end(), [](const auto& c) { return c->idle(); });
@@ -151,6 +152,8 @@ void TargetImpl::close_all(Worker& w) {
 
 TargetImpl::~TargetImpl() {
   stopping_ = true;
+  accept_timers_.clear();
+  workers_.empty() || (workers_[0]->tick.cancel(), true);
   for (int fd : listen_fds_) shutdown(fd, SHUT_RDWR);  // ends the accepts in flight
   for (auto& w : workers_) {
     if (w->owned) w->loop->post_remote([] {});  // wake it to see stopping_
@@ -232,9 +235,10 @@ void TargetImpl::serve_socket(int fd) {
 }
 
 void TargetImpl::accept_later(int fd, std::chrono::milliseconds wait) {
-  home_.after(wait, [this, fd] {
+  accept_timers_.push_back(home_.after(wait, [this, fd] {
     if (!stopping_) accept_on(fd);
-  });
+  }));
+  std::erase_if(accept_timers_, [](const Timer& t) { return !t.armed(); });
 }
 
 // At most one line a second about refused connections, however many there are.
@@ -285,7 +289,7 @@ void TargetImpl::tick(Worker& w) {
     }
   }
   reap(w);
-  if (!stopping_) w.loop->after(std::chrono::milliseconds(250), [this, &w] { tick(w); });
+  if (!stopping_) w.tick = w.loop->after(std::chrono::milliseconds(250), [this, &w] { tick(w); });
 }
 
 void TargetImpl::reap(Worker& w) {
