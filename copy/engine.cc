@@ -203,7 +203,7 @@ class CopyRun {
     std::unique_ptr<Chunk> c(raw);
     --reads_in_flight_;
     if (!st.ok()) {
-      free_bufs_.push_back(c->buf);
+      give_buffer(c->buf);
       fail_at(c->pos, std::move(st));
     } else {
       result_.host_read_bytes += c->desc.dst.length;
@@ -230,7 +230,7 @@ class CopyRun {
   void on_write(Chunk* raw, Status st) {
     std::unique_ptr<Chunk> c(raw);
     --writes_in_flight_;
-    free_bufs_.push_back(c->buf);
+    give_buffer(c->buf);
     const uint64_t len = c->desc.dst.length;
     if (st.ok()) {
       result_.host_written_bytes += len;
@@ -242,19 +242,44 @@ class CopyRun {
     pump();
   }
 
+  // With shared buffers (CopyOptions::buffers) a chunk's buffer is taken before its read and
+  // given back after its write; the run keeps at most its own slot count. When none is free the
+  // source calls back (pump) once there may be one.
   std::byte* take_buffer() {
+    if (opt_.buffers) {
+      if (shared_held_ >= slots() || waiting_for_buffer_) return nullptr;
+      std::byte* b = opt_.buffers->take(chunk_, [this] {
+        waiting_for_buffer_ = false;
+        pump();
+      });
+      if (!b) {
+        waiting_for_buffer_ = true;
+        return nullptr;
+      }
+      ++shared_held_;
+      return b;
+    }
     if (pool_.size() == 0) {
       // No more buffers than the copy can fill: a small copy maps little memory.
-      const uint64_t slots = std::clamp<uint64_t>(
-          std::min(opt_.buffer_bytes / chunk_, (total() + chunk_ - 1) / chunk_), 1,
-          kMaxChunksInFlight);
-      pool_ = AlignedBuffer(slots * chunk_);
-      for (uint64_t i = slots; i-- > 0;) free_bufs_.push_back(pool_.data() + i * chunk_);
+      pool_ = AlignedBuffer(slots() * chunk_);
+      for (uint64_t i = slots(); i-- > 0;) free_bufs_.push_back(pool_.data() + i * chunk_);
     }
     if (free_bufs_.empty()) return nullptr;
     std::byte* b = free_bufs_.back();
     free_bufs_.pop_back();
     return b;
+  }
+
+  void give_buffer(std::byte* b) {
+    if (!opt_.buffers) return free_bufs_.push_back(b);
+    --shared_held_;
+    opt_.buffers->give(b, chunk_);
+  }
+
+  // Chunks in flight at most: no more than the copy can fill, so a small copy takes little.
+  uint64_t slots() const {
+    return std::clamp<uint64_t>(std::min(opt_.buffer_bytes / chunk_, (total() + chunk_ - 1) / chunk_),
+                                1, kMaxChunksInFlight);
   }
 
   void complete_range(uint64_t pos, uint64_t len, bool offloaded) {
@@ -274,7 +299,7 @@ class CopyRun {
   }
 
   void maybe_finish() {
-    if (copies_in_flight_ || reads_in_flight_ || writes_in_flight_) return;
+    if (copies_in_flight_ || reads_in_flight_ || writes_in_flight_ || waiting_for_buffer_) return;
     if (!failed() && (next_ < total() || !emulate_.empty() || !ready_.empty())) return;
     result_.bytes = prefix_;
     // Pieces that completed beyond the progress (after a failure before them) are not counted
@@ -316,6 +341,8 @@ class CopyRun {
   std::map<uint64_t, std::unique_ptr<Chunk>> ready_;
   AlignedBuffer pool_;
   std::vector<std::byte*> free_bufs_;
+  uint64_t shared_held_ = 0;         // buffers taken from opt_.buffers
+  bool waiting_for_buffer_ = false;  // opt_.buffers will call back
   unsigned copies_in_flight_ = 0, reads_in_flight_ = 0, writes_in_flight_ = 0;
   std::optional<uint64_t> fail_pos_;
   std::map<const Device*, uint64_t> by_device_;
@@ -464,6 +491,7 @@ Status copy_async(std::vector<CopySegment> sources, Device& dst, uint64_t dst_of
   chunk = std::min(chunk, dst.limits().max_io_bytes);
   for (const CopySegment& s : sources) chunk = std::min(chunk, s.dev->limits().max_io_bytes);
   chunk = std::max<uint64_t>(chunk / granule * granule, granule);
+  chunk = std::min<uint64_t>(chunk, total);  // a small copy takes a small buffer
 
   if (piece_cap == 0) {  // copying a range onto itself: nothing to move
     dst.loop().post([done = std::move(done), total] {

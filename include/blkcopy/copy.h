@@ -17,6 +17,7 @@
 #include <blkcopy/device.h>
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <span>
@@ -30,9 +31,24 @@ enum class Emulation {
   force,  // emulate everything (read into host memory, write back)
 };
 
+// Memory for emulation shared by many copies (a target's copy budget): a copy takes a chunk's
+// buffer before reading it and gives it back after writing it, so that the copies together
+// never hold more than the source allows.
+class CopyBuffers {
+ public:
+  virtual ~CopyBuffers() = default;
+  // A page-aligned buffer of `bytes`, or nullptr when there is no room now; then `retry` runs
+  // once, later, on the loop, when there may be (the copy asks again).
+  virtual std::byte* take(uint64_t bytes, std::function<void()> retry) = 0;
+  virtual void give(std::byte* buf, uint64_t bytes) = 0;
+};
+
 struct CopyOptions {
   Emulation emulation = Emulation::allow;
   uint64_t buffer_bytes = 64u << 20;  // most host memory emulation may use
+  // Where emulation's buffers come from: its own, at most buffer_bytes (nullptr, the default),
+  // or this shared source (still at most buffer_bytes for this copy). Must outlive the copy.
+  CopyBuffers* buffers = nullptr;
   // Bytes per emulated read and write. 4 MiB matched the disk's largest request here
   // (max_sectors_kb) and beat 1 MiB by ~15% in bench/.
   uint64_t chunk_bytes = 4u << 20;

@@ -4,8 +4,10 @@
 // Configuration is nvmetcli's JSON (hosts, ports, subsystems with allowed_hosts,
 // attr.allow_any_host, namespaces[].device.path, nguid, enable), or quick flags for one
 // subsystem. Connections are spread over `cores` event loops (one thread each, the caller's loop
-// first); a connection lives on one loop. Devices live on the caller's loop: requests from the
-// other loops are handed over and their completions handed back.
+// first); a connection lives on one loop. Devices are opened on the caller's loop, and every
+// other loop reaches them through a channel of its own (Device::channel), with no hand-over
+// between threads; a device without channels (a remote namespace) is reached by handing the
+// request to the caller's loop and its completion back.
 #pragma once
 
 #include <blkcopy/device.h>
@@ -49,19 +51,29 @@ struct PortConfig {
   uint16_t port = 4420;            // 0 picks a free port (tests)
   std::vector<std::string> subsystems;
 };
-// What a connection may cost and how long a peer may stall before it is closed.
+// What peers may cost and how long a peer may stall before it is closed.
+//
+// Memory: data buffers (write data, reads in flight, answers waiting to be sent) come from one
+// budget of data_budget bytes, the buffers of the Copies the target emulates from one of
+// copy_budget bytes; a command that does not fit waits for room, it never fails. No connection
+// holds more than an eighth of either; an eighth of each is kept for connections that hold
+// less than 256 KiB (a host reading small blocks gets room while hosts that stopped reading
+// their answers wait). A connection whose answers have not left for drain_ms is closed.
 struct TargetLimits {
   unsigned max_connections = 4096;   // beyond it new sockets are closed at once
   unsigned handshake_ms = 5000;      // accept -> ICReq
   unsigned connect_ms = 10000;       // accept -> fabrics Connect
   unsigned pdu_ms = 10000;           // a PDU (or data asked for by an R2T) once started
+  unsigned drain_ms = 10000;         // an answer waiting to be sent, at most
+  uint64_t data_budget = 512u << 20;  // bytes; at least 16 MiB
+  uint64_t copy_budget = 256u << 20;  // bytes; at least 16 MiB
 };
 struct TargetConfig {
   std::vector<HostConfig> hosts;  // only hosts with keys need an entry
   std::vector<PortConfig> ports;
   std::vector<SubsystemConfig> subsystems;
   uint16_t discovery_port = 8009;  // 0: no separate discovery port
-  unsigned cores = 1;  // event loops for connections; devices stay on the caller's loop
+  unsigned cores = 1;  // event loops for connections, each with channels to the devices
   unsigned busy_poll_us = 0;  // the loops it creates spin this long before sleeping (EventLoop)
   TargetLimits limits;
 };
@@ -83,6 +95,11 @@ struct TargetStats {
   uint64_t open_connections = 0;     // now
   uint64_t refused_connections = 0;  // closed at once: over the connection limit
   uint64_t stalled_connections = 0;  // closed for stalling (no ICReq/Connect, a PDU unfinished)
+  uint64_t undrained_connections = 0;  // closed: their answers did not leave within drain_ms
+  uint64_t data_budget_used = 0, data_budget_high = 0;  // bytes now, and the most at once
+  uint64_t copy_budget_used = 0, copy_budget_high = 0;
+  uint64_t budget_waits = 0;  // commands that waited for room in a budget
+  uint64_t hops = 0;          // requests handed to another loop's device (no channel there)
 };
 
 class Target {

@@ -1,171 +1,174 @@
-// I/O commands: read, write, write zeroes, flush, deallocate and Copy, run on the devices'
-// loop.
+// I/O commands: read, write, flush, write zeroes and deallocate (copy.cc has Copy), and how a
+// request reaches its devices: through this loop's channels, or by a hop to the target's
+// first loop where a device has none.
+#include "nvme/target/io.h"
+
+#include <sys/mman.h>
+
+#include <cstring>
+
+#include "core/checked.h"
 #include "nvme/status.h"
 #include "nvme/target/internal.h"
+#include "nvme/target/ops.h"
 
 namespace blkcopy::nvme {
 
-// The I/O commands this controller serves, with their Commands Supported and Effects entries:
-// the table drives dispatch and the log alike.
-const Connection::IoOp Connection::kIoOps[] = {
-    {io::kFlush, kCsupp, &Connection::read_write},
-    {io::kWrite, kCsupp | kLbcc, &Connection::read_write},
-    {io::kRead, kCsupp, &Connection::read_write},
-    {io::kWriteZeroes, kCsupp | kLbcc, &Connection::read_write},
-    {io::kDsm, kCsupp | kLbcc, &Connection::deallocate},
-    {io::kCopy, kCsupp | kLbcc, &Connection::copy},
-};
-
-void Connection::io(std::unique_ptr<Command> c) {
-  Subsystem* s = ctrl_->subsys;
-  if (!s) return complete(std::move(c), st(status::kInvalidOpcode));
-  const IoOp* op = nullptr;
-  for (const IoOp& o : kIoOps) {
-    if (o.opcode == c->sqe.opcode) op = &o;
+void to_devices(TargetRequest& r, bool channels_here, Stage start) {
+  TargetQueue& q = *r.queue;
+  q.device_started();
+  if (channels_here) {
+    r.dev_worker = q.worker();
+    return start(r);
   }
-  if (!op) return complete(std::move(c), st(status::kInvalidOpcode));
-  auto it = s->ns.find(c->sqe.nsid);
-  if (it == s->ns.end()) return complete(std::move(c), st(status::kInvalidNamespace));
-  (this->*op->run)(std::move(c), it->second);
+  r.dev_worker = 0;
+  r.hopped = true;
+  ++q.target().mut_stats().hops;
+  q.target().home().post_remote([&r, start] { start(r); });
 }
 
-// Read, write, write zeroes and flush: one request on the namespace's device.
-void Connection::read_write(std::unique_ptr<Command> c, Namespace& ns) {
-  const uint8_t op = c->sqe.opcode;
-  const uint64_t slba = c->sqe.cdw10 | (uint64_t(c->sqe.cdw11) << 32);
-  const uint64_t blocks = (c->sqe.cdw12 & 0xFFFF) + 1ull;
-  Request req;
-  if (op == io::kFlush) {
-    req.op = Op::flush;
+void from_devices(TargetRequest& r, Stage finish) {
+  if (!r.hopped) {
+    r.queue->device_ended();
+    return finish(r);
+  }
+  r.queue->loop().post_remote([&r, finish] {
+    r.queue->device_ended();
+    finish(r);
+  });
+}
+
+namespace {
+
+Device& device(const TargetRequest& r) { return *r.ns->on(r.dev_worker); }
+bool channel_here(const TargetRequest& r) { return r.ns->on(r.queue->worker()) != nullptr; }
+
+// Submits r.io to the namespace's device; `finish` runs on the queue's loop with r.status.
+void submit(TargetRequest& r, Stage finish) {
+  r.then = finish;
+  to_devices(r, channel_here(r), [](TargetRequest& req) {
+    device(req).submit(req.io, [&req](Status s) {
+      req.status = std::move(s);
+      from_devices(req, req.then);
+    });
+  });
+}
+
+void rw_done(TargetRequest& r) {
+  TargetQueue& q = *r.queue;
+  const bool read = r.sqe.opcode == io::kRead;
+  if (!r.status.ok()) return q.complete(r, status_for_io_error(r.status, read));
+  auto& stats = q.target().mut_stats();
+  if (read) {
+    stats.read_bytes += r.io.length;
+    r.c2h = static_cast<uint32_t>(r.io.length);
   } else {
-    if (!in_bounds(slba, blocks, ns.id.blocks)) {
-      return complete(std::move(c), st(status::kLbaOutOfRange));
-    }
-    req.op = op == io::kRead ? Op::read : op == io::kWrite ? Op::write : Op::write_zeroes;
-    req.offset = slba * ns.lbs;
-    req.length = blocks * ns.lbs;
-    if (op != io::kWriteZeroes) {
-      if (c->data_len != req.length) return complete(std::move(c), st(status::kSglLengthInvalid));
-      req.buf = c->data;
-    }
+    stats.written_bytes += r.io.length;
   }
-  auto done = to_devices<Status>(std::move(c), [this, op, req](std::unique_ptr<Command> cmd, Status r) {
-    if (r.ok() && op == io::kRead) {
-      t_.mut_stats().read_bytes += req.length;
-      return send_data(std::move(cmd));
-    }
-    if (r.ok() && op == io::kWrite) t_.mut_stats().written_bytes += req.length;
-    complete(std::move(cmd), status_for_io_error(r, op == io::kRead));
-  });
-  at_home([dev = ns.dev.get(), req, done] { dev->submit(req, done); });
+  q.complete(r, 0);
 }
 
-// Dataset Management: only the deallocate attribute acts. Every range is checked before any
-// is discarded, so a bad range changes nothing; then the ranges are discarded one after
-// another on the devices' loop, and the first error is the answer.
-void Connection::deallocate(std::unique_ptr<Command> c, Namespace& ns) {
-  if (!(c->sqe.cdw11 & (1u << 2))) return complete(std::move(c), 0);
-  const uint32_t nr = (c->sqe.cdw10 & 0xFF) + 1;
-  if (c->data_len < nr * sizeof(DsmRange)) {
-    return complete(std::move(c), st(status::kSglLengthInvalid));
-  }
-  std::vector<Request> discards;
-  for (uint32_t i = 0; i < nr; ++i) {
-    DsmRange r;
-    std::memcpy(&r, c->data + i * sizeof r, sizeof r);
-    if (r.nlb == 0) continue;
-    if (!in_bounds(r.slba, r.nlb, ns.id.blocks)) {
-      return complete(std::move(c), st(status::kLbaOutOfRange));
-    }
-    discards.push_back(Request{Op::discard, r.slba * ns.lbs, uint64_t(r.nlb) * ns.lbs});
-  }
-  auto finish = to_devices<uint16_t>(
-      std::move(c), [this](std::unique_ptr<Command> cmd, uint16_t code) { complete(std::move(cmd), code); });
-  // The job frees itself when the last range is done.
-  struct Job {
-    Device* dev;
-    std::vector<Request> left;
-    std::function<void(uint16_t)> finish;
-    size_t next = 0;
-    void step() {
-      if (next == left.size()) return end({});
-      dev->submit(left[next++], [this](Status r) {
-        if (!r.ok()) return end(r);
-        step();
-      });
-    }
-    void end(const Status& r) {
-      // A device that cannot deallocate has nothing to free: deallocation is advisory.
-      const uint16_t code = r.ok() || r.code() == EOPNOTSUPP ? 0 : status_for_io_error(r, false);
-      auto f = std::move(finish);
-      delete this;
-      f(code);
-    }
-  };
-  auto* job = new Job{ns.dev.get(), std::move(discards), std::move(finish)};
-  at_home([job] { job->step(); });
+void flush_done(TargetRequest& r) {
+  r.queue->complete(r, status_for_io_error(r.status, false));
 }
 
-// Copy: every check the specification asks for, then the copy engine runs it here, offloaded
-// into the backing device where it can, emulated on the target otherwise.
-void Connection::copy(std::unique_ptr<Command> c, Namespace& ns) {
-  Subsystem& s = *ctrl_->subsys;
-  const uint64_t sdlba = c->sqe.cdw10 | (uint64_t(c->sqe.cdw11) << 32);
-  const uint32_t nr = (c->sqe.cdw12 & 0xFF) + 1;
-  const uint8_t fmt = (c->sqe.cdw12 >> 8) & 0xF;
-  if (fmt != 0 && !(fmt == 2 && ctrl_->format2)) return complete(std::move(c), st(status::kInvalidField));
-  if (nr > ns.id.msrc + 1u) return complete(std::move(c), st(status::kCommandSizeLimit));
-  auto ranges = decode_copy_ranges({c->data, c->data_len}, nr, fmt);
-  if (!ranges) return complete(std::move(c), st(status::kSglLengthInvalid));
-  uint64_t total = 0;
+// A zeroed buffer that writes of zeroes come from (never written: shared by every loop).
+const std::byte* zeroes() {
+  static const void* z = mmap(nullptr, kMaxTransfer, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  return z == MAP_FAILED ? nullptr : static_cast<const std::byte*>(z);
+}
+
+// Write Zeroes where the device cannot zero itself: writes from the zeroed buffer, one after
+// another; r.progress counts the bytes done.
+void write_zero_pieces(TargetRequest& r) {
+  const uint64_t start = r.sqe.cdw10 | (uint64_t(r.sqe.cdw11) << 32);
+  const uint64_t total = ((r.sqe.cdw12 & 0xFFFF) + 1ull) * r.ns->lbs;
+  if (!r.status.ok() || r.progress == total) {
+    return r.queue->complete(r, status_for_io_error(r.status, false));
+  }
+  const std::byte* z = zeroes();
+  if (!z) return r.queue->complete(r, st(status::kInternal));
+  const uint64_t n = std::min<uint64_t>(kMaxTransfer, total - r.progress);
+  r.io = Request{Op::write, start * r.ns->lbs + r.progress, n, const_cast<std::byte*>(z)};
+  r.progress += n;
+  submit(r, &write_zero_pieces);
+}
+
+void write_zeroes_done(TargetRequest& r) {
+  if (r.status.code() == EOPNOTSUPP) {  // the file system refused at run time: zero by writing
+    r.status = Status();
+    r.progress = 0;
+    return write_zero_pieces(r);
+  }
+  r.queue->complete(r, status_for_io_error(r.status, false));
+}
+
+// Dataset Management deallocate, one range after another from r.progress; the first error is
+// the answer. A device that cannot deallocate has nothing to free: deallocation is advisory.
+void next_discard(TargetRequest& r) {
+  const uint32_t nr = (r.sqe.cdw10 & 0xFF) + 1;
+  if (!r.status.ok() && r.status.code() != EOPNOTSUPP) {
+    return r.queue->complete(r, status_for_io_error(r.status, false));
+  }
+  DsmRange range{};
+  while (r.progress < nr) {
+    std::memcpy(&range, r.data + r.progress++ * sizeof range, sizeof range);
+    if (range.nlb) break;
+  }
+  if (!range.nlb) return r.queue->complete(r, 0);
+  r.io = Request{Op::discard, range.slba * r.ns->lbs, uint64_t(range.nlb) * r.ns->lbs};
+  submit(r, &next_discard);
+}
+
+}  // namespace
+
+void read_write(TargetRequest& r) {
+  TargetQueue& q = *r.queue;
+  const Namespace& ns = *r.ns;
+  const uint64_t slba = r.sqe.cdw10 | (uint64_t(r.sqe.cdw11) << 32);
+  const uint64_t blocks = (r.sqe.cdw12 & 0xFFFF) + 1ull;
+  if (!in_bounds(slba, blocks, ns.id.blocks)) return q.complete(r, st(status::kLbaOutOfRange));
+  const uint64_t len = blocks * ns.lbs;
+  if (r.data_len != len) return q.complete(r, st(status::kSglLengthInvalid));
+  r.io = Request{r.sqe.opcode == io::kRead ? Op::read : Op::write, slba * ns.lbs, len, r.data};
+  submit(r, &rw_done);
+}
+
+void flush(TargetRequest& r) {
+  r.io = Request{Op::flush};
+  submit(r, &flush_done);
+}
+
+// Write Zeroes: on the device where it zeroes itself, else the target writes zeroes (so that
+// the command is served on every namespace, as ONCS says).
+void write_zeroes(TargetRequest& r) {
+  const uint64_t slba = r.sqe.cdw10 | (uint64_t(r.sqe.cdw11) << 32);
+  const uint64_t blocks = (r.sqe.cdw12 & 0xFFFF) + 1ull;
+  if (!in_bounds(slba, blocks, r.ns->id.blocks)) {
+    return r.queue->complete(r, st(status::kLbaOutOfRange));
+  }
+  if (!r.ns->write_zeroes) return write_zero_pieces(r);
+  r.io = Request{Op::write_zeroes, slba * r.ns->lbs, blocks * r.ns->lbs};
+  submit(r, &write_zeroes_done);
+}
+
+// Dataset Management: only the deallocate attribute acts. Every range is checked before any is
+// discarded, so a bad range changes nothing.
+void dataset_management(TargetRequest& r) {
+  TargetQueue& q = *r.queue;
+  if (!(r.sqe.cdw11 & (1u << 2))) return q.complete(r, 0);
+  const uint32_t nr = (r.sqe.cdw10 & 0xFF) + 1;
+  if (r.data_len < nr * sizeof(DsmRange)) return q.complete(r, st(status::kSglLengthInvalid));
   for (uint32_t i = 0; i < nr; ++i) {
-    const CopySource& r = (*ranges)[i];
-    Namespace* src = &ns;
-    if (fmt == 2) {
-      auto it = s.ns.find(r.snsid);
-      if (it == s.ns.end()) return complete(std::move(c), st(status::kInvalidNamespace), i);
-      src = &it->second;
-      if (src->lbs != ns.lbs) return complete(std::move(c), st(status::kIncompatibleNamespace), i);
+    DsmRange range;
+    std::memcpy(&range, r.data + i * sizeof range, sizeof range);
+    if (range.nlb && !in_bounds(range.slba, range.nlb, r.ns->id.blocks)) {
+      return q.complete(r, st(status::kLbaOutOfRange));
     }
-    if (r.blocks > ns.id.mssrl) return complete(std::move(c), st(status::kCommandSizeLimit), i);
-    if (!in_bounds(r.slba, r.blocks, src->id.blocks)) {
-      return complete(std::move(c), st(status::kLbaOutOfRange), i);
-    }
-    c->copy_src.push_back({src->dev.get(), r.slba * src->lbs, uint64_t(r.blocks) * src->lbs});
-    c->range_bytes.push_back(r.blocks * src->lbs);
-    total += r.blocks;
   }
-  if (total > ns.id.mcl) return complete(std::move(c), st(status::kCommandSizeLimit));
-  if (!in_bounds(sdlba, total, ns.id.blocks)) {
-    return complete(std::move(c), st(status::kLbaOutOfRange));
-  }
-  const std::vector<CopySegment>* sources = &c->copy_src;  // lives with the command
-  auto done = to_devices<CopyResult>(std::move(c), [this](std::unique_ptr<Command> cmd, CopyResult r) {
-    auto& stats = t_.mut_stats();
-    ++stats.copies;
-    stats.copy_offloaded_bytes += r.offloaded_bytes;
-    stats.copy_emulated_bytes += r.emulated_bytes;
-    if (r.status.ok()) return complete(std::move(cmd), 0);
-    if (r.invalid) {
-      return complete(std::move(cmd), status_for_invalid_copy(r.status));
-    }
-    // DW0: the first range not (fully) copied.
-    uint64_t left = r.bytes;
-    uint32_t first = 0;
-    while (first < cmd->range_bytes.size() && left >= cmd->range_bytes[first]) {
-      left -= cmd->range_bytes[first++];
-    }
-    complete(std::move(cmd), status_for_io_error(r.status, false), first);
-  });
-  at_home([sources, dev = ns.dev.get(), at = sdlba * ns.lbs, done] {
-    Status sub = copy_async(*sources, *dev, at, CopyOptions{}, done);
-    if (!sub.ok()) {
-      CopyResult r;
-      r.status = sub;
-      r.invalid = true;
-      done(r);
-    }
-  });
+  if (!r.ns->dev->supports(Op::discard)) return q.complete(r, 0);
+  r.progress = 0;
+  next_discard(r);
 }
 
 }  // namespace blkcopy::nvme

@@ -48,6 +48,12 @@ class SendQueue {
     part_ = 0;
     urgent_end_ = 0;
   }
+  // Drops every PDU waiting, handing each one's owner to f first. REQUIRES: !pending().
+  template <class F>
+  void clear(F f) {
+    for (Pdu& p : q_) f(p.owner);
+    clear();
+  }
 
   static constexpr size_t kMaxPdus = 64;
   static constexpr size_t kMaxBytes = 1u << 20;

@@ -1,0 +1,136 @@
+#include "core/budget.h"
+
+#include <algorithm>
+
+namespace blkcopy {
+
+bool Budget::try_take(uint64_t n, uint64_t held) {
+  const uint64_t cap = held + n <= small_ ? limit_ : limit_ - reserve_;
+  uint64_t used = used_.load(std::memory_order_relaxed);
+  do {
+    if (n > cap || used > cap - n) return false;
+  } while (!used_.compare_exchange_weak(used, used + n, std::memory_order_relaxed));
+  note_high(used + n);
+  return true;
+}
+
+void Budget::force(uint64_t n) { note_high(used_.fetch_add(n, std::memory_order_relaxed) + n); }
+
+void Budget::note_high(uint64_t used) {
+  uint64_t high = high_.load(std::memory_order_relaxed);
+  while (used > high && !high_.compare_exchange_weak(high, used, std::memory_order_relaxed)) {
+  }
+}
+
+void Budget::give(uint64_t n) {
+  used_.fetch_sub(n, std::memory_order_relaxed);
+  gives_.fetch_add(1);  // seq_cst: ordered before the load below, as wait() orders its own
+  if (waiting_.load()) wake_all();
+}
+
+void Budget::wake_all() {
+  std::vector<BudgetQueue*> wake;
+  {
+    std::lock_guard lock(mu_);
+    wake.swap(queues_);
+    waiting_ = false;
+  }
+  for (BudgetQueue* q : wake) {
+    q->registered_ = false;
+    q->loop_.post_remote([q] { q->retry(); });
+  }
+}
+
+void Budget::wait(BudgetQueue* q, uint64_t seen) {
+  if (!q->registered_.exchange(true)) {
+    std::lock_guard lock(mu_);
+    queues_.push_back(q);
+    waiting_ = true;
+  }
+  // A give between the failed take and the registration saw no waiter: wake now instead.
+  if (gives_.load() != seen) wake_all();
+}
+
+void BudgetQueue::add(Account* a, uint64_t seen) {
+  waiting_.push_back(a);
+  budget_.wait(this, seen);
+}
+
+void BudgetQueue::remove(Account* a) { std::erase(waiting_, a); }
+
+void BudgetQueue::retry() {
+  auto accounts = std::move(waiting_);
+  waiting_.clear();
+  for (Account* a : accounts) a->listed_ = false;
+  for (Account* a : accounts) a->pump();
+}
+
+Account::~Account() {
+  if (listed_) q_.remove(this);
+  if (held_) q_.budget_.give(held_);
+}
+
+bool Account::fits(uint64_t n) {
+  if (held_ + n > share_) return false;  // waits for its own requests to give back
+  const uint64_t seen = q_.budget_.generation();
+  if (!q_.budget_.try_take(n, held_)) {
+    if (!listed_) {
+      listed_ = true;
+      q_.add(this, seen);
+    }
+    return false;
+  }
+  held_ += n;
+  return true;
+}
+
+bool Account::take(BudgetWaiter& w) {
+  if (!head_ && fits(w.bytes)) return true;
+  w.next = nullptr;
+  w.queued = true;
+  (tail_ ? tail_->next : head_) = &w;
+  tail_ = &w;
+  return false;
+}
+
+void Account::force(uint64_t n) {
+  held_ += n;
+  q_.budget_.force(n);  // counted even above the limit: others wait until it is given back
+}
+
+void Account::give(uint64_t n) {
+  held_ -= n;
+  q_.budget_.give(n);
+  pump();
+}
+
+bool Account::cancel(BudgetWaiter& w) {
+  if (!w.queued) return false;
+  BudgetWaiter** p = &head_;
+  BudgetWaiter* prev = nullptr;
+  while (*p && *p != &w) {
+    prev = *p;
+    p = &(*p)->next;
+  }
+  if (!*p) return false;
+  *p = w.next;
+  if (tail_ == &w) tail_ = prev;
+  w.queued = false;
+  pump();  // the one behind it may fit now
+  return true;
+}
+
+void Account::pump() {
+  if (pumping_) return;
+  pumping_ = true;
+  while (head_ && fits(head_->bytes)) {
+    BudgetWaiter* w = head_;
+    head_ = w->next;
+    if (!head_) tail_ = nullptr;
+    w->queued = false;
+    w->granted();  // may take, give or cancel: the loop looks at the queue again
+  }
+  pumping_ = false;
+}
+
+}  // namespace blkcopy

@@ -1,0 +1,156 @@
+// Admin commands: Identify, Get Log Page, Set/Get Features, Keep Alive, Asynchronous Event
+// Request and Abort.
+#include <cstring>
+
+#include "nvme/codec.h"
+#include "nvme/target/internal.h"
+#include "nvme/target/ops.h"
+
+namespace blkcopy::nvme {
+
+void identify(TargetRequest& r) {
+  TargetQueue& q = *r.queue;
+  Controller& ctrl = *q.session.ctrl;
+  Subsystem* s = ctrl.subsys;
+  if (r.data_len < 4096) return q.complete(r, st(status::kSglLengthInvalid));
+  std::span<uint8_t, 4096> out(r.data, 4096);
+  const uint8_t cns = r.sqe.cdw10 & 0xFF;
+  const uint32_t nsid = r.sqe.nsid;
+  if (cns == kCnsController) {
+    ControllerIdentity id;
+    id.cntlid = ctrl.cntlid;
+    id.discovery = !s;
+    id.subnqn = s ? s->cfg.nqn : kDiscoveryNqn;
+    id.serial = s ? s->serial : "blkcopy-discovery";
+    id.nn = s && !s->ns.empty() ? s->ns.rbegin()->first : 0;
+    id.ioccsz = (64 + kInCapsule) / 16;
+    id.kas = 1;
+    build_identify_controller(id, out);
+  } else if (cns == kCnsNamespace && s) {
+    auto it = s->ns.find(nsid);
+    if (it == s->ns.end()) {
+      if (nsid == 0 || nsid == 0xFFFFFFFF) return q.complete(r, st(status::kInvalidNamespace));
+      std::fill(out.begin(), out.end(), 0);  // an inactive namespace: all zeroes
+    } else {
+      build_identify_namespace(it->second.id, out);
+    }
+  } else if (cns == kCnsActiveNsList && s) {
+    std::fill(out.begin(), out.end(), 0);
+    size_t i = 0;
+    for (auto& [id, ns] : s->ns) {
+      if (id > nsid && i < 1024) put<uint32_t>(out, 4 * i++, id);
+    }
+  } else if (cns == kCnsNsDescriptors && s && s->ns.count(nsid)) {
+    std::fill(out.begin(), out.end(), 0);
+    const Namespace& n = s->ns.at(nsid);
+    out[0] = 2;   // NIDT: NGUID
+    out[1] = 16;  // NIDL
+    std::memcpy(out.data() + 4, n.id.nguid, 16);
+    if (n.has_uuid) {
+      out[20] = 3;  // NIDT: UUID
+      out[21] = 16;
+      std::memcpy(out.data() + 24, n.uuid, 16);
+    }
+  } else {
+    return q.complete(r, st(status::kInvalidField));
+  }
+  complete_with_data(r, 4096);
+}
+
+void get_log_page(TargetRequest& r) {
+  TargetQueue& q = *r.queue;
+  Controller& ctrl = *q.session.ctrl;
+  Subsystem* s = ctrl.subsys;
+  const uint32_t cdw10 = r.sqe.cdw10, cdw11 = r.sqe.cdw11;
+  const uint8_t lid = cdw10 & 0xFF;
+  const uint64_t numd = ((cdw10 >> 16) | (uint64_t(cdw11 & 0xFFFF) << 16)) + 1;
+  const uint64_t offset = r.sqe.cdw12 | (uint64_t(r.sqe.cdw13) << 32);
+  const uint64_t len = std::min<uint64_t>(numd * 4, r.data_len);
+  std::vector<uint8_t> page;
+  if (lid == kLogDiscovery && !s) {
+    page = q.target().discovery_log(ctrl.hostnqn, q.transport().local_address());
+  } else if (lid == kLogCmdEffects && s) {
+    page.assign(4096, 0);
+    fill_effects_log(page);
+  } else if ((lid == kLogError || lid == kLogSmart) && s) {
+    page.assign(lid == kLogError ? 64 : 512, 0);
+  } else if (lid == kLogFirmwareSlot && s) {  // one slot, active, holding this version
+    page.assign(512, 0);
+    page[0] = 1;  // AFI: slot 1 is running
+    const std::string fr = ControllerIdentity{}.firmware;
+    std::memset(page.data() + 8, ' ', 8);
+    std::memcpy(page.data() + 8, fr.data(), std::min<size_t>(fr.size(), 8));
+  } else {
+    return q.complete(r, st(status::kInvalidLogPage));
+  }
+  std::memset(r.data, 0, r.data_len);
+  if (offset < page.size()) {
+    std::memcpy(r.data, page.data() + offset, std::min<uint64_t>(len, page.size() - offset));
+  }
+  complete_with_data(r, r.data_len);
+}
+
+void features(TargetRequest& r) {
+  TargetQueue& q = *r.queue;
+  Controller& ctrl = *q.session.ctrl;
+  Subsystem* s = ctrl.subsys;
+  const uint32_t cdw10 = r.sqe.cdw10, cdw11 = r.sqe.cdw11;
+  const bool set = r.sqe.opcode == admin::kSetFeatures;
+  const uint8_t fid = cdw10 & 0xFF;
+  uint32_t dw0 = 0;
+  if (fid == kFeatNumQueues) {
+    if (set) ctrl.queues = static_cast<uint16_t>(std::min<uint32_t>((cdw11 & 0xFFFF) + 1, 8));
+    dw0 = uint32_t(ctrl.queues - 1) | (uint32_t(ctrl.queues - 1) << 16);
+  } else if (fid == kFeatKato) {
+    if (set) ctrl.kato_ms = cdw11;
+    dw0 = ctrl.kato_ms;
+  } else if (fid == kFeatAsyncEvent) {
+    dw0 = 0;
+  } else if (fid == kFeatArbitration) {
+    if (set) ctrl.arbitration = cdw11;
+    dw0 = ctrl.arbitration;
+  } else if (fid == kFeatPowerMgmt) {
+    if (set && (cdw11 & 0x1F) != 0) return q.complete(r, st(status::kInvalidField));
+    dw0 = 0;  // power state 0, the only one (NPSS 0)
+  } else if (fid == kFeatTempThreshold) {
+    const uint32_t tmpsel = (cdw11 >> 16) & 0xF, thsel = (cdw11 >> 20) & 0x3;
+    if (thsel > 1 || (tmpsel != 0 && tmpsel != 0xF)) {  // composite (or all) only
+      return q.complete(r, st(status::kInvalidField));
+    }
+    auto& t = thsel == 0 ? ctrl.temp_over : ctrl.temp_under;
+    if (set) t = cdw11 & 0xFFFF;
+    dw0 = t;
+  } else if (fid == kFeatErrorRecovery) {
+    if (set && (cdw11 & (1u << 16))) {  // DULBE: no deallocated-block errors here
+      return q.complete(r, st(status::kInvalidField));
+    }
+    if (set) ctrl.error_recovery = cdw11 & 0xFFFF;  // TLER
+    dw0 = ctrl.error_recovery;
+  } else if (fid == kFeatHostBehavior && s) {
+    if (r.data_len < 512) return q.complete(r, st(status::kSglLengthInvalid));
+    std::span<uint8_t> hb(r.data, 512);
+    if (!set) {
+      std::memset(r.data, 0, r.data_len);
+      put<uint16_t>(hb, kHostBehaviorCdfe, ctrl.format2 ? 4 : 0);
+      return complete_with_data(r, 512);
+    }
+    ctrl.format2 = get<uint16_t>(hb, kHostBehaviorCdfe) & (1u << 2);
+  } else {
+    return q.complete(r, st(status::kInvalidField));
+  }
+  q.complete(r, 0, dw0);
+}
+
+void keep_alive(TargetRequest& r) { r.queue->complete(r, 0); }
+
+void async_event(TargetRequest& r) {
+  TargetQueue& q = *r.queue;
+  if (q.session.aers.size() >= 4) return q.complete(r, cqe_status(0x105, true));  // AER limit
+  q.session.aers.push_back(&r);  // held: no events are raised yet
+}
+
+void abort_command(TargetRequest& r) {
+  r.queue->complete(r, 0, 1);  // not aborted
+}
+
+}  // namespace blkcopy::nvme

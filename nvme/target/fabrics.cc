@@ -1,0 +1,149 @@
+// Fabrics commands: Connect, Property Get and Set, Authentication Send and Receive.
+#include <blkcopy/log.h>
+#include <fmt/format.h>
+
+#include <cstring>
+
+#include "nvme/codec.h"
+#include "nvme/target/internal.h"
+#include "nvme/target/ops.h"
+
+namespace blkcopy::nvme {
+namespace {
+
+std::span<const uint8_t> sqe_bytes(const TargetRequest& r) {
+  return {reinterpret_cast<const uint8_t*>(&r.sqe), 64};
+}
+
+void property(TargetRequest& r, bool set) {
+  TargetQueue& q = *r.queue;
+  QueueSession& s = q.session;
+  if (!s.ctrl) return q.complete(r, st(status::kInvalidOpcode));
+  if (!s.authenticated) return q.complete(r, st(status::kAuthRequired));
+  const uint32_t off = get<uint32_t>(sqe_bytes(r), kPropOffset);
+  Controller& c = *s.ctrl;
+  if (set) {
+    const uint32_t v = static_cast<uint32_t>(get<uint64_t>(sqe_bytes(r), kPropValue));
+    if (off != kPropCc) return q.complete(r, st(status::kInvalidField));
+    c.cc = v;
+    c.csts = (v & 1) ? 1 : 0;                // RDY follows EN
+    if ((v >> 14) & 3) c.csts |= (2u << 2);  // shutdown requested: complete at once
+    return q.complete(r, 0);
+  }
+  uint64_t v = 0;
+  if (off == kPropCap) {
+    // MQES 15:0 (0-based), CQR bit 16, TO 31:24 (500 ms units), CSS NVM bit 37.
+    v = (kMaxQueueSize - 1) | (1ull << 16) | (20ull << 24) | (1ull << 37);
+  } else if (off == kPropVs) {
+    v = 0x00010400;
+  } else if (off == kPropCc) {
+    v = c.cc;
+  } else if (off == kPropCsts) {
+    v = c.csts;
+  } else {
+    return q.complete(r, st(status::kInvalidField));
+  }
+  r.cqe.dw1 = static_cast<uint32_t>(v >> 32);
+  q.complete(r, 0, static_cast<uint32_t>(v));
+}
+
+void connect(TargetRequest& r) {
+  TargetQueue& q = *r.queue;
+  QueueSession& s = q.session;
+  TargetImpl& t = q.target();
+  std::span<const uint8_t> sq = sqe_bytes(r);
+  if (r.data_len < kConnectDataSize) return q.complete(r, st(status::kSglLengthInvalid));
+  std::span<const uint8_t> d(r.data, r.data_len);
+  const uint16_t qid = get<uint16_t>(sq, kConnectQid);
+  const uint16_t sqsize = get<uint16_t>(sq, kConnectSqsize);
+  const std::string subnqn = get_nqn(d, kCdSubnqn), hostnqn = get_nqn(d, kCdHostnqn);
+  if (s.ctrl || sqsize == 0 || sqsize >= kMaxQueueSize) {
+    return q.complete(r, st(status::kConnectInvalidParam), kConnectSqsize);
+  }
+  const bool discovery = subnqn == kDiscoveryNqn;
+  Subsystem* sub = discovery ? nullptr : t.subsystems().find(subnqn);
+  if (!discovery && !sub) {
+    return q.complete(r, st(status::kConnectInvalidParam), (1u << 16) | kCdSubnqn);
+  }
+  if (sub && !sub->allows(hostnqn)) {
+    log_warning(fmt::format("serve: host {} refused for {}: not an allowed host", hostnqn, subnqn));
+    return q.complete(r, st(status::kConnectInvalidHost));
+  }
+  // Connect Invalid Parameters says where the bad value is: IATTR (bit 16: in the data) and
+  // IPO (the byte offset).
+  auto invalid = [&](bool in_data, uint32_t offset) {
+    q.complete(r, st(status::kConnectInvalidParam), (in_data ? 1u << 16 : 0) | offset);
+  };
+  if (qid == 0) {
+    s.ctrl = t.subsystems().create(sub, hostnqn);
+    if (!s.ctrl) {
+      log_warning(fmt::format("serve: host {} refused for {}: every controller ID is in use",
+                              hostnqn, subnqn));
+      return q.complete(r, st(status::kConnectControllerBusy));
+    }
+    s.ctrl->kato_ms = r.sqe.cdw12;
+  } else {
+    switch (t.subsystems().join(get<uint16_t>(d, kCdCntlid), sub, hostnqn, qid, s.ctrl)) {
+      case Subsystems::Join::ok: break;
+      case Subsystems::Join::no_controller: return invalid(true, kCdCntlid);
+      case Subsystems::Join::bad_qid:
+      case Subsystems::Join::duplicate_qid: return invalid(false, kConnectQid);
+    }
+  }
+  s.qid = qid;
+  s.depth = sqsize + 1u;
+  s.sq_flow_disabled = get<uint8_t>(sq, kConnectCattr) & kCattrDisableSqFlow;
+  uint32_t dw0 = s.ctrl->cntlid;
+  if (const HostKeys* keys = t.keys_for(hostnqn)) {
+    s.auth = std::make_unique<AuthSession>(*keys, hostnqn, subnqn);
+    s.authenticated = false;
+    dw0 |= 1u << 17;  // ATR: authentication required before anything else
+  }
+  q.complete(r, 0, dw0);
+}
+
+// Auth Send (a message from the host) and Auth Receive (the next one for it).
+void authenticate(TargetRequest& r, bool send) {
+  TargetQueue& q = *r.queue;
+  QueueSession& s = q.session;
+  if (!s.ctrl || !s.auth) return q.complete(r, st(status::kCommandSequenceError));
+  const uint32_t length = r.sqe.cdw11;  // TL or AL
+  if (r.sqe.cdw10 != auth::kAuthCdw10 || length == 0 || length > r.data_len) {
+    return q.complete(r, st(status::kInvalidField));
+  }
+  if (send) {
+    s.auth->send({r.data, length});
+  } else {
+    std::memset(r.data, 0, r.data_len);  // nothing but the message goes back
+    if (!s.auth->receive({r.data, length})) return q.complete(r, st(status::kCommandSequenceError));
+  }
+  if (!s.auth_failure_logged && !s.auth->failure().empty()) {
+    s.auth_failure_logged = true;
+    log_warning(fmt::format("serve: host {} failed DH-HMAC-CHAP authentication on queue {} of "
+                            "{}: {}",
+                            s.ctrl->hostnqn, s.qid,
+                            s.ctrl->subsys ? s.ctrl->subsys->cfg.nqn : kDiscoveryNqn,
+                            s.auth->failure()));
+  }
+  if (!s.authenticated && s.auth->authenticated()) {
+    s.authenticated = true;
+    log_info(fmt::format("serve: host {} authenticated on queue {}", s.ctrl->hostnqn, s.qid));
+  }
+  if (send) return q.complete(r, 0);
+  complete_with_data(r, r.data_len);
+}
+
+}  // namespace
+
+void run_fabrics(TargetRequest& r) {
+  switch (reinterpret_cast<const uint8_t*>(&r.sqe)[kFcType]) {
+    case fabrics::kConnect: return connect(r);
+    case fabrics::kAuthSend: return authenticate(r, true);
+    case fabrics::kAuthReceive: return authenticate(r, false);
+    case fabrics::kPropertyGet: return property(r, false);
+    case fabrics::kPropertySet: return property(r, true);
+    default: return r.queue->complete(r, st(status::kInvalidField));
+  }
+}
+
+}  // namespace blkcopy::nvme

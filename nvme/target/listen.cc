@@ -1,0 +1,143 @@
+// Listeners, accepting, and the tick that closes connections whose peer stalls.
+#include <blkcopy/log.h>
+#include <fmt/format.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/net.h"
+#include "nvme/target/internal.h"
+#include "nvme/target/tcp_connection.h"
+
+namespace blkcopy::nvme {
+
+Status TargetImpl::listen_on(const std::string& addr, uint16_t port) {
+  socklen_t len = 0;
+  auto sa = numeric_address(addr, port, &len);
+  if (!sa) return Status::error(EINVAL, fmt::format("listen address: {}", sa.error().message()));
+  int fd = socket(sa->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Status::from_errno(errno, "socket");
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&*sa), len) != 0 || listen(fd, 1024) != 0) {
+    Status s = Status::from_errno(errno, fmt::format("cannot listen on {}", format_host_port(addr, port)));
+    ::close(fd);
+    return s;
+  }
+  getsockname(fd, reinterpret_cast<sockaddr*>(&*sa), &len);
+  listen_fds_.push_back(fd);
+  bound_.push_back(address_of(reinterpret_cast<sockaddr*>(&*sa)).port);
+  accept_on(fd);
+  return {};
+}
+
+void TargetImpl::accept_on(int fd) {
+  home_.accept(fd, [this, fd](int res) {
+    if (stopping_) {
+      if (res >= 0) ::close(res);
+      return;
+    }
+    if (res < 0) {
+      // Out of descriptors or memory: wait before trying again (never spin); other errors
+      // concern only the connection that failed.
+      if (res == -EMFILE || res == -ENFILE || res == -ENOBUFS || res == -ENOMEM) {
+        accept_backoff_ = std::clamp(accept_backoff_ * 2, std::chrono::milliseconds(10),
+                                     std::chrono::milliseconds(1000));
+        log_refusal(fmt::format("cannot accept connections: {}; retrying in {} ms",
+                                std::strerror(-res), accept_backoff_.count()));
+        std::erase_if(accept_timers_, [](const Timer& t) { return !t.armed(); });
+        accept_timers_.push_back(home_.after(accept_backoff_, [this, fd] { accept_on(fd); }));
+        return;
+      }
+      return accept_on(fd);
+    }
+    accept_backoff_ = std::chrono::milliseconds(0);
+    serve_socket(res);
+    accept_on(fd);
+  });
+}
+
+void TargetImpl::serve_socket(int fd) {
+  if (stopping_ || open_connections_ >= cfg_.limits.max_connections) {
+    ++stats_.refused;
+    log_refusal(fmt::format("refusing connections: {} open, the limit (--max-connections)",
+                            cfg_.limits.max_connections));
+    ::close(fd);
+    return;
+  }
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  ++stats_.connections;
+  ++open_connections_;
+  const unsigned index = static_cast<unsigned>(next_worker_++ % workers_.size());
+  Worker& w = *workers_[index];
+  if (w.owned) {
+    w.loop->post_remote([this, &w, index, fd] { adopt(w, index, fd); });
+  } else {
+    adopt(w, index, fd);
+  }
+}
+
+// At most one line a second about refused connections, however many there are.
+void TargetImpl::log_refusal(const std::string& what) {
+  const auto now = Clock::now();
+  if (now - last_refusal_log_ < std::chrono::seconds(1)) return;
+  last_refusal_log_ = now;
+  log_warning(what);
+}
+
+void TargetImpl::adopt(Worker& w, unsigned index, int fd) {
+  if (stopping_) {
+    ::close(fd);
+    --open_connections_;
+    return;
+  }
+  sockaddr_storage local{};
+  socklen_t len = sizeof local;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len);
+  w.conns.push_back(std::make_unique<TcpConnection>(
+      *this, index, *w.loop, fd, address_of(reinterpret_cast<sockaddr*>(&local)).host));
+  // A connection that has ended is freed soon after, on its loop, not only at the next tick.
+  w.conns.back()->on_finished = [this, &w] { w.loop->post([this, &w] { reap(w); }); };
+  w.conns.back()->start();
+}
+
+// Four times a second on every loop: close connections whose peer stalls, whose answers do not
+// drain or whose keep-alive stopped, and free closed ones.
+void TargetImpl::tick(Worker& w) {
+  const auto now = Clock::now();
+  const int64_t ns = now.time_since_epoch().count();
+  for (auto& c : w.conns) {
+    if (c->closing()) {
+      c->cut_if_stuck(now);
+      continue;
+    }
+    bool undrained = false;
+    if (std::string why = c->stalled(now, undrained); !why.empty()) {
+      ++(undrained ? stats_.undrained : stats_.stalled);
+      c->close(why);
+      continue;
+    }
+    Controller* ctrl = c->controller();
+    if (!ctrl) continue;
+    if (ctrl->gone) {
+      c->close("its controller's admin queue has gone");
+    } else if (ctrl->kato_ms && ns - ctrl->last_seen > int64_t(ctrl->kato_ms) * 2'000'000) {
+      c->close("keep-alive timeout");
+    }
+  }
+  reap(w);
+  if (!stopping_) w.tick = w.loop->after(std::chrono::milliseconds(250), [this, &w] { tick(w); });
+}
+
+void TargetImpl::reap(Worker& w) {
+  const size_t before = w.conns.size();
+  std::erase_if(w.conns, [](const auto& c) { return c->finished(); });
+  open_connections_ -= static_cast<unsigned>(before - w.conns.size());
+}
+
+}  // namespace blkcopy::nvme

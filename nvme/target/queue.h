@@ -1,0 +1,120 @@
+// One queue of a controller, as the controller sees it (nvmet's nvmet_sq): who the host is once
+// it has connected, its requests, and the memory they may take. Transport-neutral: a transport
+// (TCP, or the in-process loopback of tests and fuzzing) hands it requests and sends what it
+// answers. Commands run from the opcode table (ops.h); their handlers live in fabrics.cc,
+// admin.cc, io.cc and copy.cc.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/budget.h"
+#include "nvme/target/auth.h"
+#include "nvme/target/request.h"
+#include "nvme/target/subsystem.h"
+
+namespace blkcopy::nvme {
+
+class TargetImpl;
+
+// What a queue needs of the transport that carries it. Every call is on the queue's loop.
+class QueueTransport {
+ public:
+  // The controller is done with r (status in r.cqe): send r.c2h bytes of r.data (on success),
+  // then the completion, and hand r back with TargetQueue::release() once that has left.
+  virtual void complete(TargetRequest& r) = 0;
+  // r's data buffer is there (r.data): move the host's data into it (R2T), or execute r.
+  virtual void buffer_ready(TargetRequest& r) = 0;
+  // The controller ends the queue (its admin queue went away, authentication failed for good).
+  virtual void disconnect(const std::string& why) = 0;
+  // The address the host reached (discovery log entries of ports that listen everywhere).
+  virtual const std::string& local_address() const = 0;
+
+ protected:
+  ~QueueTransport() = default;
+};
+
+// What Connect and authentication establish on a queue.
+struct QueueSession {
+  std::shared_ptr<Controller> ctrl;
+  uint16_t qid = 0;
+  unsigned depth = 1;             // SQSIZE + 1 once connected; only Connect before
+  bool sq_flow_disabled = false;  // Connect's CATTR: reads may end with C2HData SUCCESS
+  // DH-HMAC-CHAP for a host with keys: until it succeeds only Connect and the authentication
+  // commands are served on this queue.
+  std::unique_ptr<AuthSession> auth;
+  bool authenticated = true;
+  bool auth_failure_logged = false;
+  std::vector<TargetRequest*> aers;  // held Async Event Requests (no events are raised yet)
+};
+
+class TargetQueue {
+ public:
+  TargetQueue(TargetImpl& target, unsigned worker, EventLoop& loop, QueueTransport& transport);
+  ~TargetQueue();  // REQUIRES: !busy()
+  TargetQueue(const TargetQueue&) = delete;
+  TargetQueue& operator=(const TargetQueue&) = delete;
+
+  // A request for a new command, or nullptr when the host has more outstanding than its queue
+  // holds (a protocol error: the transport ends the connection).
+  TargetRequest* take();
+  // The answer has left (or the connection is gone): the buffer and the entry are free again.
+  void release(TargetRequest& r);
+  unsigned outstanding() const { return outstanding_; }
+
+  // r needs a data buffer of r.data_len bytes from the data budget: transport.buffer_ready(r)
+  // runs now or, when the budget has no room, once it has (the request waits; it never fails).
+  void need_buffer(TargetRequest& r);
+  // Data that came inside the capsule: copied into a buffer counted in the budget, at once
+  // (it has been received already). False when no memory could be had.
+  bool copy_in(TargetRequest& r, const uint8_t* p);
+
+  // Runs r; it ends in complete() (now or when its device answers).
+  void execute(TargetRequest& r);
+  // Ends r with `status` (a CQE status field, 0 for success) and DW0.
+  void complete(TargetRequest& r, uint16_t status, uint32_t dw0 = 0);
+
+  // Device work in flight: counted so that the transport waits for it before freeing the queue.
+  void device_started() { ++on_devices_; }
+  void device_ended() { --on_devices_; }
+  // Requests on devices or waiting for budget: the queue must not be freed yet.
+  bool busy() const { return on_devices_ > 0 || waiting_ > 0; }
+  // The transport is closing: waits for budget are cancelled (their requests released), held
+  // Async Event Requests let go, the controller dropped.
+  void close();
+  // Why a host that stalls must go: no Connect, or no authentication, in time; empty otherwise.
+  std::string stalled(std::chrono::steady_clock::time_point opened,
+                      std::chrono::steady_clock::time_point now) const;
+
+  TargetImpl& target() const { return target_; }
+  unsigned worker() const { return worker_; }
+  EventLoop& loop() const { return loop_; }
+  QueueTransport& transport() const { return transport_; }
+  Account& copy_account() { return copy_account_; }
+  bool closing() const { return closing_; }
+
+  QueueSession session;
+
+ private:
+  friend struct TargetRequest;
+  void buffer_granted(TargetRequest& r);
+
+  TargetImpl& target_;
+  const unsigned worker_;
+  EventLoop& loop_;
+  QueueTransport& transport_;
+  Account data_account_, copy_account_;
+  std::vector<std::unique_ptr<TargetRequest>> requests_;  // every request made; pooled
+  TargetRequest* free_ = nullptr;
+  unsigned outstanding_ = 0;  // taken and not released
+  unsigned on_devices_ = 0;
+  unsigned waiting_ = 0;      // for the data budget
+  bool closing_ = false;
+};
+
+// Every command handler: runs r and ends in r.queue->complete().
+using Handler = void (*)(TargetRequest& r);
+
+}  // namespace blkcopy::nvme

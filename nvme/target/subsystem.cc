@@ -1,0 +1,59 @@
+#include "nvme/target/subsystem.h"
+
+namespace blkcopy::nvme {
+
+std::optional<uint16_t> ControllerIds::take() {
+  const uint32_t span = uint32_t(max) - min + 1;
+  if (live.size() >= span) return std::nullopt;
+  for (uint32_t i = 0; i < span; ++i) {
+    const uint16_t id = static_cast<uint16_t>(min + (uint32_t(next) - min + i) % span);
+    if (!live.count(id)) {
+      next = static_cast<uint16_t>(min + (uint32_t(id) - min + 1) % span);
+      return id;
+    }
+  }
+  return std::nullopt;
+}
+
+std::shared_ptr<Controller> Subsystems::create(Subsystem* s, const std::string& host) {
+  std::lock_guard lock(mu_);
+  ControllerIds& ids = s ? s->ids : discovery_ids_;
+  auto id = ids.take();
+  if (!id) return nullptr;
+  auto c = std::make_shared<Controller>();
+  c->cntlid = *id;
+  c->subsys = s;
+  c->hostnqn = host;
+  c->queues = s ? s->cfg.qid_max : 0;
+  c->seen();
+  ids.live.emplace(*id, c);
+  return c;
+}
+
+Subsystems::Join Subsystems::join(uint16_t id, Subsystem* s, const std::string& host,
+                                  uint16_t qid, std::shared_ptr<Controller>& out) {
+  std::lock_guard lock(mu_);
+  ControllerIds& ids = s ? s->ids : discovery_ids_;
+  auto it = ids.live.find(id);
+  if (it == ids.live.end() || it->second->hostnqn != host) return Join::no_controller;
+  Controller& c = *it->second;
+  if (qid > c.queues) return Join::bad_qid;
+  if (!c.io_queues.insert(qid).second) return Join::duplicate_qid;
+  out = it->second;
+  return Join::ok;
+}
+
+void Subsystems::drop(const std::shared_ptr<Controller>& c, uint16_t qid) {
+  if (!c) return;
+  std::lock_guard lock(mu_);
+  if (qid) {
+    c->io_queues.erase(qid);
+    return;
+  }
+  c->gone = true;
+  ControllerIds& ids = c->subsys ? c->subsys->ids : discovery_ids_;
+  auto it = ids.live.find(c->cntlid);
+  if (it != ids.live.end() && it->second == c) ids.live.erase(it);
+}
+
+}  // namespace blkcopy::nvme

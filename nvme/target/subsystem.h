@@ -1,0 +1,115 @@
+// What the target serves and who is connected: namespaces (a device, its channel on each event
+// loop and the Identify values the host sees), subsystems, controllers and their IDs.
+#pragma once
+
+#include <blkcopy/target.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "nvme/codec.h"
+
+namespace blkcopy::nvme {
+
+// A namespace: a blkcopy device with the Identify values the host sees. The device lives on the
+// target's first loop; `channels[w]` reaches it from loop w without a hop between threads (the
+// device itself for loop 0; nullptr where the device has no channels: requests from that loop
+// then hop to loop 0 and back).
+struct Namespace {
+  uint32_t nsid = 0;
+  std::unique_ptr<Device> dev;
+  std::vector<std::unique_ptr<Device>> channels;  // [w] for w >= 1
+  NamespaceIdentity id;
+  uint32_t lbs = 512;
+  uint8_t uuid[16] = {};
+  bool has_uuid = false;
+  bool write_zeroes = false;  // the device zeroes itself; else the target writes zeroes
+
+  // The device as loop `worker` reaches it, or nullptr when that loop must hop to loop 0.
+  Device* on(unsigned worker) const {
+    if (worker == 0) return dev.get();
+    return worker - 1 < channels.size() ? channels[worker - 1].get() : nullptr;
+  }
+};
+
+// Shared by the queues of one controller, which may live on different loops: fields that
+// change are atomic; `io_queues` is under Subsystems::mu_. Queues hold it by shared_ptr, so it
+// outlives the last of them even when its ID is released.
+struct Controller {
+  uint16_t cntlid = 0;
+  struct Subsystem* subsys = nullptr;  // nullptr: the discovery controller
+  std::string hostnqn;
+  std::atomic<uint32_t> cc{0}, csts{0};
+  std::atomic<uint32_t> kato_ms{0};
+  std::atomic<uint16_t> queues{1};   // I/O queues granted (Set Features Number of Queues)
+  std::atomic<bool> format2{false};  // Host Behavior Support: copy format 2 enabled
+  // Features a host may read back after setting them: Arbitration (01h), Temperature Threshold
+  // (04h: the composite's over and under thresholds, kelvin) and Error Recovery (05h).
+  std::atomic<uint32_t> arbitration{0}, temp_over{343}, temp_under{0}, error_recovery{0};
+  std::atomic<int64_t> last_seen{0};  // steady_clock nanoseconds
+  std::set<uint16_t> io_queues;       // connected I/O queue IDs, under Subsystems::mu_
+  std::atomic<bool> gone{false};      // the admin queue closed: its I/O queues close too
+  void seen() { last_seen = std::chrono::steady_clock::now().time_since_epoch().count(); }
+};
+
+// The controllers of one subsystem (or of discovery) by ID. IDs come from [min, max] and are
+// never handed out again while their controller lives: a new host cannot take over another's
+// queues by guessing or exhausting IDs.
+struct ControllerIds {
+  uint16_t min = 1, max = 0xFFEF;
+  uint16_t next = 1;
+  std::map<uint16_t, std::shared_ptr<Controller>> live;
+
+  // A free ID, searched from after the last one handed out; nullopt when all are live.
+  std::optional<uint16_t> take();
+};
+
+struct Subsystem {
+  SubsystemConfig cfg;
+  std::map<uint32_t, Namespace> ns;
+  std::string serial;
+  ControllerIds ids;
+  bool allows(const std::string& host) const {
+    return cfg.allow_any_host ||
+           std::find(cfg.allowed_hosts.begin(), cfg.allowed_hosts.end(), host) !=
+               cfg.allowed_hosts.end();
+  }
+};
+
+// Every subsystem and the controllers connected to them: controllers are made, joined by I/O
+// queues and dropped from any loop (under one lock); the subsystems themselves are read-only
+// once the target has started.
+class Subsystems {
+ public:
+  std::map<std::string, Subsystem>& all() { return subsystems_; }
+  const std::map<std::string, Subsystem>& all() const { return subsystems_; }
+  Subsystem* find(const std::string& nqn) {
+    auto it = subsystems_.find(nqn);
+    return it == subsystems_.end() ? nullptr : &it->second;
+  }
+  // A new controller for `host` (on the admin queue's Connect); nullptr when every controller
+  // ID of the subsystem is in use. `s` nullptr: the discovery subsystem.
+  std::shared_ptr<Controller> create(Subsystem* s, const std::string& host);
+  enum class Join { ok, no_controller, bad_qid, duplicate_qid };
+  // Adds I/O queue `qid` to controller `id` of `s` that belongs to `host`.
+  Join join(uint16_t id, Subsystem* s, const std::string& host, uint16_t qid,
+            std::shared_ptr<Controller>& out);
+  // A queue lets go of its controller: an I/O queue frees its ID; the admin queue ends the
+  // controller (its ID may be handed out again once no queue holds it).
+  void drop(const std::shared_ptr<Controller>& c, uint16_t qid);
+
+ private:
+  std::map<std::string, Subsystem> subsystems_;
+  std::mutex mu_;
+  ControllerIds discovery_ids_;
+};
+
+}  // namespace blkcopy::nvme

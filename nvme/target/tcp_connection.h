@@ -1,0 +1,89 @@
+// The NVMe/TCP transport of the target: one connection (one queue), its PDUs in and out, the
+// R2T/H2CData exchange for data the host sends, C2HData for data it reads, digests, and the
+// time limits on a peer that stalls. Commands go to the transport-neutral TargetQueue.
+//
+// State machine (one line a state):
+//   wait ICReq     the first PDU must be ICReq; anything else ends the connection
+//   ready          PDUs are CapsuleCmd, H2CData (for a write that got an R2T) or H2CTermReq
+//   closing        the socket is shut; the connection is freed when nothing is in flight
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "nvme/tcp/framing.h"
+#include "nvme/tcp/pdu_buffer.h"
+#include "nvme/tcp/send_queue.h"
+#include "nvme/target/queue.h"
+
+namespace blkcopy::nvme {
+
+class TcpConnection final : public QueueTransport {
+ public:
+  TcpConnection(TargetImpl& t, unsigned worker, EventLoop& loop, int fd, std::string local_addr);
+  ~TcpConnection();  // REQUIRES: idle()
+
+  void start() { receive(); }
+  // Ends the socket so that the reads and sends in flight on it end too.
+  void abort();
+  void close(const std::string& why);
+  // Nothing in flight that points into the connection: no socket operation, no device request.
+  bool idle() const;
+  bool closing() const { return closing_; }
+  bool finished() const { return fd_ < 0; }
+  Controller* controller() const { return queue_.session.ctrl.get(); }
+  std::function<void()> on_finished;  // runs (on its loop) once the socket is closed
+  // Why a peer that stalls must go (no ICReq, Connect or authentication in time, a PDU or the
+  // data an R2T asked for begun and not finished, answers not taken); empty while it is within
+  // the limits. `undrained` says it was the answers.
+  std::string stalled(std::chrono::steady_clock::time_point now, bool& undrained) const;
+  // A closing connection whose peer does not take its last PDUs is cut off after the PDU limit.
+  void cut_if_stuck(std::chrono::steady_clock::time_point now);
+
+  // QueueTransport
+  void complete(TargetRequest& r) override;
+  void buffer_ready(TargetRequest& r) override;
+  void disconnect(const std::string& why) override { close(why); }
+  const std::string& local_address() const override { return local_addr_; }
+
+ private:
+  void receive();
+  void on_pdu();
+  void on_icreq();
+  void on_capsule();
+  void on_h2cdata();
+  void terminate(uint16_t fes, uint32_t fei);
+  // Queues a PDU: a header, optional data (with a digest when negotiated) and the request it
+  // ends (released once the PDU has left). An urgent PDU (an R2T) goes ahead of those only
+  // waiting (SendQueue::push).
+  void send(std::vector<uint8_t> head, const uint8_t* data = nullptr, uint32_t len = 0,
+            bool data_digest = false, TargetRequest* done = nullptr, bool urgent = false);
+  void pump_send();  // sends at the end of this loop turn
+  void flush();
+  void maybe_free();
+  tcp::Digests digests() const { return {hdgst_, ddgst_}; }
+
+  TargetImpl& t_;
+  EventLoop& loop_;
+  int fd_;
+  bool hdgst_ = false, ddgst_ = false, ic_done_ = false, closing_ = false;
+  std::string local_addr_;
+  std::chrono::steady_clock::time_point opened_, closing_since_, front_since_;
+  std::optional<std::chrono::steady_clock::time_point> partial_since_;  // a PDU begun, unfinished
+  PduBuffer rbuf_{256};  // enough for the ICReq; grows after it
+  const uint8_t* p_ = nullptr;  // the PDU being handled, inside rbuf_
+  size_t p_len_ = 0;            // bytes from p_ to the end of what was read
+  bool recv_pending_ = false;
+  bool flush_posted_ = false;
+  std::vector<TargetRequest*> awaiting_data_;  // writes that got an R2T (TTAG = CID)
+  // PDUs waiting to go out. A completion keeps its request (and the data a C2HData PDU ahead of
+  // it points into) until it has left: until then it counts as outstanding, so a host that
+  // stops reading cannot make the target queue more than its queue depth.
+  SendQueue<TargetRequest*> sendq_;
+  TargetQueue queue_;
+};
+
+}  // namespace blkcopy::nvme
