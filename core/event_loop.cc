@@ -167,7 +167,10 @@ class UringLoop final : public EventLoop {
   unsigned inflight_ = 0;  // SQEs whose completion has not been reaped (internal ones excluded)
   std::vector<std::unique_ptr<Op>> ops_;  // every op ever made; freed with the loop
   std::vector<Op*> free_ops_;
-  std::deque<Task> posted_;
+  // Tasks posted on the loop, and the ones being run: two vectors swapped each round keep their
+  // capacity, so posting allocates nothing once warm (a task's own captures aside).
+  std::vector<Task> posted_, running_;
+  bool running_posted_ = false;
 
   // Helper threads for blocking work; results come back through an eventfd read on the ring.
   struct Job {
@@ -182,7 +185,7 @@ class UringLoop final : public EventLoop {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Job> jobs_, finished_;
-  std::deque<Task> remote_;  // posted from other threads
+  std::vector<Task> remote_, remote_taken_;  // posted from other threads
   unsigned jobs_pending_ = 0;  // loop thread only
   std::chrono::microseconds spin_{0};
   bool stopping_ = false;
@@ -258,14 +261,14 @@ io_uring_sqe* UringLoop::sqe(Op* op) {
 void UringLoop::arm_eventfd() {
   efd_op_.cb = [this](int) {
     std::deque<Job> done;
-    std::deque<Task> remote;
     {
       std::lock_guard lock(mu_);
-      done.swap(finished_);
-      remote.swap(remote_);
+      if (!finished_.empty()) done.swap(finished_);
+      remote_taken_.swap(remote_);
     }
     arm_eventfd();
-    for (auto& t : remote) posted_.push_back(std::move(t));
+    for (auto& t : remote_taken_) posted_.push_back(std::move(t));
+    remote_taken_.clear();
     for (auto& job : done) {
       --jobs_pending_;
       job.done(job.res);
@@ -305,9 +308,17 @@ void UringLoop::helper_main() {
 
 void UringLoop::run_posted() {
   // Tasks posted while running go to the next round, so a task that re-posts cannot starve I/O.
-  std::deque<Task> now;
-  now.swap(posted_);
-  for (auto& t : now) t();
+  if (running_posted_) {  // a task that runs the loop itself (a blocking wrapper inside it)
+    std::vector<Task> now;
+    now.swap(posted_);
+    for (auto& t : now) t();
+    return;
+  }
+  running_posted_ = true;
+  running_.swap(posted_);
+  for (auto& t : running_) t();
+  running_.clear();
+  running_posted_ = false;
 }
 
 void UringLoop::reap(io_uring_cqe* cqe) {

@@ -172,6 +172,23 @@ def main():
     write("host_queue", "early-success", c2h(1, 0, bytes(4096), 0x0C) + resp(3))
     write("host_queue", "r2t-past-end", r2t(2, 8192, 16384) + resp(1, 0x0B))
     write("host_queue", "garbage", bytes([0x05, 0, 24, 0, 0xFF, 0xFF, 0xFF, 0x7F]) + bytes(40))
+    # Commands for the controller fuzzer (fuzz_controller.cc): flags (bit 0 I/O queue, bit 1
+    # data back), a 64-byte SQE, a 16-bit length, then the data to the controller.
+    def rec(flags, opcode, nsid=0, cdw=(0,) * 6, data=b"", length=None):
+        sqe = struct.pack("<BBHI", opcode, 0x40, 1, nsid) + bytes(16) + bytes(16) + struct.pack("<6I", *(tuple(cdw) + (0,) * (6 - len(cdw))))
+        length = len(data) if length is None else length
+        return bytes([flags]) + sqe + struct.pack("<H", length) + data
+    copy0 = ranges(0, [(0, 0, 8), (0, 64, 8)])
+    copy2 = ranges(2, [(2, 0, 8), (1, 16, 8)])
+    dsm = struct.pack("<IIQ", 0, 8, 100) + struct.pack("<IIQ", 0, 0, 0)
+    write("controller", "admin", rec(2, 0x06, 0, (1,), length=4096) + rec(2, 0x06, 1, (0,), length=4096) +
+          rec(2, 0x02, 0, (0x05 | (1023 << 16),), length=4096) + rec(2, 0x0A, 0, (0x07,), length=0) +
+          rec(0, 0x0C) + rec(0, 0x18) + rec(0, 0x7F))
+    write("controller", "io", rec(1, 0x01, 1, (0, 0, 7), data=bytes(range(256)) * 16) +
+          rec(3, 0x02, 1, (0, 0, 7), length=4096) + rec(1, 0x08, 3, (0, 0, 15)) +
+          rec(1, 0x09, 1, (1, 1 << 2), data=dsm) + rec(1, 0x00, 2) +
+          rec(1, 0x19, 1, (512, 0, 1), data=copy0) + rec(1, 0x19, 1, (512, 0, 1 | (2 << 8)), data=copy2) +
+          rec(1, 0x19, 3, (0, 0, 0), data=ranges(0, [(0, 0, 1)])) + rec(1, 0x02, 9, (0,), length=512))
 
 
 if __name__ == "__main__":

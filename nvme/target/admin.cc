@@ -1,5 +1,6 @@
 // Admin commands: Identify, Get Log Page, Set/Get Features, Keep Alive, Asynchronous Event
 // Request and Abort.
+#include <array>
 #include <cstring>
 
 #include "nvme/codec.h"
@@ -57,6 +58,28 @@ void identify(TargetRequest& r) {
   complete_with_data(r, 4096);
 }
 
+namespace {
+
+// The log pages that are the same for every controller, made once.
+struct FixedPages {
+  std::array<uint8_t, 4096> effects{};
+  std::array<uint8_t, 512> zeroes{};    // Error Information (64 bytes used) and SMART
+  std::array<uint8_t, 512> firmware{};  // one slot, active, holding this version
+  FixedPages() {
+    fill_effects_log(effects);
+    firmware[0] = 1;  // AFI: slot 1 is running
+    const std::string fr = ControllerIdentity{}.firmware;
+    std::memset(firmware.data() + 8, ' ', 8);
+    std::memcpy(firmware.data() + 8, fr.data(), std::min<size_t>(fr.size(), 8));
+  }
+};
+const FixedPages& fixed_pages() {
+  static const FixedPages pages;
+  return pages;
+}
+
+}  // namespace
+
 void get_log_page(TargetRequest& r) {
   TargetQueue& q = *r.queue;
   Controller& ctrl = *q.session.ctrl;
@@ -66,28 +89,27 @@ void get_log_page(TargetRequest& r) {
   const uint64_t numd = ((cdw10 >> 16) | (uint64_t(cdw11 & 0xFFFF) << 16)) + 1;
   const uint64_t offset = r.sqe.cdw12 | (uint64_t(r.sqe.cdw13) << 32);
   const uint64_t len = std::min<uint64_t>(numd * 4, r.data_len);
-  std::vector<uint8_t> page;
+  const FixedPages& fixed = fixed_pages();
+  std::vector<uint8_t> discovery;
+  std::span<const uint8_t> page;
   if (lid == kLogDiscovery && !s) {
-    page = q.target().discovery_log(ctrl.hostnqn, q.transport().local_address());
+    discovery = q.target().discovery_log(ctrl.hostnqn, q.transport().local_address());
+    page = discovery;
   } else if (lid == kLogCmdEffects && s) {
-    page.assign(4096, 0);
-    fill_effects_log(page);
+    page = fixed.effects;
   } else if ((lid == kLogError || lid == kLogSmart) && s) {
-    page.assign(lid == kLogError ? 64 : 512, 0);
-  } else if (lid == kLogFirmwareSlot && s) {  // one slot, active, holding this version
-    page.assign(512, 0);
-    page[0] = 1;  // AFI: slot 1 is running
-    const std::string fr = ControllerIdentity{}.firmware;
-    std::memset(page.data() + 8, ' ', 8);
-    std::memcpy(page.data() + 8, fr.data(), std::min<size_t>(fr.size(), 8));
+    page = std::span<const uint8_t>(fixed.zeroes).first(lid == kLogError ? 64 : 512);
+  } else if (lid == kLogFirmwareSlot && s) {
+    page = fixed.firmware;
   } else {
     return q.complete(r, st(status::kInvalidLogPage));
   }
-  std::memset(r.data, 0, r.data_len);
+  uint64_t filled = 0;
   if (offset < page.size()) {
-    std::memcpy(r.data, page.data() + offset, std::min<uint64_t>(len, page.size() - offset));
+    filled = std::min<uint64_t>(len, page.size() - offset);
+    std::memcpy(r.data, page.data() + offset, filled);
   }
-  complete_with_data(r, r.data_len);
+  complete_with_data(r, static_cast<uint32_t>(filled));
 }
 
 void features(TargetRequest& r) {

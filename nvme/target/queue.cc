@@ -132,12 +132,16 @@ void TargetQueue::close() {
     if (r->wait == TargetRequest::Wait::data_buffer && data_account_.cancel(*r)) {
       r->wait = TargetRequest::Wait::none;
       --waiting_;
+      transport_.dropped(*r);
       release(*r);
     }
   }
   auto aers = std::move(session.aers);
   session.aers.clear();
-  for (TargetRequest* r : aers) release(*r);
+  for (TargetRequest* r : aers) {
+    transport_.dropped(*r);
+    release(*r);
+  }
   target_.subsystems().drop(session.ctrl, session.qid);
   session.ctrl.reset();
 }

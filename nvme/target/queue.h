@@ -31,6 +31,8 @@ class QueueTransport {
   virtual void disconnect(const std::string& why) = 0;
   // The address the host reached (discovery log entries of ports that listen everywhere).
   virtual const std::string& local_address() const = 0;
+  // close() let r go without an answer (it waited for room, or was a held AER).
+  virtual void dropped(TargetRequest&) {}
 
  protected:
   ~QueueTransport() = default;
