@@ -22,13 +22,18 @@
 #include "nvme/codec.h"
 #include <blkcopy/target.h>
 #include "tests/nvme_client.h"
+#include "tests/served_target.h"
 #include "tests/test_util.h"
 
 namespace blkcopy {
 namespace {
 
 using namespace nvme;
+using test::Host;
 using test::NvmeClient;
+using test::Served;
+using test::capsule;
+using test::completion_of;
 using Clock = std::chrono::steady_clock;
 
 const std::string kOpen = "nqn.2024-01.io.blkcopy.test:open";
@@ -41,37 +46,6 @@ std::vector<uint8_t> u8(const test::Bytes& b) {
   std::memcpy(v.data(), b.data(), b.size());
   return v;
 }
-
-// A target on its own thread and loop with the given configuration; tests use sockets only.
-class Served {
- public:
-  explicit Served(TargetConfig cfg) {
-    std::promise<uint16_t> port;
-    auto ready = port.get_future();
-    thread_ = std::thread([this, cfg, port = std::move(port)]() mutable {
-      auto loop = EventLoop::create().value();
-      auto target = Target::create(*loop, cfg);
-      if (!target || !(*target)->start().ok()) std::abort();
-      target_ = target->get();
-      port.set_value((*target)->bound_ports()[0]);
-      (void)loop->run_until([this] { return stop_.load(); });
-      target_ = nullptr;
-    });
-    port_ = ready.get();
-  }
-  ~Served() {
-    stop_ = true;
-    thread_.join();
-  }
-  uint16_t port() const { return port_; }
-  TargetStats stats() const { return target_.load()->stats(); }
-
- private:
-  std::thread thread_;
-  std::atomic<bool> stop_{false};
-  std::atomic<Target*> target_{nullptr};
-  uint16_t port_ = 0;
-};
 
 // Two subsystems: one any host may use, one only the victim may use; controller IDs 1 to 3.
 TargetConfig two_tenants() {
@@ -86,164 +60,6 @@ TargetConfig two_tenants() {
   }
   cfg.subsystems = {open, locked};
   return cfg;
-}
-
-// A capsule PDU carrying `data` in-capsule, with the SGL as given (not derived from the data).
-std::vector<uint8_t> capsule(const Sqe& sqe, const std::vector<uint8_t>& data) {
-  std::vector<uint8_t> pdu(72 + data.size());
-  PduHeader h{pdu::kCapsuleCmd, 0, 72, static_cast<uint8_t>(data.empty() ? 0 : 72),
-              static_cast<uint32_t>(72 + data.size())};
-  std::memcpy(pdu.data(), &h, 8);
-  std::memcpy(pdu.data() + 8, &sqe, sizeof sqe);
-  if (!data.empty()) std::memcpy(pdu.data() + 72, data.data(), data.size());
-  return pdu;
-}
-
-test::Completion completion_of(const std::vector<uint8_t>& pdu) {
-  Cqe cqe;
-  std::memcpy(&cqe, pdu.data() + 8, sizeof cqe);
-  return {cqe.dw0, static_cast<uint16_t>((cqe.status >> 1) & 0x7FF), (cqe.status & 0x8000) != 0};
-}
-
-// An admin queue and one I/O queue of `host` on `subnqn`.
-struct Host {
-  NvmeClient admin, io;
-  uint16_t cntlid = 0;
-  bool connect(uint16_t port, const std::string& subnqn, const std::string& host) {
-    if (!admin.open(port)) return false;
-    auto c = admin.connect(0, subnqn, host);
-    if (c.status) return false;
-    cntlid = static_cast<uint16_t>(c.dw0);
-    return io.open(port) && io.connect(1, subnqn, host, cntlid).status == 0;
-  }
-};
-
-TEST(TargetAttack, AnInCapsuleOffsetThatWrapsIsRefusedAndReadsNothing) {
-  Served t(two_tenants());
-  Host h;
-  ASSERT_TRUE(h.connect(t.port(), kOpen, kAttacker));
-  // A Write of one block whose in-capsule offset is 2^64 - 256: offset + length wraps to 256,
-  // which once passed the check and copied bytes from before the receive buffer.
-  Sqe sqe{};
-  sqe.opcode = io::kWrite;
-  sqe.cid = 77;
-  sqe.nsid = 1;
-  sqe.cdw10 = 8;  // SLBA 8
-  sqe.cdw12 = 0;  // one block
-  sqe.dptr.addr = ~uint64_t{0} - 255;
-  sqe.dptr.length = 512;
-  sqe.dptr.type = kSglInCapsule;
-  ASSERT_TRUE(h.io.send_raw(capsule(sqe, std::vector<uint8_t>(512, 0xAB))));
-  auto resp = h.io.recv_pdu();
-  ASSERT_TRUE(resp);
-  ASSERT_EQ((*resp)[0], pdu::kCapsuleResp);
-  EXPECT_EQ(completion_of(*resp).status, status::kSglLengthInvalid);
-  EXPECT_TRUE(completion_of(*resp).dnr);
-  // An offset inside the capsule but a length past its end is refused the same way.
-  sqe.dptr.addr = 256;
-  ASSERT_TRUE(h.io.send_raw(capsule(sqe, std::vector<uint8_t>(512, 0xAB))));
-  resp = h.io.recv_pdu();
-  ASSERT_TRUE(resp);
-  EXPECT_EQ(completion_of(*resp).status, status::kSglLengthInvalid);
-  // Nothing was written: the block still holds the original data.
-  std::vector<uint8_t> got;
-  ASSERT_EQ(h.io.read(1, 8, 1, 512, got).status, 0);
-  EXPECT_EQ(got, u8(test::pattern(8 * 512, 512, 21)));
-}
-
-TEST(TargetAttack, AZeroLengthTransferBeforeConnectIsAnswered) {
-  Served t(two_tenants());
-  NvmeClient c;
-  ASSERT_TRUE(c.open(t.port()));
-  Sqe sqe{};
-  sqe.opcode = admin::kFabrics;
-  sqe.cid = 1;
-  reinterpret_cast<uint8_t*>(&sqe)[kFcType] = fabrics::kPropertyGet;
-  sqe.dptr.type = kSglInCapsule;  // length 0, no data
-  ASSERT_TRUE(c.send_raw(capsule(sqe, {})));
-  auto resp = c.recv_pdu();
-  ASSERT_TRUE(resp);
-  EXPECT_EQ(completion_of(*resp).status, status::kInvalidOpcode) << "Property Get before Connect";
-}
-
-TEST(TargetAttack, ControllerIdsAreNeverHandedToAnotherHostWhileLive) {
-  Served t(two_tenants());
-  // The attacker holds a controller on the open subsystem with an I/O queue.
-  Host attacker;
-  ASSERT_TRUE(attacker.connect(t.port(), kOpen, kAttacker));
-  // Throwaway Connects cycle through the open subsystem's IDs: none of them is the attacker's
-  // live one, and once all three are live the next one is refused as busy.
-  {
-    std::vector<std::unique_ptr<NvmeClient>> held;
-    std::set<uint16_t> live{attacker.cntlid};
-    for (int i = 0; i < 2; ++i) {
-      auto c = std::make_unique<NvmeClient>();
-      ASSERT_TRUE(c->open(t.port()));
-      auto r = c->connect(0, kOpen, kAttacker);
-      ASSERT_EQ(r.status, 0);
-      EXPECT_TRUE(live.insert(static_cast<uint16_t>(r.dw0)).second) << "ID " << r.dw0 << " reused";
-      held.push_back(std::move(c));
-    }
-    NvmeClient busy;
-    ASSERT_TRUE(busy.open(t.port()));
-    EXPECT_EQ(busy.connect(0, kOpen, kAttacker).status, status::kConnectControllerBusy);
-  }
-  for (int i = 0; i < 20; ++i) {  // connect and drop: IDs are freed and handed out again
-    NvmeClient c;
-    ASSERT_TRUE(c.open(t.port()));
-    auto r = c.connect(0, kOpen, kAttacker);
-    if (r.status == 0) {
-      EXPECT_NE(r.dw0, attacker.cntlid) << "the attacker's live ID was handed out again";
-    } else {
-      EXPECT_EQ(r.status, status::kConnectControllerBusy);  // the freed ones are not back yet
-    }
-  }
-  // The victim connects to its locked subsystem: it may get the same number, but that is a
-  // controller of another subsystem; the attacker's queues keep reading the open subsystem.
-  Host victim;
-  ASSERT_TRUE(victim.connect(t.port(), kLocked, kVictim));
-  ASSERT_EQ(victim.io.write(1, 0, std::vector<uint8_t>(4096, 0x5A), 512).status, 0);
-  std::vector<uint8_t> got;
-  ASSERT_EQ(attacker.io.read(1, 0, 8, 512, got).status, 0);
-  EXPECT_EQ(got, u8(test::pattern(0, 4096, 21))) << "the attacker's queue reads its own subsystem";
-  // Joining an I/O queue to the victim's controller is refused: the attacker is not allowed
-  // there, and would not own that controller anyway.
-  NvmeClient hijack;
-  ASSERT_TRUE(hijack.open(t.port()));
-  EXPECT_EQ(hijack.connect(1, kLocked, kAttacker, victim.cntlid).status, status::kConnectInvalidHost);
-  NvmeClient other_ctrl;
-  ASSERT_TRUE(other_ctrl.open(t.port()));
-  EXPECT_EQ(other_ctrl.connect(2, kOpen, kAttacker, static_cast<uint16_t>(victim.cntlid + 7)).status,
-            status::kConnectInvalidParam);
-}
-
-TEST(TargetAttack, IoQueueConnectsAreCheckedAgainstTheGrantedCountAndDuplicates) {
-  Served t(two_tenants());
-  NvmeClient admin;
-  ASSERT_TRUE(admin.open(t.port()));
-  auto c = admin.connect(0, kOpen, kAttacker);
-  ASSERT_EQ(c.status, 0);
-  const auto id = static_cast<uint16_t>(c.dw0);
-  Sqe nq{};
-  nq.opcode = admin::kSetFeatures;
-  nq.cdw10 = kFeatNumQueues;
-  nq.cdw11 = 1 | (1u << 16);  // two I/O queues
-  auto granted = admin.command(nq);
-  ASSERT_EQ(granted.status, 0);
-  EXPECT_EQ(granted.dw0 & 0xFFFF, 1u);
-  NvmeClient q1, q1_again, q2, q3;
-  ASSERT_TRUE(q1.open(t.port()) && q1_again.open(t.port()) && q2.open(t.port()) && q3.open(t.port()));
-  EXPECT_EQ(q1.connect(1, kOpen, kAttacker, id).status, 0);
-  auto dup = q1_again.connect(1, kOpen, kAttacker, id);
-  EXPECT_EQ(dup.status, status::kConnectInvalidParam) << "the same queue ID twice";
-  EXPECT_EQ(dup.dw0, kConnectQid) << "IPO names the QID field";
-  EXPECT_EQ(q2.connect(2, kOpen, kAttacker, id).status, 0);
-  EXPECT_EQ(q3.connect(3, kOpen, kAttacker, id).status, status::kConnectInvalidParam)
-      << "beyond the granted count";
-  // Another host may not add a queue to this controller.
-  NvmeClient stranger;
-  ASSERT_TRUE(stranger.open(t.port()));
-  EXPECT_EQ(stranger.connect(1, kOpen, kVictim, id).status, status::kConnectInvalidParam);
 }
 
 TEST(TargetAttack, AHostThatNeverReadsItsSocketIsCutOffNotBuffered) {

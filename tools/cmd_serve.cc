@@ -35,7 +35,10 @@ struct Args {
   std::vector<std::string> host_keys, host_ctrl_keys;  // NQN=SECRET or NQN=@FILE
   std::string dhchap_hash = "hmac(sha256)", dhchap_dhgroup = "null";
   unsigned max_connections = nvme::TargetLimits{}.max_connections;
+  std::string data_budget, copy_budget;  // sizes; empty: the config's or the default
+  unsigned drain_ms = 0;                 // 0: the config's or the default
   bool flags_with_config = false;  // --listen, --nqn, --ns or --allow-host beside --config
+  bool max_connections_given = false;
 };
 
 // Each connection is a descriptor: take every one the hard limit allows.
@@ -56,11 +59,15 @@ void raise_open_file_limit(unsigned want) {
 void print_stats(const nvme::TargetStats& s) {
   fmt::print(stderr,
              "blkcopy serve: {} connections, {} commands ({} errors), read {}, written {}, "
-             "{} copies: offloaded {}, emulated {}\n",
+             "{} copies: offloaded {}, emulated {}; budgets: data {} (most {}), copy {} (most "
+             "{}), {} waits; closed: {} stalled, {} not draining\n",
              s.connections, s.commands, s.errors, format_bytes(double(s.read_bytes)),
              format_bytes(double(s.written_bytes)), s.copies,
              format_bytes(double(s.copy_offloaded_bytes)),
-             format_bytes(double(s.copy_emulated_bytes)));
+             format_bytes(double(s.copy_emulated_bytes)), format_bytes(double(s.data_budget_used)),
+             format_bytes(double(s.data_budget_high)), format_bytes(double(s.copy_budget_used)),
+             format_bytes(double(s.copy_budget_high)), s.budget_waits, s.stalled_connections,
+             s.undrained_connections);
 }
 
 int run_serve(const Args& a) {
@@ -130,8 +137,16 @@ int run_serve(const Args& a) {
       }
     }
   }
-  cfg.limits.max_connections = a.max_connections;
-  raise_open_file_limit(a.max_connections);
+  if (a.max_connections_given) cfg.limits.max_connections = a.max_connections;
+  for (auto [flag, text, out] : {std::tuple{"--data-budget", &a.data_budget, &cfg.limits.data_budget},
+                                 {"--copy-budget", &a.copy_budget, &cfg.limits.copy_budget}}) {
+    if (text->empty()) continue;
+    auto n = parse_size(*text);
+    if (!n) return report_error(kBadInput, fmt::format("{}: {}", flag, n.error().message()));
+    *out = *n;
+  }
+  if (a.drain_ms) cfg.limits.drain_ms = a.drain_ms;
+  raise_open_file_limit(cfg.limits.max_connections);
   cfg.discovery_port = static_cast<uint16_t>(a.discovery_port);
   cfg.cores = std::max(1u, a.cores);
   cfg.busy_poll_us = a.poll_us;
@@ -193,14 +208,27 @@ void add_serve_command(CLI::App& app, int& exit_code) {
                                    "DH group: null (default), ffdhe2048 ... ffdhe8192");
   cmd->add_flag("--lenient", a->lenient,
                 "skip unknown or unsupported keys of --config with a warning instead of refusing");
-  cmd->add_option("--max-connections", a->max_connections,
-                  "connections open at once; more are closed at once (default 4096)")
-      ->check(CLI::Range(1u, 1000000u));
+  auto* max_conns = cmd->add_option("--max-connections", a->max_connections,
+                                    "connections open at once; more are closed at once (default "
+                                    "4096)")
+                        ->check(CLI::Range(1u, 1000000u));
+  cmd->add_option("--data-budget", a->data_budget,
+                  "memory for data buffers of all connections together: write data, reads in "
+                  "flight, answers waiting to be sent (default 512M, at least 16M); a command "
+                  "that does not fit waits");
+  cmd->add_option("--copy-budget", a->copy_budget,
+                  "memory for the buffers of Copies the target emulates (default 256M, at least "
+                  "16M)");
+  cmd->add_option("--drain-ms", a->drain_ms,
+                  "close a connection whose answers have not left for this long (default 10000)")
+      ->check(CLI::Range(100u, 3600000u));
   cmd->add_option("--discovery-port", a->discovery_port, "0 turns it off (default 8009)");
   cmd->add_option("--stats", a->stats_every, "print statistics every N seconds (also SIGUSR1)");
   cmd->add_option("--cores", a->cores, "event loops (threads) for connections (default 1)");
   add_poll_option(*cmd, a->poll_us, "the target's loops");
-  cmd->callback([a, &exit_code, listen, nqn, ns, hosts, host_key, host_ctrl_key, dh_hash, dh_group] {
+  cmd->callback([a, &exit_code, listen, nqn, ns, hosts, host_key, host_ctrl_key, dh_hash, dh_group,
+                 max_conns] {
+    a->max_connections_given = max_conns->count() > 0;
     a->flags_with_config = listen->count() || nqn->count() || ns->count() || hosts->count() ||
                            host_key->count() || host_ctrl_key->count() || dh_hash->count() ||
                            dh_group->count();

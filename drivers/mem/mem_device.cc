@@ -81,6 +81,8 @@ Result<MemConfig> parse_mem_config(std::string_view spec) {
       cfg.copy = false;
     } else if (key == "nodata" && value.empty()) {
       cfg.data = false;
+    } else if (key == "nozeroes" && value.empty()) {
+      cfg.zeroes = false;
     } else if (key == "ro" && value.empty()) {
       cfg.read_only = true;
     } else if (key == "latency") {
@@ -101,8 +103,8 @@ Result<MemConfig> parse_mem_config(std::string_view spec) {
       cfg.fault = *f;
     } else {
       return fail(EINVAL, fmt::format("unknown mem option '{}' (known: block, copy_max, "
-                                      "segment_max, max_segments, nocopy, nodata, ro, latency, "
-                                      "jitter, bw, seed, fail)",
+                                      "segment_max, max_segments, nocopy, nodata, nozeroes, ro, "
+                                      "latency, jitter, bw, seed, fail)",
                                       item));
     }
     if (!st.ok()) return std::unexpected(st);
@@ -171,7 +173,12 @@ bool MemDevice::same_storage(const Device& other) const {
 }
 
 bool MemDevice::supports(Op op) const {
-  return op == Op::copy ? cfg_.copy && limits_.can_offload() : true;
+  switch (op) {
+    case Op::copy: return cfg_.copy && limits_.can_offload();
+    case Op::write_zeroes:
+    case Op::discard: return cfg_.zeroes;
+    default: return true;
+  }
 }
 
 Status MemDevice::execute(const Request& req) {
@@ -219,6 +226,10 @@ void MemDevice::deliver() {
 
 void MemDevice::submit(const Request& req, Completion done) {
   if (Status s = check(req); !s.ok()) return finish(std::move(done), std::move(s));
+  if (!supports(req.op) && req.op != Op::copy) {
+    return finish(std::move(done), Status::error(EOPNOTSUPP, fmt::format("{}: no {} (nozeroes)", name(),
+                                                                          op_name(req.op))));
+  }
   faults_.note(req.op);
   if (faults_.fires(req.op, cfg_.fault)) {
     if (req.op == Op::copy && cfg_.fault.error == EOPNOTSUPP) {  // a refusal, not a failure

@@ -28,6 +28,7 @@ struct MemConfig {
   uint32_t max_segments = 256;        // copy_max_src_segments
   bool copy = true;                   // false: every copy is answered "not supported"
   bool data = true;                   // false: data-less, reads return zeroes, writes vanish
+  bool zeroes = true;                 // false: no write zeroes or discard (EOPNOTSUPP)
   bool read_only = false;
   uint64_t latency_ns = 0;    // added to every command
   uint64_t jitter_ns = 0;     // plus a random delay up to this, so completions come out of order

@@ -12,6 +12,7 @@
 #include "nvme/codec.h"
 #include "nvme/target/auth.h"
 #include <blkcopy/target.h>
+#include <blkcopy/units.h>
 
 namespace blkcopy::nvme {
 namespace {
@@ -83,6 +84,16 @@ class Obj {
     return n;
   }
   bool flag(const std::string& key, bool def) { return num(key, def ? 1 : 0, 0, 1) != 0; }
+  // A byte count: a number, or a string with a size suffix ("512M").
+  uint64_t bytes(const std::string& key, uint64_t def) {
+    const json* v = get(key);
+    if (!v) return def;
+    if (v->is_number_unsigned()) return v->get<uint64_t>();
+    if (v->is_string()) {
+      if (auto n = parse_size(v->get<std::string>())) return *n;
+    }
+    throw ConfigError{at(key), fmt::format("expected a size such as 512M, got {}", v->dump())};
+  }
   const json& array(const std::string& key) {
     static const json empty = json::array();
     const json* v = get(key);
@@ -275,6 +286,17 @@ Result<TargetConfig> parse_nvmetcli_json(std::string_view text, bool lenient,
       Obj p(w, ports[i], item("ports", i));
       cfg.ports.push_back(read_port(p));
     }
+    // What nvmetcli has no word for: what peers may cost (TargetLimits).
+    if (const json* b = root.get("blkcopy")) {
+      Obj o(w, *b, "blkcopy");
+      TargetLimits& l = cfg.limits;
+      l.data_budget = o.bytes("data_budget", l.data_budget);
+      l.copy_budget = o.bytes("copy_budget", l.copy_budget);
+      l.drain_ms = static_cast<unsigned>(o.num("drain_ms", l.drain_ms, 100, 3'600'000));
+      l.max_connections =
+          static_cast<unsigned>(o.num("max_connections", l.max_connections, 1, 1'000'000));
+      o.finish();
+    }
     root.finish();
   } catch (const ConfigError& e) {
     return fail(EINVAL, fmt::format("nvmetcli JSON: {}: {}", e.path, e.message));
@@ -317,6 +339,18 @@ Result<std::map<std::string, HostKeys>> host_keys(const TargetConfig& cfg) {
 
 Status validate(const TargetConfig& cfg) {
   if (auto keys = host_keys(cfg); !keys) return keys.error();
+  // A connection's share (an eighth) must hold the largest buffer (2 MiB) or it would wait
+  // for ever.
+  constexpr uint64_t kMin = 16u << 20;
+  for (auto [name, v] : {std::pair{"data_budget", cfg.limits.data_budget},
+                         {"copy_budget", cfg.limits.copy_budget}}) {
+    if (v < kMin) {
+      return Status::error(EINVAL, fmt::format("blkcopy.{}: {} bytes is below the least, 16M (a "
+                                               "connection may hold an eighth, which must hold "
+                                               "a 2 MiB buffer)",
+                                               name, v));
+    }
+  }
   std::set<std::string> nqns;
   for (size_t i = 0; i < cfg.subsystems.size(); ++i) {
     const SubsystemConfig& s = cfg.subsystems[i];

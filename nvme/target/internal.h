@@ -32,7 +32,6 @@ inline constexpr uint32_t kInCapsule = 8192;       // in-capsule data on I/O que
 inline constexpr uint32_t kMaxTransfer = 1 << 20;  // MDTS 8 with 4 KiB pages
 inline constexpr uint32_t kMaxPdu = 8 + 72 + kMaxH2CData + 16 + kInCapsule;
 inline constexpr uint16_t kMaxQueueSize = 128;
-inline constexpr uint64_t kMinBudget = 16u << 20;  // a connection's share holds a 2 MiB buffer
 
 using Clock = std::chrono::steady_clock;
 

@@ -34,11 +34,6 @@ TargetImpl::TargetImpl(EventLoop& loop, TargetConfig cfg)
 
 Status TargetImpl::init() {
   if (Status v = validate(cfg_); !v.ok()) return v;
-  if (cfg_.limits.data_budget < kMinBudget || cfg_.limits.copy_budget < kMinBudget) {
-    return Status::error(EINVAL, fmt::format("the data and copy budgets must be at least {} MiB "
-                                             "each (a connection's eighth holds a 2 MiB buffer)",
-                                             kMinBudget >> 20));
-  }
   auto keys = host_keys(cfg_);
   if (!keys) return keys.error();
   keys_ = std::move(*keys);

@@ -1,0 +1,43 @@
+// A target on a thread of its own for tests that reach it over sockets only, and the pieces of
+// a host those tests build by hand (raw capsules, a connected admin + I/O queue pair).
+#pragma once
+
+#include <blkcopy/target.h>
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "nvme/spec.h"
+#include "tests/nvme_client.h"
+
+namespace blkcopy::test {
+
+class Served {
+ public:
+  explicit Served(nvme::TargetConfig cfg);
+  ~Served();
+  uint16_t port() const { return port_; }
+  nvme::TargetStats stats() const { return target_.load()->stats(); }
+
+ private:
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::atomic<nvme::Target*> target_{nullptr};
+  uint16_t port_ = 0;
+};
+
+// A capsule PDU carrying `data` in-capsule, with the SGL as given (not derived from the data).
+std::vector<uint8_t> capsule(const nvme::Sqe& sqe, const std::vector<uint8_t>& data);
+Completion completion_of(const std::vector<uint8_t>& pdu);
+
+// An admin queue and one I/O queue of `host` on `subnqn`.
+struct Host {
+  NvmeClient admin, io;
+  uint16_t cntlid = 0;
+  bool connect(uint16_t port, const std::string& subnqn, const std::string& host);
+};
+
+}  // namespace blkcopy::test
