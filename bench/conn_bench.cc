@@ -17,6 +17,7 @@
 #include <string>
 #include <thread>
 
+#include "bench/served.h"
 #include "tests/nvme_client.h"
 
 using Clock = std::chrono::steady_clock;
@@ -25,29 +26,10 @@ namespace {
 
 const std::string kNqn = "nqn.2024-01.io.blkcopy:conn-bench";
 
-long rss_kib(pid_t pid) {
-  std::ifstream in(fmt::format("/proc/{}/status", pid));
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
-  }
-  return -1;
-}
-
-double fresh_host_ms(uint16_t port, int i) {
-  const auto start = Clock::now();
-  blkcopy::test::NvmeClient admin, io;
-  const std::string host = fmt::format("nqn.2024-01.io.blkcopy:fresh-{}", i);
-  if (!admin.open(port)) return -1;
-  auto c = admin.connect(0, kNqn, host);
-  if (c.status || !io.open(port) || io.connect(1, kNqn, host, static_cast<uint16_t>(c.dw0)).status) {
-    return -1;
-  }
-  std::vector<uint8_t> got;
-  if (io.read(1, 0, 8, 512, got).status) return -1;
-  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-}
-
 }  // namespace
+
+using blkcopy::bench::fresh_host_ms;
+using blkcopy::bench::rss_kib;
 
 int main(int argc, char** argv) {
   int connections = 1000;
@@ -64,21 +46,13 @@ int main(int argc, char** argv) {
   rl.rlim_cur = rl.rlim_max;
   setrlimit(RLIMIT_NOFILE, &rl);
 
-  const pid_t pid = fork();
-  if (pid == 0) {
-    execl(cli.c_str(), cli.c_str(), "serve", "--ns", "mem:64M", "--nqn", kNqn.c_str(), "--listen",
-          fmt::format("127.0.0.1:{}", port).c_str(), "--discovery-port", "0", "--max-connections",
-          std::to_string(connections + 100).c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  double warm = -1;
-  for (int i = 0; i < 100 && warm < 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    warm = fresh_host_ms(port, 0);
-  }
-  if (warm < 0) {
+  const pid_t pid = blkcopy::bench::start_serve(
+      cli,
+      {"--ns", "mem:64M", "--nqn", kNqn, "--listen", fmt::format("127.0.0.1:{}", port),
+       "--discovery-port", "0", "--max-connections", std::to_string(connections + 100)},
+      port, kNqn);
+  if (pid < 0) {
     fmt::print(stderr, "conn-bench: the target did not come up on port {}\n", port);
-    kill(pid, SIGTERM);
     return 1;
   }
   const long before = rss_kib(pid);
@@ -99,7 +73,7 @@ int main(int argc, char** argv) {
   const long after = rss_kib(pid);
   double worst = 0, total = 0;
   for (int i = 1; i <= 10; ++i) {
-    const double ms = fresh_host_ms(port, i);
+    const double ms = fresh_host_ms(port, kNqn, i);
     worst = ms < 0 ? 1e9 : std::max(worst, ms);
     total += ms;
   }
@@ -111,7 +85,6 @@ int main(int argc, char** argv) {
   fmt::print("fresh host (connect+read)  {:.2f} ms average, {:.2f} ms worst of 10 (bar: < 1000 ms)\n",
              total / 10, worst);
   held.clear();
-  kill(pid, SIGTERM);
-  waitpid(pid, nullptr, 0);
+  blkcopy::bench::stop_serve(pid);
   return worst < 1000 && refused == 0 ? 0 : 1;
 }

@@ -175,7 +175,7 @@ Completion NvmeClient::connect(uint16_t qid, const std::string& subnqn,
   auto* raw = reinterpret_cast<uint8_t*>(&sqe);
   raw[kFcType] = fabrics::kConnect;
   std::memcpy(raw + kConnectQid, &qid, 2);
-  const uint16_t sqsize = 31;
+  const uint16_t sqsize = static_cast<uint16_t>(queue_size - 1);
   std::memcpy(raw + kConnectSqsize, &sqsize, 2);
   raw[kConnectCattr] = disable_sq_flow ? kCattrDisableSqFlow : 0;
   sqe.cdw12 = kato_ms;

@@ -55,6 +55,7 @@ class NvmeClient {
 
   // Connect asks for SQ flow control off (CATTR bit 2): reads may end with C2HData SUCCESS.
   bool disable_sq_flow = false;
+  uint16_t queue_size = 32;  // what Connect asks for (SQSIZE + 1)
   // How the last command ended: by a response capsule, or by C2HData with SUCCESS.
   bool ended_by_c2h_success = false;
 

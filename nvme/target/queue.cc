@@ -14,6 +14,17 @@ namespace blkcopy::nvme {
 // Async Event Requests a queue holds beyond its depth.
 constexpr unsigned kMaxAers = 4;
 
+// What a command without data points at: never written (nothing has room to be written), so
+// that no path meets a null pointer, and such commands take nothing from the budget.
+alignas(4096) uint8_t no_data[4096];
+
+bool without_data(TargetRequest& r) {
+  if (r.data_len) return false;
+  r.data = no_data;
+  r.data_cap = 0;
+  return true;
+}
+
 TargetQueue::TargetQueue(TargetImpl& target, unsigned worker, EventLoop& loop,
                          QueueTransport& transport)
     : target_(target),
@@ -48,7 +59,7 @@ TargetRequest* TargetQueue::take() {
 }
 
 void TargetQueue::release(TargetRequest& r) {
-  if (r.data) {
+  if (r.data && r.data_cap) {
     give_buffer(r.data, r.data_cap);
     data_account_.give(r.data_cap);
     r.data = nullptr;
@@ -59,8 +70,7 @@ void TargetQueue::release(TargetRequest& r) {
 }
 
 void TargetQueue::need_buffer(TargetRequest& r) {
-  // Every command gets a buffer, one page at least, so that no path meets a null pointer for an
-  // empty transfer (the fuzzer found Get Log Page with no data doing memset(nullptr, 0, 0)).
+  if (without_data(r)) return transport_.buffer_ready(r);
   r.bytes = buffer_class(r.data_len);
   if (data_account_.take(r)) return buffer_granted(r);
   r.wait = TargetRequest::Wait::data_buffer;
@@ -84,12 +94,13 @@ void TargetQueue::buffer_granted(TargetRequest& r) {
 }
 
 bool TargetQueue::copy_in(TargetRequest& r, const uint8_t* p) {
+  r.in_capsule = true;
+  if (without_data(r)) return true;
   r.data = take_buffer(r.data_len, r.data_cap);
   if (!r.data) return false;
   data_account_.force(r.data_cap);  // received already: counted, never waited for
-  if (r.data_len) std::memcpy(r.data, p, r.data_len);
+  std::memcpy(r.data, p, r.data_len);
   r.received = r.data_len;
-  r.in_capsule = true;
   return true;
 }
 

@@ -32,7 +32,8 @@ void TcpConnection::abort() {
 }
 
 bool TcpConnection::idle() const {
-  return !recv_pending_ && !sendq_.pending() && !flush_posted_ && !queue_.busy();
+  return !recv_pending_ && !sendq_.pending() && !flush_posted_ && !resume_posted_ &&
+         !queue_.busy();
 }
 
 // ---------------------------------------------------------------- PDUs in
@@ -44,29 +45,48 @@ void TcpConnection::receive() {
   loop_.recv(fd_, rbuf_.tail(), rbuf_.room(), [this](int res) {
     recv_pending_ = false;
     if (res <= 0) return close(res == 0 ? "host closed the connection" : "receive error");
-    rbuf_.consumed(
-        static_cast<size_t>(res),
-        [this](const PduHeader& h, const uint8_t* pdu, size_t available) {
-          p_ = pdu;
-          p_len_ = available;
-          // Before the ICReq only an ICReq-sized PDU may be announced: a peer cannot make the
-          // buffer grow before it has said it speaks NVMe/TCP.
-          const uint32_t most = ic_done_ ? kMaxPdu : sizeof(ICReq);
-          if (h.plen >= 8 && h.plen <= most && h.hlen >= 8 && h.hlen <= h.plen) return true;
-          terminate(h.plen > most ? kFesDataLimitExceeded : kFesInvalidHeaderField,
-                    h.plen > most ? 4 : 2);
-          return false;
-        },
-        [this](const uint8_t*) {
-          on_pdu();
-          return !closing_;
-        });
-    if (!rbuf_.partial()) {
-      partial_since_.reset();
-    } else if (!partial_since_) {
-      partial_since_ = Clock::now();
-    }
-    receive();
+    parse(static_cast<size_t>(res));
+    if (!paused_) receive();
+  });
+}
+
+void TcpConnection::parse(size_t n) {
+  rbuf_.consumed(
+      n,
+      [this](const PduHeader& h, const uint8_t* pdu, size_t available) {
+        p_ = pdu;
+        p_len_ = available;
+        // Before the ICReq only an ICReq-sized PDU may be announced: a peer cannot make the
+        // buffer grow before it has said it speaks NVMe/TCP.
+        const uint32_t most = ic_done_ ? kMaxPdu : sizeof(ICReq);
+        if (h.plen >= 8 && h.plen <= most && h.hlen >= 8 && h.hlen <= h.plen) return true;
+        terminate(h.plen > most ? kFesDataLimitExceeded : kFesInvalidHeaderField,
+                  h.plen > most ? 4 : 2);
+        return false;
+      },
+      [this](const uint8_t*) {
+        on_pdu();
+        return !closing_ && !paused_;
+      });
+  // A PDU begun and not finished is the host's doing only while the connection is reading.
+  if (!rbuf_.partial() || paused_) {
+    partial_since_.reset();
+  } else if (!partial_since_) {
+    partial_since_ = Clock::now();
+  }
+}
+
+void TcpConnection::release(TargetRequest& r) {
+  if (r.in_capsule) in_capsule_held_ -= r.data_cap;
+  queue_.release(r);
+  if (!paused_ || resume_posted_ || in_capsule_held_ > kInCapsuleHeld) return;
+  resume_posted_ = true;
+  loop_.post([this] {
+    resume_posted_ = false;
+    paused_ = false;
+    if (closing_) return maybe_free();
+    parse(0);  // what the pause left in the buffer
+    if (!paused_ && !closing_ && !recv_pending_) receive();
   });
 }
 
@@ -143,6 +163,8 @@ void TcpConnection::on_capsule() {
       return queue_.complete(*r, st(status::kSglLengthInvalid));
     }
     if (!queue_.copy_in(*r, p_ + pdo + sgl.addr)) return queue_.complete(*r, st(status::kInternal));
+    in_capsule_held_ += r->data_cap;
+    if (in_capsule_held_ > kInCapsuleHeld) paused_ = true;  // stop reading after this PDU
     return queue_.execute(*r);
   }
   if (in_capsule) {
@@ -227,7 +249,7 @@ void TcpConnection::terminate(uint16_t fes, uint32_t fei) {
 // flow control needs no completion after a read: C2HData's SUCCESS flag ends the command.
 void TcpConnection::complete(TargetRequest& r) {
   if (closing_) {
-    queue_.release(r);
+    release(r);
     return maybe_free();
   }
   if (r.c2h && r.cqe.status == 0) {
@@ -277,13 +299,13 @@ void TcpConnection::flush() {
   sendq_.start(loop_, fd_, [this](int res, auto& left) {
     if (res < 0) {
       sendq_.clear([this](TargetRequest* r) {
-        if (r) queue_.release(*r);
+        if (r) release(*r);
       });
       return close("send error");
     }
     // A completion that has left frees its request (and the data sent before it).
     for (auto& p : left) {
-      if (p.owner) queue_.release(*p.owner);
+      if (p.owner) release(*p.owner);
     }
     if (!left.empty()) front_since_ = Clock::now();
     pump_send();
@@ -304,13 +326,16 @@ void TcpConnection::close(const std::string& why) {
 }
 
 void TcpConnection::maybe_free() {
-  if (!closing_ || recv_pending_ || sendq_.pending() || flush_posted_ || queue_.busy()) return;
+  if (!closing_ || recv_pending_ || sendq_.pending() || flush_posted_ || resume_posted_ ||
+      queue_.busy()) {
+    return;
+  }
   if (!sendq_.empty() && fd_ >= 0) return pump_send();  // the last PDUs go out first
   if (fd_ < 0) return;
   sendq_.clear([this](TargetRequest* r) {
-    if (r) queue_.release(*r);
+    if (r) release(*r);
   });
-  for (TargetRequest* r : awaiting_data_) queue_.release(*r);
+  for (TargetRequest* r : awaiting_data_) release(*r);
   awaiting_data_.clear();
   shutdown(fd_, SHUT_RDWR);
   ::close(fd_);

@@ -51,6 +51,10 @@ class TcpConnection final : public QueueTransport {
 
  private:
   void receive();
+  // Handles the whole PDUs among the n bytes just read and those left by a pause.
+  void parse(size_t n);
+  // Hands r back to the queue; data that came in capsules, once below the cap, resumes reading.
+  void release(TargetRequest& r);
   void on_pdu();
   void on_icreq();
   void on_capsule();
@@ -78,6 +82,12 @@ class TcpConnection final : public QueueTransport {
   size_t p_len_ = 0;            // bytes from p_ to the end of what was read
   bool recv_pending_ = false;
   bool flush_posted_ = false;
+  // Data that came inside capsules is received already and never waits for the budget; the
+  // connection stops reading while it holds more than kInCapsuleHeld of it (TCP then holds the
+  // host back), so that it cannot hold more than about that much.
+  static constexpr uint64_t kInCapsuleHeld = 256 * 1024;
+  uint64_t in_capsule_held_ = 0;
+  bool paused_ = false, resume_posted_ = false;
   std::vector<TargetRequest*> awaiting_data_;  // writes that got an R2T (TTAG = CID)
   // PDUs waiting to go out. A completion keeps its request (and the data a C2HData PDU ahead of
   // it points into) until it has left: until then it counts as outstanding, so a host that

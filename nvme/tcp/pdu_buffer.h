@@ -20,7 +20,7 @@ class PduBuffer {
   // Where the next read goes, and how much it may take.
   uint8_t* tail() { return buf_.data() + have_; }
   uint32_t room() const { return static_cast<uint32_t>(buf_.size() - have_); }
-  // Bytes of a PDU not yet complete.
+  // Bytes not handled yet (a PDU not yet complete, or PDUs left after a pause).
   size_t partial() const { return have_; }
   // Lets reads take at least n bytes at once from now on.
   void reserve(size_t n) {
@@ -30,7 +30,8 @@ class PduBuffer {
   // After a read of n bytes: for each PDU whose header is in, `accept(header, pdu, available)`
   // says whether to go on (false: the connection is ending); for each whole PDU,
   // `handle(pdu)` runs and says whether to go on. A partial PDU stays for the next read, and
-  // the buffer grows to hold all of it.
+  // the buffer grows to hold all of it. After handle() said stop, the PDUs not handled yet stay:
+  // consumed(0, ...) takes them up again (a reader that paused).
   template <class Accept, class Handle>
   void consumed(size_t n, Accept accept, Handle handle) {
     have_ += n;
@@ -48,8 +49,12 @@ class PduBuffer {
         }
         break;
       }
-      if (!handle(buf_.data() + at)) return;
-      at += h.plen;
+      const uint32_t plen = h.plen;
+      if (!handle(buf_.data() + at)) {
+        compact(at + plen);
+        return;
+      }
+      at += plen;
     }
     compact(at);
   }
