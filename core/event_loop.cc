@@ -159,6 +159,7 @@ class UringLoop final : public EventLoop {
   void run_posted();
   void spin();
   void reap(io_uring_cqe* cqe);
+  void reap_ready();  // every completion in the ring now
   void helper_main();
 
   io_uring ring_{};
@@ -367,25 +368,37 @@ void UringLoop::spin() {
   }
 }
 
+void UringLoop::reap_ready() {
+  io_uring_cqe* cqe = nullptr;
+  unsigned head;
+  unsigned n = 0;
+  io_uring_for_each_cqe(&ring_, head, cqe) { ++n; }
+  // Reap one at a time: a callback may submit, which must not race the iteration above.
+  while (n-- > 0 && io_uring_peek_cqe(&ring_, &cqe) == 0) reap(cqe);
+}
+
 Status UringLoop::run_until(const std::function<bool()>& done) {
   while (!done()) {
     if (!posted_.empty()) {
       run_posted();
+      if (done() || posted_.empty()) continue;
+      // Tasks that keep posting tasks (a device completing in memory, a copy pumping) must not
+      // starve sockets and timers: between rounds, completions come in without sleeping.
+      io_uring_submit(&ring_);
+      if (IO_URING_READ_ONCE(*ring_.sq.kflags) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) {
+        io_uring_get_events(&ring_);
+      }
+      reap_ready();
       continue;
     }
     if (inflight_ == 0 && jobs_pending_ == 0) {
       return Status::error(EDEADLK, "event loop: waiting for a completion that cannot come");
     }
-    io_uring_cqe* cqe = nullptr;
     if (spin_.count() && !io_uring_cq_ready(&ring_)) spin();
     const int rc = io_uring_cq_ready(&ring_) ? io_uring_submit(&ring_)
                                              : io_uring_submit_and_wait(&ring_, 1);
     if (rc < 0 && rc != -EINTR) return Status::from_errno(-rc, "io_uring_submit_and_wait");
-    unsigned head;
-    unsigned n = 0;
-    io_uring_for_each_cqe(&ring_, head, cqe) { ++n; }
-    // Reap one at a time: a callback may submit, which must not race the iteration above.
-    while (n-- > 0 && io_uring_peek_cqe(&ring_, &cqe) == 0) reap(cqe);
+    reap_ready();
   }
   // Leave nothing queued but unsubmitted: callers may stop running the loop for a while.
   io_uring_submit(&ring_);

@@ -211,7 +211,14 @@ Status MemDevice::execute(const Request& req) {
 }
 
 void MemDevice::finish(Completion done, Status s) {
-  ready_.emplace_back(std::move(done), std::move(s));
+  pending_.push_back(Pending{Request{}, std::move(done), std::move(s), false});
+  if (deliver_posted_) return;
+  deliver_posted_ = true;
+  loop().post([this] { deliver(); });
+}
+
+void MemDevice::queue(const Request& req, Completion done) {
+  pending_.push_back(Pending{req, std::move(done), Status(), true});
   if (deliver_posted_) return;
   deliver_posted_ = true;
   loop().post([this] { deliver(); });
@@ -219,9 +226,27 @@ void MemDevice::finish(Completion done, Status s) {
 
 void MemDevice::deliver() {
   deliver_posted_ = false;
-  running_.swap(ready_);  // completions may submit again: those go to the next turn
-  for (auto& [done, s] : running_) done(std::move(s));
+  running_.swap(pending_);  // requests submitted by these completions go to a coming turn
+  uint64_t moved = 0;
+  size_t i = 0;
+  for (; i < running_.size() && moved < kTurnBytes; ++i) {
+    Pending& p = running_[i];
+    if (!p.run) {
+      p.done(std::move(p.outcome));
+      continue;
+    }
+    moved += p.req.op == Op::copy ? p.req.copy->dst.length : p.req.length;
+    p.done(execute(p.req));
+  }
+  if (i < running_.size()) {  // what did not fit this turn goes first on the next
+    pending_.insert(pending_.begin(), std::make_move_iterator(running_.begin() + static_cast<std::ptrdiff_t>(i)),
+                    std::make_move_iterator(running_.end()));
+  }
   running_.clear();
+  if (!pending_.empty() && !deliver_posted_) {
+    deliver_posted_ = true;
+    loop().post([this] { deliver(); });
+  }
 }
 
 void MemDevice::submit(const Request& req, Completion done) {
@@ -252,7 +277,7 @@ void MemDevice::submit(const Request& req, Completion done) {
     }
   }
   if (!cfg_.latency_ns && !cfg_.jitter_ns && !cfg_.bandwidth) {
-    return finish(std::move(done), execute(req));  // no timing to model: no clock to read
+    return queue(req, std::move(done));  // no timing to model: no clock to read
   }
   // The command completes at an absolute time, so the order of completions follows the
   // bandwidth cap's schedule.

@@ -67,16 +67,28 @@ class MemDevice final : public Device {
   MemDevice(EventLoop& loop, std::string name, const MemConfig& cfg,
             std::shared_ptr<Store> store);
   Status execute(const Request& req);
+  // Completes done with s on the next turn (an error found at submission).
   void finish(Completion done, Status s);
+  // Queues req to run on a coming turn.
+  void queue(const Request& req, Completion done);
   void deliver();
 
   MemConfig cfg_;
   std::shared_ptr<Store> store_;
   FaultCounter faults_;
   uint64_t jitter_state_ = 1;
-  // Completions of this loop turn, run together by one posted task: a request costs no
-  // allocation of its own (the posted task captures nothing but the device).
-  std::vector<std::pair<Completion, Status>> ready_, running_;
+  // Requests waiting for the device, run by one posted task a turn: a request costs no
+  // allocation of its own (the task captures nothing but the device). A turn moves at most
+  // kTurnBytes; the rest waits for the next turn, so that a device busy with large requests
+  // (the target emulating copies) does not keep the loop from its sockets and timers.
+  struct Pending {
+    Request req;
+    Completion done;
+    Status outcome;   // an error found at submission: no work to do
+    bool run = true;  // false: complete with outcome
+  };
+  static constexpr uint64_t kTurnBytes = 2u << 20;
+  std::vector<Pending> pending_, running_;
   bool deliver_posted_ = false;
   DeadlineQueue delays_;  // latency, jitter and bandwidth: completions at their times
 };
