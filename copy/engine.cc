@@ -390,47 +390,96 @@ Status check_range(const char* kind, size_t index, const Device& dev, uint64_t o
 // supported", or a stack's report of parts it could not take) goes to CopyRun from the start:
 // the ranges do not overlap, so copying the offloaded part again changes nothing.
 struct FastCopy {
-  CopyLayout layout;
   CopyDesc desc;
   CopyReport report;
-  Device& dst;
+  Device* dst = nullptr;
   CopyOptions opt;
-  uint32_t granule;
-  uint64_t chunk;
+  uint32_t granule = 0;
+  uint64_t chunk = 0;
+  bool backward = false;
   std::function<void(CopyResult)> done;
-  Clock::time_point start = Clock::now();
+  Clock::time_point start;
+
+  // A copy costs no allocation of its own: FastCopy objects (and their vectors) are reused per
+  // thread.
+  static FastCopy* take();
+  void give();
 
   void on_done(Status st) {
-    std::unique_ptr<FastCopy> self(this);
     const uint64_t len = desc.dst.length;
     if (!st.ok() || report.not_supported.empty()) {
       CopyResult r;
       r.commands = 1;
-      r.status = st;
-      r.bytes = r.offloaded_bytes = st.ok() ? len : std::min(report.done_before_error, len);
+      r.status = std::move(st);
+      r.bytes = r.offloaded_bytes = r.status.ok() ? len : std::min(report.done_before_error, len);
       if (r.bytes && report.offloaded_on.empty()) {
-        r.offloaded_by_device.emplace_back(dst.name(), r.bytes);
-      } else if (st.ok()) {
+        r.offloaded_by_device.emplace_back(dst->name(), r.bytes);
+      } else if (r.status.ok()) {
         for (auto [dev, n] : report.offloaded_on) {
           if (n) r.offloaded_by_device.emplace_back(dev->name(), n);
         }
       }
       r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
-      if (st.ok() && opt.progress) opt.progress(len, len);
-      return done(std::move(r));
+      if (r.status.ok() && opt.progress) opt.progress(len, len);
+      auto finish = std::move(done);
+      give();
+      return finish(std::move(r));
     }
-    (new CopyRun(std::move(layout), dst, opt, UINT64_MAX, granule, chunk,
+    CopyLayout layout(desc.sources, dst, desc.dst.offset, backward);
+    (new CopyRun(std::move(layout), *dst, opt, UINT64_MAX, granule, chunk,
                  [done = std::move(done)](CopyResult r) {
                    ++r.commands;  // the one the device did not take whole
                    done(std::move(r));
                  }))
         ->start();
+    give();
   }
 };
+
+thread_local std::vector<std::unique_ptr<FastCopy>> fast_copies;
+
+FastCopy* FastCopy::take() {
+  if (fast_copies.empty()) return new FastCopy;
+  FastCopy* f = fast_copies.back().release();
+  fast_copies.pop_back();
+  return f;
+}
+
+void FastCopy::give() {
+  desc.sources.clear();
+  report.not_supported.clear();
+  report.why_not_supported.clear();
+  report.offloaded_on.clear();
+  report.done_before_error = 0;
+  opt = CopyOptions{};
+  done = nullptr;
+  if (fast_copies.size() < 256) {
+    fast_copies.emplace_back(this);
+  } else {
+    delete this;
+  }
+}
+
+// Whether the whole copy fits one offloaded piece of dst (its segment, count and size limits).
+bool one_piece(std::span<const CopySegment> sources, uint64_t total, const QueueLimits& l,
+               uint32_t granule) {
+  if (!l.can_offload() || sources.size() > l.copy_max_src_segments) return false;
+  const PieceCaps caps = piece_caps(l, granule);
+  if (total > caps.max_bytes) return false;
+  for (const CopySegment& s : sources) {
+    if (s.length > caps.segment_max) return false;
+  }
+  return true;
+}
 
 }  // namespace
 
 Status copy_async(std::vector<CopySegment> sources, Device& dst, uint64_t dst_offset,
+                  const CopyOptions& opt, std::function<void(CopyResult)> done) {
+  return copy_async(std::span<const CopySegment>(sources), dst, dst_offset, opt, std::move(done));
+}
+
+Status copy_async(std::span<const CopySegment> sources, Device& dst, uint64_t dst_offset,
                   const CopyOptions& opt, std::function<void(CopyResult)> done) {
   if (sources.empty()) return invalid(EINVAL, "no source ranges given");
   if (sources.size() > kMaxSources) {
@@ -501,18 +550,23 @@ Status copy_async(std::vector<CopySegment> sources, Device& dst, uint64_t dst_of
     });
     return {};
   }
-  CopyLayout layout(std::move(sources), &dst, dst_offset, backward);
-  if (piece_cap == UINT64_MAX && opt.emulation != Emulation::force && dst.limits().can_offload() &&
-      !(opt.cancel && opt.cancel->load())) {
-    CopyDesc desc = layout.piece(0, UINT64_MAX, dst.limits(), granule);
-    if (!desc.sources.empty() && desc.dst.length == total) {
-      auto* f = new FastCopy{std::move(layout), std::move(desc), {}, dst, opt, granule, chunk,
-                             std::move(done)};
-      dst.submit(Request{Op::copy, 0, 0, nullptr, &f->desc, &f->report},
-                 [f](Status st) { f->on_done(std::move(st)); });
-      return {};
-    }
+  if (piece_cap == UINT64_MAX && opt.emulation != Emulation::force &&
+      !(opt.cancel && opt.cancel->load()) && one_piece(sources, total, dst.limits(), granule)) {
+    FastCopy* f = FastCopy::take();
+    f->desc.sources.assign(sources.begin(), sources.end());
+    f->desc.dst = {&dst, dst_offset, total};
+    f->dst = &dst;
+    f->opt = opt;
+    f->granule = granule;
+    f->chunk = chunk;
+    f->backward = backward;
+    f->done = std::move(done);
+    f->start = Clock::now();
+    dst.submit(Request{Op::copy, 0, 0, nullptr, &f->desc, &f->report},
+               [f](Status st) { f->on_done(std::move(st)); });
+    return {};
   }
+  CopyLayout layout({sources.begin(), sources.end()}, &dst, dst_offset, backward);
   (new CopyRun(std::move(layout), dst, opt, piece_cap, granule, chunk, std::move(done)))->start();
   return {};
 }
@@ -521,7 +575,7 @@ CopyResult copy_ranges(std::span<const CopySegment> sources, Device& dst, uint64
                        const CopyOptions& options) {
   CopyResult result;
   bool finished = false;
-  Status s = copy_async({sources.begin(), sources.end()}, dst, dst_offset, options,
+  Status s = copy_async(sources, dst, dst_offset, options,
                         [&](CopyResult r) {
                           result = std::move(r);
                           finished = true;

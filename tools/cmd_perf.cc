@@ -123,6 +123,9 @@ class Job {
     const auto wire0 = wire();
     deadline_ = deadline;
     for (unsigned i = 0; i < a_.qd; ++i) buffers_.emplace_back(bs_);
+    sources_.resize(a_.qd);
+    started_.resize(a_.qd);
+    kinds_.resize(a_.qd);
     for (unsigned i = 0; i < a_.qd && !error_; ++i) issue(i);
     Status s = loop_->run_until([this] { return inflight_ == 0; });
     if (!s.ok() && r_.error.empty()) r_.error = s.message();
@@ -200,22 +203,26 @@ class Job {
     ++inflight_;
     if (k == Kind::copy) {
       const uint64_t piece = copy_len_ / a_.ranges;
-      std::vector<CopySegment> sources;
+      std::vector<CopySegment>& sources = sources_[slot];  // reused: no allocation per copy
+      sources.clear();
       for (unsigned i = 0; i < a_.ranges; ++i) {
         sources.push_back({src_.get(), pick(src_region_.second, piece, src_cursor_), piece});
       }
+      started_[slot] = start;
       const uint64_t to = dst_region_.first + pick(dst_region_.second, copy_len_, dst_cursor_);
       CopyOptions opt;
       opt.emulation = a_.emulate ? Emulation::force : Emulation::allow;
       opt.buffer_bytes = std::max<uint64_t>(copy_len_, 1u << 20);
       issued_bytes_ += copy_len_;
-      Status s = copy_async(std::move(sources), dst(), to, opt, [this, slot, start](CopyResult r) {
-        if (!r.status.ok()) return done(slot, start, Kind::copy, r.status, 0);
+      // The callback captures 16 bytes: std::function keeps it without allocating.
+      Status s = copy_async(std::span<const CopySegment>(sources), dst(), to, opt, [this, slot](CopyResult r) {
+        const Clock::time_point began = started_[slot];
+        if (!r.status.ok()) return done(slot, began, Kind::copy, r.status, 0);
         r_.offloaded += r.offloaded_bytes;
         r_.emulated += r.emulated_bytes;
         r_.host_read += r.host_read_bytes;
         r_.host_written += r.host_written_bytes;
-        done(slot, start, Kind::copy, r.status, r.bytes);
+        done(slot, began, Kind::copy, r.status, r.bytes);
       });
       if (!s.ok()) done(slot, start, k, s, 0);
       return;
@@ -223,7 +230,9 @@ class Job {
     const uint64_t off = pick(device_bytes_, bs_, io_cursor_);
     issued_bytes_ += bs_;
     Request req{k == Kind::read ? Op::read : Op::write, off, bs_, buffers_[slot].data()};
-    src_->submit(req, [this, slot, start, k](Status st) { done(slot, start, k, st, bs_); });
+    started_[slot] = start;
+    kinds_[slot] = k;
+    src_->submit(req, [this, slot](Status st) { done(slot, started_[slot], kinds_[slot], st, bs_); });
   }
 
   void done(unsigned slot, Clock::time_point start, Kind k, const Status& s, uint64_t bytes) {
@@ -254,6 +263,10 @@ class Job {
   std::unique_ptr<EventLoop> loop_;
   std::unique_ptr<Device> src_, dst_;
   std::vector<AlignedBuffer> buffers_;
+  // Per slot: the copy's sources, when its operation started, and what it is.
+  std::vector<std::vector<CopySegment>> sources_;
+  std::vector<Clock::time_point> started_;
+  std::vector<Kind> kinds_;
   uint64_t device_bytes_ = 0, issued_bytes_ = 0;
   uint64_t io_cursor_ = 0, src_cursor_ = 0, dst_cursor_ = 0;
   std::pair<uint64_t, uint64_t> src_region_, dst_region_;  // {start, length}

@@ -83,6 +83,10 @@ struct CopyResult {
 // on dst's loop. All devices must share that loop.
 Status copy_async(std::vector<CopySegment> sources, Device& dst, uint64_t dst_offset,
                   const CopyOptions& options, std::function<void(CopyResult)> done);
+// The same without giving up a vector: a copy that is one offloaded piece costs no allocation
+// of the engine's. `sources` is read during the call only.
+Status copy_async(std::span<const CopySegment> sources, Device& dst, uint64_t dst_offset,
+                  const CopyOptions& options, std::function<void(CopyResult)> done);
 
 // Blocking wrappers: run the destination's loop until the copy ends.
 CopyResult copy(Device& src, uint64_t src_offset, Device& dst, uint64_t dst_offset,

@@ -40,7 +40,8 @@ void start_copy(TargetRequest& r) {
   opt.chunk_bytes = kChunk;
   opt.buffer_bytes = kPerCopy;
   opt.buffers = &r.copy_buffers;
-  Status s = copy_async(r.copy.sources, dst, r.copy.dst.offset, opt, [&r](CopyResult res) {
+  Status s = copy_async(std::span<const CopySegment>(r.copy.sources), dst, r.copy.dst.offset, opt,
+                        [&r](CopyResult res) {
     r.copy_result = std::move(res);
     from_devices(r, &copy_done);
   });
