@@ -231,16 +231,26 @@ void NvmeTcpController::auth_finish(HostQueue& q, std::shared_ptr<AuthTxn> t) {
       t->hash, kc, auth::augmented_challenge(t->hash, t->c2, t->shared), t->s2, s1->tid, cfg.subnqn,
       cfg.hostnqn);
   const bool proven = s1->rvalid && auth::same(expected, s1->r);
-  t->out = proven ? auth::encode_success2(s1->tid)
-                  : auth::encode_failure(auth::kIdFailure2, s1->tid, auth::kFailFailed);
-  step(q, proven ? "DH-HMAC-CHAP Success2" : "DH-HMAC-CHAP Failure2",
-       auth_command(fabrics::kAuthSend, static_cast<uint32_t>(t->out.size())), t->out.data(), nullptr,
-       static_cast<uint32_t>(t->out.size()), true, [this, t, proven](const Cqe&) {
-         if (proven) return t->next(t->connected);
-         setup_failed(Status::error(EACCES, fmt::format("{}: DH-HMAC-CHAP: the controller failed to "
-                                                        "prove it holds dhchap_ctrl_secret; refusing it",
-                                                        label_)));
-       });
+  if (proven) {
+    t->out = auth::encode_success2(s1->tid);
+    return step(q, "DH-HMAC-CHAP Success2", auth_command(fabrics::kAuthSend, static_cast<uint32_t>(t->out.size())),
+                t->out.data(), nullptr, static_cast<uint32_t>(t->out.size()), true,
+                [t](const Cqe&) { t->next(t->connected); });
+  }
+  // Tell the controller (Failure2), then refuse it whatever it answers: Linux closes the
+  // connection on a Failure2 rather than completing the Auth Send.
+  const Status refused = Status::error(EACCES, fmt::format("{}: DH-HMAC-CHAP: the controller failed to "
+                                                           "prove it holds dhchap_ctrl_secret; refusing it",
+                                                           label_));
+  t->out = auth::encode_failure(auth::kIdFailure2, s1->tid, auth::kFailFailed);
+  auto on_done = [this, alive = alive_, t, refused](Status, const Cqe&) {
+    if (*alive) setup_failed(refused);
+  };
+  if (!q.submit(auth_command(fabrics::kAuthSend, static_cast<uint32_t>(t->out.size())), t->out.data(), nullptr,
+                static_cast<uint32_t>(t->out.size()), std::move(on_done))
+           .ok()) {
+    setup_failed(refused);
+  }
 }
 
 void NvmeTcpController::enable() {
