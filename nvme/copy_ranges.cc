@@ -11,7 +11,13 @@ namespace blkcopy::nvme {
 static_assert(sizeof(CopyRange0) == sizeof(CopyRange2));
 
 std::vector<uint8_t> encode_copy_ranges(std::span<const CopySource> sources, uint8_t format) {
-  std::vector<uint8_t> out(sources.size() * sizeof(CopyRange2), 0);
+  std::vector<uint8_t> out;
+  encode_copy_ranges(sources, format, out);
+  return out;
+}
+
+void encode_copy_ranges(std::span<const CopySource> sources, uint8_t format, std::vector<uint8_t>& out) {
+  out.assign(sources.size() * sizeof(CopyRange2), 0);
   for (size_t i = 0; i < sources.size(); ++i) {
     CopyRange2 r{};  // format 0 is the same but for the reserved SNSID field
     r.snsid = format == 2 ? sources[i].snsid : 0;
@@ -19,7 +25,6 @@ std::vector<uint8_t> encode_copy_ranges(std::span<const CopySource> sources, uin
     r.nlb = static_cast<uint16_t>(sources[i].blocks - 1);
     std::memcpy(out.data() + i * sizeof r, &r, sizeof r);
   }
-  return out;
 }
 
 Result<std::vector<CopySource>> decode_copy_ranges(std::span<const uint8_t> data, uint32_t nr,

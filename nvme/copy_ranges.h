@@ -21,6 +21,8 @@ inline constexpr uint32_t kMaxCopyRanges = 256;  // NR is 8 bits, 0-based
 
 // REQUIRES: 1 <= sources.size() <= 256, every blocks in 1..65536, format 0 or 2.
 std::vector<uint8_t> encode_copy_ranges(std::span<const CopySource> sources, uint8_t format);
+// The same into `out`, reusing its storage.
+void encode_copy_ranges(std::span<const CopySource> sources, uint8_t format, std::vector<uint8_t>& out);
 
 // `nr` ranges (1-based count) of `format` from `data`, which must hold exactly nr entries.
 // Errors: EINVAL for a format other than 0 or 2, EMSGSIZE for a length that is not

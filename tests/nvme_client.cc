@@ -80,8 +80,9 @@ bool NvmeClient::open_raw(uint16_t port) {
 std::vector<uint8_t> NvmeClient::frame(uint8_t type, uint8_t hlen, const void* body,
                                        size_t body_len, const uint8_t* data, size_t data_len,
                                        uint8_t flags) {
-  auto out = tcp::frame_header(type, hlen, body, body_len, static_cast<uint32_t>(data_len), flags,
-                               {hdgst_, ddgst_});
+  const tcp::Header head = tcp::frame_header(type, hlen, body, body_len,
+                                            static_cast<uint32_t>(data_len), flags, {hdgst_, ddgst_});
+  std::vector<uint8_t> out(head.data(), head.data() + head.size());
   out.insert(out.end(), data, data + data_len);
   if (ddgst_ && data_len) {
     const uint32_t crc = crc32c(data, data_len);

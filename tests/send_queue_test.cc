@@ -36,7 +36,7 @@ struct Pair {
 
 using Queue = SendQueue<int>;
 Queue::Pdu pdu(const std::string& head, int owner = 0) {
-  return Queue::Pdu{std::vector<uint8_t>(head.begin(), head.end()), nullptr, 0, 0, false, owner};
+  return Queue::Pdu{tcp::Header(head.data(), head.size()), nullptr, 0, 0, false, owner};
 }
 
 TEST(SendQueue, UrgentPdusOvertakeWaitingOnesAndAllLeaveInOneSend) {
@@ -53,7 +53,7 @@ TEST(SendQueue, UrgentPdusOvertakeWaitingOnesAndAllLeaveInOneSend) {
   q.start(*loop, p.fd[0], [&](int res, auto& gone) {
     EXPECT_EQ(res, 10);
     ++calls;
-    for (auto& g : gone) left.push_back(g.owner);
+    for (int g : gone) left.push_back(g);
     done = true;
   });
   ASSERT_TRUE(loop->run_until([&] { return done; }).ok());
@@ -68,7 +68,7 @@ TEST(SendQueue, AnUrgentPduWaitsForTheSendInFlight) {
   Pair p;
   Queue q;
   const std::vector<uint8_t> data(1000, 'x');
-  q.push(Queue::Pdu{{'H'}, data.data(), 1000, 0, true, 1});  // with a data digest
+  q.push(Queue::Pdu{tcp::Header("H", 1), data.data(), 1000, 0, true, 1});  // with a data digest
   bool done = false;
   q.start(*loop, p.fd[0], [&](int, auto&) { done = true; });
   q.push(pdu("u", 2), true);  // the first PDU is in flight: it stays first

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "nvme/auth/dhchap.h"
+#include "nvme/host/host_io.h"
 #include "nvme/host/nvme_tcp_device.h"
 #include "nvme/host/queue.h"
 #include "nvme/namespace.h"
@@ -54,6 +55,7 @@ class NvmeTcpController {
   bool copy = false;
   bool format2 = false;  // cross-namespace copies enabled with Host Behavior Support
   uint16_t cntlid = 0;
+  HostIoPool ios;  // before the queues: their commands' contexts outlive them
   std::unique_ptr<HostQueue> admin_;
   std::vector<std::unique_ptr<HostQueue>> io_;
   size_t next_io_ = 0;

@@ -151,6 +151,52 @@ std::optional<Device::WireCounters> NvmeTcpDevice::wire_counters() const {
   return WireCounters{ctrl_->bytes_sent(), ctrl_->bytes_received()};
 }
 
+namespace {
+
+// Gives the command's context back before its completion runs (which may send the next).
+Completion give_back(HostIo& io, std::shared_ptr<const std::string>& label) {
+  Completion done = std::move(io.done);
+  label = std::move(io.label);
+  io.pool->put(io);
+  return done;
+}
+
+void end_command(HostIo& io, Status s, const Cqe& c) {
+  const char* op = io.op;
+  std::shared_ptr<const std::string> label;
+  Completion done = give_back(io, label);
+  if (s.ok() && code_of(c) == 0) return done(Status());
+  done(to_status(s, c, fmt::format("{} {}", *label, op)));  // the text only for an error
+}
+
+// A status saying the controller cannot take the Copy (nvme::copy_not_supported) leaves it to
+// be emulated; any other failure, a malformed Copy included, is the copy's.
+void end_copy(HostIo& io, Status st, const Cqe& c) {
+  CopyReport* report = io.report;
+  const uint64_t len = io.length;
+  std::shared_ptr<const std::string> label;
+  Completion done = give_back(io, label);
+  if (st.ok() && copy_not_supported(code_of(c))) {
+    report->none(len, fmt::format("{} copy: NVMe status {:#05x} ({})", *label, code_of(c),
+                                  status_text(code_of(c))));
+    return done(Status());
+  }
+  if (st.ok() && code_of(c) == 0) return done(Status());
+  done(to_status(st, c, fmt::format("{} copy", *label)));
+}
+
+}  // namespace
+
+HostIo& NvmeTcpDevice::start(Completion done, const char* op,
+                             void (*end)(HostIo&, Status, const Cqe&)) {
+  HostIo& io = ctrl_->ios.take();
+  io.done = std::move(done);
+  io.label = label_;
+  io.op = op;
+  io.end = end;
+  return io;
+}
+
 void NvmeTcpDevice::command(uint8_t opcode, uint64_t lba, uint32_t blocks, void* buf, bool out,
                             Completion done) {
   Sqe sqe{};
@@ -161,22 +207,20 @@ void NvmeTcpDevice::command(uint8_t opcode, uint64_t lba, uint32_t blocks, void*
   sqe.cdw12 = blocks - 1;
   const uint32_t len = buf ? blocks * lbs_ : 0;
   const char* op = opcode == io::kRead ? "read" : opcode == io::kWrite ? "write" : "write zeroes";
-  send(sqe, out ? buf : nullptr, out ? nullptr : buf, len, finish(std::move(done), op));
+  send(sqe, out ? buf : nullptr, out ? nullptr : buf, len, start(std::move(done), op, end_command));
 }
 
-void NvmeTcpDevice::send(const Sqe& sqe, const void* out, void* in, uint32_t len,
-                         std::function<void(Status, const Cqe&)> done) {
-  // A queue that has failed refuses at once: the command completes with why, later.
-  auto later = [this, done](Status s) { loop().post([done, s] { done(s, Cqe{}); }); };
-  if (Status s = ctrl_->submit_io(sqe, out, in, len, std::move(done)); !s.ok()) later(s);
-}
-
-std::function<void(Status, const Cqe&)> NvmeTcpDevice::finish(Completion done,
-                                                              const char* op) const {
-  return [done = std::move(done), label = label_, op](Status s, const Cqe& c) {
-    if (s.ok() && code_of(c) == 0) return done(Status());
-    done(to_status(s, c, fmt::format("{} {}", *label, op)));
-  };
+void NvmeTcpDevice::send(const Sqe& sqe, const void* out, void* in, uint32_t len, HostIo& io) {
+  Status s = ctrl_->submit_io(sqe, out, in, len, [&io](Status st, const Cqe& c) { io.end(io, st, c); });
+  if (s.ok()) return;
+  // A queue that has failed refuses at once: the command completes with why, later (from a
+  // task that holds what it needs, should the controller go first).
+  std::shared_ptr<const std::string> label;
+  const char* op = io.op;
+  Completion done = give_back(io, label);
+  loop().post([done = std::move(done), s = to_status(s, Cqe{}, fmt::format("{} {}", *label, op))] {
+    done(s);
+  });
 }
 
 bool NvmeTcpDevice::supports(Op op) const {
@@ -206,7 +250,7 @@ void NvmeTcpDevice::submit(const Request& req, Completion done) {
       Sqe sqe{};
       sqe.opcode = io::kFlush;
       sqe.nsid = nsid_;
-      return send(sqe, nullptr, nullptr, 0, finish(std::move(done), "flush"));
+      return send(sqe, nullptr, nullptr, 0, start(std::move(done), "flush", end_command));
     }
     case Op::write_zeroes: {
       // At most 65536 blocks a command: one command per stretch.
@@ -219,28 +263,24 @@ void NvmeTcpDevice::submit(const Request& req, Completion done) {
       return f->submitted();
     }
     case Op::discard: {
-      auto range = std::make_shared<std::array<uint8_t, 16>>();
+      HostIo& io = start(std::move(done), "deallocate", end_command);
+      io.payload.assign(16, 0);
       const uint32_t nlb = static_cast<uint32_t>(req.length / lbs_);
-      std::memcpy(range->data() + 4, &nlb, 4);
-      std::memcpy(range->data() + 8, &lba, 8);
+      std::memcpy(io.payload.data() + 4, &nlb, 4);
+      std::memcpy(io.payload.data() + 8, &lba, 8);
       Sqe sqe{};
       sqe.opcode = io::kDsm;
       sqe.nsid = nsid_;
       sqe.cdw10 = 0;         // one range
       sqe.cdw11 = 1u << 2;   // deallocate
-      return send(sqe, range->data(), nullptr, 16,
-                  [range, f = finish(std::move(done), "deallocate")](Status s, const Cqe& c) {
-                    f(s, c);
-                  });
+      return send(sqe, io.payload.data(), nullptr, 16, io);
     }
     case Op::copy: return copy(req, std::move(done));
   }
 }
 
 // One Copy command: every source leg becomes a range entry (format 0 when all are in this
-// namespace, format 2 otherwise); the data moves on the target, never over the wire. A status
-// saying the controller cannot take it (nvme::copy_not_supported) leaves it to be emulated;
-// any other failure, a malformed Copy included, is the copy's.
+// namespace, format 2 otherwise); the data moves on the target, never over the wire.
 void NvmeTcpDevice::copy(const Request& req, Completion done) {
   const CopyDesc& desc = *req.copy;
   bool local = true;
@@ -250,12 +290,15 @@ void NvmeTcpDevice::copy(const Request& req, Completion done) {
     }
     local &= static_cast<const NvmeTcpDevice*>(s.dev)->nsid_ == nsid_;
   }
-  std::vector<CopySource> sources;
+  HostIo& io = start(std::move(done), "copy", end_copy);
+  io.report = req.report;
+  io.length = desc.dst.length;
+  io.sources.clear();
   for (const CopySegment& s : desc.sources) {
     const auto* src = static_cast<const NvmeTcpDevice*>(s.dev);
-    sources.push_back({src->nsid_, s.offset / src->lbs_, static_cast<uint32_t>(s.length / src->lbs_)});
+    io.sources.push_back({src->nsid_, s.offset / src->lbs_, static_cast<uint32_t>(s.length / src->lbs_)});
   }
-  auto ranges = std::make_shared<std::vector<uint8_t>>(encode_copy_ranges(sources, local ? 0 : 2));
+  encode_copy_ranges(io.sources, local ? 0 : 2, io.payload);
   Sqe sqe{};
   sqe.opcode = io::kCopy;
   sqe.nsid = nsid_;
@@ -263,17 +306,7 @@ void NvmeTcpDevice::copy(const Request& req, Completion done) {
   sqe.cdw10 = static_cast<uint32_t>(sdlba);
   sqe.cdw11 = static_cast<uint32_t>(sdlba >> 32);
   sqe.cdw12 = static_cast<uint32_t>(desc.sources.size() - 1) | ((local ? 0u : 2u) << 8);
-  send(sqe, ranges->data(), nullptr, static_cast<uint32_t>(ranges->size()),
-       [ranges, report = req.report, len = desc.dst.length, label = label_,
-        done = std::move(done)](Status st, const Cqe& c) {
-         if (st.ok() && copy_not_supported(code_of(c))) {
-           report->none(len, fmt::format("{} copy: NVMe status {:#05x} ({})", *label, code_of(c),
-                                         status_text(code_of(c))));
-           return done(Status());
-         }
-         if (st.ok() && code_of(c) == 0) return done(Status());
-         done(to_status(st, c, fmt::format("{} copy", *label)));
-       });
+  send(sqe, io.payload.data(), nullptr, static_cast<uint32_t>(io.payload.size()), io);
 }
 
 DeviceInfo NvmeTcpDevice::describe() const {

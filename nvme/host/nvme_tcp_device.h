@@ -52,6 +52,7 @@ struct NvmeTcpConfig {
 Result<NvmeTcpConfig> parse_nvme_tcp_config(std::string_view spec);
 
 class NvmeTcpController;
+struct HostIo;
 
 class NvmeTcpDevice final : public Device {
  public:
@@ -75,12 +76,10 @@ class NvmeTcpDevice final : public Device {
   void copy(const Request& req, Completion done);
   void command(uint8_t opcode, uint64_t lba, uint32_t blocks, void* buf, bool out,
                Completion done);
+  // A pooled context for a command whose completion is `end`.
+  HostIo& start(Completion done, const char* op, void (*end)(HostIo&, Status, const Cqe&));
   // Sends a command on the controller; a refusal (the queue has failed) completes it later.
-  void send(const Sqe& sqe, const void* out, void* in, uint32_t len,
-            std::function<void(Status, const Cqe&)> done);
-  // A command's completion: `done` gets ok, or an error naming this device and `op`. The text
-  // is built only for an error.
-  std::function<void(Status, const Cqe&)> finish(Completion done, const char* op) const;
+  void send(const Sqe& sqe, const void* out, void* in, uint32_t len, HostIo& io);
 
   std::shared_ptr<NvmeTcpController> ctrl_;
   std::shared_ptr<const std::string> label_;  // name(), shared with completions in flight

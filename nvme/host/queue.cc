@@ -128,9 +128,7 @@ void HostQueue::handshake() {
   ICReq req{};
   req.hdr = {pdu::kICReq, 0, 128, 0, 128};
   req.dgst = static_cast<uint8_t>((opt_.header_digest ? 1 : 0) | (opt_.data_digest ? 2 : 0));
-  std::vector<uint8_t> head(sizeof req);
-  std::memcpy(head.data(), &req, sizeof req);
-  send(std::move(head), nullptr, 0);
+  send(tcp::Header(&req, sizeof req), nullptr, 0);
   receive();
 }
 
@@ -216,7 +214,7 @@ void HostQueue::start(Cmd c) {
                                 digests());
   const uint8_t* data = in_capsule ? cmd.out : nullptr;
   const uint32_t n = in_capsule ? cmd.len : 0;
-  send(std::move(head), data, n, true);  // ahead of queued write data: reads need not wait
+  send(head, data, n, true);  // ahead of queued write data: reads need not wait
   if (opt_.timeout_ms && !watchdog_.armed()) watchdog();
 }
 
@@ -246,10 +244,10 @@ void HostQueue::watchdog() {
   });
 }
 
-void HostQueue::send(std::vector<uint8_t> head, const uint8_t* data, uint32_t len, bool urgent) {
-  decltype(sendq_)::Pdu p{std::move(head), data, len, 0, opt_.data_digest && len && ic_done_, {}};
+void HostQueue::send(const tcp::Header& head, const uint8_t* data, uint32_t len, bool urgent) {
+  decltype(sendq_)::Pdu p{head, data, len, 0, opt_.data_digest && len && ic_done_, {}};
   if (p.has_ddgst) p.ddgst = crc32c(data, len);
-  sendq_.push(std::move(p), urgent);
+  sendq_.push(p, urgent);
   pump_send();
 }
 

@@ -138,7 +138,7 @@ class HostQueue {
   void on_pdu();
   void fail(Status s);
   // urgent: a command capsule, sent ahead of H2CData PDUs that are only waiting.
-  void send(std::vector<uint8_t> head, const uint8_t* data, uint32_t len, bool urgent = false);
+  void send(const tcp::Header& head, const uint8_t* data, uint32_t len, bool urgent = false);
   void pump_send();  // sends at the end of this loop turn
   void flush();
   tcp::Digests digests() const { return {opt_.header_digest, opt_.data_digest}; }

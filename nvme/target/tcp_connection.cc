@@ -122,15 +122,13 @@ void TcpConnection::on_icreq() {
   ddgst_ = req.dgst & 2;
   ic_done_ = true;
   rbuf_.reserve(256 * 1024);  // many PDUs per receive from now on (32 4-KiB write capsules)
-  std::vector<uint8_t> out(sizeof(ICResp), 0);
   ICResp r{};
   r.hdr = {pdu::kICResp, 0, 128, 0, 128};
   r.pfv = 0;
   r.cpda = 0;
   r.dgst = req.dgst & 3;
   r.maxh2cdata = kMaxH2CData;
-  std::memcpy(out.data(), &r, sizeof r);
-  send(std::move(out));
+  send(tcp::Header(&r, sizeof r));
 }
 
 void TcpConnection::on_capsule() {
@@ -233,11 +231,11 @@ void TcpConnection::terminate(uint16_t fes, uint32_t fei) {
   term.hdr = {pdu::kC2HTermReq, 0, 24, 0, 24 + copied};
   term.fes = fes;
   term.fei = fei;
-  std::vector<uint8_t> out(24 + copied);
-  std::memcpy(out.data(), &term, 24);
-  if (copied) std::memcpy(out.data() + 24, p_, copied);
+  uint8_t out[kTermReqMaxLen];
+  std::memcpy(out, &term, 24);
+  if (copied) std::memcpy(out + 24, p_, copied);
   ++t_.mut_stats().errors;
-  send(std::move(out));
+  send(tcp::Header(out, 24 + copied));
   closing_ = true;  // the socket is shut once the termination PDU is out
   closing_since_ = Clock::now();
   queue_.close();
@@ -271,12 +269,12 @@ void TcpConnection::complete(TargetRequest& r) {
   send(tcp::frame_pdu(pdu::kCapsuleResp, resp, 0, 0, digests()), nullptr, 0, false, &r);
 }
 
-void TcpConnection::send(std::vector<uint8_t> head, const uint8_t* data, uint32_t len,
+void TcpConnection::send(const tcp::Header& head, const uint8_t* data, uint32_t len,
                          bool data_digest, TargetRequest* done, bool urgent) {
-  decltype(sendq_)::Pdu p{std::move(head), data, len, 0, data_digest && ddgst_ && len, done};
+  decltype(sendq_)::Pdu p{head, data, len, 0, data_digest && ddgst_ && len, done};
   if (p.has_ddgst) p.ddgst = crc32c(data, len);
   if (sendq_.empty()) front_since_ = Clock::now();
-  sendq_.push(std::move(p), urgent);
+  sendq_.push(p, urgent);
   pump_send();
 }
 
@@ -304,8 +302,8 @@ void TcpConnection::flush() {
       return close("send error");
     }
     // A completion that has left frees its request (and the data sent before it).
-    for (auto& p : left) {
-      if (p.owner) release(*p.owner);
+    for (TargetRequest* r : left) {
+      if (r) release(*r);
     }
     if (!left.empty()) front_since_ = Clock::now();
     pump_send();

@@ -63,7 +63,7 @@ class TcpConnection final : public QueueTransport {
   // Queues a PDU: a header, optional data (with a digest when negotiated) and the request it
   // ends (released once the PDU has left). An urgent PDU (an R2T) goes ahead of those only
   // waiting (SendQueue::push).
-  void send(std::vector<uint8_t> head, const uint8_t* data = nullptr, uint32_t len = 0,
+  void send(const tcp::Header& head, const uint8_t* data = nullptr, uint32_t len = 0,
             bool data_digest = false, TargetRequest* done = nullptr, bool urgent = false);
   void pump_send();  // sends at the end of this loop turn
   void flush();

@@ -3,7 +3,9 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "nvme/spec.h"
@@ -15,17 +17,35 @@ struct Digests {  // what ICReq/ICResp agreed
   bool data = false;
 };
 
+// A PDU header as it leaves (with its digest), held inline: queuing a PDU allocates nothing.
+// Large enough for ICReq/ICResp (128 bytes) and a C2HTermReq with the offending header (152).
+class Header {
+ public:
+  static constexpr size_t kMax = 160;
+  Header() = default;
+  Header(const void* bytes, size_t n) : n_(static_cast<uint8_t>(std::min(n, kMax))) {
+    std::memcpy(b_.data(), bytes, n_);
+  }
+  const uint8_t* data() const { return b_.data(); }
+  uint8_t* data() { return b_.data(); }
+  size_t size() const { return n_; }
+
+ private:
+  std::array<uint8_t, kMax> b_{};
+  uint8_t n_ = 0;
+};
+
 // The header of a PDU of `type` (hlen bytes, of which `specific` fills the bytes after the
 // common 8) carrying data_len bytes of data: flags, pdo and plen set from the digests, the
 // header digest appended when on. The data (and its digest) follow it on the wire.
-std::vector<uint8_t> frame_header(uint8_t type, uint8_t hlen, const void* specific,
+Header frame_header(uint8_t type, uint8_t hlen, const void* specific,
                                   size_t specific_len, uint32_t data_len, uint8_t flags,
                                   Digests digests);
 
 // The same, for a PDU struct whose first 8 bytes are the common header (R2T, DataPdu,
 // CapsuleResp): the struct's own header fields are ignored.
 template <class Pdu>
-std::vector<uint8_t> frame_pdu(uint8_t type, const Pdu& pdu, uint32_t data_len, uint8_t flags,
+Header frame_pdu(uint8_t type, const Pdu& pdu, uint32_t data_len, uint8_t flags,
                                Digests digests) {
   static_assert(sizeof(Pdu) > sizeof(PduHeader) && sizeof(Pdu) <= 255);
   return frame_header(type, sizeof(Pdu), reinterpret_cast<const uint8_t*>(&pdu) + sizeof(PduHeader),
