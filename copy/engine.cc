@@ -308,7 +308,7 @@ class CopyRun {
       (d.offloaded ? result_.offloaded_bytes : result_.emulated_bytes) -= d.end - pos;
     }
     for (auto [dev, n] : by_device_) {
-      if (n) result_.offloaded_by_device.emplace_back(dev->name(), n);
+      if (n && opt_.per_device) result_.offloaded_by_device.emplace_back(dev->name(), n);
     }
     result_.seconds = std::chrono::duration<double>(Clock::now() - start_).count();
     auto done = std::move(done_cb_);
@@ -412,9 +412,9 @@ struct FastCopy {
       r.commands = 1;
       r.status = std::move(st);
       r.bytes = r.offloaded_bytes = r.status.ok() ? len : std::min(report.done_before_error, len);
-      if (r.bytes && report.offloaded_on.empty()) {
+      if (opt.per_device && r.bytes && report.offloaded_on.empty()) {
         r.offloaded_by_device.emplace_back(dst->name(), r.bytes);
-      } else if (r.status.ok()) {
+      } else if (opt.per_device && r.status.ok()) {
         for (auto [dev, n] : report.offloaded_on) {
           if (n) r.offloaded_by_device.emplace_back(dev->name(), n);
         }

@@ -66,10 +66,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   QueueOptions o;
   o.timeout_ms = 2000;
   o.connect_timeout_ms = 2000;
-  std::unique_ptr<HostQueue> q;
+  HostQueue::Ptr q;
   bool opened = false;
   int peer = -1;
-  HostQueue::open_async(*w.loop, "127.0.0.1", w.port, o, [&](Result<std::unique_ptr<HostQueue>> r) {
+  auto opening = HostQueue::open_async(*w.loop, "127.0.0.1", w.port, o, [&](Result<HostQueue::Ptr> r) {
     opened = true;
     if (r) q = std::move(*r);
   });

@@ -29,20 +29,27 @@ void encode_copy_ranges(std::span<const CopySource> sources, uint8_t format, std
 
 Result<std::vector<CopySource>> decode_copy_ranges(std::span<const uint8_t> data, uint32_t nr,
                                                    uint8_t format) {
+  std::vector<CopySource> out;
+  if (Status s = decode_copy_ranges(data, nr, format, out); !s.ok()) return std::unexpected(s);
+  return out;
+}
+
+Status decode_copy_ranges(std::span<const uint8_t> data, uint32_t nr, uint8_t format,
+                          std::vector<CopySource>& out) {
   if (format != 0 && format != 2) {
-    return fail(EINVAL, fmt::format("copy range format {} is not supported (0 and 2 are)", format));
+    return Status::error(EINVAL, fmt::format("copy range format {} is not supported (0 and 2 are)", format));
   }
   if (nr == 0 || nr > kMaxCopyRanges || data.size() != nr * sizeof(CopyRange2)) {
-    return fail(EMSGSIZE, fmt::format("{} copy ranges need {} bytes, got {}", nr,
-                                      uint64_t(nr) * sizeof(CopyRange2), data.size()));
+    return Status::error(EMSGSIZE, fmt::format("{} copy ranges need {} bytes, got {}", nr,
+                                               uint64_t(nr) * sizeof(CopyRange2), data.size()));
   }
-  std::vector<CopySource> out(nr);
+  out.resize(nr);
   for (uint32_t i = 0; i < nr; ++i) {
     CopyRange2 r;
     std::memcpy(&r, data.data() + i * sizeof r, sizeof r);
     out[i] = {format == 2 ? r.snsid : 0, r.slba, r.nlb + 1u};
   }
-  return out;
+  return {};
 }
 
 }  // namespace blkcopy::nvme

@@ -29,5 +29,8 @@ void encode_copy_ranges(std::span<const CopySource> sources, uint8_t format, std
 // nr x 32 bytes or a count outside 1..256.
 Result<std::vector<CopySource>> decode_copy_ranges(std::span<const uint8_t> data, uint32_t nr,
                                                    uint8_t format);
+// The same into `out`, reusing its storage.
+Status decode_copy_ranges(std::span<const uint8_t> data, uint32_t nr, uint8_t format,
+                          std::vector<CopySource>& out);
 
 }  // namespace blkcopy::nvme

@@ -53,6 +53,9 @@ struct CopyOptions {
   // (max_sectors_kb) and beat 1 MiB by ~15% in bench/.
   uint64_t chunk_bytes = 4u << 20;
   unsigned max_copies_in_flight = 8;  // offloaded copy commands at once
+  // Fill CopyResult::offloaded_by_device (a list of names, which allocates); callers that keep
+  // totals only (the NVMe/TCP target) turn it off.
+  bool per_device = true;
   // Called on the loop each time the in-order progress advances.
   std::function<void(uint64_t done, uint64_t total)> progress;
   // When it turns true (a signal handler may set it), no more work is issued: the copy ends

@@ -62,9 +62,7 @@ void NvmeTcpController::connect_async(std::function<void(Status)> done) {
   setup_done_ = std::move(done);
   QueueOptions qo{cfg.header_digest, cfg.data_digest, 8192, 32, cfg.connect_timeout_ms,
                   cfg.connect_timeout_ms};
-  HostQueue::open_async(*loop_, cfg.host, cfg.port, qo,
-                        [this, alive = alive_](Result<std::unique_ptr<HostQueue>> q) {
-                          if (!*alive) return;
+  opening_ = HostQueue::open_async(*loop_, cfg.host, cfg.port, qo, [this](Result<HostQueue::Ptr> q) {
                           if (!q) return setup_failed(q.error());
                           admin_ = std::move(*q);
                           connect_queue(*admin_, 0, 0xFFFF, [this](const Cqe& cqe) {
@@ -83,9 +81,8 @@ Status NvmeTcpController::connect_sync() {
 
 void NvmeTcpController::step(HostQueue& q, const char* what, Sqe sqe, const void* out, void* in,
                              uint32_t len, bool must_succeed, std::function<void(const Cqe&)> next) {
-  auto on_done = [this, alive = alive_, what, must_succeed, next = std::move(next)](Status st,
-                                                                                    const Cqe& cqe) {
-    if (!*alive) return;
+  // The queue is the controller's: its callbacks never run once the controller has gone.
+  auto on_done = [this, what, must_succeed, next = std::move(next)](Status st, const Cqe& cqe) {
     if (!st.ok()) {
       return setup_failed(Status::error(st.code(), fmt::format("{}: {}: {}", label_, what, st.message())));
     }
@@ -243,9 +240,7 @@ void NvmeTcpController::auth_finish(HostQueue& q, std::shared_ptr<AuthTxn> t) {
                                                            "prove it holds dhchap_ctrl_secret; refusing it",
                                                            label_));
   t->out = auth::encode_failure(auth::kIdFailure2, s1->tid, auth::kFailFailed);
-  auto on_done = [this, alive = alive_, t, refused](Status, const Cqe&) {
-    if (*alive) setup_failed(refused);
-  };
+  auto on_done = [this, t, refused](Status, const Cqe&) { setup_failed(refused); };
   if (!q.submit(auth_command(fabrics::kAuthSend, static_cast<uint32_t>(t->out.size())), t->out.data(), nullptr,
                 static_cast<uint32_t>(t->out.size()), std::move(on_done))
            .ok()) {
@@ -308,9 +303,7 @@ void NvmeTcpController::open_io() {
   if (io_.size() == granted_) return setup_finished();
   QueueOptions qo{cfg.header_digest, cfg.data_digest, 8192, cfg.depth, cfg.connect_timeout_ms,
                   cfg.connect_timeout_ms};
-  HostQueue::open_async(*loop_, cfg.host, cfg.port, qo,
-                        [this, alive = alive_](Result<std::unique_ptr<HostQueue>> q) {
-                          if (!*alive) return;
+  opening_ = HostQueue::open_async(*loop_, cfg.host, cfg.port, qo, [this](Result<HostQueue::Ptr> q) {
                           if (!q) return setup_failed(q.error());
                           io_.push_back(std::move(*q));
                           connect_queue(*io_.back(), static_cast<uint16_t>(io_.size()), cntlid,
@@ -323,28 +316,23 @@ void NvmeTcpController::setup_finished() {
   for (auto& q : io_) q->set_timeout(cfg.timeout_ms);
   kato_ms_ = cfg.kato_ms;
   if (kato_ms_ && !keep_alive_timer_.armed()) keep_alive();
-  auto hook = [this, alive = alive_](const Status& why) {
-    if (*alive) dropped(why);
-  };
+  auto hook = [this](const Status& why) { dropped(why); };
   admin_->on_fail = hook;
   for (auto& q : io_) q->on_fail = hook;
   auto done = std::move(setup_done_);
   done({});
 }
 
-// Called inside a queue's callbacks: the queues go once those have returned.
+// Called inside a queue's callbacks (a queue closed there frees itself once they return) or
+// from a posted task of open_async.
 void NvmeTcpController::setup_failed(Status why) {
   if (!setup_done_) return;
   auto done = std::move(setup_done_);
   setup_done_ = nullptr;
-  if (admin_) admin_->abort(why);
-  for (auto& q : io_) q->abort(why);
-  loop_->post([this, alive = alive_, done = std::move(done), why = std::move(why)] {
-    if (!*alive) return;
-    admin_.reset();
-    io_.clear();
-    done(why);
-  });
+  opening_.cancel();
+  admin_.reset();
+  io_.clear();
+  done(why);
 }
 
 Status NvmeTcpController::submit_io(Sqe sqe, const void* out, void* in, uint32_t len,
@@ -375,13 +363,12 @@ void NvmeTcpController::dropped(const Status& why) {
 
 void NvmeTcpController::try_reconnect() {
   const auto backoff = std::chrono::milliseconds(100) * (1u << std::min(attempt_, 6u));
-  reconnect_timer_ = loop_->after(backoff, [this, alive = alive_] {
+  reconnect_timer_ = loop_->after(backoff, [this] {
     ++attempt_;
     // The failed queues go first: their socket operations have ended (the queue failed).
     admin_.reset();
     io_.clear();
-    connect_async([this, alive](Status s) {
-      if (!*alive) return;
+    connect_async([this](Status s) {
       if (s.ok()) {
         state_ = State::up;
         auto waiting = std::move(pending_);

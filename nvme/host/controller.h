@@ -31,7 +31,6 @@ namespace blkcopy::nvme {
 class NvmeTcpController {
  public:
   static Result<std::shared_ptr<NvmeTcpController>> open(EventLoop& loop, const NvmeTcpConfig& c);
-  ~NvmeTcpController() { *alive_ = false; }
 
   // The next I/O queue, round robin.
   HostQueue& io() { return *io_[next_io_++ % io_.size()]; }
@@ -56,8 +55,8 @@ class NvmeTcpController {
   bool format2 = false;  // cross-namespace copies enabled with Host Behavior Support
   uint16_t cntlid = 0;
   HostIoPool ios;  // before the queues: their commands' contexts outlive them
-  std::unique_ptr<HostQueue> admin_;
-  std::vector<std::unique_ptr<HostQueue>> io_;
+  HostQueue::Ptr admin_;
+  std::vector<HostQueue::Ptr> io_;
   size_t next_io_ = 0;
 
  private:
@@ -99,8 +98,9 @@ class NvmeTcpController {
   EventLoop* loop_ = nullptr;
   std::string label_;
   uint32_t kato_ms_ = 0;
-  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
-  // Last: cancelled first when the controller goes.
+  // Last: cancelled first when the controller goes (then its queues close: none of their
+  // callbacks, which hold `this`, runs after that).
+  HostQueue::Opening opening_;  // a queue being opened
   Timer keep_alive_timer_;  // the next Keep Alive
   Timer reconnect_timer_;   // the next reconnect attempt
 };

@@ -18,16 +18,14 @@ namespace blkcopy::nvme {
 
 constexpr uint32_t kMaxPdu = 1 << 20;
 
-namespace {
-
 // One open_async in progress: the queue being opened, what to call at the end, and whether the
 // end has come (the deadline timer may fire after it).
-struct OpenJob {
+struct HostQueue::OpenJob {
   EventLoop& loop;
   std::string where;
   QueueOptions opt;
   HostQueue::Opened done;
-  std::unique_ptr<HostQueue> q;
+  HostQueue::Ptr q;
   bool finished = false;
   Timer deadline;  // TCP connect and ICReq/ICResp together; cancelled when the job finishes
 
@@ -35,20 +33,36 @@ struct OpenJob {
     if (finished) return;
     finished = true;
     deadline.cancel();
-    if (s.ok()) return done(std::move(q));
-    q.reset();  // not inside one of its callbacks: finish runs from a posted task
-    done(std::unexpected(std::move(s)));
+    auto cb = std::move(done);
+    if (s.ok()) return cb(std::move(q));
+    q.reset();
+    cb(std::unexpected(std::move(s)));
   }
 };
 
-}  // namespace
+HostQueue::Opening& HostQueue::Opening::operator=(Opening&& o) noexcept {
+  cancel();
+  job_ = std::move(o.job_);
+  return *this;
+}
 
-void HostQueue::open_async(EventLoop& loop, const std::string& host, uint16_t port,
-                           const QueueOptions& o, Opened done) {
+void HostQueue::Opening::cancel() {
+  if (job_ && !job_->finished) {
+    job_->finished = true;
+    job_->deadline.cancel();
+    job_->done = nullptr;
+    job_->q.reset();
+  }
+  job_.reset();
+}
+
+HostQueue::Opening HostQueue::open_async(EventLoop& loop, const std::string& host, uint16_t port,
+                                         const QueueOptions& o, Opened done) {
   auto job = std::make_shared<OpenJob>(OpenJob{loop, format_host_port(host, port), o, std::move(done)});
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(o.connect_timeout_ms);
   // With an address in hand: the socket, the deadline, and the connect on the loop.
   auto start = [job, deadline](sockaddr_storage sa, socklen_t len) {
+    if (job->finished) return;  // cancelled while the name was looked up
     int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
       Status s = Status::from_errno(errno, fmt::format("{}: socket", job->where));
@@ -69,19 +83,24 @@ void HostQueue::open_async(EventLoop& loop, const std::string& host, uint16_t po
       });
     }
     q.connect_pending_ = true;
-    job->loop.connect(fd, reinterpret_cast<const sockaddr*>(&q.peer_), q.peer_len_,
-                      [raw = &q, alive = q.alive_](int res) {
-                        raw->connect_pending_ = false;
-                        if (!*alive || raw->failed_) return;
-                        if (res < 0) {
-                          return raw->fail(Status::from_errno(
-                              -res, fmt::format("{}: TCP connect", raw->where_)));
-                        }
-                        raw->handshake();
-                      });
+    q.connect_op_ = job->loop.connect(fd, reinterpret_cast<const sockaddr*>(&q.peer_), q.peer_len_,
+                                      [raw = &q](int res) {
+                                        Entry e(*raw);
+                                        raw->connect_pending_ = false;
+                                        if (raw->failed_) return;
+                                        if (res < 0) {
+                                          return raw->fail(Status::from_errno(
+                                              -res, fmt::format("{}: TCP connect", raw->where_)));
+                                        }
+                                        raw->handshake();
+                                      });
   };
+  Opening handle(job);
   socklen_t len = 0;
-  if (auto sa = numeric_address(host, port, &len)) return start(*sa, len);
+  if (auto sa = numeric_address(host, port, &len)) {
+    start(*sa, len);
+    return handle;
+  }
   // A name: looked up on a helper thread, so the loop never waits for DNS.
   auto found = std::make_shared<std::pair<sockaddr_storage, socklen_t>>();
   auto err = std::make_shared<std::string>();
@@ -108,12 +127,13 @@ void HostQueue::open_async(EventLoop& loop, const std::string& host, uint16_t po
         }
         start(found->first, found->second);
       });
+  return handle;
 }
 
-Result<std::unique_ptr<HostQueue>> HostQueue::open(EventLoop& loop, const std::string& host,
-                                                   uint16_t port, const QueueOptions& o) {
-  std::optional<Result<std::unique_ptr<HostQueue>>> out;
-  open_async(loop, host, port, o, [&out](Result<std::unique_ptr<HostQueue>> r) { out = std::move(r); });
+Result<HostQueue::Ptr> HostQueue::open(EventLoop& loop, const std::string& host, uint16_t port,
+                                       const QueueOptions& o) {
+  std::optional<Result<Ptr>> out;
+  Opening opening = open_async(loop, host, port, o, [&out](Result<Ptr> r) { out = std::move(r); });
   if (Status s = loop.run_until([&out] { return out.has_value(); }); !s.ok()) {
     return std::unexpected(s);
   }
@@ -139,17 +159,30 @@ void HostQueue::opened(Status s) {
   loop_.post([cb = std::move(cb), s = std::move(s)] { cb(s); });
 }
 
-HostQueue::~HostQueue() {
-  *alive_ = false;
+void HostQueue::close() {
+  closing_ = true;
   failed_ = true;
+  on_fail = nullptr;
+  watchdog_.cancel();
   shutdown(fd_, SHUT_RDWR);
-  // Let the socket operations in flight end before their buffers go.
-  (void)loop_.run_until([this] { return !recv_pending_ && !sendq_.pending() && !connect_pending_; });
-  ::close(fd_);
+  if (recv_pending_) loop_.cancel(recv_op_);
+  if (connect_pending_) loop_.cancel(connect_op_);
+  free_if_idle();
 }
+
+// Once closed: gone when nothing of it runs and the kernel holds none of its buffers.
+void HostQueue::free_if_idle() {
+  if (closing_ && !entered_ && !recv_pending_ && !sendq_.pending() && !connect_pending_ &&
+      !flush_posted_) {
+    delete this;
+  }
+}
+
+HostQueue::~HostQueue() { ::close(fd_); }
 
 void HostQueue::fail(Status s) {
   if (failed_) return;
+  Entry e(*this);  // a command's callback may close the queue
   failed_ = true;
   if (state_ != State::open) {
     if (state_ == State::handshake && s.code() != ETIMEDOUT) {
@@ -169,7 +202,7 @@ void HostQueue::fail(Status s) {
   waiting_.clear();
   for (auto& d : dones) d(s, Cqe{});
   for (auto& c : waiting) c.done(s, Cqe{});
-  if (on_fail && *alive_) on_fail(s);
+  if (on_fail && !closing_) on_fail(s);
 }
 
 Status HostQueue::submit(Sqe sqe, const void* out, void* in, uint32_t len, Done done) {
@@ -228,6 +261,7 @@ void HostQueue::watchdog() {
   cmds_.for_each([&](const Cmd& c) { oldest = std::min(oldest, c.started); });
   const auto deadline = oldest + std::chrono::milliseconds(opt_.timeout_ms);
   watchdog_ = loop_.at(deadline, [this] {
+    Entry e(*this);
     if (failed_) return;
     const auto now = std::chrono::steady_clock::now();
     const Cmd* late = nullptr;
@@ -256,17 +290,18 @@ void HostQueue::send(const tcp::Header& head, const uint8_t* data, uint32_t len,
 void HostQueue::pump_send() {
   if (flush_posted_) return;
   flush_posted_ = true;
-  loop_.post([this, alive = alive_] {
-    if (!*alive) return;
+  loop_.post([this] {
+    Entry e(*this);
     flush_posted_ = false;
-    flush();
+    if (!closing_) flush();
   });
 }
 
 void HostQueue::flush() {
   if (failed_ && ic_done_) return;
-  sendq_.start(loop_, fd_, [this, alive = alive_](int res, auto&) {
-    if (!*alive) return;
+  sendq_.start(loop_, fd_, [this](int res, auto&) {
+    Entry e(*this);
+    if (closing_) return;
     if (res <= 0) return fail(Status::error(ECONNRESET, "NVMe/TCP queue: send failed"));
     sent_ += static_cast<uint64_t>(res);
     pump_send();
@@ -277,9 +312,10 @@ void HostQueue::flush() {
 void HostQueue::receive() {
   if (failed_) return;
   recv_pending_ = true;
-  loop_.recv(fd_, rbuf_.tail(), rbuf_.room(), [this, alive = alive_](int res) {
+  recv_op_ = loop_.recv(fd_, rbuf_.tail(), rbuf_.room(), [this](int res) {
+    Entry e(*this);
     recv_pending_ = false;
-    if (!*alive) return;
+    if (closing_) return;
     if (res <= 0) {
       return fail(Status::error(ECONNRESET, "NVMe/TCP queue: the target closed the connection"));
     }

@@ -44,21 +44,47 @@ struct QueueOptions {
 };
 
 class HostQueue {
+  struct OpenJob;
+
  public:
   // Called with the completion entry, or an error when the queue failed first.
   using Done = std::function<void(Status, const Cqe&)>;
 
-  using Opened = std::function<void(Result<std::unique_ptr<HostQueue>>)>;
+  // Ownership: destroying the handle closes the queue. Its socket is shut down and its
+  // operations cancelled at once; no callback of it (commands' or on_fail) runs after that, and
+  // the queue frees itself once the kernel has let go of its buffers. Safe inside the queue's
+  // own callbacks.
+  struct Closer {
+    void operator()(HostQueue* q) const { q->close(); }
+  };
+  using Ptr = std::unique_ptr<HostQueue, Closer>;
+
+  // An open_async in progress; destroying (or cancelling) it before it is done means `done`
+  // never runs and the half-open queue is closed.
+  class Opening {
+   public:
+    Opening() = default;
+    Opening(Opening&&) = default;
+    Opening& operator=(Opening&& o) noexcept;
+    ~Opening() { cancel(); }
+    void cancel();
+
+   private:
+    friend class HostQueue;
+    explicit Opening(std::shared_ptr<OpenJob> j) : job_(std::move(j)) {}
+    std::shared_ptr<OpenJob> job_;
+  };
+
+  using Opened = std::function<void(Result<Ptr>)>;
   // Connects on the loop without blocking it (TCP connect, then ICReq/ICResp) within
   // o.connect_timeout_ms. `done` runs later on the loop, never inside the call, with the queue
   // or an error naming the step that failed or ran out of time. `host` is a numeric address
   // or a name (resolved on a helper thread).
-  static void open_async(EventLoop& loop, const std::string& host, uint16_t port,
-                         const QueueOptions& o, Opened done);
+  [[nodiscard]] static Opening open_async(EventLoop& loop, const std::string& host, uint16_t port,
+                                          const QueueOptions& o, Opened done);
   // Blocking wrapper: runs the loop until open_async is done (set-up paths and tools only).
-  static Result<std::unique_ptr<HostQueue>> open(EventLoop& loop, const std::string& host,
-                                                 uint16_t port, const QueueOptions& o);
-  ~HostQueue();
+  static Result<Ptr> open(EventLoop& loop, const std::string& host, uint16_t port,
+                          const QueueOptions& o);
 
   // Sends a command. `out` (host to controller) or `in` (controller to host) of `len` bytes,
   // valid until `done` runs. Fails at once only when the queue has failed.
@@ -131,6 +157,21 @@ class HostQueue {
     std::deque<uint16_t> free_;
   };
   HostQueue(EventLoop& loop, int fd, const QueueOptions& o) : loop_(loop), fd_(fd), opt_(o) {}
+  ~HostQueue();
+  void close();
+  // Held while the queue runs code from the loop (a completion, a task, a timer): a close()
+  // inside it frees the queue only once the outermost one ends.
+  class Entry {
+   public:
+    explicit Entry(HostQueue& q) : q_(q) { ++q_.entered_; }
+    ~Entry() {
+      if (--q_.entered_ == 0) q_.free_if_idle();
+    }
+
+   private:
+    HostQueue& q_;
+  };
+  void free_if_idle();
   enum class State { connecting, handshake, open, failed };
   void handshake();
   void opened(Status s);  // the open_async step ends: hand the queue (or the error) over
@@ -165,7 +206,9 @@ class HostQueue {
   struct Nothing {};
   SendQueue<Nothing> sendq_;
   uint64_t sent_ = 0, received_ = 0;
-  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  bool closing_ = false;  // closed by its owner: frees itself when idle
+  unsigned entered_ = 0;  // Entry depth
+  OpId recv_op_{}, connect_op_{};
 };
 
 }  // namespace blkcopy::nvme

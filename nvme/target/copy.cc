@@ -40,6 +40,7 @@ void start_copy(TargetRequest& r) {
   opt.chunk_bytes = kChunk;
   opt.buffer_bytes = kPerCopy;
   opt.buffers = &r.copy_buffers;
+  opt.per_device = false;  // the target counts totals only
   Status s = copy_async(std::span<const CopySegment>(r.copy.sources), dst, r.copy.dst.offset, opt,
                         [&r](CopyResult res) {
     r.copy_result = std::move(res);
@@ -65,12 +66,13 @@ void copy(TargetRequest& r) {
   const uint8_t fmt = (r.sqe.cdw12 >> 8) & 0xF;
   if (fmt != 0 && !(fmt == 2 && ctrl.format2)) return q.complete(r, st(status::kInvalidField));
   if (nr > ns.id.msrc + 1u) return q.complete(r, st(status::kCommandSizeLimit));
-  auto ranges = decode_copy_ranges({r.data, r.data_len}, nr, fmt);
-  if (!ranges) return q.complete(r, st(status::kSglLengthInvalid));
+  if (!decode_copy_ranges({r.data, r.data_len}, nr, fmt, r.ranges).ok()) {
+    return q.complete(r, st(status::kSglLengthInvalid));
+  }
   uint64_t total = 0;
   bool here = ns.on(q.worker()) != nullptr;
   for (uint32_t i = 0; i < nr; ++i) {
-    const CopySource& c = (*ranges)[i];
+    const CopySource& c = r.ranges[i];
     Namespace* src = &ns;
     if (fmt == 2) {
       auto it = s.ns.find(c.snsid);

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "core/budget.h"
+#include "nvme/copy_ranges.h"
 #include "nvme/spec.h"
 
 namespace blkcopy::nvme {
@@ -59,6 +60,7 @@ struct TargetRequest final : BudgetWaiter {
   CopyReport report{};
   std::vector<uint32_t> range_bytes;  // Copy: bytes per source range, for DW0 on a failure
   std::vector<Namespace*> range_ns;   // Copy: each source range's namespace
+  std::vector<CopySource> ranges;     // Copy: the decoded range list
   CopyBufferGrant copy_buffers;       // Copy: emulation buffers
   CopyResult copy_result;             // Copy: what the engine did
 
@@ -92,6 +94,7 @@ struct TargetRequest final : BudgetWaiter {
     report.done_before_error = 0;
     range_bytes.clear();
     range_ns.clear();
+    ranges.clear();
     ns = nullptr;
     dev_worker = 0;
     hopped = false;
