@@ -20,6 +20,7 @@
 #include <set>
 
 #include "block/split.h"
+#include "copy/fast_paths.h"
 #include "core/buffer.h"
 
 namespace blkcopy {
@@ -384,95 +385,14 @@ Status check_range(const char* kind, size_t index, const Device& dev, uint64_t o
   return {};
 }
 
-// A copy that is one offload piece (within the destination's limits, no overlap, nothing to
-// emulate yet): one request, without CopyRun's bookkeeping (its allocations and ordered sets
-// cost more than a small copy itself). Whatever the device does not take in full ("not
-// supported", or a stack's report of parts it could not take) goes to CopyRun from the start:
-// the ranges do not overlap, so copying the offloaded part again changes nothing.
-struct FastCopy {
-  CopyDesc desc;
-  CopyReport report;
-  Device* dst = nullptr;
-  CopyOptions opt;
-  uint32_t granule = 0;
-  uint64_t chunk = 0;
-  bool backward = false;
-  std::function<void(CopyResult)> done;
-  Clock::time_point start;
-
-  // A copy costs no allocation of its own: FastCopy objects (and their vectors) are reused per
-  // thread.
-  static FastCopy* take();
-  void give();
-
-  void on_done(Status st) {
-    const uint64_t len = desc.dst.length;
-    if (!st.ok() || report.not_supported.empty()) {
-      CopyResult r;
-      r.commands = 1;
-      r.status = std::move(st);
-      r.bytes = r.offloaded_bytes = r.status.ok() ? len : std::min(report.done_before_error, len);
-      if (opt.per_device && r.bytes && report.offloaded_on.empty()) {
-        r.offloaded_by_device.emplace_back(dst->name(), r.bytes);
-      } else if (opt.per_device && r.status.ok()) {
-        for (auto [dev, n] : report.offloaded_on) {
-          if (n) r.offloaded_by_device.emplace_back(dev->name(), n);
-        }
-      }
-      r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
-      if (r.status.ok() && opt.progress) opt.progress(len, len);
-      auto finish = std::move(done);
-      give();
-      return finish(std::move(r));
-    }
-    CopyLayout layout(desc.sources, dst, desc.dst.offset, backward);
-    (new CopyRun(std::move(layout), *dst, opt, UINT64_MAX, granule, chunk,
-                 [done = std::move(done)](CopyResult r) {
-                   ++r.commands;  // the one the device did not take whole
-                   done(std::move(r));
-                 }))
-        ->start();
-    give();
-  }
-};
-
-thread_local std::vector<std::unique_ptr<FastCopy>> fast_copies;
-
-FastCopy* FastCopy::take() {
-  if (fast_copies.empty()) return new FastCopy;
-  FastCopy* f = fast_copies.back().release();
-  fast_copies.pop_back();
-  return f;
-}
-
-void FastCopy::give() {
-  desc.sources.clear();
-  report.not_supported.clear();
-  report.why_not_supported.clear();
-  report.offloaded_on.clear();
-  report.done_before_error = 0;
-  opt = CopyOptions{};
-  done = nullptr;
-  if (fast_copies.size() < 256) {
-    fast_copies.emplace_back(this);
-  } else {
-    delete this;
-  }
-}
-
-// Whether the whole copy fits one offloaded piece of dst (its segment, count and size limits).
-bool one_piece(std::span<const CopySegment> sources, uint64_t total, const QueueLimits& l,
-               uint32_t granule) {
-  if (!l.can_offload() || sources.size() > l.copy_max_src_segments) return false;
-  const PieceCaps caps = piece_caps(l, granule);
-  if (total > caps.max_bytes) return false;
-  for (const CopySegment& s : sources) {
-    if (s.length > caps.segment_max) return false;
-  }
-  return true;
-}
-
 }  // namespace
+
+void engine::run_general(std::span<const CopySegment> sources, const Plan& p, const CopyOptions& opt,
+                         std::function<void(CopyResult)> done) {
+  CopyLayout layout({sources.begin(), sources.end()}, p.dst, p.dst_offset, p.backward);
+  (new CopyRun(std::move(layout), *p.dst, opt, p.piece_cap, p.granule, p.chunk, std::move(done)))
+      ->start();
+}
 
 Status copy_async(std::vector<CopySegment> sources, Device& dst, uint64_t dst_offset,
                   const CopyOptions& opt, std::function<void(CopyResult)> done) {
@@ -550,24 +470,16 @@ Status copy_async(std::span<const CopySegment> sources, Device& dst, uint64_t ds
     });
     return {};
   }
-  if (piece_cap == UINT64_MAX && opt.emulation != Emulation::force &&
-      !(opt.cancel && opt.cancel->load()) && one_piece(sources, total, dst.limits(), granule)) {
-    FastCopy* f = FastCopy::take();
-    f->desc.sources.assign(sources.begin(), sources.end());
-    f->desc.dst = {&dst, dst_offset, total};
-    f->dst = &dst;
-    f->opt = opt;
-    f->granule = granule;
-    f->chunk = chunk;
-    f->backward = backward;
-    f->done = std::move(done);
-    f->start = Clock::now();
-    dst.submit(Request{Op::copy, 0, 0, nullptr, &f->desc, &f->report},
-               [f](Status st) { f->on_done(std::move(st)); });
-    return {};
+  const engine::Plan plan{&dst, dst_offset, total, granule, chunk, backward, piece_cap};
+  if (opt.emulation != Emulation::force && !(opt.cancel && opt.cancel->load()) &&
+      engine::one_piece(sources, plan)) {
+    engine::run_one_piece(sources, plan, opt, std::move(done));
+  } else if ((opt.emulation == Emulation::force || !dst.limits().can_offload()) &&
+             engine::one_chunk(sources, plan, opt)) {
+    engine::run_one_chunk(sources[0], plan, opt, 0, std::move(done));
+  } else {
+    engine::run_general(sources, plan, opt, std::move(done));
   }
-  CopyLayout layout({sources.begin(), sources.end()}, &dst, dst_offset, backward);
-  (new CopyRun(std::move(layout), dst, opt, piece_cap, granule, chunk, std::move(done)))->start();
   return {};
 }
 

@@ -116,6 +116,40 @@ TEST_F(EngineTest, OnePieceCopyIsOneRequestAndFallsBackWhenRefused) {
   expect_copied(all(*f), fb, M, Bytes(fb.begin(), fb.begin() + 64 * K));
 }
 
+// A copy of one source that fits one chunk, emulated: one read, then one write (the engine's
+// short way), with exact counts, and after a fault nothing more.
+TEST_F(EngineTest, ACopyOfOneChunkIsOneReadAndOneWriteAndStopsAtAFault) {
+  auto d = open("mem:2M,seed=9,nocopy");
+  const Bytes before = all(*d);
+  CopyResult r = copy(*d, 4 * K, *d, M, 64 * K);
+  ASSERT_TRUE(r.status.ok()) << r.status.message();
+  EXPECT_EQ(r.commands, 2u);
+  EXPECT_EQ(r.bytes, 64 * K);
+  EXPECT_EQ(r.emulated_bytes, 64 * K);
+  EXPECT_EQ(r.host_read_bytes, 64 * K);
+  EXPECT_EQ(r.host_written_bytes, 64 * K);
+  expect_copied(all(*d), before, M, Bytes(before.begin() + 4 * K, before.begin() + 68 * K));
+
+  for (const char* fault : {"read:1", "write:1"}) {
+    auto f = open(std::string("mem:2M,seed=10,nocopy,fail=") + fault);
+    // Straight from memory: a read through the device would meet the fault.
+    auto memory = [&] {
+      const std::byte* p = static_cast<MemDevice&>(*f).data();
+      return Bytes(p, p + f->limits().capacity);
+    };
+    const Bytes fb = memory();
+    r = copy(*f, 0, *f, M, 64 * K);
+    EXPECT_NE(r.status.message().find("injected fault"), std::string::npos) << r.status.message();
+    EXPECT_EQ(r.bytes, 0u) << fault;
+    EXPECT_EQ(r.emulated_bytes, 0u) << fault;
+    EXPECT_EQ(r.host_written_bytes, 0u) << fault;
+    EXPECT_EQ(r.commands, fault[0] == 'r' ? 1u : 2u) << fault;
+    if (fault[0] == 'r') {
+      EXPECT_EQ(memory(), fb) << "written after a failed read";
+    }
+  }
+}
+
 // A copy the device fails (here: calls malformed) is a failure, never emulated instead: only a
 // report's not_supported ranges are.
 TEST_F(EngineTest, ACopyTheDeviceFailsIsNotEmulated) {

@@ -1,4 +1,3 @@
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 // The I/O path of the target and of the host allocates nothing per command once warm. Counted
 // with a replacement of the global operator new (hence a test binary of its own: the sanitizer
 // builds keep theirs), over real sockets with the target on its own thread, for reads, writes
@@ -14,16 +13,12 @@
 #include "tests/served_target.h"
 #include "tests/test_util.h"
 
-#include <execinfo.h>
-#include <unistd.h>
 namespace {
 std::atomic<uint64_t> g_news{0};
-std::atomic<bool> g_trace{false};
 }  // namespace
 
 void* operator new(std::size_t n) {
-  uint64_t k = g_news.fetch_add(1, std::memory_order_relaxed);
-  if (g_trace && k % 1999 == 0) { g_trace = false; void* b[20]; int m = backtrace(b, 20); backtrace_symbols_fd(b, m, 2); write(2, "----\n", 5); g_trace = true; }
+  g_news.fetch_add(1, std::memory_order_relaxed);
   if (void* p = std::malloc(n ? n : 1)) return p;
   throw std::bad_alloc();
 }
@@ -104,11 +99,9 @@ void expect_no_allocation_per_command(const std::string& device) {
   ASSERT_TRUE(w.run(6000));  // warm: pools and queues grow to what QD 32 needs
   ASSERT_EQ(w.failed, 0u);
   const uint64_t before = g_news.load();
-  g_trace = true;
   constexpr uint64_t kCommands = 30000;
   ASSERT_TRUE(w.run(kCommands));
   const uint64_t news = g_news.load() - before;
-  g_trace = false;
   ASSERT_EQ(w.failed, 0u);
   // Nothing per command; a little for what runs by the clock (statistics, keep-alive).
   EXPECT_LT(news, kCommands / 100) << news << " allocations for " << kCommands << " commands";
