@@ -60,14 +60,14 @@ void print_stats(const nvme::TargetStats& s) {
   fmt::print(stderr,
              "blkcopy serve: {} connections, {} commands ({} errors), read {}, written {}, "
              "{} copies: offloaded {}, emulated {}; budgets: data {} (most {}), copy {} (most "
-             "{}), {} waits; closed: {} stalled, {} not draining\n",
+             "{}), {} waits; closed: {} stalled, {} not draining; {} cross-loop hops\n",
              s.connections, s.commands, s.errors, format_bytes(double(s.read_bytes)),
              format_bytes(double(s.written_bytes)), s.copies,
              format_bytes(double(s.copy_offloaded_bytes)),
              format_bytes(double(s.copy_emulated_bytes)), format_bytes(double(s.data_budget_used)),
              format_bytes(double(s.data_budget_high)), format_bytes(double(s.copy_budget_used)),
              format_bytes(double(s.copy_budget_high)), s.budget_waits, s.stalled_connections,
-             s.undrained_connections);
+             s.undrained_connections, s.hops);
 }
 
 int run_serve(const Args& a) {
