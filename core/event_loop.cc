@@ -14,6 +14,7 @@
 #include <deque>
 #include <mutex>
 #include <thread>
+#include <unordered_set>
 #include <vector>
 
 namespace blkcopy {
@@ -127,6 +128,8 @@ class UringLoop final : public EventLoop {
   void offload(std::function<int()> work, IoCallback done) override;
   void set_busy_poll(std::chrono::microseconds spin) override { spin_ = spin; }
   Status run_until(const std::function<bool()>& done) override;
+  void adopt(Orphan* o) override { orphans_.insert(o); }
+  void disown(Orphan* o) override { orphans_.erase(o); }
 
  private:
   void cancel_timer(OpId which) override {
@@ -167,6 +170,7 @@ class UringLoop final : public EventLoop {
   bool big_ring_ = false;  // 128-byte SQEs and 32-byte CQEs: uring_cmd works
   unsigned inflight_ = 0;  // SQEs whose completion has not been reaped (internal ones excluded)
   std::vector<std::unique_ptr<Op>> ops_;  // every op ever made; freed with the loop
+  std::unordered_set<Orphan*> orphans_;    // waiting for their operations to end
   std::vector<Op*> free_ops_;
   // Tasks posted on the loop, and the ones being run: two vectors swapped each round keep their
   // capacity, so posting allocates nothing once warm (a task's own captures aside).
@@ -205,6 +209,7 @@ UringLoop::~UringLoop() {
   // once the ring is gone.
   if (ring_ok_) io_uring_queue_exit(&ring_);
   if (efd_ >= 0) close(efd_);
+  for (Orphan* o : std::exchange(orphans_, {})) delete o;
 }
 
 Status UringLoop::init(unsigned depth, unsigned helpers) {

@@ -127,6 +127,18 @@ class EventLoop {
   // done() true (a bug in the caller: it would otherwise hang).
   virtual Status run_until(const std::function<bool()>& done) = 0;
 
+  // An object that frees itself once the kernel has ended its operations (a closed socket
+  // whose cancelled receive is still in the ring). If the loop is destroyed first, those
+  // operations never end: the loop then deletes every object still adopted, after the ring is
+  // gone (no callback runs). adopt() when it starts waiting, disown() just before it frees
+  // itself; its destructor must not use the loop.
+  class Orphan {
+   public:
+    virtual ~Orphan() = default;
+  };
+  virtual void adopt(Orphan* o) = 0;
+  virtual void disown(Orphan* o) = 0;
+
  protected:
   Timer make_timer(OpId id) { return Timer(this, id); }
 

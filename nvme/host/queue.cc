@@ -167,6 +167,7 @@ void HostQueue::close() {
   shutdown(fd_, SHUT_RDWR);
   if (recv_pending_) loop_.cancel(recv_op_);
   if (connect_pending_) loop_.cancel(connect_op_);
+  loop_.adopt(this);  // freed by the loop if it goes before the kernel answers the cancels
   free_if_idle();
 }
 
@@ -174,6 +175,7 @@ void HostQueue::close() {
 void HostQueue::free_if_idle() {
   if (closing_ && !entered_ && !recv_pending_ && !sendq_.pending() && !connect_pending_ &&
       !flush_posted_) {
+    loop_.disown(this);
     delete this;
   }
 }

@@ -43,7 +43,7 @@ struct QueueOptions {
   uint32_t connect_timeout_ms = 10000;  // TCP connect and ICReq/ICResp together
 };
 
-class HostQueue {
+class HostQueue final : EventLoop::Orphan {
   struct OpenJob;
 
  public:
@@ -157,7 +157,7 @@ class HostQueue {
     std::deque<uint16_t> free_;
   };
   HostQueue(EventLoop& loop, int fd, const QueueOptions& o) : loop_(loop), fd_(fd), opt_(o) {}
-  ~HostQueue();
+  ~HostQueue() override;
   void close();
   // Held while the queue runs code from the loop (a completion, a task, a timer): a close()
   // inside it frees the queue only once the outermost one ends.
