@@ -51,6 +51,7 @@ void TcpConnection::receive() {
 }
 
 void TcpConnection::parse(size_t n) {
+  burst_ = 0;
   rbuf_.consumed(
       n,
       [this](const PduHeader& h, const uint8_t* pdu, size_t available) {
@@ -66,6 +67,10 @@ void TcpConnection::parse(size_t n) {
       },
       [this](const uint8_t*) {
         on_pdu();
+        if (!closing_ && !paused_ && ++burst_ == kBurst) {
+          paused_ = true;
+          resume_soon();
+        }
         return !closing_ && !paused_;
       });
   // A PDU begun and not finished is the host's doing only while the connection is reading.
@@ -79,12 +84,18 @@ void TcpConnection::parse(size_t n) {
 void TcpConnection::release(TargetRequest& r) {
   if (r.in_capsule) in_capsule_held_ -= r.data_cap;
   queue_.release(r);
-  if (!paused_ || resume_posted_ || in_capsule_held_ > kInCapsuleHeld) return;
+  if (paused_ && in_capsule_held_ <= kInCapsuleHeld) resume_soon();
+}
+
+// Goes on with the PDUs already received, in a coming loop round, then reads again.
+void TcpConnection::resume_soon() {
+  if (resume_posted_) return;
   resume_posted_ = true;
   loop_.post([this] {
     resume_posted_ = false;
-    paused_ = false;
     if (closing_) return maybe_free();
+    if (in_capsule_held_ > kInCapsuleHeld) return;  // release() resumes it
+    paused_ = false;
     parse(0);  // what the pause left in the buffer
     if (!paused_ && !closing_ && !recv_pending_) receive();
   });

@@ -88,6 +88,12 @@ class TcpConnection final : public QueueTransport {
   static constexpr uint64_t kInCapsuleHeld = 256 * 1024;
   uint64_t in_capsule_held_ = 0;
   bool paused_ = false, resume_posted_ = false;
+  // PDUs handled in a row before the rest of a receive waits for the next loop round: the
+  // completions of the first ones leave (their send is submitted between rounds) while the
+  // others run, so host and target work at once instead of passing one batch back and forth.
+  static constexpr unsigned kBurst = 16;
+  unsigned burst_ = 0;
+  void resume_soon();
   std::vector<TargetRequest*> awaiting_data_;  // writes that got an R2T (TTAG = CID)
   // PDUs waiting to go out. A completion keeps its request (and the data a C2HData PDU ahead of
   // it points into) until it has left: until then it counts as outstanding, so a host that
