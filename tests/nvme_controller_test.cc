@@ -8,6 +8,7 @@
 
 #include "nvme/codec.h"
 #include "nvme/target/loopback.h"
+#include "nvme/target/request.h"
 #include "tests/test_util.h"
 
 namespace blkcopy {
@@ -259,6 +260,32 @@ TEST(TargetConfigTest, BudgetsAreSetInTheJsonAndCheckedForTheirLeast) {
   auto bad = parse_nvmetcli_json(R"({"blkcopy": {"data_budget": "lots"}})");
   ASSERT_FALSE(bad);
   EXPECT_NE(bad.error().message().find("expected a size"), std::string::npos);
+}
+
+// A pooled request keeps what a short Copy needs, not what the longest Copy a host sent did:
+// otherwise every request of every queue could hold 256 ranges' worth of memory no budget counts.
+TEST(TargetRequestPool, ALongCopysVectorsAreFreedWhenTheRequestGoesBack) {
+  TargetRequest r;
+  auto fill = [&r](size_t n) {
+    r.ranges.resize(n);
+    r.range_ns.resize(n);
+    r.range_bytes.resize(n);
+    r.copy.sources.resize(n);
+    r.report.not_supported.resize(n);
+  };
+  fill(256);
+  r.reset();
+  EXPECT_TRUE(r.ranges.empty());
+  EXPECT_LE(r.ranges.capacity(), TargetRequest::kKeptRanges);
+  EXPECT_LE(r.range_ns.capacity(), TargetRequest::kKeptRanges);
+  EXPECT_LE(r.range_bytes.capacity(), TargetRequest::kKeptRanges);
+  EXPECT_LE(r.copy.sources.capacity(), TargetRequest::kKeptRanges);
+  EXPECT_LE(r.report.not_supported.capacity(), TargetRequest::kKeptRanges);
+  fill(4);  // a short Copy's room stays: no allocation for it next time
+  const auto* kept = r.ranges.data();
+  r.reset();
+  r.ranges.resize(4);
+  EXPECT_EQ(r.ranges.data(), kept);
 }
 
 }  // namespace

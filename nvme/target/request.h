@@ -78,8 +78,17 @@ struct TargetRequest final : BudgetWaiter {
 
   void granted() override;  // the data budget has room for data_cap bytes now
 
-  // Resets a request taken from the pool (vectors keep their capacity).
+  // Resets a request taken from the pool. Vectors keep a small capacity (the common Copy of a
+  // few ranges allocates nothing); a long Copy's are freed, so that a host cannot make every
+  // pooled request of its queues hold 256 ranges' worth of memory no budget counts.
+  static constexpr size_t kKeptRanges = 16;
   void reset() {
+    trim(copy.sources);
+    trim(range_bytes);
+    trim(range_ns);
+    trim(ranges);
+    trim(report.not_supported);
+    trim(report.offloaded_on);
     sqe = {};
     cqe = {};
     data = nullptr;
@@ -103,6 +112,12 @@ struct TargetRequest final : BudgetWaiter {
     then = nullptr;
     wait = Wait::none;
     next = nullptr;
+  }
+
+ private:
+  template <typename V>
+  static void trim(V& v) {
+    if (v.capacity() > kKeptRanges) V().swap(v);
   }
 };
 
