@@ -143,6 +143,11 @@ int run_serve(const Args& a) {
     if (text->empty()) continue;
     auto n = parse_size(*text);
     if (!n) return report_error(kBadInput, fmt::format("{}: {}", flag, n.error().message()));
+    if (*n < nvme::kLeastBudget) {  // named by its flag here; config.cc names the JSON key
+      return report_error(kBadInput, fmt::format("{}: {} is below the least, 16M (a connection "
+                                                 "may hold an eighth, which must hold a 2 MiB "
+                                                 "buffer)", flag, *text));
+    }
     *out = *n;
   }
   if (a.drain_ms) cfg.limits.drain_ms = a.drain_ms;
@@ -222,9 +227,12 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--drain-ms", a->drain_ms,
                   "close a connection whose answers have not left for this long (default 10000)")
       ->check(CLI::Range(100u, 3600000u));
-  cmd->add_option("--discovery-port", a->discovery_port, "0 turns it off (default 8009)");
-  cmd->add_option("--stats", a->stats_every, "print statistics every N seconds (also SIGUSR1)");
-  cmd->add_option("--cores", a->cores, "event loops (threads) for connections (default 1)");
+  cmd->add_option("--discovery-port", a->discovery_port, "0 turns it off (default 8009)")
+      ->check(CLI::Range(0, 65535));
+  cmd->add_option("--stats", a->stats_every, "print statistics every N seconds (also SIGUSR1)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--cores", a->cores, "event loops (threads) for connections (default 1)")
+      ->check(CLI::Range(1u, 64u));
   add_poll_option(*cmd, a->poll_us, "the target's loops");
   cmd->callback([a, &exit_code, listen, nqn, ns, hosts, host_key, host_ctrl_key, dh_hash, dh_group,
                  max_conns] {

@@ -341,7 +341,7 @@ Status validate(const TargetConfig& cfg) {
   if (auto keys = host_keys(cfg); !keys) return keys.error();
   // A connection's share (an eighth) must hold the largest buffer (2 MiB) or it would wait
   // for ever.
-  constexpr uint64_t kMin = 16u << 20;
+  constexpr uint64_t kMin = kLeastBudget;
   for (auto [name, v] : {std::pair{"data_budget", cfg.limits.data_budget},
                          {"copy_budget", cfg.limits.copy_budget}}) {
     if (v < kMin) {
