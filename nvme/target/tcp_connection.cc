@@ -84,7 +84,8 @@ void TcpConnection::parse(size_t n) {
 void TcpConnection::release(TargetRequest& r) {
   if (r.in_capsule) in_capsule_held_ -= r.data_cap;
   queue_.release(r);
-  if (paused_ && in_capsule_held_ <= kInCapsuleHeld) resume_soon();
+  // Not once closing: maybe_free() releases the last requests just before the connection goes.
+  if (paused_ && !closing_ && in_capsule_held_ <= kInCapsuleHeld) resume_soon();
 }
 
 // Goes on with the PDUs already received, in a coming loop round, then reads again.
