@@ -258,7 +258,7 @@ TEST(ServeCli, BadPortsAndConflictingFlagsAreRefused) {
       {{"discover", "127.0.0.1:8009", "--hostnqn", "me"}, "--hostnqn 'me' is not an NQN"},
       {{"serve", "--ns", "mem:1M", "--discovery-port", "70000"}, "--discovery-port: Value 70000"},
       {{"serve", "--ns", "mem:1M", "--cores", "0"}, "--cores: Value 0 not in range 1 to 64"},
-      {{"serve", "--ns", "mem:1M", "--data-budget", "1k"}, "--data-budget: 1k is below the least, 16M"},
+      {{"serve", "--ns", "mem:1M", "--data-budget", "1k"}, "--data-budget (blkcopy.data_budget): 1024 bytes is below the least, 16M"},
       {{"serve", "--ns", "mem:1M", "--copy-budget", "abc"}, "--copy-budget: invalid size 'abc'"},
       {{"serve", "--ns", "mem:1M", "--drain-ms", "50"}, "--drain-ms: Value 50 not in range 100"},
   };

@@ -143,11 +143,6 @@ int run_serve(const Args& a) {
     if (text->empty()) continue;
     auto n = parse_size(*text);
     if (!n) return report_error(kBadInput, fmt::format("{}: {}", flag, n.error().message()));
-    if (*n < nvme::kLeastBudget) {  // named by its flag here; config.cc names the JSON key
-      return report_error(kBadInput, fmt::format("{}: {} is below the least, 16M (a connection "
-                                                 "may hold an eighth, which must hold a 2 MiB "
-                                                 "buffer)", flag, *text));
-    }
     *out = *n;
   }
   if (a.drain_ms) cfg.limits.drain_ms = a.drain_ms;

@@ -19,6 +19,9 @@
 
 namespace blkcopy::nvme {
 
+// The least a budget may be: a connection's share (an eighth) must hold the largest buffer.
+inline constexpr uint64_t kLeastBudget = 16u << 20;
+
 struct NamespaceConfig {
   uint32_t nsid = 0;
   std::string device;  // a blkcopy device string
@@ -59,9 +62,6 @@ struct PortConfig {
 // holds more than an eighth of either; an eighth of each is kept for connections that hold
 // less than 256 KiB (a host reading small blocks gets room while hosts that stopped reading
 // their answers wait). A connection whose answers have not left for drain_ms is closed.
-// The least a budget may be: a connection's share (an eighth) must hold the largest buffer.
-inline constexpr uint64_t kLeastBudget = 16u << 20;
-
 struct TargetLimits {
   unsigned max_connections = 4096;   // beyond it new sockets are closed at once
   unsigned handshake_ms = 5000;      // accept -> ICReq

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <map>
 #include <set>
+#include <tuple>
 
 #include "core/net.h"
 #include "nvme/codec.h"
@@ -340,15 +341,14 @@ Result<std::map<std::string, HostKeys>> host_keys(const TargetConfig& cfg) {
 Status validate(const TargetConfig& cfg) {
   if (auto keys = host_keys(cfg); !keys) return keys.error();
   // A connection's share (an eighth) must hold the largest buffer (2 MiB) or it would wait
-  // for ever.
-  constexpr uint64_t kMin = kLeastBudget;
-  for (auto [name, v] : {std::pair{"data_budget", cfg.limits.data_budget},
-                         {"copy_budget", cfg.limits.copy_budget}}) {
-    if (v < kMin) {
-      return Status::error(EINVAL, fmt::format("blkcopy.{}: {} bytes is below the least, 16M (a "
+  // for ever. Named by both its flag and its JSON key: either may have set it.
+  for (auto [flag, key, v] : {std::tuple{"--data-budget", "blkcopy.data_budget", cfg.limits.data_budget},
+                              {"--copy-budget", "blkcopy.copy_budget", cfg.limits.copy_budget}}) {
+    if (v < kLeastBudget) {
+      return Status::error(EINVAL, fmt::format("{} ({}): {} bytes is below the least, 16M (a "
                                                "connection may hold an eighth, which must hold "
                                                "a 2 MiB buffer)",
-                                               name, v));
+                                               flag, key, v));
     }
   }
   std::set<std::string> nqns;
