@@ -4,8 +4,10 @@
 
 namespace blkcopy {
 
-bool Budget::try_take(uint64_t n, uint64_t held) {
-  const uint64_t cap = held + n <= small_ ? limit_ : limit_ - reserve_;
+bool Budget::try_take(uint64_t n, uint64_t held, bool woken) {
+  const bool small = held + n <= small_;
+  if (!small && !woken && listed_.load()) return false;  // behind those waiting
+  const uint64_t cap = small ? limit_ : limit_ - reserve_;
   uint64_t used = used_.load(std::memory_order_relaxed);
   do {
     if (n > cap || used > cap - n) return false;
@@ -52,17 +54,27 @@ void Budget::wait(BudgetQueue* q, uint64_t seen) {
 }
 
 void BudgetQueue::add(Account* a, uint64_t seen) {
+  if (!a->ticket_) a->ticket_ = ++budget_.tickets_;  // an account that got nothing keeps its place
   waiting_.push_back(a);
+  ++budget_.listed_;
   budget_.wait(this, seen);
 }
 
-void BudgetQueue::remove(Account* a) { std::erase(waiting_, a); }
+void BudgetQueue::remove(Account* a) {
+  if (std::erase(waiting_, a)) --budget_.listed_;
+}
 
 void BudgetQueue::retry() {
   auto accounts = std::move(waiting_);
   waiting_.clear();
+  std::sort(accounts.begin(), accounts.end(),
+            [](const Account* a, const Account* b) { return a->ticket_ < b->ticket_; });
   for (Account* a : accounts) a->listed_ = false;
-  for (Account* a : accounts) a->pump();
+  // Counted as waiting until its turn: a take that is not a turn stays behind all of them.
+  for (Account* a : accounts) {
+    --budget_.listed_;
+    a->pump(true);
+  }
 }
 
 Account::~Account() {
@@ -70,10 +82,10 @@ Account::~Account() {
   if (held_) q_.budget_.give(held_);
 }
 
-bool Account::fits(uint64_t n) {
+bool Account::fits(uint64_t n, bool woken) {
   if (held_ + n > share_) return false;  // waits for its own requests to give back
   const uint64_t seen = q_.budget_.generation();
-  if (!q_.budget_.try_take(n, held_)) {
+  if (!q_.budget_.try_take(n, held_, woken)) {
     if (!listed_) {
       listed_ = true;
       q_.add(this, seen);
@@ -81,11 +93,12 @@ bool Account::fits(uint64_t n) {
     return false;
   }
   held_ += n;
+  ticket_ = 0;  // served: a later wait queues behind those waiting now
   return true;
 }
 
 bool Account::take(BudgetWaiter& w) {
-  if (!head_ && fits(w.bytes)) return true;
+  if (!head_ && fits(w.bytes, false)) return true;
   w.next = nullptr;
   w.queued = true;
   (tail_ ? tail_->next : head_) = &w;
@@ -120,10 +133,10 @@ bool Account::cancel(BudgetWaiter& w) {
   return true;
 }
 
-void Account::pump() {
+void Account::pump(bool woken) {
   if (pumping_) return;
   pumping_ = true;
-  while (head_ && fits(head_->bytes)) {
+  while (head_ && fits(head_->bytes, woken)) {
     BudgetWaiter* w = head_;
     head_ = w->next;
     if (!head_) tail_ = nullptr;

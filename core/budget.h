@@ -10,6 +10,11 @@
 //                loop that wait for room are woken there (post_remote) when room is given back.
 //   Account      one per connection (loop-local): what it holds, its share, and its waiters in
 //                FIFO order. A request that does not fit waits; it never fails.
+//
+// Fairness: while an account waits for room, no other may take room above `small` ahead of it
+// (not even one whose own request just gave room back); woken accounts take in the order they
+// began to wait, so a host asking for 1 MiB is not starved by hosts that re-fill every byte they
+// give back. Small holders keep using the reserve meanwhile.
 #pragma once
 
 #include <blkcopy/event_loop.h>
@@ -30,8 +35,9 @@ class Budget {
   Budget(const Budget&) = delete;
   Budget& operator=(const Budget&) = delete;
 
-  // Takes n bytes for a holder that has `held` now, if they fit.
-  bool try_take(uint64_t n, uint64_t held);
+  // Takes n bytes for a holder that has `held` now, if they fit. A holder that is not `woken`
+  // for its turn does not take room above `small` while others wait for room.
+  bool try_take(uint64_t n, uint64_t held, bool woken = false);
   // Takes n bytes whatever the limit (memory already spent).
   void force(uint64_t n);
   // Gives n bytes back and wakes the queues waiting for room.
@@ -51,7 +57,8 @@ class Budget {
   void note_high(uint64_t used);
 
   const uint64_t limit_, reserve_, small_;
-  std::atomic<uint64_t> used_{0}, high_{0}, gives_{0};
+  std::atomic<uint64_t> used_{0}, high_{0}, gives_{0}, tickets_{0};
+  std::atomic<uint64_t> listed_{0};  // accounts waiting for room, on every loop
   std::atomic<bool> waiting_{false};
   std::mutex mu_;
   std::vector<BudgetQueue*> queues_;  // waiting, under mu_
@@ -82,7 +89,7 @@ class BudgetQueue {
   friend class Budget;
   void add(Account* a, uint64_t seen);
   void remove(Account* a);
-  void retry();  // on loop_: every waiting account tries again, in order
+  void retry();  // on loop_: every waiting account tries again, oldest wait first
 
   Budget& budget_;
   EventLoop& loop_;
@@ -112,8 +119,8 @@ class Account {
 
  private:
   friend class BudgetQueue;
-  void pump();  // grants waiters at the head while they fit
-  bool fits(uint64_t n);
+  void pump(bool woken = false);  // grants waiters at the head while they fit
+  bool fits(uint64_t n, bool woken);
 
   BudgetQueue& q_;
   const uint64_t share_;
@@ -121,6 +128,7 @@ class Account {
   BudgetWaiter* head_ = nullptr;
   BudgetWaiter* tail_ = nullptr;
   bool listed_ = false;   // in q_.waiting_: blocked on the budget, not on the share
+  uint64_t ticket_ = 0;   // when it began to wait for room (0: it is not waiting)
   bool pumping_ = false;
 };
 

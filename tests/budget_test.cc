@@ -104,6 +104,32 @@ TEST(Budget, RoomGivenBackOnOneLoopWakesAWaiterOnAnother) {
   EXPECT_EQ(b.used(), 0u);
 }
 
+// A host that re-fills every byte it gives back (eight hosts at their share, in the attack) must
+// not starve one that asked first: room goes to the oldest wait.
+TEST(Budget, RoomGivenBackGoesToTheOldestWaitNotBackToTheGiver) {
+  auto loop = test::make_loop();
+  Budget b(8 * M, 0, 0);
+  BudgetQueue q(b, *loop);
+  Account greedy(q, 8 * M), late(q, 8 * M);
+  // Wake-ups come through the loop's eventfd, which alone does not keep run_until() waiting.
+  Timer guard = loop->after(std::chrono::seconds(20), [] {});
+  std::vector<Wait> held(8, Wait(1 * M));
+  for (auto& w : held) ASSERT_TRUE(greedy.take(w));
+  Wait asked_first(1 * M), refill(1 * M);
+  EXPECT_FALSE(late.take(asked_first));
+  EXPECT_FALSE(greedy.take(refill));  // room or not, it waits behind `late`
+  greedy.give(1 * M);
+  EXPECT_EQ(refill.granted_count, 0);  // not taken back on the spot by the giver
+  ASSERT_TRUE(loop->run_until([&] { return asked_first.granted_count == 1; }).ok());
+  EXPECT_EQ(refill.granted_count, 0);
+  EXPECT_EQ(late.held(), 1 * M);
+  greedy.give(1 * M);
+  ASSERT_TRUE(loop->run_until([&] { return refill.granted_count == 1; }).ok());
+  greedy.give(7 * M);
+  late.give(1 * M);
+  EXPECT_EQ(b.used(), 0u);
+}
+
 TEST(Budget, ForcedBytesCountAboveTheLimit) {
   auto loop = test::make_loop();
   Budget b(1 * M, 0, 0);

@@ -142,6 +142,8 @@ TEST(TargetBudget, EmulatedCopiesFromOneHostStayWithinItsShareOfTheCopyBudget) {
   EXPECT_EQ(s.copy_emulated_bytes, 32 * 4 * M);
   EXPECT_LE(s.copy_budget_high, 2 * M) << "one host held more than its eighth";
   EXPECT_EQ(s.copy_budget_used, 0u);
+  // A Copy's range list goes back once decoded: 32 waiting Copies held no data buffers.
+  EXPECT_LT(s.data_budget_high, 32u * 4096) << "waiting Copies kept their capsules' buffers";
   const auto original = u8(test::pattern(0, 128 * M, 32));
   for (int cid : {1, 17, 32}) {
     std::vector<uint8_t> got;
@@ -150,6 +152,38 @@ TEST(TargetBudget, EmulatedCopiesFromOneHostStayWithinItsShareOfTheCopyBudget) {
     EXPECT_TRUE(std::equal(got.begin(), got.end(), original.begin() + ((cid - 1) * 4 + 1) * M))
         << "copy " << cid;
   }
+}
+
+// A host that goes away stops the Copies the target emulates for it: they end at their next
+// chunk instead of running on for nobody.
+TEST(TargetBudget, AHostThatDisconnectsStopsItsEmulatedCopies) {
+  Served t(config({"mem:128M,nocopy,latency=100ms"}));
+  Host h;
+  ASSERT_TRUE(h.connect(t.port(), kSub, kAttacker));
+  std::vector<uint8_t> ranges;
+  for (int r = 0; r < 4; ++r) {  // 4 x 16 MiB from the first 64 MiB to the second
+    CopyRange0 c{};
+    c.slba = uint64_t(r) * 32768;
+    c.nlb = 32767;
+    const auto* b = reinterpret_cast<const uint8_t*>(&c);
+    ranges.insert(ranges.end(), b, b + sizeof c);
+  }
+  Sqe sqe{};
+  sqe.opcode = io::kCopy;
+  sqe.nsid = 1;
+  sqe.cid = 1;
+  sqe.cdw10 = 131072;
+  sqe.cdw12 = 3;
+  sqe.dptr.length = static_cast<uint32_t>(ranges.size());
+  sqe.dptr.type = kSglInCapsule;
+  ASSERT_TRUE(h.io.send_raw(capsule(sqe, ranges)));
+  // 64 chunks of 1 MiB, eight at a time, 200 ms each: more than a second and a half in all.
+  ASSERT_TRUE(eventually([&] { return t.stats().copy_budget_used > 0; })) << "the copy began";
+  h.io.close();
+  h.admin.close();
+  ASSERT_TRUE(eventually([&] { return t.stats().copies == 1; })) << "the copy ended";
+  EXPECT_LT(t.stats().copy_emulated_bytes, 64 * M) << "it ran on after the host left";
+  EXPECT_EQ(t.stats().copy_budget_used, 0u);
 }
 
 // Two loops: I/O queues on the second loop reach a RAM namespace through their loop's channel

@@ -22,6 +22,13 @@ void NvmeClient::close() {
   fd_ = -1;
 }
 
+void NvmeClient::abort() {
+  if (fd_ < 0) return;
+  linger l{1, 0};
+  setsockopt(fd_, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+  close();
+}
+
 bool NvmeClient::send_all(const void* p, size_t n) {
   auto* b = static_cast<const uint8_t*>(p);
   while (n) {

@@ -24,6 +24,7 @@ class NvmeClient {
   bool open(uint16_t port, bool hdgst = false, bool ddgst = false);
   bool open_raw(uint16_t port);  // TCP only, no ICReq
   void close();
+  void abort();  // closes with a TCP reset (SO_LINGER 0), as a crashed host's kernel would
 
   // Fabrics Connect on this connection's queue; returns the completion (dw0 = CNTLID).
   Completion connect(uint16_t qid, const std::string& subnqn, const std::string& hostnqn,

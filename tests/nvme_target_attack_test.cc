@@ -211,6 +211,73 @@ TEST(TargetAttack, DeallocateChecksEveryRangeBeforeDiscardingAny) {
   EXPECT_EQ(dsm(1, {{0, 8, 100}}).status, 0);
 }
 
+// A host may put no more in a capsule than IOCCSZ (8 KiB) announces, and may not ask for
+// C2HData padding (HPDA): either ends the connection with a termination request.
+TEST(TargetAttack, CapsulesAboveIoccszAndAPaddingRequestEndTheConnection) {
+  Served t(two_tenants());
+  Host h;
+  ASSERT_TRUE(h.connect(t.port(), kOpen, kAttacker));
+  Sqe sqe{};
+  sqe.opcode = io::kWrite;
+  sqe.nsid = 1;
+  sqe.cdw12 = 31;  // 32 blocks: 16 KiB
+  sqe.dptr.length = 16384;
+  sqe.dptr.type = kSglInCapsule;
+  ASSERT_TRUE(h.io.send_raw(capsule(sqe, std::vector<uint8_t>(16384, 0xee))));
+  auto pdu = h.io.recv_pdu();
+  ASSERT_TRUE(pdu);
+  EXPECT_EQ((*pdu)[0], pdu::kC2HTermReq);
+  EXPECT_TRUE(h.io.closed_by_peer());
+  std::vector<uint8_t> got;
+  ASSERT_TRUE(h.connect(t.port(), kOpen, kAttacker));
+  ASSERT_EQ(h.io.read(1, 0, 32, 512, got).status, 0);
+  EXPECT_EQ(got, u8(test::pattern(0, 16384, 21))) << "the refused write reached the device";
+
+  NvmeClient c;
+  ASSERT_TRUE(c.open_raw(t.port()));
+  ICReq req{};
+  req.hdr = {pdu::kICReq, 0, 128, 0, 128};
+  req.hpda = 1;
+  ASSERT_TRUE(c.send_raw(std::vector<uint8_t>(reinterpret_cast<uint8_t*>(&req),
+                                              reinterpret_cast<uint8_t*>(&req) + sizeof req)));
+  pdu = c.recv_pdu();
+  ASSERT_TRUE(pdu);
+  EXPECT_EQ((*pdu)[0], pdu::kC2HTermReq);
+  EXPECT_TRUE(c.closed_by_peer());
+}
+
+// More writes than one loop round handles (16), all waiting for R2Ts, then a TCP reset: the
+// connection is freed while the rest of the receive waits for its turn. The address sanitizer
+// build found a use after free here; the target must go on serving others.
+TEST(TargetAttack, AResetWithARoundOfCommandsPendingFreesTheConnectionOnce) {
+  Served t(two_tenants());
+  for (int round = 0; round < 4; ++round) {
+    Host h;
+    ASSERT_TRUE(h.connect(t.port(), kOpen, kAttacker));
+    std::vector<uint8_t> burst;
+    for (uint16_t cid = 1; cid <= 31; ++cid) {
+      Sqe sqe{};
+      sqe.opcode = io::kWrite;
+      sqe.cid = cid;
+      sqe.nsid = 1;
+      sqe.cdw10 = cid * 8u;
+      sqe.cdw12 = 7;
+      sqe.dptr.length = 4096;
+      sqe.dptr.type = kSglTransport;
+      auto p = capsule(sqe, {});
+      burst.insert(burst.end(), p.begin(), p.end());
+    }
+    ASSERT_TRUE(h.io.send_raw(burst));
+    h.io.abort();
+    h.admin.abort();
+  }
+  Host ok;
+  ASSERT_TRUE(ok.connect(t.port(), kOpen, kVictim));
+  std::vector<uint8_t> got;
+  ASSERT_EQ(ok.io.read(1, 0, 8, 512, got).status, 0);
+  EXPECT_EQ(got, u8(test::pattern(0, 4096, 21)));
+}
+
 TEST(TargetAttack, TheTargetGoesAwayWithRequestsInFlight) {
   TargetConfig cfg = two_tenants();
   cfg.subsystems[0].namespaces.push_back({2, "mem:1M,latency=300ms", "", true});

@@ -41,6 +41,7 @@ void start_copy(TargetRequest& r) {
   opt.buffer_bytes = kPerCopy;
   opt.buffers = &r.copy_buffers;
   opt.per_device = false;  // the target counts totals only
+  opt.cancel = &r.queue->cancelled();
   Status s = copy_async(std::span<const CopySegment>(r.copy.sources), dst, r.copy.dst.offset, opt,
                         [&r](CopyResult res) {
     r.copy_result = std::move(res);
@@ -69,6 +70,7 @@ void copy(TargetRequest& r) {
   if (!decode_copy_ranges({r.data, r.data_len}, nr, fmt, r.ranges).ok()) {
     return q.complete(r, st(status::kSglLengthInvalid));
   }
+  q.drop_data(r);  // decoded: a Copy that waits for the copy budget holds no data buffer
   uint64_t total = 0;
   bool here = ns.on(q.worker()) != nullptr;
   for (uint32_t i = 0; i < nr; ++i) {

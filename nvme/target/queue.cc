@@ -59,14 +59,18 @@ TargetRequest* TargetQueue::take() {
 }
 
 void TargetQueue::release(TargetRequest& r) {
-  if (r.data && r.data_cap) {
-    give_buffer(r.data, r.data_cap);
-    data_account_.give(r.data_cap);
-    r.data = nullptr;
-  }
+  drop_data(r);
   --outstanding_;
   r.next = free_;
   free_ = &r;
+}
+
+void TargetQueue::drop_data(TargetRequest& r) {
+  if (!r.data || !r.data_cap) return;
+  if (r.in_capsule) in_capsule_held_ -= r.data_cap;
+  give_buffer(r.data, r.data_cap);
+  data_account_.give(r.data_cap);
+  r.data = nullptr;
 }
 
 void TargetQueue::need_buffer(TargetRequest& r) {
@@ -99,6 +103,7 @@ bool TargetQueue::copy_in(TargetRequest& r, const uint8_t* p) {
   r.data = take_buffer(r.data_len, r.data_cap);
   if (!r.data) return false;
   data_account_.force(r.data_cap);  // received already: counted, never waited for
+  in_capsule_held_ += r.data_cap;
   std::memcpy(r.data, p, r.data_len);
   r.received = r.data_len;
   return true;
@@ -138,6 +143,7 @@ void TargetQueue::complete(TargetRequest& r, uint16_t status, uint32_t dw0) {
 void TargetQueue::close() {
   if (closing_) return;
   closing_ = true;
+  cancelled_ = true;
   // Requests waiting for room are let go: they never started.
   for (auto& r : requests_) {
     if (r->wait == TargetRequest::Wait::data_buffer && data_account_.cancel(*r)) {

@@ -5,6 +5,7 @@
 // admin.cc, io.cc and copy.cc.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -72,6 +73,11 @@ class TargetQueue {
   // Data that came inside the capsule: copied into a buffer counted in the budget, at once
   // (it has been received already). False when no memory could be had.
   bool copy_in(TargetRequest& r, const uint8_t* p);
+  // Bytes of in-capsule data its requests hold (the transport stops reading above a bound).
+  uint64_t in_capsule_held() const { return in_capsule_held_; }
+  // The command has read its data (a Copy's ranges are decoded): the buffer goes back now, not
+  // when the answer has left, so that a Copy waiting for the copy budget holds no data buffer.
+  void drop_data(TargetRequest& r);
 
   // Runs r; it ends in complete() (now or when its device answers).
   void execute(TargetRequest& r);
@@ -96,6 +102,8 @@ class TargetQueue {
   QueueTransport& transport() const { return transport_; }
   Account& copy_account() { return copy_account_; }
   bool closing() const { return closing_; }
+  // Set by close(): Copies still running stop at their next chunk (the host is gone).
+  const std::atomic<bool>& cancelled() const { return cancelled_; }
 
   QueueSession session;
 
@@ -113,7 +121,9 @@ class TargetQueue {
   unsigned outstanding_ = 0;  // taken and not released
   unsigned on_devices_ = 0;
   unsigned waiting_ = 0;      // for the data budget
+  uint64_t in_capsule_held_ = 0;
   bool closing_ = false;
+  std::atomic<bool> cancelled_{false};
 };
 
 // Every command handler: runs r and ends in r.queue->complete().

@@ -82,10 +82,9 @@ void TcpConnection::parse(size_t n) {
 }
 
 void TcpConnection::release(TargetRequest& r) {
-  if (r.in_capsule) in_capsule_held_ -= r.data_cap;
   queue_.release(r);
   // Not once closing: maybe_free() releases the last requests just before the connection goes.
-  if (paused_ && !closing_ && in_capsule_held_ <= kInCapsuleHeld) resume_soon();
+  if (paused_ && !closing_ && queue_.in_capsule_held() <= kInCapsuleHeld) resume_soon();
 }
 
 // Goes on with the PDUs already received, in a coming loop round, then reads again.
@@ -95,7 +94,7 @@ void TcpConnection::resume_soon() {
   loop_.post([this] {
     resume_posted_ = false;
     if (closing_) return maybe_free();
-    if (in_capsule_held_ > kInCapsuleHeld) return;  // release() resumes it
+    if (queue_.in_capsule_held() > kInCapsuleHeld) return;  // release() resumes it
     paused_ = false;
     parse(0);  // what the pause left in the buffer
     if (!paused_ && !closing_ && !recv_pending_) receive();
@@ -130,6 +129,8 @@ void TcpConnection::on_icreq() {
   if (req.hdr.plen != 128 || req.hdr.hlen != 128 || req.pfv != 0) {
     return terminate(kFesInvalidHeaderField, req.pfv != 0 ? 8 : 4);
   }
+  // Padding of C2HData to a host's alignment is not offered (nor by Linux nvmet): HPDA 0 only.
+  if (req.hpda != 0) return terminate(kFesInvalidHeaderField, 10);
   hdgst_ = req.dgst & 1;
   ddgst_ = req.dgst & 2;
   ic_done_ = true;
@@ -154,6 +155,8 @@ void TcpConnection::on_capsule() {
   if (h.plen - pdo < dd) return terminate(kFesInvalidHeaderField, 4);
   // plen >= pdo + dd from here, so this cannot wrap.
   const uint32_t in_capsule = h.plen - pdo - dd;
+  // No more in-capsule data than IOCCSZ announces (Linux nvmet ends such a connection too).
+  if (in_capsule > kInCapsule) return terminate(kFesDataLimitExceeded, 0);
   if (dd) {
     uint32_t got;
     std::memcpy(&got, p_ + h.plen - 4, 4);
@@ -173,8 +176,7 @@ void TcpConnection::on_capsule() {
       return queue_.complete(*r, st(status::kSglLengthInvalid));
     }
     if (!queue_.copy_in(*r, p_ + pdo + sgl.addr)) return queue_.complete(*r, st(status::kInternal));
-    in_capsule_held_ += r->data_cap;
-    if (in_capsule_held_ > kInCapsuleHeld) paused_ = true;  // stop reading after this PDU
+    if (queue_.in_capsule_held() > kInCapsuleHeld) paused_ = true;  // stop reading after this PDU
     return queue_.execute(*r);
   }
   if (in_capsule) {

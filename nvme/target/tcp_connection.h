@@ -83,10 +83,9 @@ class TcpConnection final : public QueueTransport {
   bool recv_pending_ = false;
   bool flush_posted_ = false;
   // Data that came inside capsules is received already and never waits for the budget; the
-  // connection stops reading while it holds more than kInCapsuleHeld of it (TCP then holds the
-  // host back), so that it cannot hold more than about that much.
+  // connection stops reading while its queue holds more than kInCapsuleHeld of it (TCP then
+  // holds the host back), so that it cannot hold more than about that much.
   static constexpr uint64_t kInCapsuleHeld = 256 * 1024;
-  uint64_t in_capsule_held_ = 0;
   bool paused_ = false, resume_posted_ = false;
   // PDUs handled in a row before the rest of a receive waits for the next loop round: the
   // completions of the first ones leave (their send is submitted between rounds) while the
