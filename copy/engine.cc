@@ -301,6 +301,8 @@ class CopyRun {
   void maybe_finish() {
     if (copies_in_flight_ || reads_in_flight_ || writes_in_flight_ || waiting_for_buffer_) return;
     if (!failed() && (next_ < total() || !emulate_.empty() || !ready_.empty())) return;
+    for (auto& [pos, c] : ready_) give_buffer(c->buf);  // read beyond a failure: not written
+    ready_.clear();
     result_.bytes = prefix_;
     // Pieces that completed beyond the progress (after a failure before them) are not counted
     // as copied: offloaded + emulated == bytes, always.

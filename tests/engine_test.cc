@@ -3,6 +3,7 @@
 #include <blkcopy/copy.h>
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <cstring>
 
 #include "drivers/mem/mem_device.h"
@@ -335,6 +336,19 @@ class FaultTest : public EngineTest, public ::testing::WithParamInterface<FaultC
   }
 };
 
+// Shared emulation buffers (as the target's copy budget lends them) that count what is out.
+struct CountedBuffers final : CopyBuffers {
+  std::byte* take(uint64_t bytes, std::function<void()>) override {
+    ++out;
+    return static_cast<std::byte*>(std::aligned_alloc(4096, bytes));
+  }
+  void give(std::byte* buf, uint64_t) override {
+    --out;
+    std::free(buf);
+  }
+  int out = 0;
+};
+
 TEST_P(FaultTest, ReportsExactProgress) {
   const FaultCase c = GetParam();
   const bool same_dev = c.mode == Emulation::allow;
@@ -351,7 +365,10 @@ TEST_P(FaultTest, ReportsExactProgress) {
   std::vector<uint64_t> progress;
   CopyOptions o = small_chunks(c.mode);
   o.progress = [&](uint64_t done, uint64_t) { progress.push_back(done); };
+  CountedBuffers buffers;
+  o.buffers = &buffers;
   CopyResult r = copy(*a, src_off, dst, dst_off, len, o);
+  EXPECT_EQ(buffers.out, 0) << "buffers of chunks read beyond the failure were not given back";
   ASSERT_FALSE(r.status.ok());
   EXPECT_FALSE(r.invalid);
   EXPECT_NE(r.status.message().find("injected fault"), std::string::npos) << r.status.message();
