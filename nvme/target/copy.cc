@@ -13,6 +13,9 @@ namespace {
 
 // Emulation on the target: 1 MiB chunks (a buffer size class), at most 8 MiB per Copy.
 constexpr uint64_t kChunk = 1u << 20, kPerCopy = 8u << 20;
+// What one source range costs in a request's vectors (decoded, its namespace, bytes, segment).
+constexpr uint32_t kBytesPerRange =
+    sizeof(CopySource) + sizeof(Namespace*) + sizeof(uint32_t) + sizeof(CopySegment);
 
 void copy_done(TargetRequest& r) {
   TargetQueue& q = *r.queue;
@@ -71,6 +74,7 @@ void copy(TargetRequest& r) {
     return q.complete(r, st(status::kSglLengthInvalid));
   }
   q.drop_data(r);  // decoded: a Copy that waits for the copy budget holds no data buffer
+  if (nr > TargetRequest::kKeptRanges) q.hold(r, nr * kBytesPerRange);  // but its ranges
   uint64_t total = 0;
   bool here = ns.on(q.worker()) != nullptr;
   for (uint32_t i = 0; i < nr; ++i) {

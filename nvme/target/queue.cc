@@ -60,6 +60,11 @@ TargetRequest* TargetQueue::take() {
 
 void TargetQueue::release(TargetRequest& r) {
   drop_data(r);
+  if (r.held) {
+    in_capsule_held_ -= r.held;
+    data_account_.give(r.held);
+    r.held = 0;
+  }
   --outstanding_;
   r.next = free_;
   free_ = &r;
@@ -71,6 +76,12 @@ void TargetQueue::drop_data(TargetRequest& r) {
   give_buffer(r.data, r.data_cap);
   data_account_.give(r.data_cap);
   r.data = nullptr;
+}
+
+void TargetQueue::hold(TargetRequest& r, uint32_t bytes) {
+  r.held += bytes;
+  in_capsule_held_ += bytes;
+  data_account_.force(bytes);
 }
 
 void TargetQueue::need_buffer(TargetRequest& r) {

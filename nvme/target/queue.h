@@ -73,8 +73,12 @@ class TargetQueue {
   // Data that came inside the capsule: copied into a buffer counted in the budget, at once
   // (it has been received already). False when no memory could be had.
   bool copy_in(TargetRequest& r, const uint8_t* p);
-  // Bytes of in-capsule data its requests hold (the transport stops reading above a bound).
+  // Bytes of in-capsule data its requests hold, and what long Copies decoded it into (the
+  // transport stops reading above a bound).
   uint64_t in_capsule_held() const { return in_capsule_held_; }
+  // r keeps `bytes` of memory that came from the host's capsule in another form (a long Copy's
+  // decoded range list): counted as in-capsule data (and in the data budget) until released.
+  void hold(TargetRequest& r, uint32_t bytes);
   // The command has read its data (a Copy's ranges are decoded): the buffer goes back now, not
   // when the answer has left, so that a Copy waiting for the copy budget holds no data buffer.
   void drop_data(TargetRequest& r);

@@ -51,6 +51,7 @@ struct TargetRequest final : BudgetWaiter {
   uint32_t received = 0;  // transport: H2CData bytes so far
   uint32_t c2h = 0;       // bytes of data to send the host before a successful completion
   bool in_capsule = false;  // the data came inside the capsule (not counted as waiting)
+  uint32_t held = 0;  // bytes a long Copy's decoded ranges take, counted like in-capsule data
   // The transport's: when the R2T for this command went out (its data must follow in time).
   std::chrono::steady_clock::time_point r2t_at{};
 
@@ -94,6 +95,7 @@ struct TargetRequest final : BudgetWaiter {
     data = nullptr;
     data_len = data_cap = received = c2h = 0;
     in_capsule = false;
+    held = 0;
     io = {};
     copy.sources.clear();
     copy.dst = {};
