@@ -29,6 +29,7 @@
 #include <map>
 #include <optional>
 
+#include "bench/bench_util.h"
 #include "core/buffer.h"
 #include "drivers/mem/mem_device.h"
 #include "stack/dm_device.h"
@@ -36,12 +37,9 @@
 
 namespace fs = std::filesystem;
 using namespace blkcopy;
+using namespace blkcopy::bench;
 
 namespace {
-
-struct Sample {
-  double seconds = 0, cpu = 0;
-};
 
 struct Row {
   std::string place, method;
@@ -49,55 +47,6 @@ struct Row {
   uint64_t host_bytes = 0;
   std::string note;
 };
-
-double now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
-bool run_quiet(const std::string& cmd) { return std::system((cmd + " >/dev/null 2>&1").c_str()) == 0; }
-
-void drop_caches() {
-  sync();
-  if (geteuid() == 0) run_quiet("echo 3 > /proc/sys/vm/drop_caches");
-}
-
-// Runs `sh -c cmd`, timing it and counting its CPU time (it and its children).
-std::optional<Sample> time_command(const std::string& cmd) {
-  const double t0 = now();
-  pid_t pid = fork();
-  if (pid == 0) {
-    int null = open("/dev/null", O_WRONLY);
-    dup2(null, 1);
-    dup2(null, 2);
-    execl("/bin/sh", "sh", "-c", cmd.c_str(), nullptr);
-    _exit(127);
-  }
-  int status = 0;
-  rusage ru{};
-  wait4(pid, &status, 0, &ru);
-  const double t1 = now();
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    fmt::print(stderr, "bench: command failed: {}\n", cmd);
-    return std::nullopt;
-  }
-  auto sec = [](const timeval& tv) { return double(tv.tv_sec) + double(tv.tv_usec) / 1e6; };
-  return Sample{t1 - t0, sec(ru.ru_utime) + sec(ru.ru_stime)};
-}
-
-Sample median(std::vector<Sample> v) {
-  std::sort(v.begin(), v.end(), [](auto& a, auto& b) { return a.seconds < b.seconds; });
-  return v[v.size() / 2];
-}
-
-void fresh_file(const std::string& path, uint64_t size) {
-  fs::remove(path);
-  int fd = open(path.c_str(), O_CREAT | O_WRONLY, 0644);
-  if (fd < 0 || ftruncate(fd, static_cast<off_t>(size)) != 0) {
-    throw std::runtime_error("cannot create " + path);
-  }
-  close(fd);
-}
 
 class Bench {
  public:
@@ -403,28 +352,6 @@ class Bench {
   int reps_;
   std::unique_ptr<EventLoop> loop_ = EventLoop::create().value();
   std::vector<Row> rows_;
-};
-
-// An XFS file system in a sparse image on a loop device, mounted for the run.
-class XfsMount {
- public:
-  explicit XfsMount(const fs::path& base) : img_(base / "bench-xfs.img"), mnt_(base / "bench-xfs") {
-    fs::create_directories(mnt_);
-    ok_ = run_quiet(fmt::format("truncate -s 8G {} && mkfs.xfs -q -f -m reflink=1 {} && mount -o "
-                                "loop {} {}",
-                                img_.string(), img_.string(), img_.string(), mnt_.string()));
-  }
-  ~XfsMount() {
-    if (ok_) run_quiet("umount " + mnt_.string());
-    fs::remove(img_);
-    fs::remove(mnt_);
-  }
-  bool ok() const { return ok_; }
-  const fs::path& dir() const { return mnt_; }
-
- private:
-  fs::path img_, mnt_;
-  bool ok_ = false;
 };
 
 }  // namespace

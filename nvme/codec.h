@@ -50,8 +50,9 @@ std::vector<uint8_t> connect_data(uint16_t cntlid, std::string_view subnqn,
 
 struct ControllerIdentity {
   uint16_t cntlid = 1;
-  std::string serial, model = "blkcopy", firmware = "0.1";
-  std::string subnqn;
+  // Views of strings that outlive the call (a subsystem's): an Identify allocates nothing.
+  std::string_view serial, model = "blkcopy", firmware = "0.1";
+  std::string_view subnqn;
   bool discovery = false;
   uint32_t nn = 0;          // highest namespace ID
   uint8_t mdts = 8;         // 2^mdts x 4 KiB per transfer

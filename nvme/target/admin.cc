@@ -21,8 +21,9 @@ void identify(TargetRequest& r) {
     ControllerIdentity id;
     id.cntlid = ctrl.cntlid;
     id.discovery = !s;
-    id.subnqn = s ? s->cfg.nqn : kDiscoveryNqn;
-    id.serial = s ? s->serial : "blkcopy-discovery";
+    // Views, not a ?: of std::string and a literal (which would view a temporary).
+    id.subnqn = s ? std::string_view(s->cfg.nqn) : std::string_view(kDiscoveryNqn);
+    id.serial = s ? std::string_view(s->serial) : std::string_view("blkcopy-discovery");
     id.nn = s && !s->ns.empty() ? s->ns.rbegin()->first : 0;
     id.ioccsz = (64 + kInCapsule) / 16;
     id.kas = 1;
@@ -68,7 +69,7 @@ struct FixedPages {
   FixedPages() {
     fill_effects_log(effects);
     firmware[0] = 1;  // AFI: slot 1 is running
-    const std::string fr = ControllerIdentity{}.firmware;
+    const std::string fr(ControllerIdentity{}.firmware);
     std::memset(firmware.data() + 8, ' ', 8);
     std::memcpy(firmware.data() + 8, fr.data(), std::min<size_t>(fr.size(), 8));
   }
