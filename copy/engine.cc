@@ -217,7 +217,8 @@ class CopyRun {
     while (!ready_.empty()) {
       auto it = ready_.begin();
       const uint64_t pos = it->first;
-      if (!gate_open(pos) || (failed() && pos >= *fail_pos_)) return;
+      if (failed() && pos >= *fail_pos_) return drop_ready(it);
+      if (!gate_open(pos)) return;
       Chunk* c = it->second.release();
       ready_.erase(it);
       ++writes_in_flight_;
@@ -225,6 +226,14 @@ class CopyRun {
       dst_.submit(Request{Op::write, c->desc.dst.offset, c->desc.dst.length, c->buf},
                   [this, c](Status st) { on_write(c, std::move(st)); });
     }
+  }
+
+  // Chunks read beyond a failure are never written: their buffers go back at once. With shared
+  // buffers others may be waiting for them (this copy's own next take among them: holding them
+  // until the copy ends would wait for ever).
+  void drop_ready(std::map<uint64_t, std::unique_ptr<Chunk>>::iterator from) {
+    for (auto it = from; it != ready_.end(); ++it) give_buffer(it->second->buf);
+    ready_.erase(from, ready_.end());
   }
 
   void on_write(Chunk* raw, Status st) {
@@ -301,8 +310,7 @@ class CopyRun {
   void maybe_finish() {
     if (copies_in_flight_ || reads_in_flight_ || writes_in_flight_ || waiting_for_buffer_) return;
     if (!failed() && (next_ < total() || !emulate_.empty() || !ready_.empty())) return;
-    for (auto& [pos, c] : ready_) give_buffer(c->buf);  // read beyond a failure: not written
-    ready_.clear();
+    drop_ready(ready_.begin());  // after a failure, chunks the gate held back are not written
     result_.bytes = prefix_;
     // Pieces that completed beyond the progress (after a failure before them) are not counted
     // as copied: offloaded + emulated == bytes, always.

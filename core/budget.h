@@ -115,6 +115,7 @@ class Account {
   bool cancel(BudgetWaiter& w);
   uint64_t held() const { return held_; }
   uint64_t share() const { return share_; }
+  EventLoop& loop() const { return q_.loop_; }  // the loop it lives on
   bool waiting() const { return head_ != nullptr; }
 
  private:

@@ -186,6 +186,52 @@ TEST(TargetBudget, AHostThatDisconnectsStopsItsEmulatedCopies) {
   EXPECT_EQ(t.stats().copy_budget_used, 0u);
 }
 
+// Copies waiting for emulation buffers when their host resets: a chunk's write that gives a
+// buffer back grants the same copy's next take, and the copy (cancelled meanwhile) must not end
+// and free itself inside that give (an attack review crashed the target so, 2 runs of 2).
+TEST(TargetBudget, CopiesWaitingForBuffersEndCleanlyWhenTheirHostResets) {
+  TargetConfig cfg = config({"mem:256M,nocopy,latency=10ms"});
+  cfg.limits.copy_budget = 16 * M;  // a share of 2 MiB: the 8 MiB Copies wait for buffers
+  Served t(cfg);
+  for (int round = 0; round < 3; ++round) {
+    Host h;
+    h.io.queue_size = 64;
+    ASSERT_TRUE(h.connect(t.port(), kSub, kAttacker));
+    std::vector<uint8_t> burst;
+    for (uint16_t cid = 1; cid <= 32; ++cid) {
+      std::vector<uint8_t> ranges;
+      for (int r = 0; r < 4; ++r) {  // 4 x 2 MiB from the first 64 MiB
+        CopyRange0 c{};
+        c.slba = uint64_t((cid % 8) * 4 + r) * 4096;
+        c.nlb = 4095;
+        const auto* b = reinterpret_cast<const uint8_t*>(&c);
+        ranges.insert(ranges.end(), b, b + sizeof c);
+      }
+      Sqe sqe{};
+      sqe.opcode = io::kCopy;
+      sqe.nsid = 1;
+      sqe.cid = cid;
+      sqe.cdw10 = 262144 + uint32_t(cid % 8) * 16384;
+      sqe.cdw12 = 3;
+      sqe.dptr.length = static_cast<uint32_t>(ranges.size());
+      sqe.dptr.type = kSglInCapsule;
+      auto p = capsule(sqe, ranges);
+      burst.insert(burst.end(), p.begin(), p.end());
+    }
+    ASSERT_TRUE(h.io.send_raw(burst));
+    ASSERT_TRUE(eventually([&] { return t.stats().copy_budget_used >= 2 * M; })) << "copies began";
+    h.io.abort();
+    h.admin.abort();
+  }
+  ASSERT_TRUE(eventually([&] { return t.stats().copy_budget_used == 0; }))
+      << "buffers came back: " << t.stats().copy_budget_used << " bytes still held, "
+      << t.stats().copies << " copies ended";
+  Host ok;
+  ASSERT_TRUE(ok.connect(t.port(), kSub, kVictim));
+  std::vector<uint8_t> got;
+  ASSERT_EQ(ok.io.read(1, 0, 8, 512, got).status, 0);
+}
+
 // Two loops: I/O queues on the second loop reach a RAM namespace through their loop's channel
 // (no request handed between threads); a namespace without channels (a clone stack) is reached
 // by a hop to the first loop, and still answers right.

@@ -19,7 +19,6 @@ constexpr uint32_t kBytesPerRange =
 
 void copy_done(TargetRequest& r) {
   TargetQueue& q = *r.queue;
-  r.copy_buffers.finish();
   const CopyResult& res = r.copy_result;
   auto& stats = q.target().mut_stats();
   ++stats.copies;
@@ -47,10 +46,12 @@ void start_copy(TargetRequest& r) {
   opt.cancel = &r.queue->cancelled();
   Status s = copy_async(std::span<const CopySegment>(r.copy.sources), dst, r.copy.dst.offset, opt,
                         [&r](CopyResult res) {
+    r.copy_buffers.finish();  // here, on the loop of its account (loop 0's after a hop)
     r.copy_result = std::move(res);
     from_devices(r, &copy_done);
   });
   if (!s.ok()) {
+    r.copy_buffers.finish();
     r.copy_result = CopyResult{};
     r.copy_result.status = std::move(s);
     r.copy_result.invalid = true;

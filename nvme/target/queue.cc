@@ -216,11 +216,14 @@ void CopyBufferGrant::give(std::byte* buf, uint64_t n) {
   account->give(cap);
 }
 
+// Runs inside whatever gave the room back (another chunk's write ending, often of this very
+// copy): the copy asks again from a task of its own, as CopyBuffers promises, never from inside
+// a give (the engine could end and free itself under its caller).
 void CopyBufferGrant::granted() {
   unused_ += bytes;
   auto retry = std::move(retry_);
   retry_ = nullptr;
-  if (retry) retry();
+  if (retry) account->loop().post(std::move(retry));
 }
 
 void CopyBufferGrant::finish() {

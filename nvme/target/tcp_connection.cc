@@ -67,6 +67,9 @@ void TcpConnection::parse(size_t n) {
       },
       [this](const uint8_t*) {
         on_pdu();
+        // Whatever path the data came by (in the capsule, or a long Copy's ranges after an R2T),
+        // a connection holding more than kInCapsuleHeld stops reading; release() resumes it.
+        if (!closing_ && queue_.in_capsule_held() > kInCapsuleHeld) paused_ = true;
         if (!closing_ && !paused_ && ++burst_ == kBurst) {
           paused_ = true;
           resume_soon();
@@ -176,7 +179,6 @@ void TcpConnection::on_capsule() {
       return queue_.complete(*r, st(status::kSglLengthInvalid));
     }
     if (!queue_.copy_in(*r, p_ + pdo + sgl.addr)) return queue_.complete(*r, st(status::kInternal));
-    if (queue_.in_capsule_held() > kInCapsuleHeld) paused_ = true;  // stop reading after this PDU
     return queue_.execute(*r);
   }
   if (in_capsule) {
