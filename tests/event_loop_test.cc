@@ -196,7 +196,11 @@ TEST(EventLoop, BusyPollingDeliversEveryCompletionAndThenSleeps) {
     ASSERT_EQ(write(sv[1], "polled", 6), 6);
     loop->post_remote([&] { remote = 1; });
   });
+  // A remote post alone does not keep run_until() waiting (it would call the loop idle once
+  // the rest is done, if the peer thread is late, as on a loaded CI machine): a guard does.
+  Timer guard = loop->after(20s, [] {});
   ASSERT_TRUE(loop->run_until([&] { return got && timer && remote && helper; }).ok());
+  guard.cancel();
   peer.join();
   EXPECT_EQ(got, 6);
   EXPECT_STREQ(buf, "polled");
