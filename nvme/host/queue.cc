@@ -196,6 +196,16 @@ void HostQueue::fail(Status s) {
   }
   state_ = State::failed;
   shutdown(fd_, SHUT_RDWR);
+  fail_status_ = std::move(s);
+  fail_pending_ = true;
+  // A send in flight may still read callers' buffers: their commands end once it has.
+  if (!sendq_.pending()) end_failed();
+}
+
+void HostQueue::end_failed() {
+  if (!fail_pending_) return;
+  fail_pending_ = false;
+  const Status s = fail_status_;
   std::vector<uint16_t> cids;
   cmds_.for_each([&](const Cmd& c) { cids.push_back(c.sqe.cid); });
   std::vector<Done> dones;
@@ -249,7 +259,9 @@ void HostQueue::start(Cmd c) {
                                 digests());
   const uint8_t* data = in_capsule ? cmd.out : nullptr;
   const uint32_t n = in_capsule ? cmd.len : 0;
-  send(head, data, n, true);  // ahead of queued write data: reads need not wait
+  cmd.in_capsule = in_capsule;
+  if (n) ++cmd.unsent;
+  send(head, data, n, true, n ? cid : 0);  // ahead of queued write data: reads need not wait
   if (opt_.timeout_ms && !watchdog_.armed()) watchdog();
 }
 
@@ -280,8 +292,9 @@ void HostQueue::watchdog() {
   });
 }
 
-void HostQueue::send(const tcp::Header& head, const uint8_t* data, uint32_t len, bool urgent) {
-  decltype(sendq_)::Pdu p{head, data, len, 0, opt_.data_digest && len && ic_done_, {}};
+void HostQueue::send(const tcp::Header& head, const uint8_t* data, uint32_t len, bool urgent,
+                     uint16_t cid) {
+  decltype(sendq_)::Pdu p{head, data, len, 0, opt_.data_digest && len && ic_done_, cid};
   if (p.has_ddgst) p.ddgst = crc32c(data, len);
   sendq_.push(p, urgent);
   pump_send();
@@ -301,8 +314,12 @@ void HostQueue::pump_send() {
 
 void HostQueue::flush() {
   if (failed_ && ic_done_) return;
-  sendq_.start(loop_, fd_, [this](int res, auto&) {
+  sendq_.start(loop_, fd_, [this](int res, std::span<uint16_t> left) {
     Entry e(*this);
+    for (uint16_t cid : left) {
+      if (Cmd* c = cid ? cmds_.find(cid) : nullptr) --c->unsent;
+    }
+    if (fail_pending_) return end_failed();
     if (closing_) return;
     if (res <= 0) return fail(Status::error(ECONNRESET, "NVMe/TCP queue: send failed"));
     sent_ += static_cast<uint64_t>(res);
@@ -367,7 +384,14 @@ void HostQueue::on_pdu() {
   if (h.type == pdu::kCapsuleResp) {
     Cqe cqe;
     std::memcpy(&cqe, p_ + 8, sizeof cqe);
-    if (!cmds_.find(cqe.cid)) return proto("completion for an unknown command");
+    const Cmd* c = cmds_.find(cqe.cid);
+    if (!c) return proto("completion for an unknown command");
+    // The target cannot have the data of a write whose PDUs have not left yet; success also
+    // needs all of it asked for. Ending it would hand the caller back a buffer the socket reads.
+    if (c->unsent) return proto("completion for a write whose data has not been sent yet");
+    if (c->out && !c->in_capsule && c->r2t_next != c->len && !(cqe.status >> 1)) {
+      return proto("success for a write whose data was not all asked for");
+    }
     Done done = cmds_.take(cqe.cid).done;
     if (!waiting_.empty()) {
       start(std::move(waiting_.front()));
@@ -410,12 +434,20 @@ void HostQueue::on_pdu() {
     R2T r;
     std::memcpy(&r, p_, sizeof r);
     Cmd* it = cmds_.find(r.cccid);
-    if (!it || !it->out || !in_bounds(r.r2to, r.r2tl, it->len)) {
+    if (!it || !it->out || it->in_capsule || !in_bounds(r.r2to, r.r2tl, it->len)) {
       return proto("R2T out of range");
     }
+    // In order, no byte asked for twice (no repeat, no overlap), and one R2T at a time (the
+    // ICReq's MAXR2T is 0: one outstanding): what the target can make the host queue is at
+    // most the command's own data, once.
+    if (r.r2tl == 0 || r.r2to != it->r2t_next) return proto("R2T out of order or repeated");
+    if (it->unsent) return proto("R2T before the data of the last one has left (MAXR2T is 1)");
+    it->r2t_next += r.r2tl;
+    const uint16_t cid = r.cccid;
     tcp::for_each_h2c(r, maxh2c_, [&](const DataPdu& d, bool last) {
+      ++it->unsent;
       send(tcp::frame_pdu(pdu::kH2CData, d, d.datal, last ? pdu::kFlagLast : 0, digests()),
-           it->out + d.datao, d.datal);
+           it->out + d.datao, d.datal, false, cid);
     });
     return;
   }

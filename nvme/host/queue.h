@@ -116,6 +116,11 @@ class HostQueue final : EventLoop::Orphan {
     Done done;
     std::chrono::steady_clock::time_point started{};
     uint32_t received = 0;  // C2HData bytes so far
+    // Writes: the caller's `out` is read by the socket until every PDU pointing into it has
+    // left, so the command may not end before (a target that answers early is lying).
+    uint32_t r2t_next = 0;  // R2Ts must ask for the data in order: the next offset
+    uint16_t unsent = 0;    // PDUs with this command's data queued or in the send in flight
+    bool in_capsule = false;
   };
   // Commands in flight by CID, a slot per queue entry: starting and ending a command allocates
   // nothing. The CID is the slot's index + 1; freed CIDs are reused oldest first, so a late
@@ -178,8 +183,11 @@ class HostQueue final : EventLoop::Orphan {
   void receive();
   void on_pdu();
   void fail(Status s);
-  // urgent: a command capsule, sent ahead of H2CData PDUs that are only waiting.
-  void send(const tcp::Header& head, const uint8_t* data, uint32_t len, bool urgent = false);
+  void end_failed();  // fails the commands once no send in flight reads their buffers
+  // urgent: a command capsule, sent ahead of H2CData PDUs that are only waiting. `cid`: the
+  // command whose data the PDU carries (0: none), counted in its `unsent` until it has left.
+  void send(const tcp::Header& head, const uint8_t* data, uint32_t len, bool urgent = false,
+            uint16_t cid = 0);
   void pump_send();  // sends at the end of this loop turn
   void flush();
   tcp::Digests digests() const { return {opt_.header_digest, opt_.data_digest}; }
@@ -203,8 +211,9 @@ class HostQueue final : EventLoop::Orphan {
   Timer watchdog_;  // at the oldest command's deadline while commands are outstanding
   CmdTable cmds_{std::clamp<uint32_t>(opt_.depth, 1, 65535)};
   std::deque<Cmd> waiting_;  // beyond the queue depth: sent as completions free entries
-  struct Nothing {};
-  SendQueue<Nothing> sendq_;
+  SendQueue<uint16_t> sendq_;  // owner: the CID whose data a PDU carries
+  Status fail_status_;          // why the queue failed, for end_failed()
+  bool fail_pending_ = false;   // failed, commands not yet ended (a send was in flight)
   uint64_t sent_ = 0, received_ = 0;
   bool closing_ = false;  // closed by its owner: frees itself when idle
   unsigned entered_ = 0;  // Entry depth
