@@ -261,6 +261,8 @@ TEST(ServeCli, BadPortsAndConflictingFlagsAreRefused) {
       {{"serve", "--ns", "mem:1M", "--data-budget", "1k"}, "--data-budget (blkcopy.data_budget): 1024 bytes is below the least, 16M"},
       {{"serve", "--ns", "mem:1M", "--copy-budget", "abc"}, "--copy-budget: invalid size 'abc'"},
       {{"serve", "--ns", "mem:1M", "--drain-ms", "50"}, "--drain-ms: Value 50 not in range 100"},
+      {{"serve", "--ns", "mem:1M", "--copy-budget", "1M"}, "two of an emulated Copy's 1 MiB chunks"},
+      {{"serve", "--ns", "mem:1M", "--stats", "-1"}, "--stats: Value -1 not in range 0 to 86400"},
   };
   for (const Case& c : cases) {
     auto r = test::run_cli(c.args);

@@ -224,8 +224,9 @@ void add_serve_command(CLI::App& app, int& exit_code) {
       ->check(CLI::Range(100u, 3600000u));
   cmd->add_option("--discovery-port", a->discovery_port, "0 turns it off (default 8009)")
       ->check(CLI::Range(0, 65535));
-  cmd->add_option("--stats", a->stats_every, "print statistics every N seconds (also SIGUSR1)")
-      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--stats", a->stats_every,
+                  "print statistics every N seconds (0, the default: only on SIGUSR1 and at exit)")
+      ->check(CLI::Range(0, 86400));
   cmd->add_option("--cores", a->cores, "event loops (threads) for connections (default 1)")
       ->check(CLI::Range(1u, 64u));
   add_poll_option(*cmd, a->poll_us, "the target's loops");

@@ -342,13 +342,16 @@ Status validate(const TargetConfig& cfg) {
   if (auto keys = host_keys(cfg); !keys) return keys.error();
   // A connection's share (an eighth) must hold the largest buffer (2 MiB) or it would wait
   // for ever. Named by both its flag and its JSON key: either may have set it.
-  for (auto [flag, key, v] : {std::tuple{"--data-budget", "blkcopy.data_budget", cfg.limits.data_budget},
-                              {"--copy-budget", "blkcopy.copy_budget", cfg.limits.copy_budget}}) {
+  for (auto [flag, key, v, why] :
+       {std::tuple{"--data-budget", "blkcopy.data_budget", cfg.limits.data_budget,
+                   "a data buffer of up to 2 MiB"},
+        {"--copy-budget", "blkcopy.copy_budget", cfg.limits.copy_budget,
+         "two of an emulated Copy's 1 MiB chunks"}}) {
     if (v < kLeastBudget) {
       return Status::error(EINVAL, fmt::format("{} ({}): {} bytes is below the least, 16M (a "
                                                "connection may hold an eighth, which must hold "
-                                               "a 2 MiB buffer)",
-                                               flag, key, v));
+                                               "{})",
+                                               flag, key, v, why));
     }
   }
   std::set<std::string> nqns;
