@@ -2,12 +2,17 @@
 // is an error naming its JSON path; --lenient turns the key errors into warnings. Ports, NQNs and
 // host:port strings are checked the same way everywhere.
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <fmt/format.h>
 
 #include "core/net.h"
 #include "nvme/codec.h"
 #include <blkcopy/target.h>
+#include "tests/nvme_client.h"
 #include "tests/test_util.h"
 
 #include <fstream>
@@ -269,6 +274,78 @@ TEST(ServeCli, BadPortsAndConflictingFlagsAreRefused) {
     EXPECT_EQ(r.exit_code, 2) << c.args[1] << " " << c.args.back() << ": " << r.err;
     EXPECT_NE(r.err.find(c.want), std::string::npos) << r.err;
   }
+}
+
+// Linux nvmet's default: a subsystem in a JSON file admits only its allowed_hosts unless
+// attr.allow_any_host is 1; one that admits nobody is said so.
+TEST(NvmeConfig, AllowedHostsWithoutAllowAnyHostAdmitOnlyThem) {
+  std::vector<std::string> warnings;
+  auto cfg = nvme::parse_nvmetcli_json(R"({"subsystems": [
+      {"nqn": "nqn.2024-01.io.example:listed", "allowed_hosts": ["nqn.2024-01.io.example:h1"]},
+      {"nqn": "nqn.2024-01.io.example:nobody"},
+      {"nqn": "nqn.2024-01.io.example:open", "attr": {"allow_any_host": "1"}}]})",
+                                       false, &warnings);
+  ASSERT_TRUE(cfg) << cfg.error().message();
+  EXPECT_FALSE(cfg->subsystems[0].allow_any_host) << "listing hosts must not admit every host";
+  EXPECT_FALSE(cfg->subsystems[1].allow_any_host);
+  EXPECT_TRUE(cfg->subsystems[2].allow_any_host);
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("subsystems[1]: no host may connect"), std::string::npos) << warnings[0];
+}
+
+uint16_t free_port() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
+  socklen_t len = sizeof sa;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
+  close(fd);
+  return ntohs(sa.sin_port);
+}
+
+// `serve --host-key H=...` without --allow-host admits the keyed hosts only (another NQN is
+// refused before any data), unless --allow-any-host says others may come without a key.
+TEST(ServeCli, AKeyForOneHostAdmitsOnlyKeyedHostsUnlessTold) {
+  const std::string sub = "nqn.2024-01.io.blkcopy.test:keyed";
+  const std::string keyed = "nqn.2024-01.io.blkcopy.test:keyed-host";
+  const std::string other = "nqn.2024-01.io.blkcopy.test:other-host";
+  const std::string key = "DHHC-1:00:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh+KfiaR:";
+  for (bool any : {false, true}) {
+    const uint16_t port = free_port();
+    std::vector<std::string> args{"serve", "--ns", "mem:1M", "--nqn", sub, "--listen",
+                                  fmt::format("127.0.0.1:{}", port), "--discovery-port", "0",
+                                  "--host-key", keyed + "=" + key};
+    if (any) args.push_back("--allow-any-host");
+    int status = -1;
+    auto r = test::run_cli(args, SIGINT, 0, [&] {
+      test::NvmeClient c;
+      if (!c.open(port)) return false;  // not listening yet
+      status = c.connect(0, sub, other).status;
+      return true;
+    });
+    ASSERT_NE(status, -1) << "serve never listened: " << r.err;
+    if (any) {
+      EXPECT_EQ(status, 0) << "--allow-any-host";
+    } else {
+      EXPECT_EQ(status, nvme::status::kConnectInvalidHost) << "a host without a key got in";
+    }
+  }
+}
+
+// A subsystem open to any host on an address others can reach is said so at start.
+TEST(ServeCli, AnOpenSubsystemOnANonLoopbackAddressIsWarnedOf) {
+  const uint16_t port = free_port();
+  bool up = false;
+  auto r = test::run_cli({"serve", "--ns", "mem:1M", "--listen", fmt::format("0.0.0.0:{}", port),
+                          "--discovery-port", "0"},
+                         SIGINT, 0, [&] {
+                           test::NvmeClient c;
+                           return up = c.open(port);
+                         });
+  ASSERT_TRUE(up) << r.err;
+  EXPECT_NE(r.err.find("admits any host on 0.0.0.0:"), std::string::npos) << r.err;
 }
 
 }  // namespace

@@ -39,7 +39,29 @@ struct Args {
   unsigned drain_ms = 0;                 // 0: the config's or the default
   bool flags_with_config = false;  // --listen, --nqn, --ns or --allow-host beside --config
   bool max_connections_given = false;
+  bool allow_any_host = false;  // with --host-key: hosts without a key may connect too
 };
+
+bool loopback(const std::string& addr) {
+  return addr.starts_with("127.") || addr == "::1" || addr == "localhost";
+}
+
+// Who may connect, said where it is wider than a user may think: a subsystem open to any host on
+// an address others can reach.
+void warn_if_open(const nvme::TargetConfig& cfg) {
+  for (const auto& p : cfg.ports) {
+    if (loopback(p.addr)) continue;
+    for (const auto& nqn : p.subsystems) {
+      auto s = std::find_if(cfg.subsystems.begin(), cfg.subsystems.end(),
+                            [&](const auto& sc) { return sc.nqn == nqn; });
+      if (s != cfg.subsystems.end() && s->allow_any_host) {
+        log_warning(fmt::format("serve: {} admits any host on {} (give --allow-host, or "
+                                "allowed_hosts, to say who may connect)",
+                                nqn, format_host_port(p.addr, p.port)));
+      }
+    }
+  }
+}
 
 // Each connection is a descriptor: take every one the hard limit allows.
 void raise_open_file_limit(unsigned want) {
@@ -136,7 +158,15 @@ int run_serve(const Args& a) {
         return report_error(kBadInput, fmt::format("--host-ctrl-key for {} needs a --host-key for it too", h.nqn));
       }
     }
+    // A target given keys admits only the keyed hosts, unless told otherwise: a key for one
+    // host must not leave every other NQN reading data without one.
+    if (a.hosts.empty() && !cfg.hosts.empty() && !a.allow_any_host) {
+      nvme::SubsystemConfig& sub0 = cfg.subsystems[0];
+      sub0.allow_any_host = false;
+      for (const auto& h : cfg.hosts) sub0.allowed_hosts.push_back(h.nqn);
+    }
   }
+  warn_if_open(cfg);
   if (a.max_connections_given) cfg.limits.max_connections = a.max_connections;
   for (auto [flag, text, out] : {std::tuple{"--data-budget", &a.data_budget, &cfg.limits.data_budget},
                                  {"--copy-budget", &a.copy_budget, &cfg.limits.copy_budget}}) {
@@ -193,7 +223,12 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   auto* listen = cmd->add_option("--listen", a->listen, "ADDR:PORT or [IPv6]:PORT (default 127.0.0.1:4420)");
   auto* nqn = cmd->add_option("--nqn", a->nqn, "subsystem NQN");
   auto* ns = cmd->add_option("--ns", a->ns, "a device to serve as the next namespace (repeatable)");
-  auto* hosts = cmd->add_option("--allow-host", a->hosts, "a host NQN allowed to connect (default: any)");
+  auto* hosts = cmd->add_option("--allow-host", a->hosts,
+                                "a host NQN allowed to connect (default: any host; with --host-key, "
+                                "the hosts with keys)");
+  cmd->add_flag("--allow-any-host", a->allow_any_host,
+                "with --host-key: hosts without a key may connect too, unauthenticated")
+      ->excludes(hosts);
   cmd->add_option("--config", a->config, "an nvmetcli JSON configuration instead of the flags");
   auto* host_key = cmd->add_option(
       "--host-key", a->host_keys,

@@ -185,9 +185,11 @@ SubsystemConfig read_subsystem(Obj& s) {
   sc.nqn = s.str("nqn");
   if (sc.nqn.empty()) throw ConfigError{s.at("nqn"), "missing"};
   sc.allowed_hosts = strings(s, "allowed_hosts");
+  // Linux nvmet's default: a subsystem admits only its allowed_hosts unless allow_any_host is 1.
+  sc.allow_any_host = false;
   if (const json* a = s.get("attr")) {
     Obj attr(s.walk(), *a, s.at("attr"));
-    sc.allow_any_host = attr.flag("allow_any_host", true);
+    sc.allow_any_host = attr.flag("allow_any_host", false);
     sc.serial = attr.str("serial");
     sc.model = attr.str("model", sc.model);
     sc.cntlid_min = static_cast<uint16_t>(attr.num("cntlid_min", sc.cntlid_min, 1, 0xFFEF));
@@ -281,6 +283,12 @@ Result<TargetConfig> parse_nvmetcli_json(std::string_view text, bool lenient,
     for (size_t i = 0; i < subs.size(); ++i) {
       Obj s(w, subs[i], item("subsystems", i));
       cfg.subsystems.push_back(read_subsystem(s));
+      const SubsystemConfig& sc = cfg.subsystems.back();
+      if (warnings && !sc.allow_any_host && sc.allowed_hosts.empty()) {
+        warnings->push_back(fmt::format("{}: no host may connect (allowed_hosts is empty and "
+                                        "attr.allow_any_host is not 1, as in Linux nvmet)",
+                                        item("subsystems", i)));
+      }
     }
     const json& ports = root.array("ports");
     for (size_t i = 0; i < ports.size(); ++i) {
