@@ -5,6 +5,7 @@
 #include <blkcopy/open.h>
 
 #include <cerrno>
+#include <climits>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -32,6 +33,15 @@ blkcopy::EventLoop* thread_loop() {
 
 bool mine(const blkcopy_device* d) { return d && d->owner == std::this_thread::get_id(); }
 
+// The message of this thread's last failed call (blkcopy_last_error).
+thread_local std::string last_error;
+
+int fail(int err, std::string why) {
+  last_error = std::move(why);
+  return err;
+}
+int fail(const Status& s) { return fail(-s.code(), s.message()); }
+
 int check_range(const blkcopy_device* d, uint64_t offset, uint64_t len) {
   const auto& l = d->dev->limits();
   if (len == 0 || offset % l.logical_block_size || len % l.logical_block_size) return -EINVAL;
@@ -39,15 +49,18 @@ int check_range(const blkcopy_device* d, uint64_t offset, uint64_t len) {
   return 0;
 }
 
-blkcopy::CopyOptions options(const blkcopy_copy_options* o) {
-  blkcopy::CopyOptions opt;
-  if (!o) return opt;
-  opt.emulation = o->emulation == BLKCOPY_EMULATE_NEVER   ? blkcopy::Emulation::never
-                  : o->emulation == BLKCOPY_EMULATE_FORCE ? blkcopy::Emulation::force
-                                                          : blkcopy::Emulation::allow;
+// False for an emulation value the enum does not have.
+bool options(const blkcopy_copy_options* o, blkcopy::CopyOptions& opt) {
+  if (!o) return true;
+  switch (o->emulation) {
+    case BLKCOPY_EMULATE_ALLOW: opt.emulation = blkcopy::Emulation::allow; break;
+    case BLKCOPY_EMULATE_NEVER: opt.emulation = blkcopy::Emulation::never; break;
+    case BLKCOPY_EMULATE_FORCE: opt.emulation = blkcopy::Emulation::force; break;
+    default: return false;
+  }
   if (o->buffer_bytes) opt.buffer_bytes = o->buffer_bytes;
   if (o->chunk_bytes) opt.chunk_bytes = o->chunk_bytes;
-  return opt;
+  return true;
 }
 
 int finish(const blkcopy::CopyResult& r, blkcopy_copy_result* out) {
@@ -64,10 +77,12 @@ int finish(const blkcopy::CopyResult& r, blkcopy_copy_result* out) {
   out->commands = r.commands;
   out->seconds = r.seconds;
   std::snprintf(out->error, sizeof out->error, "%s", r.status.ok() ? "" : r.status.message().c_str());
+  if (!r.status.ok()) last_error = r.status.message();
   return status;
 }
 
 int refuse(int err, const char* why, blkcopy_copy_result* out) {
+  last_error = why;
   if (out) {
     *out = blkcopy_copy_result{};
     out->status = err;
@@ -76,28 +91,47 @@ int refuse(int err, const char* why, blkcopy_copy_result* out) {
   return err;
 }
 
+// Runs f, turning an exception into an error: none may cross into C.
+template <class F>
+int guarded(F f) {
+  try {
+    return f();
+  } catch (const std::bad_alloc&) {
+    return fail(-ENOMEM, "out of memory");
+  } catch (...) {
+    return fail(-EIO, "internal error");
+  }
+}
+
 }  // namespace
 
 extern "C" {
 
 int blkcopy_open(const char* device, blkcopy_device** out) {
-  if (!device || !out) return -EINVAL;
+  if (!device || !out) return fail(-EINVAL, "blkcopy_open: no device string or no place for it");
   *out = nullptr;
   try {
     blkcopy::EventLoop* loop = thread_loop();
-    if (!loop) return -ENOMEM;
+    if (!loop) return fail(-ENOMEM, "blkcopy_open: no event loop for this thread");
     auto dev = blkcopy::open_device(*loop, device);
-    if (!dev) return -dev.error().code();
+    if (!dev) return fail(dev.error());
     *out = new blkcopy_device{std::move(*dev), std::this_thread::get_id()};
     return 0;
   } catch (const std::bad_alloc&) {
-    return -ENOMEM;
+    return fail(-ENOMEM, "out of memory");
   } catch (...) {
-    return -EIO;
+    return fail(-EIO, "internal error");
   }
 }
 
-void blkcopy_close(blkcopy_device* device) { delete device; }
+int blkcopy_close(blkcopy_device* device) {
+  if (!device) return 0;
+  if (!mine(device)) return fail(-EXDEV, "blkcopy_close: the device belongs to another thread");
+  delete device;
+  return 0;
+}
+
+const char* blkcopy_last_error(void) { return last_error.c_str(); }
 
 int blkcopy_info(blkcopy_device* device, blkcopy_limits* out) {
   if (!device || !out) return -EINVAL;
@@ -126,8 +160,10 @@ int blkcopy_copy_ranges(const blkcopy_range* sources, size_t n, blkcopy_device* 
       if (!mine(sources[i].device)) return refuse(-EXDEV, "a source belongs to another thread", out);
       segs.push_back({sources[i].device->dev.get(), sources[i].offset, sources[i].length});
     }
+    blkcopy::CopyOptions opt;
+    if (!options(opts, opt)) return refuse(-EINVAL, "unknown emulation value in the options", out);
     // The engine validates alignment, bounds, overlap and the destination, with messages.
-    return finish(blkcopy::copy_ranges(segs, *dst->dev, dst_offset, options(opts)), out);
+    return finish(blkcopy::copy_ranges(segs, *dst->dev, dst_offset, opt), out);
   } catch (const std::bad_alloc&) {
     return refuse(-ENOMEM, "out of memory", out);
   } catch (...) {
@@ -136,23 +172,30 @@ int blkcopy_copy_ranges(const blkcopy_range* sources, size_t n, blkcopy_device* 
 }
 
 int blkcopy_read(blkcopy_device* device, uint64_t offset, void* buf, uint64_t len) {
-  if (!device || !buf) return -EINVAL;
-  if (!mine(device)) return -EXDEV;
-  if (int e = check_range(device, offset, len)) return e;
-  Status s = blkcopy::read_sync(*device->dev, offset, {static_cast<std::byte*>(buf), len});
-  return s.ok() ? 0 : -s.code();
+  if (!device || !buf) return fail(-EINVAL, "blkcopy_read: no device or no buffer");
+  if (!mine(device)) return fail(-EXDEV, "blkcopy_read: the device belongs to another thread");
+  if (int e = check_range(device, offset, len)) return fail(e, "blkcopy_read: bad range");
+  return guarded([&] {
+    Status s = blkcopy::read_sync(*device->dev, offset, {static_cast<std::byte*>(buf), len});
+    return s.ok() ? 0 : fail(s);
+  });
 }
 
 int blkcopy_write(blkcopy_device* device, uint64_t offset, const void* buf, uint64_t len) {
-  if (!device || !buf) return -EINVAL;
-  if (!mine(device)) return -EXDEV;
-  if (device->dev->limits().read_only) return -EROFS;
-  if (int e = check_range(device, offset, len)) return e;
-  Status s = blkcopy::write_sync(*device->dev, offset, {static_cast<const std::byte*>(buf), len});
-  return s.ok() ? 0 : -s.code();
+  if (!device || !buf) return fail(-EINVAL, "blkcopy_write: no device or no buffer");
+  if (!mine(device)) return fail(-EXDEV, "blkcopy_write: the device belongs to another thread");
+  if (device->dev->limits().read_only) return fail(-EROFS, "blkcopy_write: the device is read-only");
+  if (int e = check_range(device, offset, len)) return fail(e, "blkcopy_write: bad range");
+  return guarded([&] {
+    Status s = blkcopy::write_sync(*device->dev, offset, {static_cast<const std::byte*>(buf), len});
+    return s.ok() ? 0 : fail(s);
+  });
 }
 
-const char* blkcopy_strerror(int err) { return std::strerror(err < 0 ? -err : err); }
+const char* blkcopy_strerror(int err) {
+  if (err == INT_MIN) return "Unknown error";  // -INT_MIN does not exist
+  return std::strerror(err < 0 ? -err : err);
+}
 
 const char* blkcopy_version(void) { return BLKCOPY_VERSION; }
 

@@ -5,6 +5,8 @@
 #include <blkcopy/copy.h>
 #include <fmt/format.h>
 
+#include "core/checked.h"
+
 #include <algorithm>
 
 #include "copy/fast_paths.h"
@@ -78,7 +80,10 @@ Status copy_async(std::span<const CopySegment> sources, Device& dst, uint64_t ds
         !s.ok()) {
       return s;
     }
-    total += sources[i].length;
+    // Lengths a caller sums past 2^64 must not wrap into a small copy that "succeeds".
+    const auto sum = checked_add(total, sources[i].length);
+    if (!sum) return invalid(EINVAL, "the source ranges add up to more than 2^64 bytes");
+    total = *sum;
   }
   if (Status s = check_range("destination range", 0, dst, dst_offset, total, granule); !s.ok()) {
     return s;

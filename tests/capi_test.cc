@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cerrno>
+#include <climits>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -83,7 +84,34 @@ TEST(CApi, EveryErrorIsANegativeErrnoWithAMessage) {
   EXPECT_EQ(from_other, -EXDEV);
   EXPECT_STREQ(blkcopy_strerror(-ERANGE), std::strerror(ERANGE));
   EXPECT_NE(std::strlen(blkcopy_version()), 0u);
-  blkcopy_close(nullptr);
+  EXPECT_EQ(blkcopy_close(nullptr), 0);
+}
+
+// The second security round's findings on the C API (issue 19, item 8).
+TEST(CApi, EdgesThatWereUndefinedOrSilent) {
+  EXPECT_NE(blkcopy_strerror(INT_MIN), nullptr);  // -INT_MIN overflowed
+  EXPECT_NE(std::strlen(blkcopy_strerror(INT_MIN)), 0u);
+  // Why an open failed can be had, not only its errno.
+  blkcopy_device* d = nullptr;
+  EXPECT_EQ(blkcopy_open("/nonexistent/file", &d), -ENOENT);
+  EXPECT_NE(std::strstr(blkcopy_last_error(), "/nonexistent/file"), nullptr) << blkcopy_last_error();
+  Dev a("mem:1M"), huge("mem:16000000T,nodata");  // 1.76e19 bytes: two halves of 2^64 fit
+  // Source lengths summing past 2^64 wrapped into a small "success".
+  blkcopy_range wrap[3] = {{huge.d, 0, 1ull << 63}, {huge.d, 0, 1ull << 63}, {huge.d, 0, 4096}};
+  blkcopy_copy_result r{};
+  EXPECT_EQ(blkcopy_copy_ranges(wrap, 3, huge.d, 65536, nullptr, &r), -EINVAL);
+  EXPECT_NE(std::strstr(r.error, "more than 2^64"), nullptr) << r.error;
+  EXPECT_EQ(r.bytes, 0u);
+  // An emulation value the enum does not have is refused, not read as "allow".
+  blkcopy_copy_options odd{7, 0, 0};
+  EXPECT_EQ(blkcopy_copy(a.d, 0, a.d, 8192, 4096, &odd, &r), -EINVAL);
+  EXPECT_NE(std::strstr(r.error, "emulation"), nullptr) << r.error;
+  // Closing from another thread leaves the device open and says why.
+  int from_other = 0;
+  std::thread([&] { from_other = blkcopy_close(a.d); }).join();
+  EXPECT_EQ(from_other, -EXDEV);
+  char buf[512];
+  EXPECT_EQ(blkcopy_read(a.d, 0, buf, sizeof buf), 0) << "still open";
 }
 
 }  // namespace

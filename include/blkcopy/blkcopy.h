@@ -45,7 +45,7 @@ enum blkcopy_emulation {
 };
 
 typedef struct blkcopy_copy_options {
-  int emulation;          /* enum blkcopy_emulation */
+  int emulation;          /* enum blkcopy_emulation; another value: -EINVAL */
   uint64_t buffer_bytes;  /* host memory emulation may use; 0: the default (64 MiB) */
   uint64_t chunk_bytes;   /* bytes per emulated read and write; 0: the default (4 MiB) */
 } blkcopy_copy_options;
@@ -74,8 +74,11 @@ typedef struct blkcopy_range {
 /* Opens a device string ("/path/file", "mem:1G", "dm:table", "nvme-tcp://host/nqn?ns=1", ...).
  * On success *out is the device (close it with blkcopy_close) and 0 is returned. */
 int blkcopy_open(const char *device, blkcopy_device **out);
-/* Closes a device; NULL is allowed. */
-void blkcopy_close(blkcopy_device *device);
+/* Closes a device; NULL is allowed (0). A device of another thread is left open: -EXDEV. */
+int blkcopy_close(blkcopy_device *device);
+/* The message of this thread's last failed call ("" before any): what blkcopy_open could not
+ * open and why, for instance. Valid until this thread's next blkcopy call. */
+const char *blkcopy_last_error(void);
 int blkcopy_info(blkcopy_device *device, blkcopy_limits *out);
 
 /* Copies len bytes from src at src_offset to dst at dst_offset. opts may be NULL (defaults);
