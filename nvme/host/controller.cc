@@ -1,5 +1,7 @@
 #include "nvme/host/controller.h"
 
+#include <blkcopy/log.h>
+
 #include <fmt/ranges.h>
 
 #include <cstring>
@@ -159,8 +161,11 @@ void NvmeTcpController::authenticate(HostQueue& q, uint16_t qid, const Cqe& conn
   t->qid = qid;
   t->connected = connected;
   t->next = std::move(next);
-  // Every hash and group, as Linux offers them; the controller picks.
-  t->out = auth::encode_negotiate({qid, {1, 2, 3}, {0, 1, 2, 3, 4, 5}});
+  // Every hash, as Linux offers them, and the groups accepted (all by default); the
+  // controller picks.
+  std::vector<uint8_t> groups = cfg.dhchap_dhgroups;
+  if (groups.empty()) groups = {0, 1, 2, 3, 4, 5};
+  t->out = auth::encode_negotiate({qid, {1, 2, 3}, groups});
   step(q, "DH-HMAC-CHAP Negotiate", auth_command(fabrics::kAuthSend, static_cast<uint32_t>(t->out.size())),
        t->out.data(), nullptr, static_cast<uint32_t>(t->out.size()), true,
        [this, &q, t](const Cqe&) {
@@ -185,6 +190,20 @@ void NvmeTcpController::auth_reply(HostQueue& q, std::shared_ptr<AuthTxn> t) {
   auto c = auth::decode_challenge(t->in);
   if (!c) return setup_failed(Status::error(EPROTO, fmt::format("{}: {}", label_, c.error().message())));
   t->hash = c->hash;
+  const auto& accepted = cfg.dhchap_dhgroups;
+  if (!accepted.empty() && std::find(accepted.begin(), accepted.end(), c->dhgroup) == accepted.end()) {
+    return setup_failed(Status::error(
+        EACCES, fmt::format("{}: DH-HMAC-CHAP: the controller chose DH group {}, which "
+                            "dhchap_dhgroup does not accept; refusing it",
+                            label_, auth::dhgroup_name(c->dhgroup))));
+  }
+  if (c->dhgroup == auth::kDhNull && !null_group_warned_) {
+    null_group_warned_ = true;
+    log_warning(fmt::format("{}: DH-HMAC-CHAP without key agreement (the null DH group): a "
+                            "target that relays another's challenge could log in as this host; "
+                            "&dhchap_dhgroup=ffdhe2048 (or larger) requires key agreement",
+                            label_));
+  }
   const size_t hl = auth::hash_len(c->hash);
   auth::Reply r;
   r.tid = c->tid;

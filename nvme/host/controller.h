@@ -97,6 +97,7 @@ class NvmeTcpController {
 
   EventLoop* loop_ = nullptr;
   std::string label_;
+  bool null_group_warned_ = false;  // the null DH group is warned of once per controller
   uint32_t kato_ms_ = 0;
   // Last: cancelled first when the controller goes (then its queues close: none of their
   // callbacks, which hold `this`, runs after that).

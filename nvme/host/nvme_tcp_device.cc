@@ -98,12 +98,22 @@ Result<NvmeTcpConfig> parse_nvme_tcp_config(std::string_view spec) {
       auto secret = auth::parse_secret(text);
       if (!secret) return bad(fmt::format("{}: {}", k, secret.error().message()));
       (k.starts_with("dhchap_ctrl") ? c.dhchap_ctrl_secret : c.dhchap_secret) = *secret;
+    } else if (k == "dhchap_dhgroup") {
+      c.dhchap_dhgroups.clear();
+      for (size_t from = 0; from <= v.size();) {
+        const size_t comma = std::min(v.find(',', from), v.size());
+        auto g = auth::parse_dhgroup(v.substr(from, comma - from));
+        if (!g) return bad(fmt::format("dhchap_dhgroup: {}", g.error().message()));
+        c.dhchap_dhgroups.push_back(*g);
+        from = comma + 1;
+      }
     } else if (k == "ro") {
       c.read_only = true;
     } else if (!k.empty()) {
       return bad(fmt::format("unknown option '{}' (ns, hostnqn, digest, kato, timeout, queues, "
                              "connect_timeout, depth, reconnect, ro, dhchap_secret, "
-                             "dhchap_ctrl_secret, dhchap_secret_file, dhchap_ctrl_secret_file)",
+                             "dhchap_ctrl_secret, dhchap_secret_file, dhchap_ctrl_secret_file, "
+                             "dhchap_dhgroup)",
                              k));
     }
   }

@@ -1,9 +1,10 @@
 // nvme-tcp://HOST:PORT/SUBSYSTEM_NQN?ns=N[&hostnqn=NQN][&digest=header,data][&kato=MS]
 //   [&timeout=MS][&connect_timeout=MS][&queues=N][&depth=N][&reconnect=N][&ro]
 //   [&dhchap_secret=DHHC-1:..:][&dhchap_ctrl_secret=DHHC-1:..:]
-//   [&dhchap_secret_file=PATH][&dhchap_ctrl_secret_file=PATH]
+//   [&dhchap_secret_file=PATH][&dhchap_ctrl_secret_file=PATH][&dhchap_dhgroup=G1,G2,...]
 // With a secret, every queue authenticates (DH-HMAC-CHAP, any hash and DH group the controller
-// picks) when the controller asks; with a controller secret the controller must prove itself
+// picks, or only the groups dhchap_dhgroup lists: ffdhe2048,... without null refuses a controller
+// that skips key agreement, as a relaying impostor would) when the controller asks; with a controller secret the controller must prove itself
 // too, and a controller that does not (or cannot) is refused. The _file forms keep secrets out
 // of process lists.
 // HOST is a name, an IPv4 address or a bracketed IPv6 address ([::1]); PORT defaults to 4420.
@@ -46,6 +47,7 @@ struct NvmeTcpConfig {
   unsigned reconnect = 0;       // attempts to reconnect after the connection drops (0: none)
   bool read_only = false;
   std::optional<nvme::auth::Secret> dhchap_secret, dhchap_ctrl_secret;
+  std::vector<uint8_t> dhchap_dhgroups;  // the DH groups accepted; empty: every group
 };
 
 // Parses the part after "nvme-tcp:" ("//HOST:PORT/NQN?ns=N&...").
