@@ -1,5 +1,8 @@
 #include <blkcopy/log.h>
 
+#include <fmt/format.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -54,10 +57,31 @@ bool log_enabled(LogLevel level) {
   return g_sink && level <= g_level;
 }
 
+std::string printable(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (unsigned char c : s) {
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c < 0x20 || c == 0x7f) {
+      out += fmt::format("\\x{:02x}", c);
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
 void log(LogLevel level, std::string_view message) {
   std::lock_guard lock(g_mu);
   if (level > g_level || !g_sink) return;
-  g_sink(level, message);
+  // One message is one line: control characters a peer put in a name (a newline and a forged
+  // "authenticated" line, terminal escapes) reach no sink raw.
+  const bool clean = std::none_of(message.begin(), message.end(), [](char c) {
+    return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+  });
+  if (clean) return g_sink(level, message);
+  g_sink(level, printable(message));
 }
 
 }  // namespace blkcopy

@@ -16,10 +16,12 @@
 #include <cstring>
 #include <fstream>
 #include <future>
+#include <mutex>
 #include <sstream>
 #include <thread>
 
 #include "nvme/codec.h"
+#include <blkcopy/log.h>
 #include <blkcopy/target.h>
 #include "tests/nvme_client.h"
 #include "tests/served_target.h"
@@ -285,6 +287,37 @@ TEST(TargetAttack, ResetsWhileReadingIsPausedFreeEachConnectionOnce) {
   std::vector<uint8_t> got;
   ASSERT_EQ(ok.io.read(1, 0, 8, 512, got).status, 0);
   EXPECT_EQ(got, u8(test::pattern(0, 4096, 21)));
+}
+
+// A host NQN with a newline and a forged line after it (and a terminal escape) is logged on one
+// line, escaped: no "authenticated" line appears that the target did not write.
+TEST(TargetAttack, PeerStringsInTheLogCannotForgeLines) {
+  std::mutex mu;
+  std::vector<std::string> lines;
+  set_log_sink([&](LogLevel, std::string_view m) {
+    std::lock_guard lock(mu);
+    lines.emplace_back(m);
+  });
+  {
+    Served t(two_tenants());
+    NvmeClient c;
+    ASSERT_TRUE(c.open(t.port()));
+    const std::string forged = kAttacker + "\n2026-12-06T00:00:00.000Z blkcopy: info: serve: host " +
+                               kVictim + " authenticated\x1b[2K";
+    EXPECT_EQ(c.connect(0, kLocked, forged).status, status::kConnectInvalidHost);
+  }
+  set_log_sink(nullptr);
+  bool seen = false;
+  for (const std::string& m : lines) {
+    EXPECT_EQ(m.find('\n'), std::string::npos) << m;
+    EXPECT_EQ(m.find('\x1b'), std::string::npos) << m;
+    if (m.find("refused") != std::string::npos) {
+      seen = true;
+      EXPECT_NE(m.find("\\x0a2026-12-06"), std::string::npos) << m;
+    }
+  }
+  EXPECT_TRUE(seen) << "the refusal was not logged";
+  EXPECT_EQ(printable("a\\b\tc"), "a\\\\b\\x09c");
 }
 
 TEST(TargetAttack, TheTargetGoesAwayWithRequestsInFlight) {

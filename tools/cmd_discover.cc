@@ -1,4 +1,5 @@
 // blkcopy discover HOST[:PORT]: what an NVMe/TCP discovery controller offers.
+#include <blkcopy/log.h>
 #include <fmt/format.h>
 
 #include <cstring>
@@ -72,8 +73,10 @@ int run_discover(const std::string& where, std::string hostnqn, uint32_t timeout
       s.erase(s.find_last_not_of(std::string(" \0", 2)) + 1);
       return s;
     };
-    const std::string addr = field(nvme::disc::kTraddr, 256), svc = field(nvme::disc::kTrsvcid, 32);
-    const std::string nqn = nvme::get_nqn(e, nvme::disc::kSubnqn);
+    // The target's strings, printed escaped: a newline or terminal escape in them forges nothing.
+    const std::string addr = printable(field(nvme::disc::kTraddr, 256));
+    const std::string svc = printable(field(nvme::disc::kTrsvcid, 32));
+    const std::string nqn = printable(nvme::get_nqn(e, nvme::disc::kSubnqn));
     const std::string at = addr.find(':') != std::string::npos ? "[" + addr + "]:" + svc : addr + ":" + svc;
     fmt::print("  {} at {} (port id {})\n    device string: nvme-tcp://{}/{}?ns=1\n", nqn, at,
                nvme::get<uint16_t>(e, nvme::disc::kPortid), at, nqn);
