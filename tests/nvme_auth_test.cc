@@ -325,5 +325,60 @@ TEST(DhchapOverLoopback2, ARequiredGroupTheTargetUsesConnects) {
   EXPECT_EQ(test::read_bytes(**d, 0, 4096), test::pattern(0, 4096, 31));
 }
 
+Sqe auth_sqe(uint8_t fctype, size_t len) {
+  Sqe sqe{};
+  sqe.opcode = admin::kFabrics;
+  reinterpret_cast<uint8_t*>(&sqe)[kFcType] = fctype;
+  sqe.cdw10 = auth::kAuthCdw10;
+  sqe.cdw11 = static_cast<uint32_t>(len);
+  return sqe;
+}
+
+// One DH-HMAC-CHAP transaction (null group) with transaction ID tid: the right response when
+// `right`, else a guess. False once the connection is gone.
+bool transaction(test::NvmeClient& c, uint16_t tid, bool right) {
+  const auto neg = auth::encode_negotiate({tid, {1}, {auth::kDhNull}});
+  if (c.command(auth_sqe(fabrics::kAuthSend, neg.size()), neg).status) return false;
+  std::vector<uint8_t> msg;
+  if (c.command(auth_sqe(fabrics::kAuthReceive, 4096), {}, &msg, 4096).status) return false;
+  auto ch = auth::decode_challenge(msg);
+  if (!ch) return false;
+  auth::Bytes r(32, 0x55);
+  if (right) {
+    const auth::Bytes kh = auth::transformed_key(*auth::parse_secret(kKey), kHost);
+    r = auth::host_response(ch->hash, kh, auth::augmented_challenge(ch->hash, ch->c, {}), ch->seq,
+                            tid, kHost, kSub);
+  }
+  const auto reply = auth::encode_reply({tid, 0, false, r, {}, {}}, 32);
+  if (c.command(auth_sqe(fabrics::kAuthSend, reply.size()), reply).status) return false;
+  return c.command(auth_sqe(fabrics::kAuthReceive, 4096), {}, &msg, 4096).status == 0;
+}
+
+// A peer guessing responses gets three tries per connection, not a thousand a second; a host
+// that fails to re-authenticate loses its controller instead of staying authenticated.
+TEST(DhchapOverLoopback2, GuessesEndTheConnectionAndAFailedReauthenticationTheController) {
+  AuthTarget t("hmac(sha256)", "null");
+  test::NvmeClient guesser;
+  ASSERT_TRUE(guesser.open(t.port()));
+  ASSERT_EQ(guesser.connect(0, kSub, kHost).status, 0);
+  int tries = 0;
+  while (tries < 10 && transaction(guesser, static_cast<uint16_t>(tries + 1), false)) ++tries;
+  EXPECT_EQ(tries, 2) << "the third failed transaction ends the connection";
+  EXPECT_TRUE(guesser.closed_by_peer());
+
+  test::NvmeClient admin, io;
+  ASSERT_TRUE(admin.open(t.port()));
+  auto c = admin.connect(0, kSub, kHost);
+  ASSERT_EQ(c.status, 0);
+  ASSERT_TRUE(transaction(admin, 1, true));
+  std::vector<uint8_t> id;
+  ASSERT_EQ(admin.identify(kCnsController, 0, id).status, 0) << "authenticated";
+  transaction(admin, 2, false);  // re-authentication, failed
+  EXPECT_TRUE(admin.closed_by_peer());
+  ASSERT_TRUE(io.open(t.port()));
+  EXPECT_NE(io.connect(1, kSub, kHost, static_cast<uint16_t>(c.dw0 & 0xFFFF)).status, 0)
+      << "the controller outlived a failed re-authentication";
+}
+
 }  // namespace
 }  // namespace blkcopy

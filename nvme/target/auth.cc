@@ -13,6 +13,7 @@ void AuthSession::fail(uint8_t explanation, std::string why) {
   state_ = State::failure1;
   explanation_ = explanation;
   why_ = std::move(why);
+  ++failures_;
 }
 
 void AuthSession::send(std::span<const uint8_t> msg) {
@@ -21,6 +22,7 @@ void AuthSession::send(std::span<const uint8_t> msg) {
   if (h->type == kTypeCommon && h->id == kIdFailure2) {
     state_ = State::failure1;
     why_ = "the host reported that the controller failed to authenticate";
+    ++failures_;
     return;
   }
   // A new Negotiate restarts the transaction, whatever the state (the host may re-authenticate).

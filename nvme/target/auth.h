@@ -45,8 +45,9 @@ class AuthSession {
   bool receive(std::span<uint8_t> out);
 
   bool authenticated() const { return state_ == State::done; }
-  // Why authentication failed, once it has (empty before).
+  // Why authentication failed last (empty before any failure), and how many times it has.
   const std::string& failure() const { return why_; }
+  unsigned failures() const { return failures_; }
 
  private:
   enum class State { negotiate, challenge, reply, success1, success2, failure1, done };
@@ -55,6 +56,7 @@ class AuthSession {
   HostKeys keys_;
   std::string hostnqn_, subnqn_;
   State state_ = State::negotiate;
+  unsigned failures_ = 0;
   uint16_t tid_ = 0;
   auth::Hash hash_ = auth::Hash::sha256;
   uint8_t dhgroup_ = auth::kDhNull;

@@ -102,6 +102,38 @@ void connect(TargetRequest& r) {
   q.complete(r, 0, dw0);
 }
 
+// A failed DH-HMAC-CHAP transaction: each is logged; a few on one connection end it (a peer
+// guessing responses gets three tries, not a thousand a second), and a failed
+// re-authentication ends the controller, as Linux nvmet does, instead of leaving the queue
+// authenticated.
+constexpr unsigned kAuthTries = 3;
+
+void auth_failed(TargetRequest& r, bool send) {
+  TargetQueue& q = *r.queue;
+  QueueSession& s = q.session;
+  s.auth_failures = s.auth->failures();
+  const std::string sub = s.ctrl->subsys ? s.ctrl->subsys->cfg.nqn : kDiscoveryNqn;
+  log_warning(fmt::format("serve: host {} failed DH-HMAC-CHAP authentication on queue {} of {} "
+                          "({} of {} tries): {}",
+                          s.ctrl->hostnqn, s.qid, sub, s.auth_failures, kAuthTries,
+                          s.auth->failure()));
+  std::string end;
+  if (s.authenticated) {
+    s.authenticated = false;
+    s.ctrl->gone = true;  // every queue of the controller closes
+    end = "re-authentication failed: the controller is torn down";
+  } else if (s.auth_failures >= kAuthTries) {
+    end = fmt::format("{} failed DH-HMAC-CHAP transactions", s.auth_failures);
+  }
+  QueueTransport& transport = q.transport();
+  if (send) {
+    q.complete(r, 0);
+  } else {
+    complete_with_data(r, r.data_len);  // the Failure1 message: the host reads why
+  }
+  if (!end.empty()) transport.disconnect(end);
+}
+
 // Auth Send (a message from the host) and Auth Receive (the next one for it).
 void authenticate(TargetRequest& r, bool send) {
   TargetQueue& q = *r.queue;
@@ -117,14 +149,7 @@ void authenticate(TargetRequest& r, bool send) {
     std::memset(r.data, 0, r.data_len);  // nothing but the message goes back
     if (!s.auth->receive({r.data, length})) return q.complete(r, st(status::kCommandSequenceError));
   }
-  if (!s.auth_failure_logged && !s.auth->failure().empty()) {
-    s.auth_failure_logged = true;
-    log_warning(fmt::format("serve: host {} failed DH-HMAC-CHAP authentication on queue {} of "
-                            "{}: {}",
-                            s.ctrl->hostnqn, s.qid,
-                            s.ctrl->subsys ? s.ctrl->subsys->cfg.nqn : kDiscoveryNqn,
-                            s.auth->failure()));
-  }
+  if (s.auth->failures() > s.auth_failures) return auth_failed(r, send);
   if (!s.authenticated && s.auth->authenticated()) {
     s.authenticated = true;
     log_info(fmt::format("serve: host {} authenticated on queue {}", s.ctrl->hostnqn, s.qid));

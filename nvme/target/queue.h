@@ -49,7 +49,7 @@ struct QueueSession {
   // commands are served on this queue.
   std::unique_ptr<AuthSession> auth;
   bool authenticated = true;
-  bool auth_failure_logged = false;
+  unsigned auth_failures = 0;  // failed transactions seen (logged) on this queue
   std::vector<TargetRequest*> aers;  // held Async Event Requests (no events are raised yet)
 };
 
