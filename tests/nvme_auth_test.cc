@@ -78,15 +78,17 @@ std::string other_key() { return "DHHC-1:00:ZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXp7fH1+
 
 class AuthTarget {
  public:
-  AuthTarget(const std::string& hash, const std::string& group, const std::string& ctrl_key = kKey384) {
+  AuthTarget(const std::string& hash, const std::string& group, const std::string& ctrl_key = kKey384,
+             uint16_t cntlid_max = 0xFFEF) {
     std::promise<uint16_t> ready;
     auto port = ready.get_future();
-    thread_ = std::thread([this, hash, group, ctrl_key, ready = std::move(ready)]() mutable {
+    thread_ = std::thread([this, hash, group, ctrl_key, cntlid_max, ready = std::move(ready)]() mutable {
       auto loop = EventLoop::create().value();
       TargetConfig cfg;
       cfg.ports.push_back({1, "127.0.0.1", 0, {kSub}});
       cfg.discovery_port = 0;
       cfg.subsystems.push_back({kSub, false, {kHost}, {{1, "mem:1M,seed=31", "", true}}});
+      cfg.subsystems.back().cntlid_max = cntlid_max;
       cfg.hosts.push_back({kHost, kKey, ctrl_key, hash, group});
       auto t = Target::create(*loop, cfg).value();
       if (!t->start().ok()) std::abort();
@@ -378,6 +380,54 @@ TEST(DhchapOverLoopback2, GuessesEndTheConnectionAndAFailedReauthenticationTheCo
   ASSERT_TRUE(io.open(t.port()));
   EXPECT_NE(io.connect(1, kSub, kHost, static_cast<uint16_t>(c.dw0 & 0xFFFF)).status, 0)
       << "the controller outlived a failed re-authentication";
+}
+
+// A peer without the key, knowing only the host's NQN (and guessing its controller ID), takes
+// nothing the host needs: not its I/O queue IDs, not its controller IDs.
+TEST(DhchapOverLoopback2, AnUnauthenticatedPeerCannotSquatQueueOrControllerIds) {
+  AuthTarget t("hmac(sha256)", "null", kKey384, 2);  // controller IDs 1 and 2 only
+  test::NvmeClient admin, squatter, io;
+  ASSERT_TRUE(admin.open(t.port()));
+  auto c = admin.connect(0, kSub, kHost);
+  ASSERT_EQ(c.status, 0);
+  ASSERT_TRUE(transaction(admin, 1, true));
+  const auto cntlid = static_cast<uint16_t>(c.dw0 & 0xFFFF);
+  ASSERT_TRUE(squatter.open(t.port()));
+  ASSERT_EQ(squatter.connect(1, kSub, kHost, cntlid).status, 0);  // unauthenticated, waiting
+  ASSERT_TRUE(io.open(t.port()));
+  ASSERT_EQ(io.connect(1, kSub, kHost, cntlid).status, 0) << "the squatter held I/O queue 1";
+  ASSERT_TRUE(transaction(io, 1, true));
+  std::vector<uint8_t> got;
+  ASSERT_EQ(io.read(1, 0, 8, 512, got).status, 0);
+  EXPECT_EQ(got, [] {
+    auto b = test::pattern(0, 4096, 31);
+    return std::vector<uint8_t>(reinterpret_cast<uint8_t*>(b.data()),
+                                reinterpret_cast<uint8_t*>(b.data()) + b.size());
+  }());
+  // The squatter authenticating later still cannot have queue 1.
+  EXPECT_FALSE(transaction(squatter, 1, true) && squatter.read(1, 0, 8, 512, got).status == 0);
+
+  // Controller IDs: two unauthenticated admin queues hold both; a host with the key still gets
+  // one (the oldest unproven controller gives its ID up and is closed).
+  admin.close();
+  io.close();
+  squatter.close();
+  test::NvmeClient hold1, hold2, real;
+  ASSERT_TRUE(hold1.open(t.port()));
+  ASSERT_TRUE(hold2.open(t.port()));
+  // The closed controller's ID comes free once the target has seen the close: wait for it.
+  uint16_t s1 = 0xFFFF, s2 = 0xFFFF;
+  for (int i = 0; i < 200 && s1 != 0; ++i) {
+    s1 = hold1.connect(0, kSub, kHost).status;
+    if (s1 != 0) std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  ASSERT_EQ(s1, 0);
+  s2 = hold2.connect(0, kSub, kHost).status;
+  ASSERT_EQ(s2, 0);
+  ASSERT_TRUE(real.open(t.port()));
+  ASSERT_EQ(real.connect(0, kSub, kHost).status, 0) << "unauthenticated peers held every ID";
+  ASSERT_TRUE(transaction(real, 1, true));
+  EXPECT_TRUE(hold1.closed_by_peer(10000)) << "the oldest unproven controller was not closed";
 }
 
 }  // namespace

@@ -74,8 +74,9 @@ void connect(TargetRequest& r) {
   auto invalid = [&](bool in_data, uint32_t offset) {
     q.complete(r, st(status::kConnectInvalidParam), (in_data ? 1u << 16 : 0) | offset);
   };
+  const HostKeys* keys = t.keys_for(hostnqn);
   if (qid == 0) {
-    s.ctrl = t.subsystems().create(sub, hostnqn);
+    s.ctrl = t.subsystems().create(sub, hostnqn, keys != nullptr);
     if (!s.ctrl) {
       log_warning(fmt::format("serve: host {} refused for {}: every controller ID is in use",
                               hostnqn, subnqn));
@@ -83,8 +84,8 @@ void connect(TargetRequest& r) {
     }
     s.ctrl->kato_ms = r.sqe.cdw12;
   } else {
-    switch (t.subsystems().join(get<uint16_t>(d, kCdCntlid), sub, hostnqn, qid, s.ctrl)) {
-      case Subsystems::Join::ok: break;
+    switch (t.subsystems().join(get<uint16_t>(d, kCdCntlid), sub, hostnqn, qid, s.ctrl, !keys)) {
+      case Subsystems::Join::ok: s.qid_claimed = !keys; break;
       case Subsystems::Join::no_controller: return invalid(true, kCdCntlid);
       case Subsystems::Join::bad_qid:
       case Subsystems::Join::duplicate_qid: return invalid(false, kConnectQid);
@@ -94,7 +95,7 @@ void connect(TargetRequest& r) {
   s.depth = sqsize + 1u;
   s.sq_flow_disabled = get<uint8_t>(sq, kConnectCattr) & kCattrDisableSqFlow;
   uint32_t dw0 = s.ctrl->cntlid;
-  if (const HostKeys* keys = t.keys_for(hostnqn)) {
+  if (keys) {
     s.auth = std::make_unique<AuthSession>(*keys, hostnqn, subnqn);
     s.authenticated = false;
     dw0 |= 1u << 17;  // ATR: authentication required before anything else
@@ -151,7 +152,23 @@ void authenticate(TargetRequest& r, bool send) {
   }
   if (s.auth->failures() > s.auth_failures) return auth_failed(r, send);
   if (!s.authenticated && s.auth->authenticated()) {
+    // Only now does an I/O queue take its ID, and the controller keep its own.
+    if (s.qid && !s.qid_claimed) {
+      if (!q.target().subsystems().claim(*s.ctrl, s.qid)) {
+        QueueTransport& transport = q.transport();
+        if (send) {
+          q.complete(r, 0);
+        } else {
+          complete_with_data(r, r.data_len);
+        }
+        return transport.disconnect(fmt::format("queue {} is taken by another authenticated queue",
+                                                s.qid));
+      }
+      s.qid_claimed = true;
+    }
+    if (s.qid == 0) s.ctrl->unproven = false;
     s.authenticated = true;
+    s.ctrl->seen();
     log_info(fmt::format("serve: host {} authenticated on queue {}", s.ctrl->hostnqn, s.qid));
   }
   if (send) return q.complete(r, 0);

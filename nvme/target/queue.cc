@@ -124,7 +124,8 @@ void TargetQueue::execute(TargetRequest& r) {
   ++target_.mut_stats().commands;
   r.cqe.cid = r.sqe.cid;
   r.cqe.sqid = session.qid;
-  if (session.ctrl) session.ctrl->seen();
+  // Only a proven host's commands keep its controller alive (not a squatter's capsules).
+  if (session.ctrl && session.authenticated) session.ctrl->seen();
   if (r.sqe.opcode == admin::kFabrics) return run_fabrics(r);
   if (!session.ctrl) return complete(r, st(status::kInvalidOpcode));  // Connect first
   if (!session.authenticated) return complete(r, st(status::kAuthRequired));
@@ -170,7 +171,8 @@ void TargetQueue::close() {
     transport_.dropped(*r);
     release(*r);
   }
-  target_.subsystems().drop(session.ctrl, session.qid);
+  // An I/O queue that never claimed its ID (it had not authenticated) must not free another's.
+  if (session.qid == 0 || session.qid_claimed) target_.subsystems().drop(session.ctrl, session.qid);
   session.ctrl.reset();
 }
 

@@ -50,6 +50,7 @@ struct QueueSession {
   std::unique_ptr<AuthSession> auth;
   bool authenticated = true;
   unsigned auth_failures = 0;  // failed transactions seen (logged) on this queue
+  bool qid_claimed = false;    // an I/O queue holds its queue ID in the controller
   std::vector<TargetRequest*> aers;  // held Async Event Requests (no events are raised yet)
 };
 

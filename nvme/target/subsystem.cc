@@ -15,32 +15,55 @@ std::optional<uint16_t> ControllerIds::take() {
   return std::nullopt;
 }
 
-std::shared_ptr<Controller> Subsystems::create(Subsystem* s, const std::string& host) {
+std::shared_ptr<Controller> Subsystems::create(Subsystem* s, const std::string& host,
+                                               bool unproven) {
   std::lock_guard lock(mu_);
   ControllerIds& ids = s ? s->ids : discovery_ids_;
   auto id = ids.take();
-  if (!id) return nullptr;
+  if (!id) {
+    // Every ID is live: one held by a controller nobody has authenticated goes (its queues
+    // close on the next tick), the one that has waited longest.
+    auto victim = ids.live.end();
+    for (auto it = ids.live.begin(); it != ids.live.end(); ++it) {
+      if (it->second->unproven && (victim == ids.live.end() ||
+                                   it->second->last_seen < victim->second->last_seen)) {
+        victim = it;
+      }
+    }
+    if (victim == ids.live.end()) return nullptr;
+    victim->second->gone = true;
+    id = victim->first;
+    ids.live.erase(victim);
+  }
   auto c = std::make_shared<Controller>();
   c->cntlid = *id;
   c->subsys = s;
   c->hostnqn = host;
   c->queues = s ? s->cfg.qid_max : 0;
+  c->unproven = unproven;
   c->seen();
   ids.live.emplace(*id, c);
   return c;
 }
 
 Subsystems::Join Subsystems::join(uint16_t id, Subsystem* s, const std::string& host,
-                                  uint16_t qid, std::shared_ptr<Controller>& out) {
+                                  uint16_t qid, std::shared_ptr<Controller>& out, bool claim) {
   std::lock_guard lock(mu_);
   ControllerIds& ids = s ? s->ids : discovery_ids_;
   auto it = ids.live.find(id);
   if (it == ids.live.end() || it->second->hostnqn != host) return Join::no_controller;
   Controller& c = *it->second;
   if (qid > c.queues) return Join::bad_qid;
-  if (!c.io_queues.insert(qid).second) return Join::duplicate_qid;
+  if (claim ? !c.io_queues.insert(qid).second : c.io_queues.count(qid) > 0) {
+    return Join::duplicate_qid;
+  }
   out = it->second;
   return Join::ok;
+}
+
+bool Subsystems::claim(Controller& c, uint16_t qid) {
+  std::lock_guard lock(mu_);
+  return c.io_queues.insert(qid).second;
 }
 
 void Subsystems::drop(const std::shared_ptr<Controller>& c, uint16_t qid) {

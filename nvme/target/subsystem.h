@@ -57,6 +57,9 @@ struct Controller {
   std::atomic<int64_t> last_seen{0};  // steady_clock nanoseconds
   std::set<uint16_t> io_queues;       // connected I/O queue IDs, under Subsystems::mu_
   std::atomic<bool> gone{false};      // the admin queue closed: its I/O queues close too
+  // Its host has keys and its admin queue has not authenticated yet: it holds its ID only until
+  // a host that needs one finds none free (Subsystems::create).
+  std::atomic<bool> unproven{false};
   void seen() { last_seen = std::chrono::steady_clock::now().time_since_epoch().count(); }
 };
 
@@ -96,12 +99,16 @@ class Subsystems {
     return it == subsystems_.end() ? nullptr : &it->second;
   }
   // A new controller for `host` (on the admin queue's Connect); nullptr when every controller
-  // ID of the subsystem is in use. `s` nullptr: the discovery subsystem.
-  std::shared_ptr<Controller> create(Subsystem* s, const std::string& host);
+  // ID of the subsystem is in use by controllers that have authenticated (or need not): the
+  // oldest one still unproven gives its ID up first. `s` nullptr: the discovery subsystem.
+  std::shared_ptr<Controller> create(Subsystem* s, const std::string& host, bool unproven);
   enum class Join { ok, no_controller, bad_qid, duplicate_qid };
-  // Adds I/O queue `qid` to controller `id` of `s` that belongs to `host`.
+  // Adds I/O queue `qid` to controller `id` of `s` that belongs to `host`. With claim false
+  // (a queue that must authenticate first) the ID is checked but not taken: claim() takes it
+  // once the queue has authenticated, so that a queue nobody has proven cannot hold it.
   Join join(uint16_t id, Subsystem* s, const std::string& host, uint16_t qid,
-            std::shared_ptr<Controller>& out);
+            std::shared_ptr<Controller>& out, bool claim = true);
+  bool claim(Controller& c, uint16_t qid);
   // A queue lets go of its controller: an I/O queue frees its ID; the admin queue ends the
   // controller (its ID may be handed out again once no queue holds it).
   void drop(const std::shared_ptr<Controller>& c, uint16_t qid);
