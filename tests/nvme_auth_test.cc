@@ -89,6 +89,8 @@ class AuthTarget {
       cfg.discovery_port = 0;
       cfg.subsystems.push_back({kSub, false, {kHost}, {{1, "mem:1M,seed=31", "", true}}});
       cfg.subsystems.back().cntlid_max = cntlid_max;
+      // A queue may stay unauthenticated for a minute: nothing here ends by that limit.
+      cfg.limits.connect_ms = 60000;
       cfg.hosts.push_back({kHost, kKey, ctrl_key, hash, group});
       auto t = Target::create(*loop, cfg).value();
       if (!t->start().ok()) std::abort();
@@ -428,6 +430,32 @@ TEST(DhchapOverLoopback2, AnUnauthenticatedPeerCannotSquatQueueOrControllerIds) 
   ASSERT_EQ(real.connect(0, kSub, kHost).status, 0) << "unauthenticated peers held every ID";
   ASSERT_TRUE(transaction(real, 1, true));
   EXPECT_TRUE(hold1.closed_by_peer(10000)) << "the oldest unproven controller was not closed";
+}
+
+// A squatter's unauthenticated capsules do not keep a silent host's controller alive past its
+// keep-alive timeout: the target ends it (and the squatter's queue with it).
+TEST(DhchapOverLoopback2, UnauthenticatedCapsulesDoNotKeepAControllerAlive) {
+  AuthTarget t("hmac(sha256)", "null");
+  test::NvmeClient admin, squatter;
+  ASSERT_TRUE(admin.open(t.port()));
+  auto c = admin.connect(0, kSub, kHost, 0xFFFF, 500);  // KATO 500 ms
+  ASSERT_EQ(c.status, 0);
+  ASSERT_TRUE(transaction(admin, 1, true));
+  ASSERT_TRUE(squatter.open(t.port()));
+  ASSERT_EQ(squatter.connect(1, kSub, kHost, static_cast<uint16_t>(c.dw0 & 0xFFFF)).status, 0);
+  // The host falls silent; the squatter keeps sending reads (refused: not authenticated) until
+  // the target closes the controller's admin queue, for up to 20 s (KATO is 0.5 s).
+  std::atomic<bool> stop{false};
+  std::thread pump([&] {
+    std::vector<uint8_t> got;
+    while (!stop && squatter.read(1, 0, 8, 512, got).status == status::kAuthRequired) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  });
+  const bool closed = admin.closed_by_peer(20000);
+  stop = true;
+  pump.join();
+  EXPECT_TRUE(closed) << "the squatter kept the controller alive past its keep-alive timeout";
 }
 
 }  // namespace
