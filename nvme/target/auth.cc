@@ -16,14 +16,57 @@ void AuthSession::fail(uint8_t explanation, std::string why) {
   ++failures_;
 }
 
-void AuthSession::send(std::span<const uint8_t> msg) {
+void DhJob::run() {
+  if (generate) {
+    auto k = DhKey::generate(group);
+    if (!k) {
+      status = k.error();
+      return;
+    }
+    key = std::move(*k);
+    return;
+  }
+  auto sh = key->shared_secret(peer);
+  if (!sh) {
+    status = sh.error();
+    return;
+  }
+  shared = std::move(*sh);
+}
+
+void AuthSession::resume(DhJob& job) {
+  job_pending_ = false;
+  if (job.generate) {
+    if (!job.status.ok()) return fail(kFailDhUnusable, job.status.message());
+    dh_ = std::move(job.key);
+    return challenge_ready();
+  }
+  dh_ = std::move(job.key);
+  if (!job.status.ok()) return fail(kFailIncorrectPayload, job.status.message());
+  shared_ = std::move(job.shared);
+  check_reply(reply_);
+}
+
+void AuthSession::challenge_ready() {
+  c1_ = random_bytes(hash_len(hash_));
+  auto s = random_bytes(4);
+  std::memcpy(&seq_, s.data(), 4);
+  seq_ |= 1;  // never 0
+  state_ = State::challenge;
+}
+
+std::unique_ptr<DhJob> AuthSession::send(std::span<const uint8_t> msg) {
+  auto fail = [this](uint8_t e, std::string why) -> std::unique_ptr<DhJob> {
+    AuthSession::fail(e, std::move(why));
+    return nullptr;
+  };
   auto h = decode_header(msg);
   if (!h) return fail(kFailIncorrectPayload, h.error().message());
   if (h->type == kTypeCommon && h->id == kIdFailure2) {
     state_ = State::failure1;
     why_ = "the host reported that the controller failed to authenticate";
     ++failures_;
-    return;
+    return nullptr;
   }
   // A new Negotiate restarts the transaction, whatever the state (the host may re-authenticate).
   if (h->type == kTypeCommon && h->id == kIdNegotiate) {
@@ -46,53 +89,59 @@ void AuthSession::send(std::span<const uint8_t> msg) {
     }
     dhgroup_ = keys_.dhgroup;
     dh_.reset();
-    if (dhgroup_ != kDhNull) {
-      auto key = DhKey::generate(dhgroup_);
-      if (!key) return fail(kFailDhUnusable, key.error().message());
-      dh_ = std::move(*key);
+    if (dhgroup_ == kDhNull) {
+      challenge_ready();
+      return nullptr;
     }
-    c1_ = random_bytes(hash_len(hash_));
-    auto s = random_bytes(4);
-    std::memcpy(&seq_, s.data(), 4);
-    seq_ |= 1;  // never 0
-    state_ = State::challenge;
-    return;
+    auto job = std::make_unique<DhJob>();
+    job->generate = true;
+    job->group = dhgroup_;
+    job_pending_ = true;
+    return job;
   }
   if (h->tid != tid_) return fail(kFailIncorrectPayload, "transaction ID changed");
   if (state_ == State::reply && h->type == kTypeDhchap && h->id == kIdReply) {
-    const size_t hl = hash_len(hash_);
-    auto r = decode_reply(msg, hl, dhgroup_bytes(dhgroup_));
+    auto r = decode_reply(msg, hash_len(hash_), dhgroup_bytes(dhgroup_));
     if (!r) return fail(kFailIncorrectPayload, r.error().message());
     shared_.clear();
-    if (dh_) {
-      auto shared = dh_->shared_secret(r->dh);
-      if (!shared) return fail(kFailIncorrectPayload, shared.error().message());
-      shared_ = std::move(*shared);
+    if (!dh_) {
+      check_reply(*r);
+      return nullptr;
     }
-    const Bytes kh = transformed_key(keys_.key, hostnqn_);
-    const Bytes expected =
-        host_response(hash_, kh, augmented_challenge(hash_, c1_, shared_), seq_, tid_, hostnqn_, subnqn_);
-    if (!same(expected, r->r)) return fail(kFailFailed, "the host's response did not match its key");
-    Success1 s1{tid_, false, {}};
-    if (r->cvalid) {
-      if (!keys_.ctrl_key) {
-        return fail(kFailNotUsable, "the host asked the controller to authenticate, and no "
-                                    "controller key is configured for it");
-      }
-      const Bytes kc = transformed_key(*keys_.ctrl_key, subnqn_);
-      s1.rvalid = true;
-      s1.r = controller_response(hash_, kc, augmented_challenge(hash_, r->c2, shared_), r->seq, tid_,
-                                 subnqn_, hostnqn_);
-    }
-    success1_ = encode_success1(s1, hl);
-    state_ = State::success1;
-    return;
+    reply_ = std::move(*r);
+    auto job = std::make_unique<DhJob>();
+    job->key = std::move(dh_);
+    job->peer = reply_.dh;
+    job_pending_ = true;
+    return job;
   }
   if (state_ == State::success2 && h->type == kTypeDhchap && h->id == kIdSuccess2) {
     state_ = State::done;
-    return;
+    return nullptr;
   }
-  fail(kFailIncorrectProtocol, fmt::format("message {:#04x}/{:#04x} out of sequence", h->type, h->id));
+  return fail(kFailIncorrectProtocol,
+              fmt::format("message {:#04x}/{:#04x} out of sequence", h->type, h->id));
+}
+
+void AuthSession::check_reply(const Reply& r) {
+  const size_t hl = hash_len(hash_);
+  const Bytes kh = transformed_key(keys_.key, hostnqn_);
+  const Bytes expected =
+      host_response(hash_, kh, augmented_challenge(hash_, c1_, shared_), seq_, tid_, hostnqn_, subnqn_);
+  if (!same(expected, r.r)) return fail(kFailFailed, "the host's response did not match its key");
+  Success1 s1{tid_, false, {}};
+  if (r.cvalid) {
+    if (!keys_.ctrl_key) {
+      return fail(kFailNotUsable, "the host asked the controller to authenticate, and no "
+                                  "controller key is configured for it");
+    }
+    const Bytes kc = transformed_key(*keys_.ctrl_key, subnqn_);
+    s1.rvalid = true;
+    s1.r = controller_response(hash_, kc, augmented_challenge(hash_, r.c2, shared_), r.seq, tid_,
+                               subnqn_, hostnqn_);
+  }
+  success1_ = encode_success1(s1, hl);
+  state_ = State::success1;
 }
 
 bool AuthSession::receive(std::span<uint8_t> out) {

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <map>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -32,14 +33,29 @@ struct HostKeys {
 // The keys of cfg.hosts by host NQN, each secret, hash and group parsed; errors name the entry.
 Result<std::map<std::string, HostKeys>> host_keys(const TargetConfig& cfg);
 
+// The slow part of a message (a DH key pair for Negotiate, the shared secret for a Reply:
+// milliseconds for the large groups), run on a helper thread so that one host's handshake
+// does not stall every queue of its loop. It owns its inputs and outputs; the session waits.
+struct DhJob {
+  bool generate = false;            // a key pair for `group`, else the shared secret with `peer`
+  uint8_t group = 0;
+  std::optional<auth::DhKey> key;   // the session's key (shared secret), or the new one
+  auth::Bytes peer, shared;
+  Status status;
+  void run();  // on any thread
+};
+
 class AuthSession {
  public:
   AuthSession(const HostKeys& keys, std::string hostnqn, std::string subnqn)
       : keys_(keys), hostnqn_(std::move(hostnqn)), subnqn_(std::move(subnqn)) {}
 
   // An Auth Send message. Protocol faults move to failure1 (the host reads why); the command
-  // itself succeeds.
-  void send(std::span<const uint8_t> msg);
+  // itself succeeds. A message that needs DH work returns it: run it off the loop, then
+  // resume() with it; until then the session is busy().
+  std::unique_ptr<DhJob> send(std::span<const uint8_t> msg);
+  void resume(DhJob& job);
+  bool busy() const { return job_pending_; }
   // The message for an Auth Receive of at most out.size() bytes, zero-padded; false when none
   // is due (the command then fails with Command Sequence Error).
   bool receive(std::span<uint8_t> out);
@@ -52,6 +68,8 @@ class AuthSession {
  private:
   enum class State { negotiate, challenge, reply, success1, success2, failure1, done };
   void fail(uint8_t explanation, std::string why);
+  void challenge_ready();                   // Negotiate done: C1 and the sequence number
+  void check_reply(const auth::Reply& r);   // the shared secret is known: R1, then Success1
 
   HostKeys keys_;
   std::string hostnqn_, subnqn_;
@@ -63,6 +81,8 @@ class AuthSession {
   uint32_t seq_ = 0;
   auth::Bytes c1_, shared_, success1_;
   std::optional<auth::DhKey> dh_;
+  auth::Reply reply_;          // a Reply waiting for its shared secret
+  bool job_pending_ = false;
   uint8_t explanation_ = 0;
   std::string why_;
 };

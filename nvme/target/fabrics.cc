@@ -135,21 +135,10 @@ void auth_failed(TargetRequest& r, bool send) {
   if (!end.empty()) transport.disconnect(end);
 }
 
-// Auth Send (a message from the host) and Auth Receive (the next one for it).
-void authenticate(TargetRequest& r, bool send) {
+// After a message: a failure, a success, or neither yet; then the command ends.
+void after_message(TargetRequest& r, bool send) {
   TargetQueue& q = *r.queue;
   QueueSession& s = q.session;
-  if (!s.ctrl || !s.auth) return q.complete(r, st(status::kCommandSequenceError));
-  const uint32_t length = r.sqe.cdw11;  // TL or AL
-  if (r.sqe.cdw10 != auth::kAuthCdw10 || length == 0 || length > r.data_len) {
-    return q.complete(r, st(status::kInvalidField));
-  }
-  if (send) {
-    s.auth->send({r.data, length});
-  } else {
-    std::memset(r.data, 0, r.data_len);  // nothing but the message goes back
-    if (!s.auth->receive({r.data, length})) return q.complete(r, st(status::kCommandSequenceError));
-  }
   if (s.auth->failures() > s.auth_failures) return auth_failed(r, send);
   if (!s.authenticated && s.auth->authenticated()) {
     // Only now does an I/O queue take its ID, and the controller keep its own.
@@ -173,6 +162,48 @@ void authenticate(TargetRequest& r, bool send) {
   }
   if (send) return q.complete(r, 0);
   complete_with_data(r, r.data_len);
+}
+
+// A message's DH work runs on a helper thread of the queue's loop (four per loop: at most four
+// handshakes compute at once, the rest wait their turn); the Auth Send ends when it is done.
+// The queue counts it as device work, so it is not freed meanwhile.
+void run_dh(TargetRequest& r, std::unique_ptr<DhJob> job) {
+  TargetQueue& q = *r.queue;
+  q.device_started();
+  DhJob* raw = job.release();
+  q.loop().offload(
+      [raw] {
+        raw->run();
+        return 0;
+      },
+      [&r, raw](int) {
+        std::unique_ptr<DhJob> done(raw);
+        TargetQueue& queue = *r.queue;
+        queue.device_ended();
+        if (queue.closing() || !queue.session.ctrl) {
+          return queue.complete(r, st(status::kInternal));  // the transport lets it go
+        }
+        queue.session.auth->resume(*done);
+        after_message(r, true);
+      });
+}
+
+// Auth Send (a message from the host) and Auth Receive (the next one for it).
+void authenticate(TargetRequest& r, bool send) {
+  TargetQueue& q = *r.queue;
+  QueueSession& s = q.session;
+  if (!s.ctrl || !s.auth || s.auth->busy()) return q.complete(r, st(status::kCommandSequenceError));
+  const uint32_t length = r.sqe.cdw11;  // TL or AL
+  if (r.sqe.cdw10 != auth::kAuthCdw10 || length == 0 || length > r.data_len) {
+    return q.complete(r, st(status::kInvalidField));
+  }
+  if (send) {
+    if (auto job = s.auth->send({r.data, length})) return run_dh(r, std::move(job));
+  } else {
+    std::memset(r.data, 0, r.data_len);  // nothing but the message goes back
+    if (!s.auth->receive({r.data, length})) return q.complete(r, st(status::kCommandSequenceError));
+  }
+  after_message(r, send);
 }
 
 }  // namespace
