@@ -63,7 +63,7 @@ std::string printable(std::string_view s) {
   for (unsigned char c : s) {
     if (c == '\\') {
       out += "\\\\";
-    } else if (c < 0x20 || c == 0x7f) {
+    } else if (c < 0x20 || c >= 0x7f) {  // controls, DEL, and every byte of non-ASCII text
       out += fmt::format("\\x{:02x}", c);
     } else {
       out += static_cast<char>(c);
@@ -76,9 +76,11 @@ void log(LogLevel level, std::string_view message) {
   std::lock_guard lock(g_mu);
   if (level > g_level || !g_sink) return;
   // One message is one line: control characters a peer put in a name (a newline and a forged
-  // "authenticated" line, terminal escapes) reach no sink raw.
+  // "authenticated" line, terminal escapes, UTF-8 C1 controls and bidi overrides) reach no sink
+  // raw, and a literal backslash is doubled so that escaped and plain text cannot be confused.
   const bool clean = std::none_of(message.begin(), message.end(), [](char c) {
-    return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+    const auto u = static_cast<unsigned char>(c);
+    return u < 0x20 || u >= 0x7f || c == '\\';
   });
   if (clean) return g_sink(level, message);
   g_sink(level, printable(message));

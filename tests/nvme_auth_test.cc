@@ -127,6 +127,9 @@ TEST_P(DhchapOverLoopback, RightKeysConnectWrongOrMissingOnesAreRefused) {
   auto d = open_device(*loop, t.spec("&dhchap_secret=" + kKey));
   ASSERT_TRUE(d) << d.error().message();
   EXPECT_EQ(test::read_bytes(**d, 0, 4096), test::pattern(0, 4096, 31));
+  // The key is not in the name that reports, JSON and logs show.
+  EXPECT_EQ((*d)->name().find(kKey), std::string::npos) << (*d)->name();
+  EXPECT_NE((*d)->name().find("dhchap_secret=***"), std::string::npos) << (*d)->name();
   // Bidirectional: the controller proves it holds the controller key.
   auto both = open_device(*loop, t.spec("&dhchap_secret=" + kKey + "&dhchap_ctrl_secret=" + kKey384));
   ASSERT_TRUE(both) << both.error().message();
@@ -456,6 +459,57 @@ TEST(DhchapOverLoopback2, UnauthenticatedCapsulesDoNotKeepAControllerAlive) {
   stop = true;
   pump.join();
   EXPECT_TRUE(closed) << "the squatter kept the controller alive past its keep-alive timeout";
+}
+
+// Each Negotiate costs the target a DH key pair: restarting is a try too, and the fourth
+// handshake begun on a connection without success ends it.
+TEST(DhchapOverLoopback2, RestartingHandshakesEndsTheConnectionAfterThree) {
+  AuthTarget t("hmac(sha256)", "ffdhe2048");
+  test::NvmeClient peer;
+  ASSERT_TRUE(peer.open(t.port()));
+  ASSERT_EQ(peer.connect(0, kSub, kHost).status, 0);
+  int begun = 0;
+  for (uint16_t tid = 1; tid <= 10; ++tid) {
+    const auto neg = auth::encode_negotiate({tid, {1}, {1}});
+    if (peer.command(auth_sqe(fabrics::kAuthSend, neg.size()), neg).status) break;
+    std::vector<uint8_t> msg;
+    if (peer.command(auth_sqe(fabrics::kAuthReceive, 4096), {}, &msg, 4096).status) break;
+    ++begun;
+  }
+  EXPECT_EQ(begun, 3);
+  EXPECT_TRUE(peer.closed_by_peer());
+}
+
+// When every controller ID is live, an unproven controller that has begun to authenticate keeps
+// its ID: Connects that only name the host's NQN cannot push a host out mid-handshake.
+TEST(DhchapOverLoopback2, AHostAuthenticatingKeepsItsControllerIdWhenIdsRunOut) {
+  AuthTarget t("hmac(sha256)", "null", kKey384, 2);  // controller IDs 1 and 2 only
+  test::NvmeClient host, squat1, squat2;
+  ASSERT_TRUE(host.open(t.port()));
+  ASSERT_EQ(host.connect(0, kSub, kHost).status, 0);
+  const auto neg = auth::encode_negotiate({1, {1}, {auth::kDhNull}});
+  ASSERT_EQ(host.command(auth_sqe(fabrics::kAuthSend, neg.size()), neg).status, 0);
+  std::vector<uint8_t> msg;
+  ASSERT_EQ(host.command(auth_sqe(fabrics::kAuthReceive, 4096), {}, &msg, 4096).status, 0);
+  auto ch = auth::decode_challenge(msg);
+  ASSERT_TRUE(ch);
+  ASSERT_TRUE(squat1.open(t.port()));
+  ASSERT_EQ(squat1.connect(0, kSub, kHost).status, 0);  // the last free ID
+  ASSERT_TRUE(squat2.open(t.port()));
+  EXPECT_EQ(squat2.connect(0, kSub, kHost).status, 0) << "squat1 (not authenticating) gives way";
+  EXPECT_TRUE(squat1.closed_by_peer(10000));
+  // The host finishes its handshake and is served.
+  const auth::Bytes kh = auth::transformed_key(*auth::parse_secret(kKey), kHost);
+  const auto reply = auth::encode_reply(
+      {1, 0, false,
+       auth::host_response(ch->hash, kh, auth::augmented_challenge(ch->hash, ch->c, {}), ch->seq, 1,
+                           kHost, kSub),
+       {}, {}},
+      32);
+  ASSERT_EQ(host.command(auth_sqe(fabrics::kAuthSend, reply.size()), reply).status, 0);
+  ASSERT_EQ(host.command(auth_sqe(fabrics::kAuthReceive, 4096), {}, &msg, 4096).status, 0);
+  std::vector<uint8_t> id;
+  EXPECT_EQ(host.identify(kCnsController, 0, id).status, 0) << "the host lost its controller";
 }
 
 }  // namespace

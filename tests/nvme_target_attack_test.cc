@@ -318,6 +318,7 @@ TEST(TargetAttack, PeerStringsInTheLogCannotForgeLines) {
   }
   EXPECT_TRUE(seen) << "the refusal was not logged";
   EXPECT_EQ(printable("a\\b\tc"), "a\\\\b\\x09c");
+  EXPECT_EQ(printable("\xc2\x9b\xe2\x80\xae"), "\\xc2\\x9b\\xe2\\x80\\xae") << "C1 CSI, RLO";
 }
 
 TEST(TargetAttack, TheTargetGoesAwayWithRequestsInFlight) {

@@ -24,11 +24,12 @@ LogSink stderr_log_sink();
 void set_log_level(LogLevel most_verbose);
 bool log_enabled(LogLevel level);
 
-// Control characters in a message (a peer's name with a newline or a terminal escape) reach
-// the sink escaped (\n as \x0a, a backslash as \\): one message is one line.
+// Control characters and non-ASCII bytes in a message (a peer's name with a newline, a terminal
+// escape, a bidi override) reach the sink escaped (\n as \x0a, a backslash as \\): one message
+// is one line, and what it shows is what it holds.
 void log(LogLevel level, std::string_view message);
-// s with control characters escaped as \xNN and backslashes doubled: for peer strings printed
-// outside the log (discover's output).
+// s with control characters and non-ASCII bytes escaped as \xNN and backslashes doubled: for
+// peer strings printed outside the log (discover's output).
 std::string printable(std::string_view s);
 inline void log_error(std::string_view m) { log(LogLevel::error, m); }
 inline void log_warning(std::string_view m) { log(LogLevel::warning, m); }

@@ -199,9 +199,10 @@ void NvmeTcpController::auth_reply(HostQueue& q, std::shared_ptr<AuthTxn> t) {
   }
   if (c->dhgroup == auth::kDhNull && !null_group_warned_) {
     null_group_warned_ = true;
-    log_warning(fmt::format("{}: DH-HMAC-CHAP without key agreement (the null DH group): a "
-                            "target that relays another's challenge could log in as this host; "
-                            "&dhchap_dhgroup=ffdhe2048 (or larger) requires key agreement",
+    log_warning(fmt::format("{}: DH-HMAC-CHAP without key agreement (the null DH group): an "
+                            "impostor that copies another target's challenge could use this "
+                            "host's answer; &dhchap_dhgroup=ffdhe2048 (or larger) requires key "
+                            "agreement (a relay of the whole exchange needs TLS to stop)",
                             label_));
   }
   const size_t hl = auth::hash_len(c->hash);

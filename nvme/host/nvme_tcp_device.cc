@@ -122,11 +122,29 @@ Result<NvmeTcpConfig> parse_nvme_tcp_config(std::string_view spec) {
 }
 
 
+// The device string with inline secrets' values replaced by "***": the name appears in reports,
+// JSON and logs, which are not the place for a DH-HMAC-CHAP key.
+std::string redact_secrets(std::string name) {
+  for (const char* key : {"dhchap_secret=", "dhchap_ctrl_secret="}) {
+    for (size_t at = name.find(key); at != std::string::npos; at = name.find(key, at)) {
+      if (at > 0 && name[at - 1] != '?' && name[at - 1] != '&') {  // the end of another key
+        at += std::strlen(key);
+        continue;
+      }
+      const size_t from = at + std::strlen(key);
+      const size_t end = std::min(name.find('&', from), name.size());
+      name.replace(from, end - from, "***");
+      at = from + 3;
+    }
+  }
+  return name;
+}
+
 Result<std::unique_ptr<NvmeTcpDevice>> NvmeTcpDevice::create(EventLoop& loop, std::string name,
                                                              const NvmeTcpConfig& cfg) {
   auto ctrl = NvmeTcpController::open(loop, cfg);
   if (!ctrl) return std::unexpected(ctrl.error());
-  std::unique_ptr<NvmeTcpDevice> dev(new NvmeTcpDevice(loop, std::move(name)));
+  std::unique_ptr<NvmeTcpDevice> dev(new NvmeTcpDevice(loop, redact_secrets(std::move(name))));
   dev->ctrl_ = *ctrl;
   dev->nsid_ = cfg.nsid;
   std::vector<uint8_t> id(4096);

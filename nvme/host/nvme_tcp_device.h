@@ -52,6 +52,8 @@ struct NvmeTcpConfig {
 
 // Parses the part after "nvme-tcp:" ("//HOST:PORT/NQN?ns=N&...").
 Result<NvmeTcpConfig> parse_nvme_tcp_config(std::string_view spec);
+// The device string with inline DH-HMAC-CHAP secrets shown as "***" (the device's name).
+std::string redact_secrets(std::string name);
 
 class NvmeTcpController;
 struct HostIo;

@@ -72,6 +72,7 @@ std::unique_ptr<DhJob> AuthSession::send(std::span<const uint8_t> msg) {
   if (h->type == kTypeCommon && h->id == kIdNegotiate) {
     auto n = decode_negotiate(msg);
     if (!n) return fail(kFailIncorrectPayload, n.error().message());
+    ++started_;
     tid_ = n->tid;
     auto offered = [](const std::vector<uint8_t>& ids, uint8_t id) {
       return std::find(ids.begin(), ids.end(), id) != ids.end();
@@ -117,6 +118,7 @@ std::unique_ptr<DhJob> AuthSession::send(std::span<const uint8_t> msg) {
   }
   if (state_ == State::success2 && h->type == kTypeDhchap && h->id == kIdSuccess2) {
     state_ = State::done;
+    started_ = 0;
     return nullptr;
   }
   return fail(kFailIncorrectProtocol,
@@ -154,6 +156,7 @@ bool AuthSession::receive(std::span<uint8_t> out) {
     case State::success1:
       msg = success1_;
       state_ = success1_[8] ? State::success2 : State::done;  // RVALID: the host answers
+      if (state_ == State::done) started_ = 0;
       break;
     case State::failure1:
       msg = encode_failure(kIdFailure1, tid_, explanation_);

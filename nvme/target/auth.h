@@ -64,6 +64,8 @@ class AuthSession {
   // Why authentication failed last (empty before any failure), and how many times it has.
   const std::string& failure() const { return why_; }
   unsigned failures() const { return failures_; }
+  // Negotiates since the last success: each restart costs the target a DH key pair.
+  unsigned started() const { return started_; }
 
  private:
   enum class State { negotiate, challenge, reply, success1, success2, failure1, done };
@@ -74,7 +76,7 @@ class AuthSession {
   HostKeys keys_;
   std::string hostnqn_, subnqn_;
   State state_ = State::negotiate;
-  unsigned failures_ = 0;
+  unsigned failures_ = 0, started_ = 0;
   uint16_t tid_ = 0;
   auth::Hash hash_ = auth::Hash::sha256;
   uint8_t dhgroup_ = auth::kDhNull;

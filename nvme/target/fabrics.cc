@@ -198,7 +198,17 @@ void authenticate(TargetRequest& r, bool send) {
     return q.complete(r, st(status::kInvalidField));
   }
   if (send) {
-    if (auto job = s.auth->send({r.data, length})) return run_dh(r, std::move(job));
+    if (s.qid == 0) s.ctrl->authenticating = true;  // no longer the first to give its ID up
+    auto job = s.auth->send({r.data, length});
+    // Restarting with a new Negotiate is a try too (each one costs a DH key pair): a peer gets
+    // kAuthTries handshakes per connection, not a key pair generated for every Negotiate.
+    if (s.auth->started() > kAuthTries) {
+      QueueTransport& transport = q.transport();
+      q.complete(r, st(status::kCommandSequenceError));
+      return transport.disconnect(fmt::format("{} DH-HMAC-CHAP handshakes begun without success",
+                                              s.auth->started()));
+    }
+    if (job) return run_dh(r, std::move(job));
   } else {
     std::memset(r.data, 0, r.data_len);  // nothing but the message goes back
     if (!s.auth->receive({r.data, length})) return q.complete(r, st(status::kCommandSequenceError));

@@ -1,5 +1,8 @@
 #include "nvme/target/subsystem.h"
 
+#include <blkcopy/log.h>
+#include <fmt/format.h>
+
 namespace blkcopy::nvme {
 
 std::optional<uint16_t> ControllerIds::take() {
@@ -25,12 +28,15 @@ std::shared_ptr<Controller> Subsystems::create(Subsystem* s, const std::string& 
     // close on the next tick), the one that has waited longest.
     auto victim = ids.live.end();
     for (auto it = ids.live.begin(); it != ids.live.end(); ++it) {
-      if (it->second->unproven && (victim == ids.live.end() ||
+      if (it->second->unproven && !it->second->authenticating && (victim == ids.live.end() ||
                                    it->second->last_seen < victim->second->last_seen)) {
         victim = it;
       }
     }
     if (victim == ids.live.end()) return nullptr;
+    log_warning(fmt::format("serve: controller {} of host {} gives its ID up: every ID is in use "
+                            "and it has not begun to authenticate",
+                            victim->first, victim->second->hostnqn));
     victim->second->gone = true;
     id = victim->first;
     ids.live.erase(victim);

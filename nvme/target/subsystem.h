@@ -60,6 +60,7 @@ struct Controller {
   // Its host has keys and its admin queue has not authenticated yet: it holds its ID only until
   // a host that needs one finds none free (Subsystems::create).
   std::atomic<bool> unproven{false};
+  std::atomic<bool> authenticating{false};  // its admin queue has begun a handshake: kept
   void seen() { last_seen = std::chrono::steady_clock::now().time_since_epoch().count(); }
 };
 
@@ -100,7 +101,7 @@ class Subsystems {
   }
   // A new controller for `host` (on the admin queue's Connect); nullptr when every controller
   // ID of the subsystem is in use by controllers that have authenticated (or need not): the
-  // oldest one still unproven gives its ID up first. `s` nullptr: the discovery subsystem.
+  // oldest one still unproven that has not begun to authenticate gives its ID up first. `s` nullptr: the discovery subsystem.
   std::shared_ptr<Controller> create(Subsystem* s, const std::string& host, bool unproven);
   enum class Join { ok, no_controller, bad_qid, duplicate_qid };
   // Adds I/O queue `qid` to controller `id` of `s` that belongs to `host`. With claim false
