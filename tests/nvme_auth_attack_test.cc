@@ -18,6 +18,7 @@
 
 #include <blkcopy/open.h>
 #include "tests/auth_target.h"
+#include "tests/scripted_target.h"
 #include "tests/test_util.h"
 
 namespace blkcopy {
@@ -26,102 +27,51 @@ namespace {
 using namespace nvme;
 using namespace test::auth_peer;
 
+void answer(int fd, uint16_t cid, uint32_t dw0) {
+  CapsuleResp r{};
+  r.hdr = {pdu::kCapsuleResp, 0, 24, 0, 24};
+  r.cqe.cid = cid;
+  r.cqe.dw0 = dw0;
+  test::ScriptedTarget::send(fd, &r, sizeof r);
+}
+
 // A controller that asks to authenticate and then challenges with the null DH group whatever
-// the host offered (as one relaying the real target's challenge would): scripted on a socket.
-class NullGroupImpostor {
- public:
-  NullGroupImpostor() {
-    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in sa{};
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    EXPECT_EQ(bind(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
-    EXPECT_EQ(listen(fd_, 1), 0);
-    socklen_t len = sizeof sa;
-    getsockname(fd_, reinterpret_cast<sockaddr*>(&sa), &len);
-    port_ = ntohs(sa.sin_port);
-    thread_ = std::thread([this] { serve(); });
-  }
-  ~NullGroupImpostor() {
-    shutdown(fd_, SHUT_RDWR);
-    thread_.join();
-    ::close(fd_);
-  }
-  uint16_t port() const { return port_; }
-  std::atomic<bool> challenged{false};
-
- private:
-  static bool read_all(int fd, void* p, size_t n) {
-    auto* b = static_cast<uint8_t*>(p);
-    for (ssize_t r; n; b += r, n -= static_cast<size_t>(r)) {
-      if ((r = ::read(fd, b, n)) <= 0) return false;
-    }
-    return true;
-  }
-  static std::optional<Sqe> capsule(int fd) {  // reads one command capsule (and its data)
-    PduHeader h;
-    if (!read_all(fd, &h, sizeof h) || h.type != pdu::kCapsuleCmd) return std::nullopt;
-    std::vector<uint8_t> rest(h.plen - sizeof h);
-    if (!read_all(fd, rest.data(), rest.size())) return std::nullopt;
-    Sqe sqe;
-    std::memcpy(&sqe, rest.data(), sizeof sqe);
-    return sqe;
-  }
-  static void answer(int fd, uint16_t cid, uint32_t dw0) {
-    CapsuleResp r{};
-    r.hdr = {pdu::kCapsuleResp, 0, 24, 0, 24};
-    r.cqe.cid = cid;
-    r.cqe.dw0 = dw0;
-    (void)!::send(fd, &r, sizeof r, MSG_NOSIGNAL);
-  }
-  void serve() {
-    const int c = accept(fd_, nullptr, nullptr);
-    if (c < 0) return;
-    ICReq req;
-    ICResp resp{};
-    resp.hdr = {pdu::kICResp, 0, 128, 0, 128};
-    resp.maxh2cdata = 131072;
-    if (read_all(c, &req, sizeof req) && ::write(c, &resp, sizeof resp) == sizeof resp) {
-      auto connect = capsule(c);
-      if (connect) answer(c, connect->cid, 1 | (1u << 17));  // CNTLID 1, authentication required
-      auto negotiate = connect ? capsule(c) : std::nullopt;
-      if (negotiate) answer(c, negotiate->cid, 0);
-      auto receive = negotiate ? capsule(c) : std::nullopt;
-      if (receive) {
-        const auto m = auth::encode_challenge({1, auth::Hash::sha256, auth::kDhNull, 7,
-                                               auth::Bytes(32, 0x42), {}});
-        DataPdu d{};
-        d.hdr = {pdu::kC2HData, pdu::kFlagLast, 24, 24, static_cast<uint32_t>(24 + m.size())};
-        d.cccid = receive->cid;
-        d.datal = static_cast<uint32_t>(m.size());
-        std::vector<uint8_t> out(sizeof d + m.size());
-        std::memcpy(out.data(), &d, sizeof d);
-        std::memcpy(out.data() + sizeof d, m.data(), m.size());
-        (void)!::send(c, out.data(), out.size(), MSG_NOSIGNAL);
-        answer(c, receive->cid, 0);
-        challenged = true;
-      }
-    }
-    uint8_t b[4096];
-    while (::read(c, b, sizeof b) > 0) {}  // whatever the host still says, until it hangs up
-    ::close(c);
-  }
-
-  int fd_ = -1;
-  uint16_t port_ = 0;
-  std::thread thread_;
-};
+// the host offered (as one copying the real target's challenge would): Connect (authentication
+// required), Negotiate, then a null-group Challenge.
+void null_group_challenge(int fd, const Sqe& connect, std::atomic<bool>& challenged) {
+  using test::ScriptedTarget;
+  answer(fd, connect.cid, 1 | (1u << 17));  // CNTLID 1, authentication required
+  auto negotiate = ScriptedTarget::capsule(fd);
+  if (!negotiate) return;
+  answer(fd, negotiate->cid, 0);
+  auto receive = ScriptedTarget::capsule(fd);
+  if (!receive) return;
+  const auto m = auth::encode_challenge({1, auth::Hash::sha256, auth::kDhNull, 7,
+                                         auth::Bytes(32, 0x42), {}});
+  DataPdu d{};
+  d.hdr = {pdu::kC2HData, pdu::kFlagLast, 24, 24, static_cast<uint32_t>(24 + m.size())};
+  d.cccid = receive->cid;
+  d.datal = static_cast<uint32_t>(m.size());
+  std::vector<uint8_t> out(sizeof d + m.size());
+  std::memcpy(out.data(), &d, sizeof d);
+  std::memcpy(out.data() + sizeof d, m.data(), m.size());
+  ScriptedTarget::send(fd, out.data(), out.size());
+  answer(fd, receive->cid, 0);
+  challenged = true;
+}
 
 // A host that requires key agreement (dhchap_dhgroup without null) refuses a null-group
 // challenge: its answer could otherwise be relayed to log an attacker in as this host.
 TEST(DhchapOverLoopback2, AHostThatRequiresADhGroupRefusesTheNullGroup) {
-  NullGroupImpostor t;
+  std::atomic<bool> challenged{false};
+  test::ScriptedTarget t([&](int fd, const Sqe& connect) { null_group_challenge(fd, connect, challenged); });
   auto loop = test::make_loop();
   auto bad = open_device(*loop, fmt::format("nvme-tcp://127.0.0.1:{}/{}?ns=1&hostnqn={}"
                                             "&dhchap_secret={}&dhchap_dhgroup=ffdhe2048,ffdhe3072",
                                             t.port(), kSub, kHost, kKey));
   ASSERT_FALSE(bad);
-  EXPECT_TRUE(t.challenged) << bad.error().message();
+  t.join();
+  EXPECT_TRUE(challenged) << bad.error().message();
   EXPECT_EQ(bad.error().code(), EACCES) << bad.error().message();
   EXPECT_NE(bad.error().message().find("chose DH group null, which dhchap_dhgroup does not accept"),
             std::string::npos)

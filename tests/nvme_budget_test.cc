@@ -102,6 +102,30 @@ TEST(TargetBudget, AHostThatStopsReadingHoldsOnlyItsShareAndIsClosedWhenItsAnswe
 
 // Copies that must be emulated, many at once from one host: the target's emulation buffers come
 // from the copy budget (no 64 MiB each), every copy completes with the right data.
+// A Copy capsule for namespace 1 (format 0, ranges in the capsule): `blocks` blocks from each
+// SLBA to consecutive places from `sdlba` on.
+std::vector<uint8_t> copy_capsule(uint16_t cid, uint64_t sdlba, const std::vector<uint64_t>& slbas,
+                                  uint16_t blocks) {
+  std::vector<uint8_t> ranges;
+  for (uint64_t slba : slbas) {
+    CopyRange0 c{};
+    c.slba = slba;
+    c.nlb = static_cast<uint16_t>(blocks - 1);
+    const auto* b = reinterpret_cast<const uint8_t*>(&c);
+    ranges.insert(ranges.end(), b, b + sizeof c);
+  }
+  Sqe sqe{};
+  sqe.opcode = io::kCopy;
+  sqe.nsid = 1;
+  sqe.cid = cid;
+  sqe.cdw10 = static_cast<uint32_t>(sdlba);
+  sqe.cdw11 = static_cast<uint32_t>(sdlba >> 32);
+  sqe.cdw12 = static_cast<uint32_t>(slbas.size() - 1);
+  sqe.dptr.length = static_cast<uint32_t>(ranges.size());
+  sqe.dptr.type = kSglInCapsule;
+  return capsule(sqe, ranges);
+}
+
 TEST(TargetBudget, EmulatedCopiesFromOneHostStayWithinItsShareOfTheCopyBudget) {
   TargetConfig cfg = config({"mem:256M,seed=32,nocopy"});
   cfg.limits.copy_budget = 16 * M;
@@ -111,24 +135,10 @@ TEST(TargetBudget, EmulatedCopiesFromOneHostStayWithinItsShareOfTheCopyBudget) {
   // 32 copies of 4 MiB (four 1 MiB source ranges each), all sent before any answer is read.
   std::vector<uint8_t> burst;
   for (uint16_t cid = 1; cid <= 32; ++cid) {
-    std::vector<uint8_t> ranges;
-    for (int r = 0; r < 4; ++r) {
-      CopyRange0 c{};
-      c.slba = (uint64_t(cid - 1) * 4 + r) * 2048;
-      c.nlb = 2047;
-      const auto* b = reinterpret_cast<const uint8_t*>(&c);
-      ranges.insert(ranges.end(), b, b + sizeof c);
-    }
-    Sqe sqe{};
-    sqe.opcode = io::kCopy;
-    sqe.nsid = 1;
-    sqe.cid = cid;
-    const uint64_t sdlba = 262144 + uint64_t(cid - 1) * 8192;  // from 128 MiB on
-    sqe.cdw10 = static_cast<uint32_t>(sdlba);
-    sqe.cdw12 = 3;  // four ranges, format 0
-    sqe.dptr.length = static_cast<uint32_t>(ranges.size());
-    sqe.dptr.type = kSglInCapsule;
-    auto p = capsule(sqe, ranges);
+    std::vector<uint64_t> slbas;
+    for (uint64_t r = 0; r < 4; ++r) slbas.push_back((uint64_t(cid - 1) * 4 + r) * 2048);
+    // Four 1 MiB ranges to 128 MiB on.
+    auto p = copy_capsule(cid, 262144 + uint64_t(cid - 1) * 8192, slbas, 2048);
     burst.insert(burst.end(), p.begin(), p.end());
   }
   ASSERT_TRUE(h.io.send_raw(burst));
@@ -160,23 +170,8 @@ TEST(TargetBudget, AHostThatDisconnectsStopsItsEmulatedCopies) {
   Served t(config({"mem:128M,nocopy,latency=100ms"}));
   Host h;
   ASSERT_TRUE(h.connect(t.port(), kSub, kAttacker));
-  std::vector<uint8_t> ranges;
-  for (int r = 0; r < 4; ++r) {  // 4 x 16 MiB from the first 64 MiB to the second
-    CopyRange0 c{};
-    c.slba = uint64_t(r) * 32768;
-    c.nlb = 32767;
-    const auto* b = reinterpret_cast<const uint8_t*>(&c);
-    ranges.insert(ranges.end(), b, b + sizeof c);
-  }
-  Sqe sqe{};
-  sqe.opcode = io::kCopy;
-  sqe.nsid = 1;
-  sqe.cid = 1;
-  sqe.cdw10 = 131072;
-  sqe.cdw12 = 3;
-  sqe.dptr.length = static_cast<uint32_t>(ranges.size());
-  sqe.dptr.type = kSglInCapsule;
-  ASSERT_TRUE(h.io.send_raw(capsule(sqe, ranges)));
+  // 4 x 16 MiB from the first 64 MiB to the second.
+  ASSERT_TRUE(h.io.send_raw(copy_capsule(1, 131072, {0, 32768, 65536, 98304}, 32768)));
   // 64 chunks of 1 MiB, eight at a time, 200 ms each: more than a second and a half in all.
   ASSERT_TRUE(eventually([&] { return t.stats().copy_budget_used > 0; })) << "the copy began";
   h.io.close();
@@ -199,23 +194,9 @@ TEST(TargetBudget, CopiesWaitingForBuffersEndCleanlyWhenTheirHostResets) {
     ASSERT_TRUE(h.connect(t.port(), kSub, kAttacker));
     std::vector<uint8_t> burst;
     for (uint16_t cid = 1; cid <= 32; ++cid) {
-      std::vector<uint8_t> ranges;
-      for (int r = 0; r < 4; ++r) {  // 4 x 2 MiB from the first 64 MiB
-        CopyRange0 c{};
-        c.slba = uint64_t((cid % 8) * 4 + r) * 4096;
-        c.nlb = 4095;
-        const auto* b = reinterpret_cast<const uint8_t*>(&c);
-        ranges.insert(ranges.end(), b, b + sizeof c);
-      }
-      Sqe sqe{};
-      sqe.opcode = io::kCopy;
-      sqe.nsid = 1;
-      sqe.cid = cid;
-      sqe.cdw10 = 262144 + uint32_t(cid % 8) * 16384;
-      sqe.cdw12 = 3;
-      sqe.dptr.length = static_cast<uint32_t>(ranges.size());
-      sqe.dptr.type = kSglInCapsule;
-      auto p = capsule(sqe, ranges);
+      std::vector<uint64_t> slbas;  // 4 x 2 MiB from the first 64 MiB
+      for (uint64_t r = 0; r < 4; ++r) slbas.push_back(((cid % 8) * 4 + r) * 4096);
+      auto p = copy_capsule(cid, 262144 + uint64_t(cid % 8) * 16384, slbas, 4096);
       burst.insert(burst.end(), p.begin(), p.end());
     }
     ASSERT_TRUE(h.io.send_raw(burst));

@@ -2,9 +2,7 @@
 // is an error naming its JSON path; --lenient turns the key errors into warnings. Ports, NQNs and
 // host:port strings are checked the same way everywhere.
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -13,6 +11,7 @@
 #include "nvme/codec.h"
 #include <blkcopy/target.h>
 #include "tests/nvme_client.h"
+#include "tests/scripted_target.h"
 #include "tests/test_util.h"
 
 #include <fstream>
@@ -293,16 +292,11 @@ TEST(NvmeConfig, AllowedHostsWithoutAllowAnyHostAdmitOnlyThem) {
   EXPECT_NE(warnings[0].find("subsystems[1]: no host may connect"), std::string::npos) << warnings[0];
 }
 
+// A port nothing listens on now (the kernel's pick, let go at once).
 uint16_t free_port() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
-  socklen_t len = sizeof sa;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
-  close(fd);
-  return ntohs(sa.sin_port);
+  uint16_t port = 0;
+  ::close(test::listen_loopback(port));
+  return port;
 }
 
 // `serve --host-key H=...` without --allow-host admits the keyed hosts only (another NQN is

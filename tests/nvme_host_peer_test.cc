@@ -18,75 +18,29 @@
 
 #include "nvme/host/queue.h"
 #include "nvme/spec.h"
+#include "tests/scripted_target.h"
 #include "tests/test_util.h"
 
 namespace blkcopy::nvme {
 namespace {
 
-bool read_all(int fd, void* p, size_t n) {
-  auto* b = static_cast<uint8_t*>(p);
-  while (n) {
-    const ssize_t r = ::read(fd, b, n);
-    if (r <= 0) return false;
-    b += r;
-    n -= static_cast<size_t>(r);
-  }
-  return true;
+using test::ScriptedTarget;
+
+// Answers the first command (a read) with one C2HData of `datal` bytes at offset 0 carrying
+// `flags`.
+ScriptedTarget lying_target(uint32_t datal, uint8_t flags) {
+  return ScriptedTarget([datal, flags](int fd, const Sqe& sqe) {
+    DataPdu d{};
+    d.hdr = {pdu::kC2HData, flags, 24, 24, 24 + datal};
+    d.cccid = sqe.cid;
+    d.datal = datal;
+    std::vector<uint8_t> out(24 + datal, 0xAB);
+    std::memcpy(out.data(), &d, sizeof d);
+    ScriptedTarget::send(fd, out.data(), out.size());
+  });
 }
 
-// Accepts one connection, answers the ICReq, reads one command capsule, and answers it with
-// one C2HData of `datal` bytes at offset 0 carrying `flags`.
-class LyingTarget {
- public:
-  LyingTarget(uint32_t datal, uint8_t flags) {
-    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in sa{};
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    EXPECT_EQ(bind(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
-    EXPECT_EQ(listen(fd_, 1), 0);
-    socklen_t len = sizeof sa;
-    getsockname(fd_, reinterpret_cast<sockaddr*>(&sa), &len);
-    port_ = ntohs(sa.sin_port);
-    thread_ = std::thread([this, datal, flags] {
-      const int c = accept(fd_, nullptr, nullptr);
-      if (c < 0) return;
-      ICReq req;
-      ICResp resp{};
-      resp.hdr = {pdu::kICResp, 0, 128, 0, 128};
-      resp.maxh2cdata = 131072;
-      uint8_t cmd[72];
-      if (read_all(c, &req, sizeof req) && ::write(c, &resp, sizeof resp) == sizeof resp &&
-          read_all(c, cmd, sizeof cmd)) {
-        Sqe sqe;
-        std::memcpy(&sqe, cmd + 8, sizeof sqe);
-        DataPdu d{};
-        d.hdr = {pdu::kC2HData, flags, 24, 24, 24 + datal};
-        d.cccid = sqe.cid;
-        d.datal = datal;
-        std::vector<uint8_t> out(24 + datal, 0xAB);
-        std::memcpy(out.data(), &d, sizeof d);
-        (void)!::write(c, out.data(), out.size());
-      }
-      uint8_t b[256];
-      while (::read(c, b, sizeof b) > 0) {}  // until the host hangs up
-      ::close(c);
-    });
-  }
-  ~LyingTarget() {
-    shutdown(fd_, SHUT_RDWR);
-    thread_.join();
-    ::close(fd_);
-  }
-  uint16_t port() const { return port_; }
-
- private:
-  int fd_ = -1;
-  uint16_t port_ = 0;
-  std::thread thread_;
-};
-
-Status read_8k_from(const LyingTarget& t) {
+Status read_8k_from(const ScriptedTarget& t) {
   auto loop = test::make_loop();
   auto q = HostQueue::open(*loop, "127.0.0.1", t.port(), QueueOptions{});
   EXPECT_TRUE(q) << (q ? "" : q.error().message());
@@ -99,7 +53,7 @@ Status read_8k_from(const LyingTarget& t) {
 }
 
 TEST(HostQueuePeer, C2HSuccessBeforeAllTheDataFailsTheCommand) {
-  LyingTarget half(4096, pdu::kFlagLast | pdu::kFlagSuccess);
+  auto half = lying_target(4096, pdu::kFlagLast | pdu::kFlagSuccess);
   Status s = read_8k_from(half);
   EXPECT_EQ(s.code(), EPROTO);
   EXPECT_NE(s.message().find("C2HData SUCCESS before all the data"), std::string::npos)
@@ -107,83 +61,37 @@ TEST(HostQueuePeer, C2HSuccessBeforeAllTheDataFailsTheCommand) {
 }
 
 TEST(HostQueuePeer, C2HSuccessWithoutLastPduFailsTheCommand) {
-  LyingTarget no_last(8192, pdu::kFlagSuccess);
+  auto no_last = lying_target(8192, pdu::kFlagSuccess);
   EXPECT_EQ(read_8k_from(no_last).code(), EPROTO);
 }
 
 TEST(HostQueuePeer, C2HSuccessWithAllTheDataEndsTheRead) {
-  LyingTarget honest(8192, pdu::kFlagLast | pdu::kFlagSuccess);
+  auto honest = lying_target(8192, pdu::kFlagLast | pdu::kFlagSuccess);
   EXPECT_TRUE(read_8k_from(honest).ok());
 }
 
-// Accepts one connection, answers the ICReq, reads one write capsule (no in-capsule data) and
-// runs `script` on the socket; then keeps every byte the host sends until it hangs up.
-class WriteTarget {
- public:
-  using Script = std::function<void(int fd, const Sqe& sqe)>;
-  explicit WriteTarget(Script script) {
-    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in sa{};
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    EXPECT_EQ(bind(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
-    EXPECT_EQ(listen(fd_, 1), 0);
-    socklen_t len = sizeof sa;
-    getsockname(fd_, reinterpret_cast<sockaddr*>(&sa), &len);
-    port_ = ntohs(sa.sin_port);
-    thread_ = std::thread([this, script] {
-      const int c = accept(fd_, nullptr, nullptr);
-      if (c < 0) return;
-      ICReq req;
-      ICResp resp{};
-      resp.hdr = {pdu::kICResp, 0, 128, 0, 128};
-      resp.maxh2cdata = 4096;
-      uint8_t cmd[72];
-      if (read_all(c, &req, sizeof req) && ::write(c, &resp, sizeof resp) == sizeof resp &&
-          read_all(c, cmd, sizeof cmd)) {
-        Sqe sqe;
-        std::memcpy(&sqe, cmd + 8, sizeof sqe);
-        script(c, sqe);
-      }
-      uint8_t b[4096];
-      for (ssize_t n; (n = ::read(c, b, sizeof b)) > 0;) got.insert(got.end(), b, b + n);
-      ::close(c);
-    });
-  }
-  ~WriteTarget() { join(); }
-  void join() {
-    if (!thread_.joinable()) return;
-    shutdown(fd_, SHUT_RDWR);
-    thread_.join();
-    ::close(fd_);
-  }
-  uint16_t port() const { return port_; }
-  std::vector<uint8_t> got;  // what the host sent after the script (read once joined)
-
-  static void r2t(int fd, const Sqe& sqe, uint32_t offset, uint32_t length) {
-    R2T t{};
-    t.hdr = {pdu::kR2T, 0, 24, 0, 24};
-    t.cccid = sqe.cid;
-    t.r2to = offset;
-    t.r2tl = length;
-    (void)!::send(fd, &t, sizeof t, MSG_NOSIGNAL);  // the host may have hung up
-  }
-  static void success(int fd, const Sqe& sqe) {
-    CapsuleResp r{};
-    r.hdr = {pdu::kCapsuleResp, 0, 24, 0, 24};
-    r.cqe.cid = sqe.cid;
-    (void)!::send(fd, &r, sizeof r, MSG_NOSIGNAL);
-  }
-
- private:
-  int fd_ = -1;
-  uint16_t port_ = 0;
-  std::thread thread_;
-};
+// A target for writes: R2Ts and completions written by the scripts below (MAXH2CDATA 4 KiB).
+ScriptedTarget write_target(ScriptedTarget::Script script) {
+  return ScriptedTarget(std::move(script), 4096);
+}
+void r2t(int fd, const Sqe& sqe, uint32_t offset, uint32_t length) {
+  R2T t{};
+  t.hdr = {pdu::kR2T, 0, 24, 0, 24};
+  t.cccid = sqe.cid;
+  t.r2to = offset;
+  t.r2tl = length;
+  ScriptedTarget::send(fd, &t, sizeof t);
+}
+void success(int fd, const Sqe& sqe) {
+  CapsuleResp r{};
+  r.hdr = {pdu::kCapsuleResp, 0, 24, 0, 24};
+  r.cqe.cid = sqe.cid;
+  ScriptedTarget::send(fd, &r, sizeof r);
+}
 
 // Writes 64 KiB from a buffer that is overwritten with a secret pattern as soon as the write
 // returns (as a caller reusing its memory would), then closes the queue.
-Status write_64k_to(WriteTarget& t) {
+Status write_64k_to(ScriptedTarget& t) {
   auto loop = test::make_loop();
   auto q = HostQueue::open(*loop, "127.0.0.1", t.port(), QueueOptions{});
   EXPECT_TRUE(q) << (q ? "" : q.error().message());
@@ -205,7 +113,7 @@ bool holds_secret(const std::vector<uint8_t>& got) {
 // PDUs of one receive before its H2CData can leave: the write fails, and what the socket sends
 // afterwards is never the buffer's new contents.
 TEST(HostQueuePeer, ACompletionBeforeTheWritesDataHasLeftFailsAndNothingLeaksAfter) {
-  WriteTarget t([](int fd, const Sqe& sqe) {
+  auto t = write_target([](int fd, const Sqe& sqe) {
     R2T r2t{};
     r2t.hdr = {pdu::kR2T, 0, 24, 0, 24};
     r2t.cccid = sqe.cid;
@@ -216,7 +124,7 @@ TEST(HostQueuePeer, ACompletionBeforeTheWritesDataHasLeftFailsAndNothingLeaksAft
     uint8_t both[48];
     std::memcpy(both, &r2t, 24);
     std::memcpy(both + 24, &done, 24);
-    (void)!::send(fd, both, sizeof both, MSG_NOSIGNAL);
+    ScriptedTarget::send(fd, both, sizeof both);
   });
   const Status s = write_64k_to(t);
   t.join();
@@ -228,9 +136,9 @@ TEST(HostQueuePeer, ACompletionBeforeTheWritesDataHasLeftFailsAndNothingLeaksAft
 TEST(HostQueuePeer, RepeatedOrOutOfOrderR2TsFailTheQueue) {
   // (first R2T's offset, second's): a repeat, an overlap, and a first one not at offset 0.
   for (auto [first, second] : {std::pair<uint32_t, uint32_t>{0, 0}, {0, 2048}, {8192, 0}}) {
-    WriteTarget t([first, second](int fd, const Sqe& sqe) {
-      WriteTarget::r2t(fd, sqe, first, 4096);
-      if (first == 0) WriteTarget::r2t(fd, sqe, second, 4096);
+    auto t = write_target([first, second](int fd, const Sqe& sqe) {
+      r2t(fd, sqe, first, 4096);
+      if (first == 0) r2t(fd, sqe, second, 4096);
     });
     const Status s = write_64k_to(t);
     t.join();
@@ -241,8 +149,8 @@ TEST(HostQueuePeer, RepeatedOrOutOfOrderR2TsFailTheQueue) {
 // A target answering one write with R2T after R2T for the same bytes (the attack grew a host to
 // 5 GiB in 10 s): the second one ends it, and the host sent the data once at most.
 TEST(HostQueuePeer, EndlessR2TsAreRefusedAfterTheFirst) {
-  WriteTarget t([](int fd, const Sqe& sqe) {
-    for (int i = 0; i < 10000; ++i) WriteTarget::r2t(fd, sqe, 0, 65536);
+  auto t = write_target([](int fd, const Sqe& sqe) {
+    for (int i = 0; i < 10000; ++i) r2t(fd, sqe, 0, 65536);
   });
   const Status s = write_64k_to(t);
   t.join();
@@ -251,13 +159,13 @@ TEST(HostQueuePeer, EndlessR2TsAreRefusedAfterTheFirst) {
 }
 
 TEST(HostQueuePeer, AnHonestWriteInTwoR2TsSucceeds) {
-  WriteTarget t([](int fd, const Sqe& sqe) {
+  auto t = write_target([](int fd, const Sqe& sqe) {
     for (uint32_t at : {0u, 32768u}) {
-      WriteTarget::r2t(fd, sqe, at, 32768);
+      r2t(fd, sqe, at, 32768);
       std::vector<uint8_t> data(32768 + 24 * 8);  // eight H2CData PDUs of 4 KiB
-      ASSERT_TRUE(read_all(fd, data.data(), data.size()));
+      ASSERT_TRUE(test::read_all(fd, data.data(), data.size()));
     }
-    WriteTarget::success(fd, sqe);
+    success(fd, sqe);
   });
   EXPECT_TRUE(write_64k_to(t).ok());
 }
