@@ -109,6 +109,18 @@ void connect(TargetRequest& r) {
 // authenticated.
 constexpr unsigned kAuthTries = 3;
 
+// Ends an Auth Send (success) or Auth Receive (the message is in r.data), then, when `why` says
+// so, the connection: the answer goes out first.
+void end_auth_command(TargetRequest& r, bool send, const std::string& why = {}) {
+  QueueTransport& transport = r.queue->transport();
+  if (send) {
+    r.queue->complete(r, 0);
+  } else {
+    complete_with_data(r, r.data_len);
+  }
+  if (!why.empty()) transport.disconnect(why);
+}
+
 void auth_failed(TargetRequest& r, bool send) {
   TargetQueue& q = *r.queue;
   QueueSession& s = q.session;
@@ -126,13 +138,7 @@ void auth_failed(TargetRequest& r, bool send) {
   } else if (s.auth_failures >= kAuthTries) {
     end = fmt::format("{} failed DH-HMAC-CHAP transactions", s.auth_failures);
   }
-  QueueTransport& transport = q.transport();
-  if (send) {
-    q.complete(r, 0);
-  } else {
-    complete_with_data(r, r.data_len);  // the Failure1 message: the host reads why
-  }
-  if (!end.empty()) transport.disconnect(end);
+  end_auth_command(r, send, end);  // an Auth Receive carries Failure1: the host reads why
 }
 
 // After a message: a failure, a success, or neither yet; then the command ends.
@@ -144,14 +150,8 @@ void after_message(TargetRequest& r, bool send) {
     // Only now does an I/O queue take its ID, and the controller keep its own.
     if (s.qid && !s.qid_claimed) {
       if (!q.target().subsystems().claim(*s.ctrl, s.qid)) {
-        QueueTransport& transport = q.transport();
-        if (send) {
-          q.complete(r, 0);
-        } else {
-          complete_with_data(r, r.data_len);
-        }
-        return transport.disconnect(fmt::format("queue {} is taken by another authenticated queue",
-                                                s.qid));
+        return end_auth_command(
+            r, send, fmt::format("queue {} is taken by another authenticated queue", s.qid));
       }
       s.qid_claimed = true;
     }
@@ -160,8 +160,7 @@ void after_message(TargetRequest& r, bool send) {
     s.ctrl->seen();
     log_info(fmt::format("serve: host {} authenticated on queue {}", s.ctrl->hostnqn, s.qid));
   }
-  if (send) return q.complete(r, 0);
-  complete_with_data(r, r.data_len);
+  end_auth_command(r, send);
 }
 
 // A message's DH work runs on a helper thread of the queue's loop (four per loop: at most four
