@@ -4,14 +4,18 @@
 #include <blkcopy/copy.h>
 #include <blkcopy/open.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
+#include <cstddef>
 #include <cstdio>
 #include <cstring>
 #include <memory>
 #include <new>
 #include <thread>
 #include <vector>
+
+#include "capi/cancel.h"
 
 struct blkcopy_device {
   std::unique_ptr<blkcopy::Device> dev;
@@ -49,18 +53,43 @@ int check_range(const blkcopy_device* d, uint64_t offset, uint64_t len) {
   return 0;
 }
 
-// False for an emulation value the enum does not have.
-bool options(const blkcopy_copy_options* o, blkcopy::CopyOptions& opt) {
-  if (!o) return true;
-  switch (o->emulation) {
+// The caller's options (of the size it was built with) into opt; 0 or an errno with why.
+int options(const blkcopy_copy_options* o, blkcopy::CopyOptions& opt, const char*& why) {
+  if (!o) return 0;
+  if (o->size < offsetof(blkcopy_copy_options, buffer_bytes)) {
+    why = "the options' size is not set: start from BLKCOPY_COPY_OPTIONS_INIT";
+    return -EINVAL;
+  }
+  if (o->size > 4096) {  // a garbage size: the struct is nowhere near this
+    why = "the options' size is not one this API ever had";
+    return -EINVAL;
+  }
+  // What an older caller does not know stays zero (the defaults); what a newer one set that
+  // this library does not know is refused, not ignored.
+  blkcopy_copy_options known{};
+  std::memcpy(&known, o, std::min<size_t>(o->size, sizeof known));
+  const auto* extra = reinterpret_cast<const unsigned char*>(o) + sizeof known;
+  for (size_t i = sizeof known; i < o->size; ++i, ++extra) {
+    if (*extra) {
+      why = "the options set fields this version of libblkcopy does not know";
+      return -E2BIG;
+    }
+  }
+  switch (known.emulation) {
     case BLKCOPY_EMULATE_ALLOW: opt.emulation = blkcopy::Emulation::allow; break;
     case BLKCOPY_EMULATE_NEVER: opt.emulation = blkcopy::Emulation::never; break;
     case BLKCOPY_EMULATE_FORCE: opt.emulation = blkcopy::Emulation::force; break;
-    default: return false;
+    default: why = "unknown emulation value in the options"; return -EINVAL;
   }
-  if (o->buffer_bytes) opt.buffer_bytes = o->buffer_bytes;
-  if (o->chunk_bytes) opt.chunk_bytes = o->chunk_bytes;
-  return true;
+  if (known.buffer_bytes) opt.buffer_bytes = known.buffer_bytes;
+  if (known.chunk_bytes) opt.chunk_bytes = known.chunk_bytes;
+  if (known.progress) {
+    opt.progress = [fn = known.progress, arg = known.progress_arg](uint64_t done, uint64_t total) {
+      fn(arg, done, total);
+    };
+  }
+  if (known.cancel) opt.cancel = &known.cancel->requested;
+  return 0;
 }
 
 int finish(const blkcopy::CopyResult& r, blkcopy_copy_result* out) {
@@ -161,7 +190,8 @@ int blkcopy_copy_ranges(const blkcopy_range* sources, size_t n, blkcopy_device* 
       segs.push_back({sources[i].device->dev.get(), sources[i].offset, sources[i].length});
     }
     blkcopy::CopyOptions opt;
-    if (!options(opts, opt)) return refuse(-EINVAL, "unknown emulation value in the options", out);
+    const char* why = nullptr;
+    if (int e = options(opts, opt, why)) return refuse(e, why, out);
     // The engine validates alignment, bounds, overlap and the destination, with messages.
     return finish(blkcopy::copy_ranges(segs, *dst->dev, dst_offset, opt), out);
   } catch (const std::bad_alloc&) {

@@ -12,6 +12,11 @@
 
 #define MIB (1024u * 1024u)
 
+static void on_progress(void *arg, uint64_t done, uint64_t total) {
+  *(unsigned long long *)arg = (unsigned long long)done;
+  (void)total;
+}
+
 int main(int argc, char **argv) {
   const char *path = argc > 1 ? argv[1] : "/tmp/blkcopy-example.img";
   /* A 4 MiB file whose first MiB holds a pattern. */
@@ -34,10 +39,19 @@ int main(int argc, char **argv) {
   printf("blkcopy %s: %s, %llu bytes, offload up to %llu bytes a copy\n", blkcopy_version(), path,
          (unsigned long long)limits.capacity, (unsigned long long)limits.copy_max_hw_bytes);
 
+  /* Options carry their size (BLKCOPY_COPY_OPTIONS_INIT); here, a progress callback. */
+  blkcopy_copy_options opts = BLKCOPY_COPY_OPTIONS_INIT;
+  unsigned long long last = 0;
+  opts.progress = on_progress;
+  opts.progress_arg = &last;
   blkcopy_copy_result r;
-  rc = blkcopy_copy(dev, 0, dev, 2 * MIB, MIB, NULL, &r);
+  rc = blkcopy_copy(dev, 0, dev, 2 * MIB, MIB, &opts, &r);
   if (rc) {
     fprintf(stderr, "copy failed after %llu bytes: %s\n", (unsigned long long)r.bytes, r.error);
+    return 1;
+  }
+  if (last != r.bytes) {
+    fprintf(stderr, "progress ended at %llu, not at %llu\n", last, (unsigned long long)r.bytes);
     return 1;
   }
   printf("copied %llu bytes: offloaded %llu, emulated %llu, read into memory %llu\n",

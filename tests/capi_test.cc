@@ -36,7 +36,8 @@ TEST(CApi, CopiesAndReportsLikeTheCli) {
   // Vectored, emulated on request, into a RAM device.
   Dev mem("mem:4M");
   blkcopy_range ranges[] = {{dev.d, 4096, 8192}, {dev.d, 65536, 4096}};
-  blkcopy_copy_options o{BLKCOPY_EMULATE_FORCE, 0, 0};
+  blkcopy_copy_options o = BLKCOPY_COPY_OPTIONS_INIT;
+  o.emulation = BLKCOPY_EMULATE_FORCE;
   ASSERT_EQ(blkcopy_copy_ranges(ranges, 2, mem.d, 0, &o, &r), 0) << r.error;
   EXPECT_EQ(r.emulated_bytes, 12288u);
   EXPECT_EQ(r.host_read_bytes, 12288u);
@@ -67,7 +68,8 @@ TEST(CApi, EveryErrorIsANegativeErrnoWithAMessage) {
   EXPECT_NE(std::strstr(r.error, "beyond the end"), nullptr) << r.error;
   EXPECT_EQ(blkcopy_copy(a.d, 100, a.d, 8192, 4096, nullptr, &r), -EINVAL);
   EXPECT_EQ(blkcopy_copy(a.d, 0, ro.d, 0, 4096, nullptr, &r), -EROFS);
-  blkcopy_copy_options never{BLKCOPY_EMULATE_NEVER, 0, 0};
+  blkcopy_copy_options never = BLKCOPY_COPY_OPTIONS_INIT;
+  never.emulation = BLKCOPY_EMULATE_NEVER;
   Dev other("mem:1M");
   EXPECT_EQ(blkcopy_copy(a.d, 0, other.d, 0, 4096, &never, &r), -EOPNOTSUPP);
   EXPECT_EQ(blkcopy_copy_ranges(nullptr, 1, a.d, 0, nullptr, &r), -EINVAL);
@@ -103,7 +105,8 @@ TEST(CApi, EdgesThatWereUndefinedOrSilent) {
   EXPECT_NE(std::strstr(r.error, "more than 2^64"), nullptr) << r.error;
   EXPECT_EQ(r.bytes, 0u);
   // An emulation value the enum does not have is refused, not read as "allow".
-  blkcopy_copy_options odd{7, 0, 0};
+  blkcopy_copy_options odd = BLKCOPY_COPY_OPTIONS_INIT;
+  odd.emulation = 7;
   EXPECT_EQ(blkcopy_copy(a.d, 0, a.d, 8192, 4096, &odd, &r), -EINVAL);
   EXPECT_NE(std::strstr(r.error, "emulation"), nullptr) << r.error;
   // Closing from another thread leaves the device open and says why.

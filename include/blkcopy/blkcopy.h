@@ -4,8 +4,9 @@
  *
  * Errors are negative errno values (-EINVAL for bad arguments, -ERANGE for ranges beyond a
  * device, -EROFS for a read-only destination, -EOPNOTSUPP when offload was required and is
- * impossible, -EIO and others from the devices); blkcopy_strerror() names them, and a copy
- * result carries the full message.
+ * impossible, -ECANCELED for a cancelled copy, -EIO and others from the devices);
+ * blkcopy_strerror() names them, a copy result carries the full message, and
+ * blkcopy_last_error() gives it for any call.
  *
  * Threads: each thread that calls blkcopy has its own event loop, made on first use. A device
  * belongs to the thread that opened it: use and close it there (another thread gets -EXDEV).
@@ -44,11 +45,36 @@ enum blkcopy_emulation {
   BLKCOPY_EMULATE_FORCE = 2  /* always read into memory and write back */
 };
 
+/* Cancels copies from any thread, or from a signal handler: pass it in the options, then
+ * blkcopy_cancel_request() makes every copy using it issue no more work and end with
+ * -ECANCELED once the work in flight is done (result.bytes is then exact). A request stays in
+ * force (a copy started later with the same object ends at once) until blkcopy_cancel_reset(). */
+typedef struct blkcopy_cancel blkcopy_cancel;
+blkcopy_cancel *blkcopy_cancel_create(void); /* NULL when out of memory */
+void blkcopy_cancel_request(blkcopy_cancel *cancel); /* async-signal-safe; NULL: nothing */
+void blkcopy_cancel_reset(blkcopy_cancel *cancel);
+void blkcopy_cancel_destroy(blkcopy_cancel *cancel); /* not while a copy uses it; NULL allowed */
+
+/* Called on the copying thread each time a copy's in-order progress advances: `done` of
+ * `total` bytes copied from the start. It may call blkcopy_cancel_request(). */
+typedef void (*blkcopy_progress_fn)(void *arg, uint64_t done, uint64_t total);
+
+/* Copy options. The struct grows at its end in later versions: `size` says how much of it the
+ * caller knows, so start from BLKCOPY_COPY_OPTIONS_INIT (or set size = sizeof *opts and zero
+ * the rest). Fields beyond a caller's size take their defaults; a caller's fields this library
+ * does not know must be zero, else -E2BIG (a newer program on an older library). */
 typedef struct blkcopy_copy_options {
+  uint32_t size;          /* sizeof(blkcopy_copy_options) as the caller was built; 0: -EINVAL */
   int emulation;          /* enum blkcopy_emulation; another value: -EINVAL */
   uint64_t buffer_bytes;  /* host memory emulation may use; 0: the default (64 MiB) */
   uint64_t chunk_bytes;   /* bytes per emulated read and write; 0: the default (4 MiB) */
+  blkcopy_progress_fn progress; /* NULL: none */
+  void *progress_arg;
+  blkcopy_cancel *cancel; /* NULL: the copy runs to its end */
 } blkcopy_copy_options;
+
+#define BLKCOPY_COPY_OPTIONS_INIT \
+  { sizeof(blkcopy_copy_options), BLKCOPY_EMULATE_ALLOW, 0, 0, NULL, NULL, NULL }
 
 /* What a copy did: the same counters as `blkcopy copy --json`. */
 typedef struct blkcopy_copy_result {
@@ -94,6 +120,21 @@ int blkcopy_copy_ranges(const blkcopy_range *sources, size_t n, blkcopy_device *
  * device); buf may have any alignment. For checks and simple tools. */
 int blkcopy_read(blkcopy_device *device, uint64_t offset, void *buf, uint64_t len);
 int blkcopy_write(blkcopy_device *device, uint64_t offset, const void *buf, uint64_t len);
+
+/* Where the library's messages go (a peer refused, a retry, an emulated fallback): by default
+ * nowhere. fn(arg, level, message) gets each message of `level` or more important
+ * (enum blkcopy_log_level); message is one line without a newline, valid during the call, with
+ * control and non-ASCII bytes escaped. Calls come from the threads that do the work, one at a
+ * time. fn NULL drops messages again. Set it before other threads use blkcopy. A level outside
+ * the enum: -EINVAL. */
+enum blkcopy_log_level {
+  BLKCOPY_LOG_ERROR = 0,
+  BLKCOPY_LOG_WARNING = 1,
+  BLKCOPY_LOG_INFO = 2,
+  BLKCOPY_LOG_DEBUG = 3
+};
+typedef void (*blkcopy_log_fn)(void *arg, int level, const char *message);
+int blkcopy_set_log(blkcopy_log_fn fn, void *arg, int level);
 
 /* A static description of a (negative or positive) errno value. */
 const char *blkcopy_strerror(int err);
