@@ -21,6 +21,15 @@ const char* op_name(Op op) {
   return "?";
 }
 
+Status Device::claim(std::string_view owner) {
+  if (!claimed_by_.empty()) {
+    return Status::error(EBUSY, fmt::format("{} is in use by {}", name_, claimed_by_));
+  }
+  if (Status s = lock_storage(); !s.ok()) return s;
+  claimed_by_ = owner.empty() ? "an owner" : owner;
+  return {};
+}
+
 Status Device::set_copy_max_bytes(uint64_t bytes) {
   if (bytes > limits_.copy_max_hw_bytes) {
     return Status::error(EINVAL, fmt::format("copy_max_bytes {} of {} is above its "

@@ -67,6 +67,11 @@ Result<std::unique_ptr<CloneDevice>> CloneDevice::open(EventLoop& loop, std::str
                                     dest.name(), dest.limits().capacity, length,
                                     dev->meta_.size()));
   }
+  // One clone per destination: two would both hydrate it and overwrite each other's bitmap.
+  if (Status s = dest.claim(dev->name()); !s.ok()) {
+    return fail(EBUSY, fmt::format("clone destination {} is already open: {}", dest.name(),
+                                   s.message()));
+  }
   if (Status s = dev->load_metadata(); !s.ok()) return std::unexpected(s);
   if (o.background) dev->start_hydration();
   return dev;

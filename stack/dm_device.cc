@@ -102,6 +102,14 @@ Result<std::unique_ptr<Device>> DmDevice::channel(EventLoop& other) {
   return std::unique_ptr<Device>(std::move(c));
 }
 
+Status DmDevice::lock_storage() {
+  for (auto& [spec, child] : children_) {
+    if (child->limits().read_only) continue;  // a clone's source: never written, often shared
+    if (Status s = child->claim(name()); !s.ok()) return s;
+  }
+  return {};
+}
+
 bool DmDevice::same_storage(const Device& other) const {
   auto* d = dynamic_cast<const DmDevice*>(&other);
   return d && d->identity_ == identity_;

@@ -78,6 +78,7 @@ class DmDevice final : public Device {
   bool same_copy_domain(const Device& other) const override { return same_storage(other); }
   bool same_storage(const Device& other) const override;
   DeviceInfo describe() const override;
+  Status lock_storage() override;  // claims every child written through it
 
   // The first stretch of [offset, offset + max_len). REQUIRES: offset < capacity.
   Mapped map(uint64_t offset, uint64_t max_len) const;

@@ -231,11 +231,70 @@ TEST_F(CloneTest, CliShowsStatusAndHydrates) {
   EXPECT_NE(r.err.find("has no clone target"), std::string::npos);
 }
 
+// Issue 19, item 9: two clones hydrating one destination overwrote each other's bitmap.
+TEST_F(CloneTest, ADestinationHasOneCloneAtATime) {
+  const std::string src = dir.file("src", 1 * M, 17), dst = dir.file("dst", 2 * M);
+  const std::string a = table("0 2048 clone " + src + " " + dst + " 128\n");
+  auto first = open_device(*loop, a);
+  ASSERT_TRUE(first) << first.error().message();
+  // The same destination again, under another table, the same table, or inside a dm stack.
+  const std::string inner = table("0 4096 linear " + dst + " 0\n");
+  for (const std::string& t : {table("0 2048 clone mem:1M " + dst + " 128\n"), a,
+                               table("0 2048 clone " + src + " " + inner + " 128\n")}) {
+    auto again = open_device(*loop, t);
+    ASSERT_FALSE(again) << t;
+    EXPECT_EQ(again.error().code(), EBUSY);
+    EXPECT_NE(again.error().message().find("is already open: " + dst + " is in use by"),
+              std::string::npos)
+        << again.error().message();
+  }
+  const std::string shared = dir.file("shared", 4 * M);  // one table, two clones onto one file
+  auto twice = open_device(*loop, table("0 2048 clone mem:1M " + shared + " 128\n"
+                                        "2048 2048 clone mem:1M " + shared + " 128\n"));
+  ASSERT_FALSE(twice);
+  EXPECT_NE(twice.error().message().find("is in use by clone(line 1)"), std::string::npos)
+      << twice.error().message();
+  // A source is only read: two clones may share it.
+  const std::string other = dir.file("other", 2 * M);
+  auto sharing = open_device(*loop, table("0 2048 clone " + src + " " + other + " 128\n"));
+  EXPECT_TRUE(sharing) << sharing.error().message();
+  // Closed, the destination is free again; nothing was hydrated by the refused opens.
+  first->reset();
+  auto reopened = open_device(*loop, a);
+  ASSERT_TRUE(reopened) << reopened.error().message();
+  EXPECT_EQ(clone_of(**reopened).status().hydrated, 0u);
+  EXPECT_EQ(test::read_file(dst, 0, 1 * M), Bytes(1 * M));
+}
+
 }  // namespace
 }  // namespace blkcopy
 
 namespace blkcopy {
 namespace {
+
+// The issue's case: `clone hydrate` while another process (here, this test; there, `serve`)
+// has the clone open is refused with the holder named, and hydrates nothing.
+TEST(CloneCli, ASecondProcessIsRefusedWithTheHolderNamed) {
+  test::TempDir dir;
+  const std::string src = dir.file("src", 1 << 20, 18), dst = dir.file("dst", 2 << 20);
+  const std::string t = (dir.path() / "clone.table").string();
+  std::ofstream(t) << "0 2048 clone " << src << " " << dst << " 128\n";
+  auto loop = test::make_loop();
+  auto held = open_device(*loop, "dm:" + t);
+  ASSERT_TRUE(held) << held.error().message();
+  auto r = test::run_cli({"clone", "hydrate", "dm:" + t});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find(dst + " is in use by pid " + std::to_string(getpid()) + " ("),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("blkcopy_tests"), std::string::npos) << r.err;
+  EXPECT_EQ(static_cast<DmDevice&>(**held).clones()[0]->status().hydrated, 0u);
+  EXPECT_EQ(test::read_file(dst, 0, 1 << 20), test::Bytes(1 << 20)) << "nothing hydrated";
+  held->reset();
+  r = test::run_cli({"clone", "hydrate", "dm:" + t});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(test::read_file(dst, 0, 1 << 20), test::pattern(0, 1 << 20, 18));
+}
 
 TEST(CloneCli, HydrationStoppedBySignalKeepsWhatItCopied) {
   test::TempDir dir;

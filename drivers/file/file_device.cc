@@ -14,6 +14,8 @@
 #include <cstring>
 #include <optional>
 
+#include "core/storage_lock.h"
+
 namespace blkcopy {
 namespace {
 
@@ -207,6 +209,8 @@ bool FileDevice::same_copy_domain(const Device& other) const {
   return f && method_ != FileCopyMethod::none && f->method_ != FileCopyMethod::none &&
          f->fs_dev_ == fs_dev_;
 }
+
+Status FileDevice::lock_storage() { return lock_storage_exclusive(fd_, name()); }
 
 bool FileDevice::same_storage(const Device& other) const {
   auto* f = dynamic_cast<const FileDevice*>(&other);

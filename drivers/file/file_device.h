@@ -43,6 +43,7 @@ class FileDevice final : public Device {
   bool same_copy_domain(const Device& other) const override;
   bool same_storage(const Device& other) const override;
   DeviceInfo describe() const override;
+  Status lock_storage() override;  // flock on the descriptor
 
   int fd() const { return fd_; }
   bool direct() const { return direct_; }

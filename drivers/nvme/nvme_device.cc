@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "block/fanout.h"
+#include "core/storage_lock.h"
 #include "nvme/copy_ranges.h"
 #include "nvme/spec.h"
 #include "nvme/status.h"
@@ -244,6 +245,8 @@ bool NvmeLocalDevice::same_copy_domain(const Device& other) const {
   return o->nsid_ == nsid_ ||
          (ctrl_->format2 && o->geo_.block_size == geo_.block_size);
 }
+
+Status NvmeLocalDevice::lock_storage() { return lock_storage_exclusive(fd_, name()); }
 
 bool NvmeLocalDevice::same_storage(const Device& other) const {
   auto* o = dynamic_cast<const NvmeLocalDevice*>(&other);

@@ -48,6 +48,7 @@ class NvmeLocalDevice final : public Device {
   bool same_copy_domain(const Device& other) const override;
   bool same_storage(const Device& other) const override;
   DeviceInfo describe() const override;
+  Status lock_storage() override;  // flock on the descriptor
 
   struct Counters {
     uint64_t commands = 0, copies = 0, retries = 0;

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <vector>
 
+#include "core/storage_lock.h"
 #include "drivers/file/file_device.h"
 
 namespace blkcopy {
@@ -297,6 +298,8 @@ bool ScsiDevice::same_copy_domain(const Device& other) const {
   if (!o || !limits_.copy_max_hw_bytes || !o->naa_ || o->block_size_ != block_size_) return false;
   return o == this || !unreachable_.contains(o->naa_->hex());
 }
+
+Status ScsiDevice::lock_storage() { return lock_storage_exclusive(fd_, name()); }
 
 bool ScsiDevice::same_storage(const Device& other) const {
   auto* o = dynamic_cast<const ScsiDevice*>(&other);

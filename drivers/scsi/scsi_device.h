@@ -50,6 +50,7 @@ class ScsiDevice final : public Device {
   bool same_copy_domain(const Device& other) const override;
   bool same_storage(const Device& other) const override;
   DeviceInfo describe() const override;
+  Status lock_storage() override;  // flock on the descriptor
 
   struct Counters {
     uint64_t xcopies = 0, retries = 0, refused = 0;

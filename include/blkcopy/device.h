@@ -10,6 +10,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace blkcopy {
@@ -149,7 +150,17 @@ class Device {
   // The writable copy_max_bytes limit: 0 turns offload off; at most copy_max_hw_bytes.
   Status set_copy_max_bytes(uint64_t bytes);
 
+  // Claims the device for `owner`, which keeps state on its storage (a clone's region bitmap),
+  // until the device is closed. A second claim fails with EBUSY naming the holder: always within
+  // this process, and across processes where the driver can lock its storage (files, local NVMe
+  // and SCSI nodes, the children of a dm stack). A RAM device has no other process; a remote
+  // namespace cannot be locked from here (another host may still open it).
+  Status claim(std::string_view owner);
+
  protected:
+  // Locks the storage against other processes, for claim(); ok where there is nothing to lock.
+  virtual Status lock_storage() { return {}; }
+
   Device(EventLoop& loop, std::string name) : loop_(loop), name_(std::move(name)) {}
 
   // Checks a request against the limits; drivers call it first in submit().
@@ -164,6 +175,7 @@ class Device {
  private:
   EventLoop& loop_;
   std::string name_;
+  std::string claimed_by_;
 };
 
 // Blocking helpers for simple callers and tests: submit and run the device's loop until done.
