@@ -242,5 +242,59 @@ TEST(DhchapOverLoopback2, AHostAuthenticatingKeepsItsControllerIdWhenIdsRunOut) 
   EXPECT_EQ(host.identify(kCnsController, 0, id).status, 0) << "the host lost its controller";
 }
 
+// A host that keeps failing from one address backs off: its Negotiates are refused at once (no
+// DH work) for a time that doubles; the same NQN from another address is not locked out.
+TEST(DhchapOverLoopback2, AHostThatKeepsFailingBacksOffAtItsAddressOnly) {
+  AuthTarget t("hmac(sha256)", "ffdhe2048");
+  auto negotiate = [](test::NvmeClient& c, uint16_t tid) -> std::vector<uint8_t> {
+    const auto neg = auth::encode_negotiate({tid, {1}, {auth::kDhNull, 1}});
+    std::vector<uint8_t> msg;
+    if (c.command(auth_sqe(fabrics::kAuthSend, neg.size()), neg).status) return {};
+    if (c.command(auth_sqe(fabrics::kAuthReceive, 4096), {}, &msg, 4096).status) return {};
+    return msg;
+  };
+  auto fail_once = [&](test::NvmeClient& c, uint16_t tid) {
+    auto ch = auth::decode_challenge(negotiate(c, tid));
+    if (!ch) return false;
+    const auto reply = auth::encode_reply({tid, 0, false, auth::Bytes(32, 0x55), {},
+                                           auth::Bytes(256, 2)}, 32);
+    std::vector<uint8_t> msg;
+    return c.command(auth_sqe(fabrics::kAuthSend, reply.size()), reply).status == 0 &&
+           c.command(auth_sqe(fabrics::kAuthReceive, 4096), {}, &msg, 4096).status == 0;
+  };
+  constexpr uint32_t kOtherHost = 0x7F000002;  // 127.0.0.2
+  test::NvmeClient first, second;
+  ASSERT_TRUE(first.open(t.port()));
+  ASSERT_EQ(first.connect(0, kSub, kHost).status, 0);
+  for (uint16_t tid = 1; tid <= 2; ++tid) ASSERT_TRUE(fail_once(first, tid));
+  fail_once(first, 3);  // the third ends the connection; no back-off yet
+  ASSERT_TRUE(second.open(t.port()));
+  ASSERT_EQ(second.connect(0, kSub, kHost).status, 0);
+  ASSERT_TRUE(fail_once(second, 4)) << "three failures cost no back-off";
+  // The fourth failure from 127.0.0.1: the next Negotiate gets Failure1, not a Challenge.
+  auto refused = negotiate(second, 5);
+  ASSERT_GE(refused.size(), 2u);
+  EXPECT_EQ(refused[1], auth::kIdFailure1);
+  // The host itself, at another address, is not locked out by what 127.0.0.1 did.
+  test::NvmeClient real;
+  real.source = kOtherHost;
+  ASSERT_TRUE(real.open(t.port()));
+  ASSERT_EQ(real.connect(0, kSub, kHost).status, 0);
+  auto ch = auth::decode_challenge(negotiate(real, 1));
+  ASSERT_TRUE(ch) << "refused at an address that never failed";
+  // Once the back-off (1 s) has passed, 127.0.0.1 may try again.
+  bool challenged = false;
+  const auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!challenged && std::chrono::steady_clock::now() < limit) {
+    test::NvmeClient again;
+    ASSERT_TRUE(again.open(t.port()));
+    ASSERT_EQ(again.connect(0, kSub, kHost).status, 0);
+    auto m = negotiate(again, 6);
+    challenged = auth::decode_challenge(m).has_value();
+    if (!challenged) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(challenged) << "the back-off never ended";
+}
+
 }  // namespace
 }  // namespace blkcopy

@@ -23,6 +23,8 @@ class NvmeClient {
   // TCP connect and ICReq/ICResp. False when the target refuses or closes.
   bool open(uint16_t port, bool hdgst = false, bool ddgst = false);
   bool open_raw(uint16_t port);  // TCP only, no ICReq
+  // The loopback address to connect from (127.0.0.1 when 0): another host, to the target.
+  uint32_t source = 0;
   void close();
   void abort();  // closes with a TCP reset (SO_LINGER 0), as a crashed host's kernel would
 

@@ -59,6 +59,12 @@ class AuthSession {
   // The message for an Auth Receive of at most out.size() bytes, zero-padded; false when none
   // is due (the command then fails with Command Sequence Error).
   bool receive(std::span<uint8_t> out);
+  // Fails a Negotiate (transaction `tid`) without looking at it: the target will not begin a
+  // handshake now (AuthGate). The host reads Failure1.
+  void refuse(uint16_t tid, std::string why) {
+    tid_ = tid;
+    fail(auth::kFailFailed, std::move(why));
+  }
 
   bool authenticated() const { return state_ == State::done; }
   // Why authentication failed last (empty before any failure), and how many times it has.

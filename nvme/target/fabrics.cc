@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <cstring>
+#include <utility>
 
 #include "nvme/codec.h"
 #include "nvme/target/internal.h"
@@ -126,10 +127,18 @@ void auth_failed(TargetRequest& r, bool send) {
   QueueSession& s = q.session;
   s.auth_failures = s.auth->failures();
   const std::string sub = s.ctrl->subsys ? s.ctrl->subsys->cfg.nqn : kDiscoveryNqn;
-  log_warning(fmt::format("serve: host {} failed DH-HMAC-CHAP authentication on queue {} of {} "
-                          "({} of {} tries): {}",
-                          s.ctrl->hostnqn, s.qid, sub, s.auth_failures, kAuthTries,
-                          s.auth->failure()));
+  if (!std::exchange(s.auth_refused, false)) {
+    s.handshake.failed();  // counts toward this host and address's back-off
+    log_warning(fmt::format("serve: host {} at {} failed DH-HMAC-CHAP authentication on queue {} "
+                            "of {} ({} of {} tries): {}",
+                            s.ctrl->hostnqn, q.transport().peer_address(), s.qid, sub,
+                            s.auth_failures, kAuthTries, s.auth->failure()));
+  } else if (s.log_refusal) {  // the 1st, 2nd, 4th, 8th... refusal in a row: a flood, one line
+    log_warning(fmt::format("serve: host {} at {} refused a DH-HMAC-CHAP handshake on queue {} "
+                            "of {}: {}",
+                            s.ctrl->hostnqn, q.transport().peer_address(), s.qid, sub,
+                            s.auth->failure()));
+  }
   std::string end;
   if (s.authenticated) {
     s.authenticated = false;
@@ -156,6 +165,7 @@ void after_message(TargetRequest& r, bool send) {
       s.qid_claimed = true;
     }
     if (s.qid == 0) s.ctrl->unproven = false;
+    s.handshake.succeeded();
     s.authenticated = true;
     s.ctrl->seen();
     log_info(fmt::format("serve: host {} authenticated on queue {}", s.ctrl->hostnqn, s.qid));
@@ -198,10 +208,26 @@ void authenticate(TargetRequest& r, bool send) {
   }
   if (send) {
     if (s.qid == 0) s.ctrl->authenticating = true;  // no longer the first to give its ID up
-    auto job = s.auth->send({r.data, length});
+    const std::span<const uint8_t> msg{r.data, length};
+    if (auto h = auth::decode_header(msg);
+        h && h->type == auth::kTypeCommon && h->id == auth::kIdNegotiate) {
+      // A new handshake: the gate may refuse it (this host and address back off, or have too
+      // many in progress) before it costs a DH key pair.
+      auto d = q.target().auth_gate().begin(s.ctrl->hostnqn, q.transport().peer_address(),
+                                            AuthGate::Clock::now());
+      if (!d.ticket) {
+        s.auth_refused = true;
+        s.log_refusal = d.log;
+        s.auth->refuse(h->tid, d.why);
+        return after_message(r, send);
+      }
+      s.handshake = std::move(*d.ticket);
+    }
+    auto job = s.auth->send(msg);
     // Restarting with a new Negotiate is a try too (each one costs a DH key pair): a peer gets
     // kAuthTries handshakes per connection, not a key pair generated for every Negotiate.
     if (s.auth->started() > kAuthTries) {
+      s.handshake.failed();  // counts toward this host and address's back-off, as a failure
       QueueTransport& transport = q.transport();
       q.complete(r, st(status::kCommandSequenceError));
       return transport.disconnect(fmt::format("{} DH-HMAC-CHAP handshakes begun without success",

@@ -23,6 +23,7 @@
 
 #include "core/budget.h"
 #include "nvme/target/auth.h"
+#include "nvme/target/auth_gate.h"
 #include "nvme/target/subsystem.h"
 
 namespace blkcopy::nvme {
@@ -61,6 +62,7 @@ class TargetImpl final : public Target {
   unsigned loops() const { return static_cast<unsigned>(workers_.size()); }
   AtomicStats& mut_stats() { return stats_; }
   Subsystems& subsystems() { return subsystems_; }
+  AuthGate& auth_gate() { return auth_gate_; }
   const TargetLimits& limits() const { return cfg_.limits; }
   // The keys a host must authenticate with, or nullptr when it need not.
   const HostKeys* keys_for(const std::string& hostnqn) const {
@@ -106,6 +108,7 @@ class TargetImpl final : public Target {
   EventLoop& home_;
   TargetConfig cfg_;
   Subsystems subsystems_;
+  AuthGate auth_gate_;  // before the workers: their queues' tickets end first
   std::map<std::string, HostKeys> keys_;  // by host NQN; read-only once started
   Budget data_budget_, copy_budget_;
   std::vector<int> listen_fds_;

@@ -96,11 +96,13 @@ void TargetImpl::adopt(Worker& w, unsigned index, int fd) {
     --open_connections_;
     return;
   }
-  sockaddr_storage local{};
-  socklen_t len = sizeof local;
+  sockaddr_storage local{}, peer{};
+  socklen_t len = sizeof local, peer_len = sizeof peer;
   getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len);
+  getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len);
   w.conns.push_back(std::make_unique<TcpConnection>(
-      *this, index, *w.loop, fd, address_of(reinterpret_cast<sockaddr*>(&local)).host));
+      *this, index, *w.loop, fd, address_of(reinterpret_cast<sockaddr*>(&local)).host,
+      address_of(reinterpret_cast<sockaddr*>(&peer)).host));
   // A connection that has ended is freed soon after, on its loop, not only at the next tick.
   w.conns.back()->on_finished = [this, &w] { w.loop->post([this, &w] { reap(w); }); };
   w.conns.back()->start();

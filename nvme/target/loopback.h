@@ -35,6 +35,7 @@ class LoopbackQueue final : public QueueTransport {
   void buffer_ready(TargetRequest& r) override;
   void disconnect(const std::string& why) override { disconnected_ = why; }
   const std::string& local_address() const override { return address_; }
+  const std::string& peer_address() const override { return address_; }
   void dropped(TargetRequest& r) override { take_pending(r); }
   const std::string& disconnected() const { return disconnected_; }
 

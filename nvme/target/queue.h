@@ -13,6 +13,7 @@
 
 #include "core/budget.h"
 #include "nvme/target/auth.h"
+#include "nvme/target/auth_gate.h"
 #include "nvme/target/request.h"
 #include "nvme/target/subsystem.h"
 
@@ -32,6 +33,8 @@ class QueueTransport {
   virtual void disconnect(const std::string& why) = 0;
   // The address the host reached (discovery log entries of ports that listen everywhere).
   virtual const std::string& local_address() const = 0;
+  // The host's address (IP without port), for authentication's back-off and the log.
+  virtual const std::string& peer_address() const = 0;
   // close() let r go without an answer (it waited for room, or was a held AER).
   virtual void dropped(TargetRequest&) {}
 
@@ -50,6 +53,9 @@ struct QueueSession {
   std::unique_ptr<AuthSession> auth;
   bool authenticated = true;
   unsigned auth_failures = 0;  // failed transactions seen (logged) on this queue
+  AuthGate::Ticket handshake;  // the handshake in progress, counted by the target's AuthGate
+  bool auth_refused = false;   // the last failure was the gate's refusal, not a wrong answer
+  bool log_refusal = false;    // ... and worth a log line
   bool qid_claimed = false;    // an I/O queue holds its queue ID in the controller
   std::vector<TargetRequest*> aers;  // held Async Event Requests (no events are raised yet)
 };

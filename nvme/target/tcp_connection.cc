@@ -15,11 +15,12 @@
 namespace blkcopy::nvme {
 
 TcpConnection::TcpConnection(TargetImpl& t, unsigned worker, EventLoop& loop, int fd,
-                             std::string local_addr)
+                             std::string local_addr, std::string peer_addr)
     : t_(t),
       loop_(loop),
       fd_(fd),
       local_addr_(std::move(local_addr)),
+      peer_addr_(std::move(peer_addr)),
       opened_(Clock::now()),
       queue_(t, worker, loop, *this) {}
 

@@ -23,7 +23,8 @@ namespace blkcopy::nvme {
 
 class TcpConnection final : public QueueTransport {
  public:
-  TcpConnection(TargetImpl& t, unsigned worker, EventLoop& loop, int fd, std::string local_addr);
+  TcpConnection(TargetImpl& t, unsigned worker, EventLoop& loop, int fd, std::string local_addr,
+                std::string peer_addr);
   ~TcpConnection();  // REQUIRES: idle()
 
   void start() { receive(); }
@@ -48,6 +49,7 @@ class TcpConnection final : public QueueTransport {
   void buffer_ready(TargetRequest& r) override;
   void disconnect(const std::string& why) override { close(why); }
   const std::string& local_address() const override { return local_addr_; }
+  const std::string& peer_address() const override { return peer_addr_; }
 
  private:
   void receive();
@@ -74,7 +76,7 @@ class TcpConnection final : public QueueTransport {
   EventLoop& loop_;
   int fd_;
   bool hdgst_ = false, ddgst_ = false, ic_done_ = false, closing_ = false;
-  std::string local_addr_;
+  std::string local_addr_, peer_addr_;
   std::chrono::steady_clock::time_point opened_, closing_since_, front_since_;
   std::optional<std::chrono::steady_clock::time_point> partial_since_;  // a PDU begun, unfinished
   PduBuffer rbuf_{256};  // enough for the ICReq; grows after it
