@@ -190,6 +190,36 @@ def main():
           rec(1, 0x19, 1, (512, 0, 1), data=copy0) + rec(1, 0x19, 1, (512, 0, 1 | (2 << 8)), data=copy2) +
           rec(1, 0x19, 3, (0, 0, 0), data=ranges(0, [(0, 0, 1)])) + rec(1, 0x02, 9, (0,), length=512))
 
+    # Authentication records for fuzz_auth.cc: flags (0 Auth Send of the bytes, 1 Auth Receive,
+    # 2 a raw SQE, 3 the right Reply; +4 I/O queue, +8 reconnect first), a 16-bit length, bytes.
+    def negotiate(tid, groups):
+        m = bytearray(8 + 64)
+        m[4:6] = struct.pack("<H", tid)
+        m[7], m[8], m[10], m[11] = 1, 1, 1, len(groups)
+        m[12] = 1  # hmac(sha256)
+        m[42:42 + len(groups)] = bytes(groups)
+        return bytes(m)
+    def send(msg, flags=0):
+        return bytes([flags]) + struct.pack("<H", len(msg)) + msg
+    def receive(length=4096, flags=1):
+        return bytes([flags]) + struct.pack("<H", length)
+    identify = struct.pack("<BBHI", 0x06, 0, 1, 0) + bytes(32) + struct.pack("<6I", 1, 0, 0, 0, 0, 0)
+    write("auth", "null-success-then-io", bytes([0]) + send(negotiate(1, [0])) + receive() +
+          bytes([3, 0, 0]) + receive() + bytes([2]) + struct.pack("<H", 4096) + identify +
+          send(negotiate(1, [0]), 4) + receive(flags=5) + bytes([7, 0, 0]) + receive(flags=5) +
+          send(negotiate(2, [0])) + receive() + send(bytes([1, 2, 0, 0, 2, 0]) + bytes(60)))
+    def wrong_reply(tid, dh_bytes):
+        m = bytearray(16 + 64 + dh_bytes)
+        m[0], m[1], m[6] = 1, 2, 32
+        m[4:6] = struct.pack("<H", tid)
+        m[10:12] = struct.pack("<H", dh_bytes)
+        m[16:48] = bytes([0x55]) * 32
+        m[80:] = bytes([2]) * dh_bytes
+        return bytes(m)
+    write("auth", "dh-guesses", bytes([1]) + (send(negotiate(1, [1])) + receive() +
+          send(wrong_reply(1, 256)) + receive()) * 2 +
+          bytes([8, 0, 0]) + send(negotiate(3, [1, 2])) + receive() + send(negotiate(4, [1])))
+
 
 if __name__ == "__main__":
     main()
