@@ -26,7 +26,7 @@ class AuthGate {
   // A handshake in progress; ends (and frees its place) when succeeded(), failed() or dropped.
   class Ticket {
    public:
-    Ticket() = default;
+    Ticket() {}  // user-provided: clang 16 otherwise sees no default constructor in Decision
     Ticket(Ticket&& o) noexcept { *this = std::move(o); }
     Ticket& operator=(Ticket&& o) noexcept;
     ~Ticket() { end(false, false); }
