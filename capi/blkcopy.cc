@@ -15,7 +15,7 @@
 #include <thread>
 #include <vector>
 
-#include "capi/cancel.h"
+#include "capi/internal.h"
 
 struct blkcopy_device {
   std::unique_ptr<blkcopy::Device> dev;
@@ -46,6 +46,12 @@ int fail(int err, std::string why) {
 }
 int fail(const Status& s) { return fail(-s.code(), s.message()); }
 
+// A blkcopy call from inside a progress or log callback (see capi/internal.h): -EDEADLK.
+int from_callback(const char* call) {
+  return fail(-EDEADLK,
+              std::string(call) + ": called from a progress or log callback (not allowed)");
+}
+
 int check_range(const blkcopy_device* d, uint64_t offset, uint64_t len) {
   const auto& l = d->dev->limits();
   if (len == 0 || offset % l.logical_block_size || len % l.logical_block_size) return -EINVAL;
@@ -56,12 +62,14 @@ int check_range(const blkcopy_device* d, uint64_t offset, uint64_t len) {
 // The caller's options (of the size it was built with) into opt; 0 or an errno with why.
 int options(const blkcopy_copy_options* o, blkcopy::CopyOptions& opt, const char*& why) {
   if (!o) return 0;
-  if (o->size < offsetof(blkcopy_copy_options, buffer_bytes)) {
+  if (o->size == 0) {
     why = "the options' size is not set: start from BLKCOPY_COPY_OPTIONS_INIT";
     return -EINVAL;
   }
-  if (o->size > 4096) {  // a garbage size: the struct is nowhere near this
-    why = "the options' size is not one this API ever had";
+  // Every version's struct ends on an 8-byte field: another size would cut a field (half a
+  // pointer) or is garbage.
+  if (o->size < offsetof(blkcopy_copy_options, buffer_bytes) || o->size % 8 || o->size > 4096) {
+    why = "the options' size is not one this API ever had: start from BLKCOPY_COPY_OPTIONS_INIT";
     return -EINVAL;
   }
   // What an older caller does not know stays zero (the defaults); what a newer one set that
@@ -85,6 +93,7 @@ int options(const blkcopy_copy_options* o, blkcopy::CopyOptions& opt, const char
   if (known.chunk_bytes) opt.chunk_bytes = known.chunk_bytes;
   if (known.progress) {
     opt.progress = [fn = known.progress, arg = known.progress_arg](uint64_t done, uint64_t total) {
+      blkcopy::capi::InCallback guard;
       fn(arg, done, total);
     };
   }
@@ -137,6 +146,7 @@ int guarded(F f) {
 extern "C" {
 
 int blkcopy_open(const char* device, blkcopy_device** out) {
+  if (blkcopy::capi::in_callback) return from_callback("blkcopy_open");
   if (!device || !out) return fail(-EINVAL, "blkcopy_open: no device string or no place for it");
   *out = nullptr;
   try {
@@ -155,6 +165,7 @@ int blkcopy_open(const char* device, blkcopy_device** out) {
 
 int blkcopy_close(blkcopy_device* device) {
   if (!device) return 0;
+  if (blkcopy::capi::in_callback) return from_callback("blkcopy_close");
   if (!mine(device)) return fail(-EXDEV, "blkcopy_close: the device belongs to another thread");
   delete device;
   return 0;
@@ -163,6 +174,7 @@ int blkcopy_close(blkcopy_device* device) {
 const char* blkcopy_last_error(void) { return last_error.c_str(); }
 
 int blkcopy_info(blkcopy_device* device, blkcopy_limits* out) {
+  if (blkcopy::capi::in_callback) return from_callback("blkcopy_info");
   if (!device || !out) return -EINVAL;
   if (!mine(device)) return -EXDEV;
   const auto& l = device->dev->limits();
@@ -180,6 +192,10 @@ int blkcopy_copy(blkcopy_device* src, uint64_t src_offset, blkcopy_device* dst, 
 int blkcopy_copy_ranges(const blkcopy_range* sources, size_t n, blkcopy_device* dst,
                         uint64_t dst_offset, const blkcopy_copy_options* opts,
                         blkcopy_copy_result* out) {
+  if (blkcopy::capi::in_callback) {
+    return refuse(-EDEADLK, "blkcopy_copy: called from a progress or log callback (not allowed)",
+                  out);
+  }
   if (!sources || n == 0 || !dst) return refuse(-EINVAL, "no sources or no destination", out);
   if (!mine(dst)) return refuse(-EXDEV, "the destination belongs to another thread", out);
   try {
@@ -202,6 +218,7 @@ int blkcopy_copy_ranges(const blkcopy_range* sources, size_t n, blkcopy_device* 
 }
 
 int blkcopy_read(blkcopy_device* device, uint64_t offset, void* buf, uint64_t len) {
+  if (blkcopy::capi::in_callback) return from_callback("blkcopy_read");
   if (!device || !buf) return fail(-EINVAL, "blkcopy_read: no device or no buffer");
   if (!mine(device)) return fail(-EXDEV, "blkcopy_read: the device belongs to another thread");
   if (int e = check_range(device, offset, len)) return fail(e, "blkcopy_read: bad range");
@@ -212,6 +229,7 @@ int blkcopy_read(blkcopy_device* device, uint64_t offset, void* buf, uint64_t le
 }
 
 int blkcopy_write(blkcopy_device* device, uint64_t offset, const void* buf, uint64_t len) {
+  if (blkcopy::capi::in_callback) return from_callback("blkcopy_write");
   if (!device || !buf) return fail(-EINVAL, "blkcopy_write: no device or no buffer");
   if (!mine(device)) return fail(-EXDEV, "blkcopy_write: the device belongs to another thread");
   if (device->dev->limits().read_only) return fail(-EROFS, "blkcopy_write: the device is read-only");

@@ -6,7 +6,7 @@
 #include <new>
 #include <string>
 
-#include "capi/cancel.h"
+#include "capi/internal.h"
 
 extern "C" {
 
@@ -23,6 +23,7 @@ void blkcopy_cancel_reset(blkcopy_cancel* cancel) {
 void blkcopy_cancel_destroy(blkcopy_cancel* cancel) { delete cancel; }
 
 int blkcopy_set_log(blkcopy_log_fn fn, void* arg, int level) {
+  if (blkcopy::capi::in_callback) return -EDEADLK;  // the log's lock is held in a log callback
   if (level < BLKCOPY_LOG_ERROR || level > BLKCOPY_LOG_DEBUG) return -EINVAL;
   if (!fn) {
     blkcopy::set_log_sink(nullptr);
@@ -33,6 +34,7 @@ int blkcopy_set_log(blkcopy_log_fn fn, void* arg, int level) {
     blkcopy::set_log_sink([fn, arg](blkcopy::LogLevel l, std::string_view message) {
       try {
         const std::string line(message);  // the C side wants a terminated string
+        blkcopy::capi::InCallback guard;
         fn(arg, static_cast<int>(l), line.c_str());
       } catch (const std::bad_alloc&) {  // a message lost, not an exception in the library
       }

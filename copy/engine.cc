@@ -74,7 +74,7 @@ class CopyRun {
 
   void pump() {
     if (pumping_) return;
-    if (opt_.cancel && opt_.cancel->load() && !failed()) {
+    if (opt_.cancel && opt_.cancel->load() && !failed() && prefix_ < total()) {
       fail_at(prefix_, Status::error(ECANCELED, "the copy was interrupted"));
     }
     pumping_ = true;

@@ -5,6 +5,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -29,6 +30,9 @@ std::string holder(const struct stat& st) {
     if (!(in >> id >> kind)) continue;
     if (kind == "->") in >> kind;  // a waiter: "1: -> FLOCK ..."
     if (!(in >> mode >> access >> pid >> inode) || kind != "FLOCK" || inode != key) continue;
+    if (pid == std::to_string(::getpid())) {
+      return "this process (the same storage under another device string or table)";
+    }
     std::ifstream cmd_file("/proc/" + pid + "/cmdline");
     std::string cmd((std::istreambuf_iterator<char>(cmd_file)), std::istreambuf_iterator<char>());
     while (!cmd.empty() && cmd.back() == '\0') cmd.pop_back();

@@ -69,7 +69,9 @@ Result<std::unique_ptr<CloneDevice>> CloneDevice::open(EventLoop& loop, std::str
   }
   // One clone per destination: two would both hydrate it and overwrite each other's bitmap.
   if (Status s = dest.claim(dev->name()); !s.ok()) {
-    return fail(EBUSY, fmt::format("clone destination {} is already open: {}", dest.name(),
+    return fail(EBUSY, fmt::format("clone destination {}: a destination takes one clone at a "
+                                   "time (close the other first; to hydrate while serving, put "
+                                   "`hydrate` in the table)",
                                    s.message()));
   }
   if (Status s = dev->load_metadata(); !s.ok()) return std::unexpected(s);

@@ -20,8 +20,7 @@ TEST(AuthGate, FailuresBeyondAConnectionsTriesBackOffDoublingAndASuccessForgets)
     d.ticket->failed();
   };
   for (unsigned i = 0; i < AuthGate::kFreeFailures; ++i) fail();
-  EXPECT_TRUE(g.begin("h", "10.0.0.1", AuthGate::Clock::now()).ticket) << "three are free";
-  fail();  // the fourth: 1 s
+  fail();  // three were free: the fourth may begin; it fails too: 1 s
   auto now = AuthGate::Clock::now();
   auto d = g.begin("h", "10.0.0.1", now);
   ASSERT_FALSE(d.ticket);
@@ -41,6 +40,18 @@ TEST(AuthGate, FailuresBeyondAConnectionsTriesBackOffDoublingAndASuccessForgets)
   ok.ticket->succeeded();
   for (unsigned i = 0; i < AuthGate::kFreeFailures; ++i) fail();
   EXPECT_TRUE(g.begin("h", "10.0.0.1", AuthGate::Clock::now()).ticket) << "a success forgets";
+}
+
+// Each Negotiate costs a DH key pair: one dropped (its connection closed) or restarted without
+// success is a failure, so Negotiate-and-hang-up does not dodge the back-off.
+TEST(AuthGate, AHandshakeDroppedOrRestartedWithoutSuccessIsAFailure) {
+  AuthGate g;
+  for (unsigned i = 0; i < 3; ++i) {
+    auto d = g.begin("h", "10.0.0.1", AuthGate::Clock::now());
+    ASSERT_TRUE(d.ticket) << i;
+    if (i == 1) *d.ticket = std::move(*g.begin("h", "10.0.0.1", AuthGate::Clock::now()).ticket);
+  }  // failures: 1 (dropped), 2 (restarted, then dropped), 1 (dropped): four
+  EXPECT_FALSE(g.begin("h", "10.0.0.1", AuthGate::Clock::now()).ticket);
 }
 
 TEST(AuthGate, HandshakesInProgressAreBoundedAndEndWhenDropped) {

@@ -46,8 +46,10 @@ TEST(CApiHooks, OptionsSayTheirSizeSoTheStructCanGrow) {
   EXPECT_EQ(blkcopy_copy(src.d, 0, dst.d, 0, 4096, &unset, &r), -EINVAL);
   EXPECT_NE(std::strstr(r.error, "BLKCOPY_COPY_OPTIONS_INIT"), nullptr) << r.error;
   blkcopy_copy_options garbage = emulated();
-  garbage.size = 1 << 20;
-  EXPECT_EQ(blkcopy_copy(src.d, 0, dst.d, 0, 4096, &garbage, &r), -EINVAL);
+  for (uint32_t size : {4u, 12u, 36u, 1u << 20}) {  // 36: half of the progress pointer
+    garbage.size = size;
+    EXPECT_EQ(blkcopy_copy(src.d, 0, dst.d, 0, 4096, &garbage, &r), -EINVAL) << size;
+  }
 
   // An older caller knows only the first fields: what lies after them is not read.
   blkcopy_copy_options older = emulated();
@@ -120,6 +122,51 @@ TEST(CApiHooks, ACancelledCopyEndsWithExactProgress) {
   EXPECT_EQ(dst.read(32 * kMiB, 32 * kMiB), test::Bytes(32 * kMiB)) << "nothing past the range";
 }
 
+TEST(CApiHooks, ACancelAfterEveryByteLandedIsNotAFailure) {
+  Dev src("mem:8M,seed=7"), dst("mem:8M");
+  CancelFixture c;
+  blkcopy_copy_options o = emulated();
+  o.cancel = c.cancel;
+  o.progress_arg = c.cancel;
+  o.progress = [](void* arg, uint64_t done, uint64_t total) {
+    if (done == total) blkcopy_cancel_request(static_cast<blkcopy_cancel*>(arg));
+  };
+  blkcopy_copy_result r{};
+  EXPECT_EQ(blkcopy_copy(src.d, 0, dst.d, 0, 8 * kMiB, &o, &r), 0) << r.error;
+  EXPECT_EQ(r.bytes, 8 * kMiB);
+  EXPECT_EQ(dst.read(0, 8 * kMiB), test::pattern(0, 8 * kMiB, 7));
+}
+
+// A callback that calls back in would close a device under the copy or run a copy inside it
+// on the same loop (both crashed): such calls are refused.
+TEST(CApiHooks, CallsFromACallbackAreRefused) {
+  Dev src("mem:8M,seed=8"), dst("mem:8M");
+  struct Inside {
+    blkcopy_device *src, *dst;
+    int close = 1, copy = 1, read = 1, open = 1;
+  } in{src.d, dst.d};
+  blkcopy_copy_options o = emulated();
+  o.progress_arg = &in;
+  o.progress = [](void* arg, uint64_t, uint64_t) {
+    auto* i = static_cast<Inside*>(arg);
+    i->close = blkcopy_close(i->src);
+    i->copy = blkcopy_copy(i->src, 0, i->dst, 4 * kMiB, 4096, nullptr, nullptr);
+    char b[512];
+    i->read = blkcopy_read(i->dst, 0, b, sizeof b);
+    blkcopy_device* d = nullptr;
+    i->open = blkcopy_open("mem:1M", &d);
+  };
+  blkcopy_copy_result r{};
+  ASSERT_EQ(blkcopy_copy(src.d, 0, dst.d, 0, 4 * kMiB, &o, &r), 0) << r.error;
+  EXPECT_EQ(in.close, -EDEADLK);
+  EXPECT_EQ(in.copy, -EDEADLK);
+  EXPECT_EQ(in.read, -EDEADLK);
+  EXPECT_EQ(in.open, -EDEADLK);
+  EXPECT_EQ(dst.read(0, 4 * kMiB), test::pattern(0, 4 * kMiB, 8));
+  EXPECT_EQ(dst.read(4 * kMiB, 4096), test::Bytes(4096)) << "the refused copy wrote nothing";
+  EXPECT_NE(std::strlen(blkcopy_last_error()), 0u);
+}
+
 TEST(CApiHooks, AnotherThreadCancels) {
   Dev src("mem:64M,seed=6"), dst("mem:64M");
   CancelFixture c;
@@ -164,6 +211,15 @@ TEST(CApiHooks, ALogSinkGetsEscapedLinesAtItsLevel) {
   ASSERT_EQ(seen.lines.size(), 1u);
   EXPECT_EQ(seen.lines[0].first, BLKCOPY_LOG_WARNING);
   EXPECT_EQ(seen.lines[0].second, "host nqn.x\\x0aforged line");
+  // Setting the log from inside the log callback would take its lock twice (it hung).
+  struct Again {
+    int rc = 1;
+  } again;
+  ASSERT_EQ(blkcopy_set_log([](void* arg, int, const char*) {
+              static_cast<Again*>(arg)->rc = blkcopy_set_log(nullptr, nullptr, 0);
+            }, &again, BLKCOPY_LOG_ERROR), 0);
+  log_error("set the log from here");
+  EXPECT_EQ(again.rc, -EDEADLK);
   ASSERT_EQ(blkcopy_set_log(nullptr, nullptr, BLKCOPY_LOG_ERROR), 0);
   log_error("nobody listens");
   EXPECT_EQ(seen.lines.size(), 1u);

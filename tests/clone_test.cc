@@ -244,7 +244,9 @@ TEST_F(CloneTest, ADestinationHasOneCloneAtATime) {
     auto again = open_device(*loop, t);
     ASSERT_FALSE(again) << t;
     EXPECT_EQ(again.error().code(), EBUSY);
-    EXPECT_NE(again.error().message().find("is already open: " + dst + " is in use by"),
+    EXPECT_NE(again.error().message().find("clone destination " + dst + " is in use by this "
+                                           "process (the same storage under another device "
+                                           "string or table): a destination takes one clone"),
               std::string::npos)
         << again.error().message();
   }

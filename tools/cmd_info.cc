@@ -24,7 +24,10 @@ void add_info_command(CLI::App& app, int& exit_code) {
       return;
     }
     auto dev = open_device(**loop, args->device);
-    if (!dev && (dev.error().code() == EACCES || dev.error().code() == EROFS)) {
+    // A file or node we may only read opens read-only; a remote namespace is not retried (an
+    // authentication failure sent twice would count twice toward the target's back-off).
+    if (!dev && (dev.error().code() == EACCES || dev.error().code() == EROFS) &&
+        !args->device.starts_with("nvme-tcp://")) {
       dev = open_device(**loop, args->device, {.read_only = true});
     }
     if (!dev) {

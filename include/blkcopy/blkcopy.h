@@ -47,8 +47,10 @@ enum blkcopy_emulation {
 
 /* Cancels copies from any thread, or from a signal handler: pass it in the options, then
  * blkcopy_cancel_request() makes every copy using it issue no more work and end with
- * -ECANCELED once the work in flight is done (result.bytes is then exact). A request stays in
- * force (a copy started later with the same object ends at once) until blkcopy_cancel_reset(). */
+ * -ECANCELED once the work in flight is done (result.bytes is then exact; a copy whose work
+ * had all landed ends with 0). Work in flight is not interrupted: an offloaded piece (up to the
+ * destination's copy_max_bytes) or an emulated chunk finishes first. A request stays in force
+ * (a copy started later with the same object ends at once) until blkcopy_cancel_reset(). */
 typedef struct blkcopy_cancel blkcopy_cancel;
 blkcopy_cancel *blkcopy_cancel_create(void); /* NULL when out of memory */
 void blkcopy_cancel_request(blkcopy_cancel *cancel); /* async-signal-safe; NULL: nothing */
@@ -56,7 +58,9 @@ void blkcopy_cancel_reset(blkcopy_cancel *cancel);
 void blkcopy_cancel_destroy(blkcopy_cancel *cancel); /* not while a copy uses it; NULL allowed */
 
 /* Called on the copying thread each time a copy's in-order progress advances: `done` of
- * `total` bytes copied from the start. It may call blkcopy_cancel_request(). */
+ * `total` bytes copied from the start, in steps of the pieces in flight. It may call
+ * blkcopy_cancel_request(); other blkcopy calls from it fail with -EDEADLK (closing a device
+ * the copy uses, or a copy inside the copy, would pull the ground from under it). */
 typedef void (*blkcopy_progress_fn)(void *arg, uint64_t done, uint64_t total);
 
 /* Copy options. The struct grows at its end in later versions: `size` says how much of it the
@@ -64,7 +68,8 @@ typedef void (*blkcopy_progress_fn)(void *arg, uint64_t done, uint64_t total);
  * the rest). Fields beyond a caller's size take their defaults; a caller's fields this library
  * does not know must be zero, else -E2BIG (a newer program on an older library). */
 typedef struct blkcopy_copy_options {
-  uint32_t size;          /* sizeof(blkcopy_copy_options) as the caller was built; 0: -EINVAL */
+  uint32_t size; /* sizeof(blkcopy_copy_options) as the caller was built; 0, not a multiple of 8
+                    or not a size any version had: -EINVAL */
   int emulation;          /* enum blkcopy_emulation; another value: -EINVAL */
   uint64_t buffer_bytes;  /* host memory emulation may use; 0: the default (64 MiB) */
   uint64_t chunk_bytes;   /* bytes per emulated read and write; 0: the default (4 MiB) */
@@ -121,12 +126,14 @@ int blkcopy_copy_ranges(const blkcopy_range *sources, size_t n, blkcopy_device *
 int blkcopy_read(blkcopy_device *device, uint64_t offset, void *buf, uint64_t len);
 int blkcopy_write(blkcopy_device *device, uint64_t offset, const void *buf, uint64_t len);
 
-/* Where the library's messages go (a peer refused, a retry, an emulated fallback): by default
+/* Where the library's messages go (a DH-HMAC-CHAP login without key agreement, a local NVMe or
+ * SCSI device opened without command passthrough, an in-process target's log): by default
  * nowhere. fn(arg, level, message) gets each message of `level` or more important
  * (enum blkcopy_log_level); message is one line without a newline, valid during the call, with
  * control and non-ASCII bytes escaped. Calls come from the threads that do the work, one at a
- * time. fn NULL drops messages again. Set it before other threads use blkcopy. A level outside
- * the enum: -EINVAL. */
+ * time (other threads' messages wait meanwhile: keep fn short); blkcopy calls from fn fail with
+ * -EDEADLK. fn NULL drops messages again. Set it before other threads use blkcopy. A level
+ * outside the enum: -EINVAL. */
 enum blkcopy_log_level {
   BLKCOPY_LOG_ERROR = 0,
   BLKCOPY_LOG_WARNING = 1,

@@ -387,7 +387,9 @@ Result<Header> decode_header(std::span<const uint8_t> m) {
 
 std::string failure_text(uint8_t e) {
   switch (e) {
-    case kFailFailed: return "authentication failed (the response did not match)";
+    case kFailFailed:
+      return "authentication failed (a wrong key, or the target is holding this host back "
+             "after repeated failures from its address: retry within a minute)";
     case kFailNotUsable: return "authentication protocol not usable";
     case kFailConcatMismatch: return "secure channel concatenation mismatch";
     case kFailHashUnusable: return "no hash function both sides can use";

@@ -9,7 +9,7 @@ namespace blkcopy::nvme {
 
 AuthGate::Ticket& AuthGate::Ticket::operator=(Ticket&& o) noexcept {
   if (this != &o) {
-    end(false, false);
+    end(false, true);
     gate_ = std::exchange(o.gate_, nullptr);
     key_ = std::move(o.key_);
   }
@@ -76,14 +76,17 @@ void AuthGate::end(const std::pair<std::string, std::string>& key, bool success,
 
 bool AuthGate::make_room(Clock::time_point now) {
   if (entries_.size() < kMaxKeys) return true;
+  // The oldest entry not in progress, preferring one not backing off (evicting those would let a
+  // peer with many addresses wipe its own back-off).
   auto oldest = entries_.end();
+  auto rank = [&](const Entry& e) { return std::make_pair(now < e.until, e.last); };
   for (auto it = entries_.begin(); it != entries_.end(); ++it) {
     if (it->second.in_progress) continue;
     if (now - it->second.last > kForget && now >= it->second.until) {
       entries_.erase(it);
       return true;
     }
-    if (oldest == entries_.end() || it->second.last < oldest->second.last) oldest = it;
+    if (oldest == entries_.end() || rank(it->second) < rank(oldest->second)) oldest = it;
   }
   if (oldest == entries_.end()) return false;  // every one has a handshake in progress
   entries_.erase(oldest);

@@ -24,12 +24,14 @@ class AuthGate {
   static constexpr auto kForget = std::chrono::minutes(10);  // a failure counts this long
 
   // A handshake in progress; ends (and frees its place) when succeeded(), failed() or dropped.
+  // Dropped without success (its connection closed, a new Negotiate restarted it) it counts as
+  // a failure: each began a DH key pair, so a peer cannot Negotiate, hang up and repeat.
   class Ticket {
    public:
     Ticket() {}  // user-provided: clang 16 otherwise sees no default constructor in Decision
     Ticket(Ticket&& o) noexcept { *this = std::move(o); }
     Ticket& operator=(Ticket&& o) noexcept;
-    ~Ticket() { end(false, false); }
+    ~Ticket() { end(false, true); }
     void succeeded() { end(true, false); }
     void failed() { end(false, true); }
 
