@@ -17,7 +17,7 @@
 #include "bench/served.h"
 #include "nvme/auth/dhchap.h"
 #include "nvme/codec.h"
-#include "tests/nvme_client.h"
+#include "tests/auth_target.h"
 
 using namespace blkcopy;
 using Clock = std::chrono::steady_clock;
@@ -28,15 +28,6 @@ const std::string kNqn = "nqn.2024-01.io.blkcopy:auth-flood";
 const std::string kKeyed = "nqn.2024-01.io.blkcopy:keyed-host";
 const std::string kKey = "DHHC-1:00:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh+KfiaR:";
 
-nvme::Sqe auth_sqe(uint8_t fctype, size_t len) {
-  nvme::Sqe sqe{};
-  sqe.opcode = nvme::admin::kFabrics;
-  reinterpret_cast<uint8_t*>(&sqe)[nvme::kFcType] = fctype;
-  sqe.cdw10 = nvme::auth::kAuthCdw10;
-  sqe.cdw11 = static_cast<uint32_t>(len);
-  return sqe;
-}
-
 // Negotiate, read the Challenge, again, on fresh connections, until stopped.
 void flood(uint16_t port, const std::atomic<bool>& stop, std::atomic<uint64_t>& negotiates,
            std::atomic<uint64_t>& refused) {
@@ -44,10 +35,8 @@ void flood(uint16_t port, const std::atomic<bool>& stop, std::atomic<uint64_t>& 
     test::NvmeClient c;
     if (!c.open(port) || c.connect(0, kNqn, kKeyed).status) continue;
     for (uint16_t tid = 1; !stop; ++tid) {
-      const auto neg = nvme::auth::encode_negotiate({tid, {1}, {5}});  // ffdhe8192
-      if (c.command(auth_sqe(nvme::fabrics::kAuthSend, neg.size()), neg).status) break;
-      std::vector<uint8_t> msg;
-      if (c.command(auth_sqe(nvme::fabrics::kAuthReceive, 4096), {}, &msg, 4096).status) break;
+      const auto msg = test::auth_peer::negotiate(c, tid, {5});  // ffdhe8192
+      if (msg.empty()) break;
       ++(msg.size() > 1 && msg[1] == nvme::auth::kIdChallenge ? negotiates : refused);
     }
   }

@@ -75,14 +75,6 @@ Cqe run(LoopbackQueue& q, const Sqe& sqe, std::span<const uint8_t> out, uint32_t
   return got;
 }
 
-Sqe auth_sqe(uint8_t fctype, size_t len) {
-  Sqe sqe{};
-  sqe.opcode = admin::kFabrics;
-  reinterpret_cast<uint8_t*>(&sqe)[kFcType] = fctype;
-  sqe.cdw10 = auth::kAuthCdw10;
-  sqe.cdw11 = static_cast<uint32_t>(len);
-  return sqe;
-}
 
 struct Host {
   Target& target;
@@ -138,13 +130,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     switch (flags & 3) {
       case 0: {
         const size_t take = std::min<size_t>(len, size - at);
-        run(q, auth_sqe(fabrics::kAuthSend, take), {data + at, take}, 0);
+        run(q, auth_command(fabrics::kAuthSend, take), {data + at, take}, 0);
         at += take;
         break;
       }
       case 1: {
         std::vector<uint8_t> back;
-        if (run(q, auth_sqe(fabrics::kAuthReceive, len), {}, len, &back).status == 0) {
+        if (run(q, auth_command(fabrics::kAuthReceive, len), {}, len, &back).status == 0) {
           if (auto c = auth::decode_challenge(back)) h.last = *c;
         }
         break;
@@ -162,7 +154,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
       case 3: {
         const auto reply = h.right_reply();
-        run(q, auth_sqe(fabrics::kAuthSend, reply.size()), reply, 0);
+        run(q, auth_command(fabrics::kAuthSend, reply.size()), reply, 0);
         break;
       }
     }

@@ -9,6 +9,8 @@
 #include <cctype>
 #include <cstdio>
 
+#include "nvme/auth/dhchap.h"
+
 namespace blkcopy::nvme {
 
 void put_string(std::span<uint8_t> buf, size_t off, size_t len, std::string_view s, char pad) {
@@ -84,6 +86,15 @@ Sqe connect_command(uint16_t qid, uint16_t sqsize, uint32_t kato_ms) {
   std::memcpy(raw + kConnectSqsize, &sqsize, 2);
   raw[kConnectCattr] = kCattrDisableSqFlow;  // reads may end with C2HData SUCCESS
   sqe.cdw12 = kato_ms;
+  return sqe;
+}
+
+Sqe auth_command(uint8_t fctype, uint32_t length) {
+  Sqe sqe{};
+  sqe.opcode = admin::kFabrics;
+  reinterpret_cast<uint8_t*>(&sqe)[kFcType] = fctype;
+  sqe.cdw10 = auth::kAuthCdw10;
+  sqe.cdw11 = length;
   return sqe;
 }
 

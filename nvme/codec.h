@@ -47,6 +47,9 @@ uint32_t crc32c_extend(uint32_t crc, const void* data, size_t len);  // crc from
 Sqe connect_command(uint16_t qid, uint16_t sqsize, uint32_t kato_ms);
 std::vector<uint8_t> connect_data(uint16_t cntlid, std::string_view subnqn,
                                   std::string_view hostnqn);
+// A fabrics Authentication Send or Receive (fctype fabrics::kAuthSend / kAuthReceive) of a
+// DH-HMAC-CHAP message of `length` bytes (TL or AL).
+Sqe auth_command(uint8_t fctype, uint32_t length);
 
 struct ControllerIdentity {
   uint16_t cntlid = 1;

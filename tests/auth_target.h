@@ -68,33 +68,36 @@ class AuthTarget {
   uint16_t port_ = 0;
 };
 
-inline Sqe auth_sqe(uint8_t fctype, size_t len) {
-  Sqe sqe{};
-  sqe.opcode = admin::kFabrics;
-  reinterpret_cast<uint8_t*>(&sqe)[kFcType] = fctype;
-  sqe.cdw10 = auth::kAuthCdw10;
-  sqe.cdw11 = static_cast<uint32_t>(len);
-  return sqe;
+
+// A Negotiate (transaction tid, SHA-256, these DH groups) and the message that answers it: a
+// Challenge, or Failure1 when refused; empty once the connection is gone.
+inline std::vector<uint8_t> negotiate(test::NvmeClient& c, uint16_t tid,
+                                      const std::vector<uint8_t>& groups) {
+  const auto neg = auth::encode_negotiate({tid, {1}, groups});
+  std::vector<uint8_t> msg;
+  if (c.command(auth_command(fabrics::kAuthSend, neg.size()), neg).status) return {};
+  if (c.command(auth_command(fabrics::kAuthReceive, 4096), {}, &msg, 4096).status) return {};
+  return msg;
+}
+
+// kHost's right Reply (kKey) to a null-group Challenge.
+inline auth::Bytes right_reply(const auth::Challenge& ch) {
+  const auth::Bytes kh = auth::transformed_key(*auth::parse_secret(kKey), kHost);
+  const auth::Bytes r = auth::host_response(
+      ch.hash, kh, auth::augmented_challenge(ch.hash, ch.c, {}), ch.seq, ch.tid, kHost, kSub);
+  return auth::encode_reply({ch.tid, 0, false, r, {}, {}}, r.size());
 }
 
 // One DH-HMAC-CHAP transaction (null group) with transaction ID tid: the right response when
 // `right`, else a guess. False once the connection is gone.
 inline bool transaction(test::NvmeClient& c, uint16_t tid, bool right) {
-  const auto neg = auth::encode_negotiate({tid, {1}, {auth::kDhNull}});
-  if (c.command(auth_sqe(fabrics::kAuthSend, neg.size()), neg).status) return false;
-  std::vector<uint8_t> msg;
-  if (c.command(auth_sqe(fabrics::kAuthReceive, 4096), {}, &msg, 4096).status) return false;
-  auto ch = auth::decode_challenge(msg);
+  auto ch = auth::decode_challenge(negotiate(c, tid, {auth::kDhNull}));
   if (!ch) return false;
-  auth::Bytes r(32, 0x55);
-  if (right) {
-    const auth::Bytes kh = auth::transformed_key(*auth::parse_secret(kKey), kHost);
-    r = auth::host_response(ch->hash, kh, auth::augmented_challenge(ch->hash, ch->c, {}), ch->seq,
-                            tid, kHost, kSub);
-  }
-  const auto reply = auth::encode_reply({tid, 0, false, r, {}, {}}, 32);
-  if (c.command(auth_sqe(fabrics::kAuthSend, reply.size()), reply).status) return false;
-  return c.command(auth_sqe(fabrics::kAuthReceive, 4096), {}, &msg, 4096).status == 0;
+  std::vector<uint8_t> msg;
+  const auto reply = right ? right_reply(*ch)
+                           : auth::encode_reply({tid, 0, false, auth::Bytes(32, 0x55), {}, {}}, 32);
+  if (c.command(auth_command(fabrics::kAuthSend, reply.size()), reply).status) return false;
+  return c.command(auth_command(fabrics::kAuthReceive, 4096), {}, &msg, 4096).status == 0;
 }
 
 }  // namespace blkcopy::test::auth_peer

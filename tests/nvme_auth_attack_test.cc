@@ -199,13 +199,7 @@ TEST(DhchapOverLoopback2, RestartingHandshakesEndsTheConnectionAfterThree) {
   ASSERT_TRUE(peer.open(t.port()));
   ASSERT_EQ(peer.connect(0, kSub, kHost).status, 0);
   int begun = 0;
-  for (uint16_t tid = 1; tid <= 10; ++tid) {
-    const auto neg = auth::encode_negotiate({tid, {1}, {1}});
-    if (peer.command(auth_sqe(fabrics::kAuthSend, neg.size()), neg).status) break;
-    std::vector<uint8_t> msg;
-    if (peer.command(auth_sqe(fabrics::kAuthReceive, 4096), {}, &msg, 4096).status) break;
-    ++begun;
-  }
+  for (uint16_t tid = 1; tid <= 10 && !negotiate(peer, tid, {1}).empty(); ++tid) ++begun;
   EXPECT_EQ(begun, 3);
   EXPECT_TRUE(peer.closed_by_peer());
 }
@@ -217,11 +211,7 @@ TEST(DhchapOverLoopback2, AHostAuthenticatingKeepsItsControllerIdWhenIdsRunOut) 
   test::NvmeClient host, squat1, squat2;
   ASSERT_TRUE(host.open(t.port()));
   ASSERT_EQ(host.connect(0, kSub, kHost).status, 0);
-  const auto neg = auth::encode_negotiate({1, {1}, {auth::kDhNull}});
-  ASSERT_EQ(host.command(auth_sqe(fabrics::kAuthSend, neg.size()), neg).status, 0);
-  std::vector<uint8_t> msg;
-  ASSERT_EQ(host.command(auth_sqe(fabrics::kAuthReceive, 4096), {}, &msg, 4096).status, 0);
-  auto ch = auth::decode_challenge(msg);
+  auto ch = auth::decode_challenge(negotiate(host, 1, {auth::kDhNull}));
   ASSERT_TRUE(ch);
   ASSERT_TRUE(squat1.open(t.port()));
   ASSERT_EQ(squat1.connect(0, kSub, kHost).status, 0);  // the last free ID
@@ -229,15 +219,10 @@ TEST(DhchapOverLoopback2, AHostAuthenticatingKeepsItsControllerIdWhenIdsRunOut) 
   EXPECT_EQ(squat2.connect(0, kSub, kHost).status, 0) << "squat1 (not authenticating) gives way";
   EXPECT_TRUE(squat1.closed_by_peer(10000));
   // The host finishes its handshake and is served.
-  const auth::Bytes kh = auth::transformed_key(*auth::parse_secret(kKey), kHost);
-  const auto reply = auth::encode_reply(
-      {1, 0, false,
-       auth::host_response(ch->hash, kh, auth::augmented_challenge(ch->hash, ch->c, {}), ch->seq, 1,
-                           kHost, kSub),
-       {}, {}},
-      32);
-  ASSERT_EQ(host.command(auth_sqe(fabrics::kAuthSend, reply.size()), reply).status, 0);
-  ASSERT_EQ(host.command(auth_sqe(fabrics::kAuthReceive, 4096), {}, &msg, 4096).status, 0);
+  const auto reply = right_reply(*ch);
+  std::vector<uint8_t> msg;
+  ASSERT_EQ(host.command(auth_command(fabrics::kAuthSend, reply.size()), reply).status, 0);
+  ASSERT_EQ(host.command(auth_command(fabrics::kAuthReceive, 4096), {}, &msg, 4096).status, 0);
   std::vector<uint8_t> id;
   EXPECT_EQ(host.identify(kCnsController, 0, id).status, 0) << "the host lost its controller";
 }
@@ -246,21 +231,15 @@ TEST(DhchapOverLoopback2, AHostAuthenticatingKeepsItsControllerIdWhenIdsRunOut) 
 // DH work) for a time that doubles; the same NQN from another address is not locked out.
 TEST(DhchapOverLoopback2, AHostThatKeepsFailingBacksOffAtItsAddressOnly) {
   AuthTarget t("hmac(sha256)", "ffdhe2048");
-  auto negotiate = [](test::NvmeClient& c, uint16_t tid) -> std::vector<uint8_t> {
-    const auto neg = auth::encode_negotiate({tid, {1}, {auth::kDhNull, 1}});
-    std::vector<uint8_t> msg;
-    if (c.command(auth_sqe(fabrics::kAuthSend, neg.size()), neg).status) return {};
-    if (c.command(auth_sqe(fabrics::kAuthReceive, 4096), {}, &msg, 4096).status) return {};
-    return msg;
-  };
+  const std::vector<uint8_t> groups{auth::kDhNull, 1};  // the target wants ffdhe2048 (1)
   auto fail_once = [&](test::NvmeClient& c, uint16_t tid) {
-    auto ch = auth::decode_challenge(negotiate(c, tid));
+    auto ch = auth::decode_challenge(negotiate(c, tid, groups));
     if (!ch) return false;
     const auto reply = auth::encode_reply({tid, 0, false, auth::Bytes(32, 0x55), {},
                                            auth::Bytes(256, 2)}, 32);
     std::vector<uint8_t> msg;
-    return c.command(auth_sqe(fabrics::kAuthSend, reply.size()), reply).status == 0 &&
-           c.command(auth_sqe(fabrics::kAuthReceive, 4096), {}, &msg, 4096).status == 0;
+    return c.command(auth_command(fabrics::kAuthSend, reply.size()), reply).status == 0 &&
+           c.command(auth_command(fabrics::kAuthReceive, 4096), {}, &msg, 4096).status == 0;
   };
   constexpr uint32_t kOtherHost = 0x7F000002;  // 127.0.0.2
   test::NvmeClient first, second;
@@ -272,7 +251,7 @@ TEST(DhchapOverLoopback2, AHostThatKeepsFailingBacksOffAtItsAddressOnly) {
   ASSERT_EQ(second.connect(0, kSub, kHost).status, 0);
   ASSERT_TRUE(fail_once(second, 4)) << "three failures cost no back-off";
   // The fourth failure from 127.0.0.1: the next Negotiate gets Failure1, not a Challenge.
-  auto refused = negotiate(second, 5);
+  auto refused = negotiate(second, 5, groups);
   ASSERT_GE(refused.size(), 2u);
   EXPECT_EQ(refused[1], auth::kIdFailure1);
   // The host itself, at another address, is not locked out by what 127.0.0.1 did.
@@ -280,7 +259,7 @@ TEST(DhchapOverLoopback2, AHostThatKeepsFailingBacksOffAtItsAddressOnly) {
   real.source = kOtherHost;
   ASSERT_TRUE(real.open(t.port()));
   ASSERT_EQ(real.connect(0, kSub, kHost).status, 0);
-  auto ch = auth::decode_challenge(negotiate(real, 1));
+  auto ch = auth::decode_challenge(negotiate(real, 1, groups));
   ASSERT_TRUE(ch) << "refused at an address that never failed";
   // Once the back-off (1 s) has passed, 127.0.0.1 may try again.
   bool challenged = false;
@@ -289,7 +268,7 @@ TEST(DhchapOverLoopback2, AHostThatKeepsFailingBacksOffAtItsAddressOnly) {
     test::NvmeClient again;
     ASSERT_TRUE(again.open(t.port()));
     ASSERT_EQ(again.connect(0, kSub, kHost).status, 0);
-    auto m = negotiate(again, 6);
+    auto m = negotiate(again, 6, groups);
     challenged = auth::decode_challenge(m).has_value();
     if (!challenged) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }

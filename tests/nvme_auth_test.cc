@@ -133,20 +133,13 @@ TEST(DhchapOverLoopback2, AnAttackerWithoutTheKeyReachesNothing) {
   EXPECT_EQ(io.read(1, 0, 8, 512, got).status, status::kAuthRequired);
   EXPECT_EQ(io.write(1, 0, std::vector<uint8_t>(512, 1), 512).status, status::kAuthRequired);
   // Guessing at the protocol: a Reply without a Negotiate is out of sequence and fails.
-  Sqe send{};
-  send.opcode = admin::kFabrics;
-  reinterpret_cast<uint8_t*>(&send)[kFcType] = fabrics::kAuthSend;
-  send.cdw10 = auth::kAuthCdw10;
   auto reply = auth::encode_reply({0, 0, false, auth::Bytes(32, 0), {}, {}}, 32);
-  send.cdw11 = static_cast<uint32_t>(reply.size());
-  EXPECT_EQ(admin.command(send, reply).status, 0);
-  Sqe recv{};
-  recv.opcode = admin::kFabrics;
-  reinterpret_cast<uint8_t*>(&recv)[kFcType] = fabrics::kAuthReceive;
-  recv.cdw10 = auth::kAuthCdw10;
-  recv.cdw11 = 4096;
+  EXPECT_EQ(admin.command(auth_command(fabrics::kAuthSend, static_cast<uint32_t>(reply.size())),
+                          reply)
+                .status,
+            0);
   std::vector<uint8_t> msg;
-  EXPECT_EQ(admin.command(recv, {}, &msg, 4096).status, 0);
+  EXPECT_EQ(admin.command(auth_command(fabrics::kAuthReceive, 4096), {}, &msg, 4096).status, 0);
   ASSERT_GE(msg.size(), 8u);
   EXPECT_EQ(msg[1], auth::kIdFailure1);
   EXPECT_EQ(admin.identify(kCnsController, 0, id).status, status::kAuthRequired);

@@ -119,14 +119,6 @@ void NvmeTcpController::connect_queue(HostQueue& q, uint16_t qid, uint16_t id,
 // is refused when the host must be able to check the controller.
 
 namespace {
-Sqe auth_command(uint8_t fctype, uint32_t length) {
-  Sqe sqe{};
-  sqe.opcode = admin::kFabrics;
-  reinterpret_cast<uint8_t*>(&sqe)[kFcType] = fctype;
-  sqe.cdw10 = auth::kAuthCdw10;
-  sqe.cdw11 = length;
-  return sqe;
-}
 constexpr uint32_t kAuthBuffer = 4096;
 }  // namespace
 
