@@ -23,7 +23,7 @@ set(BLKCOPY_LAYER_stack_HEADERS clone.h)
 set(BLKCOPY_LAYER_stack_LINKS copy)
 set(BLKCOPY_LAYER_nvme_DIRS nvme nvme/auth)            # the protocol: spec, codec, status, auth
 set(BLKCOPY_LAYER_nvme_LINKS block)
-set(BLKCOPY_LAYER_nvme_tcp_DIRS nvme/tcp)              # the transport: framing, send queue
+set(BLKCOPY_LAYER_nvme_tcp_DIRS nvme/tcp)              # the transport: framing, send queue, TLS
 set(BLKCOPY_LAYER_nvme_tcp_LINKS nvme)
 set(BLKCOPY_LAYER_nvme_host_DIRS nvme/host)
 set(BLKCOPY_LAYER_nvme_host_LINKS nvme_tcp block)

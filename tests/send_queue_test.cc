@@ -42,6 +42,7 @@ Queue::Pdu pdu(const std::string& head, int owner = 0) {
 TEST(SendQueue, UrgentPdusOvertakeWaitingOnesAndAllLeaveInOneSend) {
   auto loop = test::make_loop();
   Pair p;
+  Stream stream(*loop, p.fd[0]);
   Queue q;
   q.push(pdu("AAAA", 1));
   q.push(pdu("BBBB", 2));
@@ -50,7 +51,7 @@ TEST(SendQueue, UrgentPdusOvertakeWaitingOnesAndAllLeaveInOneSend) {
   std::vector<int> left;
   int calls = 0;
   bool done = false;
-  q.start(*loop, p.fd[0], [&](int res, auto& gone) {
+  q.start(stream, [&](int res, auto& gone) {
     EXPECT_EQ(res, 10);
     ++calls;
     for (int g : gone) left.push_back(g);
@@ -66,15 +67,16 @@ TEST(SendQueue, UrgentPdusOvertakeWaitingOnesAndAllLeaveInOneSend) {
 TEST(SendQueue, AnUrgentPduWaitsForTheSendInFlight) {
   auto loop = test::make_loop();
   Pair p;
+  Stream stream(*loop, p.fd[0]);
   Queue q;
   const std::vector<uint8_t> data(1000, 'x');
   q.push(Queue::Pdu{tcp::Header("H", 1), data.data(), 1000, 0, true, 1});  // with a data digest
   bool done = false;
-  q.start(*loop, p.fd[0], [&](int, auto&) { done = true; });
+  q.start(stream, [&](int, auto&) { done = true; });
   q.push(pdu("u", 2), true);  // the first PDU is in flight: it stays first
   ASSERT_TRUE(loop->run_until([&] { return done; }).ok());
   done = false;
-  q.start(*loop, p.fd[0], [&](int, auto&) { done = true; });
+  q.start(stream, [&](int, auto&) { done = true; });
   ASSERT_TRUE(loop->run_until([&] { return done; }).ok());
   const std::string wire = p.drain(1 + 1000 + 4 + 1);
   ASSERT_EQ(wire.size(), 1006u);

@@ -7,6 +7,7 @@
 #include "core/net.h"
 #include "nvme/codec.h"
 #include "nvme/host/queue.h"
+#include "nvme/tcp/tls_session.h"
 #include "tools/commands.h"
 
 namespace blkcopy::tools {
@@ -16,7 +17,17 @@ namespace {
 // bounded before it sizes a buffer.
 constexpr uint64_t kMaxRecords = 1024;
 
-int run_discover(const std::string& where, std::string hostnqn, uint32_t timeout_ms) {
+// "required", "not required" or "" (TREQ bits 1:0) and TSAS's security type, as one word.
+std::string secure_channel(std::span<const uint8_t> e) {
+  const uint8_t treq = e[nvme::disc::kTreq] & 3, sectype = e[nvme::disc::kTsas];
+  const char* kind = sectype == 2 ? "TLS 1.3" : sectype == 1 ? "TLS 1.2" : "a secure channel";
+  if (treq == 1) return fmt::format(", {} required", kind);
+  if (treq == 2 && sectype) return fmt::format(", {} offered", kind);
+  return "";
+}
+
+int run_discover(const std::string& where, std::string hostnqn, uint32_t timeout_ms,
+                 const std::string& tls_key, const std::string& tls_key_file) {
   auto hp = parse_host_port(where, "discover", 8009);
   if (!hp) return report_error(kBadInput, hp.error().message());
   if (hostnqn.empty()) hostnqn = nvme::default_host_nqn();
@@ -27,6 +38,15 @@ int run_discover(const std::string& where, std::string hostnqn, uint32_t timeout
   if (!loop) return report_error(kIoError, loop.error().message());
   nvme::QueueOptions qo;
   qo.connect_timeout_ms = qo.timeout_ms = timeout_ms;
+  if (!tls_key.empty() || !tls_key_file.empty()) {
+    auto text = tls_key_file.empty() ? Result<std::string>(tls_key) : read_secret_file(tls_key_file);
+    if (!text) return report_error(kBadInput, fmt::format("--tls-key-file: {}", text.error().message()));
+    auto key = nvme::auth::parse_tls_key(*text);
+    if (!key) return report_error(kBadInput, key.error().message());
+    auto psk = nvme::TlsSession::psk_for(*key, hostnqn, nvme::kDiscoveryNqn);
+    if (!psk) return report_error(kBadInput, psk.error().message());
+    qo.tls = std::move(*psk);
+  }
   auto q = nvme::HostQueue::open(**loop, host, port, qo);
   if (!q) return report_error(kIoError, q.error().message());
   auto run = [&](nvme::Sqe sqe, const void* out, void* in, uint32_t len) -> Result<nvme::Cqe> {
@@ -78,8 +98,8 @@ int run_discover(const std::string& where, std::string hostnqn, uint32_t timeout
     const std::string svc = printable(field(nvme::disc::kTrsvcid, 32));
     const std::string nqn = printable(nvme::get_nqn(e, nvme::disc::kSubnqn));
     const std::string at = addr.find(':') != std::string::npos ? "[" + addr + "]:" + svc : addr + ":" + svc;
-    fmt::print("  {} at {} (port id {})\n    device string: nvme-tcp://{}/{}?ns=1\n", nqn, at,
-               nvme::get<uint16_t>(e, nvme::disc::kPortid), at, nqn);
+    fmt::print("  {} at {} (port id {}{})\n    device string: nvme-tcp://{}/{}?ns=1\n", nqn, at,
+               nvme::get<uint16_t>(e, nvme::disc::kPortid), secure_channel(e), at, nqn);
   }
   return kOk;
 }
@@ -91,6 +111,7 @@ void add_discover_command(CLI::App& app, int& exit_code) {
     std::string where;
     std::string hostnqn;  // default: /etc/nvme/hostnqn, as nvme-cli
     uint32_t timeout_ms = 10000;
+    std::string tls_key, tls_key_file;
   };
   auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("discover", "List what an NVMe/TCP discovery controller offers");
@@ -99,7 +120,13 @@ void add_discover_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--connect-timeout", a->timeout_ms,
                   "milliseconds for the TCP connect, the handshake and each command (default 10000)")
       ->check(CLI::Range(1u, 600000u));
-  cmd->callback([a, &exit_code] { exit_code = run_discover(a->where, a->hostnqn, a->timeout_ms); });
+  auto* key = cmd->add_option("--tls-key", a->tls_key,
+                              "TLS 1.3 with this PSK (NVMeTLSkey-1:..:, 'nvme gen-tls-key')");
+  cmd->add_option("--tls-key-file", a->tls_key_file, "TLS 1.3 with the PSK in this file")
+      ->excludes(key);
+  cmd->callback([a, &exit_code] {
+    exit_code = run_discover(a->where, a->hostnqn, a->timeout_ms, a->tls_key, a->tls_key_file);
+  });
 }
 
 }  // namespace blkcopy::tools

@@ -32,7 +32,8 @@ struct Args {
   unsigned cores = 1;
   unsigned poll_us = 0;
   bool lenient = false;
-  std::vector<std::string> host_keys, host_ctrl_keys;  // NQN=SECRET or NQN=@FILE
+  std::vector<std::string> host_keys, host_ctrl_keys, tls_keys;  // NQN=SECRET or NQN=@FILE
+  std::string tls;  // "required" or "optional"; empty: required when there are TLS keys
   std::string dhchap_hash = "hmac(sha256)", dhchap_dhgroup = "null";
   unsigned max_connections = nvme::TargetLimits{}.max_connections;
   std::string data_budget, copy_budget;  // sizes; empty: the config's or the default
@@ -129,7 +130,9 @@ int run_serve(const Args& a) {
       sub.namespaces.push_back({static_cast<uint32_t>(i + 1), a.ns[i], "", true});
     }
     cfg.subsystems.push_back(sub);
-    for (const auto& [flag, list] : {std::pair{"--host-key", &a.host_keys}, {"--host-ctrl-key", &a.host_ctrl_keys}}) {
+    for (const auto& [flag, list] : {std::pair{"--host-key", &a.host_keys},
+                                     {"--host-ctrl-key", &a.host_ctrl_keys},
+                                     {"--tls-key", &a.tls_keys}}) {
       for (const std::string& item : *list) {
         const size_t eq = item.find('=');
         if (eq == std::string::npos) {
@@ -139,24 +142,29 @@ int run_serve(const Args& a) {
         const std::string nqn = item.substr(0, eq);
         std::string secret = item.substr(eq + 1);
         if (secret.starts_with("@")) {
-          std::ifstream in(secret.substr(1));
-          if (!in || !std::getline(in, secret)) {
-            return report_error(kBadInput, fmt::format("{}: cannot read {}", flag, item.substr(eq + 2)));
-          }
-          while (!secret.empty() && std::isspace(static_cast<unsigned char>(secret.back()))) secret.pop_back();
+          auto text = read_secret_file(secret.substr(1));
+          if (!text) return report_error(kBadInput, fmt::format("{}: {}", flag, text.error().message()));
+          secret = *text;
         }
         auto it = std::find_if(cfg.hosts.begin(), cfg.hosts.end(), [&](const auto& h) { return h.nqn == nqn; });
         if (it == cfg.hosts.end()) {
           cfg.hosts.push_back({nqn, "", "", a.dhchap_hash, a.dhchap_dhgroup});
           it = std::prev(cfg.hosts.end());
         }
-        (std::string_view(flag) == "--host-key" ? it->key : it->ctrl_key) = secret;
+        const std::string_view f(flag);
+        (f == "--host-key" ? it->key : f == "--tls-key" ? it->tls_key : it->ctrl_key) = secret;
       }
     }
     for (const auto& h : cfg.hosts) {
-      if (h.key.empty()) {
+      if (h.key.empty() && !h.ctrl_key.empty()) {
         return report_error(kBadInput, fmt::format("--host-ctrl-key for {} needs a --host-key for it too", h.nqn));
       }
+    }
+    if (!a.tls.empty() && a.tls_keys.empty()) {
+      return report_error(kBadInput, "--tls needs --tls-key HOSTNQN=KEY for the hosts that may use it");
+    }
+    if (!a.tls_keys.empty()) {
+      cfg.ports[0].tls = a.tls == "optional" ? nvme::PortTls::optional : nvme::PortTls::required;
     }
     // A target given keys admits only the keyed hosts, unless told otherwise: a key for one
     // host must not leave every other NQN reading data without one.
@@ -237,6 +245,14 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   auto* host_ctrl_key = cmd->add_option(
       "--host-ctrl-key", a->host_ctrl_keys,
       "HOSTNQN=SECRET (or @FILE): the controller's secret, for hosts that check the controller");
+  auto* tls_key = cmd->add_option(
+      "--tls-key", a->tls_keys,
+      "HOSTNQN=KEY (or HOSTNQN=@FILE): the host may connect over TLS 1.3 with this PSK "
+      "(NVMeTLSkey-1:..:, 'nvme gen-tls-key'); repeatable");
+  auto* tls = cmd->add_option("--tls", a->tls,
+                              "with --tls-key: 'required' (default: clear text is refused) or "
+                              "'optional' (hosts without TLS may connect too)")
+                  ->check(CLI::IsMember({"required", "optional"}));
   auto* dh_hash = cmd->add_option("--dhchap-hash", a->dhchap_hash,
                                   "hash to prefer: hmac(sha256) (default), hmac(sha384), hmac(sha512)");
   auto* dh_group = cmd->add_option("--dhchap-dhgroup", a->dhchap_dhgroup,
@@ -265,12 +281,12 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--cores", a->cores, "event loops (threads) for connections (default 1)")
       ->check(CLI::Range(1u, 64u));
   add_poll_option(*cmd, a->poll_us, "the target's loops");
-  cmd->callback([a, &exit_code, listen, nqn, ns, hosts, host_key, host_ctrl_key, dh_hash, dh_group,
-                 max_conns] {
+  cmd->callback([a, &exit_code, listen, nqn, ns, hosts, host_key, host_ctrl_key, tls_key, tls,
+                 dh_hash, dh_group, max_conns] {
     a->max_connections_given = max_conns->count() > 0;
     a->flags_with_config = listen->count() || nqn->count() || ns->count() || hosts->count() ||
-                           host_key->count() || host_ctrl_key->count() || dh_hash->count() ||
-                           dh_group->count();
+                           host_key->count() || host_ctrl_key->count() || tls_key->count() ||
+                           tls->count() || dh_hash->count() || dh_group->count();
     exit_code = run_serve(*a);
   });
 }

@@ -2,6 +2,9 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <blkcopy/status.h>
+
+#include <string>
 
 namespace blkcopy::tools {
 
@@ -25,6 +28,9 @@ void add_perf_command(CLI::App& app, int& exit_code);
 // --poll-us: busy polling of the command's event loops (EventLoop::set_busy_poll); `whose`
 // says which loops, for the help text.
 void add_poll_option(CLI::App& cmd, unsigned& us, const char* whose);
+
+// The first line of a file holding a key or secret, without its line end.
+Result<std::string> read_secret_file(const std::string& path);
 
 // "blkcopy: error: MESSAGE" on stderr; returns code.
 int report_error(int code, const std::string& message);

@@ -2,6 +2,8 @@
 #include <blkcopy/log.h>
 #include <fmt/format.h>
 
+#include <fstream>
+
 #include <string_view>
 
 #include "tools/commands.h"
@@ -14,6 +16,14 @@ void add_poll_option(CLI::App& cmd, unsigned& us, const char* whose) {
                              "as SPDK polls; for loops pinned to cores of their own (default 0)",
                              whose))
       ->check(CLI::Range(0u, 1000000u));
+}
+
+Result<std::string> read_secret_file(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  if (!in || !std::getline(in, line)) return fail(ENOENT, fmt::format("cannot read {}", path));
+  while (!line.empty() && std::isspace(static_cast<unsigned char>(line.back()))) line.pop_back();
+  return line;
 }
 
 int report_error(int code, const std::string& message) {

@@ -39,20 +39,29 @@ struct SubsystemConfig {
   uint16_t cntlid_min = 1, cntlid_max = 0xFFEF;  // controller IDs handed out
   uint16_t qid_max = 8;                          // I/O queues a controller may have
 };
-// A host that must authenticate (DH-HMAC-CHAP) before any command but Connect: nvmetcli's
-// hosts[].dhchap {key, ctrl_key, hash, dhgroup}, spelled as Linux's configfs takes them.
+// A host with keys. `key` set: it must authenticate (DH-HMAC-CHAP) before any command but
+// Connect: nvmetcli's hosts[].dhchap {key, ctrl_key, hash, dhgroup}, spelled as Linux's
+// configfs takes them. `tls_key` set: it may reach ports with TLS (nvmetcli's hosts[].tls_key),
+// and over TLS it may connect only as itself, to the subsystem its PSK identity names.
 struct HostConfig {
   std::string nqn;
   std::string key;       // DHHC-1:hh:...: the host proves it holds this
   std::string ctrl_key;  // optional: the controller proves it holds this, when the host asks
   std::string hash = "hmac(sha256)";
   std::string dhgroup = "null";
+  std::string tls_key;   // NVMeTLSkey-1:hh:...: ('nvme gen-tls-key'), TLS 1.3 PSK (TP 8011)
 };
+// NVMe/TCP over TLS 1.3 on a port (nvmetcli's addr.tsas "tls1.3" and addr.treq): none (clear
+// text only), optional (a host may start TLS or speak clear text; "not required"), required
+// (only TLS: anything else is refused before any NVMe/TCP PDU). The discovery port requires TLS
+// when every port does, offers it when any port does, else has none.
+enum class PortTls : uint8_t { none, optional, required };
 struct PortConfig {
   uint16_t id = 1;
   std::string addr = "127.0.0.1";  // numeric IPv4 or IPv6; 0.0.0.0 / :: listen everywhere
   uint16_t port = 4420;            // 0 picks a free port (tests)
   std::vector<std::string> subsystems;
+  PortTls tls = PortTls::none;
 };
 // What peers may cost and how long a peer may stall before it is closed.
 //
@@ -117,7 +126,7 @@ class Target {
   // Serves a connected stream socket as if a listener had accepted it (socket activation,
   // tests, fuzzing); takes the descriptor. Call on the loop the target was created on, after
   // start().
-  virtual void serve_socket(int fd) = 0;
+  virtual void serve_socket(int fd, PortTls tls = PortTls::none) = 0;
 };
 
 }  // namespace blkcopy::nvme

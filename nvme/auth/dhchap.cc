@@ -13,6 +13,8 @@
 
 #include <cstring>
 
+#include "nvme/auth/interchange.h"
+
 namespace blkcopy::nvme::auth {
 namespace {
 
@@ -104,38 +106,16 @@ size_t dhgroup_bytes(uint8_t id) {
 }
 
 Result<Secret> parse_secret(std::string_view text) {
-  auto bad_secret = [&](std::string_view why) {
-    return fail(EINVAL, fmt::format("DH-HMAC-CHAP secret: {} (expected DHHC-1:00:BASE64: as "
-                                    "'nvme gen-dhchap-key' prints it)",
-                                    why));
-  };
-  if (!text.starts_with("DHHC-1:") || text.size() < 12 || text[9] != ':' || !text.ends_with(':')) {
-    return bad_secret("not of the form DHHC-1:hh:...:");
+  auto k = parse_interchange(text, "DHHC-1", {32, 48, 64}, "DH-HMAC-CHAP secret",
+                             "DHHC-1:00:BASE64: as 'nvme gen-dhchap-key' prints it");
+  if (!k) return std::unexpected(k.error());
+  if (k->hh > 3) {
+    return fail(EINVAL, fmt::format("DH-HMAC-CHAP secret: transform '{:02}' is not 00, 01, 02 or "
+                                    "03 (expected DHHC-1:00:BASE64: as 'nvme gen-dhchap-key' "
+                                    "prints it)",
+                                    k->hh));
   }
-  const std::string_view hh = text.substr(7, 2);
-  if (hh != "00" && hh != "01" && hh != "02" && hh != "03") {
-    return bad_secret(fmt::format("transform '{}' is not 00, 01, 02 or 03", hh));
-  }
-  const std::string_view b64 = text.substr(10, text.size() - 11);
-  if (b64.size() % 4 != 0 || b64.size() > 128) return bad_secret("the base64 part has a wrong length");
-  Bytes raw(b64.size() / 4 * 3);
-  const int n = EVP_DecodeBlock(raw.data(), reinterpret_cast<const unsigned char*>(b64.data()),
-                                static_cast<int>(b64.size()));
-  if (n < 0) return bad_secret("the base64 part does not decode");
-  size_t len = static_cast<size_t>(n);
-  for (size_t i = b64.size(); i > 0 && b64[i - 1] == '='; --i) --len;  // padding
-  if (len != 36 && len != 52 && len != 68) {
-    return bad_secret(fmt::format("the key is {} bytes; 32, 48 or 64 (and a CRC) are allowed",
-                                  len >= 4 ? len - 4 : 0));
-  }
-  raw.resize(len);
-  uint32_t crc;
-  std::memcpy(&crc, raw.data() + len - 4, 4);
-  if (crc32_gzip_refl(0, raw.data(), len - 4) != crc) return bad_secret("its CRC-32 does not match");
-  Secret s;
-  s.key.assign(raw.begin(), raw.end() - 4);
-  s.transform = static_cast<uint8_t>(hh[1] - '0');
-  return s;
+  return Secret{std::move(k->key), k->hh};
 }
 
 Bytes transformed_key(const Secret& s, std::string_view nqn) {

@@ -34,15 +34,22 @@ Result<std::shared_ptr<NvmeTcpController>> NvmeTcpController::open(EventLoop& lo
                                                                   const NvmeTcpConfig& c) {
   // Controllers are shared only between opens that would connect the same way, secrets
   // included (as digests): a wrong secret must not ride on a controller a right one opened.
-  auto fingerprint = [](const std::optional<auth::Secret>& s) {
+  auto fingerprint = [](const std::optional<auth::Bytes>& s) {
     if (!s) return std::string("-");
-    const auth::Bytes d = auth::digest(auth::Hash::sha256, s->key);
+    const auth::Bytes d = auth::digest(auth::Hash::sha256, *s);
     return fmt::format("{:02x}", fmt::join(d, ""));
   };
-  const std::string key =
-      fmt::format("{}|{}:{}|{}|{}|{}{}|{}|{}|{}|{}|{}", static_cast<void*>(&loop), c.host, c.port,
-                  c.subnqn, c.hostnqn, c.header_digest, c.data_digest, c.timeout_ms, c.depth,
-                  c.queues, fingerprint(c.dhchap_secret), fingerprint(c.dhchap_ctrl_secret));
+  auto key_of = [](const auto& k) { return k ? std::optional(k->key) : std::nullopt; };
+  if (c.tls_key) {
+    if (auto psk = TlsSession::psk_for(*c.tls_key, c.hostnqn, c.subnqn); !psk) {
+      return fail(EINVAL, fmt::format("tls_key: {}", psk.error().message()));
+    }
+  }
+  const std::string key = fmt::format(
+      "{}|{}:{}|{}|{}|{}{}|{}|{}|{}|{}|{}|{}", static_cast<void*>(&loop), c.host, c.port, c.subnqn,
+      c.hostnqn, c.header_digest, c.data_digest, c.timeout_ms, c.depth, c.queues,
+      fingerprint(key_of(c.dhchap_secret)), fingerprint(key_of(c.dhchap_ctrl_secret)),
+      fingerprint(c.tls_key ? std::optional(c.tls_key->configured) : std::nullopt));
   if (auto existing = registry()[key].lock()) return existing;
   auto ctrl = std::make_shared<NvmeTcpController>();
   ctrl->loop_ = &loop;
@@ -60,10 +67,19 @@ Result<std::shared_ptr<NvmeTcpController>> NvmeTcpController::open(EventLoop& lo
 // Queues, then each I/O queue and its Connect. Every step has the connect time limit and an
 // error names the step.
 
+QueueOptions NvmeTcpController::queue_options(uint32_t depth) const {
+  QueueOptions qo{cfg.header_digest, cfg.data_digest, 8192, depth, cfg.connect_timeout_ms,
+                  cfg.connect_timeout_ms, std::nullopt};
+  if (cfg.tls_key) {
+    // A TLS PSK for this host and this subsystem (its identity names both); open() checked it.
+    if (auto psk = TlsSession::psk_for(*cfg.tls_key, cfg.hostnqn, cfg.subnqn)) qo.tls = std::move(*psk);
+  }
+  return qo;
+}
+
 void NvmeTcpController::connect_async(std::function<void(Status)> done) {
   setup_done_ = std::move(done);
-  QueueOptions qo{cfg.header_digest, cfg.data_digest, 8192, 32, cfg.connect_timeout_ms,
-                  cfg.connect_timeout_ms};
+  QueueOptions qo = queue_options(32);
   opening_ = HostQueue::open_async(*loop_, cfg.host, cfg.port, qo, [this](Result<HostQueue::Ptr> q) {
                           if (!q) return setup_failed(q.error());
                           admin_ = std::move(*q);
@@ -313,8 +329,7 @@ void NvmeTcpController::queues() {
 
 void NvmeTcpController::open_io() {
   if (io_.size() == granted_) return setup_finished();
-  QueueOptions qo{cfg.header_digest, cfg.data_digest, 8192, cfg.depth, cfg.connect_timeout_ms,
-                  cfg.connect_timeout_ms};
+  QueueOptions qo = queue_options(cfg.depth);
   opening_ = HostQueue::open_async(*loop_, cfg.host, cfg.port, qo, [this](Result<HostQueue::Ptr> q) {
                           if (!q) return setup_failed(q.error());
                           io_.push_back(std::move(*q));

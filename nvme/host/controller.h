@@ -75,6 +75,7 @@ class NvmeTcpController {
   void identify();
   void queues();
   void open_io();
+  QueueOptions queue_options(uint32_t depth) const;  // a queue's, TLS PSK included
   void setup_finished();
   void setup_failed(Status why);
   std::function<void(Status)> setup_done_;

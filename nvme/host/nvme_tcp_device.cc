@@ -88,12 +88,18 @@ Result<NvmeTcpConfig> parse_nvme_tcp_config(std::string_view spec) {
     } else if (k == "depth") {
       if (!number(v, c.depth, 2, 128)) return bad("depth must be 2 to 128");
     } else if (k == "dhchap_secret" || k == "dhchap_ctrl_secret" || k == "dhchap_secret_file" ||
-               k == "dhchap_ctrl_secret_file") {
+               k == "dhchap_ctrl_secret_file" || k == "tls_key" || k == "tls_key_file") {
       std::string text(v);
       if (k.ends_with("_file")) {
         std::ifstream in{std::string(v)};
         if (!in || !std::getline(in, text)) return bad(fmt::format("{}: cannot read '{}'", k, v));
         while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.pop_back();
+      }
+      if (k.starts_with("tls_key")) {
+        auto key = auth::parse_tls_key(text);
+        if (!key) return bad(fmt::format("{}: {}", k, key.error().message()));
+        c.tls_key = *key;
+        continue;
       }
       auto secret = auth::parse_secret(text);
       if (!secret) return bad(fmt::format("{}: {}", k, secret.error().message()));
@@ -113,7 +119,7 @@ Result<NvmeTcpConfig> parse_nvme_tcp_config(std::string_view spec) {
       return bad(fmt::format("unknown option '{}' (ns, hostnqn, digest, kato, timeout, queues, "
                              "connect_timeout, depth, reconnect, ro, dhchap_secret, "
                              "dhchap_ctrl_secret, dhchap_secret_file, dhchap_ctrl_secret_file, "
-                             "dhchap_dhgroup)",
+                             "dhchap_dhgroup, tls_key, tls_key_file)",
                              k));
     }
   }
@@ -125,7 +131,7 @@ Result<NvmeTcpConfig> parse_nvme_tcp_config(std::string_view spec) {
 // The device string with inline secrets' values replaced by "***": the name appears in reports,
 // JSON and logs, which are not the place for a DH-HMAC-CHAP key.
 std::string redact_secrets(std::string name) {
-  for (const char* key : {"dhchap_secret=", "dhchap_ctrl_secret="}) {
+  for (const char* key : {"dhchap_secret=", "dhchap_ctrl_secret=", "tls_key="}) {
     for (size_t at = name.find(key); at != std::string::npos; at = name.find(key, at)) {
       if (at > 0 && name[at - 1] != '?' && name[at - 1] != '&') {  // the end of another key
         at += std::strlen(key);

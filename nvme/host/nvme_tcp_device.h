@@ -2,6 +2,10 @@
 //   [&timeout=MS][&connect_timeout=MS][&queues=N][&depth=N][&reconnect=N][&ro]
 //   [&dhchap_secret=DHHC-1:..:][&dhchap_ctrl_secret=DHHC-1:..:]
 //   [&dhchap_secret_file=PATH][&dhchap_ctrl_secret_file=PATH][&dhchap_dhgroup=G1,G2,...]
+//   [&tls_key=NVMeTLSkey-1:..:][&tls_key_file=PATH]
+// With a TLS key every queue is TLS 1.3 with the PSK derived for this host and subsystem
+// (identity "NVMe0R0h HOSTNQN SUBNQN"); a target that does not complete that handshake is
+// refused, never spoken to in clear text.
 // With a secret, every queue authenticates (DH-HMAC-CHAP, any hash and DH group the controller
 // picks, or only the groups dhchap_dhgroup lists: ffdhe2048,... without null refuses a controller
 // that skips key agreement, as a relaying impostor would) when the controller asks; with a controller secret the controller must prove itself
@@ -28,6 +32,7 @@
 #include <string>
 
 #include "nvme/auth/dhchap.h"
+#include "nvme/auth/tls_psk.h"
 #include "nvme/spec.h"
 
 namespace blkcopy::nvme {
@@ -48,11 +53,12 @@ struct NvmeTcpConfig {
   bool read_only = false;
   std::optional<nvme::auth::Secret> dhchap_secret, dhchap_ctrl_secret;
   std::vector<uint8_t> dhchap_dhgroups;  // the DH groups accepted; empty: every group
+  std::optional<nvme::auth::TlsKey> tls_key;
 };
 
 // Parses the part after "nvme-tcp:" ("//HOST:PORT/NQN?ns=N&...").
 Result<NvmeTcpConfig> parse_nvme_tcp_config(std::string_view spec);
-// The device string with inline DH-HMAC-CHAP secrets shown as "***" (the device's name).
+// The device string with inline secrets (DH-HMAC-CHAP, TLS) shown as "***" (the device's name).
 std::string redact_secrets(std::string name);
 
 class NvmeTcpController;

@@ -77,7 +77,9 @@ HostQueue::Opening HostQueue::open_async(EventLoop& loop, const std::string& hos
     if (job->opt.connect_timeout_ms) {
       job->deadline = job->loop.at(deadline, [job] {
         if (job->finished || !job->q) return;
-        const char* step = job->q->state_ == State::connecting ? "TCP connect" : "ICReq/ICResp";
+        const char* step = job->q->state_ == State::connecting ? "TCP connect"
+                           : job->q->state_ == State::tls      ? "TLS handshake"
+                                                               : "ICReq/ICResp";
         job->q->abort(Status::error(ETIMEDOUT, fmt::format("{}: {} timed out after {} ms", job->where,
                                                            step, job->opt.connect_timeout_ms)));
       });
@@ -92,7 +94,7 @@ HostQueue::Opening HostQueue::open_async(EventLoop& loop, const std::string& hos
                                           return raw->fail(Status::from_errno(
                                               -res, fmt::format("{}: TCP connect", raw->where_)));
                                         }
-                                        raw->handshake();
+                                        raw->connected();
                                       });
   };
   Opening handle(job);
@@ -140,11 +142,25 @@ Result<HostQueue::Ptr> HostQueue::open(EventLoop& loop, const std::string& host,
   return std::move(*out);
 }
 
-// Connected: ICReq out, then wait for the ICResp (on_pdu).
-void HostQueue::handshake() {
-  state_ = State::handshake;
+void HostQueue::connected() {
   int one = 1;
   setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (!opt_.tls) return handshake();
+  state_ = State::tls;
+  stream_.start_tls(TlsSession::client(*opt_.tls), {}, [this](Status s) {
+    Entry e(*this);
+    if (failed_) return;
+    if (!s.ok()) {
+      return fail(Status::error(s.code(), fmt::format("{}: {} (identity '{}')", where_, s.message(),
+                                                      opt_.tls->identity)));
+    }
+    handshake();
+  });
+}
+
+// Connected (and TLS set up): ICReq out, then wait for the ICResp (on_pdu).
+void HostQueue::handshake() {
+  state_ = State::handshake;
   ICReq req{};
   req.hdr = {pdu::kICReq, 0, 128, 0, 128};
   req.dgst = static_cast<uint8_t>((opt_.header_digest ? 1 : 0) | (opt_.data_digest ? 2 : 0));
@@ -165,7 +181,7 @@ void HostQueue::close() {
   on_fail = nullptr;
   watchdog_.cancel();
   shutdown(fd_, SHUT_RDWR);
-  if (recv_pending_) loop_.cancel(recv_op_);
+  stream_.cancel();
   if (connect_pending_) loop_.cancel(connect_op_);
   loop_.adopt(this);  // freed by the loop if it goes before the kernel answers the cancels
   free_if_idle();
@@ -174,7 +190,7 @@ void HostQueue::close() {
 // Once closed: gone when nothing of it runs and the kernel holds none of its buffers.
 void HostQueue::free_if_idle() {
   if (closing_ && !entered_ && !recv_pending_ && !sendq_.pending() && !connect_pending_ &&
-      !flush_posted_) {
+      !flush_posted_ && !stream_.busy()) {
     loop_.disown(this);
     delete this;
   }
@@ -314,7 +330,7 @@ void HostQueue::pump_send() {
 
 void HostQueue::flush() {
   if (failed_ && ic_done_) return;
-  sendq_.start(loop_, fd_, [this](int res, std::span<uint16_t> left) {
+  sendq_.start(stream_, [this](int res, std::span<uint16_t> left) {
     Entry e(*this);
     for (uint16_t cid : left) {
       if (Cmd* c = cid ? cmds_.find(cid) : nullptr) --c->unsent;
@@ -331,11 +347,15 @@ void HostQueue::flush() {
 void HostQueue::receive() {
   if (failed_) return;
   recv_pending_ = true;
-  recv_op_ = loop_.recv(fd_, rbuf_.tail(), rbuf_.room(), [this](int res) {
+  stream_.recv(rbuf_.tail(), rbuf_.room(), [this](int res) {
     Entry e(*this);
     recv_pending_ = false;
     if (closing_) return;
     if (res <= 0) {
+      const TlsSession* tls = stream_.tls();
+      if (res < 0 && tls && !tls->error().empty()) {
+        return fail(Status::error(EPROTO, fmt::format("NVMe/TCP queue: TLS: {}", tls->error())));
+      }
       return fail(Status::error(ECONNRESET, "NVMe/TCP queue: the target closed the connection"));
     }
     received_ += static_cast<uint64_t>(res);

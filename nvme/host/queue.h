@@ -4,6 +4,7 @@
 //
 // State machine of the connection (one line a state):
 //   connecting  the TCP connect is in progress on the loop
+//   tls         with a TLS PSK: the TLS handshake (never clear text once a key is given)
 //   handshake   ICReq sent, waiting for ICResp
 //   open        ICResp received; commands may be submitted
 //   failed      the socket ended, a PDU was malformed or a time limit passed: every command
@@ -22,6 +23,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,6 +32,8 @@
 #include "nvme/tcp/framing.h"
 #include "nvme/tcp/pdu_buffer.h"
 #include "nvme/tcp/send_queue.h"
+#include "nvme/tcp/stream.h"
+#include "nvme/tcp/tls_session.h"
 #include "nvme/spec.h"
 
 namespace blkcopy::nvme {
@@ -40,7 +44,9 @@ struct QueueOptions {
   uint32_t in_capsule = 8192;  // most bytes of data sent inside the command capsule
   uint32_t depth = 128;        // commands outstanding at most (the queue's SQSIZE + 1)
   uint32_t timeout_ms = 30000; // a command older than this fails the queue (0: never)
-  uint32_t connect_timeout_ms = 10000;  // TCP connect and ICReq/ICResp together
+  uint32_t connect_timeout_ms = 10000;  // TCP connect, TLS and ICReq/ICResp together
+  // TLS 1.3 with this PSK (its identity names the host and the subsystem: Controller makes it).
+  std::optional<TlsSession::Psk> tls;
 };
 
 class HostQueue final : EventLoop::Orphan {
@@ -161,7 +167,8 @@ class HostQueue final : EventLoop::Orphan {
     std::vector<bool> used_;
     std::deque<uint16_t> free_;
   };
-  HostQueue(EventLoop& loop, int fd, const QueueOptions& o) : loop_(loop), fd_(fd), opt_(o) {}
+  HostQueue(EventLoop& loop, int fd, const QueueOptions& o)
+      : loop_(loop), fd_(fd), stream_(loop, fd), opt_(o) {}
   ~HostQueue() override;
   void close();
   // Held while the queue runs code from the loop (a completion, a task, a timer): a close()
@@ -177,7 +184,8 @@ class HostQueue final : EventLoop::Orphan {
     HostQueue& q_;
   };
   void free_if_idle();
-  enum class State { connecting, handshake, open, failed };
+  enum class State { connecting, tls, handshake, open, failed };
+  void connected();  // TLS first when there is a key, then the ICReq
   void handshake();
   void opened(Status s);  // the open_async step ends: hand the queue (or the error) over
   void receive();
@@ -194,6 +202,7 @@ class HostQueue final : EventLoop::Orphan {
 
   EventLoop& loop_;
   int fd_;
+  Stream stream_;
   QueueOptions opt_;
   bool ic_done_ = false, failed_ = false, recv_pending_ = false;
   bool connect_pending_ = false;
@@ -217,7 +226,7 @@ class HostQueue final : EventLoop::Orphan {
   uint64_t sent_ = 0, received_ = 0;
   bool closing_ = false;  // closed by its owner: frees itself when idle
   unsigned entered_ = 0;  // Entry depth
-  OpId recv_op_{}, connect_op_{};
+  OpId connect_op_{};
 };
 
 }  // namespace blkcopy::nvme

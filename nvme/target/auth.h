@@ -17,6 +17,7 @@
 #include <string>
 
 #include "nvme/auth/dhchap.h"
+#include "nvme/auth/tls_psk.h"
 #include <blkcopy/target.h>
 
 namespace blkcopy::nvme {
@@ -32,6 +33,8 @@ struct HostKeys {
 
 // The keys of cfg.hosts by host NQN, each secret, hash and group parsed; errors name the entry.
 Result<std::map<std::string, HostKeys>> host_keys(const TargetConfig& cfg);
+// The TLS PSK of each host that has one, checked (config.cc).
+Result<std::map<std::string, auth::TlsKey>> tls_keys(const TargetConfig& cfg);
 
 // The slow part of a message (a DH key pair for Negotiate, the shared secret for a Reply:
 // milliseconds for the large groups), run on a helper thread so that one host's handshake

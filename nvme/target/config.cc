@@ -160,6 +160,7 @@ HostConfig read_host(Obj& h) {
     hc.dhgroup = a.str("dhgroup", hc.dhgroup);
     a.finish();
   }
+  hc.tls_key = h.str("tls_key");
   h.finish();
   return hc;
 }
@@ -231,9 +232,21 @@ PortConfig read_port(Obj& p) {
   auto port = parse_port(svc, addr.at("trsvcid"));
   if (!port) throw ConfigError{addr.at("trsvcid"), fmt::format("'{}' is not a port from 1 to 65535", svc)};
   pc.port = *port;
-  addr.only("treq", {"not specified", "not required"},
-            "TLS (TP 8011) is not supported by blkcopy serve");
-  addr.only("tsas", {"none"}, "TLS (TP 8011) is not supported by blkcopy serve");
+  // TLS: tsas "tls1.3" offers it; treq "not required" lets clear-text hosts in too (as in
+  // Linux nvmet, tls1.3 alone means required).
+  const std::string tsas = addr.str("tsas", "none"), treq = addr.str("treq", "not specified");
+  if (tsas != "none" && tsas != "tls1.3") {
+    throw ConfigError{addr.at("tsas"), fmt::format("'{}': expected none or tls1.3", tsas)};
+  }
+  if (treq != "not specified" && treq != "required" && treq != "not required") {
+    throw ConfigError{addr.at("treq"), fmt::format("'{}': expected not specified, required or not "
+                                                   "required", treq)};
+  }
+  if (tsas == "none" && treq == "required") {
+    throw ConfigError{addr.at("treq"), "'required' needs addr.tsas \"tls1.3\" (the only secure "
+                                       "channel served)"};
+  }
+  if (tsas == "tls1.3") pc.tls = treq == "not required" ? PortTls::optional : PortTls::required;
   addr.finish();
   pc.subsystems = strings(p, "subsystems");
   if (const json* par = p.get("param")) {
@@ -277,7 +290,7 @@ Result<TargetConfig> parse_nvmetcli_json(std::string_view text, bool lenient,
     for (size_t i = 0; i < hosts.size(); ++i) {
       Obj h(w, hosts[i], item("hosts", i));
       HostConfig hc = read_host(h);
-      if (!hc.key.empty()) cfg.hosts.push_back(hc);
+      if (!hc.key.empty() || !hc.tls_key.empty()) cfg.hosts.push_back(hc);
     }
     const json& subs = root.array("subsystems");
     for (size_t i = 0; i < subs.size(); ++i) {
@@ -324,6 +337,7 @@ Result<std::map<std::string, HostKeys>> host_keys(const TargetConfig& cfg) {
       return fail(EINVAL, fmt::format("hosts[{}].dhchap.{} ({}): {}", i, field, h.nqn, s.message()));
     };
     if (Status st = check_nqn(h.nqn, fmt::format("hosts[{}].nqn", i)); !st.ok()) return std::unexpected(st);
+    if (h.key.empty()) continue;  // a host with a TLS key only
     HostKeys k;
     auto key = auth::parse_secret(h.key);
     if (!key) return named("key", key.error());
@@ -346,8 +360,44 @@ Result<std::map<std::string, HostKeys>> host_keys(const TargetConfig& cfg) {
   return out;
 }
 
+Result<std::map<std::string, auth::TlsKey>> tls_keys(const TargetConfig& cfg) {
+  std::map<std::string, auth::TlsKey> out;
+  for (size_t i = 0; i < cfg.hosts.size(); ++i) {
+    const HostConfig& h = cfg.hosts[i];
+    if (h.tls_key.empty()) continue;
+    auto key = auth::parse_tls_key(h.tls_key);
+    if (!key) return fail(EINVAL, fmt::format("hosts[{}].tls_key ({}): {}", i, h.nqn, key.error().message()));
+    if (!out.emplace(h.nqn, *key).second) {
+      return fail(EINVAL, fmt::format("hosts[{}].nqn: {} has a TLS key twice", i, h.nqn));
+    }
+    // The identity names the host and a subsystem; TLS holds 255 bytes of it.
+    for (const std::string& sub : [&] {
+           std::vector<std::string> nqns{std::string(kDiscoveryNqn)};
+           for (const SubsystemConfig& sc : cfg.subsystems) nqns.push_back(sc.nqn);
+           return nqns;
+         }()) {
+      const std::string id = auth::tls_identity(key->cipher(), h.nqn, sub);
+      if (id.size() > 255) {
+        return fail(EINVAL, fmt::format("hosts[{}].tls_key ({}): the TLS PSK identity for {} "
+                                        "would be {} bytes, TLS allows 255: use shorter NQNs",
+                                        i, h.nqn, sub, id.size()));
+      }
+    }
+  }
+  return out;
+}
+
 Status validate(const TargetConfig& cfg) {
   if (auto keys = host_keys(cfg); !keys) return keys.error();
+  auto tls = tls_keys(cfg);
+  if (!tls) return tls.error();
+  for (size_t i = 0; i < cfg.ports.size(); ++i) {
+    if (cfg.ports[i].tls != PortTls::none && tls->empty()) {
+      return Status::error(EINVAL, fmt::format("ports[{}] offers TLS but no host has a TLS key "
+                                               "(--tls-key HOSTNQN=KEY, hosts[].tls_key)",
+                                               i));
+    }
+  }
   // A connection's share (an eighth) must hold the largest buffer (2 MiB) or it would wait
   // for ever. Named by both its flag and its JSON key: either may have set it.
   for (auto [flag, key, v, why] :

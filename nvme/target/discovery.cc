@@ -20,7 +20,10 @@ std::vector<uint8_t> TargetImpl::discovery_log(const std::string& host,
       e[disc::kTrtype] = 3;  // TCP
       e[disc::kAdrfam] = addr.find(':') != std::string::npos ? 2 : 1;  // IPv6 : IPv4
       e[disc::kSubtype] = 2;
-      e[disc::kTreq] = 0;
+      // TREQ bits 1:0 say whether a secure channel is required (01b) or not (10b), TSAS's
+      // SECTYPE which one (02h: TLS 1.3); a port without TLS leaves both 0 as Linux nvmet does.
+      e[disc::kTreq] = p.tls == PortTls::required ? 1 : p.tls == PortTls::optional ? 2 : 0;
+      e[disc::kTsas] = p.tls == PortTls::none ? 0 : 2;
       put<uint16_t>(s, disc::kPortid, p.id);
       put<uint16_t>(s, disc::kCntlid, 0xFFFF);
       put<uint16_t>(s, disc::kAsqsz, 32);

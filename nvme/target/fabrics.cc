@@ -70,6 +70,13 @@ void connect(TargetRequest& r) {
     log_warning(fmt::format("serve: host {} refused for {}: not an allowed host", hostnqn, subnqn));
     return q.complete(r, st(status::kConnectInvalidHost));
   }
+  // Over TLS the PSK said who the host is and where it goes: it may not connect as another.
+  if (const auth::TlsIdentity* id = q.transport().tls_identity();
+      id && (id->hostnqn != hostnqn || id->subnqn != subnqn)) {
+    log_warning(fmt::format("serve: host {} refused for {}: its TLS PSK is {}'s for {}", hostnqn,
+                            subnqn, id->hostnqn, id->subnqn));
+    return q.complete(r, st(status::kConnectInvalidHost));
+  }
   // Connect Invalid Parameters says where the bad value is: IATTR (bit 16: in the data) and
   // IPO (the byte offset).
   auto invalid = [&](bool in_data, uint32_t offset) {

@@ -25,6 +25,7 @@
 #include "nvme/target/auth.h"
 #include "nvme/target/auth_gate.h"
 #include "nvme/target/subsystem.h"
+#include "nvme/tcp/tls_session.h"
 
 namespace blkcopy::nvme {
 
@@ -55,7 +56,7 @@ class TargetImpl final : public Target {
   Status start() override;
   TargetStats stats() const override;
   std::vector<uint16_t> bound_ports() const override { return bound_; }
-  void serve_socket(int fd) override;
+  void serve_socket(int fd, PortTls tls) override;
 
   // What queues and transports use.
   EventLoop& home() { return home_; }
@@ -69,6 +70,9 @@ class TargetImpl final : public Target {
     auto it = keys_.find(hostnqn);
     return it == keys_.end() ? nullptr : &it->second;
   }
+  // The TLS PSK for the identity a host offers (the host has a TLS key and the identity names a
+  // subsystem served here), or why there is none.
+  Result<TlsSession::Psk> tls_psk(std::string_view identity);
   // The discovery log page for `host`; `local_addr` is the address its connection reached,
   // reported for ports that listen on every address.
   std::vector<uint8_t> discovery_log(const std::string& host, const std::string& local_addr) const;
@@ -96,10 +100,10 @@ class TargetImpl final : public Target {
   };
   Status open_namespaces(Subsystem& s, const SubsystemConfig& sc, uint32_t serial);
   Status open_channels();
-  Status listen_on(const std::string& addr, uint16_t port);
-  void accept_on(int fd);
+  Status listen_on(const std::string& addr, uint16_t port, PortTls tls);
+  void accept_on(int fd, PortTls tls);
   void log_refusal(const std::string& what);
-  void adopt(Worker& w, unsigned index, int fd);
+  void adopt(Worker& w, unsigned index, int fd, PortTls tls);
   void tick(Worker& w);
   void reap(Worker& w);  // frees the connections of w that have ended
   void close_all(Worker& w);
@@ -110,6 +114,7 @@ class TargetImpl final : public Target {
   Subsystems subsystems_;
   AuthGate auth_gate_;  // before the workers: their queues' tickets end first
   std::map<std::string, HostKeys> keys_;  // by host NQN; read-only once started
+  std::map<std::string, auth::TlsKey> tls_keys_;  // by host NQN; read-only once started
   Budget data_budget_, copy_budget_;
   std::vector<int> listen_fds_;
   std::vector<uint16_t> bound_;

@@ -15,7 +15,7 @@
 
 namespace blkcopy::nvme {
 
-Status TargetImpl::listen_on(const std::string& addr, uint16_t port) {
+Status TargetImpl::listen_on(const std::string& addr, uint16_t port, PortTls tls) {
   socklen_t len = 0;
   auto sa = numeric_address(addr, port, &len);
   if (!sa) return Status::error(EINVAL, fmt::format("listen address: {}", sa.error().message()));
@@ -31,12 +31,12 @@ Status TargetImpl::listen_on(const std::string& addr, uint16_t port) {
   getsockname(fd, reinterpret_cast<sockaddr*>(&*sa), &len);
   listen_fds_.push_back(fd);
   bound_.push_back(address_of(reinterpret_cast<sockaddr*>(&*sa)).port);
-  accept_on(fd);
+  accept_on(fd, tls);
   return {};
 }
 
-void TargetImpl::accept_on(int fd) {
-  home_.accept(fd, [this, fd](int res) {
+void TargetImpl::accept_on(int fd, PortTls tls) {
+  home_.accept(fd, [this, fd, tls](int res) {
     if (stopping_) {
       if (res >= 0) ::close(res);
       return;
@@ -50,18 +50,18 @@ void TargetImpl::accept_on(int fd) {
         log_refusal(fmt::format("cannot accept connections: {}; retrying in {} ms",
                                 std::strerror(-res), accept_backoff_.count()));
         std::erase_if(accept_timers_, [](const Timer& t) { return !t.armed(); });
-        accept_timers_.push_back(home_.after(accept_backoff_, [this, fd] { accept_on(fd); }));
+        accept_timers_.push_back(home_.after(accept_backoff_, [this, fd, tls] { accept_on(fd, tls); }));
         return;
       }
-      return accept_on(fd);
+      return accept_on(fd, tls);
     }
     accept_backoff_ = std::chrono::milliseconds(0);
-    serve_socket(res);
-    accept_on(fd);
+    serve_socket(res, tls);
+    accept_on(fd, tls);
   });
 }
 
-void TargetImpl::serve_socket(int fd) {
+void TargetImpl::serve_socket(int fd, PortTls tls) {
   if (stopping_ || open_connections_ >= cfg_.limits.max_connections) {
     ++stats_.refused;
     log_refusal(fmt::format("refusing connections: {} open, the limit (--max-connections)",
@@ -76,9 +76,9 @@ void TargetImpl::serve_socket(int fd) {
   const unsigned index = static_cast<unsigned>(next_worker_++ % workers_.size());
   Worker& w = *workers_[index];
   if (w.owned) {
-    w.loop->post_remote([this, &w, index, fd] { adopt(w, index, fd); });
+    w.loop->post_remote([this, &w, index, fd, tls] { adopt(w, index, fd, tls); });
   } else {
-    adopt(w, index, fd);
+    adopt(w, index, fd, tls);
   }
 }
 
@@ -90,7 +90,7 @@ void TargetImpl::log_refusal(const std::string& what) {
   log_warning(what);
 }
 
-void TargetImpl::adopt(Worker& w, unsigned index, int fd) {
+void TargetImpl::adopt(Worker& w, unsigned index, int fd, PortTls tls) {
   if (stopping_) {
     ::close(fd);
     --open_connections_;
@@ -102,7 +102,7 @@ void TargetImpl::adopt(Worker& w, unsigned index, int fd) {
   getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len);
   w.conns.push_back(std::make_unique<TcpConnection>(
       *this, index, *w.loop, fd, address_of(reinterpret_cast<sockaddr*>(&local)).host,
-      address_of(reinterpret_cast<sockaddr*>(&peer)).host));
+      address_of(reinterpret_cast<sockaddr*>(&peer)).host, tls));
   // A connection that has ended is freed soon after, on its loop, not only at the next tick.
   w.conns.back()->on_finished = [this, &w] { w.loop->post([this, &w] { reap(w); }); };
   w.conns.back()->start();

@@ -35,6 +35,9 @@ class QueueTransport {
   virtual const std::string& local_address() const = 0;
   // The host's address (IP without port), for authentication's back-off and the log.
   virtual const std::string& peer_address() const = 0;
+  // The host and subsystem the TLS PSK of the connection names, or nullptr without TLS: such
+  // a queue connects as that host to that subsystem only.
+  virtual const auth::TlsIdentity* tls_identity() const { return nullptr; }
   // close() let r go without an answer (it waited for room, or was a held AER).
   virtual void dropped(TargetRequest&) {}
 

@@ -37,6 +37,9 @@ Status TargetImpl::init() {
   auto keys = host_keys(cfg_);
   if (!keys) return keys.error();
   keys_ = std::move(*keys);
+  auto tls = tls_keys(cfg_);
+  if (!tls) return tls.error();
+  tls_keys_ = std::move(*tls);
   uint32_t serial = 1;
   for (const SubsystemConfig& sc : cfg_.subsystems) {
     Subsystem& s = subsystems_.all()[sc.nqn];
@@ -145,13 +148,40 @@ Status TargetImpl::start() {
     raw->thread = std::thread([this, raw] { run_worker(*raw); });
   }
   for (const PortConfig& p : cfg_.ports) {
-    if (Status s = listen_on(p.addr, p.port); !s.ok()) return s;
+    if (Status s = listen_on(p.addr, p.port, p.tls); !s.ok()) return s;
   }
   if (cfg_.discovery_port && !cfg_.ports.empty()) {
-    if (Status s = listen_on(cfg_.ports[0].addr, cfg_.discovery_port); !s.ok()) return s;
+    // TLS on the discovery port: required when every port requires it, offered when any does.
+    auto tls = [&](PortTls t) {
+      return std::any_of(cfg_.ports.begin(), cfg_.ports.end(), [t](const PortConfig& p) { return p.tls == t; });
+    };
+    const PortTls d = !tls(PortTls::none) && !tls(PortTls::optional) ? PortTls::required
+                      : tls(PortTls::none) && !tls(PortTls::optional) && !tls(PortTls::required)
+                          ? PortTls::none
+                          : PortTls::optional;
+    if (Status s = listen_on(cfg_.ports[0].addr, cfg_.discovery_port, d); !s.ok()) return s;
   }
   tick(*workers_[0]);
   return {};
+}
+
+Result<TlsSession::Psk> TargetImpl::tls_psk(std::string_view identity) {
+  auto id = auth::parse_tls_identity(identity);
+  if (!id) return std::unexpected(id.error());
+  auto key = tls_keys_.find(id->hostnqn);
+  if (key == tls_keys_.end()) {
+    return fail(EACCES, fmt::format("host {} has no TLS key here", id->hostnqn));
+  }
+  if (id->subnqn != kDiscoveryNqn && !subsystems_.find(id->subnqn)) {
+    return fail(EACCES, fmt::format("host {} asked for TLS to {}, which is not served here",
+                                    id->hostnqn, id->subnqn));
+  }
+  if (id->cipher != key->second.cipher()) {
+    return fail(EACCES, fmt::format("host {} offered {} but its key is for {}", id->hostnqn,
+                                    auth::tls_cipher_name(id->cipher),
+                                    auth::tls_cipher_name(key->second.cipher())));
+  }
+  return TlsSession::psk_for(key->second, id->hostnqn, id->subnqn);
 }
 
 void TargetImpl::run_worker(Worker& w) {

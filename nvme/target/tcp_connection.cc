@@ -15,10 +15,13 @@
 namespace blkcopy::nvme {
 
 TcpConnection::TcpConnection(TargetImpl& t, unsigned worker, EventLoop& loop, int fd,
-                             std::string local_addr, std::string peer_addr)
+                             std::string local_addr, std::string peer_addr, PortTls tls)
     : t_(t),
       loop_(loop),
       fd_(fd),
+      stream_(loop, fd),
+      tls_(tls),
+      tls_decided_(tls == PortTls::none),
       local_addr_(std::move(local_addr)),
       peer_addr_(std::move(peer_addr)),
       opened_(Clock::now()),
@@ -34,7 +37,7 @@ void TcpConnection::abort() {
 
 bool TcpConnection::idle() const {
   return !recv_pending_ && !sendq_.pending() && !flush_posted_ && !resume_posted_ &&
-         !queue_.busy();
+         !stream_.busy() && !queue_.busy();
 }
 
 // ---------------------------------------------------------------- PDUs in
@@ -43,11 +46,46 @@ bool TcpConnection::idle() const {
 void TcpConnection::receive() {
   if (closing_) return maybe_free();
   recv_pending_ = true;
-  loop_.recv(fd_, rbuf_.tail(), rbuf_.room(), [this](int res) {
+  stream_.recv(rbuf_.tail(), rbuf_.room(), [this](int res) {
     recv_pending_ = false;
-    if (res <= 0) return close(res == 0 ? "host closed the connection" : "receive error");
+    if (res <= 0) {
+      if (res == 0) return close("host closed the connection");
+      const TlsSession* tls = stream_.tls();
+      return close(tls && !tls->error().empty() ? fmt::format("TLS: {}", tls->error())
+                                                : "receive error");
+    }
+    if (!tls_decided_) return first_bytes(static_cast<size_t>(res));
     parse(static_cast<size_t>(res));
     if (!paused_) receive();
+  });
+}
+
+// A TLS record of type handshake (22) starts a ClientHello; an NVMe/TCP PDU starts with its
+// type, and ICReq is 0. The bytes read go to TLS, or stay for the PDU parser.
+void TcpConnection::first_bytes(size_t n) {
+  tls_decided_ = true;
+  const uint8_t* first = rbuf_.tail();
+  if (first[0] != 22) {
+    if (tls_ == PortTls::required) {
+      ++t_.mut_stats().errors;
+      return close("clear text on a port that requires TLS (a host without a TLS key?)");
+    }
+    parse(n);
+    if (!paused_) receive();
+    return;
+  }
+  auto session = TlsSession::server([this](std::string_view id) { return t_.tls_psk(id); });
+  stream_.start_tls(std::move(session), std::span(first, n), [this](Status s) {
+    if (!s.ok()) {
+      ++t_.mut_stats().errors;
+      return close(fmt::format("host at {}: {}", peer_addr_, s.message()));
+    }
+    if (closing_) return maybe_free();
+    const TlsSession& tls = *stream_.tls();
+    tls_peer_ = *auth::parse_tls_identity(tls.identity());  // the lookup parsed it already
+    log_info(fmt::format("serve: TLS with {} at {} for {} ({})", tls_peer_->hostnqn, peer_addr_,
+                         tls_peer_->subnqn, tls.cipher_name()));
+    receive();
   });
 }
 
@@ -311,7 +349,7 @@ void TcpConnection::flush() {
     if (!sendq_.pending() && closing_) maybe_free();
     return;
   }
-  sendq_.start(loop_, fd_, [this](int res, auto& left) {
+  sendq_.start(stream_, [this](int res, auto& left) {
     if (res < 0) {
       sendq_.clear([this](TargetRequest* r) {
         if (r) release(*r);
@@ -342,7 +380,7 @@ void TcpConnection::close(const std::string& why) {
 
 void TcpConnection::maybe_free() {
   if (!closing_ || recv_pending_ || sendq_.pending() || flush_posted_ || resume_posted_ ||
-      queue_.busy()) {
+      stream_.busy() || queue_.busy()) {
     return;
   }
   if (!sendq_.empty() && fd_ >= 0) return pump_send();  // the last PDUs go out first

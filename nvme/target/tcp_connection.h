@@ -3,6 +3,9 @@
 // time limits on a peer that stalls. Commands go to the transport-neutral TargetQueue.
 //
 // State machine (one line a state):
+//   first bytes    on a port with TLS: a TLS ClientHello starts TLS, clear text is served only
+//                  where TLS is optional (anything else ends the connection, before any PDU)
+//   TLS handshake  the host's PSK identity must name a host with a key and a subsystem here
 //   wait ICReq     the first PDU must be ICReq; anything else ends the connection
 //   ready          PDUs are CapsuleCmd, H2CData (for a write that got an R2T) or H2CTermReq
 //   closing        the socket is shut; the connection is freed when nothing is in flight
@@ -17,6 +20,7 @@
 #include "nvme/tcp/framing.h"
 #include "nvme/tcp/pdu_buffer.h"
 #include "nvme/tcp/send_queue.h"
+#include "nvme/tcp/stream.h"
 #include "nvme/target/queue.h"
 
 namespace blkcopy::nvme {
@@ -24,7 +28,7 @@ namespace blkcopy::nvme {
 class TcpConnection final : public QueueTransport {
  public:
   TcpConnection(TargetImpl& t, unsigned worker, EventLoop& loop, int fd, std::string local_addr,
-                std::string peer_addr);
+                std::string peer_addr, PortTls tls);
   ~TcpConnection();  // REQUIRES: idle()
 
   void start() { receive(); }
@@ -50,9 +54,14 @@ class TcpConnection final : public QueueTransport {
   void disconnect(const std::string& why) override { close(why); }
   const std::string& local_address() const override { return local_addr_; }
   const std::string& peer_address() const override { return peer_addr_; }
+  const auth::TlsIdentity* tls_identity() const override {
+    return tls_peer_ ? &*tls_peer_ : nullptr;
+  }
 
  private:
   void receive();
+  // The first bytes read on a port with TLS: start TLS, or go on in clear text, or refuse.
+  void first_bytes(size_t n);
   // Handles the whole PDUs among the n bytes just read and those left by a pause.
   void parse(size_t n);
   // Hands r back to the queue; data that came in capsules, once below the cap, resumes reading.
@@ -75,6 +84,10 @@ class TcpConnection final : public QueueTransport {
   TargetImpl& t_;
   EventLoop& loop_;
   int fd_;
+  Stream stream_;
+  PortTls tls_;
+  bool tls_decided_ = false;  // the first bytes said TLS or clear text
+  std::optional<auth::TlsIdentity> tls_peer_;  // after a TLS handshake: whom the PSK names
   bool hdgst_ = false, ddgst_ = false, ic_done_ = false, closing_ = false;
   std::string local_addr_, peer_addr_;
   std::chrono::steady_clock::time_point opened_, closing_since_, front_since_;

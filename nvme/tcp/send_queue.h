@@ -2,7 +2,7 @@
 // queues alike: a header, optional data (pointing at the caller's buffer) and its digest. One
 // sendmsg at a time is in flight, and it gathers every PDU waiting (up to kMaxPdus, kMaxBytes):
 // a queue of completions and C2HData PDUs leaves in one system call instead of one each. After
-// a short send the rest goes first. Headers are held inline and the queue's storage is kept
+// a short send the rest goes first. The bytes go through a Stream (clear text or TLS). Headers are held inline and the queue's storage is kept
 // from one PDU to the next: in a steady state, queuing and sending allocate nothing.
 #pragma once
 
@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "nvme/tcp/framing.h"
+#include "nvme/tcp/stream.h"
 
 namespace blkcopy::nvme {
 
@@ -67,7 +68,7 @@ class SendQueue {
   // holds the owners of the PDUs that have now wholly left (none after an error), valid until
   // done returns; done may queue more PDUs.
   template <class Done>
-  void start(EventLoop& loop, int fd, Done done) {
+  void start(Stream& stream, Done done) {
     if (pending_ || empty()) return;
     size_t n = 0, total = 0, skip = part_;
     size_t i = 0;
@@ -97,7 +98,7 @@ class SendQueue {
     msg_.msg_iovlen = n;
     pending_ = true;
     in_flight_ = i;
-    loop.sendmsg(fd, &msg_, [this, done](int res) mutable {
+    stream.sendmsg(&msg_, [this, done](int res) mutable {
       pending_ = false;
       in_flight_ = 0;
       size_t gone = 0;

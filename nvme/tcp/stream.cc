@@ -1,0 +1,159 @@
+#include "nvme/tcp/stream.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+namespace blkcopy::nvme {
+
+OpId Stream::recv(void* buf, uint32_t len, EventLoop::IoCallback cb) {
+  if (!tls_) return recv_op_ = loop_.recv(fd_, buf, len, std::move(cb));
+  rbuf_ = static_cast<uint8_t*>(buf);
+  rlen_ = len;
+  rcb_ = std::move(cb);
+  in_recv_ = true;
+  pull(false);
+  return {};
+}
+
+void Stream::pull(bool posted) {
+  long n = tls_->read(rbuf_, rlen_);
+  if (n == 0 && tls_->output_waiting() > kMostUnsent) n = -1;  // a peer that asks, never reads
+  if (n == 0) {
+    recv_op_ = loop_.recv(fd_, in_.data(), static_cast<uint32_t>(in_.size()), [this](int res) {
+      if (res <= 0) return finish_recv(res);
+      tls_->feed(in_.data(), static_cast<size_t>(res));
+      pull(true);
+    });
+    return;
+  }
+  const int res = n > 0 ? static_cast<int>(n) : tls_->peer_closed() ? 0 : -EPROTO;
+  if (posted) return finish_recv(res);
+  loop_.post([this, res] { finish_recv(res); });
+}
+
+void Stream::finish_recv(int res) {
+  in_recv_ = false;
+  auto cb = std::move(rcb_);
+  rcb_ = nullptr;
+  cb(res);  // last: the owner may free the stream
+}
+
+OpId Stream::sendmsg(const msghdr* msg, EventLoop::IoCallback cb) {
+  if (!tls_) return send_op_ = loop_.sendmsg(fd_, msg, std::move(cb));
+  // Small pieces (headers, completions) are gathered so that a record carries many; large ones
+  // are encrypted where they are.
+  constexpr size_t kGather = 16 * 1024;
+  size_t total = 0;
+  plain_.clear();
+  for (size_t i = 0; i < msg->msg_iovlen && total < kPlainOut; ++i) {
+    const auto* p = static_cast<const uint8_t*>(msg->msg_iov[i].iov_base);
+    const size_t n = std::min(msg->msg_iov[i].iov_len, kPlainOut - total);
+    if (n < kGather) {
+      plain_.insert(plain_.end(), p, p + n);
+    } else {
+      tls_->write(plain_.data(), plain_.size());
+      plain_.clear();
+      tls_->write(p, n);
+    }
+    total += n;
+  }
+  tls_->write(plain_.data(), plain_.size());
+  out_.clear();
+  out_sent_ = 0;
+  tls_->take_output(out_);
+  in_send_ = true;
+  send_out([this, total, cb = std::move(cb)](int res) {
+    in_send_ = false;
+    cb(res < 0 ? res : static_cast<int>(total));  // last: the owner may free the stream
+  });
+  return {};
+}
+
+void Stream::send_out(std::function<void(int)> then) {
+  sent_ = std::move(then);
+  push();
+}
+
+void Stream::push() {
+  if (out_sent_ == out_.size()) {
+    auto then = std::move(sent_);
+    sent_ = nullptr;
+    // Nothing to send (a session that broke while writing): still never inside the call.
+    if (out_.empty()) return loop_.post([then = std::move(then)] { then(-EPROTO); });
+    return then(0);
+  }
+  iov_ = {out_.data() + out_sent_, out_.size() - out_sent_};
+  msg_ = {};
+  msg_.msg_iov = &iov_;
+  msg_.msg_iovlen = 1;
+  send_op_ = loop_.sendmsg(fd_, &msg_, [this](int res) {
+    if (res <= 0) {
+      auto then = std::move(sent_);
+      sent_ = nullptr;
+      return then(res < 0 ? res : -ECONNRESET);
+    }
+    out_sent_ += static_cast<size_t>(res);
+    push();
+  });
+}
+
+void Stream::cancel() {
+  loop_.cancel(recv_op_);
+  loop_.cancel(send_op_);
+}
+
+// ---------------------------------------------------------------- the handshake
+
+void Stream::start_tls(std::unique_ptr<TlsSession> s, std::span<const uint8_t> early,
+                       std::function<void(Status)> done) {
+  tls_ = std::move(s);
+  in_.resize(kCipherIn);
+  if (!early.empty()) tls_->feed(early.data(), early.size());
+  shaken_ = std::move(done);
+  in_send_ = true;  // the handshake counts as a send until it ends
+  loop_.post([this] { shake(); });
+}
+
+void Stream::shake() {
+  const TlsSession::Step step = tls_->handshake();
+  out_.clear();
+  out_sent_ = 0;
+  tls_->take_output(out_);
+  auto next = [this, step](int res) {
+    if (res < 0) return end_handshake(Status::error(ECONNRESET, "the connection ended during the TLS handshake"));
+    if (step == TlsSession::Step::done) return end_handshake({});
+    if (step == TlsSession::Step::failed) {
+      return end_handshake(Status::error(EACCES, fmt::format("TLS handshake failed: {}", tls_->error())));
+    }
+    receive_more([this](int got) {
+      if (got <= 0) {
+        return end_handshake(Status::error(ECONNRESET, "the peer ended the connection during the TLS handshake"));
+      }
+      shake();
+    });
+  };
+  if (out_.empty()) return next(0);
+  send_out(next);  // the alert too, when it failed: the peer learns why
+}
+
+void Stream::receive_more(std::function<void(int)> then) {
+  in_recv_ = true;
+  recv_op_ = loop_.recv(fd_, in_.data(), static_cast<uint32_t>(in_.size()),
+                        [this, then = std::move(then)](int res) {
+                          in_recv_ = false;
+                          if (res > 0) tls_->feed(in_.data(), static_cast<size_t>(res));
+                          then(res);
+                        });
+}
+
+void Stream::end_handshake(Status s) {
+  in_send_ = false;
+  auto done = std::move(shaken_);
+  shaken_ = nullptr;
+  done(std::move(s));  // last: the owner may free the stream
+}
+
+}  // namespace blkcopy::nvme

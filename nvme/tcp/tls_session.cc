@@ -1,0 +1,205 @@
+#include "nvme/tcp/tls_session.h"
+
+#include <fmt/format.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include <cstring>
+#include <mutex>
+
+namespace blkcopy::nvme {
+namespace {
+
+// One context per role for the whole process (OpenSSL's contexts are safe to share between
+// threads once set up).
+SSL_CTX* context(bool server) {
+  static std::once_flag once;
+  static SSL_CTX* made[2];
+  std::call_once(once, [] {
+    for (int i = 0; i < 2; ++i) {
+      SSL_CTX* c = SSL_CTX_new(i ? TLS_server_method() : TLS_client_method());
+      if (!c) std::abort();
+      SSL_CTX_set_min_proto_version(c, TLS1_3_VERSION);
+      SSL_CTX_set_max_proto_version(c, TLS1_3_VERSION);
+      SSL_CTX_set_ciphersuites(c, "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384");
+      // No tickets (every connection starts from the configured key), no early data, no
+      // compression; records may be cut at any size the caller writes.
+      SSL_CTX_set_options(c, SSL_OP_NO_TICKET | SSL_OP_NO_COMPRESSION |
+                                 (i ? SSL_OP_ALLOW_NO_DHE_KEX : 0));
+      SSL_CTX_set_num_tickets(c, 0);
+      SSL_CTX_set_max_early_data(c, 0);
+      SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
+      // PSK only: a target that answers with a certificate instead fails verification (there
+      // is nothing to verify it against), and the target never asks the host for one.
+      SSL_CTX_set_verify(c, i ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, nullptr);
+      SSL_CTX_set_mode(c, SSL_MODE_RELEASE_BUFFERS);
+      made[i] = c;
+    }
+  });
+  return made[server ? 1 : 0];
+}
+
+std::string openssl_errors() {
+  std::string out;
+  while (unsigned long e = ERR_get_error()) {
+    char buf[256];
+    ERR_error_string_n(e, buf, sizeof buf);
+    out += out.empty() ? "" : "; ";
+    out += buf;
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<TlsSession::Psk> TlsSession::psk_for(const auth::TlsKey& key, std::string_view hostnqn,
+                                             std::string_view subnqn) {
+  const auth::TlsCipher c = key.cipher();
+  std::string id = auth::tls_identity(c, hostnqn, subnqn);
+  auto psk = auth::tls_psk(auth::retained_psk(key, hostnqn), id, c);
+  if (!psk) return std::unexpected(psk.error());
+  return Psk{std::move(id), std::move(*psk), c};
+}
+
+std::unique_ptr<TlsSession> TlsSession::client(Psk psk) {
+  std::unique_ptr<TlsSession> s(new TlsSession);
+  s->psk_ = std::move(psk);
+  s->ssl_ = SSL_new(context(false));
+  if (!s->ssl_) std::abort();
+  SSL_set_app_data(s->ssl_, s.get());
+  SSL_set_psk_use_session_callback(s->ssl_, &TlsSession::use_psk);
+  s->rbio_ = BIO_new(BIO_s_mem());
+  s->wbio_ = BIO_new(BIO_s_mem());
+  BIO_set_mem_eof_return(s->rbio_, -1);  // empty means "more to come", not the end
+  SSL_set_bio(s->ssl_, s->rbio_, s->wbio_);
+  SSL_set_connect_state(s->ssl_);
+  return s;
+}
+
+std::unique_ptr<TlsSession> TlsSession::server(Lookup lookup) {
+  std::unique_ptr<TlsSession> s(new TlsSession);
+  s->lookup_ = std::move(lookup);
+  s->ssl_ = SSL_new(context(true));
+  if (!s->ssl_) std::abort();
+  SSL_set_app_data(s->ssl_, s.get());
+  SSL_set_psk_find_session_callback(s->ssl_, &TlsSession::find_psk);
+  s->rbio_ = BIO_new(BIO_s_mem());
+  s->wbio_ = BIO_new(BIO_s_mem());
+  BIO_set_mem_eof_return(s->rbio_, -1);
+  SSL_set_bio(s->ssl_, s->rbio_, s->wbio_);
+  SSL_set_accept_state(s->ssl_);
+  return s;
+}
+
+TlsSession::~TlsSession() { SSL_free(ssl_); }  // frees both BIOs too
+
+SSL_SESSION* TlsSession::session_for(SSL* ssl, const Psk& psk) {
+  const SSL_CIPHER* cipher = nullptr;
+  STACK_OF(SSL_CIPHER)* ciphers = SSL_get_ciphers(ssl);
+  for (int i = 0; i < sk_SSL_CIPHER_num(ciphers); ++i) {
+    const SSL_CIPHER* c = sk_SSL_CIPHER_value(ciphers, i);
+    if (std::strcmp(SSL_CIPHER_get_name(c), auth::tls_cipher_name(psk.cipher)) == 0) cipher = c;
+  }
+  SSL_SESSION* sess = SSL_SESSION_new();
+  if (!sess || !cipher || SSL_SESSION_set_cipher(sess, cipher) != 1 ||
+      SSL_SESSION_set_protocol_version(sess, TLS1_3_VERSION) != 1 ||
+      SSL_SESSION_set1_master_key(sess, psk.key.data(), psk.key.size()) != 1) {
+    SSL_SESSION_free(sess);
+    return nullptr;
+  }
+  return sess;
+}
+
+// The target: the host names its PSK by identity.
+int TlsSession::find_psk(SSL* ssl, const unsigned char* id, size_t len, SSL_SESSION** sess) {
+  auto* self = static_cast<TlsSession*>(SSL_get_app_data(ssl));
+  *sess = nullptr;
+  const std::string_view identity(reinterpret_cast<const char*>(id), len);
+  auto psk = self->lookup_(identity);
+  if (!psk) {
+    self->error_ = psk.error().message();
+    return 1;  // no session: the handshake fails (the host gets an alert)
+  }
+  *sess = session_for(ssl, *psk);
+  if (!*sess) return 0;
+  self->identity_ = psk->identity;
+  return 1;
+}
+
+// The host: offers its one PSK, for the hash of the cipher suite it was made for.
+int TlsSession::use_psk(SSL* ssl, const EVP_MD* md, const unsigned char** id, size_t* len,
+                        SSL_SESSION** sess) {
+  auto* self = static_cast<TlsSession*>(SSL_get_app_data(ssl));
+  *sess = nullptr;
+  const Psk& psk = *self->psk_;
+  const EVP_MD* want = psk.cipher == auth::TlsCipher::aes256gcm_sha384 ? EVP_sha384() : EVP_sha256();
+  if (md && EVP_MD_get_type(md) != EVP_MD_get_type(want)) return 1;  // a retry for another hash
+  *sess = session_for(ssl, psk);
+  if (!*sess) return 0;
+  *id = reinterpret_cast<const unsigned char*>(psk.identity.data());
+  *len = psk.identity.size();
+  self->identity_ = psk.identity;
+  return 1;
+}
+
+void TlsSession::failed(std::string_view what) {
+  const std::string errs = openssl_errors();
+  if (error_.empty()) error_ = errs.empty() ? std::string(what) : fmt::format("{}: {}", what, errs);
+}
+
+TlsSession::Step TlsSession::handshake() {
+  const int r = SSL_do_handshake(ssl_);
+  if (r == 1) {
+    // TLS 1.3 without certificates: the peer proved the PSK, or there was no handshake.
+    if (!SSL_session_reused(ssl_)) {
+      error_ = "the peer did not use the pre-shared key";
+      return Step::failed;
+    }
+    return Step::done;
+  }
+  const int e = SSL_get_error(ssl_, r);
+  if (e == SSL_ERROR_WANT_READ) return Step::want_read;
+  failed("TLS handshake");
+  return Step::failed;
+}
+
+void TlsSession::feed(const uint8_t* p, size_t n) { BIO_write(rbio_, p, static_cast<int>(n)); }
+
+long TlsSession::read(void* buf, size_t len) {
+  size_t got = 0;
+  const int r = SSL_read_ex(ssl_, buf, len, &got);
+  if (r == 1) return static_cast<long>(got);
+  const int e = SSL_get_error(ssl_, r);
+  if (e == SSL_ERROR_WANT_READ) return 0;
+  if (e == SSL_ERROR_ZERO_RETURN) {
+    peer_closed_ = true;
+  } else {
+    failed("TLS record");
+  }
+  return -1;
+}
+
+void TlsSession::write(const void* p, size_t n) {
+  size_t done = 0;
+  // Into a memory BIO a write takes everything at once (it only fails on a broken session,
+  // whose next read reports it).
+  if (n && SSL_write_ex(ssl_, p, n, &done) != 1) failed("TLS write");
+}
+
+void TlsSession::take_output(std::vector<uint8_t>& out) {
+  const size_t n = BIO_ctrl_pending(wbio_);
+  if (!n) return;
+  const size_t at = out.size();
+  out.resize(at + n);
+  const int got = BIO_read(wbio_, out.data() + at, static_cast<int>(n));
+  out.resize(at + (got > 0 ? static_cast<size_t>(got) : 0));
+}
+
+size_t TlsSession::output_waiting() const { return BIO_ctrl_pending(wbio_); }
+
+std::string TlsSession::cipher_name() const {
+  const SSL_CIPHER* c = SSL_get_current_cipher(ssl_);
+  return c ? SSL_CIPHER_get_name(c) : "";
+}
+
+}  // namespace blkcopy::nvme
