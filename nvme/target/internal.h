@@ -70,6 +70,10 @@ class TargetImpl final : public Target {
     auto it = keys_.find(hostnqn);
     return it == keys_.end() ? nullptr : &it->second;
   }
+  // A warning about refused peers: at most one line a second of each kind however many there
+  // are (from any loop).
+  enum class Refusal { connections, clear_text, tls };
+  void log_refusal(Refusal kind, const std::string& what);
   // The TLS PSK for the identity a host offers (the host has a TLS key and the identity names a
   // subsystem served here), or why there is none.
   Result<TlsSession::Psk> tls_psk(std::string_view identity);
@@ -102,7 +106,6 @@ class TargetImpl final : public Target {
   Status open_channels();
   Status listen_on(const std::string& addr, uint16_t port, PortTls tls);
   void accept_on(int fd, PortTls tls);
-  void log_refusal(const std::string& what);
   void adopt(Worker& w, unsigned index, int fd, PortTls tls);
   void tick(Worker& w);
   void reap(Worker& w);  // frees the connections of w that have ended
@@ -125,7 +128,7 @@ class TargetImpl final : public Target {
   std::atomic<unsigned> workers_done_{0};  // threads whose connections are all closed
   std::atomic<unsigned> open_connections_{0};
   std::chrono::milliseconds accept_backoff_{0};
-  Clock::time_point last_refusal_log_{};
+  std::atomic<int64_t> last_refusal_log_[3] = {};  // by Refusal: steady clock, ns
   std::vector<Timer> accept_timers_;  // accepts retried after running out of descriptors
   AtomicStats stats_;
 };

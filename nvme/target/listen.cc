@@ -47,7 +47,7 @@ void TargetImpl::accept_on(int fd, PortTls tls) {
       if (res == -EMFILE || res == -ENFILE || res == -ENOBUFS || res == -ENOMEM) {
         accept_backoff_ = std::clamp(accept_backoff_ * 2, std::chrono::milliseconds(10),
                                      std::chrono::milliseconds(1000));
-        log_refusal(fmt::format("cannot accept connections: {}; retrying in {} ms",
+        log_refusal(Refusal::connections, fmt::format("cannot accept connections: {}; retrying in {} ms",
                                 std::strerror(-res), accept_backoff_.count()));
         std::erase_if(accept_timers_, [](const Timer& t) { return !t.armed(); });
         accept_timers_.push_back(home_.after(accept_backoff_, [this, fd, tls] { accept_on(fd, tls); }));
@@ -64,7 +64,7 @@ void TargetImpl::accept_on(int fd, PortTls tls) {
 void TargetImpl::serve_socket(int fd, PortTls tls) {
   if (stopping_ || open_connections_ >= cfg_.limits.max_connections) {
     ++stats_.refused;
-    log_refusal(fmt::format("refusing connections: {} open, the limit (--max-connections)",
+    log_refusal(Refusal::connections, fmt::format("refusing connections: {} open, the limit (--max-connections)",
                             cfg_.limits.max_connections));
     ::close(fd);
     return;
@@ -83,10 +83,11 @@ void TargetImpl::serve_socket(int fd, PortTls tls) {
 }
 
 // At most one line a second about refused connections, however many there are.
-void TargetImpl::log_refusal(const std::string& what) {
-  const auto now = Clock::now();
-  if (now - last_refusal_log_ < std::chrono::seconds(1)) return;
-  last_refusal_log_ = now;
+void TargetImpl::log_refusal(Refusal kind, const std::string& what) {
+  std::atomic<int64_t>& at = last_refusal_log_[static_cast<int>(kind)];
+  const int64_t now = Clock::now().time_since_epoch().count();
+  int64_t last = at.load();
+  if (now - last < 1'000'000'000 || !at.compare_exchange_strong(last, now)) return;
   log_warning(what);
 }
 

@@ -68,7 +68,10 @@ void TcpConnection::first_bytes(size_t n) {
   if (first[0] != 22) {
     if (tls_ == PortTls::required) {
       ++t_.mut_stats().errors;
-      return close("clear text on a port that requires TLS (a host without a TLS key?)");
+      t_.log_refusal(TargetImpl::Refusal::clear_text, fmt::format("serve: refused {}: clear text on a port that requires TLS (a "
+                                 "host without a TLS key?)",
+                                 peer_addr_));
+      return close("clear text on a port that requires TLS");
     }
     parse(n);
     if (!paused_) receive();
@@ -78,7 +81,8 @@ void TcpConnection::first_bytes(size_t n) {
   stream_.start_tls(std::move(session), std::span(first, n), [this](Status s) {
     if (!s.ok()) {
       ++t_.mut_stats().errors;
-      return close(fmt::format("host at {}: {}", peer_addr_, s.message()));
+      t_.log_refusal(TargetImpl::Refusal::tls, fmt::format("serve: refused {}: {}", peer_addr_, s.message()));
+      return close(s.message());
     }
     if (closing_) return maybe_free();
     const TlsSession& tls = *stream_.tls();
