@@ -78,14 +78,18 @@ TEST(NvmeConfig, EveryMistakeIsNamedByItsJsonPath) {
        "ports[0].addr.trsvcid: '0' is not a port from 1 to 65535"},
       {"TLS required", config(R"(, "addr": {"trtype": "tcp", "traddr": "127.0.0.1", "treq": "required"})"),
        "ports[0].addr"},
-      {"TLS via tsas", R"({"subsystems": [{"nqn": "nqn.2024-01.io.example:s1"}], "ports": [{"addr":
+      {"TLS without a host key", R"({"subsystems": [{"nqn": "nqn.2024-01.io.example:s1"}], "ports": [{"addr":
         {"trtype": "tcp", "traddr": "127.0.0.1", "trsvcid": "4420", "tsas": "tls1.3"},
         "subsystems": ["nqn.2024-01.io.example:s1"]}]})",
-       "ports[0].addr.tsas: tls1.3 is not supported: TLS (TP 8011) is not supported"},
-      {"TLS via treq", R"({"subsystems": [{"nqn": "nqn.2024-01.io.example:s1"}], "ports": [{"addr":
+       "ports[0] offers TLS but no host has a TLS key"},
+      {"treq required without tsas", R"({"subsystems": [{"nqn": "nqn.2024-01.io.example:s1"}], "ports": [{"addr":
         {"trtype": "tcp", "traddr": "127.0.0.1", "trsvcid": "4420", "treq": "required"},
         "subsystems": ["nqn.2024-01.io.example:s1"]}]})",
-       "ports[0].addr.treq: required is not supported: TLS (TP 8011)"},
+       "ports[0].addr.treq: 'required' needs addr.tsas \"tls1.3\""},
+      {"TLS 1.2", R"({"ports": [{"addr": {"traddr": "127.0.0.1", "tsas": "tls1.2"}}]})",
+       "ports[0].addr.tsas: 'tls1.2': expected none or tls1.3"},
+      {"a bad TLS key", R"({"hosts": [{"nqn": "nqn.2024-01.io.example:h", "tls_key": "NVMeTLSkey-1:01:AAAA:"}]})",
+       "hosts[0].tls_key (nqn.2024-01.io.example:h): TLS PSK: the key is 0 bytes"},
       {"flat dhchap_key", config("", "", "", R"(, "dhchap_key": "DHHC-1:00:abc:")"),
        "hosts[0].dhchap_key: write it as hosts[0].dhchap.key"},
       {"a port naming a missing subsystem", R"({"subsystems": [{"nqn": "nqn.2024-01.io.example:s1"}],
@@ -150,6 +154,28 @@ TEST(NvmeConfig, DhchapKeysAreReadAndCheckedNeverIgnored) {
     const std::string got = error_of(config("", "", "", R"(, "dhchap": )" + b.dhchap));
     EXPECT_NE(got.find(b.want), std::string::npos) << b.dhchap << ": " << got;
   }
+}
+
+// nvmetcli's ports[].addr.tsas/treq and hosts[].tls_key: TLS required, optional, or none.
+TEST(NvmeConfig, TlsPortsAndHostKeysAreRead) {
+  const std::string key = "NVMeTLSkey-1:01:VRLbtnN9AQb2WXW3c9+wEf/DRLz0QuLdbYvEhwtdWwNf9LrZ:";
+  auto port = [](const std::string& addr) {
+    return R"({"addr": {"trtype": "tcp", "traddr": "127.0.0.1", "trsvcid": "4420")" + addr +
+           R"(}, "subsystems": ["nqn.2024-01.io.example:s1"]})";
+  };
+  auto r = parse_nvmetcli_json(
+      R"({"hosts": [{"nqn": "nqn.2024-01.io.example:h", "tls_key": ")" + key +
+      R"("}], "subsystems": [{"nqn": "nqn.2024-01.io.example:s1"}], "ports": [)" +
+      port(R"(, "tsas": "tls1.3")") + ", " + port(R"(, "tsas": "tls1.3", "treq": "not required")") +
+      ", " + port(R"(, "tsas": "none", "treq": "not specified")") + "]}");
+  ASSERT_TRUE(r) << r.error().message();
+  ASSERT_EQ(r->ports.size(), 3u);
+  EXPECT_EQ(r->ports[0].tls, PortTls::required) << "tls1.3 alone is required, as in Linux nvmet";
+  EXPECT_EQ(r->ports[1].tls, PortTls::optional);
+  EXPECT_EQ(r->ports[2].tls, PortTls::none);
+  ASSERT_EQ(r->hosts.size(), 1u) << "a host with only a TLS key is kept";
+  EXPECT_EQ(r->hosts[0].tls_key, key);
+  EXPECT_TRUE(r->hosts[0].key.empty());
 }
 
 TEST(NvmeConfig, LenientSkipsUnknownKeysWithAWarningButNotBadValues) {
@@ -267,6 +293,15 @@ TEST(ServeCli, BadPortsAndConflictingFlagsAreRefused) {
       {{"serve", "--ns", "mem:1M", "--drain-ms", "50"}, "--drain-ms: Value 50 not in range 100"},
       {{"serve", "--ns", "mem:1M", "--copy-budget", "1M"}, "two of an emulated Copy's 1 MiB chunks"},
       {{"serve", "--ns", "mem:1M", "--stats", "-1"}, "--stats: Value -1 not in range 0 to 86400"},
+      {{"serve", "--ns", "mem:1M", "--tls", "required"}, "--tls needs --tls-key HOSTNQN=KEY"},
+      {{"serve", "--ns", "mem:1M", "--tls", "sometimes"}, "--tls: sometimes not in {required,optional}"},
+      {{"serve", "--ns", "mem:1M", "--tls-key", "nqn.2024-01.io.example:h"}, "--tls-key 'nqn.2024-01.io.example:h': expected HOSTNQN=SECRET"},
+      {{"serve", "--ns", "mem:1M", "--tls-key", "nqn.2024-01.io.example:h=NVMeTLSkey-1:01:AAAA:"},
+       "hosts[0].tls_key (nqn.2024-01.io.example:h): TLS PSK: the key is 0 bytes"},
+      {{"serve", "--ns", "mem:1M", "--tls-key", "nqn.2024-01.io.example:h=@/nonexistent/key"},
+       "--tls-key: cannot read /nonexistent/key"},
+      {{"discover", "127.0.0.1:8009", "--tls-key", "NVMeTLSkey-1:01:AAAA:"}, "TLS PSK: the key is 0 bytes"},
+      {{"discover", "127.0.0.1:8009", "--tls-key-file", "/nonexistent/key"}, "--tls-key-file: cannot read"},
   };
   for (const Case& c : cases) {
     auto r = test::run_cli(c.args);

@@ -9,18 +9,18 @@ namespace blkcopy::test {
 using namespace nvme;
 
 Served::Served(TargetConfig cfg) {
-  std::promise<uint16_t> port;
+  std::promise<std::vector<uint16_t>> port;
   auto ready = port.get_future();
   thread_ = std::thread([this, cfg, port = std::move(port)]() mutable {
     auto loop = EventLoop::create().value();
     auto target = Target::create(*loop, cfg);
     if (!target || !(*target)->start().ok()) std::abort();
     target_ = target->get();
-    port.set_value((*target)->bound_ports()[0]);
+    port.set_value((*target)->bound_ports());
     (void)loop->run_until([this] { return stop_.load(); });
     target_ = nullptr;
   });
-  port_ = ready.get();
+  ports_ = ready.get();
 }
 
 Served::~Served() {

@@ -19,14 +19,15 @@ class Served {
  public:
   explicit Served(nvme::TargetConfig cfg);
   ~Served();
-  uint16_t port() const { return port_; }
+  uint16_t port() const { return ports_[0]; }
+  const std::vector<uint16_t>& ports() const { return ports_; }  // the config's ports, in order
   nvme::TargetStats stats() const { return target_.load()->stats(); }
 
  private:
   std::thread thread_;
   std::atomic<bool> stop_{false};
   std::atomic<nvme::Target*> target_{nullptr};
-  uint16_t port_ = 0;
+  std::vector<uint16_t> ports_;
 };
 
 // A capsule PDU carrying `data` in-capsule, with the SGL as given (not derived from the data).

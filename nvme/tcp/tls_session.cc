@@ -68,6 +68,8 @@ std::unique_ptr<TlsSession> TlsSession::client(Psk psk) {
   if (!s->ssl_) std::abort();
   SSL_set_app_data(s->ssl_, s.get());
   SSL_set_psk_use_session_callback(s->ssl_, &TlsSession::use_psk);
+  // Only the suite whose hash the PSK was made for: a target choosing another could not use it.
+  SSL_set_ciphersuites(s->ssl_, auth::tls_cipher_name(s->psk_->cipher));
   s->rbio_ = BIO_new(BIO_s_mem());
   s->wbio_ = BIO_new(BIO_s_mem());
   BIO_set_mem_eof_return(s->rbio_, -1);  // empty means "more to come", not the end

@@ -1,0 +1,230 @@
+// NVMe/TCP over TLS 1.3 (TP 8011): PSKs as nvme-cli writes them (the specification's example,
+// CRCs from zlib) and their derivation checked against an independent HKDF (Python's hmac),
+// then blkcopy's host against blkcopy's target over loopback: data and an offloaded Copy over
+// TLS; a wrong key, no key and clear text refused; a PSK for one host that Connects as another
+// refused; a port where TLS is optional serving both; the discovery log's TREQ and TSAS.
+// SPDK is the peer in tests/interop/spdk_tls.sh.
+#include <gtest/gtest.h>
+
+#include <blkcopy/copy.h>
+#include <blkcopy/open.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <string>
+#include <vector>
+
+#include "nvme/auth/tls_psk.h"
+#include "nvme/codec.h"
+#include "nvme/host/queue.h"
+#include "nvme/tcp/tls_session.h"
+#include "tests/served_target.h"
+#include "tests/test_util.h"
+
+namespace blkcopy {
+namespace {
+
+using namespace nvme;
+
+// The example of the NVMe TCP transport specification (PSK 5512DBB6...0B5D5B03, SHA-256).
+const std::string kSpecKey = "NVMeTLSkey-1:01:VRLbtnN9AQb2WXW3c9+wEf/DRLz0QuLdbYvEhwtdWwNf9LrZ:";
+// bytes(range(48)) with hash 02, and bytes(range(32)) with hash 00; base64(key + zlib CRC-32).
+const std::string kKey48 =
+    "NVMeTLSkey-1:02:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vcSEgBQ==:";
+const std::string kKey00 = "NVMeTLSkey-1:00:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh+KfiaR:";
+const std::string kHost = "nqn.2014-08.org.nvmexpress:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6";
+const std::string kOther = "nqn.2014-08.org.nvmexpress:uuid:0b6c5f38-1b64-4d4b-9e0e-6c1c2f3a4d5e";
+const std::string kSub = "nqn.2024-01.io.blkcopy:tls";
+
+std::string hex(const std::vector<uint8_t>& b) { return fmt::format("{:02x}", fmt::join(b, "")); }
+
+TEST(TlsPsk, KeysParseAsNvmeCliWritesThem) {
+  auto k = auth::parse_tls_key(kSpecKey);
+  ASSERT_TRUE(k) << k.error().message();
+  EXPECT_EQ(hex(k->configured), "5512dbb6737d0106f65975b773dfb011ffc344bcf442e2dd6d8bc4870b5d5b03");
+  EXPECT_EQ(k->hash, 1);
+  EXPECT_EQ(k->cipher(), auth::TlsCipher::aes128gcm_sha256);
+  auto k48 = auth::parse_tls_key(kKey48);
+  ASSERT_TRUE(k48) << k48.error().message();
+  EXPECT_EQ(k48->cipher(), auth::TlsCipher::aes256gcm_sha384);
+  struct Bad {
+    std::string text, why;
+  };
+  for (const Bad& b : {
+           Bad{"", "not of the form"},
+           Bad{"NVMeTLSkey-1:01:", "not of the form"},
+           Bad{"NVMeTLSkey-1:03:VRLbtnN9AQb2WXW3c9+wEf/DRLz0QuLdbYvEhwtdWwNf9LrZ:", "hash '03'"},
+           Bad{"NVMeTLSkey-1:01:VRLbtnN9AQb2WXW3c9+wEf/DRLz0QuLdbYvEhwtdWwNf9Lra:", "CRC-32"},
+           Bad{"DHHC-1:01:VRLbtnN9AQb2WXW3c9+wEf/DRLz0QuLdbYvEhwtdWwNf9LrZ:", "not of the form"},
+           // 48 bytes with the hash of 32-byte keys
+           Bad{"NVMeTLSkey-1:01:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vcSEgBQ==:",
+               "goes with a 32-byte key"},
+           Bad{"NVMeTLSkey-1:01:AAAA:", "the key is 0 bytes"},
+       }) {
+    auto r = auth::parse_tls_key(b.text);
+    ASSERT_FALSE(r) << b.text;
+    EXPECT_NE(r.error().message().find(b.why), std::string::npos) << r.error().message();
+    EXPECT_NE(r.error().message().find("gen-tls-key"), std::string::npos) << r.error().message();
+  }
+}
+
+// Expected values from Python: HKDF-Extract with a zero salt and HKDF-Expand-Label (RFC 8446)
+// written with hmac/hashlib, the way SPDK and Linux derive them.
+TEST(TlsPsk, DerivationMatchesAnIndependentHkdf) {
+  const auto k = auth::parse_tls_key(kSpecKey).value();
+  const auto retained = auth::retained_psk(k, kHost);
+  EXPECT_EQ(hex(retained), "f0af1bc718d4f23bdd7c1683a3d79bd953ea789d106a0f5207bb574bbe5446ce");
+  const std::string id = auth::tls_identity(k.cipher(), kHost, kSub);
+  EXPECT_EQ(id, "NVMe0R01 " + kHost + " " + kSub);
+  EXPECT_EQ(hex(auth::tls_psk(retained, id, k.cipher()).value()),
+            "f8658fc44cf944c32618980201e2c9d42a0981a11d00b74b1e4f224e2db8506a");
+  const auto k48 = auth::parse_tls_key(kKey48).value();
+  EXPECT_EQ(hex(auth::retained_psk(k48, kHost)),
+            "9199e9844a95310712a6436350cb36769e36bb02461989493acb7f9419f9d1ca81374a176479e87994f6c7c1"
+            "7c5f2800");
+  auto p48 = TlsSession::psk_for(k48, kHost, kSub).value();
+  EXPECT_EQ(p48.identity, "NVMe0R02 " + kHost + " " + kSub);
+  EXPECT_EQ(hex(p48.key),
+            "4e5d314b00d805c88914cad1076fed3a3d21cbfaddd102716ab2dad7aa9b886f5139a099b0620cb318879ce3"
+            "f86e0618");
+  // Hash 00: the configured key is the retained one.
+  const auto k00 = auth::parse_tls_key(kKey00).value();
+  EXPECT_EQ(hex(TlsSession::psk_for(k00, kHost, kSub).value().key),
+            "0d4367750d806077a1665197cad509fa623f2b7afbe182d0fbce7277342afbd3");
+  // NQNs that make the identity longer than a TLS label's context may be are refused.
+  const std::string long_sub = "nqn.2024-01.io.blkcopy:" + std::string(200, 'x');
+  auto too_long = TlsSession::psk_for(k, kHost, long_sub);
+  ASSERT_FALSE(too_long);
+  EXPECT_NE(too_long.error().message().find("255"), std::string::npos) << too_long.error().message();
+}
+
+TEST(TlsPsk, IdentitiesAreTakenApartOrRefusedByName) {
+  auto id = auth::parse_tls_identity("NVMe0R02 " + kHost + " " + kSub + std::string(1, '\0'));
+  ASSERT_TRUE(id) << id.error().message();
+  EXPECT_EQ(id->cipher, auth::TlsCipher::aes256gcm_sha384);
+  EXPECT_EQ(id->hostnqn, kHost);
+  EXPECT_EQ(id->subnqn, kSub);
+  for (auto [text, why] : {std::pair{"NVMe1R01 h s digest", "version 1"},
+                           {"NVMe0G01 h s", "generated by DH-HMAC-CHAP"},
+                           {"NVMe0R03 h s", "not of the form"},
+                           {"NVMe0R01 hs", "a host NQN and a subsystem NQN"},
+                           {"NVMe0R01 h s extra", "a host NQN and a subsystem NQN"},
+                           {"psk.spdk.io", "not of the form"}}) {
+    auto r = auth::parse_tls_identity(text);
+    ASSERT_FALSE(r) << text;
+    EXPECT_NE(r.error().message().find(why), std::string::npos) << r.error().message();
+  }
+}
+
+// A subsystem of one 8 MiB namespace on two ports: TLS required, TLS optional.
+TargetConfig tls_config() {
+  TargetConfig cfg;
+  cfg.discovery_port = 0;
+  cfg.ports.push_back({1, "127.0.0.1", 0, {kSub}, PortTls::required});
+  cfg.ports.push_back({2, "127.0.0.1", 0, {kSub}, PortTls::optional});
+  cfg.subsystems.push_back({kSub, true, {}, {{1, "mem:8M,seed=5", "", true}}});
+  HostConfig h;
+  h.nqn = kHost;
+  h.tls_key = kSpecKey;
+  cfg.hosts.push_back(h);
+  HostConfig o;
+  o.nqn = kOther;
+  o.tls_key = kKey48;
+  cfg.hosts.push_back(o);
+  return cfg;
+}
+
+std::string spec(uint16_t port, const std::string& host, const std::string& extra) {
+  return fmt::format("nvme-tcp://127.0.0.1:{}/{}?ns=1&hostnqn={}{}", port, kSub, host, extra);
+}
+
+TEST(TlsOverLoopback, DataAndAnOffloadedCopyCrossTheRequiredPort) {
+  test::Served t(tls_config());
+  auto loop = test::make_loop();
+  for (auto [host, key] : {std::pair{kHost, kSpecKey}, {kOther, kKey48}}) {
+    auto d = open_device(*loop, spec(t.ports()[0], host, "&tls_key=" + key));
+    ASSERT_TRUE(d) << d.error().message();
+    EXPECT_EQ((*d)->name().find(key), std::string::npos) << "the key is not in the name";
+    EXPECT_NE((*d)->name().find("tls_key=***"), std::string::npos) << (*d)->name();
+    EXPECT_EQ(test::read_bytes(**d, 6 << 20, 1 << 20), test::pattern(6 << 20, 1 << 20, 5));
+    const test::Bytes data = test::pattern(0, 1 << 20, 77);
+    test::write_bytes(**d, 2 << 20, data);  // R2T writes over TLS
+    test::write_bytes(**d, 512, test::pattern(0, 4096, 78));  // in-capsule
+    CopyResult r = copy(**d, 2 << 20, **d, 5 << 20, 1 << 20);
+    ASSERT_TRUE(r.status.ok()) << r.status.message();
+    EXPECT_EQ(r.offloaded_bytes, 1u << 20);
+    EXPECT_EQ(test::read_bytes(**d, 5 << 20, 1 << 20), data);
+    EXPECT_EQ(test::read_bytes(**d, 512, 4096), test::pattern(0, 4096, 78));
+  }
+}
+
+TEST(TlsOverLoopback, AWrongKeyNoKeyAndAnotherHostsKeyAreRefused) {
+  test::Served t(tls_config());
+  auto loop = test::make_loop();
+  struct Refused {
+    std::string host, extra, why;
+  };
+  for (const Refused& r : {
+           Refused{kHost, "&tls_key=" + kKey00, "TLS handshake failed"},       // wrong key
+           Refused{kOther, "&tls_key=" + kSpecKey, "TLS handshake failed"},    // not its key
+           Refused{kHost, "", "the target closed the connection"},            // clear text
+       }) {
+    auto d = open_device(*loop, spec(t.ports()[0], r.host, r.extra + "&connect_timeout=5000"));
+    ASSERT_FALSE(d) << r.extra;
+    EXPECT_NE(d.error().message().find(r.why), std::string::npos) << d.error().message();
+  }
+  // A clear-text host gets not even an ICResp on the required port.
+  test::NvmeClient c;
+  EXPECT_FALSE(c.open(t.ports()[0]));
+  EXPECT_GE(t.stats().errors, 3u);
+}
+
+// The PSK names a host and a subsystem: a queue secured with it may Connect as that host to
+// that subsystem only (a stolen or shared key does not make one host another).
+TEST(TlsOverLoopback, APskForOneHostDoesNotConnectAsAnother) {
+  test::Served t(tls_config());
+  auto loop = test::make_loop();
+  QueueOptions qo;
+  qo.tls = TlsSession::psk_for(auth::parse_tls_key(kSpecKey).value(), kHost, kSub).value();
+  for (auto [host, sub, want] : {std::tuple{kOther, kSub, status::kConnectInvalidHost},
+                                 {kHost, std::string(kDiscoveryNqn), status::kConnectInvalidHost},
+                                 {kHost, kSub, uint16_t{0}}}) {
+    auto q = HostQueue::open(*loop, "127.0.0.1", t.ports()[0], qo);
+    ASSERT_TRUE(q) << q.error().message();
+    const auto data = connect_data(0xFFFF, sub, host);
+    auto cqe = (*q)->run_sync(connect_command(0, 31, 0), data.data(), nullptr, kConnectDataSize);
+    ASSERT_TRUE(cqe) << cqe.error().message();
+    EXPECT_EQ((cqe->status >> 1) & 0x7FF, want) << host << " to " << sub;
+  }
+}
+
+TEST(TlsOverLoopback, AnOptionalPortServesTlsAndClearTextAndDiscoverySaysWhichPortNeedsWhat) {
+  test::Served t(tls_config());
+  auto loop = test::make_loop();
+  auto secured = open_device(*loop, spec(t.ports()[1], kHost, "&tls_key=" + kSpecKey));
+  ASSERT_TRUE(secured) << secured.error().message();
+  auto clear = open_device(*loop, spec(t.ports()[1], kHost, ""));
+  ASSERT_TRUE(clear) << clear.error().message();
+  test::write_bytes(**secured, 1 << 20, test::pattern(0, 8192, 9));
+  EXPECT_EQ(test::read_bytes(**clear, 1 << 20, 8192), test::pattern(0, 8192, 9));
+  // The discovery log, read in clear text on the optional port.
+  test::NvmeClient c;
+  ASSERT_TRUE(c.open(t.ports()[1]));
+  ASSERT_EQ(c.connect(0, kDiscoveryNqn, kHost).status, 0);
+  Sqe get{};
+  get.opcode = admin::kGetLogPage;
+  const uint32_t len = kDiscHeaderSize + 2 * kDiscEntrySize;
+  get.cdw10 = kLogDiscovery | ((len / 4 - 1) << 16);
+  std::vector<uint8_t> log;
+  ASSERT_EQ(c.command(get, {}, &log, len).status, 0);
+  ASSERT_EQ(log[8], 2) << "two records";
+  for (int i = 0; i < 2; ++i) {
+    const uint8_t* e = log.data() + kDiscHeaderSize + i * kDiscEntrySize;
+    const uint16_t port_id = static_cast<uint16_t>(e[disc::kPortid] | e[disc::kPortid + 1] << 8);
+    EXPECT_EQ(e[disc::kTreq] & 3, port_id == 1 ? 1 : 2) << "required (01b), not required (10b)";
+    EXPECT_EQ(e[disc::kTsas], 2) << "TLS 1.3";
+  }
+}
+
+}  // namespace
+}  // namespace blkcopy
