@@ -226,5 +226,23 @@ TEST(TlsOverLoopback, AnOptionalPortServesTlsAndClearTextAndDiscoverySaysWhichPo
   }
 }
 
+// DH-HMAC-CHAP inside the TLS session: a host with both keys gets in, one without the DH
+// secret is refused by authentication even though its TLS key is right.
+TEST(TlsOverLoopback, DhchapAuthenticatesInsideTls) {
+  const std::string dh = "DHHC-1:00:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh+KfiaR:";
+  TargetConfig cfg = tls_config();
+  cfg.hosts[0].key = dh;
+  cfg.hosts[0].dhgroup = "ffdhe2048";
+  test::Served t(cfg);
+  auto loop = test::make_loop();
+  auto d = open_device(*loop, spec(t.ports()[0], kHost, "&tls_key=" + kSpecKey + "&dhchap_secret=" + dh));
+  ASSERT_TRUE(d) << d.error().message();
+  EXPECT_EQ(test::read_bytes(**d, 6 << 20, 4096), test::pattern(6 << 20, 4096, 5));
+  auto no_dh = open_device(*loop, spec(t.ports()[0], kHost, "&tls_key=" + kSpecKey));
+  ASSERT_FALSE(no_dh);
+  EXPECT_NE(no_dh.error().message().find("requires DH-HMAC-CHAP authentication"), std::string::npos)
+      << no_dh.error().message();
+}
+
 }  // namespace
 }  // namespace blkcopy
