@@ -12,6 +12,8 @@
 # reactor and spdk_nvme_perf poll, so the like-for-like comparison polls too; POLL_US=0 measures
 # blkcopy's sleeping loops. The RAM namespace is filled first (seed=1), as SPDK's malloc bdev sits
 # in hugepages already touched: a first write to a fresh page would otherwise cost a page fault.
+# Then the same over TLS 1.3 (TP 8011, a 32-byte PSK: TLS_AES_128_GCM_SHA256): both targets with
+# a TLS-only listener, spdk_nvme_perf -S ssl as the client, against the clear-text rows above.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 blkcopy=$(realpath "${1:-$root/build/blkcopy}")
@@ -32,10 +34,16 @@ mountpoint -q /dev/hugepages || mount -t hugetlbfs nodev /dev/hugepages
 BNQN=nqn.2024-01.io.blkcopy:bench SNQN=nqn.2016-06.io.spdk:cnode1
 ROWS=("4096 32 randread" "4096 32 randwrite" "131072 16 read" "131072 16 write" "4096 1 randread")
 
-# spdk_nvme_perf's Total line: IOPS, MiB/s, average latency (us).
+HOST=nqn.2014-08.org.nvmexpress:uuid:6a1f2c3e-4b5d-4e6f-8a9b-0c1d2e3f4a5b
+printf '%s' "$(nvme gen-tls-key --hmac=1)" > "$work/psk" && chmod 600 "$work/psk"
+TLS_ROWS=("4096 32 randread" "131072 16 read")
+# spdk_nvme_perf's Total line: IOPS, MiB/s, average latency (us). TLS=1: over TLS with the PSK.
 spdk_row() {  # PORT NQN QD SIZE WORKLOAD -> "iops mibs avg_us"
-  "$perf" -c 0x2 -q "$3" -o "$4" -w "$5" -t "$secs" \
-    -r "trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:$1 subnqn:$2" 2>/dev/null |
+  local tls=()
+  [ "${TLS:-0}" = 1 ] && tls=(-S ssl)
+  "$perf" -c 0x2 -q "$3" -o "$4" -w "$5" -t "$secs" "${tls[@]}" \
+    -r "trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:$1 subnqn:$2 hostnqn:$HOST" \
+    $([ "${TLS:-0}" = 1 ] && echo --psk-path "$work/psk") 2>/dev/null |
     awk '/^Total/ {print $3, $4, $5}'
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf("%.2fx", (b > 0) ? a / b : 0) }'; }
@@ -47,6 +55,10 @@ host_iops() {  # RW QD
   taskset -c 1 "$blkcopy" perf "$D" --rw "$1" --qd "$2" --time "$secs" --json |
     sed -n 's/.*"iops": *\([0-9.]*\).*/\1/p'
 }
+host_mibs() {  # 128 KiB reads at QD16, MiB/s
+  taskset -c 1 "$blkcopy" perf "$D" --rw read --bs 128k --qd 16 --time "$secs" --json |
+    sed -n 's/.*"mib_per_second": *\([0-9.]*\).*/\1/p'
+}
 taskset -c 0 "$blkcopy" serve --ns mem:1G,seed=1 --nqn $BNQN --listen 127.0.0.1:4430 --cores 1 \
   --poll-us "$poll" 2> "$work/blkcopy.log" & pids+=($!)
 for _ in $(seq 100); do grep -q "listening\|4430" "$work/blkcopy.log" 2>/dev/null && break; sleep 0.1; done
@@ -56,6 +68,17 @@ host_read=$(host_iops randread 32)
 host_copy=$(host_iops randcopy 32)
 host_read128=$(host_iops randread 128)
 host_copy128=$(host_iops randcopy 128)
+host_mibs_clear=$(host_mibs)
+stop "${pids[-1]}"
+# The same target, TLS only.
+taskset -c 0 "$blkcopy" serve --ns mem:1G,seed=1 --nqn $BNQN --listen 127.0.0.1:4432 --cores 1 \
+  --poll-us "$poll" --tls-key "$HOST=@$work/psk" --discovery-port 0 2> "$work/blkcopy-tls.log" & pids+=($!)
+for _ in $(seq 100); do grep -q "4432" "$work/blkcopy-tls.log" 2>/dev/null && break; sleep 0.1; done
+sleep 1
+for i in "${!TLS_ROWS[@]}"; do set -- ${TLS_ROWS[$i]}; TLS=1 spdk_row 4432 $BNQN "$2" "$1" "$3" > "$work/bt$i"; done
+D="nvme-tcp://127.0.0.1:4432/$BNQN?ns=1&hostnqn=$HOST&tls_key_file=$work/psk"
+host_read_tls=$(host_iops randread 32)
+host_mibs_tls=$(host_mibs)
 stop "${pids[-1]}"
 
 "$SPDK_DIR/build/bin/nvmf_tgt" -m 0x1 -u -r "$work/spdk.sock" > "$work/spdk.log" 2>&1 & pids+=($!)
@@ -68,6 +91,22 @@ rpc nvmf_subsystem_add_ns $SNQN Malloc0
 rpc nvmf_subsystem_add_listener $SNQN -t tcp -a 127.0.0.1 -s 4431
 sleep 1
 for i in "${!ROWS[@]}"; do set -- ${ROWS[$i]}; spdk_row 4431 $SNQN "$2" "$1" "$3" > "$work/s$i"; done
+stop "${pids[-1]}"
+# SPDK with a TLS-only (secure channel) listener: the ssl socket implementation, the host's PSK.
+"$SPDK_DIR/build/bin/nvmf_tgt" -m 0x1 -u -r "$work/spdk.sock" --wait-for-rpc > "$work/spdk-tls.log" 2>&1 & pids+=($!)
+for _ in $(seq 50); do [ -S "$work/spdk.sock" ] && break; sleep 0.2; done
+rpc sock_set_default_impl -i ssl
+rpc sock_impl_set_options -i ssl --tls-version 13
+rpc framework_start_init
+rpc nvmf_create_transport -t TCP
+rpc bdev_malloc_create -b Malloc0 1024 512
+rpc nvmf_create_subsystem $SNQN -s SPDK00000000000001
+rpc nvmf_subsystem_add_ns $SNQN Malloc0
+rpc nvmf_subsystem_add_listener $SNQN -t tcp -a 127.0.0.1 -s 4433 -k
+rpc keyring_file_add_key key0 "$work/psk"
+rpc nvmf_subsystem_add_host $SNQN "$HOST" --psk key0
+sleep 1
+for i in "${!TLS_ROWS[@]}"; do set -- ${TLS_ROWS[$i]}; TLS=1 spdk_row 4433 $SNQN "$2" "$1" "$3" > "$work/st$i"; done
 stop "${pids[-1]}"
 
 echo "| workload (one target core each, spdk_nvme_perf on core 1, ${secs} s; blkcopy --poll-us $poll) | blkcopy target | SPDK nvmf_tgt | ratio |"
@@ -91,3 +130,20 @@ echo "| blkcopy perf randread (blkcopy's host) | $(printf '%.0f' "$host_read") |
 echo "| blkcopy perf randcopy (offloaded copies/s) | $(printf '%.0f' "$host_copy") | $(ratio "$host_copy" "$host_read") of blkcopy's reads |"
 echo "| blkcopy perf randread QD128 | $(printf '%.0f' "$host_read128") | $(ratio "$host_read128" "$b0") |"
 echo "| blkcopy perf randcopy QD128 | $(printf '%.0f' "$host_copy128") | $(ratio "$host_copy128" "$host_read128") of blkcopy's QD128 reads |"
+echo
+echo "| over TLS 1.3 (user-space records on both targets; spdk_nvme_perf -S ssl on core 1) | blkcopy clear | blkcopy TLS | TLS/clear | SPDK TLS | blkcopy TLS / SPDK TLS |"
+echo "| --- | --- | --- | --- | --- | --- |"
+for i in "${!TLS_ROWS[@]}"; do
+  set -- ${TLS_ROWS[$i]}
+  j=$([ "$1" = 4096 ] && echo 0 || echo 2)  # the clear-text row of the same workload
+  read -r ci cm _ < "$work/b$j"
+  read -r bi bm _ < "$work/bt$i"
+  read -r si sm _ < "$work/st$i"
+  if [ "$1" = 4096 ]; then
+    echo "| 4 KiB $3 QD$2 (IOPS) | $(printf '%.0f' "$ci") | $(printf '%.0f' "$bi") | $(ratio "$bi" "$ci") | $(printf '%.0f' "$si") | $(ratio "$bi" "$si") |"
+  else
+    echo "| 128 KiB $3 QD$2 (MiB/s) | $cm | $bm | $(ratio "$bm" "$cm") | $sm | $(ratio "$bm" "$sm") |"
+  fi
+done
+echo "| blkcopy's host: 4 KiB randread QD32 (IOPS) | $(printf '%.0f' "$host_read") | $(printf '%.0f' "$host_read_tls") | $(ratio "$host_read_tls" "$host_read") | | |"
+echo "| blkcopy's host: 128 KiB read QD16 (MiB/s) | $(printf '%.0f' "$host_mibs_clear") | $(printf '%.0f' "$host_mibs_tls") | $(ratio "$host_mibs_tls" "$host_mibs_clear") | | |"

@@ -19,7 +19,16 @@ OpId Stream::recv(void* buf, uint32_t len, EventLoop::IoCallback cb) {
 }
 
 void Stream::pull(bool posted) {
-  long n = tls_->read(rbuf_, rlen_);
+  // Every record already received that fits (one read takes a record at most): a receive
+  // hands the caller as much as a clear-text one would.
+  long n = 0;
+  for (long got; n < static_cast<long>(rlen_) && (got = tls_->read(rbuf_ + n, rlen_ - n)) != 0;) {
+    if (got < 0) {
+      if (n == 0) n = -1;  // else the end or the error shows at the next receive
+      break;
+    }
+    n += got;
+  }
   if (n == 0 && tls_->output_waiting() > kMostUnsent) n = -1;  // a peer that asks, never reads
   if (n == 0) {
     recv_op_ = loop_.recv(fd_, in_.data(), static_cast<uint32_t>(in_.size()), [this](int res) {
