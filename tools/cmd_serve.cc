@@ -198,8 +198,11 @@ int run_serve(const Args& a) {
   for (size_t i = 0; i < cfg.ports.size(); ++i) {
     const auto& p = cfg.ports[i];
     for (const auto& s : p.subsystems) {
-      fmt::print(stderr, "blkcopy serve: {} on {} (port id {})\n", s,
-                 format_host_port(p.addr, i < bound.size() ? bound[i] : p.port), p.id);
+      const char* tls = p.tls == nvme::PortTls::required   ? ", TLS required"
+                        : p.tls == nvme::PortTls::optional ? ", TLS optional"
+                                                           : "";
+      fmt::print(stderr, "blkcopy serve: {} on {} (port id {}{})\n", s,
+                 format_host_port(p.addr, i < bound.size() ? bound[i] : p.port), p.id, tls);
     }
   }
   if (cfg.discovery_port) {
