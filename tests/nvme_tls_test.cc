@@ -55,11 +55,11 @@ TEST(TlsPsk, KeysParseAsNvmeCliWritesThem) {
            Bad{"NVMeTLSkey-1:01:", "not of the form"},
            Bad{"NVMeTLSkey-1:03:VRLbtnN9AQb2WXW3c9+wEf/DRLz0QuLdbYvEhwtdWwNf9LrZ:", "hash '03'"},
            Bad{"NVMeTLSkey-1:01:VRLbtnN9AQb2WXW3c9+wEf/DRLz0QuLdbYvEhwtdWwNf9Lra:", "CRC-32"},
-           Bad{"DHHC-1:01:VRLbtnN9AQb2WXW3c9+wEf/DRLz0QuLdbYvEhwtdWwNf9LrZ:", "not of the form"},
            // 48 bytes with the hash of 32-byte keys
            Bad{"NVMeTLSkey-1:01:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vcSEgBQ==:",
                "goes with a 32-byte key"},
            Bad{"NVMeTLSkey-1:01:AAAA:", "the key is 0 bytes"},
+           Bad{"DHHC-1:00:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh+KfiaR:", "a DH-HMAC-CHAP secret"},
        }) {
     auto r = auth::parse_tls_key(b.text);
     ASSERT_FALSE(r) << b.text;
@@ -165,9 +165,9 @@ TEST(TlsOverLoopback, AWrongKeyNoKeyAndAnotherHostsKeyAreRefused) {
     std::string host, extra, why;
   };
   for (const Refused& r : {
-           Refused{kHost, "&tls_key=" + kKey00, "TLS handshake failed"},       // wrong key
-           Refused{kOther, "&tls_key=" + kSpecKey, "TLS handshake failed"},    // not its key
-           Refused{kHost, "", "the target closed the connection"},            // clear text
+           Refused{kHost, "&tls_key=" + kKey00, "the target refused the TLS PSK"},     // wrong key
+           Refused{kOther, "&tls_key=" + kSpecKey, "the target refused the TLS PSK"},  // not its key
+           Refused{kHost, "", "a port that requires TLS closes clear-text hosts"},    // clear text
        }) {
     auto d = open_device(*loop, spec(t.ports()[0], r.host, r.extra + "&connect_timeout=5000"));
     ASSERT_FALSE(d) << r.extra;

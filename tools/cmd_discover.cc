@@ -98,8 +98,12 @@ int run_discover(const std::string& where, std::string hostnqn, uint32_t timeout
     const std::string svc = printable(field(nvme::disc::kTrsvcid, 32));
     const std::string nqn = printable(nvme::get_nqn(e, nvme::disc::kSubnqn));
     const std::string at = addr.find(':') != std::string::npos ? "[" + addr + "]:" + svc : addr + ":" + svc;
-    fmt::print("  {} at {} (port id {}{})\n    device string: nvme-tcp://{}/{}?ns=1\n", nqn, at,
-               nvme::get<uint16_t>(e, nvme::disc::kPortid), secure_channel(e), at, nqn);
+    // A port that requires TLS needs the key in the device string too.
+    const std::string key = (e[nvme::disc::kTreq] & 3) == 1
+                                ? "&tls_key_file=" + (tls_key_file.empty() ? "FILE" : tls_key_file)
+                                : "";
+    fmt::print("  {} at {} (port id {}{})\n    device string: nvme-tcp://{}/{}?ns=1{}\n", nqn, at,
+               nvme::get<uint16_t>(e, nvme::disc::kPortid), secure_channel(e), at, nqn, key);
   }
   return kOk;
 }

@@ -98,7 +98,8 @@ int run_serve(const Args& a) {
   if (!a.config.empty()) {
     if (a.flags_with_config) {
       return report_error(kBadInput, "--config describes the whole target: give --listen, --nqn, "
-                                     "--ns, --allow-host and the host keys in its JSON instead");
+                                     "--ns, --allow-host, the host keys and TLS (--tls-key, "
+                                     "--tls) in its JSON instead");
     }
     std::ifstream in(a.config);
     if (!in) return report_error(kBadInput, fmt::format("cannot read {}", a.config));

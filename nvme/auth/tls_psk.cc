@@ -48,6 +48,11 @@ const char* tls_cipher_name(TlsCipher c) {
 
 Result<TlsKey> parse_tls_key(std::string_view text) {
   constexpr std::string_view kExample = "NVMeTLSkey-1:01:BASE64: as 'nvme gen-tls-key' prints it";
+  if (text.starts_with("DHHC-1:")) {
+    return fail(EINVAL, fmt::format("TLS PSK: this is a DH-HMAC-CHAP secret (DHHC-1), not a TLS "
+                                    "key (expected {})",
+                                    kExample));
+  }
   auto k = parse_interchange(text, "NVMeTLSkey-1", {32, 48}, "TLS PSK", kExample);
   if (!k) return std::unexpected(k.error());
   if (k->hh > 2) {

@@ -205,7 +205,8 @@ void NvmeTcpController::auth_reply(HostQueue& q, std::shared_ptr<AuthTxn> t) {
                             "dhchap_dhgroup does not accept; refusing it",
                             label_, auth::dhgroup_name(c->dhgroup))));
   }
-  if (c->dhgroup == auth::kDhNull && !null_group_warned_) {
+  // Inside TLS the PSK already binds the session to this target: no warning.
+  if (c->dhgroup == auth::kDhNull && !null_group_warned_ && !cfg.tls_key) {
     null_group_warned_ = true;
     log_warning(fmt::format("{}: DH-HMAC-CHAP without key agreement (the null DH group): an "
                             "impostor that copies another target's challenge could use this "

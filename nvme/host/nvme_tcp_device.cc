@@ -97,7 +97,7 @@ Result<NvmeTcpConfig> parse_nvme_tcp_config(std::string_view spec) {
       }
       if (k.starts_with("tls_key")) {
         auto key = auth::parse_tls_key(text);
-        if (!key) return bad(fmt::format("{}: {}", k, key.error().message()));
+        if (!key) return fail(EINVAL, fmt::format("nvme-tcp: {}: {}", k, key.error().message()));
         c.tls_key = *key;
         continue;
       }

@@ -151,8 +151,14 @@ void HostQueue::connected() {
     Entry e(*this);
     if (failed_) return;
     if (!s.ok()) {
-      return fail(Status::error(s.code(), fmt::format("{}: {} (identity '{}')", where_, s.message(),
-                                                      opt_.tls->identity)));
+      // OpenSSL's alert names mean little to a user: say what a refusal usually is.
+      const char* why = s.code() == EACCES
+                            ? "the target refused the TLS PSK: a wrong key, or the target has "
+                              "no TLS key for this host NQN and subsystem, or the key is for "
+                              "the other cipher suite; "
+                            : "";
+      return fail(Status::error(s.code(), fmt::format("{}: {}{} (identity '{}')", where_, why,
+                                                      s.message(), opt_.tls->identity)));
     }
     handshake();
   });
@@ -204,7 +210,12 @@ void HostQueue::fail(Status s) {
   failed_ = true;
   if (state_ != State::open) {
     if (state_ == State::handshake && s.code() != ETIMEDOUT) {
-      s = Status::error(s.code(), fmt::format("{}: ICReq/ICResp: {}", where_, s.message()));
+      // A target that closes a clear-text connection at once may require TLS.
+      const char* hint = !opt_.tls && s.code() == ECONNRESET
+                             ? " (a port that requires TLS closes clear-text hosts: give "
+                               "&tls_key_file=)"
+                             : "";
+      s = Status::error(s.code(), fmt::format("{}: ICReq/ICResp: {}{}", where_, s.message(), hint));
     }
     state_ = State::failed;
     shutdown(fd_, SHUT_RDWR);
