@@ -198,19 +198,25 @@ TEST(TlsOverLoopback, APskForOneHostDoesNotConnectAsAnother) {
   }
 }
 
+// Where TLS is optional, hosts without a TLS key come in clear text; a host with one must use
+// it (its NQN alone, which anyone can send, does not let it in).
 TEST(TlsOverLoopback, AnOptionalPortServesTlsAndClearTextAndDiscoverySaysWhichPortNeedsWhat) {
   test::Served t(tls_config());
   auto loop = test::make_loop();
   auto secured = open_device(*loop, spec(t.ports()[1], kHost, "&tls_key=" + kSpecKey));
   ASSERT_TRUE(secured) << secured.error().message();
-  auto clear = open_device(*loop, spec(t.ports()[1], kHost, ""));
+  const std::string keyless = "nqn.2024-01.io.blkcopy:keyless-host";
+  auto clear = open_device(*loop, spec(t.ports()[1], keyless, ""));
   ASSERT_TRUE(clear) << clear.error().message();
+  auto impostor = open_device(*loop, spec(t.ports()[1], kHost, ""));
+  ASSERT_FALSE(impostor) << "a keyed host's NQN in clear text";
+  EXPECT_NE(impostor.error().message().find("refused"), std::string::npos) << impostor.error().message();
   test::write_bytes(**secured, 1 << 20, test::pattern(0, 8192, 9));
   EXPECT_EQ(test::read_bytes(**clear, 1 << 20, 8192), test::pattern(0, 8192, 9));
   // The discovery log, read in clear text on the optional port.
   test::NvmeClient c;
   ASSERT_TRUE(c.open(t.ports()[1]));
-  ASSERT_EQ(c.connect(0, kDiscoveryNqn, kHost).status, 0);
+  ASSERT_EQ(c.connect(0, kDiscoveryNqn, keyless).status, 0);
   Sqe get{};
   get.opcode = admin::kGetLogPage;
   const uint32_t len = kDiscHeaderSize + 2 * kDiscEntrySize;
@@ -224,6 +230,24 @@ TEST(TlsOverLoopback, AnOptionalPortServesTlsAndClearTextAndDiscoverySaysWhichPo
     EXPECT_EQ(e[disc::kTreq] & 3, port_id == 1 ? 1 : 2) << "required (01b), not required (10b)";
     EXPECT_EQ(e[disc::kTsas], 2) << "TLS 1.3";
   }
+}
+
+// TLS asked of a port without it is named as such, and a bad device string never shows the key.
+TEST(TlsOverLoopback, APortWithoutTlsAndBadDeviceStringsSayWhatIsWrong) {
+  TargetConfig cfg = tls_config();
+  cfg.ports.resize(1);
+  cfg.ports[0].tls = PortTls::none;
+  test::Served t(cfg);
+  auto loop = test::make_loop();
+  auto d = open_device(*loop, spec(t.port(), kHost, "&tls_key=" + kSpecKey));
+  ASSERT_FALSE(d);
+  EXPECT_EQ(d.error().code(), EPROTO) << d.error().message();
+  EXPECT_NE(d.error().message().find("does not speak TLS"), std::string::npos) << d.error().message();
+  auto bad = open_device(*loop, spec(t.port(), kHost, "&tls_key=" + kSpecKey + "&depth=999"));
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message().find("depth must be"), std::string::npos) << bad.error().message();
+  EXPECT_EQ(bad.error().message().find(kSpecKey.substr(16, 20)), std::string::npos)
+      << "the key in an error: " << bad.error().message();
 }
 
 // DH-HMAC-CHAP inside the TLS session: a host with both keys gets in, one without the DH

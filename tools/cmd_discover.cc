@@ -30,6 +30,7 @@ int run_discover(const std::string& where, std::string hostnqn, uint32_t timeout
                  const std::string& tls_key, const std::string& tls_key_file) {
   auto hp = parse_host_port(where, "discover", 8009);
   if (!hp) return report_error(kBadInput, hp.error().message());
+  const bool given_nqn = !hostnqn.empty();
   if (hostnqn.empty()) hostnqn = nvme::default_host_nqn();
   if (Status s = nvme::check_nqn(hostnqn, "--hostnqn"); !s.ok()) return report_error(kBadInput, s.message());
   const std::string host = hp->host;
@@ -99,9 +100,11 @@ int run_discover(const std::string& where, std::string hostnqn, uint32_t timeout
     const std::string nqn = printable(nvme::get_nqn(e, nvme::disc::kSubnqn));
     const std::string at = addr.find(':') != std::string::npos ? "[" + addr + "]:" + svc : addr + ":" + svc;
     // A port that requires TLS needs the key in the device string too.
-    const std::string key = (e[nvme::disc::kTreq] & 3) == 1
-                                ? "&tls_key_file=" + (tls_key_file.empty() ? "FILE" : tls_key_file)
-                                : "";
+    // The host NQN given, and the key of a port that requires TLS (the PSK is this host's).
+    std::string key = given_nqn ? "&hostnqn=" + hostnqn : "";
+    if ((e[nvme::disc::kTreq] & 3) == 1) {
+      key += "&tls_key_file=" + (tls_key_file.empty() ? std::string("FILE") : tls_key_file);
+    }
     fmt::print("  {} at {} (port id {}{})\n    device string: nvme-tcp://{}/{}?ns=1{}\n", nqn, at,
                nvme::get<uint16_t>(e, nvme::disc::kPortid), secure_channel(e), at, nqn, key);
   }

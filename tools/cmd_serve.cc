@@ -153,7 +153,9 @@ int run_serve(const Args& a) {
           it = std::prev(cfg.hosts.end());
         }
         const std::string_view f(flag);
-        (f == "--host-key" ? it->key : f == "--tls-key" ? it->tls_key : it->ctrl_key) = secret;
+        std::string& slot = f == "--host-key" ? it->key : f == "--tls-key" ? it->tls_key : it->ctrl_key;
+        if (!slot.empty()) return report_error(kBadInput, fmt::format("{}: {} is given twice", flag, nqn));
+        slot = secret;
       }
     }
     for (const auto& h : cfg.hosts) {

@@ -39,7 +39,7 @@ Result<NvmeTcpConfig> parse_nvme_tcp_config(std::string_view spec) {
   NvmeTcpConfig c;
   auto bad = [&](const std::string& why) {
     return fail(EINVAL, fmt::format("nvme-tcp:{}: {} (expected nvme-tcp://HOST:PORT/NQN?ns=N)",
-                                    spec, why));
+                                    redact_secrets(std::string(spec)), why));
   };
   if (!spec.starts_with("//")) return bad("missing //");
   std::string_view rest = spec.substr(2);

@@ -83,6 +83,15 @@ void connect(TargetRequest& r) {
     q.complete(r, st(status::kConnectInvalidParam), (in_data ? 1u << 16 : 0) | offset);
   };
   const HostKeys* keys = t.keys_for(hostnqn);
+  // A host with a TLS key proves who it is by the key: in clear text (a port where TLS is
+  // optional) its NQN alone, which anyone can send, does not let it in, unless DH-HMAC-CHAP
+  // will make it prove itself.
+  if (!q.transport().tls_identity() && t.has_tls_key(hostnqn) && !keys) {
+    log_warning(fmt::format("serve: host {} refused for {}: it has a TLS key and came in clear "
+                            "text",
+                            hostnqn, subnqn));
+    return q.complete(r, st(status::kConnectInvalidHost));
+  }
   if (qid == 0) {
     s.ctrl = t.subsystems().create(sub, hostnqn, keys != nullptr);
     if (!s.ctrl) {

@@ -77,6 +77,7 @@ class TargetImpl final : public Target {
   // The TLS PSK for the identity a host offers (the host has a TLS key and the identity names a
   // subsystem served here), or why there is none.
   Result<TlsSession::Psk> tls_psk(std::string_view identity);
+  bool has_tls_key(const std::string& hostnqn) const { return tls_keys_.count(hostnqn) != 0; }
   // The discovery log page for `host`; `local_addr` is the address its connection reached,
   // reported for ports that listen on every address.
   std::vector<uint8_t> discovery_log(const std::string& host, const std::string& local_addr) const;

@@ -151,6 +151,13 @@ void TcpConnection::on_pdu() {
   PduHeader h;
   std::memcpy(&h, p_, 8);
   if (!ic_done_) {
+    if (h.type == 22 && p_len_ >= 3 && p_[1] == 3) {  // a TLS record: handshake, version 3.x
+      ++t_.mut_stats().errors;
+      t_.log_refusal(TargetImpl::Refusal::tls, fmt::format("serve: refused {}: a TLS ClientHello on a "
+                                                           "port without TLS",
+                                                           peer_addr_));
+      return close("a TLS ClientHello on a port without TLS");
+    }
     if (h.type != pdu::kICReq) return terminate(kFesPduSequenceError, 0);
     return on_icreq();
   }

@@ -29,7 +29,10 @@ void Stream::pull(bool posted) {
     }
     n += got;
   }
-  if (n == 0 && tls_->output_waiting() > kMostUnsent) n = -1;  // a peer that asks, never reads
+  if (n == 0 && tls_->output_waiting() > kMostUnsent) {  // a peer that asks, never reads
+    tls_->fail("the peer asked for more TLS records (KeyUpdates) than it took");
+    n = -1;
+  }
   if (n == 0) {
     recv_op_ = loop_.recv(fd_, in_.data(), static_cast<uint32_t>(in_.size()), [this](int res) {
       if (res <= 0) return finish_recv(res);
@@ -119,7 +122,7 @@ void Stream::cancel() {
 void Stream::start_tls(std::unique_ptr<TlsSession> s, std::span<const uint8_t> early,
                        std::function<void(Status)> done) {
   tls_ = std::move(s);
-  in_.resize(kCipherIn);
+  in_.resize(kHandshakeIn);
   if (!early.empty()) tls_->feed(early.data(), early.size());
   shaken_ = std::move(done);
   in_send_ = true;  // the handshake counts as a send until it ends
@@ -133,9 +136,13 @@ void Stream::shake() {
   tls_->take_output(out_);
   auto next = [this, step](int res) {
     if (res < 0) return end_handshake(Status::error(ECONNRESET, "the connection ended during the TLS handshake"));
-    if (step == TlsSession::Step::done) return end_handshake({});
+    if (step == TlsSession::Step::done) {
+      in_.resize(kCipherIn);
+      return end_handshake({});
+    }
     if (step == TlsSession::Step::failed) {
-      return end_handshake(Status::error(EACCES, fmt::format("TLS handshake failed: {}", tls_->error())));
+      const int code = tls_->failure() == TlsSession::Failure::refused ? EACCES : EPROTO;
+      return end_handshake(Status::error(code, fmt::format("TLS handshake failed: {}", tls_->error())));
     }
     receive_more([this](int got) {
       if (got <= 0) {

@@ -48,8 +48,11 @@ class Stream {
   // A TLS operation of the stream's own is in flight (the owner must not go before it ends).
   bool busy() const { return in_recv_ || in_send_; }
 
+  // Ciphertext read at once: a record's worth (and a little) during the handshake, so that a
+  // peer that only starts one costs little; kCipherIn after it.
+  static constexpr size_t kHandshakeIn = 16 * 1024 + 512;
   static constexpr size_t kCipherIn = 64 * 1024;
-  static constexpr size_t kPlainOut = 256 * 1024;
+  static constexpr size_t kPlainOut = 64 * 1024;
   // Records made by the session itself that the peer has not let leave (KeyUpdates it keeps
   // asking for while it does not read): beyond this the session is ended.
   static constexpr size_t kMostUnsent = 256 * 1024;

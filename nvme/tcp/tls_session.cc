@@ -161,13 +161,29 @@ TlsSession::Step TlsSession::handshake() {
   }
   const int e = SSL_get_error(ssl_, r);
   if (e == SSL_ERROR_WANT_READ) return Step::want_read;
-  failed("TLS handshake");
+  const int reason = ERR_GET_REASON(ERR_peek_error());
+  if (reason == SSL_R_WRONG_VERSION_NUMBER ||
+      reason == SSL_R_PACKET_LENGTH_TOO_LONG) {
+    failure_ = Failure::not_tls;
+    failed("the peer does not speak TLS here (clear text where a TLS record was due)");
+  } else if (reason == SSL_R_CERTIFICATE_VERIFY_FAILED) {
+    failure_ = Failure::certificate;
+    failed("the peer answered with a certificate, not the pre-shared key");
+  } else {
+    failed("TLS handshake");
+  }
   return Step::failed;
 }
 
 void TlsSession::feed(const uint8_t* p, size_t n) { BIO_write(rbio_, p, static_cast<int>(n)); }
 
+void TlsSession::fail(std::string why) {
+  if (error_.empty()) error_ = std::move(why);
+  SSL_set_shutdown(ssl_, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+}
+
 long TlsSession::read(void* buf, size_t len) {
+  if (!error_.empty() && !peer_closed_) return -1;
   size_t got = 0;
   const int r = SSL_read_ex(ssl_, buf, len, &got);
   if (r == 1) return static_cast<long>(got);

@@ -61,6 +61,12 @@ class TlsSession {
   size_t output_waiting() const;
 
   bool peer_closed() const { return peer_closed_; }
+  // Why the handshake failed: the PSK was refused (or unknown), the peer does not speak TLS
+  // (clear text where a record was due), or it answered with a certificate instead of the PSK.
+  enum class Failure { refused, not_tls, certificate };
+  Failure failure() const { return failure_; }
+  // Ends the session for a reason of the caller's (reads fail from now on).
+  void fail(std::string why);
   const std::string& error() const { return error_; }
   // After the handshake: the identity of the PSK both sides used, and the cipher suite.
   const std::string& identity() const { return identity_; }
@@ -81,6 +87,7 @@ class TlsSession {
   Lookup lookup_;           // the target's
   std::string identity_, error_;
   bool peer_closed_ = false;
+  Failure failure_ = Failure::refused;
 };
 
 }  // namespace blkcopy::nvme
