@@ -79,6 +79,7 @@ void TcpConnection::first_bytes(size_t n) {
   }
   auto session = TlsSession::server([this](std::string_view id) { return t_.tls_psk(id); });
   stream_.start_tls(std::move(session), std::span(first, n), [this](Status s) {
+    if (!s.ok() && closing_) return maybe_free();  // the target cut it (a stalled handshake)
     if (!s.ok()) {
       ++t_.mut_stats().errors;
       t_.log_refusal(TargetImpl::Refusal::tls, fmt::format("serve: refused {}: {}", peer_addr_, s.message()));
