@@ -61,35 +61,36 @@ Result<TlsSession::Psk> TlsSession::psk_for(const auth::TlsKey& key, std::string
   return Psk{std::move(id), std::move(*psk), c};
 }
 
+// A session of one role over two memory BIOs: the peer's ciphertext is fed into one, the
+// records to send collect in the other.
+TlsSession::TlsSession(bool server) {
+  ssl_ = SSL_new(context(server));
+  if (!ssl_) std::abort();
+  SSL_set_app_data(ssl_, this);
+  rbio_ = BIO_new(BIO_s_mem());
+  wbio_ = BIO_new(BIO_s_mem());
+  BIO_set_mem_eof_return(rbio_, -1);  // empty means "more to come", not the end
+  SSL_set_bio(ssl_, rbio_, wbio_);
+  if (server) {
+    SSL_set_accept_state(ssl_);
+  } else {
+    SSL_set_connect_state(ssl_);
+  }
+}
+
 std::unique_ptr<TlsSession> TlsSession::client(Psk psk) {
-  std::unique_ptr<TlsSession> s(new TlsSession);
+  std::unique_ptr<TlsSession> s(new TlsSession(false));
   s->psk_ = std::move(psk);
-  s->ssl_ = SSL_new(context(false));
-  if (!s->ssl_) std::abort();
-  SSL_set_app_data(s->ssl_, s.get());
   SSL_set_psk_use_session_callback(s->ssl_, &TlsSession::use_psk);
   // Only the suite whose hash the PSK was made for: a target choosing another could not use it.
   SSL_set_ciphersuites(s->ssl_, auth::tls_cipher_name(s->psk_->cipher));
-  s->rbio_ = BIO_new(BIO_s_mem());
-  s->wbio_ = BIO_new(BIO_s_mem());
-  BIO_set_mem_eof_return(s->rbio_, -1);  // empty means "more to come", not the end
-  SSL_set_bio(s->ssl_, s->rbio_, s->wbio_);
-  SSL_set_connect_state(s->ssl_);
   return s;
 }
 
 std::unique_ptr<TlsSession> TlsSession::server(Lookup lookup) {
-  std::unique_ptr<TlsSession> s(new TlsSession);
+  std::unique_ptr<TlsSession> s(new TlsSession(true));
   s->lookup_ = std::move(lookup);
-  s->ssl_ = SSL_new(context(true));
-  if (!s->ssl_) std::abort();
-  SSL_set_app_data(s->ssl_, s.get());
   SSL_set_psk_find_session_callback(s->ssl_, &TlsSession::find_psk);
-  s->rbio_ = BIO_new(BIO_s_mem());
-  s->wbio_ = BIO_new(BIO_s_mem());
-  BIO_set_mem_eof_return(s->rbio_, -1);
-  SSL_set_bio(s->ssl_, s->rbio_, s->wbio_);
-  SSL_set_accept_state(s->ssl_);
   return s;
 }
 

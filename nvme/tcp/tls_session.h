@@ -73,7 +73,7 @@ class TlsSession {
   std::string cipher_name() const;
 
  private:
-  TlsSession() = default;
+  explicit TlsSession(bool server);
   static int find_psk(ssl_st* ssl, const unsigned char* id, size_t len, ssl_session_st** sess);
   static int use_psk(ssl_st* ssl, const evp_md_st* md, const unsigned char** id, size_t* len,
                      ssl_session_st** sess);
