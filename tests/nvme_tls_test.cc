@@ -98,6 +98,23 @@ TEST(TlsPsk, DerivationMatchesAnIndependentHkdf) {
   EXPECT_NE(too_long.error().message().find("255"), std::string::npos) << too_long.error().message();
 }
 
+// The key and IV the kernel gets when it takes over the records (kTLS): RFC 8448 §3's trace
+// (the server's handshake traffic secret and the key and IV it prints), and a 48-byte secret
+// for the SHA-384 suite against Python's hmac.
+TEST(TlsPsk, TrafficKeysMatchRfc8448AndAnIndependentHkdf) {
+  const std::vector<uint8_t> rfc8448 = {
+      0xb6, 0x7b, 0x7d, 0x69, 0x0c, 0xc1, 0x6c, 0x4e, 0x75, 0xe5, 0x42, 0x13, 0xcb, 0x2d, 0x37, 0xb4,
+      0xe9, 0xc9, 0x12, 0xbc, 0xde, 0xd9, 0x10, 0x5d, 0x42, 0xbe, 0xfd, 0x59, 0xd3, 0x91, 0xad, 0x38};
+  const auto k = auth::traffic_key(auth::TlsCipher::aes128gcm_sha256, rfc8448);
+  EXPECT_EQ(hex(k.key), "3fce516009c21727d0f2e4e86ee403bc");
+  EXPECT_EQ(hex(k.iv), "5d313eb2671276ee13000b30");
+  std::vector<uint8_t> s48(48);
+  for (size_t i = 0; i < s48.size(); ++i) s48[i] = static_cast<uint8_t>(i);
+  const auto k48 = auth::traffic_key(auth::TlsCipher::aes256gcm_sha384, s48);
+  EXPECT_EQ(hex(k48.key), "6877d022f1c61d24ebb7487c16752d9a4798e40431c75b39320e537c90e23225");
+  EXPECT_EQ(hex(k48.iv), "42822531a0fe88648fc09e9f");
+}
+
 TEST(TlsPsk, IdentitiesAreTakenApartOrRefusedByName) {
   auto id = auth::parse_tls_identity("NVMe0R02 " + kHost + " " + kSub + std::string(1, '\0'));
   ASSERT_TRUE(id) << id.error().message();
@@ -248,6 +265,10 @@ TEST(TlsOverLoopback, APortWithoutTlsAndBadDeviceStringsSayWhatIsWrong) {
   EXPECT_NE(bad.error().message().find("depth must be"), std::string::npos) << bad.error().message();
   EXPECT_EQ(bad.error().message().find(kSpecKey.substr(16, 20)), std::string::npos)
       << "the key in an error: " << bad.error().message();
+  auto ktls = open_device(*loop, spec(t.port(), kHost, "&tls_key=" + kSpecKey + "&ktls=yes"));
+  ASSERT_FALSE(ktls);
+  EXPECT_NE(ktls.error().message().find("ktls must be on or off"), std::string::npos)
+      << ktls.error().message();
 }
 
 // DH-HMAC-CHAP inside the TLS session: a host with both keys gets in, one without the DH
@@ -266,6 +287,52 @@ TEST(TlsOverLoopback, DhchapAuthenticatesInsideTls) {
   ASSERT_FALSE(no_dh);
   EXPECT_NE(no_dh.error().message().find("requires DH-HMAC-CHAP authentication"), std::string::npos)
       << no_dh.error().message();
+}
+
+// The kernel takes over at record 0 of each direction (kernel_tls.h): after a handshake in
+// memory both sides hold the same two traffic secrets, crosswise; a side that was given more
+// than the handshake (the host's first record right behind its Finished) or that already moved
+// application data gives none, so records are never handed over at the wrong number.
+TEST(TlsSecrets, BothSidesHoldTheSameSecretsOnlyAtRecordZero) {
+  auto psk = TlsSession::psk_for(auth::parse_tls_key(kSpecKey).value(), kHost, kSub).value();
+  auto lookup = [psk](std::string_view) -> Result<TlsSession::Psk> { return psk; };
+  // Runs both handshakes in memory; `extra` is written by the host once it is done, and its
+  // record travels with the host's Finished.
+  auto shake = [&](std::unique_ptr<TlsSession>& c, std::unique_ptr<TlsSession>& s, bool extra) {
+    c = TlsSession::client(psk);
+    s = TlsSession::server(lookup);
+    std::vector<uint8_t> wire;
+    for (int i = 0; i < 10; ++i) {
+      const auto cs = c->handshake();
+      if (cs == TlsSession::Step::done && extra && i < 9) {
+        c->write("ICReq", 5);
+        extra = false;
+      }
+      wire.clear();
+      c->take_output(wire);
+      if (!wire.empty()) s->feed(wire.data(), wire.size());
+      const auto ss = s->handshake();
+      wire.clear();
+      s->take_output(wire);
+      if (!wire.empty()) c->feed(wire.data(), wire.size());
+      if (cs == TlsSession::Step::done && ss == TlsSession::Step::done) return;
+    }
+    FAIL() << "the handshake did not finish: " << c->error() << " / " << s->error();
+  };
+  std::unique_ptr<TlsSession> c, s;
+  shake(c, s, false);
+  auto cs = c->take_secrets(), ss = s->take_secrets();
+  ASSERT_TRUE(cs && ss);
+  EXPECT_EQ(cs->send, ss->receive);
+  EXPECT_EQ(cs->receive, ss->send);
+  EXPECT_NE(cs->send, cs->receive);
+  EXPECT_EQ(cs->send.size(), 32u);
+  EXPECT_EQ(ss->cipher, auth::TlsCipher::aes128gcm_sha256);
+  EXPECT_FALSE(c->take_secrets()) << "secrets are handed out once";
+
+  shake(c, s, true);  // the server received a record beyond its handshake
+  EXPECT_FALSE(s->take_secrets());
+  EXPECT_FALSE(c->take_secrets()) << "the host already wrote a record";
 }
 
 }  // namespace

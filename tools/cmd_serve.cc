@@ -34,6 +34,7 @@ struct Args {
   bool lenient = false;
   std::vector<std::string> host_keys, host_ctrl_keys, tls_keys;  // NQN=SECRET or NQN=@FILE
   std::string tls;  // "required" or "optional"; empty: required when there are TLS keys
+  std::string ktls = "on";  // "off": TLS records stay in user space
   std::string dhchap_hash = "hmac(sha256)", dhchap_dhgroup = "null";
   unsigned max_connections = nvme::TargetLimits{}.max_connections;
   std::string data_budget, copy_budget;  // sizes; empty: the config's or the default
@@ -191,6 +192,7 @@ int run_serve(const Args& a) {
   cfg.discovery_port = static_cast<uint16_t>(a.discovery_port);
   cfg.cores = std::max(1u, a.cores);
   cfg.busy_poll_us = a.poll_us;
+  cfg.kernel_tls = a.ktls == "on";
   auto loop = EventLoop::create();
   if (!loop) return report_error(kIoError, loop.error().message());
   (*loop)->set_busy_poll(std::chrono::microseconds(a.poll_us));
@@ -259,6 +261,10 @@ void add_serve_command(CLI::App& app, int& exit_code) {
                               "with --tls-key: 'required' (default: clear text is refused) or "
                               "'optional' (hosts without TLS may connect too)")
                   ->check(CLI::IsMember({"required", "optional"}));
+  cmd->add_option("--ktls", a->ktls,
+                  "'on' (default): after each TLS handshake the kernel makes and opens the "
+                  "records where it can (kTLS, the tls module); 'off': they stay in user space")
+      ->check(CLI::IsMember({"on", "off"}));
   auto* dh_hash = cmd->add_option("--dhchap-hash", a->dhchap_hash,
                                   "hash to prefer: hmac(sha256) (default), hmac(sha384), hmac(sha512)");
   auto* dh_group = cmd->add_option("--dhchap-dhgroup", a->dhchap_dhgroup,

@@ -87,6 +87,9 @@ struct TargetConfig {
   uint16_t discovery_port = 8009;  // 0: no separate discovery port
   unsigned cores = 1;  // event loops for connections, each with channels to the devices
   unsigned busy_poll_us = 0;  // the loops it creates spin this long before sleeping (EventLoop)
+  // TLS records made and opened by the kernel (kTLS) after each handshake where it can take
+  // them; false keeps them in user space (OpenSSL).
+  bool kernel_tls = true;
   TargetLimits limits;
 };
 

@@ -15,9 +15,11 @@ const EVP_MD* md_of(TlsCipher c) {
   return c == TlsCipher::aes256gcm_sha384 ? EVP_sha384() : EVP_sha256();
 }
 
-// HKDF-Extract with a zero salt, then HKDF-Expand-Label (RFC 8446 §7.1) for `len` bytes.
+// HKDF-Expand-Label (RFC 8446 §7.1) for `len` bytes: of `secret` itself (a traffic secret is
+// already a pseudorandom key), or of HKDF-Extract(zero salt, secret) with `extract`.
 std::vector<uint8_t> expand_label(const EVP_MD* md, std::span<const uint8_t> secret,
-                                  std::string_view label, std::string_view context, size_t len) {
+                                  std::string_view label, std::string_view context, size_t len,
+                                  bool extract = true) {
   const std::string full = fmt::format("tls13 {}", label);
   std::vector<uint8_t> info;
   info.push_back(static_cast<uint8_t>(len >> 8));
@@ -30,7 +32,9 @@ std::vector<uint8_t> expand_label(const EVP_MD* md, std::span<const uint8_t> sec
       EVP_PKEY_CTX_new_id(EVP_PKEY_HKDF, nullptr), EVP_PKEY_CTX_free);
   std::vector<uint8_t> out(len);
   size_t got = len;
+  const int mode = extract ? EVP_PKEY_HKDEF_MODE_EXTRACT_AND_EXPAND : EVP_PKEY_HKDEF_MODE_EXPAND_ONLY;
   if (!ctx || EVP_PKEY_derive_init(ctx.get()) != 1 || EVP_PKEY_CTX_set_hkdf_md(ctx.get(), md) != 1 ||
+      EVP_PKEY_CTX_set_hkdf_mode(ctx.get(), mode) != 1 ||
       EVP_PKEY_CTX_set1_hkdf_salt(ctx.get(), reinterpret_cast<const unsigned char*>(""), 0) != 1 ||
       EVP_PKEY_CTX_set1_hkdf_key(ctx.get(), secret.data(), static_cast<int>(secret.size())) != 1 ||
       EVP_PKEY_CTX_add1_hkdf_info(ctx.get(), info.data(), static_cast<int>(info.size())) != 1 ||
@@ -86,6 +90,12 @@ Result<std::vector<uint8_t>> tls_psk(std::span<const uint8_t> retained, std::str
                                     identity.size()));
   }
   return expand_label(md_of(c), retained, "nvme-tls-psk", identity, retained.size());
+}
+
+TrafficKey traffic_key(TlsCipher c, std::span<const uint8_t> secret) {
+  const size_t key_len = c == TlsCipher::aes256gcm_sha384 ? 32 : 16;
+  return {expand_label(md_of(c), secret, "key", "", key_len, false),
+          expand_label(md_of(c), secret, "iv", "", 12, false)};
 }
 
 Result<TlsIdentity> parse_tls_identity(std::string_view text) {

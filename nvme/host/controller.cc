@@ -46,8 +46,8 @@ Result<std::shared_ptr<NvmeTcpController>> NvmeTcpController::open(EventLoop& lo
     }
   }
   const std::string key = fmt::format(
-      "{}|{}:{}|{}|{}|{}{}|{}|{}|{}|{}|{}|{}", static_cast<void*>(&loop), c.host, c.port, c.subnqn,
-      c.hostnqn, c.header_digest, c.data_digest, c.timeout_ms, c.depth, c.queues,
+      "{}|{}:{}|{}|{}|{}{}{}|{}|{}|{}|{}|{}|{}", static_cast<void*>(&loop), c.host, c.port, c.subnqn,
+      c.hostnqn, c.header_digest, c.data_digest, c.kernel_tls, c.timeout_ms, c.depth, c.queues,
       fingerprint(key_of(c.dhchap_secret)), fingerprint(key_of(c.dhchap_ctrl_secret)),
       fingerprint(c.tls_key ? std::optional(c.tls_key->configured) : std::nullopt));
   if (auto existing = registry()[key].lock()) return existing;
@@ -70,6 +70,7 @@ Result<std::shared_ptr<NvmeTcpController>> NvmeTcpController::open(EventLoop& lo
 QueueOptions NvmeTcpController::queue_options(uint32_t depth) const {
   QueueOptions qo{cfg.header_digest, cfg.data_digest, 8192, depth, cfg.connect_timeout_ms,
                   cfg.connect_timeout_ms, std::nullopt};
+  qo.kernel_tls = cfg.kernel_tls;
   if (cfg.tls_key) {
     // A TLS PSK for this host and this subsystem (its identity names both); open() checked it.
     if (auto psk = TlsSession::psk_for(*cfg.tls_key, cfg.hostnqn, cfg.subnqn)) qo.tls = std::move(*psk);

@@ -113,13 +113,16 @@ Result<NvmeTcpConfig> parse_nvme_tcp_config(std::string_view spec) {
         c.dhchap_dhgroups.push_back(*g);
         from = comma + 1;
       }
+    } else if (k == "ktls") {
+      if (v != "on" && v != "off") return bad("ktls must be on or off");
+      c.kernel_tls = v == "on";
     } else if (k == "ro") {
       c.read_only = true;
     } else if (!k.empty()) {
       return bad(fmt::format("unknown option '{}' (ns, hostnqn, digest, kato, timeout, queues, "
                              "connect_timeout, depth, reconnect, ro, dhchap_secret, "
                              "dhchap_ctrl_secret, dhchap_secret_file, dhchap_ctrl_secret_file, "
-                             "dhchap_dhgroup, tls_key, tls_key_file)",
+                             "dhchap_dhgroup, tls_key, tls_key_file, ktls)",
                              k));
     }
   }

@@ -54,6 +54,7 @@ struct NvmeTcpConfig {
   std::optional<nvme::auth::Secret> dhchap_secret, dhchap_ctrl_secret;
   std::vector<uint8_t> dhchap_dhgroups;  // the DH groups accepted; empty: every group
   std::optional<nvme::auth::TlsKey> tls_key;
+  bool kernel_tls = true;  // ktls=off: TLS records stay in user space
 };
 
 // Parses the part after "nvme-tcp:" ("//HOST:PORT/NQN?ns=N&...").

@@ -1,6 +1,7 @@
 #include "nvme/host/queue.h"
 
 #include <arpa/inet.h>
+#include <blkcopy/log.h>
 #include <fmt/format.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -147,7 +148,7 @@ void HostQueue::connected() {
   setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   if (!opt_.tls) return handshake();
   state_ = State::tls;
-  stream_.start_tls(TlsSession::client(*opt_.tls), {}, [this](Status s) {
+  stream_.start_tls(TlsSession::client(*opt_.tls), {}, opt_.kernel_tls, [this](Status s) {
     Entry e(*this);
     if (failed_) return;
     if (!s.ok()) {
@@ -160,6 +161,8 @@ void HostQueue::connected() {
       return fail(Status::error(s.code(), fmt::format("{}: {}{} (identity '{}')", where_, why,
                                                       s.message(), opt_.tls->identity)));
     }
+    log(LogLevel::debug, fmt::format("{}: TLS {}, records in {}", where_,
+                                     stream_.tls()->cipher_name(), stream_.records()));
     handshake();
   });
 }

@@ -47,6 +47,7 @@ struct QueueOptions {
   uint32_t connect_timeout_ms = 10000;  // TCP connect, TLS and ICReq/ICResp together
   // TLS 1.3 with this PSK (its identity names the host and the subsystem: Controller makes it).
   std::optional<TlsSession::Psk> tls;
+  bool kernel_tls = true;  // records to the kernel after the handshake where it takes them
 };
 
 class HostQueue final : EventLoop::Orphan {

@@ -65,6 +65,7 @@ class TargetImpl final : public Target {
   Subsystems& subsystems() { return subsystems_; }
   AuthGate& auth_gate() { return auth_gate_; }
   const TargetLimits& limits() const { return cfg_.limits; }
+  bool kernel_tls() const { return cfg_.kernel_tls; }
   // The keys a host must authenticate with, or nullptr when it need not.
   const HostKeys* keys_for(const std::string& hostnqn) const {
     auto it = keys_.find(hostnqn);

@@ -78,7 +78,7 @@ void TcpConnection::first_bytes(size_t n) {
     return;
   }
   auto session = TlsSession::server([this](std::string_view id) { return t_.tls_psk(id); });
-  stream_.start_tls(std::move(session), std::span(first, n), [this](Status s) {
+  stream_.start_tls(std::move(session), std::span(first, n), t_.kernel_tls(), [this](Status s) {
     if (!s.ok() && closing_) return maybe_free();  // the target cut it (a stalled handshake)
     if (!s.ok()) {
       ++t_.mut_stats().errors;
@@ -88,8 +88,8 @@ void TcpConnection::first_bytes(size_t n) {
     if (closing_) return maybe_free();
     const TlsSession& tls = *stream_.tls();
     tls_peer_ = *auth::parse_tls_identity(tls.identity());  // the lookup parsed it already
-    log_info(fmt::format("serve: TLS with {} at {} for {} ({})", tls_peer_->hostnqn, peer_addr_,
-                         tls_peer_->subnqn, tls.cipher_name()));
+    log_info(fmt::format("serve: TLS with {} at {} for {} ({}, records in {})", tls_peer_->hostnqn,
+                         peer_addr_, tls_peer_->subnqn, tls.cipher_name(), stream_.records()));
     receive();
   });
 }

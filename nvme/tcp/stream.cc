@@ -6,10 +6,12 @@
 #include <cerrno>
 #include <cstring>
 
+#include "nvme/tcp/kernel_tls.h"
+
 namespace blkcopy::nvme {
 
 OpId Stream::recv(void* buf, uint32_t len, EventLoop::IoCallback cb) {
-  if (!tls_) return recv_op_ = loop_.recv(fd_, buf, len, std::move(cb));
+  if (!tls_ || kernel_rx_) return recv_op_ = loop_.recv(fd_, buf, len, std::move(cb));
   rbuf_ = static_cast<uint8_t*>(buf);
   rlen_ = len;
   rcb_ = std::move(cb);
@@ -54,7 +56,7 @@ void Stream::finish_recv(int res) {
 }
 
 OpId Stream::sendmsg(const msghdr* msg, EventLoop::IoCallback cb) {
-  if (!tls_) return send_op_ = loop_.sendmsg(fd_, msg, std::move(cb));
+  if (!tls_ || kernel_tx_) return send_op_ = loop_.sendmsg(fd_, msg, std::move(cb));
   // Small pieces (headers, completions) are gathered so that a record carries many; large ones
   // are encrypted where they are.
   constexpr size_t kGather = 16 * 1024;
@@ -119,11 +121,15 @@ void Stream::cancel() {
 
 // ---------------------------------------------------------------- the handshake
 
-void Stream::start_tls(std::unique_ptr<TlsSession> s, std::span<const uint8_t> early,
+void Stream::start_tls(std::unique_ptr<TlsSession> s, std::span<const uint8_t> early, bool kernel,
                        std::function<void(Status)> done) {
   tls_ = std::move(s);
+  kernel_wanted_ = kernel;
   in_.resize(kHandshakeIn);
-  if (!early.empty()) tls_->feed(early.data(), early.size());
+  if (!early.empty()) {
+    saw(early.data(), early.size());
+    tls_->feed(early.data(), early.size());
+  }
   shaken_ = std::move(done);
   in_send_ = true;  // the handshake counts as a send until it ends
   loop_.post([this] { shake(); });
@@ -137,7 +143,12 @@ void Stream::shake() {
   auto next = [this, step](int res) {
     if (res < 0) return end_handshake(Status::error(ECONNRESET, "the connection ended during the TLS handshake"));
     if (step == TlsSession::Step::done) {
-      in_.resize(kCipherIn);
+      to_kernel();
+      if (kernel_rx_) {
+        std::vector<uint8_t>().swap(in_);  // the kernel receives now
+      } else {
+        in_.resize(kCipherIn);
+      }
       return end_handshake({});
     }
     if (step == TlsSession::Step::failed) {
@@ -157,12 +168,62 @@ void Stream::shake() {
 
 void Stream::receive_more(std::function<void(int)> then) {
   in_recv_ = true;
-  recv_op_ = loop_.recv(fd_, in_.data(), static_cast<uint32_t>(in_.size()),
+  const size_t n = std::min(in_.size(), to_record_end());
+  recv_op_ = loop_.recv(fd_, in_.data(), static_cast<uint32_t>(n),
                         [this, then = std::move(then)](int res) {
                           in_recv_ = false;
-                          if (res > 0) tls_->feed(in_.data(), static_cast<size_t>(res));
+                          if (res > 0) {
+                            saw(in_.data(), static_cast<size_t>(res));
+                            tls_->feed(in_.data(), static_cast<size_t>(res));
+                          }
                           then(res);
                         });
+}
+
+void Stream::saw(const uint8_t* p, size_t n) {
+  while (n) {
+    if (head_got_ < sizeof head_) {
+      const size_t k = std::min(n, sizeof head_ - head_got_);
+      std::memcpy(head_ + head_got_, p, k);
+      head_got_ += k;
+      p += k;
+      n -= k;
+      if (head_got_ == sizeof head_) {
+        body_left_ = static_cast<size_t>(head_[3]) << 8 | head_[4];
+        if (body_left_ == 0) head_got_ = 0;
+      }
+      continue;
+    }
+    const size_t k = std::min(n, body_left_);
+    body_left_ -= k;
+    p += k;
+    n -= k;
+    if (body_left_ == 0) head_got_ = 0;
+  }
+}
+
+size_t Stream::to_record_end() const {
+  return head_got_ < sizeof head_ ? sizeof head_ - head_got_ : body_left_;
+}
+
+// The handshake's last records have left (shake() sent them before it ended): the kernel may
+// take over from record 0 in each direction.
+void Stream::to_kernel() {
+  auto secrets = tls_->take_secrets();  // taken (and wiped from the session) either way
+  if (!kernel_wanted_) {
+    records_ = "user space";
+    return;
+  }
+  if (!secrets) {
+    records_ = "user space: not at a record boundary when the handshake ended";
+    return;
+  }
+  const KernelTls k = move_to_kernel(fd_, std::move(*secrets));
+  kernel_rx_ = k.receive;
+  kernel_tx_ = k.send;
+  records_ = k.receive && k.send ? "kernel"
+             : k.receive         ? "kernel receives, user space sends"
+                                 : fmt::format("user space: {}", k.why_not);
 }
 
 void Stream::end_handshake(Status s) {

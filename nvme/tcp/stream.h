@@ -12,6 +12,10 @@
 // the stream does for that operation: the owner may free the stream inside it. One recv and one
 // sendmsg may be in flight at a time (the owner's read loop and SendQueue keep to that).
 // Records the session makes on its own (a KeyUpdate answer) leave with the next sendmsg.
+// With `kernel` (start_tls), the records move to the kernel after the handshake where it can
+// take them (kernel_tls.h): recv and sendmsg are then the loop's own operations again. The
+// handshake reads never go past the end of a record, so that nothing the kernel is to open is
+// taken into user space first.
 #pragma once
 
 #include <blkcopy/event_loop.h>
@@ -21,6 +25,7 @@
 #include <functional>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include <sys/socket.h>
@@ -42,9 +47,12 @@ class Stream {
   // first bytes of a connection to tell a TLS ClientHello from a clear-text ICReq). done runs
   // once on the loop: OK once the handshake is over, or why it failed (EACCES: the peer's PSK
   // did not match or was unknown; EPROTO: not TLS; ECONNRESET: the socket ended).
-  void start_tls(std::unique_ptr<TlsSession> s, std::span<const uint8_t> early,
+  void start_tls(std::unique_ptr<TlsSession> s, std::span<const uint8_t> early, bool kernel,
                  std::function<void(Status)> done);
   const TlsSession* tls() const { return tls_.get(); }
+  // Where the records are made and opened, for logs: "kernel", "user space" (with the reason
+  // the kernel did not take them), or "kernel receives, user space sends".
+  const std::string& records() const { return records_; }
   // A TLS operation of the stream's own is in flight (the owner must not go before it ends).
   bool busy() const { return in_recv_ || in_send_; }
 
@@ -65,6 +73,11 @@ class Stream {
   void push();
   void shake();  // handshake: one more step
   void receive_more(std::function<void(int)> then);
+  void to_kernel();
+  // Tracks the record headers of what the handshake received: how many bytes may be read
+  // before the current record ends.
+  void saw(const uint8_t* p, size_t n);
+  size_t to_record_end() const;
   void end_handshake(Status s);
 
   EventLoop& loop_;
@@ -84,6 +97,10 @@ class Stream {
   std::function<void(int)> sent_;  // what follows once out_ has left
   std::function<void(Status)> shaken_;
   bool in_recv_ = false, in_send_ = false;
+  bool kernel_wanted_ = false, kernel_rx_ = false, kernel_tx_ = false;
+  std::string records_;
+  uint8_t head_[5] = {};  // the record header being received, during the handshake
+  size_t head_got_ = 0, body_left_ = 0;
   OpId recv_op_{}, send_op_{};
 };
 

@@ -1,7 +1,9 @@
 #include "nvme/tcp/tls_session.h"
 
 #include <fmt/format.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/ssl.h>
 
 #include <cstring>
@@ -33,6 +35,7 @@ SSL_CTX* context(bool server) {
       // is nothing to verify it against), and the target never asks the host for one.
       SSL_CTX_set_verify(c, i ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, nullptr);
       SSL_CTX_set_mode(c, SSL_MODE_RELEASE_BUFFERS);
+      SSL_CTX_set_keylog_callback(c, &TlsSession::keylog);  // the secrets for kTLS
       made[i] = c;
     }
   });
@@ -63,7 +66,7 @@ Result<TlsSession::Psk> TlsSession::psk_for(const auth::TlsKey& key, std::string
 
 // A session of one role over two memory BIOs: the peer's ciphertext is fed into one, the
 // records to send collect in the other.
-TlsSession::TlsSession(bool server) {
+TlsSession::TlsSession(bool server) : server_(server) {
   ssl_ = SSL_new(context(server));
   if (!ssl_) std::abort();
   SSL_set_app_data(ssl_, this);
@@ -94,7 +97,50 @@ std::unique_ptr<TlsSession> TlsSession::server(Lookup lookup) {
   return s;
 }
 
-TlsSession::~TlsSession() { SSL_free(ssl_); }  // frees both BIOs too
+TlsSession::~TlsSession() {
+  SSL_free(ssl_);  // frees both BIOs too
+  OPENSSL_cleanse(client_secret_.data(), client_secret_.size());
+  OPENSSL_cleanse(server_secret_.data(), server_secret_.size());
+}
+
+// OpenSSL's key log ("LABEL <client random> <secret>", hex): only the two application traffic
+// secrets are kept, in this session, never written anywhere.
+void TlsSession::keylog(const SSL* ssl, const char* line) {
+  auto* self = static_cast<TlsSession*>(SSL_get_app_data(ssl));
+  const std::string_view text(line);
+  std::vector<uint8_t>* to = text.starts_with("CLIENT_TRAFFIC_SECRET_0 ")   ? &self->client_secret_
+                             : text.starts_with("SERVER_TRAFFIC_SECRET_0 ") ? &self->server_secret_
+                                                                            : nullptr;
+  if (!to) return;
+  const size_t sp = text.rfind(' ');
+  const std::string_view h = text.substr(sp + 1);
+  if (h.size() % 2 || h.size() > 2 * EVP_MAX_MD_SIZE) return;
+  to->resize(h.size() / 2);
+  for (size_t i = 0; i < to->size(); ++i) {
+    const int hi = OPENSSL_hexchar2int(static_cast<unsigned char>(h[2 * i]));
+    const int lo = OPENSSL_hexchar2int(static_cast<unsigned char>(h[2 * i + 1]));
+    if (hi < 0 || lo < 0) return to->clear();
+    (*to)[i] = static_cast<uint8_t>(hi << 4 | lo);
+  }
+}
+
+std::optional<TlsSession::Secrets> TlsSession::take_secrets() {
+  std::optional<Secrets> out;
+  const bool boundary = SSL_is_init_finished(ssl_) && !records_used_ && error_.empty() &&
+                        BIO_ctrl_pending(rbio_) == 0 && SSL_has_pending(ssl_) == 0 &&
+                        BIO_ctrl_pending(wbio_) == 0;
+  if (boundary && !client_secret_.empty() && !server_secret_.empty()) {
+    const SSL_CIPHER* c = SSL_get_current_cipher(ssl_);
+    const bool aes256 = c && std::strcmp(SSL_CIPHER_get_name(c), "TLS_AES_256_GCM_SHA384") == 0;
+    out = Secrets{server_ ? server_secret_ : client_secret_, server_ ? client_secret_ : server_secret_,
+                  aes256 ? auth::TlsCipher::aes256gcm_sha384 : auth::TlsCipher::aes128gcm_sha256};
+  }
+  OPENSSL_cleanse(client_secret_.data(), client_secret_.size());
+  OPENSSL_cleanse(server_secret_.data(), server_secret_.size());
+  client_secret_.clear();
+  server_secret_.clear();
+  return out;
+}
 
 SSL_SESSION* TlsSession::session_for(SSL* ssl, const Psk& psk) {
   const SSL_CIPHER* cipher = nullptr;
@@ -185,6 +231,7 @@ void TlsSession::fail(std::string why) {
 
 long TlsSession::read(void* buf, size_t len) {
   if (!error_.empty() && !peer_closed_) return -1;
+  records_used_ = true;
   size_t got = 0;
   const int r = SSL_read_ex(ssl_, buf, len, &got);
   if (r == 1) return static_cast<long>(got);
@@ -200,6 +247,7 @@ long TlsSession::read(void* buf, size_t len) {
 
 void TlsSession::write(const void* p, size_t n) {
   size_t done = 0;
+  records_used_ = true;
   // Into a memory BIO a write takes everything at once (it only fails on a broken session,
   // whose next read reports it).
   if (n && SSL_write_ex(ssl_, p, n, &done) != 1) failed("TLS write");

@@ -72,6 +72,20 @@ class TlsSession {
   const std::string& identity() const { return identity_; }
   std::string cipher_name() const;
 
+  // The application traffic secrets of both directions (TLS 1.3's CLIENT_ and
+  // SERVER_TRAFFIC_SECRET_0) as this side uses them, for the kernel to take the records over
+  // (nvme/tcp/kernel_tls.h).
+  struct Secrets {
+    std::vector<uint8_t> send, receive;
+    auth::TlsCipher cipher = auth::TlsCipher::aes128gcm_sha256;
+  };
+  // Once, after the handshake, and only while the session sits at a record boundary both ways
+  // with no application record made or opened yet (both sequence numbers still 0): nothing
+  // received that it has not taken, nothing waiting to be sent. nullopt otherwise.
+  std::optional<Secrets> take_secrets();
+  // OpenSSL's key-log callback for the contexts of both roles: keeps those two secrets.
+  static void keylog(const ssl_st* ssl, const char* line);
+
  private:
   explicit TlsSession(bool server);
   static int find_psk(ssl_st* ssl, const unsigned char* id, size_t len, ssl_session_st** sess);
@@ -88,6 +102,9 @@ class TlsSession {
   std::string identity_, error_;
   bool peer_closed_ = false;
   Failure failure_ = Failure::refused;
+  bool server_;
+  bool records_used_ = false;  // application data read or written: sequence numbers moved
+  std::vector<uint8_t> client_secret_, server_secret_;  // until take_secrets() or the end
 };
 
 }  // namespace blkcopy::nvme

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs a test script inside a QEMU guest (software emulation: -accel tcg) booted from Debian's
 # kernel package with a busybox initramfs carrying blkcopy and nvme-cli, the NVMe host and target
-# drivers, and SCSI with LIO (tcm_loop, fileio backstores). Everything in the guest
-# stays on its loopback. Prints the guest's console and exits with the script's exit code.
+# drivers, SCSI with LIO (tcm_loop, fileio backstores) and kernel TLS (the tls module).
+# Everything in the guest stays on its loopback. Prints the guest's console and exits with the script's exit code.
 #
 #   tests/interop/guest.sh SCRIPT [BLKCOPY_BINARY]
 #
@@ -66,7 +66,9 @@ for m in fs/configfs/configfs lib/crc64 lib/crc64-rocksoft crypto/crc64_rocksoft
          drivers/nvme/host/nvme-tcp \
          drivers/nvme/target/nvmet drivers/nvme/target/nvmet-tcp \
          drivers/scsi/scsi_common drivers/scsi/scsi_mod drivers/scsi/sd_mod drivers/scsi/sg \
-         drivers/target/target_core_mod drivers/target/target_core_file drivers/target/loopback/tcm_loop; do
+         drivers/target/target_core_mod drivers/target/target_core_file drivers/target/loopback/tcm_loop \
+         lib/crypto/gf128mul crypto/gf128mul crypto/ghash-generic crypto/ctr crypto/gcm crypto/cryptd \
+         crypto/crypto_simd arch/x86/crypto/aesni-intel arch/x86/crypto/ghash-clmulni-intel net/tls/tls; do
   f=$(ls "$mods/$m".ko* 2>/dev/null | head -n 1) || true
   [ -n "$f" ] || continue
   case "$f" in
@@ -98,7 +100,8 @@ mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 mount -t tmpfs tmp /tmp
 for m in configfs crc64 crc64-rocksoft crc64_rocksoft_generic crct10dif_common crct10dif_generic \
          crc-t10dif t10-pi crc32c_generic libcrc32c nvme-keyring nvme-auth nvme-core nvme nvme-fabrics \
-         nvme-tcp nvmet nvmet-tcp scsi_common scsi_mod sd_mod sg target_core_mod target_core_file tcm_loop; do
+         nvme-tcp nvmet nvmet-tcp scsi_common scsi_mod sd_mod sg target_core_mod target_core_file tcm_loop \
+         gf128mul ghash-generic ctr gcm cryptd crypto_simd aesni-intel ghash-clmulni-intel tls; do
   f=$(ls /lib/modules/$m.ko* 2>/dev/null | head -n 1); [ -n "$f" ] && insmod "$f" 2>/dev/null
 done
 mount -t configfs none /sys/kernel/config 2>/dev/null
