@@ -21,7 +21,7 @@ run() {
   blkcopy -v serve --listen 127.0.0.1:4420 --discovery-port 0 --nqn "$NQN" --ns /tmp/served \
     --tls-key "$HOST=@$2" --ktls "$1" 2>/tmp/serve.log &
   pid=$!
-  sleep 1
+  wait_serving
   dev="nvme-tcp://127.0.0.1:4420/$NQN?ns=1&tls_key_file=$2&ktls=$1"
   blkcopy -vv copy /tmp/orig@0 "$dev@0" --length 4M > /tmp/out 2>/tmp/err || fail "write over TLS"
   blkcopy copy "$dev@0" "$dev@8M" --length 4M --json > /tmp/out 2>>/tmp/err || fail "Copy over TLS"
@@ -62,7 +62,7 @@ grep -q "records in user space)" /tmp/serve.log || fail "the target did not say 
 step "a host in the kernel against a target in user space, and the other way round"
 blkcopy serve --listen 127.0.0.1:4420 --discovery-port 0 --nqn "$NQN" --ns /tmp/served \
   --tls-key "$HOST=@/tmp/tls.key" --ktls off 2>/tmp/serve.log &
-pid=$!; sleep 1
+pid=$!; wait_serving
 truncate -s 0 /tmp/back; truncate -s 4M /tmp/back
 blkcopy copy "nvme-tcp://127.0.0.1:4420/$NQN?ns=1&tls_key_file=/tmp/tls.key@8M" /tmp/back@0 --length 4M \
   > /tmp/out 2>/tmp/err || fail "kernel host, user-space target"
@@ -70,7 +70,7 @@ kill "$pid"; wait "$pid"
 cmp /tmp/back /tmp/orig || fail "kernel host, user-space target: data differs"
 blkcopy serve --listen 127.0.0.1:4420 --discovery-port 0 --nqn "$NQN" --ns /tmp/served \
   --tls-key "$HOST=@/tmp/tls.key" 2>/tmp/serve.log &
-pid=$!; sleep 1
+pid=$!; wait_serving
 truncate -s 0 /tmp/back; truncate -s 4M /tmp/back
 blkcopy copy "nvme-tcp://127.0.0.1:4420/$NQN?ns=1&tls_key_file=/tmp/tls.key&ktls=off@8M" /tmp/back@0 \
   --length 4M > /tmp/out 2>/tmp/err || fail "user-space host, kernel target"

@@ -26,6 +26,15 @@ past_end() {
   readb "$2" $((size / 512 - 128)) 128 /tmp/after
   cmp -s /tmp/before /tmp/after || fail "the tail changed"
 }
+# Waits (30 s at most) until `blkcopy serve` logging into LOG (default /tmp/serve.log) listens.
+wait_serving() {
+  local i
+  for i in $(seq 300); do
+    grep -q "^blkcopy serve: .* on " "${1:-/tmp/serve.log}" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  fail "blkcopy serve did not start"
+}
 # Serves DEV as NQN on 127.0.0.1:4420 (blkcopy serve) and connects the Linux NVMe/TCP host;
 # TCPNS is then its namespace: serve_and_connect DEV NQN; stop_serving NQN ends both.
 serve_and_connect() {
