@@ -91,6 +91,14 @@ TEST(TlsPsk, DerivationMatchesAnIndependentHkdf) {
   const auto k00 = auth::parse_tls_key(kKey00).value();
   EXPECT_EQ(hex(TlsSession::psk_for(k00, kHost, kSub).value().key),
             "0d4367750d806077a1665197cad509fa623f2b7afbe182d0fbce7277342afbd3");
+  // libnvme 1.x's encoding (nvme-cli 2.x keys in Linux's keyring): the length little-endian, no
+  // length bytes before the label and the context; against Python's hmac too.
+  auto k1 = k;
+  k1.libnvme1 = true;
+  EXPECT_EQ(hex(auth::retained_psk(k1, kHost)),
+            "c8304c516f121bc4cd37c9d434635c70ed18c8809004448c3d7ff17b8265ac5e");
+  EXPECT_EQ(hex(TlsSession::psk_for(k1, kHost, kSub).value().key),
+            "5ba17419a724aa9b126e5a0a094ff684f22dae9bcae58c31827b2c41c403e6fc");
   // NQNs that make the identity longer than a TLS label's context may be are refused.
   const std::string long_sub = "nqn.2024-01.io.blkcopy:" + std::string(200, 'x');
   auto too_long = TlsSession::psk_for(k, kHost, long_sub);

@@ -33,6 +33,7 @@ struct Args {
   unsigned poll_us = 0;
   bool lenient = false;
   std::vector<std::string> host_keys, host_ctrl_keys, tls_keys;  // NQN=SECRET or NQN=@FILE
+  std::vector<std::string> tls_libnvme1;  // host NQNs whose TLS PSK libnvme 1.x derives
   std::string tls;  // "required" or "optional"; empty: required when there are TLS keys
   std::string ktls = "on";  // "off": TLS records stay in user space
   std::string dhchap_hash = "hmac(sha256)", dhchap_dhgroup = "null";
@@ -178,6 +179,14 @@ int run_serve(const Args& a) {
       for (const auto& h : cfg.hosts) sub0.allowed_hosts.push_back(h.nqn);
     }
   }
+  for (const std::string& nqn : a.tls_libnvme1) {  // with --config too
+    auto it = std::find_if(cfg.hosts.begin(), cfg.hosts.end(), [&](const auto& h) { return h.nqn == nqn; });
+    if (it == cfg.hosts.end() || it->tls_key.empty()) {
+      return report_error(kBadInput, fmt::format("--tls-libnvme1 {}: that host has no TLS key "
+                                                 "(--tls-key, hosts[].tls_key)", nqn));
+    }
+    it->tls_libnvme1 = true;
+  }
   warn_if_open(cfg);
   if (a.max_connections_given) cfg.limits.max_connections = a.max_connections;
   for (auto [flag, text, out] : {std::tuple{"--data-budget", &a.data_budget, &cfg.limits.data_budget},
@@ -261,6 +270,9 @@ void add_serve_command(CLI::App& app, int& exit_code) {
                               "with --tls-key: 'required' (default: clear text is refused) or "
                               "'optional' (hosts without TLS may connect too)")
                   ->check(CLI::IsMember({"required", "optional"}));
+  cmd->add_option("--tls-libnvme1", a->tls_libnvme1,
+                  "HOSTNQN: derive this host's TLS PSK as libnvme 1.x does (keys that nvme-cli "
+                  "2.x, e.g. Debian 13's, put into Linux's .nvme keyring); repeatable");
   cmd->add_option("--ktls", a->ktls,
                   "'on' (default): after each TLS handshake the kernel makes and opens the "
                   "records where it can (kTLS, the tls module); 'off': they stay in user space")

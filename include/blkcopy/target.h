@@ -50,6 +50,9 @@ struct HostConfig {
   std::string hash = "hmac(sha256)";
   std::string dhgroup = "null";
   std::string tls_key;   // NVMeTLSkey-1:hh:...: ('nvme gen-tls-key'), TLS 1.3 PSK (TP 8011)
+  // The TLS PSK derived as libnvme 1.x derives it (nvme-cli 2.x keys in Linux's .nvme keyring;
+  // nvme/auth/tls_psk.h), not as RFC 8446 and SPDK do.
+  bool tls_libnvme1 = false;
 };
 // NVMe/TCP over TLS 1.3 on a port (nvmetcli's addr.tsas "tls1.3" and addr.treq): none (clear
 // text only), optional (a host may start TLS or speak clear text; "not required"), required

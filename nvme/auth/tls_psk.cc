@@ -16,18 +16,27 @@ const EVP_MD* md_of(TlsCipher c) {
 }
 
 // HKDF-Expand-Label (RFC 8446 §7.1) for `len` bytes: of `secret` itself (a traffic secret is
-// already a pseudorandom key), or of HKDF-Extract(zero salt, secret) with `extract`.
+// already a pseudorandom key), or of HKDF-Extract(zero salt, secret) with `extract`. With
+// `libnvme1`, its HkdfLabel as libnvme 1.x writes it: the length little-endian, the label and
+// the context without their length bytes.
 std::vector<uint8_t> expand_label(const EVP_MD* md, std::span<const uint8_t> secret,
                                   std::string_view label, std::string_view context, size_t len,
-                                  bool extract = true) {
+                                  bool extract = true, bool libnvme1 = false) {
   const std::string full = fmt::format("tls13 {}", label);
   std::vector<uint8_t> info;
-  info.push_back(static_cast<uint8_t>(len >> 8));
-  info.push_back(static_cast<uint8_t>(len));
-  info.push_back(static_cast<uint8_t>(full.size()));
-  info.insert(info.end(), full.begin(), full.end());
-  info.push_back(static_cast<uint8_t>(context.size()));  // callers keep it under 256 bytes
-  info.insert(info.end(), context.begin(), context.end());
+  if (libnvme1) {
+    info.push_back(static_cast<uint8_t>(len));
+    info.push_back(static_cast<uint8_t>(len >> 8));
+    info.insert(info.end(), full.begin(), full.end());
+    info.insert(info.end(), context.begin(), context.end());
+  } else {
+    info.push_back(static_cast<uint8_t>(len >> 8));
+    info.push_back(static_cast<uint8_t>(len));
+    info.push_back(static_cast<uint8_t>(full.size()));
+    info.insert(info.end(), full.begin(), full.end());
+    info.push_back(static_cast<uint8_t>(context.size()));  // callers keep it under 256 bytes
+    info.insert(info.end(), context.begin(), context.end());
+  }
   std::unique_ptr<EVP_PKEY_CTX, decltype(&EVP_PKEY_CTX_free)> ctx(
       EVP_PKEY_CTX_new_id(EVP_PKEY_HKDF, nullptr), EVP_PKEY_CTX_free);
   std::vector<uint8_t> out(len);
@@ -75,7 +84,7 @@ Result<TlsKey> parse_tls_key(std::string_view text) {
 std::vector<uint8_t> retained_psk(const TlsKey& k, std::string_view hostnqn) {
   if (k.hash == 0) return k.configured;
   const EVP_MD* md = k.hash == 2 ? EVP_sha384() : EVP_sha256();
-  return expand_label(md, k.configured, "HostNQN", hostnqn, k.configured.size());
+  return expand_label(md, k.configured, "HostNQN", hostnqn, k.configured.size(), true, k.libnvme1);
 }
 
 std::string tls_identity(TlsCipher c, std::string_view hostnqn, std::string_view subnqn) {
@@ -83,13 +92,13 @@ std::string tls_identity(TlsCipher c, std::string_view hostnqn, std::string_view
 }
 
 Result<std::vector<uint8_t>> tls_psk(std::span<const uint8_t> retained, std::string_view identity,
-                                     TlsCipher c) {
+                                     TlsCipher c, bool libnvme1) {
   if (identity.size() > 255) {
     return fail(EINVAL, fmt::format("TLS PSK identity is {} bytes; TLS allows 255 (shorter host "
                                     "and subsystem NQNs are needed)",
                                     identity.size()));
   }
-  return expand_label(md_of(c), retained, "nvme-tls-psk", identity, retained.size());
+  return expand_label(md_of(c), retained, "nvme-tls-psk", identity, retained.size(), true, libnvme1);
 }
 
 TrafficKey traffic_key(TlsCipher c, std::span<const uint8_t> secret) {

@@ -10,6 +10,12 @@
 //   TLS PSK         HKDF-Expand-Label(HKDF-Extract(0, retained), "nvme-tls-psk", identity, L)
 //
 // The TLS PSK is what both sides hand TLS; it binds the key to one host and one subsystem.
+//
+// libnvme 1.x (nvme-cli 2.x: Debian 13's nvme-cli 2.13, whose keys Linux's NVMe/TCP host and
+// target take from the .nvme keyring) encodes both HkdfLabels differently: the length
+// little-endian and no length bytes before the label and the context. The PSKs differ, so such
+// a peer's handshake fails ("binder does not verify") unless this side derives the same way
+// (TlsKey::libnvme1; newer libnvme calls it --compat).
 #pragma once
 
 #include <blkcopy/status.h>
@@ -28,6 +34,9 @@ const char* tls_cipher_name(TlsCipher c);  // "TLS_AES_128_GCM_SHA256" (OpenSSL'
 struct TlsKey {
   std::vector<uint8_t> configured;
   uint8_t hash = 0;  // 0: none, 1: SHA-256, 2: SHA-384
+  // Derived as libnvme 1.x derives (below), for peers whose keys nvme-cli 2.x put into the
+  // kernel keyring; false: as RFC 8446, the specification, SPDK and newer libnvme do.
+  bool libnvme1 = false;
   // The key's size picks the cipher suite: 32 bytes AES-128-GCM, 48 bytes AES-256-GCM.
   TlsCipher cipher() const {
     return configured.size() == 48 ? TlsCipher::aes256gcm_sha384 : TlsCipher::aes128gcm_sha256;
@@ -42,7 +51,7 @@ std::string tls_identity(TlsCipher c, std::string_view hostnqn, std::string_view
 // EINVAL when the identity is longer than the 255 bytes an HKDF label's context may hold (SPDK
 // refuses such NQN pairs too).
 Result<std::vector<uint8_t>> tls_psk(std::span<const uint8_t> retained, std::string_view identity,
-                                     TlsCipher c);
+                                     TlsCipher c, bool libnvme1 = false);
 
 // The record protection key and IV of a TLS 1.3 traffic secret (RFC 8446 §7.3): what the
 // kernel needs to take over a session's records (nvme/tcp/kernel_tls.h).

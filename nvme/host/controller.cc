@@ -46,10 +46,11 @@ Result<std::shared_ptr<NvmeTcpController>> NvmeTcpController::open(EventLoop& lo
     }
   }
   const std::string key = fmt::format(
-      "{}|{}:{}|{}|{}|{}{}{}|{}|{}|{}|{}|{}|{}", static_cast<void*>(&loop), c.host, c.port, c.subnqn,
+      "{}|{}:{}|{}|{}|{}{}{}|{}|{}|{}|{}|{}|{}{}", static_cast<void*>(&loop), c.host, c.port, c.subnqn,
       c.hostnqn, c.header_digest, c.data_digest, c.kernel_tls, c.timeout_ms, c.depth, c.queues,
       fingerprint(key_of(c.dhchap_secret)), fingerprint(key_of(c.dhchap_ctrl_secret)),
-      fingerprint(c.tls_key ? std::optional(c.tls_key->configured) : std::nullopt));
+      fingerprint(c.tls_key ? std::optional(c.tls_key->configured) : std::nullopt),
+      c.tls_key && c.tls_key->libnvme1 ? "|libnvme1" : "");
   if (auto existing = registry()[key].lock()) return existing;
   auto ctrl = std::make_shared<NvmeTcpController>();
   ctrl->loop_ = &loop;

@@ -59,6 +59,7 @@ Result<NvmeTcpConfig> parse_nvme_tcp_config(std::string_view spec) {
     return c;
   }
   std::string_view opts = rest.substr(q + 1);
+  bool libnvme1 = false;
   for (size_t at = 0; at <= opts.size();) {
     const size_t amp = std::min(opts.find('&', at), opts.size());
     std::string_view kv = opts.substr(at, amp - at);
@@ -113,6 +114,8 @@ Result<NvmeTcpConfig> parse_nvme_tcp_config(std::string_view spec) {
         c.dhchap_dhgroups.push_back(*g);
         from = comma + 1;
       }
+    } else if (k == "tls_libnvme1") {
+      libnvme1 = true;
     } else if (k == "ktls") {
       if (v != "on" && v != "off") return bad("ktls must be on or off");
       c.kernel_tls = v == "on";
@@ -122,11 +125,13 @@ Result<NvmeTcpConfig> parse_nvme_tcp_config(std::string_view spec) {
       return bad(fmt::format("unknown option '{}' (ns, hostnqn, digest, kato, timeout, queues, "
                              "connect_timeout, depth, reconnect, ro, dhchap_secret, "
                              "dhchap_ctrl_secret, dhchap_secret_file, dhchap_ctrl_secret_file, "
-                             "dhchap_dhgroup, tls_key, tls_key_file, ktls)",
+                             "dhchap_dhgroup, tls_key, tls_key_file, tls_libnvme1, ktls)",
                              k));
     }
   }
   if (c.hostnqn.empty()) c.hostnqn = default_host_nqn();
+  if (libnvme1 && !c.tls_key) return bad("tls_libnvme1 goes with tls_key or tls_key_file");
+  if (c.tls_key) c.tls_key->libnvme1 = libnvme1;
   return c;
 }
 

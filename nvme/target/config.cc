@@ -367,6 +367,7 @@ Result<std::map<std::string, auth::TlsKey>> tls_keys(const TargetConfig& cfg) {
     if (h.tls_key.empty()) continue;
     auto key = auth::parse_tls_key(h.tls_key);
     if (!key) return fail(EINVAL, fmt::format("hosts[{}].tls_key ({}): {}", i, h.nqn, key.error().message()));
+    key->libnvme1 = h.tls_libnvme1;
     if (!out.emplace(h.nqn, *key).second) {
       return fail(EINVAL, fmt::format("hosts[{}].nqn: {} has a TLS key twice", i, h.nqn));
     }

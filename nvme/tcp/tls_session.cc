@@ -59,7 +59,7 @@ Result<TlsSession::Psk> TlsSession::psk_for(const auth::TlsKey& key, std::string
                                              std::string_view subnqn) {
   const auth::TlsCipher c = key.cipher();
   std::string id = auth::tls_identity(c, hostnqn, subnqn);
-  auto psk = auth::tls_psk(auth::retained_psk(key, hostnqn), id, c);
+  auto psk = auth::tls_psk(auth::retained_psk(key, hostnqn), id, c, key.libnvme1);
   if (!psk) return std::unexpected(psk.error());
   return Psk{std::move(id), std::move(*psk), c};
 }

@@ -11,7 +11,8 @@
 # BLKCOPY_GUEST_QEMU_ARGS adds QEMU arguments (split at spaces: NVMe controllers and their
 # namespaces, tracing), BLKCOPY_GUEST_QEMU picks another QEMU binary; BLKCOPY_GUEST_QEMU=backports
 # runs QEMU 10 from bookworm-backports (downloaded and unpacked beside the system's 7.2, never
-# installed): its NVMe controller offers Copy formats 2 and 3. BLKCOPY_GUEST_TOOLS="strace ..."
+# installed): its NVMe controller offers Copy formats 2 and 3. BLKCOPY_GUEST_TRIXIE=1 adds
+# Debian 13's tlshd, nvme-cli (as nvme-trixie) and keyctl. BLKCOPY_GUEST_TOOLS="strace ..."
 # puts more of this machine's programs into the guest (for looking into a run).
 #
 # Needs: qemu-system-x86, busybox-static, cpio, nvme-cli (scripts/setup installs them) and
@@ -89,6 +90,20 @@ copy_bin "$blkcopy" bin/blkcopy
 copy_bin "$(command -v nvme)" usr/sbin/nvme
 for tool in ${BLKCOPY_GUEST_TOOLS:-}; do copy_bin "$(command -v "$tool")" "usr/bin/$tool"; done
 mkdir -p "$root/lib64" && cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
+# BLKCOPY_GUEST_TRIXIE=1: Debian 13's tlshd, nvme-cli 2.13 and keyctl with their own libraries
+# and loader under /trixie (tests/interop/trixie_tools.sh), run through wrappers.
+if [ -n "${BLKCOPY_GUEST_TRIXIE:-}" ]; then
+  trixie=$("$(dirname "$0")/trixie_tools.sh" "$cache") || { echo "guest.sh: cannot fetch Debian 13's tools"; exit 77; }
+  mkdir -p "$root/trixie/usr/sbin" "$root/trixie/usr/bin" "$root/trixie/usr/lib"
+  cp -a "$trixie/usr/lib/x86_64-linux-gnu" "$root/trixie/usr/lib/"
+  cp "$trixie/usr/sbin/tlshd" "$trixie/usr/sbin/nvme" "$root/trixie/usr/sbin/"
+  cp "$trixie/usr/bin/keyctl" "$root/trixie/usr/bin/"
+  for tool in sbin/tlshd:tlshd sbin/nvme:nvme-trixie bin/keyctl:keyctl; do
+    printf '#!/bin/sh\nexec /trixie/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 --library-path /trixie/usr/lib/x86_64-linux-gnu /trixie/usr/%s "$@"\n' \
+      "${tool%%:*}" > "$root/usr/bin/${tool#*:}"
+    chmod +x "$root/usr/bin/${tool#*:}"
+  done
+fi
 cp "$script" "$root/test.sh"
 cp "$(dirname "$0")/lib.sh" "$root/lib.sh"
 echo "nqn.2014-08.io.blkcopy:guest-host" > "$root/etc/nvme/hostnqn"
