@@ -263,6 +263,9 @@ TEST(NvmeConfig, HostPortStrings) {
 namespace blkcopy {
 namespace {
 
+// The NVMe TCP transport specification's example TLS key.
+const std::string kTlsKey = "NVMeTLSkey-1:01:VRLbtnN9AQb2WXW3c9+wEf/DRLz0QuLdbYvEhwtdWwNf9LrZ:";
+
 // The same checks from the command line: exit code 2 and the message, never an abort.
 TEST(ServeCli, BadPortsAndConflictingFlagsAreRefused) {
   test::TempDir dir;
@@ -270,6 +273,8 @@ TEST(ServeCli, BadPortsAndConflictingFlagsAreRefused) {
   {
     std::ofstream(typo) << config("", R"(, "namespace": [])");
   }
+  const std::string key_file = (dir.path() / "tls.key").string();
+  std::ofstream(key_file) << kTlsKey;
   struct Case {
     std::vector<std::string> args;
     const char* want;
@@ -297,10 +302,20 @@ TEST(ServeCli, BadPortsAndConflictingFlagsAreRefused) {
       {{"serve", "--ns", "mem:1M", "--tls", "sometimes"}, "--tls: sometimes not in {required,optional}"},
       {{"serve", "--ns", "mem:1M", "--tls-key", "nqn.2024-01.io.example:h"}, "--tls-key 'nqn.2024-01.io.example:h': expected HOSTNQN=SECRET"},
       {{"serve", "--ns", "mem:1M", "--tls-key", "nqn.2024-01.io.example:h=NVMeTLSkey-1:01:AAAA:"},
-       "hosts[0].tls_key (nqn.2024-01.io.example:h): TLS PSK: the key is 0 bytes"},
-      {{"serve", "--ns", "mem:1M", "--tls-key", "nqn.2024-01.io.example:h=NVMeTLSkey-1:01:AAAA:",
-        "--tls-key", "nqn.2024-01.io.example:h=NVMeTLSkey-1:01:BBBB:"},
+       "--tls-key nqn.2024-01.io.example:h: TLS PSK: the key is 0 bytes"},
+      {{"serve", "--ns", "mem:1M", "--tls-key", "nqn.2024-01.io.example:h=" + kTlsKey, "--tls-key",
+        "nqn.2024-01.io.example:h=" + kTlsKey},
        "--tls-key: nqn.2024-01.io.example:h is given twice"},
+      {{"serve", "--ns", "mem:1M", "--tls-key", kTlsKey},
+       "--tls-key '***': expected HOSTNQN=SECRET or HOSTNQN=@FILE (the host NQN is missing)"},
+      {{"serve", "--ns", "mem:1M", "--tls-key", "nqn.2024-01.io.example:h=" + kTlsKey,
+        "--tls-libnvme1", "nqn.2024-01.io.example:other"},
+       "--tls-libnvme1 nqn.2024-01.io.example:other: that host has no TLS key"},
+      {{"info", "nvme-tcp://127.0.0.1:1/nqn.2024-01.io.example:s?tls_key=" + kTlsKey +
+                    "&tls_key_file=" + key_file},
+       "give one of tls_key and tls_key_file"},
+      {{"info", "nvme-tcp://127.0.0.1:1/nqn.2024-01.io.example:s?tls_libnvme1"},
+       "tls_libnvme1 goes with tls_key or tls_key_file"},
       {{"serve", "--ns", "mem:1M", "--tls-key", "nqn.2024-01.io.example:h=@/nonexistent/key"},
        "--tls-key: cannot read /nonexistent/key"},
       {{"discover", "127.0.0.1:8009", "--tls-key", "NVMeTLSkey-1:01:AAAA:"}, "TLS PSK: the key is 0 bytes"},

@@ -7,10 +7,14 @@
 #include <gtest/gtest.h>
 
 #include <blkcopy/copy.h>
+#include <blkcopy/log.h>
 #include <blkcopy/open.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
+#include <fstream>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -255,6 +259,27 @@ TEST(TlsOverLoopback, AnOptionalPortServesTlsAndClearTextAndDiscoverySaysWhichPo
     EXPECT_EQ(e[disc::kTreq] & 3, port_id == 1 ? 1 : 2) << "required (01b), not required (10b)";
     EXPECT_EQ(e[disc::kTsas], 2) << "TLS 1.3";
   }
+  // `blkcopy discover` with the key: both device strings carry it (a keyed host may not use
+  // the optional port in clear text); without it, only the required port's has a placeholder.
+  test::TempDir dir;
+  const std::string key_file = (dir.path() / "tls.key").string();
+  std::ofstream(key_file) << kSpecKey << "\n";
+  const auto with = test::run_cli({"discover", fmt::format("127.0.0.1:{}", t.ports()[1]), "--hostnqn",
+                                   kHost, "--tls-key-file", key_file});
+  ASSERT_EQ(with.exit_code, 0) << with.err;
+  size_t strings = 0;
+  for (size_t at = 0; (at = with.out.find("device string:", at)) != std::string::npos; ++at) {
+    ++strings;
+    const std::string line = with.out.substr(at, with.out.find('\n', at) - at);
+    EXPECT_NE(line.find("&tls_key_file=" + key_file), std::string::npos) << line;
+  }
+  EXPECT_EQ(strings, 2u) << with.out;
+  const auto without = test::run_cli({"discover", fmt::format("127.0.0.1:{}", t.ports()[1]),
+                                      "--hostnqn", keyless});
+  ASSERT_EQ(without.exit_code, 0) << without.err;
+  EXPECT_EQ(without.out.find("&tls_key_file=FILE"), without.out.rfind("&tls_key_file=FILE"))
+      << "one placeholder, for the required port: " << without.out;
+  EXPECT_NE(without.out.find("&tls_key_file=FILE"), std::string::npos) << without.out;
 }
 
 // TLS asked of a port without it is named as such, and a bad device string never shows the key.
@@ -262,12 +287,26 @@ TEST(TlsOverLoopback, APortWithoutTlsAndBadDeviceStringsSayWhatIsWrong) {
   TargetConfig cfg = tls_config();
   cfg.ports.resize(1);
   cfg.ports[0].tls = PortTls::none;
+  std::mutex mu;
+  std::vector<std::string> lines;
+  set_log_sink([&](LogLevel, std::string_view m) {
+    std::lock_guard lock(mu);
+    lines.emplace_back(m);
+  });
+  {
+    test::Served t(cfg);
+    auto loop = test::make_loop();
+    auto d = open_device(*loop, spec(t.port(), kHost, "&tls_key=" + kSpecKey));
+    ASSERT_FALSE(d);
+    EXPECT_EQ(d.error().code(), EPROTO) << d.error().message();
+    EXPECT_NE(d.error().message().find("does not speak TLS"), std::string::npos) << d.error().message();
+  }
+  set_log_sink(nullptr);
+  EXPECT_TRUE(std::any_of(lines.begin(), lines.end(), [](const std::string& m) {
+    return m.find("a TLS ClientHello on a port without TLS") != std::string::npos;
+  })) << "the target named the ClientHello";
   test::Served t(cfg);
   auto loop = test::make_loop();
-  auto d = open_device(*loop, spec(t.port(), kHost, "&tls_key=" + kSpecKey));
-  ASSERT_FALSE(d);
-  EXPECT_EQ(d.error().code(), EPROTO) << d.error().message();
-  EXPECT_NE(d.error().message().find("does not speak TLS"), std::string::npos) << d.error().message();
   auto bad = open_device(*loop, spec(t.port(), kHost, "&tls_key=" + kSpecKey + "&depth=999"));
   ASSERT_FALSE(bad);
   EXPECT_NE(bad.error().message().find("depth must be"), std::string::npos) << bad.error().message();
@@ -309,6 +348,8 @@ TEST(TlsSecrets, BothSidesHoldTheSameSecretsOnlyAtRecordZero) {
   auto shake = [&](std::unique_ptr<TlsSession>& c, std::unique_ptr<TlsSession>& s, bool extra) {
     c = TlsSession::client(psk);
     s = TlsSession::server(lookup);
+    c->keep_secrets();
+    s->keep_secrets();
     std::vector<uint8_t> wire;
     for (int i = 0; i < 10; ++i) {
       const auto cs = c->handshake();
@@ -341,6 +382,53 @@ TEST(TlsSecrets, BothSidesHoldTheSameSecretsOnlyAtRecordZero) {
   shake(c, s, true);  // the server received a record beyond its handshake
   EXPECT_FALSE(s->take_secrets());
   EXPECT_FALSE(c->take_secrets()) << "the host already wrote a record";
+  // Not asked for before the handshake: none kept.
+  auto plain_c = TlsSession::client(psk);
+  auto plain_s = TlsSession::server(lookup);
+  std::vector<uint8_t> wire;
+  for (int i = 0; i < 6; ++i) {
+    plain_c->handshake();
+    wire.clear();
+    plain_c->take_output(wire);
+    if (!wire.empty()) plain_s->feed(wire.data(), wire.size());
+    plain_s->handshake();
+    wire.clear();
+    plain_s->take_output(wire);
+    if (!wire.empty()) plain_c->feed(wire.data(), wire.size());
+  }
+  ASSERT_EQ(plain_s->handshake(), TlsSession::Step::done);
+  EXPECT_FALSE(plain_s->take_secrets());
+}
+
+// A ClientHello cut into one-byte records costs two reads and a handshake step each: past 64
+// records the target ends the handshake instead of waiting out its time limit.
+TEST(TlsOverLoopback, AHandshakeCutIntoTinyRecordsIsEnded) {
+  TargetConfig cfg = tls_config();
+  cfg.limits.handshake_ms = 120000;  // only the record limit can end it within the wait below
+  std::mutex mu;
+  std::vector<std::string> lines;
+  set_log_sink([&](LogLevel, std::string_view m) {
+    std::lock_guard lock(mu);
+    lines.emplace_back(m);
+  });
+  {
+    test::Served t(cfg);
+    test::NvmeClient c;
+    ASSERT_TRUE(c.open_raw(t.ports()[0]));
+    // A ClientHello's start (type 1, 4 KiB long), then zeroes, one byte per record.
+    std::vector<uint8_t> bytes;
+    const uint8_t hello[] = {1, 0, 0x10, 0};
+    for (int i = 0; i < 100; ++i) {
+      for (uint8_t b : {uint8_t{22}, uint8_t{3}, uint8_t{1}, uint8_t{0}, uint8_t{1}}) bytes.push_back(b);
+      bytes.push_back(i < 4 ? hello[i] : 0);
+    }
+    ASSERT_TRUE(c.send_raw(bytes));
+    EXPECT_TRUE(c.closed_by_peer(60000));
+  }
+  set_log_sink(nullptr);
+  EXPECT_TRUE(std::any_of(lines.begin(), lines.end(), [](const std::string& m) {
+    return m.find("more than 64 records") != std::string::npos;
+  })) << "the target did not say why";
 }
 
 }  // namespace

@@ -99,10 +99,13 @@ int run_discover(const std::string& where, std::string hostnqn, uint32_t timeout
     const std::string svc = printable(field(nvme::disc::kTrsvcid, 32));
     const std::string nqn = printable(nvme::get_nqn(e, nvme::disc::kSubnqn));
     const std::string at = addr.find(':') != std::string::npos ? "[" + addr + "]:" + svc : addr + ":" + svc;
-    // A port that requires TLS needs the key in the device string too.
-    // The host NQN given, and the key of a port that requires TLS (the PSK is this host's).
+    // The host NQN given, and the key for a port that requires TLS, or that offers it to a host
+    // that has a key (such a host may not come in clear text). FILE stands for a key given
+    // inline, which is never printed.
     std::string key = given_nqn ? "&hostnqn=" + hostnqn : "";
-    if ((e[nvme::disc::kTreq] & 3) == 1) {
+    const bool has_key = !tls_key.empty() || !tls_key_file.empty();
+    const uint8_t treq = e[nvme::disc::kTreq] & 3;
+    if (treq == 1 || (has_key && treq == 2 && e[nvme::disc::kTsas] == 2)) {
       key += "&tls_key_file=" + (tls_key_file.empty() ? std::string("FILE") : tls_key_file);
     }
     fmt::print("  {} at {} (port id {}{})\n    device string: nvme-tcp://{}/{}?ns=1{}\n", nqn, at,

@@ -12,7 +12,9 @@
 #include <sstream>
 
 #include "core/net.h"
+#include "nvme/auth/tls_psk.h"
 #include "nvme/codec.h"
+#include "nvme/tcp/kernel_tls.h"
 #include <blkcopy/target.h>
 #include "tools/commands.h"
 
@@ -139,8 +141,11 @@ int run_serve(const Args& a) {
       for (const std::string& item : *list) {
         const size_t eq = item.find('=');
         if (eq == std::string::npos) {
-          return report_error(kBadInput, fmt::format("{} '{}': expected HOSTNQN=SECRET or HOSTNQN=@FILE",
-                                                     flag, item));
+          // A key alone (the host NQN forgotten) is never echoed.
+          const bool secret = item.starts_with("NVMeTLSkey-") || item.starts_with("DHHC-");
+          return report_error(kBadInput, fmt::format("{} '{}': expected HOSTNQN=SECRET or HOSTNQN=@FILE{}",
+                                                     flag, secret ? "***" : item,
+                                                     secret ? " (the host NQN is missing)" : ""));
         }
         const std::string nqn = item.substr(0, eq);
         std::string secret = item.substr(eq + 1);
@@ -155,6 +160,11 @@ int run_serve(const Args& a) {
           it = std::prev(cfg.hosts.end());
         }
         const std::string_view f(flag);
+        if (f == "--tls-key") {
+          if (auto k = nvme::auth::parse_tls_key(secret); !k) {
+            return report_error(kBadInput, fmt::format("--tls-key {}: {}", nqn, k.error().message()));
+          }
+        }
         std::string& slot = f == "--host-key" ? it->key : f == "--tls-key" ? it->tls_key : it->ctrl_key;
         if (!slot.empty()) return report_error(kBadInput, fmt::format("{}: {} is given twice", flag, nqn));
         slot = secret;
@@ -170,6 +180,11 @@ int run_serve(const Args& a) {
     }
     if (!a.tls_keys.empty()) {
       cfg.ports[0].tls = a.tls == "optional" ? nvme::PortTls::optional : nvme::PortTls::required;
+    }
+    if (a.tls == "optional" && a.hosts.empty() && !a.allow_any_host) {
+      log_warning("serve: --tls optional admits only the hosts with keys, and a host with a TLS key "
+                  "must use it: no host can connect in clear text (add --allow-host NQN or "
+                  "--allow-any-host)");
     }
     // A target given keys admits only the keyed hosts, unless told otherwise: a key for one
     // host must not leave every other NQN reading data without one.
@@ -221,6 +236,12 @@ int run_serve(const Args& a) {
   }
   if (cfg.discovery_port) {
     fmt::print(stderr, "blkcopy serve: discovery on port {}\n", cfg.discovery_port);
+  }
+  if (std::any_of(cfg.ports.begin(), cfg.ports.end(), [](const auto& p) { return p.tls != nvme::PortTls::none; })) {
+    const std::string why = cfg.kernel_tls ? nvme::kernel_tls_unavailable() : "--ktls off";
+    fmt::print(stderr, "blkcopy serve: TLS records {}\n",
+               why.empty() ? "in the kernel (kTLS) after each handshake"
+                           : fmt::format("in user space ({})", why));
   }
   std::signal(SIGINT, [](int) { g_stop = true; });
   std::signal(SIGTERM, [](int) { g_stop = true; });

@@ -2,6 +2,7 @@
 #include <blkcopy/log.h>
 #include <fmt/format.h>
 
+#include <cstring>
 #include <fstream>
 
 #include <string_view>
@@ -21,7 +22,8 @@ void add_poll_option(CLI::App& cmd, unsigned& us, const char* whose) {
 Result<std::string> read_secret_file(const std::string& path) {
   std::ifstream in(path);
   std::string line;
-  if (!in || !std::getline(in, line)) return fail(ENOENT, fmt::format("cannot read {}", path));
+  if (!in) return fail(ENOENT, fmt::format("cannot read {}: {}", path, std::strerror(errno)));
+  if (!std::getline(in, line)) return fail(ENOENT, fmt::format("cannot read {}: it is empty", path));
   while (!line.empty() && std::isspace(static_cast<unsigned char>(line.back()))) line.pop_back();
   return line;
 }

@@ -97,6 +97,7 @@ Result<NvmeTcpConfig> parse_nvme_tcp_config(std::string_view spec) {
         while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.pop_back();
       }
       if (k.starts_with("tls_key")) {
+        if (c.tls_key) return bad("give one of tls_key and tls_key_file");
         auto key = auth::parse_tls_key(text);
         if (!key) return fail(EINVAL, fmt::format("nvme-tcp: {}: {}", k, key.error().message()));
         c.tls_key = *key;

@@ -156,12 +156,17 @@ void HostQueue::connected() {
       const char* why = s.code() == EACCES
                             ? "the target refused the TLS PSK: a wrong key, or the target has "
                               "no TLS key for this host NQN and subsystem, or the key is for "
-                              "the other cipher suite; "
+                              "the other cipher suite, or the target's key came from nvme-cli "
+                              "2.x (libnvme 1.x derives it differently: add &tls_libnvme1); "
+                          : s.code() == ECONNRESET
+                            ? "the target ended the TLS handshake without an alert (Linux's "
+                              "tlshd does so for a wrong or unknown key; &tls_libnvme1 for a "
+                              "key that nvme-cli 2.x put into its keyring); "
                             : "";
       return fail(Status::error(s.code(), fmt::format("{}: {}{} (identity '{}')", where_, why,
                                                       s.message(), opt_.tls->identity)));
     }
-    log(LogLevel::debug, fmt::format("{}: TLS {}, records in {}", where_,
+    log(LogLevel::info, fmt::format("{}: TLS {}, records in {}", where_,
                                      stream_.tls()->cipher_name(), stream_.records()));
     handshake();
   });
@@ -215,8 +220,8 @@ void HostQueue::fail(Status s) {
     if (state_ == State::handshake && s.code() != ETIMEDOUT) {
       // A target that closes a clear-text connection at once may require TLS.
       const char* hint = !opt_.tls && s.code() == ECONNRESET
-                             ? " (a port that requires TLS closes clear-text hosts: give "
-                               "&tls_key_file=)"
+                             ? " (a port that requires TLS closes clear-text hosts: give the "
+                               "host its TLS key, &tls_key_file= or discover --tls-key-file)"
                              : "";
       s = Status::error(s.code(), fmt::format("{}: ICReq/ICResp: {}{}", where_, s.message(), hint));
     }
@@ -366,9 +371,8 @@ void HostQueue::receive() {
     recv_pending_ = false;
     if (closing_) return;
     if (res <= 0) {
-      const TlsSession* tls = stream_.tls();
-      if (res < 0 && tls && !tls->error().empty()) {
-        return fail(Status::error(EPROTO, fmt::format("NVMe/TCP queue: TLS: {}", tls->error())));
+      if (res < 0 && stream_.tls()) {
+        return fail(Status::error(EPROTO, fmt::format("NVMe/TCP queue: {}", stream_.receive_failure(res))));
       }
       return fail(Status::error(ECONNRESET, "NVMe/TCP queue: the target closed the connection"));
     }

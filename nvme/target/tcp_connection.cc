@@ -21,7 +21,6 @@ TcpConnection::TcpConnection(TargetImpl& t, unsigned worker, EventLoop& loop, in
       fd_(fd),
       stream_(loop, fd),
       tls_(tls),
-      tls_decided_(tls == PortTls::none),
       local_addr_(std::move(local_addr)),
       peer_addr_(std::move(peer_addr)),
       opened_(Clock::now()),
@@ -50,9 +49,7 @@ void TcpConnection::receive() {
     recv_pending_ = false;
     if (res <= 0) {
       if (res == 0) return close("host closed the connection");
-      const TlsSession* tls = stream_.tls();
-      return close(tls && !tls->error().empty() ? fmt::format("TLS: {}", tls->error())
-                                                : "receive error");
+      return close(stream_.receive_failure(res));
     }
     if (!tls_decided_) return first_bytes(static_cast<size_t>(res));
     parse(static_cast<size_t>(res));
@@ -76,6 +73,13 @@ void TcpConnection::first_bytes(size_t n) {
     parse(n);
     if (!paused_) receive();
     return;
+  }
+  if (tls_ == PortTls::none) {  // before the PDU parser takes the record header for a length
+    t_.log_refusal(TargetImpl::Refusal::tls, fmt::format("serve: refused {}: a TLS ClientHello on a "
+                                                         "port without TLS (serve it with --tls-key?)",
+                                                         peer_addr_));
+    // A termination PDU where a TLS record is due: the host's TLS says "not TLS here".
+    return terminate(kFesInvalidHeaderField, 0, true);
   }
   auto session = TlsSession::server([this](std::string_view id) { return t_.tls_psk(id); });
   stream_.start_tls(std::move(session), std::span(first, n), t_.kernel_tls(), [this](Status s) {
@@ -152,13 +156,6 @@ void TcpConnection::on_pdu() {
   PduHeader h;
   std::memcpy(&h, p_, 8);
   if (!ic_done_) {
-    if (h.type == 22 && p_len_ >= 3 && p_[1] == 3) {  // a TLS record: handshake, version 3.x
-      ++t_.mut_stats().errors;
-      t_.log_refusal(TargetImpl::Refusal::tls, fmt::format("serve: refused {}: a TLS ClientHello on a "
-                                                           "port without TLS",
-                                                           peer_addr_));
-      return close("a TLS ClientHello on a port without TLS");
-    }
     if (h.type != pdu::kICReq) return terminate(kFesPduSequenceError, 0);
     return on_icreq();
   }
@@ -289,10 +286,12 @@ void TcpConnection::on_h2cdata() {
   }
 }
 
-void TcpConnection::terminate(uint16_t fes, uint32_t fei) {
-  log_warning(fmt::format("serve: ending a connection: bad PDU (type {:#04x}, error {}, field at "
-                          "byte {})",
-                          p_len_ ? p_[0] : 0, fes, fei));
+void TcpConnection::terminate(uint16_t fes, uint32_t fei, bool logged) {
+  if (!logged) {
+    log_warning(fmt::format("serve: ending a connection: bad PDU (type {:#04x}, error {}, field "
+                            "at byte {})",
+                            p_len_ ? p_[0] : 0, fes, fei));
+  }
   TermReq term{};
   const uint32_t copied = std::min<uint32_t>(static_cast<uint32_t>(p_len_), kTermReqMaxLen - 24);
   term.hdr = {pdu::kC2HTermReq, 0, 24, 0, 24 + copied};

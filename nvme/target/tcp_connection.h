@@ -70,7 +70,8 @@ class TcpConnection final : public QueueTransport {
   void on_icreq();
   void on_capsule();
   void on_h2cdata();
-  void terminate(uint16_t fes, uint32_t fei);
+  // Sends a termination PDU and closes; `logged`: the caller said why already.
+  void terminate(uint16_t fes, uint32_t fei, bool logged = false);
   // Queues a PDU: a header, optional data (with a digest when negotiated) and the request it
   // ends (released once the PDU has left). An urgent PDU (an R2T) goes ahead of those only
   // waiting (SendQueue::push).

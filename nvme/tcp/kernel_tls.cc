@@ -6,6 +6,7 @@
 #include <netinet/tcp.h>
 #include <openssl/crypto.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -21,7 +22,7 @@ namespace {
 
 // One direction's key, salt (the IV's first 4 bytes) and IV (the other 8), record number 0.
 template <class Info>
-int install(int fd, int direction, uint16_t cipher_type, std::vector<uint8_t>& secret,
+int install(int fd, int direction, uint16_t cipher_type, const std::vector<uint8_t>& secret,
             auth::TlsCipher cipher) {
   auth::TrafficKey k = auth::traffic_key(cipher, secret);
   Info info{};
@@ -39,7 +40,7 @@ int install(int fd, int direction, uint16_t cipher_type, std::vector<uint8_t>& s
   return err;
 }
 
-int install(int fd, int direction, std::vector<uint8_t>& secret, auth::TlsCipher cipher) {
+int install(int fd, int direction, const std::vector<uint8_t>& secret, auth::TlsCipher cipher) {
   if (cipher == auth::TlsCipher::aes256gcm_sha384) {
     return install<tls12_crypto_info_aes_gcm_256>(fd, direction, TLS_CIPHER_AES_GCM_256, secret, cipher);
   }
@@ -48,7 +49,19 @@ int install(int fd, int direction, std::vector<uint8_t>& secret, auth::TlsCipher
 
 }  // namespace
 
-KernelTls move_to_kernel(int fd, TlsSession::Secrets secrets) {
+std::string kernel_tls_unavailable() {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return fmt::format("socket: {}", std::strerror(errno));
+  // The module is looked up (and loaded) first; a socket that is not connected is refused
+  // after that (ENOTCONN): that answer means the kernel has it.
+  const int r = setsockopt(fd, IPPROTO_TCP, TCP_ULP, "tls", sizeof "tls");
+  const int err = errno;
+  ::close(fd);
+  if (r == 0 || err == ENOTCONN) return "";
+  return err == ENOENT ? "the kernel has no tls module" : fmt::format("TCP_ULP tls: {}", std::strerror(err));
+}
+
+KernelTls move_to_kernel(int fd, const TlsSession::Secrets& secrets) {
   KernelTls out;
   if (setsockopt(fd, IPPROTO_TCP, TCP_ULP, "tls", sizeof "tls") != 0) {
     out.why_not = errno == ENOENT ? "the kernel has no tls module"
@@ -63,11 +76,13 @@ KernelTls move_to_kernel(int fd, TlsSession::Secrets secrets) {
     const int one = 1;
     setsockopt(fd, SOL_TLS, TLS_RX_EXPECT_NO_PAD, &one, sizeof one);
 #endif
-    out.send = install(fd, TLS_TX, secrets.send, secrets.cipher) == 0;
+    if (int tx = install(fd, TLS_TX, secrets.send, secrets.cipher); tx != 0) {
+      out.why_not = fmt::format("TLS_TX: {}", std::strerror(tx));
+    } else {
+      out.send = true;
+    }
   }
-  OPENSSL_cleanse(secrets.send.data(), secrets.send.size());
-  OPENSSL_cleanse(secrets.receive.data(), secrets.receive.size());
-  return out;
+  return out;  // the secrets are wiped as they go
 }
 
 }  // namespace blkcopy::nvme

@@ -19,8 +19,11 @@ namespace blkcopy::nvme {
 
 struct KernelTls {
   bool send = false, receive = false;
-  std::string why_not;  // when neither moved: what the kernel said
+  std::string why_not;  // what the kernel said about the direction it did not take
 };
-KernelTls move_to_kernel(int fd, TlsSession::Secrets secrets);
+KernelTls move_to_kernel(int fd, const TlsSession::Secrets& secrets);
+// Whether this kernel can take records: empty when it can, else why not ("the kernel has no
+// tls module"). Asks with a socket of its own that is not connected.
+std::string kernel_tls_unavailable();
 
 }  // namespace blkcopy::nvme

@@ -48,6 +48,15 @@ void Stream::pull(bool posted) {
   loop_.post([this, res] { finish_recv(res); });
 }
 
+std::string Stream::receive_failure(int res) const {
+  if (tls_ && !tls_->error().empty()) return fmt::format("TLS: {}", tls_->error());
+  if (kernel_rx_ && res == -EIO) {
+    return "TLS: a record that is not data (an alert, a KeyUpdate or close_notify) ended the "
+           "session (the kernel has its records)";
+  }
+  return fmt::format("receive error: {}", std::strerror(-res));
+}
+
 void Stream::finish_recv(int res) {
   in_recv_ = false;
   auto cb = std::move(rcb_);
@@ -125,6 +134,7 @@ void Stream::start_tls(std::unique_ptr<TlsSession> s, std::span<const uint8_t> e
                        std::function<void(Status)> done) {
   tls_ = std::move(s);
   kernel_wanted_ = kernel;
+  if (kernel) tls_->keep_secrets();
   in_.resize(kHandshakeIn);
   if (!early.empty()) {
     saw(early.data(), early.size());
@@ -155,6 +165,11 @@ void Stream::shake() {
       const int code = tls_->failure() == TlsSession::Failure::refused ? EACCES : EPROTO;
       return end_handshake(Status::error(code, fmt::format("TLS handshake failed: {}", tls_->error())));
     }
+    if (handshake_records_ > kMostHandshakeRecords) {
+      return end_handshake(Status::error(
+          EPROTO, fmt::format("the peer cut its TLS handshake into more than {} records",
+                              kMostHandshakeRecords)));
+    }
     receive_more([this](int got) {
       if (got <= 0) {
         return end_handshake(Status::error(ECONNRESET, "the peer ended the connection during the TLS handshake"));
@@ -168,7 +183,8 @@ void Stream::shake() {
 
 void Stream::receive_more(std::function<void(int)> then) {
   in_recv_ = true;
-  const size_t n = std::min(in_.size(), to_record_end());
+  // Up to the end of the record where the kernel is to take over; all there is otherwise.
+  const size_t n = kernel_wanted_ ? std::min(in_.size(), to_record_end()) : in_.size();
   recv_op_ = loop_.recv(fd_, in_.data(), static_cast<uint32_t>(n),
                         [this, then = std::move(then)](int res) {
                           in_recv_ = false;
@@ -189,6 +205,7 @@ void Stream::saw(const uint8_t* p, size_t n) {
       p += k;
       n -= k;
       if (head_got_ == sizeof head_) {
+        ++handshake_records_;
         body_left_ = static_cast<size_t>(head_[3]) << 8 | head_[4];
         if (body_left_ == 0) head_got_ = 0;
       }
@@ -209,20 +226,20 @@ size_t Stream::to_record_end() const {
 // The handshake's last records have left (shake() sent them before it ended): the kernel may
 // take over from record 0 in each direction.
 void Stream::to_kernel() {
-  auto secrets = tls_->take_secrets();  // taken (and wiped from the session) either way
   if (!kernel_wanted_) {
     records_ = "user space";
     return;
   }
+  auto secrets = tls_->take_secrets();  // taken (and wiped from the session) either way
   if (!secrets) {
     records_ = "user space: not at a record boundary when the handshake ended";
     return;
   }
-  const KernelTls k = move_to_kernel(fd_, std::move(*secrets));
+  const KernelTls k = move_to_kernel(fd_, *secrets);
   kernel_rx_ = k.receive;
   kernel_tx_ = k.send;
   records_ = k.receive && k.send ? "kernel"
-             : k.receive         ? "kernel receives, user space sends"
+             : k.receive         ? fmt::format("kernel receives, user space sends: {}", k.why_not)
                                  : fmt::format("user space: {}", k.why_not);
 }
 

@@ -53,6 +53,9 @@ class Stream {
   // Where the records are made and opened, for logs: "kernel", "user space" (with the reason
   // the kernel did not take them), or "kernel receives, user space sends".
   const std::string& records() const { return records_; }
+  // Why a receive failed (res < 0): TLS's error, a record the kernel could not hand up as data
+  // (EIO once it has the records: an alert, a KeyUpdate, close_notify), or the socket's error.
+  std::string receive_failure(int res) const;
   // A TLS operation of the stream's own is in flight (the owner must not go before it ends).
   bool busy() const { return in_recv_ || in_send_; }
 
@@ -64,6 +67,9 @@ class Stream {
   // Records made by the session itself that the peer has not let leave (KeyUpdates it keeps
   // asking for while it does not read): beyond this the session is ended.
   static constexpr size_t kMostUnsent = 256 * 1024;
+  // Records a peer may cut its part of the handshake into (a PSK handshake takes a handful);
+  // beyond it the handshake fails, so tiny records cost the target little.
+  static constexpr size_t kMostHandshakeRecords = 64;
 
  private:
   void pull(bool posted);  // recv: decrypt, or receive more ciphertext first
@@ -74,8 +80,8 @@ class Stream {
   void shake();  // handshake: one more step
   void receive_more(std::function<void(int)> then);
   void to_kernel();
-  // Tracks the record headers of what the handshake received: how many bytes may be read
-  // before the current record ends.
+  // Tracks the record headers of what the handshake received: how many records came, how many
+  // bytes may be read before the current record ends.
   void saw(const uint8_t* p, size_t n);
   size_t to_record_end() const;
   void end_handshake(Status s);
@@ -100,7 +106,7 @@ class Stream {
   bool kernel_wanted_ = false, kernel_rx_ = false, kernel_tx_ = false;
   std::string records_;
   uint8_t head_[5] = {};  // the record header being received, during the handshake
-  size_t head_got_ = 0, body_left_ = 0;
+  size_t head_got_ = 0, body_left_ = 0, handshake_records_ = 0;
   OpId recv_op_{}, send_op_{};
 };
 

@@ -107,6 +107,7 @@ TlsSession::~TlsSession() {
 // secrets are kept, in this session, never written anywhere.
 void TlsSession::keylog(const SSL* ssl, const char* line) {
   auto* self = static_cast<TlsSession*>(SSL_get_app_data(ssl));
+  if (!self->keep_secrets_) return;
   const std::string_view text(line);
   std::vector<uint8_t>* to = text.starts_with("CLIENT_TRAFFIC_SECRET_0 ")   ? &self->client_secret_
                              : text.starts_with("SERVER_TRAFFIC_SECRET_0 ") ? &self->server_secret_
@@ -119,14 +120,25 @@ void TlsSession::keylog(const SSL* ssl, const char* line) {
   for (size_t i = 0; i < to->size(); ++i) {
     const int hi = OPENSSL_hexchar2int(static_cast<unsigned char>(h[2 * i]));
     const int lo = OPENSSL_hexchar2int(static_cast<unsigned char>(h[2 * i + 1]));
-    if (hi < 0 || lo < 0) return to->clear();
+    if (hi < 0 || lo < 0) {
+      OPENSSL_cleanse(to->data(), to->size());
+      return to->clear();
+    }
     (*to)[i] = static_cast<uint8_t>(hi << 4 | lo);
   }
 }
 
+TlsSession::Secrets::~Secrets() {
+  OPENSSL_cleanse(send.data(), send.size());
+  OPENSSL_cleanse(receive.data(), receive.size());
+}
+
 std::optional<TlsSession::Secrets> TlsSession::take_secrets() {
   std::optional<Secrets> out;
+  // No tickets either: OpenSSL would have sent one after the handshake with record number 0
+  // (the contexts turn them off; this keeps that assumption checked).
   const bool boundary = SSL_is_init_finished(ssl_) && !records_used_ && error_.empty() &&
+                        SSL_get_num_tickets(ssl_) == 0 &&
                         BIO_ctrl_pending(rbio_) == 0 && SSL_has_pending(ssl_) == 0 &&
                         BIO_ctrl_pending(wbio_) == 0;
   if (boundary && !client_secret_.empty() && !server_secret_.empty()) {
@@ -213,6 +225,12 @@ TlsSession::Step TlsSession::handshake() {
       reason == SSL_R_PACKET_LENGTH_TOO_LONG) {
     failure_ = Failure::not_tls;
     failed("the peer does not speak TLS here (clear text where a TLS record was due)");
+  } else if (reason == SSL_R_BINDER_DOES_NOT_VERIFY) {
+    ERR_clear_error();  // said below in words
+    failed(fmt::format("the peer's key for '{}' is not the one configured here (binder does not "
+                       "verify; a key that nvme-cli 2.x / libnvme 1.x put into Linux's keyring is "
+                       "derived differently: --tls-libnvme1, tls_libnvme1)",
+                       identity_));
   } else if (reason == SSL_R_CERTIFICATE_VERIFY_FAILED) {
     failure_ = Failure::certificate;
     failed("the peer answered with a certificate, not the pre-shared key");

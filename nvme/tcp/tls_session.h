@@ -78,7 +78,10 @@ class TlsSession {
   struct Secrets {
     std::vector<uint8_t> send, receive;
     auth::TlsCipher cipher = auth::TlsCipher::aes128gcm_sha256;
+    ~Secrets();  // wipes both
   };
+  // Keep the two secrets from the handshake (before it starts; without it none are kept).
+  void keep_secrets() { keep_secrets_ = true; }
   // Once, after the handshake, and only while the session sits at a record boundary both ways
   // with no application record made or opened yet (both sequence numbers still 0): nothing
   // received that it has not taken, nothing waiting to be sent. nullopt otherwise.
@@ -103,7 +106,8 @@ class TlsSession {
   bool peer_closed_ = false;
   Failure failure_ = Failure::refused;
   bool server_;
-  bool records_used_ = false;  // application data read or written: sequence numbers moved
+  bool records_used_ = false;
+  bool keep_secrets_ = false;  // application data read or written: sequence numbers moved
   std::vector<uint8_t> client_secret_, server_secret_;  // until take_secrets() or the end
 };
 

@@ -46,6 +46,7 @@ grep "records in" /tmp/err | head -n 2
 # Three host runs, each with an admin and an I/O queue: 6 sockets on each side, 12 in all.
 [ $((tx1 - tx0)) -ge 12 ] && [ $((rx1 - rx0)) -ge 12 ] || fail "the kernel did not take the records"
 grep -q "records in kernel)" /tmp/serve.log || fail "the target did not say the kernel has its records"
+grep -q "TLS records in the kernel (kTLS) after each handshake" /tmp/serve.log || fail "serve did not say kTLS at start"
 grep -q "records in kernel$" /tmp/err || fail "the host did not say the kernel has its records"
 [ "$(stat_of TlsDecryptError)" = 0 ] || fail "the kernel failed to open records"
 
@@ -54,10 +55,30 @@ run on /tmp/tls48.key
 grep -q "TLS_AES_256_GCM_SHA384, records in kernel)" /tmp/serve.log || fail "AES-256-GCM not in the kernel"
 tx1=$(stat_of TlsTxSw); rx1=$(stat_of TlsRxSw)
 
+step "a KeyUpdate ends a kernel-TLS session, named as such (openssl s_client as the peer)"
+# The specification's example key; its TLS PSK for this host and subsystem from Python's hmac.
+SPEC_KEY=NVMeTLSkey-1:01:VRLbtnN9AQb2WXW3c9+wEf/DRLz0QuLdbYvEhwtdWwNf9LrZ:
+PSK=0bce7d1d34feb1ad24851c3d5135a0e4d5e331a29a0ccd0595653ff96ca9012a
+command -v openssl > /dev/null || fail "no openssl in the guest (BLKCOPY_GUEST_TOOLS=openssl)"
+blkcopy -v serve --listen 127.0.0.1:4420 --discovery-port 0 --nqn "$NQN" --ns mem:16M \
+  --tls-key "$HOST=$SPEC_KEY" 2>/tmp/serve.log &
+pid=$!; wait_serving
+# "K" on a line of its own: s_client sends a KeyUpdate (update requested) once connected.
+(sleep 2; echo K; sleep 4) | timeout 20 openssl s_client -connect 127.0.0.1:4420 -tls1_3 \
+  -ciphersuites TLS_AES_128_GCM_SHA256 -psk "$PSK" -psk_identity "NVMe0R01 $HOST $NQN" \
+  > /tmp/sc.out 2>&1 || true  # it fails once the target ends the session
+kill "$pid"; wait "$pid"
+grep -q "records in kernel" /tmp/serve.log || fail "s_client's session was not in the kernel: $(cat /tmp/sc.out)"
+grep -q "a record that is not data (an alert, a KeyUpdate or close_notify) ended the session" \
+  /tmp/serve.log || fail "the KeyUpdate's end was not named"
+grep "not data" /tmp/serve.log | head -n 1
+tx1=$(stat_of TlsTxSw); rx1=$(stat_of TlsRxSw)
+
 step "records in user space (--ktls off, ktls=off)"
 run off /tmp/tls.key
 [ "$(stat_of TlsTxSw)" = "$tx1" ] && [ "$(stat_of TlsRxSw)" = "$rx1" ] || fail "ktls off still used the kernel"
 grep -q "records in user space)" /tmp/serve.log || fail "the target did not say its records stay in user space"
+grep -q "TLS records in user space (--ktls off)" /tmp/serve.log || fail "serve did not say --ktls off at start"
 
 step "a host in the kernel against a target in user space, and the other way round"
 blkcopy serve --listen 127.0.0.1:4420 --discovery-port 0 --nqn "$NQN" --ns /tmp/served \
