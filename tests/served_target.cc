@@ -8,13 +8,14 @@ namespace blkcopy::test {
 
 using namespace nvme;
 
-Served::Served(TargetConfig cfg) {
+Served::Served(TargetConfig cfg, std::string control) {
   std::promise<std::vector<uint16_t>> port;
   auto ready = port.get_future();
-  thread_ = std::thread([this, cfg, port = std::move(port)]() mutable {
+  thread_ = std::thread([this, cfg, control, port = std::move(port)]() mutable {
     auto loop = EventLoop::create().value();
     auto target = Target::create(*loop, cfg);
     if (!target || !(*target)->start().ok()) std::abort();
+    if (!control.empty() && !(*target)->serve_control(control).ok()) std::abort();
     target_ = target->get();
     port.set_value((*target)->bound_ports());
     (void)loop->run_until([this] { return stop_.load(); });

@@ -17,7 +17,8 @@ namespace blkcopy::test {
 
 class Served {
  public:
-  explicit Served(nvme::TargetConfig cfg);
+  // With `control`, the target's control socket listens there too.
+  explicit Served(nvme::TargetConfig cfg, std::string control = {});
   ~Served();
   uint16_t port() const { return ports_[0]; }
   const std::vector<uint16_t>& ports() const { return ports_; }  // the config's ports, in order

@@ -38,6 +38,7 @@ struct Args {
   std::vector<std::string> tls_libnvme1;  // host NQNs whose TLS PSK libnvme 1.x derives
   std::string tls;  // "required" or "optional"; empty: required when there are TLS keys
   std::string ktls = "on";  // "off": TLS records stay in user space
+  std::string rpc;          // the control socket; empty: the default, where it can be made
   std::string dhchap_hash = "hmac(sha256)", dhchap_dhgroup = "null";
   unsigned max_connections = nvme::TargetLimits{}.max_connections;
   std::string data_budget, copy_budget;  // sizes; empty: the config's or the default
@@ -243,6 +244,18 @@ int run_serve(const Args& a) {
                why.empty() ? "in the kernel (kTLS) after each handshake"
                            : fmt::format("in user space ({})", why));
   }
+  // The control socket: where asked (its failure is fatal), else at the default where it can be
+  // made (not as a user who may not write /run, nor beside another serve).
+  if (a.rpc != "none") {
+    const std::string path = a.rpc.empty() ? kDefaultControlSocket : a.rpc;
+    if (Status s = (*target)->serve_control(path); !s.ok()) {
+      if (!a.rpc.empty()) return report_error(kIoError, s.message());
+      log_warning(fmt::format("serve: no control socket ({}); --rpc PATH puts it elsewhere",
+                              s.message()));
+    } else {
+      fmt::print(stderr, "blkcopy serve: control socket {} (blkcopy ctl --socket {} list)\n", path, path);
+    }
+  }
   std::signal(SIGINT, [](int) { g_stop = true; });
   std::signal(SIGTERM, [](int) { g_stop = true; });
   std::signal(SIGUSR1, [](int) { g_stats = true; });
@@ -294,6 +307,10 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--tls-libnvme1", a->tls_libnvme1,
                   "HOSTNQN: derive this host's TLS PSK as libnvme 1.x does (keys that nvme-cli "
                   "2.x, e.g. Debian 13's, put into Linux's .nvme keyring); repeatable");
+  cmd->add_option("--rpc", a->rpc,
+                  fmt::format("the control socket for `blkcopy ctl` (JSON-RPC 2.0; default {}, "
+                              "where it can be made; 'none': no socket)",
+                              kDefaultControlSocket));
   cmd->add_option("--ktls", a->ktls,
                   "'on' (default): after each TLS handshake the kernel makes and opens the "
                   "records where it can (kTLS, the tls module); 'off': they stay in user space")

@@ -24,6 +24,10 @@ void add_clone_command(CLI::App& app, int& exit_code);
 void add_serve_command(CLI::App& app, int& exit_code);
 void add_discover_command(CLI::App& app, int& exit_code);
 void add_perf_command(CLI::App& app, int& exit_code);
+void add_ctl_command(CLI::App& app, int& exit_code);
+
+// Where `serve` opens its control socket and `ctl` looks for it, unless told otherwise.
+inline constexpr const char* kDefaultControlSocket = "/run/blkcopy/serve.sock";
 
 // --poll-us: busy polling of the command's event loops (EventLoop::set_busy_poll); `whose`
 // says which loops, for the help text.

@@ -68,6 +68,7 @@ See blkcopy(1).)");
   add_clone_command(app, exit_code);
   add_serve_command(app, exit_code);
   add_discover_command(app, exit_code);
+  add_ctl_command(app, exit_code);
   add_perf_command(app, exit_code);
   if (argc > 1 && argv[1][0] != '-') {
     bool known = false;

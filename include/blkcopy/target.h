@@ -103,6 +103,10 @@ struct TargetConfig {
 Result<TargetConfig> parse_nvmetcli_json(std::string_view text, bool lenient = false,
                                          std::vector<std::string>* warnings = nullptr);
 
+// The configuration as nvmetcli's JSON ("nvmetcli restore" takes it; parse_nvmetcli_json reads
+// it back to the same configuration). Host keys are in it: write it where only root can read.
+std::string to_nvmetcli_json(const TargetConfig& cfg);
+
 // Checks what the JSON parser and the flags cannot check alone: NQN syntax, ports naming
 // subsystems that exist, port numbers and addresses. Target::create runs it too.
 Status validate(const TargetConfig& cfg);
@@ -133,6 +137,9 @@ class Target {
   // tests, fuzzing); takes the descriptor. Call on the loop the target was created on, after
   // start().
   virtual void serve_socket(int fd, PortTls tls = PortTls::none) = 0;
+  // Opens the control socket at `path` (JSON-RPC 2.0, one request per line: `blkcopy ctl`):
+  // list, stats, disconnect, save. Call on the target's loop, after start().
+  virtual Status serve_control(const std::string& path) = 0;
 };
 
 }  // namespace blkcopy::nvme

@@ -93,7 +93,8 @@ void connect(TargetRequest& r) {
     return q.complete(r, st(status::kConnectInvalidHost));
   }
   if (qid == 0) {
-    s.ctrl = t.subsystems().create(sub, hostnqn, keys != nullptr);
+    s.ctrl = t.subsystems().create(sub, hostnqn, keys != nullptr, q.transport().peer_address(),
+                                   q.transport().tls_identity() != nullptr);
     if (!s.ctrl) {
       log_warning(fmt::format("serve: host {} refused for {}: every controller ID is in use",
                               hostnqn, subnqn));

@@ -8,6 +8,7 @@
 //   ops.cc             the opcode tables (dispatch and the Commands Supported and Effects log)
 //   fabrics.cc         Connect, properties, authentication
 //   admin.cc           Identify, Get Log Page, features, keep-alive, AER, abort
+//   control_methods.cc the control socket's methods (control_server.h: JSON-RPC)
 //   io.cc              read, write, write zeroes, flush, deallocate; copy.cc: Copy
 #pragma once
 
@@ -24,6 +25,7 @@
 #include "core/budget.h"
 #include "nvme/target/auth.h"
 #include "nvme/target/auth_gate.h"
+#include "nvme/target/control_server.h"
 #include "nvme/target/subsystem.h"
 #include "nvme/tcp/tls_session.h"
 
@@ -57,6 +59,7 @@ class TargetImpl final : public Target {
   TargetStats stats() const override;
   std::vector<uint16_t> bound_ports() const override { return bound_; }
   void serve_socket(int fd, PortTls tls) override;
+  Status serve_control(const std::string& path) override;
 
   // What queues and transports use.
   EventLoop& home() { return home_; }
@@ -104,6 +107,7 @@ class TargetImpl final : public Target {
     std::unique_ptr<BudgetQueue> data_queue, copy_queue;
     Timer tick;  // the next tick on this loop
   };
+  std::map<std::string, ControlServer::Method> control_methods();  // control_methods.cc
   Status open_namespaces(Subsystem& s, const SubsystemConfig& sc, uint32_t serial);
   Status open_channels();
   Status listen_on(const std::string& addr, uint16_t port, PortTls tls);
@@ -133,6 +137,7 @@ class TargetImpl final : public Target {
   std::atomic<int64_t> last_refusal_log_[3] = {};  // by Refusal: steady clock, ns
   std::vector<Timer> accept_timers_;  // accepts retried after running out of descriptors
   AtomicStats stats_;
+  ControlServer::Ptr control_;  // last: it goes first
 };
 
 }  // namespace blkcopy::nvme

@@ -128,7 +128,8 @@ void TargetImpl::tick(Worker& w) {
     Controller* ctrl = c->controller();
     if (!ctrl) continue;
     if (ctrl->gone) {
-      c->close("its controller's admin queue has gone");
+      c->close(ctrl->disconnected ? "disconnected by the operator (ctl disconnect)"
+                                  : "its controller's admin queue has gone");
     } else if (ctrl->kato_ms && ns - ctrl->last_seen > int64_t(ctrl->kato_ms) * 2'000'000) {
       c->close("keep-alive timeout");
     }

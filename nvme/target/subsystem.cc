@@ -19,7 +19,8 @@ std::optional<uint16_t> ControllerIds::take() {
 }
 
 std::shared_ptr<Controller> Subsystems::create(Subsystem* s, const std::string& host,
-                                               bool unproven) {
+                                               bool unproven, const std::string& address,
+                                               bool tls) {
   std::lock_guard lock(mu_);
   ControllerIds& ids = s ? s->ids : discovery_ids_;
   auto id = ids.take();
@@ -45,6 +46,9 @@ std::shared_ptr<Controller> Subsystems::create(Subsystem* s, const std::string& 
   c->cntlid = *id;
   c->subsys = s;
   c->hostnqn = host;
+  c->address = address;
+  c->tls = tls;
+  c->dhchap = unproven;
   c->queues = s ? s->cfg.qid_max : 0;
   c->unproven = unproven;
   c->seen();
@@ -65,6 +69,15 @@ Subsystems::Join Subsystems::join(uint16_t id, Subsystem* s, const std::string& 
   }
   out = it->second;
   return Join::ok;
+}
+
+std::vector<Subsystems::Live> Subsystems::controllers(Subsystem* s) {
+  std::lock_guard lock(mu_);
+  std::vector<Live> out;
+  for (const auto& [id, c] : (s ? s->ids : discovery_ids_).live) {
+    out.push_back({c, std::vector<uint16_t>(c->io_queues.begin(), c->io_queues.end())});
+  }
+  return out;
 }
 
 bool Subsystems::claim(Controller& c, uint16_t qid) {

@@ -47,6 +47,10 @@ struct Controller {
   uint16_t cntlid = 0;
   struct Subsystem* subsys = nullptr;  // nullptr: the discovery controller
   std::string hostnqn;
+  std::string address;  // the admin queue's peer
+  bool tls = false;     // its admin queue came over TLS
+  bool dhchap = false;  // its host must authenticate (DH-HMAC-CHAP)
+  std::atomic<bool> disconnected{false};  // by the operator (`ctl disconnect`)
   std::atomic<uint32_t> cc{0}, csts{0};
   std::atomic<uint32_t> kato_ms{0};
   std::atomic<uint16_t> queues{1};   // I/O queues granted (Set Features Number of Queues)
@@ -102,7 +106,14 @@ class Subsystems {
   // A new controller for `host` (on the admin queue's Connect); nullptr when every controller
   // ID of the subsystem is in use by controllers that have authenticated (or need not): the
   // oldest one still unproven that has not begun to authenticate gives its ID up first. `s` nullptr: the discovery subsystem.
-  std::shared_ptr<Controller> create(Subsystem* s, const std::string& host, bool unproven);
+  std::shared_ptr<Controller> create(Subsystem* s, const std::string& host, bool unproven,
+                                     const std::string& address = {}, bool tls = false);
+  // The controllers of `s` (nullptr: discovery) with their I/O queues, as they are now.
+  struct Live {
+    std::shared_ptr<Controller> ctrl;
+    std::vector<uint16_t> io_queues;
+  };
+  std::vector<Live> controllers(Subsystem* s);
   enum class Join { ok, no_controller, bad_qid, duplicate_qid };
   // Adds I/O queue `qid` to controller `id` of `s` that belongs to `host`. With claim false
   // (a queue that must authenticate first) the ID is checked but not taken: claim() takes it

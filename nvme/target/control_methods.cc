@@ -1,0 +1,161 @@
+// The control socket's methods (control_server.h), on the target's own loop:
+//   list        subsystems with their namespaces and controllers (host NQN, address, I/O
+//               queues, TLS, DH-HMAC-CHAP), ports, hosts with keys, the discovery controllers
+//   stats       the counters of `serve --stats`, as numbers
+//   disconnect  {"nqn", "cntlid"}: ends a controller and every queue of it (within a tick)
+//   save        {"path"}: the configuration as nvmetcli JSON, mode 0600 (it holds host keys)
+#include <blkcopy/log.h>
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "nvme/target/control_server.h"
+#include "nvme/target/internal.h"
+
+namespace blkcopy::nvme {
+
+using nlohmann::json;
+
+namespace {
+
+const char* tls_name(PortTls t) {
+  return t == PortTls::required ? "required" : t == PortTls::optional ? "optional" : "none";
+}
+
+json controllers_of(Subsystems& subs, Subsystem* s) {
+  json out = json::array();
+  for (const Subsystems::Live& l : subs.controllers(s)) {
+    const Controller& c = *l.ctrl;
+    out.push_back({{"cntlid", c.cntlid},
+                   {"hostnqn", c.hostnqn},
+                   {"address", c.address},
+                   {"io_queues", l.io_queues},
+                   {"tls", c.tls},
+                   {"dhchap", c.dhchap},
+                   {"authenticated", c.dhchap && !c.unproven},
+                   {"enabled", (c.cc & 1) != 0},
+                   {"kato_ms", c.kato_ms.load()}});
+  }
+  return out;
+}
+
+// Writes `text` to `path` (created 0600, or truncated) in one go.
+Status write_private(const std::string& path, const std::string& text) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return Status::error(errno, fmt::format("save: {}: {}", path, std::strerror(errno)));
+  size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int e = n < 0 ? errno : EIO;
+      ::close(fd);
+      return Status::error(e, fmt::format("save: {}: {}", path, std::strerror(e)));
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::close(fd) != 0) return Status::error(errno, fmt::format("save: {}: {}", path, std::strerror(errno)));
+  return {};
+}
+
+}  // namespace
+
+std::map<std::string, ControlServer::Method> TargetImpl::control_methods() {
+  std::map<std::string, ControlServer::Method> m;
+  m["list"] = [this](const json&) -> Result<json> {
+    json subs = json::array();
+    for (auto& [nqn, s] : subsystems_.all()) {
+      json ns = json::array();
+      for (const auto& [nsid, n] : s.ns) {
+        const QueueLimits& l = n.dev->limits();
+        ns.push_back({{"nsid", nsid}, {"device", n.dev->name()}, {"bytes", l.capacity},
+                      {"block_size", l.logical_block_size}});
+      }
+      subs.push_back({{"nqn", nqn},
+                      {"serial", s.serial},
+                      {"allow_any_host", s.cfg.allow_any_host},
+                      {"allowed_hosts", s.cfg.allowed_hosts},
+                      {"namespaces", std::move(ns)},
+                      {"controllers", controllers_of(subsystems_, &s)}});
+    }
+    json ports = json::array();
+    for (size_t i = 0; i < cfg_.ports.size(); ++i) {
+      const PortConfig& p = cfg_.ports[i];
+      ports.push_back({{"id", p.id},
+                       {"address", p.addr},
+                       {"port", i < bound_.size() ? bound_[i] : p.port},
+                       {"tls", tls_name(p.tls)},
+                       {"subsystems", p.subsystems}});
+    }
+    json hosts = json::array();
+    for (const HostConfig& h : cfg_.hosts) {
+      hosts.push_back({{"nqn", h.nqn},
+                       {"dhchap", !h.key.empty()},
+                       {"dhchap_ctrl", !h.ctrl_key.empty()},
+                       {"tls", !h.tls_key.empty()}});
+    }
+    return json{{"subsystems", std::move(subs)},
+                {"ports", std::move(ports)},
+                {"hosts", std::move(hosts)},
+                {"discovery", {{"port", cfg_.discovery_port},
+                               {"controllers", controllers_of(subsystems_, nullptr)}}},
+                {"open_connections", open_connections_.load()}};
+  };
+  m["stats"] = [this](const json&) -> Result<json> {
+    const TargetStats s = stats();
+    return json{{"connections", s.connections},
+                {"open_connections", s.open_connections},
+                {"refused_connections", s.refused_connections},
+                {"commands", s.commands},
+                {"errors", s.errors},
+                {"read_bytes", s.read_bytes},
+                {"written_bytes", s.written_bytes},
+                {"copies", s.copies},
+                {"copy_offloaded_bytes", s.copy_offloaded_bytes},
+                {"copy_emulated_bytes", s.copy_emulated_bytes}};
+  };
+  m["disconnect"] = [this](const json& p) -> Result<json> {
+    if (!p.contains("nqn") || !p["nqn"].is_string() || !p.contains("cntlid") ||
+        !p["cntlid"].is_number_unsigned()) {
+      return fail(EINVAL, "disconnect takes {\"nqn\": SUBSYSTEM NQN, \"cntlid\": N}");
+    }
+    const std::string nqn = p["nqn"];
+    const uint64_t id = p["cntlid"];
+    Subsystem* s = nqn == kDiscoveryNqn ? nullptr : subsystems_.find(nqn);
+    if (!s && nqn != kDiscoveryNqn) return fail(ENOENT, fmt::format("no subsystem {}", nqn));
+    for (const Subsystems::Live& l : subsystems_.controllers(s)) {
+      if (l.ctrl->cntlid != id) continue;
+      l.ctrl->disconnected = true;
+      l.ctrl->gone = true;  // every queue of it closes on its loop's next tick
+      log_info(fmt::format("serve: controller {} of {} (host {}) disconnected by the operator",
+                           id, nqn, l.ctrl->hostnqn));
+      return json{{"disconnected", id}, {"hostnqn", l.ctrl->hostnqn}};
+    }
+    return fail(ENOENT, fmt::format("no controller {} in {}", id, nqn));
+  };
+  m["save"] = [this](const json& p) -> Result<json> {
+    if (!p.contains("path") || !p["path"].is_string() || p["path"].get<std::string>().empty()) {
+      return fail(EINVAL, "save takes {\"path\": FILE}");
+    }
+    const std::string path = p["path"];
+    TargetConfig now = cfg_;
+    for (size_t i = 0; i < now.ports.size() && i < bound_.size(); ++i) now.ports[i].port = bound_[i];
+    if (Status st = write_private(path, to_nvmetcli_json(now) + "\n"); !st.ok()) {
+      return std::unexpected(st);
+    }
+    return json{{"saved", path}};
+  };
+  return m;
+}
+
+Status TargetImpl::serve_control(const std::string& path) {
+  auto s = ControlServer::listen(home_, path, control_methods());
+  if (!s) return s.error();
+  control_ = std::move(*s);
+  return {};
+}
+
+}  // namespace blkcopy::nvme

@@ -1,0 +1,69 @@
+// The control socket of a running target (`serve --rpc PATH`, `blkcopy ctl`): JSON-RPC 2.0 over
+// a Unix stream socket, one request per line and one answer per line, as SPDK's rpc.py speaks
+// to its target. It runs on the target's own loop, so a method sees the target between two of
+// its callbacks, never in the middle of one.
+//
+// What a client may cost: at most kMostClients at once (more are closed at once), a request
+// line of at most kMostLine bytes (a longer one is answered with an error and the client
+// closed), and kIdle without a request ends it. The socket is made mode 0600 (only its owner,
+// root for /run/blkcopy, may change the target); a stale socket of a server that has gone is
+// replaced, a live one is not.
+//
+// Errors are JSON-RPC errors: -32700 the line is not JSON, -32600 not a request, -32601 no such
+// method, -32602 bad params (EINVAL from the method), -32000 the method failed (its message;
+// "data" holds the errno's name).
+#pragma once
+
+#include <blkcopy/event_loop.h>
+#include <blkcopy/status.h>
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <set>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace blkcopy::nvme {
+
+class ControlServer final : EventLoop::Orphan {
+ public:
+  using Method = std::function<Result<nlohmann::json>(const nlohmann::json& params)>;
+  static constexpr size_t kMostClients = 16;
+  static constexpr size_t kMostLine = 1 << 20;
+  static constexpr std::chrono::seconds kIdle{300};
+
+  struct Closer {
+    void operator()(ControlServer* s) const { s->close(); }
+  };
+  using Ptr = std::unique_ptr<ControlServer, Closer>;
+  // Listens on `path` (its directory is made, mode 0700, when missing).
+  static Result<Ptr> listen(EventLoop& loop, const std::string& path,
+                            std::map<std::string, Method> methods);
+  const std::string& path() const { return path_; }
+
+  // The answer to one request line (a JSON-RPC response, or an error response): what the
+  // socket's clients get, exposed for tests and the fuzzer.
+  std::string answer(std::string_view line) const;
+
+ private:
+  class Client;
+  ControlServer(EventLoop& loop, std::string path, std::map<std::string, Method> methods)
+      : loop_(loop), path_(std::move(path)), methods_(std::move(methods)) {}
+  ~ControlServer() override;
+  void accept();
+  void close();  // the handle went: stops accepting, ends every client, frees itself later
+  void maybe_free();
+
+  EventLoop& loop_;
+  std::string path_;
+  std::map<std::string, Method> methods_;
+  int fd_ = -1;
+  OpId accept_op_{};
+  Timer retry_;  // accepting again after a failed accept
+  bool accepting_ = false, closed_ = false;
+  std::set<Client*> clients_;  // each frees itself; it tells the server when it ends
+};
+
+}  // namespace blkcopy::nvme

@@ -1,0 +1,243 @@
+// The control socket of a running target and `blkcopy ctl` on it: JSON-RPC errors for bad
+// requests, list showing a connected host's controller, disconnect ending it, save writing
+// nvmetcli JSON that reads back to the same configuration, and what a client may cost.
+#include <gtest/gtest.h>
+
+#include <blkcopy/open.h>
+#include <fmt/format.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "nvme/target/control_server.h"
+#include "tests/served_target.h"
+#include "tests/test_util.h"
+
+namespace blkcopy {
+namespace {
+
+using nlohmann::json;
+using namespace nvme;
+
+const std::string kSub = "nqn.2024-01.io.blkcopy:ctl";
+const std::string kHost = "nqn.2024-01.io.blkcopy:ctl-host";
+
+TargetConfig config() {
+  TargetConfig cfg;
+  cfg.discovery_port = 0;
+  cfg.ports.push_back({1, "127.0.0.1", 0, {kSub}, PortTls::none});
+  cfg.subsystems.push_back({kSub, true, {}, {{1, "mem:8M,seed=3", "", true}}});
+  return cfg;
+}
+
+// A connected Unix socket to `path`, or -1.
+int dial(const std::string& path) {
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::memcpy(a.sun_path, path.data(), path.size());
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  timeval tv{20, 0};  // a generous limit for each answer
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  return fd;
+}
+
+// Sends `text` and reads one answer line ("" when the server closed first).
+std::string ask(int fd, const std::string& text) {
+  // A send cut short (the server ended the connection) still leaves its answer to read.
+  for (size_t off = 0; off < text.size();) {
+    const ssize_t n = ::send(fd, text.data() + off, text.size() - off, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    off += static_cast<size_t>(n);
+  }
+  std::string in;
+  char c;
+  for (ssize_t r; (r = ::recv(fd, &c, 1, 0)) == 1 || (r < 0 && errno == EINTR);) {
+    if (r < 0) continue;
+    if (c == '\n') return in;
+    in += c;
+  }
+  return "";
+}
+
+TEST(ControlServer, BadRequestsGetJsonRpcErrors) {
+  auto loop = test::make_loop();
+  test::TempDir dir;
+  std::map<std::string, ControlServer::Method> m;
+  m["echo"] = [](const json& p) -> Result<json> { return p; };
+  m["missing"] = [](const json&) -> Result<json> { return fail(ENOENT, "no such thing"); };
+  m["picky"] = [](const json& p) -> Result<json> { return json(p.at("n").get<int>()); };
+  auto s = ControlServer::listen(*loop, (dir.path() / "c.sock").string(), m).value();
+  auto code = [&](const std::string& line) { return json::parse(s->answer(line))["error"]["code"]; };
+  EXPECT_EQ(code("{not json"), -32700);
+  EXPECT_EQ(code("[1,2]"), -32600);
+  EXPECT_EQ(code(R"({"jsonrpc":"1.0","method":"echo","id":1})"), -32600);
+  EXPECT_EQ(code(R"({"jsonrpc":"2.0","id":1})"), -32600);
+  EXPECT_EQ(code(R"({"jsonrpc":"2.0","method":"echo","id":[1]})"), -32600);
+  EXPECT_EQ(code(R"({"jsonrpc":"2.0","method":"echo","params":[1],"id":1})"), -32602);
+  EXPECT_EQ(code(R"({"jsonrpc":"2.0","method":"picky","params":{"n":"x"},"id":1})"), -32602);
+  const json unknown = json::parse(s->answer(R"({"jsonrpc":"2.0","method":"nope","id":7})"));
+  EXPECT_EQ(unknown["error"]["code"], -32601);
+  EXPECT_EQ(unknown["id"], 7);
+  EXPECT_NE(unknown["error"]["message"].get<std::string>().find("echo, missing, picky"), std::string::npos);
+  const json missing = json::parse(s->answer(R"({"jsonrpc":"2.0","method":"missing","id":"a"})"));
+  EXPECT_EQ(missing["error"]["code"], -32000);
+  EXPECT_EQ(missing["error"]["data"], "ENOENT");
+  EXPECT_EQ(missing["id"], "a");
+  const json ok = json::parse(s->answer(R"({"jsonrpc":"2.0","method":"echo","params":{"x":5},"id":2})"));
+  EXPECT_EQ(ok["result"]["x"], 5);
+  EXPECT_EQ(ok["id"], 2);
+}
+
+// The socket: mode 0600; one that answers is not taken over, a stale one is, a file is not; a
+// line over the limit is answered with an error and the client closed; clients beyond the
+// limit are closed at once.
+TEST(ControlServer, TheSocketIsPrivateAndBoundsItsClients) {
+  test::TempDir dir;
+  const std::string path = (dir.path() / "sub" / "c.sock").string();
+  test::Served t(config(), path);
+  struct stat st {};
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  auto loop = test::make_loop();
+  auto again = ControlServer::listen(*loop, path, {});
+  ASSERT_FALSE(again);
+  EXPECT_NE(again.error().message().find("another server answers"), std::string::npos);
+  const std::string file = (dir.path() / "plain").string();
+  std::ofstream(file) << "x";
+  auto not_socket = ControlServer::listen(*loop, file, {});
+  ASSERT_FALSE(not_socket);
+  EXPECT_NE(not_socket.error().message().find("not a socket"), std::string::npos);
+
+  const int fd = dial(path);
+  ASSERT_GE(fd, 0);
+  const json err = json::parse(ask(fd, std::string(ControlServer::kMostLine + 10, 'x')));
+  EXPECT_EQ(err["error"]["code"], -32600);
+  EXPECT_EQ(ask(fd, ""), "") << "closed after the error";
+  ::close(fd);
+
+  std::vector<int> fds;
+  for (size_t i = 0; i < ControlServer::kMostClients; ++i) {
+    fds.push_back(dial(path));
+    ASSERT_GE(fds.back(), 0);
+    // Each is served (so it counts before the next one comes).
+    ASSERT_NE(ask(fds.back(), R"({"jsonrpc":"2.0","method":"stats","id":1})" "\n"), "");
+  }
+  const int extra = dial(path);
+  ASSERT_GE(extra, 0);
+  EXPECT_EQ(ask(extra, R"({"jsonrpc":"2.0","method":"stats","id":1})" "\n"), "")
+      << "a client beyond the limit is closed";
+  ::close(extra);
+  for (int f : fds) ::close(f);
+}
+
+TEST(ControlServer, AStaleSocketIsReplaced) {
+  test::TempDir dir;
+  const std::string path = (dir.path() / "c.sock").string();
+  {
+    auto loop = test::make_loop();
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::memcpy(a.sun_path, path.data(), path.size());
+    ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    ::close(fd);  // a socket file nobody listens on: a server that died
+    auto s = ControlServer::listen(*loop, path, {});
+    ASSERT_TRUE(s) << s.error().message();
+  }
+}
+
+// `blkcopy ctl` against a target with a connected host.
+TEST(Ctl, ListShowsAHostsControllerAndDisconnectEndsIt) {
+  test::TempDir dir;
+  const std::string sock = (dir.path() / "c.sock").string();
+  test::Served t(config(), sock);
+  auto loop = test::make_loop();
+  auto dev = open_device(*loop, fmt::format("nvme-tcp://127.0.0.1:{}/{}?ns=1&hostnqn={}", t.port(), kSub, kHost));
+  ASSERT_TRUE(dev) << dev.error().message();
+  const auto list = test::run_cli({"ctl", "--socket", sock, "--json", "list"});
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  const json l = json::parse(list.out);
+  ASSERT_EQ(l["subsystems"].size(), 1u);
+  const json& s = l["subsystems"][0];
+  EXPECT_EQ(s["nqn"], kSub);
+  EXPECT_EQ(s["namespaces"][0]["bytes"], 8u << 20);
+  ASSERT_EQ(s["controllers"].size(), 1u) << list.out;
+  const json& c = s["controllers"][0];
+  EXPECT_EQ(c["hostnqn"], kHost);
+  EXPECT_EQ(c["address"], "127.0.0.1");
+  EXPECT_EQ(c["io_queues"], json::array({1}));
+  EXPECT_EQ(c["tls"], false);
+  EXPECT_EQ(l["ports"][0]["port"], t.port());
+  const auto text = test::run_cli({"ctl", "--socket", sock, "list"});
+  EXPECT_NE(text.out.find("host " + kHost + " at 127.0.0.1"), std::string::npos) << text.out;
+
+  const auto gone = test::run_cli({"ctl", "--socket", sock, "disconnect", kSub, "999"});
+  EXPECT_EQ(gone.exit_code, 2);
+  EXPECT_NE(gone.err.find("no controller 999 in " + kSub), std::string::npos) << gone.err;
+  const auto d = test::run_cli({"ctl", "--socket", sock, "disconnect", kSub, std::to_string(c["cntlid"].get<int>())});
+  ASSERT_EQ(d.exit_code, 0) << d.err;
+  EXPECT_NE(d.out.find("disconnected"), std::string::npos);
+  // The host's I/O fails once its queues are closed (within a tick; waited for, not timed).
+  bool failed = false;
+  for (auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+       !failed && std::chrono::steady_clock::now() < until;) {
+    failed = !copy(**dev, 0, **dev, 1 << 20, 4096).status.ok();
+    if (!failed) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_TRUE(failed) << "the host still reaches its controller";
+  const json after = json::parse(test::run_cli({"ctl", "--socket", sock, "--json", "list"}).out);
+  EXPECT_TRUE(after["subsystems"][0]["controllers"].empty()) << after.dump();
+}
+
+TEST(Ctl, SaveWritesNvmetcliJsonThatReadsBackAndStatsAreNumbers) {
+  test::TempDir dir;
+  const std::string sock = (dir.path() / "c.sock").string();
+  TargetConfig cfg = config();
+  cfg.subsystems[0].allow_any_host = false;
+  cfg.subsystems[0].allowed_hosts = {kHost};
+  HostConfig h;
+  h.nqn = kHost;
+  h.tls_key = "NVMeTLSkey-1:01:VRLbtnN9AQb2WXW3c9+wEf/DRLz0QuLdbYvEhwtdWwNf9LrZ:";
+  cfg.hosts.push_back(h);
+  cfg.ports[0].tls = PortTls::optional;
+  test::Served t(cfg, sock);
+  const std::string out = (dir.path() / "saved.json").string();
+  const auto r = test::run_cli({"ctl", "--socket", sock, "save", out});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  struct stat st {};
+  ASSERT_EQ(::stat(out.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u) << "it holds host keys";
+  std::stringstream text;
+  text << std::ifstream(out).rdbuf();
+  auto back = parse_nvmetcli_json(text.str());
+  ASSERT_TRUE(back) << back.error().message() << "\n" << text.str();
+  cfg.ports[0].port = t.port();  // what the target listens on is what it saves
+  EXPECT_EQ(to_nvmetcli_json(*back), to_nvmetcli_json(cfg)) << text.str();
+  EXPECT_EQ(back->hosts.at(0).tls_key, h.tls_key);
+  EXPECT_EQ(back->ports.at(0).tls, PortTls::optional);
+
+  const auto stats = test::run_cli({"ctl", "--socket", sock, "--json", "stats"});
+  ASSERT_EQ(stats.exit_code, 0) << stats.err;
+  EXPECT_TRUE(json::parse(stats.out)["commands"].is_number());
+  const auto none = test::run_cli({"ctl", "--socket", (dir.path() / "nobody.sock").string(), "list"});
+  EXPECT_EQ(none.exit_code, 4);
+  EXPECT_NE(none.err.find("is `blkcopy serve --rpc"), std::string::npos) << none.err;
+  const auto bad = test::run_cli({"ctl", "--socket", sock, "call", "nope"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_EQ(json::parse(bad.out)["error"]["code"], -32601) << bad.out;
+}
+
+}  // namespace
+}  // namespace blkcopy

@@ -1,0 +1,195 @@
+// blkcopy ctl: a running `blkcopy serve`, seen and changed through its control socket
+// (JSON-RPC 2.0, one request per line: nvme/target/control_server.h).
+#include <fmt/format.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "tools/commands.h"
+
+namespace blkcopy::tools {
+namespace {
+
+using nlohmann::json;
+
+constexpr int kWaitMs = 30000;  // for the answer
+
+struct CtlArgs {
+  std::string socket = kDefaultControlSocket;
+  bool json_out = false;
+  std::string method, params = "{}";
+  std::string nqn, path;
+  unsigned cntlid = 0;
+};
+
+// Sends one request and returns the answer's JSON, or why there is none.
+Result<json> call(const std::string& socket, const std::string& method, const json& params) {
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  if (socket.empty() || socket.size() >= sizeof a.sun_path) {
+    return fail(EINVAL, fmt::format("--socket '{}': not a socket path", socket));
+  }
+  std::memcpy(a.sun_path, socket.data(), socket.size());
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return fail(errno, fmt::format("socket: {}", std::strerror(errno)));
+  auto done = [fd](Result<json> r) {
+    ::close(fd);
+    return r;
+  };
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    return done(fail(errno, fmt::format("{}: {} (is `blkcopy serve --rpc {}` running, and may "
+                                        "you open it?)",
+                                        socket, std::strerror(errno), socket)));
+  }
+  const std::string line =
+      json{{"jsonrpc", "2.0"}, {"method", method}, {"params", params}, {"id", 1}}.dump() + "\n";
+  for (size_t off = 0; off < line.size();) {
+    const ssize_t n = ::send(fd, line.data() + off, line.size() - off, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return done(fail(errno, fmt::format("{}: send: {}", socket, std::strerror(errno))));
+    off += static_cast<size_t>(n);
+  }
+  std::string in;
+  while (in.find('\n') == std::string::npos) {
+    pollfd p{fd, POLLIN, 0};
+    const int r = ::poll(&p, 1, kWaitMs);
+    if (r == 0) return done(fail(ETIMEDOUT, fmt::format("{}: no answer within {} s", socket, kWaitMs / 1000)));
+    if (r < 0 && errno == EINTR) continue;
+    char buf[4096];
+    const ssize_t n = r < 0 ? -1 : ::recv(fd, buf, sizeof buf, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return done(fail(ECONNRESET, fmt::format("{}: the server closed the connection", socket)));
+    in.append(buf, static_cast<size_t>(n));
+  }
+  try {
+    return done(json::parse(in.substr(0, in.find('\n'))));
+  } catch (const json::exception& e) {
+    return done(fail(EPROTO, fmt::format("{}: not a JSON answer: {}", socket, e.what())));
+  }
+}
+
+std::string yes(bool b) { return b ? "yes" : "no"; }
+
+void print_list(const json& r) {
+  for (const json& s : r["subsystems"]) {
+    fmt::print("subsystem {} (serial {}, {})\n", s["nqn"].get<std::string>(),
+               s["serial"].get<std::string>(),
+               s["allow_any_host"].get<bool>() ? "any host"
+                                               : fmt::format("hosts: {}", s["allowed_hosts"].dump()));
+    for (const json& n : s["namespaces"]) {
+      fmt::print("  namespace {}: {} ({} bytes, {}-byte blocks)\n", n["nsid"].get<uint32_t>(),
+                 n["device"].get<std::string>(), n["bytes"].get<uint64_t>(),
+                 n["block_size"].get<uint32_t>());
+    }
+    for (const json& c : s["controllers"]) {
+      fmt::print("  controller {}: host {} at {}, I/O queues {}, TLS {}, DH-HMAC-CHAP {}\n",
+                 c["cntlid"].get<unsigned>(), c["hostnqn"].get<std::string>(),
+                 c["address"].get<std::string>(), c["io_queues"].dump(), yes(c["tls"]),
+                 c["dhchap"].get<bool>() ? (c["authenticated"].get<bool>() ? "authenticated" : "not yet")
+                                         : "no");
+    }
+  }
+  for (const json& p : r["ports"]) {
+    fmt::print("port {}: {}:{} (TLS {}) serves {}\n", p["id"].get<unsigned>(),
+               p["address"].get<std::string>(), p["port"].get<unsigned>(),
+               p["tls"].get<std::string>(), p["subsystems"].dump());
+  }
+  for (const json& h : r["hosts"]) {
+    fmt::print("host {}: DH-HMAC-CHAP {}, controller key {}, TLS key {}\n",
+               h["nqn"].get<std::string>(), yes(h["dhchap"]), yes(h["dhchap_ctrl"]), yes(h["tls"]));
+  }
+  const json& d = r["discovery"];
+  fmt::print("discovery: port {}, {} controllers; {} connections open\n", d["port"].get<unsigned>(),
+             d["controllers"].size(), r["open_connections"].get<unsigned>());
+}
+
+int run_ctl(const CtlArgs& a, const std::string& method, const json& params) {
+  auto answer = call(a.socket, method, params);
+  if (!answer) {
+    const int code = answer.error().code() == EINVAL ? kBadInput : kIoError;
+    if (a.json_out) {
+      fmt::print("{}\n", json{{"error", {{"code", -32000}, {"message", answer.error().message()}}}}.dump(2));
+      return code;
+    }
+    return report_error(code, fmt::format("ctl: {}", answer.error().message()));
+  }
+  const json& r = *answer;
+  if (r.contains("error")) {
+    const int rpc = r["error"].value("code", -32000);
+    const bool bad = rpc == -32602 || rpc == -32601 || rpc == -32600 ||
+                     r["error"].value("data", "") == "ENOENT";
+    if (a.json_out) {
+      fmt::print("{}\n", json{{"error", r["error"]}}.dump(2));
+      return bad ? kBadInput : kIoError;
+    }
+    return report_error(bad ? kBadInput : kIoError,
+                        fmt::format("ctl {}: {}", method, r["error"].value("message", "failed")));
+  }
+  const json& result = r.contains("result") ? r["result"] : json();
+  if (a.json_out) {
+    fmt::print("{}\n", result.dump(2));
+  } else if (method == "list") {
+    print_list(result);
+  } else if (method == "stats") {
+    for (const auto& [k, v] : result.items()) fmt::print("{:22} {}\n", k, v.dump());
+  } else if (method == "disconnect") {
+    fmt::print("controller {} (host {}) disconnected\n", result["disconnected"].get<unsigned>(),
+               result["hostnqn"].get<std::string>());
+  } else if (method == "save") {
+    fmt::print("saved {}\n", result["saved"].get<std::string>());
+  } else {
+    fmt::print("{}\n", result.dump(2));
+  }
+  return kOk;
+}
+
+}  // namespace
+
+void add_ctl_command(CLI::App& app, int& exit_code) {
+  auto* cmd = app.add_subcommand("ctl", "See and change a running `blkcopy serve` through its control socket");
+  auto a = std::make_shared<CtlArgs>();
+  cmd->add_option("--socket", a->socket, fmt::format("the control socket (default {})", kDefaultControlSocket));
+  cmd->add_flag("--json", a->json_out, "print the answer as JSON");
+  cmd->require_subcommand(1);
+  auto run = [a, &exit_code](const std::string& method, json params) {
+    exit_code = run_ctl(*a, method, params);
+  };
+  cmd->add_subcommand("list", "subsystems, namespaces, controllers (host, address, queues, "
+                              "authentication), ports and hosts")
+      ->callback([run] { run("list", json::object()); });
+  cmd->add_subcommand("stats", "the target's counters")->callback([run] { run("stats", json::object()); });
+  auto* disc = cmd->add_subcommand("disconnect", "end a controller and every queue of it");
+  disc->add_option("NQN", a->nqn, "the subsystem")->required();
+  disc->add_option("CNTLID", a->cntlid, "the controller ID (ctl list shows them)")->required();
+  disc->callback([run, a] { run("disconnect", {{"nqn", a->nqn}, {"cntlid", a->cntlid}}); });
+  auto* save = cmd->add_subcommand("save", "write the configuration as nvmetcli JSON (serve "
+                                           "--config and nvmetcli restore read it; mode 0600: it "
+                                           "holds host keys)");
+  save->add_option("FILE", a->path, "where, as the server sees paths")->required();
+  save->callback([run, a] {
+    run("save", {{"path", std::filesystem::absolute(a->path).string()}});
+  });
+  auto* raw = cmd->add_subcommand("call", "any method with JSON params, its result as JSON");
+  raw->add_option("METHOD", a->method)->required();
+  raw->add_option("PARAMS", a->params, "a JSON object (default {})");
+  raw->callback([a, &exit_code] {
+    json params;
+    try {
+      params = json::parse(a->params);
+    } catch (const json::exception& e) {
+      exit_code = report_error(kBadInput, fmt::format("ctl call: PARAMS is not JSON: {}", e.what()));
+      return;
+    }
+    CtlArgs b = *a;
+    b.json_out = true;
+    exit_code = run_ctl(b, a->method, params);
+  });
+}
+
+}  // namespace blkcopy::tools
