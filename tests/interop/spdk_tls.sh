@@ -16,6 +16,7 @@ blkcopy=${1:?usage: $0 BLKCOPY_BINARY}
 [ "$(id -u)" -eq 0 ] || { echo "spdk_tls: SKIP: needs root (hugepages)"; exit 77; }
 command -v nvme > /dev/null || { echo "spdk_tls: SKIP: nvme-cli (gen-tls-key) missing"; exit 77; }
 export LD_LIBRARY_PATH=$SPDK_DIR/build/lib
+mkdir -p /dev/hugepages
 mountpoint -q /dev/hugepages || mount -t hugetlbfs nodev /dev/hugepages
 [ "$(cat /proc/sys/vm/nr_hugepages)" -ge 1024 ] || echo 1024 > /proc/sys/vm/nr_hugepages
 
