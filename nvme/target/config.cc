@@ -29,6 +29,10 @@ class Walk {
  public:
   Walk(bool lenient, std::vector<std::string>* warnings) : lenient_(lenient), warnings_(warnings) {}
 
+  // A value blkcopy takes but does not act on, where that is harmless: one line, never an error.
+  void note(const std::string& path, const std::string& what) {
+    if (warnings_) warnings_->push_back(fmt::format("nvmetcli JSON: {}: {}", path, what));
+  }
   // A key blkcopy does not read: an error, or a warning when lenient.
   void unused(const std::string& path, const std::string& why) {
     if (!lenient_) throw ConfigError{path, why + " (--lenient skips it with a warning)"};
@@ -113,6 +117,12 @@ class Obj {
     }
     w_.unused(at(key), fmt::format("{} is not supported: {}", s, why));
   }
+  // A value taken with a note when present (nvmetcli saves every attribute configfs has).
+  void noted(const std::string& key, const std::string& what) {
+    if (const json* v = get(key)) {
+      w_.note(at(key), fmt::format("'{}' noted only ({})", v->is_string() ? v->get<std::string>() : v->dump(), what));
+    }
+  }
   void finish() {
     for (auto& [k, v] : j_.items()) {
       if (!seen_.count(k)) w_.unused(at(k), "unknown key");
@@ -152,10 +162,14 @@ HostConfig read_host(Obj& h) {
     }
   }
   if (const json* d = h.get("dhchap")) {
+    // nvmetcli saves every dhchap attribute, empty ones too: a host without a key has
+    // {} (Linux 6.1) or "key": "" (6.12), and then no authentication.
     Obj a(h.walk(), *d, h.at("dhchap"));
     hc.key = a.str("key");
-    if (hc.key.empty()) throw ConfigError{a.at("key"), "missing (the host's DHHC-1 secret)"};
     hc.ctrl_key = a.str("ctrl_key");
+    if (hc.key.empty() && !hc.ctrl_key.empty()) {
+      throw ConfigError{a.at("key"), "missing (a ctrl_key needs the host's DHHC-1 secret too)"};
+    }
     hc.hash = a.str("hash", hc.hash);
     hc.dhgroup = a.str("dhgroup", hc.dhgroup);
     a.finish();
@@ -177,6 +191,16 @@ NamespaceConfig read_namespace(Obj& n) {
   nc.uuid = d.str("uuid");
   d.finish();
   n.only("ana_grpid", {"1"}, "blkcopy has one ANA group, 1");
+  if (const json* a = n.get("ana")) {  // newer nvmetcli: the ana attribute group
+    Obj ana(n.walk(), *a, n.at("ana"));
+    ana.only("grpid", {"1"}, "blkcopy has one ANA group, 1");
+    ana.finish();
+  }
+  if (const json* r = n.get("resv")) {
+    Obj resv(n.walk(), *r, n.at("resv"));
+    resv.only("enable", {"0"}, "reservations are not served");
+    resv.finish();
+  }
   n.finish();
   return nc;
 }
@@ -199,9 +223,34 @@ SubsystemConfig read_subsystem(Obj& s) {
       throw ConfigError{attr.at("cntlid_min"), fmt::format("{} is above cntlid_max {}",
                                                            sc.cntlid_min, sc.cntlid_max)};
     }
-    sc.qid_max = static_cast<uint16_t>(attr.num("qid_max", sc.qid_max, 1, 8));
+    // Linux's default is 128; blkcopy grants at most 8 I/O queues (a host asks, then uses what
+    // Set Features Number of Queues grants).
+    const uint64_t qid_max = attr.num("qid_max", sc.qid_max, 1, 65535);
+    if (qid_max > 8) {
+      attr.walk().note(attr.at("qid_max"), fmt::format("'{}' taken as 8 (blkcopy grants at most 8 I/O "
+                                                       "queues per controller)",
+                                                       qid_max));
+    }
+    sc.qid_max = static_cast<uint16_t>(std::min<uint64_t>(qid_max, 8));
     attr.only("pi_enable", {"0"}, "protection information is not served");
+    attr.noted("firmware", "Identify reports blkcopy's own firmware revision");
+    attr.noted("ieee_oui", "Identify reports blkcopy's own IEEE OUI");
+    attr.noted("version", "the controller reports the NVMe version blkcopy implements");
     attr.finish();
+  }
+  // Passthrough, as Linux 6.12's nvmetcli saves it when unused: no device. A configured one
+  // would hand a whole controller to hosts, which blkcopy does not do.
+  const json& pt = s.array("passthru");
+  for (size_t i = 0; i < pt.size(); ++i) {
+    Obj p(s.walk(), pt[i], item(s.at("passthru"), i));
+    if (const json* d = p.get("device")) {
+      Obj dev(p.walk(), *d, p.at("device"));
+      dev.only("path", {"(null)", ""}, "NVMe passthrough is not served");
+      dev.finish();
+    }
+    p.only("enable", {"0"}, "NVMe passthrough is not served");
+    for (const char* k : {"admin_timeout", "io_timeout", "clear_ids"}) p.get(k);  // of no use unused
+    p.finish();
   }
   const json& ns = s.array("namespaces");
   for (size_t i = 0; i < ns.size(); ++i) {
@@ -252,6 +301,10 @@ PortConfig read_port(Obj& p) {
   if (const json* par = p.get("param")) {
     Obj param(p.walk(), *par, p.at("param"));
     param.only("pi_enable", {"0"}, "protection information is not served");
+    param.noted("inline_data_size", "blkcopy takes 8192 bytes in a command capsule; hosts "
+                                    "learn it from Identify");
+    param.noted("max_queue_size", "blkcopy's queues hold 128 commands; hosts learn it from "
+                                  "CAP.MQES");
     param.finish();
   }
   if (!p.array("referrals").empty()) {
@@ -307,6 +360,13 @@ Result<TargetConfig> parse_nvmetcli_json(std::string_view text, bool lenient,
     for (size_t i = 0; i < ports.size(); ++i) {
       Obj p(w, ports[i], item("ports", i));
       cfg.ports.push_back(read_port(p));
+    }
+    // The discovery subsystem's NQN (Linux 6.x's discovery_nqn): only the standard one.
+    if (const json* d = root.get("discovery")) {
+      Obj disc(w, *d, "discovery");
+      disc.only("nqn", {std::string(kDiscoveryNqn)}, "blkcopy's discovery subsystem is the "
+                                                     "standard one");
+      disc.finish();
     }
     // What nvmetcli has no word for: what peers may cost (TargetLimits).
     if (const json* b = root.get("blkcopy")) {
@@ -395,7 +455,9 @@ Status validate(const TargetConfig& cfg) {
   for (size_t i = 0; i < cfg.ports.size(); ++i) {
     if (cfg.ports[i].tls != PortTls::none && tls->empty()) {
       return Status::error(EINVAL, fmt::format("ports[{}] offers TLS but no host has a TLS key "
-                                               "(--tls-key HOSTNQN=KEY, hosts[].tls_key)",
+                                               "(--tls-key HOSTNQN=KEY, hosts[].tls_key; Linux keeps "
+                                               "them in its .nvme keyring, so nvmetcli's file has "
+                                               "none: add hosts[].tls_key)",
                                                i));
     }
   }

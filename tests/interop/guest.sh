@@ -104,6 +104,38 @@ if [ -n "${BLKCOPY_GUEST_TRIXIE:-}" ]; then
     chmod +x "$root/usr/bin/${tool#*:}"
   done
 fi
+# BLKCOPY_GUEST_NVMETCLI=DIR: nvmetcli's work tree (its nvmet package, which `nvmetcli save`
+# and `nvmetcli restore` are) with this machine's python3 and its standard library, run as
+# `nvmetcli-json save|restore FILE`. nvmetcli has no Debian package; its sources are public.
+if [ -n "${BLKCOPY_GUEST_NVMETCLI:-}" ]; then
+  [ -f "$BLKCOPY_GUEST_NVMETCLI/nvmet/nvme.py" ] || { echo "guest.sh: no nvmetcli at $BLKCOPY_GUEST_NVMETCLI"; exit 77; }
+  py=$(readlink -f /usr/bin/python3)
+  copy_bin "$py" usr/bin/python3
+  lib=/usr/lib/$(basename "$py")
+  mkdir -p "$root$lib"
+  tar -C "$lib" --exclude=test --exclude=__pycache__ --exclude=idlelib --exclude=tkinter \
+      --exclude=ensurepip --exclude=lib2to3 --exclude=config-* -cf - . | tar -C "$root$lib" -xf -
+  ldd "$lib"/lib-dynload/*.so 2>/dev/null | awk '/=>/{print $3}' | sort -u | while read -r l; do
+    [ -f "$l" ] && { mkdir -p "$root$(dirname "$l")"; cp -L "$l" "$root$l"; }
+  done
+  mkdir -p "$root/nvmetcli" && cp -r "$BLKCOPY_GUEST_NVMETCLI/nvmet" "$root/nvmetcli/"
+  cat > "$root/usr/bin/nvmetcli-json" <<'NVMETCLI'
+#!/bin/sh
+# nvmetcli-json save FILE | restore FILE | clear: what `nvmetcli save`, `nvmetcli restore`
+# and `nvmetcli clear` do
+exec python3 -c 'import sys; sys.path.insert(0, "/nvmetcli"); import nvmet
+root = nvmet.Root()
+if sys.argv[1] == "save":
+    root.save_to_file(sys.argv[2])
+elif sys.argv[1] == "clear":
+    root.clear_existing()
+else:
+    errors = root.restore_from_file(sys.argv[2])
+    for e in errors: print("nvmetcli restore:", e)
+    sys.exit(1 if errors else 0)' "$@"
+NVMETCLI
+  chmod +x "$root/usr/bin/nvmetcli-json"
+fi
 cp "$script" "$root/test.sh"
 cp "$(dirname "$0")/lib.sh" "$root/lib.sh"
 echo "nqn.2014-08.io.blkcopy:guest-host" > "$root/etc/nvme/hostnqn"
