@@ -239,5 +239,49 @@ TEST(Ctl, SaveWritesNvmetcliJsonThatReadsBackAndStatsAreNumbers) {
   EXPECT_EQ(json::parse(bad.out)["error"]["code"], -32601) << bad.out;
 }
 
+// The command trace, switched on and off while the target runs: a two-range Copy with its
+// ranges as the host sent them, its status and what was offloaded; a Copy past the end with its
+// error status; nothing once it is off.
+TEST(Ctl, TheTraceShowsEachCommandWithItsCopyRangesAndStatus) {
+  test::TempDir dir;
+  const std::string sock = (dir.path() / "c.sock").string();
+  const std::string file = (dir.path() / "trace.jsonl").string();
+  test::Served t(config(), sock);
+  const auto no_file = test::run_cli({"ctl", "--socket", sock, "trace", "on"});
+  EXPECT_EQ(no_file.exit_code, 2);
+  EXPECT_NE(no_file.err.find("trace on needs a file"), std::string::npos) << no_file.err;
+  const auto on = test::run_cli({"ctl", "--socket", sock, "trace", "on", "--file", file});
+  ASSERT_EQ(on.exit_code, 0) << on.err;
+  test::Host h;
+  ASSERT_TRUE(h.connect(t.port(), kSub, kHost));
+  EXPECT_EQ(h.io.copy(1, 4096, {{0, 8}, {100, 16}}).status, 0);
+  const uint64_t blocks = (8u << 20) / 512;
+  EXPECT_NE(h.io.copy(1, 0, {{blocks - 4, 8}}).status, 0) << "a range past the end";
+  const auto off = test::run_cli({"ctl", "--socket", sock, "trace", "off"});
+  ASSERT_EQ(off.exit_code, 0) << off.err;
+  EXPECT_EQ(h.io.copy(1, 8192, {{0, 8}}).status, 0);  // not traced
+  std::vector<json> lines;
+  std::ifstream in(file);
+  for (std::string l; std::getline(in, l);) lines.push_back(json::parse(l));
+  std::vector<json> copies;
+  for (const json& l : lines) {
+    if (l["opcode"] == "copy") copies.push_back(l);
+  }
+  ASSERT_EQ(copies.size(), 2u) << lines.size() << " lines";
+  const json& c = copies[0];
+  EXPECT_EQ(c["host"], kHost);
+  EXPECT_EQ(c["qid"], 1);
+  EXPECT_EQ(c["cntlid"], h.cntlid);
+  EXPECT_EQ(c["nsid"], 1);
+  EXPECT_EQ(c["sdlba"], 4096);
+  EXPECT_EQ(c["ranges"], json::parse(R"([{"snsid":0,"slba":0,"nlb":8},{"snsid":0,"slba":100,"nlb":16}])"));
+  EXPECT_EQ(c["status"], "0x0000");
+  EXPECT_EQ(c["offloaded_bytes"].get<uint64_t>() + c["emulated_bytes"].get<uint64_t>(), 24u * 512);
+  EXPECT_TRUE(c["latency_us"].is_number());
+  EXPECT_TRUE(c["time"].get<std::string>().ends_with("Z"));
+  EXPECT_NE(copies[1]["status"], "0x0000") << copies[1].dump();
+  EXPECT_EQ(copies[1]["ranges"][0]["slba"], blocks - 4);
+}
+
 }  // namespace
 }  // namespace blkcopy

@@ -141,6 +141,9 @@ int run_ctl(const CtlArgs& a, const std::string& method, const json& params) {
   } else if (method == "disconnect") {
     fmt::print("controller {} (host {}) disconnected\n", result["disconnected"].get<unsigned>(),
                result["hostnqn"].get<std::string>());
+  } else if (method == "trace") {
+    fmt::print("trace {}{}\n", result["on"].get<bool>() ? "on: " : "off",
+               result["on"].get<bool>() ? result["path"].get<std::string>() : "");
   } else if (method == "save") {
     fmt::print("saved {}\n", result["saved"].get<std::string>());
   } else {
@@ -174,6 +177,16 @@ void add_ctl_command(CLI::App& app, int& exit_code) {
   save->add_option("FILE", a->path, "where, as the server sees paths")->required();
   save->callback([run, a] {
     run("save", {{"path", std::filesystem::absolute(a->path).string()}});
+  });
+  auto* trace = cmd->add_subcommand("trace", "the command trace: one JSON line per command "
+                                             "(time, host, cntlid, qid, opcode, LBAs, Copy "
+                                             "ranges, status, offloaded/emulated bytes, latency)");
+  trace->add_option("STATE", a->method, "on or off")->required()->check(CLI::IsMember({"on", "off"}));
+  trace->add_option("--file", a->path, "where (appended); default: the file it last used");
+  trace->callback([run, a] {
+    json p = {{"on", a->method == "on"}};
+    if (!a->path.empty()) p["path"] = std::filesystem::absolute(a->path).string();
+    run("trace", p);
   });
   auto* raw = cmd->add_subcommand("call", "any method with JSON params, its result as JSON");
   raw->add_option("METHOD", a->method)->required();

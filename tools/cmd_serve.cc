@@ -39,6 +39,7 @@ struct Args {
   std::string tls;  // "required" or "optional"; empty: required when there are TLS keys
   std::string ktls = "on";  // "off": TLS records stay in user space
   std::string rpc;          // the control socket; empty: the default, where it can be made
+  std::string trace;        // the command trace's file
   std::string dhchap_hash = "hmac(sha256)", dhchap_dhgroup = "null";
   unsigned max_connections = nvme::TargetLimits{}.max_connections;
   std::string data_budget, copy_budget;  // sizes; empty: the config's or the default
@@ -244,6 +245,10 @@ int run_serve(const Args& a) {
                why.empty() ? "in the kernel (kTLS) after each handshake"
                            : fmt::format("in user space ({})", why));
   }
+  if (!a.trace.empty()) {
+    if (Status s = (*target)->trace_to(a.trace); !s.ok()) return report_error(kIoError, s.message());
+    fmt::print(stderr, "blkcopy serve: command trace into {}\n", a.trace);
+  }
   // The control socket: where asked (its failure is fatal), else at the default where it can be
   // made (not as a user who may not write /run, nor beside another serve).
   if (a.rpc != "none") {
@@ -307,6 +312,10 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--tls-libnvme1", a->tls_libnvme1,
                   "HOSTNQN: derive this host's TLS PSK as libnvme 1.x does (keys that nvme-cli "
                   "2.x, e.g. Debian 13's, put into Linux's .nvme keyring); repeatable");
+  cmd->add_option("--trace", a->trace,
+                  "write one JSON line per command into this file (appended): host, queue, "
+                  "opcode, LBAs, Copy ranges, status, offloaded/emulated bytes, latency; `ctl "
+                  "trace on|off` switches it while running");
   cmd->add_option("--rpc", a->rpc,
                   fmt::format("the control socket for `blkcopy ctl` (JSON-RPC 2.0; default {}, "
                               "where it can be made; 'none': no socket)",

@@ -140,6 +140,8 @@ class Target {
   // Opens the control socket at `path` (JSON-RPC 2.0, one request per line: `blkcopy ctl`):
   // list, stats, disconnect, save. Call on the target's loop, after start().
   virtual Status serve_control(const std::string& path) = 0;
+  // The command trace: one JSON line per command into `path` (appended); "" stops it.
+  virtual Status trace_to(const std::string& path) = 0;
 };
 
 }  // namespace blkcopy::nvme

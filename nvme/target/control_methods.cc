@@ -4,6 +4,7 @@
 //   stats       the counters of `serve --stats`, as numbers
 //   disconnect  {"nqn", "cntlid"}: ends a controller and every queue of it (within a tick)
 //   save        {"path"}: the configuration as nvmetcli JSON, mode 0600 (it holds host keys)
+//   trace       {"on": true, "path"} | {"on": false}: the command trace (trace.h)
 #include <blkcopy/log.h>
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -135,6 +136,22 @@ std::map<std::string, ControlServer::Method> TargetImpl::control_methods() {
       return json{{"disconnected", id}, {"hostnqn", l.ctrl->hostnqn}};
     }
     return fail(ENOENT, fmt::format("no controller {} in {}", id, nqn));
+  };
+  m["trace"] = [this](const json& p) -> Result<json> {
+    if (!p.contains("on") || !p["on"].is_boolean()) {
+      return fail(EINVAL, "trace takes {\"on\": true, \"path\": FILE} or {\"on\": false}");
+    }
+    if (!p["on"].get<bool>()) {
+      const std::string was = trace_.path();
+      trace_.stop();
+      return json{{"on", false}, {"path", was}};
+    }
+    std::string path = p.value("path", std::string());
+    if (path.empty()) path = trace_.path();
+    if (path.empty()) return fail(EINVAL, "trace on needs a file: {\"on\": true, \"path\": FILE}");
+    if (Status st = trace_.start(path); !st.ok()) return std::unexpected(st);
+    log_info(fmt::format("serve: command trace into {}", path));
+    return json{{"on", true}, {"path", path}};
   };
   m["save"] = [this](const json& p) -> Result<json> {
     if (!p.contains("path") || !p["path"].is_string() || p["path"].get<std::string>().empty()) {

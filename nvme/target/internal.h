@@ -27,6 +27,7 @@
 #include "nvme/target/auth_gate.h"
 #include "nvme/target/control_server.h"
 #include "nvme/target/subsystem.h"
+#include "nvme/target/trace.h"
 #include "nvme/tcp/tls_session.h"
 
 namespace blkcopy::nvme {
@@ -60,6 +61,13 @@ class TargetImpl final : public Target {
   std::vector<uint16_t> bound_ports() const override { return bound_; }
   void serve_socket(int fd, PortTls tls) override;
   Status serve_control(const std::string& path) override;
+  Status trace_to(const std::string& path) override {
+    if (path.empty()) {
+      trace_.stop();
+      return {};
+    }
+    return trace_.start(path);
+  }
 
   // What queues and transports use.
   EventLoop& home() { return home_; }
@@ -69,6 +77,7 @@ class TargetImpl final : public Target {
   AuthGate& auth_gate() { return auth_gate_; }
   const TargetLimits& limits() const { return cfg_.limits; }
   bool kernel_tls() const { return cfg_.kernel_tls; }
+  CommandTrace& trace() { return trace_; }
   // The keys a host must authenticate with, or nullptr when it need not.
   const HostKeys* keys_for(const std::string& hostnqn) const {
     auto it = keys_.find(hostnqn);
@@ -137,6 +146,7 @@ class TargetImpl final : public Target {
   std::atomic<int64_t> last_refusal_log_[3] = {};  // by Refusal: steady clock, ns
   std::vector<Timer> accept_timers_;  // accepts retried after running out of descriptors
   AtomicStats stats_;
+  CommandTrace trace_;
   ControlServer::Ptr control_;  // last: it goes first
 };
 

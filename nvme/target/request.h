@@ -54,6 +54,8 @@ struct TargetRequest final : BudgetWaiter {
   uint32_t held = 0;  // bytes a long Copy's decoded ranges take, counted like in-capsule data
   // The transport's: when the R2T for this command went out (its data must follow in time).
   std::chrono::steady_clock::time_point r2t_at{};
+  // When the command began, while the command trace is on (trace.h); zero otherwise.
+  std::chrono::steady_clock::time_point started{};
 
   // What an I/O command hands its device, living as long as the request.
   blkcopy::Request io{};
@@ -94,6 +96,7 @@ struct TargetRequest final : BudgetWaiter {
     cqe = {};
     data = nullptr;
     data_len = data_cap = received = c2h = 0;
+    started = {};
     in_capsule = false;
     held = 0;
     io = {};
