@@ -47,114 +47,31 @@ bool unix_address(const std::string& path, sockaddr_un& a) {
 
 }  // namespace
 
-// One connected client: reads lines, answers each in order, ends on EOF, error, a line too
-// long or kIdle without a request. It frees itself once the kernel has ended its operations.
-class ControlServer::Client final : EventLoop::Orphan {
+// One client's requests: a line each, answered in order.
+class JsonRpcSession final : public SocketServer::Session {
  public:
-  Client(ControlServer* server, int fd) : server_(server), loop_(server->loop_), fd_(fd) {}
-  void start() {
-    arm_idle();
-    receive();
-  }
-  // The server goes: end without touching it again.
-  void orphan() {
-    server_ = nullptr;
-    end();
+  explicit JsonRpcSession(const ControlServer& server) : server_(server) {}
+  bool on_input(std::string& in, std::string& out) override {
+    for (size_t nl; (nl = in.find('\n')) != std::string::npos;) {
+      std::string_view line(in.data(), nl);
+      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+      if (!line.empty()) out += server_.answer(line) + "\n";
+      in.erase(0, nl + 1);
+    }
+    if (in.size() > ControlServer::kMostLine) {
+      out += error(nullptr, -32600, fmt::format("request longer than {} bytes", ControlServer::kMostLine)).dump() + "\n";
+      in.clear();
+      return false;
+    }
+    return true;
   }
 
  private:
-  ~Client() override { ::close(fd_); }
-
-  void arm_idle() {
-    idle_ = loop_.after(kIdle, [this] { end(); });
-  }
-  void receive() {
-    if (ended_) return;
-    ++ops_;
-    recv_op_ = loop_.recv(fd_, chunk_, sizeof chunk_, [this](int res) {
-      --ops_;
-      if (ended_) return maybe_free();
-      if (res <= 0) return end();
-      if (draining_) return receive();  // after the error: dropped until the client closes
-      in_.append(chunk_, static_cast<size_t>(res));
-      lines();
-    });
-  }
-  // Answers every whole line received, then reads on (after the answers have left).
-  void lines() {
-    for (size_t nl; (nl = in_.find('\n')) != std::string::npos;) {
-      std::string line = in_.substr(0, nl);
-      in_.erase(0, nl + 1);
-      if (!line.empty() && line.back() == '\r') line.pop_back();
-      if (line.empty()) continue;
-      arm_idle();
-      out_ += server_->answer(line) + "\n";
-    }
-    if (in_.size() > kMostLine) {
-      out_ += error(nullptr, -32600, fmt::format("request longer than {} bytes", kMostLine)).dump() + "\n";
-      closing_after_send_ = true;
-      in_.clear();
-    }
-    if (!out_.empty()) return send();
-    receive();
-  }
-  void send() {
-    iov_ = {out_.data(), out_.size()};
-    msg_ = {};
-    msg_.msg_iov = &iov_;
-    msg_.msg_iovlen = 1;
-    ++ops_;
-    send_op_ = loop_.sendmsg(fd_, &msg_, [this](int res) {
-      --ops_;
-      if (ended_) return maybe_free();
-      if (res <= 0) return end();
-      out_.erase(0, static_cast<size_t>(res));
-      if (!out_.empty()) return send();
-      if (closing_after_send_) {
-        // Closing now, with the rest of the line unread, would reset the connection and lose
-        // the error on the client's side: no more answers, read and drop until it closes.
-        ::shutdown(fd_, SHUT_WR);
-        draining_ = true;
-        idle_ = loop_.after(kDrain, [this] { end(); });
-      }
-      receive();
-    });
-  }
-  void end() {
-    if (ended_) return;
-    ended_ = true;
-    idle_.cancel();
-    ::shutdown(fd_, SHUT_RDWR);
-    loop_.cancel(recv_op_);
-    loop_.cancel(send_op_);
-    if (server_) server_->clients_.erase(this);
-    server_ = nullptr;
-    loop_.adopt(this);
-    maybe_free();
-  }
-  void maybe_free() {
-    if (ops_ != 0) return;
-    // Callers return right after: the loop owns the callback that may be running.
-    loop_.disown(this);
-    delete this;
-  }
-
-  ControlServer* server_;
-  EventLoop& loop_;
-  int fd_;
-  char chunk_[4096];
-  std::string in_, out_;
-  iovec iov_{};
-  msghdr msg_{};
-  OpId recv_op_{}, send_op_{};
-  Timer idle_;
-  unsigned ops_ = 0;
-  bool ended_ = false, closing_after_send_ = false, draining_ = false;
-  static constexpr std::chrono::seconds kDrain{5};
+  const ControlServer& server_;
 };
 
-Result<ControlServer::Ptr> ControlServer::listen(EventLoop& loop, const std::string& path,
-                                                 std::map<std::string, Method> methods) {
+Result<std::unique_ptr<ControlServer>> ControlServer::listen(EventLoop& loop, const std::string& path,
+                                                            std::map<std::string, Method> methods) {
   sockaddr_un a;
   if (!unix_address(path, a)) {
     return fail(EINVAL, fmt::format("control socket {}: not a path of 1 to {} bytes", path,
@@ -194,61 +111,17 @@ Result<ControlServer::Ptr> ControlServer::listen(EventLoop& loop, const std::str
     ::close(fd);
     return fail(e, fmt::format("control socket {}: {}", path, std::strerror(e)));
   }
-  Ptr s(new ControlServer(loop, path, std::move(methods)));
-  s->fd_ = fd;
-  s->accept();
+  std::unique_ptr<ControlServer> s(new ControlServer(path, std::move(methods)));
+  const ControlServer& self = *s;
+  s->server_ = SocketServer::start(loop, fd, fmt::format("control socket {}", path),
+                                   {kMostClients, kIdle},
+                                   [&self] { return std::make_unique<JsonRpcSession>(self); });
   return s;
 }
 
 ControlServer::~ControlServer() {
-  if (fd_ >= 0) ::close(fd_);
-}
-
-void ControlServer::accept() {
-  accepting_ = true;
-  accept_op_ = loop_.accept(fd_, [this](int res) {
-    accepting_ = false;
-    if (closed_) {
-      if (res >= 0) ::close(res);
-      return maybe_free();
-    }
-    if (res >= 0) {
-      if (clients_.size() >= kMostClients) {
-        log_warning(fmt::format("serve: control socket {}: more than {} clients at once; one "
-                                "closed",
-                                path_, kMostClients));
-        ::close(res);
-      } else {
-        auto* c = new Client(this, res);
-        clients_.insert(c);
-        c->start();
-      }
-    } else if (res != -EINTR && res != -ECONNABORTED) {
-      log_warning(fmt::format("serve: control socket {}: accept: {}", path_, std::strerror(-res)));
-      // Out of descriptors, say: try again in a while rather than spin.
-      retry_ = loop_.after(std::chrono::milliseconds(100), [this] { accept(); });
-      return;
-    }
-    accept();
-  });
-}
-
-void ControlServer::close() {
-  closed_ = true;
-  retry_.cancel();
-  for (Client* c : std::set<Client*>(clients_)) c->orphan();
-  clients_.clear();
+  server_.reset();  // no session answers from here on
   ::unlink(path_.c_str());
-  ::shutdown(fd_, SHUT_RDWR);
-  if (accepting_) loop_.cancel(accept_op_);
-  loop_.adopt(this);
-  maybe_free();
-}
-
-void ControlServer::maybe_free() {
-  if (accepting_) return;
-  loop_.disown(this);  // callers return right after
-  delete this;
 }
 
 std::string ControlServer::answer(std::string_view line) const {

@@ -5,7 +5,7 @@
 //
 // What a client may cost: at most kMostClients at once (more are closed at once), a request
 // line of at most kMostLine bytes (a longer one is answered with an error and the client
-// closed), and kIdle without a request ends it. The socket is made mode 0600 (only its owner,
+// closed), and kIdle without a request ends it (socket_server.h). The socket is made mode 0600 (only its owner,
 // root for /run/blkcopy, may change the target); a stale socket of a server that has gone is
 // replaced, a live one is not.
 //
@@ -20,27 +20,25 @@
 #include <chrono>
 #include <functional>
 #include <map>
-#include <set>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "nvme/target/socket_server.h"
+
 namespace blkcopy::nvme {
 
-class ControlServer final : EventLoop::Orphan {
+class ControlServer {
  public:
   using Method = std::function<Result<nlohmann::json>(const nlohmann::json& params)>;
   static constexpr size_t kMostClients = 16;
   static constexpr size_t kMostLine = 1 << 20;
   static constexpr std::chrono::seconds kIdle{300};
 
-  struct Closer {
-    void operator()(ControlServer* s) const { s->close(); }
-  };
-  using Ptr = std::unique_ptr<ControlServer, Closer>;
   // Listens on `path` (its directory is made, mode 0700, when missing).
-  static Result<Ptr> listen(EventLoop& loop, const std::string& path,
-                            std::map<std::string, Method> methods);
+  static Result<std::unique_ptr<ControlServer>> listen(EventLoop& loop, const std::string& path,
+                                                       std::map<std::string, Method> methods);
+  ~ControlServer();  // stops listening and removes the socket file
   const std::string& path() const { return path_; }
 
   // The answer to one request line (a JSON-RPC response, or an error response): what the
@@ -48,22 +46,12 @@ class ControlServer final : EventLoop::Orphan {
   std::string answer(std::string_view line) const;
 
  private:
-  class Client;
-  ControlServer(EventLoop& loop, std::string path, std::map<std::string, Method> methods)
-      : loop_(loop), path_(std::move(path)), methods_(std::move(methods)) {}
-  ~ControlServer() override;
-  void accept();
-  void close();  // the handle went: stops accepting, ends every client, frees itself later
-  void maybe_free();
+  ControlServer(std::string path, std::map<std::string, Method> methods)
+      : path_(std::move(path)), methods_(std::move(methods)) {}
 
-  EventLoop& loop_;
   std::string path_;
   std::map<std::string, Method> methods_;
-  int fd_ = -1;
-  OpId accept_op_{};
-  Timer retry_;  // accepting again after a failed accept
-  bool accepting_ = false, closed_ = false;
-  std::set<Client*> clients_;  // each frees itself; it tells the server when it ends
+  SocketServer::Ptr server_;  // its sessions use methods_ only while it is open
 };
 
 }  // namespace blkcopy::nvme

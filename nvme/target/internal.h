@@ -147,7 +147,7 @@ class TargetImpl final : public Target {
   std::vector<Timer> accept_timers_;  // accepts retried after running out of descriptors
   AtomicStats stats_;
   CommandTrace trace_;
-  ControlServer::Ptr control_;  // last: it goes first
+  std::unique_ptr<ControlServer> control_;  // last: it goes first
 };
 
 }  // namespace blkcopy::nvme
