@@ -1,6 +1,8 @@
 #include "core/net.h"
 
 #include <arpa/inet.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <fmt/format.h>
 
 #include <charconv>
@@ -99,6 +101,23 @@ HostPort address_of(const sockaddr* sa) {
   }
   hp.host = buf;
   return hp;
+}
+
+Result<Listener> tcp_listen(const std::string& host, uint16_t port, int backlog) {
+  socklen_t len = 0;
+  auto sa = numeric_address(host, port, &len);
+  if (!sa) return fail(EINVAL, fmt::format("listen address: {}", sa.error().message()));
+  const int fd = ::socket(sa->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return std::unexpected(Status::from_errno(errno, "socket"));
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&*sa), len) != 0 || ::listen(fd, backlog) != 0) {
+    Status s = Status::from_errno(errno, fmt::format("cannot listen on {}", format_host_port(host, port)));
+    ::close(fd);
+    return std::unexpected(s);
+  }
+  getsockname(fd, reinterpret_cast<sockaddr*>(&*sa), &len);
+  return Listener{fd, address_of(reinterpret_cast<sockaddr*>(&*sa)).port};
 }
 
 }  // namespace blkcopy

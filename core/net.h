@@ -34,6 +34,13 @@ std::string format_host_port(std::string_view host, uint16_t port);
 Result<sockaddr_storage> numeric_address(const std::string& host, uint16_t port,
                                          socklen_t* len);
 
+// A listening TCP socket on a numeric address (port 0: a free one picked) and the port it has.
+struct Listener {
+  int fd;
+  uint16_t port;
+};
+Result<Listener> tcp_listen(const std::string& host, uint16_t port, int backlog);
+
 // The numeric address of a socket address ("127.0.0.1", "::1") and its port.
 HostPort address_of(const sockaddr* sa);
 

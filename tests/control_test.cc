@@ -98,6 +98,14 @@ TEST(ControlServer, BadRequestsGetJsonRpcErrors) {
   const json ok = json::parse(s->answer(R"({"jsonrpc":"2.0","method":"echo","params":{"x":5},"id":2})"));
   EXPECT_EQ(ok["result"]["x"], 5);
   EXPECT_EQ(ok["id"], 2);
+  // From the attack review: bytes that are not UTF-8, and nesting deep enough to recurse off
+  // the stack, get errors (not a crash); a notification (no id) gets no answer.
+  EXPECT_EQ(code("\xff"), -32700);
+  EXPECT_EQ(code(R"({"jsonrpc":"2.0","method":"echo","params":{"s":")" "\xff" R"("},"id":1})"), -32700);
+  const std::string deep = R"({"jsonrpc":"2.0","method":"echo","id":)" + std::string(100000, '[') +
+                           std::string(100000, ']') + "}";
+  EXPECT_EQ(code(deep), -32600);
+  EXPECT_EQ(s->answer(R"({"jsonrpc":"2.0","method":"echo","params":{}})"), "");
 }
 
 // The socket: mode 0600; one that answers is not taken over, a stale one is, a file is not; a
@@ -227,6 +235,16 @@ TEST(Ctl, SaveWritesNvmetcliJsonThatReadsBackAndStatsAreNumbers) {
   EXPECT_EQ(to_nvmetcli_json(*back), to_nvmetcli_json(cfg)) << text.str();
   EXPECT_EQ(back->hosts.at(0).tls_key, h.tls_key);
   EXPECT_EQ(back->ports.at(0).tls, PortTls::optional);
+  // Over a file that was readable by all: 0600 afterwards; never through a symbolic link.
+  ::chmod(out.c_str(), 0644);
+  ASSERT_EQ(test::run_cli({"ctl", "--socket", sock, "save", out}).exit_code, 0);
+  ASSERT_EQ(::stat(out.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  const std::string link = (dir.path() / "link.json").string();
+  ASSERT_EQ(::symlink(out.c_str(), link.c_str()), 0);
+  const auto via_link = test::run_cli({"ctl", "--socket", sock, "save", link});
+  EXPECT_EQ(via_link.exit_code, 2);
+  EXPECT_NE(via_link.err.find("not a regular file"), std::string::npos) << via_link.err;
 
   const auto stats = test::run_cli({"ctl", "--socket", sock, "--json", "stats"});
   ASSERT_EQ(stats.exit_code, 0) << stats.err;
@@ -281,6 +299,22 @@ TEST(Ctl, TheTraceShowsEachCommandWithItsCopyRangesAndStatus) {
   EXPECT_TRUE(c["time"].get<std::string>().ends_with("Z"));
   EXPECT_NE(copies[1]["status"], "0x0000") << copies[1].dump();
   EXPECT_EQ(copies[1]["ranges"][0]["slba"], blocks - 4);
+
+  // A host NQN that is not UTF-8 is traced with replacement characters, listed, and the target
+  // goes on (the attack review crashed it so).
+  ASSERT_EQ(test::run_cli({"ctl", "--socket", sock, "trace", "on"}).exit_code, 0);
+  test::NvmeClient odd;
+  ASSERT_TRUE(odd.open(t.port()));
+  EXPECT_EQ(odd.connect(0, kSub, "nqn.2014-08.io.example:\xff\xfe").status, 0);
+  const auto listed = test::run_cli({"ctl", "--socket", sock, "list"});
+  EXPECT_EQ(listed.exit_code, 0) << listed.err;
+  EXPECT_NE(listed.out.find("\\xef\\xbf\\xbd"), std::string::npos) << "escaped when printed: " << listed.out;
+  ASSERT_EQ(test::run_cli({"ctl", "--socket", sock, "trace", "off"}).exit_code, 0);
+  std::ifstream again(file);
+  std::string last;
+  for (std::string l; std::getline(again, l);) last = l;
+  EXPECT_NE(last.find("nqn.2014-08.io.example:\xef\xbf\xbd"), std::string::npos) << last;
+  EXPECT_EQ(test::run_cli({"ctl", "--socket", sock, "stats"}).exit_code, 0) << "the target is alive";
 }
 
 }  // namespace

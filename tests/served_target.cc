@@ -8,14 +8,15 @@ namespace blkcopy::test {
 
 using namespace nvme;
 
-Served::Served(TargetConfig cfg, std::string control) {
+Served::Served(TargetConfig cfg, std::string control, bool metrics) {
   std::promise<std::vector<uint16_t>> port;
   auto ready = port.get_future();
-  thread_ = std::thread([this, cfg, control, port = std::move(port)]() mutable {
+  thread_ = std::thread([this, cfg, control, metrics, port = std::move(port)]() mutable {
     auto loop = EventLoop::create().value();
     auto target = Target::create(*loop, cfg);
     if (!target || !(*target)->start().ok()) std::abort();
     if (!control.empty() && !(*target)->serve_control(control).ok()) std::abort();
+    if (metrics) metrics_port_ = (*target)->serve_metrics("127.0.0.1", 0).value();
     target_ = target->get();
     port.set_value((*target)->bound_ports());
     (void)loop->run_until([this] { return stop_.load(); });

@@ -17,8 +17,10 @@ namespace blkcopy::test {
 
 class Served {
  public:
-  // With `control`, the target's control socket listens there too.
-  explicit Served(nvme::TargetConfig cfg, std::string control = {});
+  // With `control`, the target's control socket listens there too; with `metrics`, its metrics
+  // endpoint on a free port of 127.0.0.1 (metrics_port()).
+  explicit Served(nvme::TargetConfig cfg, std::string control = {}, bool metrics = false);
+  uint16_t metrics_port() const { return metrics_port_; }
   ~Served();
   uint16_t port() const { return ports_[0]; }
   const std::vector<uint16_t>& ports() const { return ports_; }  // the config's ports, in order
@@ -29,6 +31,7 @@ class Served {
   std::atomic<bool> stop_{false};
   std::atomic<nvme::Target*> target_{nullptr};
   std::vector<uint16_t> ports_;
+  uint16_t metrics_port_ = 0;
 };
 
 // A capsule PDU carrying `data` in-capsule, with the SGL as given (not derived from the data).

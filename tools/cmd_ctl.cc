@@ -1,5 +1,6 @@
 // blkcopy ctl: a running `blkcopy serve`, seen and changed through its control socket
 // (JSON-RPC 2.0, one request per line: nvme/target/control_server.h).
+#include <blkcopy/log.h>
 #include <fmt/format.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -89,8 +90,8 @@ void print_list(const json& r) {
     }
     for (const json& c : s["controllers"]) {
       fmt::print("  controller {}: host {} at {}, I/O queues {}, TLS {}, DH-HMAC-CHAP {}\n",
-                 c["cntlid"].get<unsigned>(), c["hostnqn"].get<std::string>(),
-                 c["address"].get<std::string>(), c["io_queues"].dump(), yes(c["tls"]),
+                 c["cntlid"].get<unsigned>(), printable(c["hostnqn"].get<std::string>()),
+                 printable(c["address"].get<std::string>()), c["io_queues"].dump(), yes(c["tls"]),
                  c["dhchap"].get<bool>() ? (c["authenticated"].get<bool>() ? "authenticated" : "not yet")
                                          : "no");
     }
@@ -102,7 +103,7 @@ void print_list(const json& r) {
   }
   for (const json& h : r["hosts"]) {
     fmt::print("host {}: DH-HMAC-CHAP {}, controller key {}, TLS key {}\n",
-               h["nqn"].get<std::string>(), yes(h["dhchap"]), yes(h["dhchap_ctrl"]), yes(h["tls"]));
+               printable(h["nqn"].get<std::string>()), yes(h["dhchap"]), yes(h["dhchap_ctrl"]), yes(h["tls"]));
   }
   const json& d = r["discovery"];
   fmt::print("discovery: port {}, {} controllers; {} connections open\n", d["port"].get<unsigned>(),
@@ -140,7 +141,7 @@ int run_ctl(const CtlArgs& a, const std::string& method, const json& params) {
     for (const auto& [k, v] : result.items()) fmt::print("{:22} {}\n", k, v.dump());
   } else if (method == "disconnect") {
     fmt::print("controller {} (host {}) disconnected\n", result["disconnected"].get<unsigned>(),
-               result["hostnqn"].get<std::string>());
+               printable(result["hostnqn"].get<std::string>()));
   } else if (method == "trace") {
     fmt::print("trace {}{}\n", result["on"].get<bool>() ? "on: " : "off",
                result["on"].get<bool>() ? result["path"].get<std::string>() : "");

@@ -40,6 +40,7 @@ struct Args {
   std::string ktls = "on";  // "off": TLS records stay in user space
   std::string rpc;          // the control socket; empty: the default, where it can be made
   std::string trace;        // the command trace's file
+  std::string metrics;      // ADDR:PORT of the metrics endpoint
   std::string dhchap_hash = "hmac(sha256)", dhchap_dhgroup = "null";
   unsigned max_connections = nvme::TargetLimits{}.max_connections;
   std::string data_budget, copy_budget;  // sizes; empty: the config's or the default
@@ -245,6 +246,13 @@ int run_serve(const Args& a) {
                why.empty() ? "in the kernel (kTLS) after each handshake"
                            : fmt::format("in user space ({})", why));
   }
+  if (!a.metrics.empty()) {
+    auto hp = parse_host_port(a.metrics, "--metrics");
+    if (!hp) return report_error(kBadInput, hp.error().message());
+    auto port = (*target)->serve_metrics(hp->host, hp->port);
+    if (!port) return report_error(kIoError, fmt::format("--metrics: {}", port.error().message()));
+    fmt::print(stderr, "blkcopy serve: metrics on http://{}/metrics\n", format_host_port(hp->host, *port));
+  }
   if (!a.trace.empty()) {
     if (Status s = (*target)->trace_to(a.trace); !s.ok()) return report_error(kIoError, s.message());
     fmt::print(stderr, "blkcopy serve: command trace into {}\n", a.trace);
@@ -266,12 +274,15 @@ int run_serve(const Args& a) {
   std::signal(SIGUSR1, [](int) { g_stats = true; });
   std::signal(SIGPIPE, SIG_IGN);
   auto last = std::chrono::steady_clock::now();
+  nvme::TargetStats printed;  // --stats N prints only when something changed since
   Status s = (*loop)->run_until([&] {
     const auto now = std::chrono::steady_clock::now();
-    if (g_stats.exchange(false) ||
-        (a.stats_every > 0 && now - last > std::chrono::seconds(a.stats_every))) {
+    const bool asked = g_stats.exchange(false);
+    if (asked || (a.stats_every > 0 && now - last > std::chrono::seconds(a.stats_every))) {
       last = now;
-      print_stats((*target)->stats());
+      const nvme::TargetStats st = (*target)->stats();
+      if (asked || st != printed) print_stats(st);
+      printed = st;
     }
     return g_stop.load();
   });
@@ -312,6 +323,10 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--tls-libnvme1", a->tls_libnvme1,
                   "HOSTNQN: derive this host's TLS PSK as libnvme 1.x does (keys that nvme-cli "
                   "2.x, e.g. Debian 13's, put into Linux's .nvme keyring); repeatable");
+  cmd->add_option("--metrics", a->metrics,
+                  "serve Prometheus metrics at http://ADDR:PORT/metrics: commands, bytes, errors "
+                  "and latency histograms per namespace and kind, Copy bytes offloaded vs "
+                  "emulated, connections, controllers, authentication failures, budgets");
   cmd->add_option("--trace", a->trace,
                   "write one JSON line per command into this file (appended): host, queue, "
                   "opcode, LBAs, Copy ranges, status, offloaded/emulated bytes, latency; `ctl "
@@ -347,7 +362,8 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--discovery-port", a->discovery_port, "0 turns it off (default 8009)")
       ->check(CLI::Range(0, 65535));
   cmd->add_option("--stats", a->stats_every,
-                  "print statistics every N seconds (0, the default: only on SIGUSR1 and at exit)")
+                  "print statistics every N seconds when they changed (0, the default: only on SIGUSR1 "
+                  "and at exit)")
       ->check(CLI::Range(0, 86400));
   cmd->add_option("--cores", a->cores, "event loops (threads) for connections (default 1)")
       ->check(CLI::Range(1u, 64u));

@@ -122,6 +122,7 @@ struct TargetStats {
   uint64_t copy_budget_used = 0, copy_budget_high = 0;
   uint64_t budget_waits = 0;  // commands that waited for room in a budget
   uint64_t hops = 0;          // requests handed to another loop's device (no channel there)
+  bool operator==(const TargetStats&) const = default;
 };
 
 class Target {
@@ -140,6 +141,9 @@ class Target {
   // Opens the control socket at `path` (JSON-RPC 2.0, one request per line: `blkcopy ctl`):
   // list, stats, disconnect, save. Call on the target's loop, after start().
   virtual Status serve_control(const std::string& path) = 0;
+  // The metrics endpoint: Prometheus text at http://ADDR:PORT/metrics (port 0: a free one);
+  // returns the port. Call on the target's loop, after start().
+  virtual Result<uint16_t> serve_metrics(const std::string& addr, uint16_t port) = 0;
   // The command trace: one JSON line per command into `path` (appended); "" stops it.
   virtual Status trace_to(const std::string& path) = 0;
 };

@@ -170,6 +170,11 @@ HostConfig read_host(Obj& h) {
     if (hc.key.empty() && !hc.ctrl_key.empty()) {
       throw ConfigError{a.at("key"), "missing (a ctrl_key needs the host's DHHC-1 secret too)"};
     }
+    if (hc.key.empty() && (a.str("hash", "hmac(sha256)") != "hmac(sha256)" ||
+                           a.str("dhgroup", "null") != "null")) {
+      h.walk().note(a.at("key"), "empty: this host does not authenticate (its hash and dhgroup "
+                                 "are unused)");
+    }
     hc.hash = a.str("hash", hc.hash);
     hc.dhgroup = a.str("dhgroup", hc.dhgroup);
     a.finish();

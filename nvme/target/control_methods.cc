@@ -8,6 +8,7 @@
 #include <blkcopy/log.h>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -43,22 +44,36 @@ json controllers_of(Subsystems& subs, Subsystem* s) {
   return out;
 }
 
-// Writes `text` to `path` (created 0600, or truncated) in one go.
+// Writes `text` to `path` whole or not at all: into a new file of mode 0600 beside it, synced,
+// then renamed over it. Only a regular file (or nothing) may be there: not a symbolic link, a
+// FIFO the loop would block on, or a device.
 Status write_private(const std::string& path, const std::string& text) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return Status::error(errno, fmt::format("save: {}: {}", path, std::strerror(errno)));
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    return Status::error(EINVAL, fmt::format("save: {}: not a regular file", path));
+  }
+  const std::string tmp = path + ".blkcopy-new";
+  ::unlink(tmp.c_str());
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) return Status::error(errno, fmt::format("save: {}: {}", tmp, std::strerror(errno)));
+  auto failed = [&](int e) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return Status::error(e, fmt::format("save: {}: {}", path, std::strerror(e)));
+  };
   size_t done = 0;
   while (done < text.size()) {
     const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const int e = n < 0 ? errno : EIO;
-      ::close(fd);
-      return Status::error(e, fmt::format("save: {}: {}", path, std::strerror(e)));
-    }
+    if (n <= 0) return failed(n < 0 ? errno : EIO);
     done += static_cast<size_t>(n);
   }
-  if (::close(fd) != 0) return Status::error(errno, fmt::format("save: {}: {}", path, std::strerror(errno)));
+  if (::fchmod(fd, 0600) != 0 || ::fsync(fd) != 0) return failed(errno);
+  if (::close(fd) != 0 || ::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int e = errno;
+    ::unlink(tmp.c_str());
+    return Status::error(e, fmt::format("save: {}: {}", path, std::strerror(e)));
+  }
   return {};
 }
 

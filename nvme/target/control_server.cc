@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 
@@ -36,6 +37,33 @@ std::string errno_name(int e) {
   }
 }
 
+const json kNull = nullptr;
+const json kEmpty = json::object();
+
+// How deep arrays and objects nest in `line` (outside strings).
+size_t nesting(std::string_view line) {
+  size_t depth = 0, most = 0;
+  bool in_string = false, escaped = false;
+  for (char c : line) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      most = std::max(most, ++depth);
+    } else if ((c == ']' || c == '}') && depth) {
+      --depth;
+    }
+  }
+  return most;
+}
+
 // A socket path in sockaddr_un; false when it does not fit.
 bool unix_address(const std::string& path, sockaddr_un& a) {
   a = {};
@@ -55,11 +83,16 @@ class JsonRpcSession final : public SocketServer::Session {
     for (size_t nl; (nl = in.find('\n')) != std::string::npos;) {
       std::string_view line(in.data(), nl);
       if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-      if (!line.empty()) out += server_.answer(line) + "\n";
+      if (!line.empty()) {
+        std::string a = server_.answer(line);
+        if (!a.empty()) out += a + "\n";  // none for a notification
+      }
       in.erase(0, nl + 1);
     }
     if (in.size() > ControlServer::kMostLine) {
-      out += error(nullptr, -32600, fmt::format("request longer than {} bytes", ControlServer::kMostLine)).dump() + "\n";
+      out += error(nullptr, -32600, fmt::format("request longer than {} bytes", ControlServer::kMostLine))
+                 .dump() +
+             "\n";
       in.clear();
       return false;
     }
@@ -102,12 +135,11 @@ Result<std::unique_ptr<ControlServer>> ControlServer::listen(EventLoop& loop, co
     }
     ::unlink(path.c_str());
   }
-  const mode_t old = ::umask(0177);  // the socket is born 0600
+  // 0600 before it listens: nobody else may connect in between (umask is the process's, and
+  // other threads run).
   const int r = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  const int err = errno;
-  ::umask(old);
-  if (r != 0 || ::listen(fd, 16) != 0) {
-    const int e = r != 0 ? err : errno;
+  if (r != 0 || ::chmod(path.c_str(), 0600) != 0 || ::listen(fd, 16) != 0) {
+    const int e = errno;
     ::close(fd);
     return fail(e, fmt::format("control socket {}: {}", path, std::strerror(e)));
   }
@@ -125,42 +157,52 @@ ControlServer::~ControlServer() {
 }
 
 std::string ControlServer::answer(std::string_view line) const {
+  // Bytes that are not UTF-8 (a host's NQN, a client's line) are replaced, not thrown on.
+  auto text = [](const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); };
+  if (nesting(line) > kMostNesting) {  // copying a deeper value would recurse off the stack
+    return text(error(nullptr, -32600, fmt::format("nested deeper than {} levels", kMostNesting)));
+  }
   json req;
   try {
     req = json::parse(line);
   } catch (const json::exception& e) {
-    return error(nullptr, -32700, fmt::format("not JSON: {}", e.what())).dump();
+    return text(error(nullptr, -32700, fmt::format("not JSON: {}", e.what())));
   }
-  if (!req.is_object()) return error(nullptr, -32600, "a request is a JSON object").dump();
-  const json id = req.contains("id") ? req["id"] : json(nullptr);
+  if (!req.is_object()) return text(error(nullptr, -32600, "a request is a JSON object"));
+  // A request without an id is a notification: carried out, never answered.
+  const bool notification = !req.contains("id");
+  const json& id = notification ? kNull : req["id"];
   if (!id.is_null() && !id.is_number_integer() && !id.is_string()) {
-    return error(nullptr, -32600, "id must be a number or a string").dump();
+    return text(error(nullptr, -32600, "id must be a number or a string"));
   }
-  if (req.value("jsonrpc", json()) != "2.0") return error(id, -32600, "jsonrpc must be \"2.0\"").dump();
+  auto reply = [&](const json& j) { return notification ? std::string() : text(j); };
+  if (req.value("jsonrpc", json()) != "2.0") return reply(error(id, -32600, "jsonrpc must be \"2.0\""));
   if (!req.contains("method") || !req["method"].is_string()) {
-    return error(id, -32600, "method must be a string").dump();
+    return reply(error(id, -32600, "method must be a string"));
   }
-  const std::string method = req["method"];
+  const std::string& method = req["method"].get_ref<const std::string&>();
   auto m = methods_.find(method);
   if (m == methods_.end()) {
     std::string known;
     for (const auto& [name, fn] : methods_) known += (known.empty() ? "" : ", ") + name;
-    return error(id, -32601, fmt::format("no method '{}' (methods: {})", method, known)).dump();
+    return reply(error(id, -32601, fmt::format("no method '{}' (methods: {})", method, known)));
   }
-  const json params = req.contains("params") ? req["params"] : json::object();
-  if (!params.is_object()) return error(id, -32602, "params must be an object").dump();
+  const json& params = req.contains("params") ? req["params"] : kEmpty;
+  if (!params.is_object()) return reply(error(id, -32602, "params must be an object"));
   Result<json> r = [&]() -> Result<json> {
     try {
       return m->second(params);
     } catch (const json::exception& e) {  // a param of the wrong type, read with get<>()
       return fail(EINVAL, fmt::format("params: {}", e.what()));
+    } catch (const std::exception& e) {
+      return fail(EIO, fmt::format("{}: {}", method, e.what()));
     }
   }();
   if (!r) {
     const int code = r.error().code() == EINVAL ? -32602 : -32000;
-    return error(id, code, r.error().message(), errno_name(r.error().code())).dump();
+    return reply(error(id, code, r.error().message(), errno_name(r.error().code())));
   }
-  return json{{"jsonrpc", "2.0"}, {"result", std::move(*r)}, {"id", id}}.dump();
+  return reply(json{{"jsonrpc", "2.0"}, {"result", std::move(*r)}, {"id", id}});
 }
 
 }  // namespace blkcopy::nvme

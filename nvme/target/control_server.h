@@ -9,7 +9,8 @@
 // root for /run/blkcopy, may change the target); a stale socket of a server that has gone is
 // replaced, a live one is not.
 //
-// Errors are JSON-RPC errors: -32700 the line is not JSON, -32600 not a request, -32601 no such
+// Errors are JSON-RPC errors: -32700 the line is not JSON, -32600 not a request (or nested deeper
+// than kMostNesting), -32601 no such
 // method, -32602 bad params (EINVAL from the method), -32000 the method failed (its message;
 // "data" holds the errno's name).
 #pragma once
@@ -34,6 +35,7 @@ class ControlServer {
   static constexpr size_t kMostClients = 16;
   static constexpr size_t kMostLine = 1 << 20;
   static constexpr std::chrono::seconds kIdle{300};
+  static constexpr size_t kMostNesting = 64;  // arrays and objects inside each other
 
   // Listens on `path` (its directory is made, mode 0700, when missing).
   static Result<std::unique_ptr<ControlServer>> listen(EventLoop& loop, const std::string& path,
@@ -41,8 +43,8 @@ class ControlServer {
   ~ControlServer();  // stops listening and removes the socket file
   const std::string& path() const { return path_; }
 
-  // The answer to one request line (a JSON-RPC response, or an error response): what the
-  // socket's clients get, exposed for tests and the fuzzer.
+  // The answer to one request line (a JSON-RPC response, or an error response; empty for a
+  // notification, a request without an id): what the socket's clients get, exposed for tests.
   std::string answer(std::string_view line) const;
 
  private:

@@ -143,6 +143,7 @@ void auth_failed(TargetRequest& r, bool send) {
   TargetQueue& q = *r.queue;
   QueueSession& s = q.session;
   s.auth_failures = s.auth->failures();
+  if (!s.auth_refused) ++q.target().counters().auth_failures;
   const std::string sub = s.ctrl->subsys ? s.ctrl->subsys->cfg.nqn : kDiscoveryNqn;
   if (!std::exchange(s.auth_refused, false)) {
     s.handshake.failed();  // counts toward this host and address's back-off

@@ -9,6 +9,7 @@
 //   fabrics.cc         Connect, properties, authentication
 //   admin.cc           Identify, Get Log Page, features, keep-alive, AER, abort
 //   control_methods.cc the control socket's methods (control_server.h: JSON-RPC)
+//   metrics.cc         the metrics endpoint: Prometheus text over HTTP (counters.h)
 //   io.cc              read, write, write zeroes, flush, deallocate; copy.cc: Copy
 #pragma once
 
@@ -78,6 +79,12 @@ class TargetImpl final : public Target {
   const TargetLimits& limits() const { return cfg_.limits; }
   bool kernel_tls() const { return cfg_.kernel_tls; }
   CommandTrace& trace() { return trace_; }
+  // The metrics endpoint (metrics.cc): counted as commands complete, while it is served.
+  bool counting() const { return metrics_on_.load(std::memory_order_relaxed); }
+  void count(const TargetQueue& q, const TargetRequest& r, uint16_t status);
+  TargetCounters& counters() { return counters_; }
+  std::string prometheus();
+  Result<uint16_t> serve_metrics(const std::string& addr, uint16_t port) override;
   // The keys a host must authenticate with, or nullptr when it need not.
   const HostKeys* keys_for(const std::string& hostnqn) const {
     auto it = keys_.find(hostnqn);
@@ -147,6 +154,9 @@ class TargetImpl final : public Target {
   std::vector<Timer> accept_timers_;  // accepts retried after running out of descriptors
   AtomicStats stats_;
   CommandTrace trace_;
+  TargetCounters counters_;
+  std::atomic<bool> metrics_on_{false};
+  SocketServer::Ptr metrics_;
   std::unique_ptr<ControlServer> control_;  // last: it goes first
 };
 

@@ -16,22 +16,11 @@
 namespace blkcopy::nvme {
 
 Status TargetImpl::listen_on(const std::string& addr, uint16_t port, PortTls tls) {
-  socklen_t len = 0;
-  auto sa = numeric_address(addr, port, &len);
-  if (!sa) return Status::error(EINVAL, fmt::format("listen address: {}", sa.error().message()));
-  int fd = socket(sa->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return Status::from_errno(errno, "socket");
-  int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (bind(fd, reinterpret_cast<sockaddr*>(&*sa), len) != 0 || listen(fd, 1024) != 0) {
-    Status s = Status::from_errno(errno, fmt::format("cannot listen on {}", format_host_port(addr, port)));
-    ::close(fd);
-    return s;
-  }
-  getsockname(fd, reinterpret_cast<sockaddr*>(&*sa), &len);
-  listen_fds_.push_back(fd);
-  bound_.push_back(address_of(reinterpret_cast<sockaddr*>(&*sa)).port);
-  accept_on(fd, tls);
+  auto l = tcp_listen(addr, port, 1024);
+  if (!l) return l.error();
+  listen_fds_.push_back(l->fd);
+  bound_.push_back(l->port);
+  accept_on(l->fd, tls);
   return {};
 }
 

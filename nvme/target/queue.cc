@@ -122,7 +122,7 @@ bool TargetQueue::copy_in(TargetRequest& r, const uint8_t* p) {
 
 void TargetQueue::execute(TargetRequest& r) {
   ++target_.mut_stats().commands;
-  if (target_.trace().on()) r.started = Clock::now();
+  if (target_.trace().on() || target_.counting()) r.started = Clock::now();
   r.cqe.cid = r.sqe.cid;
   r.cqe.sqid = session.qid;
   // Only a proven host's commands keep its controller alive (not a squatter's capsules).
@@ -146,6 +146,7 @@ void TargetQueue::execute(TargetRequest& r) {
 void TargetQueue::complete(TargetRequest& r, uint16_t status, uint32_t dw0) {
   if (status) ++target_.mut_stats().errors;
   if (target_.trace().on()) target_.trace().record(*this, r, status);
+  if (target_.counting()) target_.count(*this, r, status);
   r.cqe.cid = r.sqe.cid;
   r.cqe.sqid = session.qid;
   r.cqe.status = status;

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "nvme/codec.h"
+#include "nvme/target/counters.h"
 
 namespace blkcopy::nvme {
 
@@ -32,6 +33,7 @@ struct Namespace {
   uint8_t uuid[16] = {};
   bool has_uuid = false;
   bool write_zeroes = false;  // the device zeroes itself; else the target writes zeroes
+  std::unique_ptr<NamespaceCounters> counters = std::make_unique<NamespaceCounters>();
 
   // The device as loop `worker` reaches it, or nullptr when that loop must hop to loop 0.
   Device* on(unsigned worker) const {

@@ -216,6 +216,8 @@ void TargetImpl::close_all(Worker& w) {
 }
 
 TargetImpl::~TargetImpl() {
+  control_.reset();  // no client is answered while the target goes
+  metrics_.reset();
   stopping_ = true;
   accept_timers_.clear();
   for (int fd : listen_fds_) shutdown(fd, SHUT_RDWR);  // ends the accepts in flight

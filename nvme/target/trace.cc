@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <fmt/chrono.h>
 #include <fmt/format.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -62,8 +63,16 @@ std::string now_utc() {
 }  // namespace
 
 Status CommandTrace::start(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  // A regular file only (not a link, nor a FIFO every loop would block on), readable by its
+  // owner only whatever mode it had.
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
   if (fd < 0) return Status::error(errno, fmt::format("trace: {}: {}", path, std::strerror(errno)));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || ::fchmod(fd, 0600) != 0 ||
+      ::fcntl(fd, F_SETFL, O_WRONLY | O_APPEND) != 0) {
+    ::close(fd);
+    return Status::error(EINVAL, fmt::format("trace: {}: not a regular file", path));
+  }
   FILE* f = ::fdopen(fd, "a");
   if (!f) {
     ::close(fd);
@@ -87,7 +96,7 @@ void CommandTrace::stop() {
 
 std::string CommandTrace::path() const {
   std::lock_guard lock(mu_);
-  return f_ ? path_ : std::string();
+  return path_;
 }
 
 void CommandTrace::record(const TargetQueue& q, const TargetRequest& r, uint16_t status) {
@@ -95,7 +104,8 @@ void CommandTrace::record(const TargetQueue& q, const TargetRequest& r, uint16_t
   const bool admin = s.qid == 0;
   const Sqe& e = r.sqe;
   std::string line = fmt::format(R"({{"time":"{}","host":{},"cntlid":{},"qid":{},)", now_utc(),
-                                 nlohmann::json(s.ctrl ? s.ctrl->hostnqn : "").dump(),
+                                 nlohmann::json(s.ctrl ? s.ctrl->hostnqn : "")
+                                     .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
                                  s.ctrl ? s.ctrl->cntlid : 0, s.qid);
   if (const char* name = opcode_name(admin, e)) {
     line += fmt::format(R"("opcode":"{}",)", name);

@@ -33,7 +33,7 @@ class CommandTrace {
   Status start(const std::string& path);
   void stop();  // flushes and closes
   bool on() const { return on_.load(std::memory_order_relaxed); }
-  std::string path() const;
+  std::string path() const;  // the file it writes, or last wrote; "" before the first
   // The line for a command that ends with `status` (from any loop).
   void record(const TargetQueue& q, const TargetRequest& r, uint16_t status);
 
