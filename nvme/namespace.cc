@@ -1,5 +1,7 @@
 #include "nvme/namespace.h"
 
+#include <blkcopy/log.h>
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -23,6 +25,15 @@ ControllerCaps parse_identify_controller(std::span<const uint8_t> id) {
   c.ocfs = get<uint16_t>(id, idctrl::kOcfs);
   c.mdts = id[idctrl::kMdts];
   c.sgls = get<uint32_t>(id, idctrl::kSgls);
+  // SN (bytes 4-23), MN (24-63) and FR (64-71): ASCII padded with spaces.
+  auto text = [&](size_t off, size_t len) {
+    std::string s(reinterpret_cast<const char*>(id.data() + off), len);
+    s.erase(s.find_last_not_of(std::string(" \0", 2)) + 1);
+    return s;
+  };
+  c.serial = text(4, 20);
+  c.model = text(24, 40);
+  c.firmware = text(64, 8);
   return c;
 }
 
@@ -76,6 +87,10 @@ void fill_limits(QueueLimits& l, const NamespaceGeometry& g, const ControllerCap
 }
 
 void describe_identify(DeviceInfo& info, const NamespaceGeometry& g, const ControllerCaps& c) {
+  // The controller's strings come from the device (or the network): shown escaped.
+  info.details.emplace_back("model", printable(c.model));
+  info.details.emplace_back("serial", printable(c.serial));
+  info.details.emplace_back("firmware", printable(c.firmware));
   info.details.emplace_back("oncs", fmt::format("{:#06x}", c.oncs));
   info.details.emplace_back("ocfs", fmt::format("{:#06x}", c.ocfs));
   info.details.emplace_back("mdts", std::to_string(c.mdts));

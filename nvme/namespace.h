@@ -15,6 +15,7 @@ struct ControllerCaps {  // from Identify Controller
   uint16_t oncs = 0, ocfs = 0;
   uint8_t mdts = 0;  // 0 = no limit; else 2^mdts minimum pages
   uint32_t sgls = 0;
+  std::string serial, model, firmware;  // SN, MN, FR without their padding
   bool copy() const;
   // Bytes one command may transfer: 2^mdts * 4 KiB (CAP.MPSMIN assumed 4 KiB), capped at `cap`.
   uint32_t max_transfer(uint32_t cap) const;

@@ -257,6 +257,22 @@ TEST(Ctl, SaveWritesNvmetcliJsonThatReadsBackAndStatsAreNumbers) {
   EXPECT_EQ(json::parse(bad.out)["error"]["code"], -32601) << bad.out;
 }
 
+// `info` on a remote namespace shows the Identify fields local NVMe shows, numbers as numbers.
+TEST(Ctl, InfoOfARemoteNamespaceShowsItsIdentifyFields) {
+  test::Served t(config());
+  const auto r = test::run_cli({"info", "--json", fmt::format("nvme-tcp://127.0.0.1:{}/{}?ns=1", t.port(), kSub)});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json d = json::parse(r.out)["details"];
+  EXPECT_EQ(d["namespace"], 1);
+  EXPECT_EQ(d["model"], "blkcopy");
+  EXPECT_TRUE(d["serial"].is_string());
+  EXPECT_EQ(d["oncs"].get<uint64_t>() & 0x100, 0x100u) << "Copy";
+  EXPECT_EQ(d["msrc"], 255);
+  EXPECT_EQ(d["mdts"], 8);
+  EXPECT_EQ(d["nsze"], (8u << 20) / 512);
+  EXPECT_TRUE(d["mssrl"].is_number() && d["mcl"].is_number() && d["ocfs"].is_number());
+}
+
 // The command trace, switched on and off while the target runs: a two-range Copy with its
 // ranges as the host sent them, its status and what was offloaded; a Copy past the end with its
 // error status; nothing once it is off.

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <sys/resource.h>
 
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 
@@ -24,7 +25,18 @@ nlohmann::ordered_json info_json(const Device& dev) {
                  {"copy_max_bytes", l.copy_max_bytes},
                  {"read_only", l.read_only}};
   j["copy"] = {{"offload", l.can_offload()}, {"method", info.copy_method}};
-  for (const auto& [k, v] : info.details) j["details"][k] = v;
+  // Values that are numbers (decimal, or 0x hex as Identify fields are shown) are numbers.
+  for (const auto& [k, v] : info.details) {
+    uint64_t n = 0;
+    const bool hex = v.starts_with("0x") && v.size() > 2;
+    const char* b = v.data() + (hex ? 2 : 0);
+    auto [end, ec] = std::from_chars(b, v.data() + v.size(), n, hex ? 16 : 10);
+    if (!v.empty() && ec == std::errc() && end == v.data() + v.size()) {
+      j["details"][k] = n;
+    } else {
+      j["details"][k] = v;
+    }
+  }
   for (const auto& [role, child] : info.children) {
     nlohmann::ordered_json c = child ? info_json(*child) : nlohmann::ordered_json::object();
     c["role"] = role;

@@ -173,6 +173,7 @@ Result<std::unique_ptr<NvmeTcpDevice>> NvmeTcpDevice::create(EventLoop& loop, st
   auto g = parse_identify_namespace(id, label);
   if (!g) return std::unexpected(g.error());
   dev->lbs_ = g->block_size;
+  dev->geo_ = *g;
   fill_limits(dev->limits_, *g, dev->ctrl_->caps, dev->ctrl_->max_io);
   dev->limits_.read_only = cfg.read_only;
   return dev;
@@ -359,6 +360,7 @@ DeviceInfo NvmeTcpDevice::describe() const {
                                  : "none: the controller has no Copy (copies are emulated)";
   info.details.emplace_back("controller", fmt::format("{} (cntlid {})", ctrl_->label(), ctrl_->cntlid));
   info.details.emplace_back("namespace", std::to_string(nsid_));
+  describe_identify(info, geo_, ctrl_->caps);
   return info;
 }
 

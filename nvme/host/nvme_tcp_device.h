@@ -33,6 +33,7 @@
 
 #include "nvme/auth/dhchap.h"
 #include "nvme/auth/tls_psk.h"
+#include "nvme/namespace.h"
 #include "nvme/spec.h"
 
 namespace blkcopy::nvme {
@@ -93,6 +94,7 @@ class NvmeTcpDevice final : public Device {
   void send(const Sqe& sqe, const void* out, void* in, uint32_t len, HostIo& io);
 
   std::shared_ptr<NvmeTcpController> ctrl_;
+  NamespaceGeometry geo_;  // from Identify Namespace, for describe()
   std::shared_ptr<const std::string> label_;  // name(), shared with completions in flight
   uint32_t nsid_ = 0;
   uint32_t lbs_ = 512;
