@@ -273,6 +273,36 @@ TEST(Ctl, InfoOfARemoteNamespaceShowsItsIdentifyFields) {
   EXPECT_TRUE(d["mssrl"].is_number() && d["mcl"].is_number() && d["ocfs"].is_number());
 }
 
+// `discover` lists one device string per namespace that exists, and --json speaks nvme-cli's
+// field names with the generation counter.
+TEST(Ctl, DiscoverListsEachNamespaceAndSpeaksNvmeClisJson) {
+  TargetConfig cfg = config();
+  cfg.subsystems[0].namespaces.push_back({3, "mem:4M", "", true});
+  test::Served t(cfg);
+  const std::string at = fmt::format("127.0.0.1:{}", t.port());
+  const auto text = test::run_cli({"discover", at});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find("(generation "), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find(fmt::format("nvme-tcp://{}/{}?ns=1\n", at, kSub)), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find(fmt::format("nvme-tcp://{}/{}?ns=3\n", at, kSub)), std::string::npos) << text.out;
+  EXPECT_EQ(text.out.find("?ns=2"), std::string::npos) << "no namespace 2: " << text.out;
+  const auto j = test::run_cli({"discover", at, "--json"});
+  ASSERT_EQ(j.exit_code, 0) << j.err;
+  const json d = json::parse(j.out);
+  EXPECT_TRUE(d["genctr"].is_number());
+  ASSERT_EQ(d["records"].size(), 1u);
+  const json& r = d["records"][0];
+  EXPECT_EQ(r["trtype"], "tcp");
+  EXPECT_EQ(r["adrfam"], "ipv4");
+  EXPECT_EQ(r["subtype"], "nvme subsystem");
+  EXPECT_EQ(r["treq"], "not specified");
+  EXPECT_EQ(r["sectype"], "none");
+  EXPECT_EQ(r["subnqn"], kSub);
+  EXPECT_EQ(r["trsvcid"], std::to_string(t.port()));
+  EXPECT_EQ(r["portid"], 1);
+  EXPECT_EQ(r["device_strings"].size(), 2u) << r.dump();
+}
+
 // The command trace, switched on and off while the target runs: a two-range Copy with its
 // ranges as the host sent them, its status and what was offloaded; a Copy past the end with its
 // error status; nothing once it is off.

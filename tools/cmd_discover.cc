@@ -3,9 +3,12 @@
 #include <fmt/format.h>
 
 #include <cstring>
+#include <nlohmann/json.hpp>
 
 #include "core/net.h"
 #include "nvme/codec.h"
+#include "nvme/host/controller.h"
+#include "nvme/host/nvme_tcp_device.h"
 #include "nvme/host/queue.h"
 #include "nvme/tcp/tls_session.h"
 #include "tools/commands.h"
@@ -26,8 +29,36 @@ std::string secure_channel(std::span<const uint8_t> e) {
   return "";
 }
 
+std::string at_raw(const std::string& addr, const std::string& svc) {
+  return addr.find(':') != std::string::npos ? "[" + addr + "]:" + svc : addr + ":" + svc;
+}
+
+// The namespaces a subsystem has (Identify, active namespace ID list), asked through a
+// controller of its own: `spec` is a device string without "nvme-tcp:".
+Result<std::vector<uint32_t>> active_namespaces(EventLoop& loop, const std::string& spec) {
+  auto cfg = nvme::parse_nvme_tcp_config(spec);
+  if (!cfg) return std::unexpected(cfg.error());
+  auto ctrl = nvme::NvmeTcpController::open(loop, *cfg);
+  if (!ctrl) return std::unexpected(ctrl.error());
+  std::vector<uint8_t> list(4096);
+  nvme::Sqe id{};
+  id.opcode = nvme::admin::kIdentify;
+  id.cdw10 = nvme::kCnsActiveNsList;
+  auto r = (*ctrl)->admin_->run_sync(id, nullptr, list.data(), 4096);
+  if (!r) return std::unexpected(r.error());
+  if ((r->status >> 1) & 0x7FF) return fail(EIO, fmt::format("Identify: status {:#05x}", (r->status >> 1) & 0x7FF));
+  std::vector<uint32_t> out;
+  for (size_t off = 0; off + 4 <= list.size(); off += 4) {
+    const uint32_t nsid = nvme::get<uint32_t>(std::span<const uint8_t>(list), off);
+    if (nsid == 0) break;
+    out.push_back(nsid);
+  }
+  if (out.empty()) return fail(ENOENT, "the subsystem has no namespace");
+  return out;
+}
+
 int run_discover(const std::string& where, std::string hostnqn, uint32_t timeout_ms,
-                 const std::string& tls_key, const std::string& tls_key_file) {
+                 const std::string& tls_key, const std::string& tls_key_file, bool json_out) {
   auto hp = parse_host_port(where, "discover", 8009);
   if (!hp) return report_error(kBadInput, hp.error().message());
   const bool given_nqn = !hostnqn.empty();
@@ -85,7 +116,12 @@ int run_discover(const std::string& where, std::string hostnqn, uint32_t timeout
   if (auto r = get_log(static_cast<uint32_t>(nvme::kDiscHeaderSize + records * nvme::kDiscEntrySize), log); !r) {
     return report_error(kIoError, fmt::format("{}: discovery log: {}", where, r.error().message()));
   }
-  fmt::print("{} record{} at {}\n", records, records == 1 ? "" : "s", format_host_port(host, port));
+  const uint64_t genctr = nvme::get<uint64_t>(std::span<const uint8_t>(log), 0);
+  nlohmann::ordered_json out = {{"genctr", genctr}, {"records", nlohmann::ordered_json::array()}};
+  if (!json_out) {
+    fmt::print("{} record{} at {} (generation {})\n", records, records == 1 ? "" : "s",
+               format_host_port(host, port), genctr);
+  }
   for (uint64_t i = 0; i < records; ++i) {
     std::span<const uint8_t> e(log.data() + nvme::kDiscHeaderSize + i * nvme::kDiscEntrySize,
                                nvme::kDiscEntrySize);
@@ -94,23 +130,65 @@ int run_discover(const std::string& where, std::string hostnqn, uint32_t timeout
       s.erase(s.find_last_not_of(std::string(" \0", 2)) + 1);
       return s;
     };
+    const std::string raw_addr = field(nvme::disc::kTraddr, 256), raw_svc = field(nvme::disc::kTrsvcid, 32);
+    const std::string raw_nqn = nvme::get_nqn(e, nvme::disc::kSubnqn);
     // The target's strings, printed escaped: a newline or terminal escape in them forges nothing.
-    const std::string addr = printable(field(nvme::disc::kTraddr, 256));
-    const std::string svc = printable(field(nvme::disc::kTrsvcid, 32));
-    const std::string nqn = printable(nvme::get_nqn(e, nvme::disc::kSubnqn));
+    const std::string addr = printable(raw_addr), svc = printable(raw_svc), nqn = printable(raw_nqn);
     const std::string at = addr.find(':') != std::string::npos ? "[" + addr + "]:" + svc : addr + ":" + svc;
     // The host NQN given, and the key for a port that requires TLS, or that offers it to a host
     // that has a key (such a host may not come in clear text). FILE stands for a key given
     // inline, which is never printed.
     std::string key = given_nqn ? "&hostnqn=" + hostnqn : "";
     const bool has_key = !tls_key.empty() || !tls_key_file.empty();
-    const uint8_t treq = e[nvme::disc::kTreq] & 3;
-    if (treq == 1 || (has_key && treq == 2 && e[nvme::disc::kTsas] == 2)) {
-      key += "&tls_key_file=" + (tls_key_file.empty() ? std::string("FILE") : tls_key_file);
+    const uint8_t treq = e[nvme::disc::kTreq] & 3, subtype = e[nvme::disc::kSubtype];
+    const bool keyed = treq == 1 || (has_key && treq == 2 && e[nvme::disc::kTsas] == 2);
+    if (keyed) key += "&tls_key_file=" + (tls_key_file.empty() ? std::string("FILE") : tls_key_file);
+    // One device string per namespace the subsystem has (Identify active NS list), where this
+    // host may connect to ask; otherwise ns=1 and why it could not be asked.
+    std::vector<uint32_t> nsids;
+    std::string why_not;
+    if (subtype == 2) {
+      std::string spec = fmt::format("//{}/{}?hostnqn={}&connect_timeout={}", at_raw(raw_addr, raw_svc),
+                                     raw_nqn, hostnqn, timeout_ms);
+      if (keyed && has_key) spec += tls_key_file.empty() ? "&tls_key=" + tls_key : "&tls_key_file=" + tls_key_file;
+      auto listed = active_namespaces(**loop, spec);
+      if (listed) {
+        nsids = std::move(*listed);
+      } else {
+        why_not = listed.error().message();
+      }
     }
-    fmt::print("  {} at {} (port id {}{})\n    device string: nvme-tcp://{}/{}?ns=1{}\n", nqn, at,
-               nvme::get<uint16_t>(e, nvme::disc::kPortid), secure_channel(e), at, nqn, key);
+    const uint16_t portid = nvme::get<uint16_t>(e, nvme::disc::kPortid);
+    std::vector<std::string> strings;
+    for (uint32_t id : nsids.empty() ? std::vector<uint32_t>{1} : nsids) {
+      strings.push_back(fmt::format("nvme-tcp://{}/{}?ns={}{}", at, nqn, id, key));
+    }
+    if (json_out) {
+      nlohmann::ordered_json r = {{"trtype", e[nvme::disc::kTrtype] == 3 ? "tcp" : std::to_string(e[nvme::disc::kTrtype])},
+                                  {"adrfam", e[nvme::disc::kAdrfam] == 2 ? "ipv6" : "ipv4"},
+                                  {"subtype", subtype == 2 ? "nvme subsystem"
+                                              : subtype == 3 ? "current discovery subsystem"
+                                                             : "discovery subsystem"},
+                                  {"treq", treq == 1 ? "required" : treq == 2 ? "not required" : "not specified"},
+                                  {"portid", portid},
+                                  {"trsvcid", svc},
+                                  {"subnqn", nqn},
+                                  {"traddr", addr},
+                                  {"eflags", nvme::get<uint16_t>(e, nvme::disc::kEflags)},
+                                  {"sectype", e[nvme::disc::kTsas] == 2 ? "tls13" : e[nvme::disc::kTsas] == 1 ? "tls12" : "none"}};
+      if (subtype == 2) {
+        r["device_strings"] = strings;
+        if (!why_not.empty()) r["namespaces_not_listed"] = printable(why_not);
+      }
+      out["records"].push_back(std::move(r));
+      continue;
+    }
+    fmt::print("  {} at {} (port id {}{})\n", nqn, at, portid, secure_channel(e));
+    if (subtype != 2) continue;
+    for (const std::string& d : strings) fmt::print("    device string: {}\n", d);
+    if (!why_not.empty()) fmt::print("    (namespaces not listed: {})\n", printable(why_not));
   }
+  if (json_out) fmt::print("{}\n", out.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
   return kOk;
 }
 
@@ -122,6 +200,7 @@ void add_discover_command(CLI::App& app, int& exit_code) {
     std::string hostnqn;  // default: /etc/nvme/hostnqn, as nvme-cli
     uint32_t timeout_ms = 10000;
     std::string tls_key, tls_key_file;
+    bool json = false;
   };
   auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("discover", "List what an NVMe/TCP discovery controller offers");
@@ -134,8 +213,10 @@ void add_discover_command(CLI::App& app, int& exit_code) {
                               "TLS 1.3 with this PSK (NVMeTLSkey-1:..:, 'nvme gen-tls-key')");
   cmd->add_option("--tls-key-file", a->tls_key_file, "TLS 1.3 with the PSK in this file")
       ->excludes(key);
+  cmd->add_flag("--json", a->json, "print the log as JSON, with nvme-cli's field names and each "
+                "subsystem's device strings");
   cmd->callback([a, &exit_code] {
-    exit_code = run_discover(a->where, a->hostnqn, a->timeout_ms, a->tls_key, a->tls_key_file);
+    exit_code = run_discover(a->where, a->hostnqn, a->timeout_ms, a->tls_key, a->tls_key_file, a->json);
   });
 }
 
