@@ -5,18 +5,22 @@
 
 #include <blkcopy/open.h>
 #include <fmt/format.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
 
 #include "nvme/target/control_server.h"
+#include "tests/scripted_target.h"
 #include "tests/served_target.h"
 #include "tests/test_util.h"
 
@@ -301,6 +305,41 @@ TEST(Ctl, DiscoverListsEachNamespaceAndSpeaksNvmeClisJson) {
   EXPECT_EQ(r["trsvcid"], std::to_string(t.port()));
   EXPECT_EQ(r["portid"], 1);
   EXPECT_EQ(r["device_strings"].size(), 2u) << r.dump();
+}
+
+// systemd's readiness protocol: serve says READY=1 on $NOTIFY_SOCKET once it listens (the
+// port answers then), and STOPPING=1 when it is told to stop.
+TEST(Ctl, ServeTellsTheServiceManagerWhenItIsReadyAndWhenItStops) {
+  test::TempDir dir;
+  const std::string notify = (dir.path() / "notify").string();
+  const int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::memcpy(a.sun_path, notify.data(), notify.size());
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  auto take = [&](int wait_ms) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, wait_ms) <= 0) return std::string();
+    char buf[512];
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+  };
+  ::setenv("NOTIFY_SOCKET", notify.c_str(), 1);
+  std::string ready;
+  const auto r = test::run_cli({"serve", "--listen", fmt::format("127.0.0.1:{}", test::free_port()),
+                                "--discovery-port", "0", "--ns",
+                                "mem:1M", "--rpc", (dir.path() / "c.sock").string()},
+                               SIGTERM, 0, [&] {
+                                 if (ready.empty()) ready = take(10);
+                                 return !ready.empty();
+                               });
+  ::unsetenv("NOTIFY_SOCKET");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(ready.starts_with("READY=1\n")) << ready;
+  EXPECT_NE(ready.find("STATUS=serving 1 subsystem"), std::string::npos) << ready;
+  EXPECT_NE(r.err.find("control socket"), std::string::npos) << "ready after the control socket";
+  EXPECT_EQ(take(20000), "STOPPING=1");
+  ::close(fd);
 }
 
 // The command trace, switched on and off while the target runs: a two-range Copy with its

@@ -13,13 +13,18 @@ cmake --install "$build" --prefix "$prefix" >/dev/null
 libdir="$prefix/lib"
 [ -d "$libdir" ] || libdir=$(dirname "$(find "$prefix" -name libblkcopy.so | head -n 1)")
 for f in include/blkcopy/blkcopy.h include/blkcopy/copy.h bin/blkcopy share/man/man1/blkcopy.1 \
-         share/bash-completion/completions/blkcopy; do
+         share/bash-completion/completions/blkcopy lib/systemd/system/blkcopy-serve@.service; do
   [ -e "$prefix/$f" ] || { echo "install_test: $prefix/$f is missing"; exit 1; }
 done
 for f in libblkcopy.so libblkcopy.a cmake/blkcopy/blkcopyConfig.cmake pkgconfig/blkcopy.pc; do
   [ -e "$libdir/$f" ] || { echo "install_test: $libdir/$f is missing"; exit 1; }
 done
 "$prefix/bin/blkcopy" --version
+# The unit starts the installed binary, and waits for it to say it is ready.
+unit="$prefix/lib/systemd/system/blkcopy-serve@.service"
+grep -q "^ExecStart=$prefix/bin/blkcopy serve --config /etc/blkcopy/%i.json" "$unit" ||
+  { echo "install_test: the unit's ExecStart is not the installed binary"; exit 1; }
+grep -q "^Type=notify" "$unit" || { echo "install_test: the unit does not wait for READY=1"; exit 1; }
 bash -n "$prefix/share/bash-completion/completions/blkcopy"
 echo "== public headers, each on its own, with only the installed include folder"
 for h in "$prefix"/include/blkcopy/*.h; do

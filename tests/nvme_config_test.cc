@@ -345,13 +345,6 @@ TEST(NvmeConfig, AllowedHostsWithoutAllowAnyHostAdmitOnlyThem) {
   EXPECT_NE(warnings[0].find("subsystems[1]: no host may connect"), std::string::npos) << warnings[0];
 }
 
-// A port nothing listens on now (the kernel's pick, let go at once).
-uint16_t free_port() {
-  uint16_t port = 0;
-  ::close(test::listen_loopback(port));
-  return port;
-}
-
 // `serve --host-key H=...` without --allow-host admits the keyed hosts only (another NQN is
 // refused before any data), unless --allow-any-host says others may come without a key.
 TEST(ServeCli, AKeyForOneHostAdmitsOnlyKeyedHostsUnlessTold) {
@@ -360,7 +353,7 @@ TEST(ServeCli, AKeyForOneHostAdmitsOnlyKeyedHostsUnlessTold) {
   const std::string other = "nqn.2024-01.io.blkcopy.test:other-host";
   const std::string key = "DHHC-1:00:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh+KfiaR:";
   for (bool any : {false, true}) {
-    const uint16_t port = free_port();
+    const uint16_t port = test::free_port();
     std::vector<std::string> args{"serve", "--ns", "mem:1M", "--nqn", sub, "--listen",
                                   fmt::format("127.0.0.1:{}", port), "--discovery-port", "0",
                                   "--host-key", keyed + "=" + key};
@@ -383,7 +376,7 @@ TEST(ServeCli, AKeyForOneHostAdmitsOnlyKeyedHostsUnlessTold) {
 
 // A subsystem open to any host on an address others can reach is said so at start.
 TEST(ServeCli, AnOpenSubsystemOnANonLoopbackAddressIsWarnedOf) {
-  const uint16_t port = free_port();
+  const uint16_t port = test::free_port();
   bool up = false;
   auto r = test::run_cli({"serve", "--ns", "mem:1M", "--listen", fmt::format("0.0.0.0:{}", port),
                           "--discovery-port", "0"},

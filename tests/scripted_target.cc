@@ -22,6 +22,12 @@ bool read_all(int fd, void* p, size_t n) {
   return true;
 }
 
+uint16_t free_port() {
+  uint16_t port = 0;
+  ::close(listen_loopback(port));
+  return port;
+}
+
 int listen_loopback(uint16_t& port) {
   const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in sa{};

@@ -17,6 +17,8 @@ namespace blkcopy::test {
 bool read_all(int fd, void* p, size_t n);  // false when the peer hung up first
 // A socket listening on 127.0.0.1 at a port the kernel picked (written to `port`).
 int listen_loopback(uint16_t& port);
+// A port nothing listens on now (the kernel's pick, let go at once).
+uint16_t free_port();
 
 class ScriptedTarget {
  public:

@@ -3,6 +3,7 @@
 #include <blkcopy/log.h>
 #include <fmt/format.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -17,6 +18,7 @@
 #include "nvme/tcp/kernel_tls.h"
 #include <blkcopy/target.h>
 #include "tools/commands.h"
+#include "tools/sd_notify.h"
 
 namespace blkcopy::tools {
 namespace {
@@ -269,6 +271,10 @@ int run_serve(const Args& a) {
       fmt::print(stderr, "blkcopy serve: control socket {} (blkcopy ctl --socket {} list)\n", path, path);
     }
   }
+  if (!sd_notify(fmt::format("READY=1\nSTATUS=serving {} subsystem{}\nMAINPID={}", cfg.subsystems.size(),
+                             cfg.subsystems.size() == 1 ? "" : "s", ::getpid()))) {
+    log_warning("serve: could not tell the service manager it is ready (NOTIFY_SOCKET)");
+  }
   std::signal(SIGINT, [](int) { g_stop = true; });
   std::signal(SIGTERM, [](int) { g_stop = true; });
   std::signal(SIGUSR1, [](int) { g_stats = true; });
@@ -286,6 +292,7 @@ int run_serve(const Args& a) {
     }
     return g_stop.load();
   });
+  sd_notify("STOPPING=1");
   print_stats((*target)->stats());
   return s.ok() ? kOk : report_error(kIoError, s.message());
 }
