@@ -305,6 +305,32 @@ TEST(Ctl, DiscoverListsEachNamespaceAndSpeaksNvmeClisJson) {
   EXPECT_EQ(r["trsvcid"], std::to_string(t.port()));
   EXPECT_EQ(r["portid"], 1);
   EXPECT_EQ(r["device_strings"].size(), 2u) << r.dump();
+
+  // A target whose host must authenticate, discovery included: refused without the secret,
+  // listed with it (the namespaces too), and the device strings say where the secret goes.
+  cfg.subsystems[0].allow_any_host = false;
+  cfg.subsystems[0].allowed_hosts = {kHost};
+  HostConfig h;
+  h.nqn = kHost;
+  h.key = "DHHC-1:00:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh+KfiaR:";
+  cfg.hosts = {h};
+  test::Served keyed(cfg);
+  const std::string kat = fmt::format("127.0.0.1:{}", keyed.port());
+  const auto refused = test::run_cli({"discover", kat, "--hostnqn", kHost});
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_NE(refused.err.find("authentication"), std::string::npos) << refused.err;
+  test::TempDir dir;
+  const std::string secret = (dir.path() / "host.key").string();
+  std::ofstream(secret) << h.key << "\n";
+  const auto listed = test::run_cli({"discover", kat, "--hostnqn", kHost, "--dhchap-secret-file", secret});
+  ASSERT_EQ(listed.exit_code, 0) << listed.err;
+  EXPECT_NE(listed.out.find(fmt::format("?ns=3&hostnqn={}&dhchap_secret_file={}\n", kHost, secret)),
+            std::string::npos)
+      << listed.out;
+  const auto inline_key = test::run_cli({"discover", kat, "--hostnqn", kHost, "--dhchap-secret", h.key});
+  ASSERT_EQ(inline_key.exit_code, 0) << inline_key.err;
+  EXPECT_EQ(inline_key.out.find(h.key.substr(10, 20)), std::string::npos) << "a secret printed";
+  EXPECT_NE(inline_key.out.find("&dhchap_secret_file=FILE"), std::string::npos) << inline_key.out;
 }
 
 // systemd's readiness protocol: serve says READY=1 on $NOTIFY_SOCKET once it listens (the

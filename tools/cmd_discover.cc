@@ -3,9 +3,11 @@
 #include <fmt/format.h>
 
 #include <cstring>
+#include <tuple>
 #include <nlohmann/json.hpp>
 
 #include "core/net.h"
+#include "nvme/auth/dhchap.h"
 #include "nvme/codec.h"
 #include "nvme/host/controller.h"
 #include "nvme/host/nvme_tcp_device.h"
@@ -28,6 +30,9 @@ std::string secure_channel(std::span<const uint8_t> e) {
   if (treq == 2 && sectype) return fmt::format(", {} offered", kind);
   return "";
 }
+
+// Error messages may quote a device string with an inline key: never shown.
+std::string redact(const std::string& message) { return nvme::redact_secrets(message); }
 
 std::string at_raw(const std::string& addr, const std::string& svc) {
   return addr.find(':') != std::string::npos ? "[" + addr + "]:" + svc : addr + ":" + svc;
@@ -57,8 +62,30 @@ Result<std::vector<uint32_t>> active_namespaces(EventLoop& loop, const std::stri
   return out;
 }
 
+// The keys discover was given, as device-string options: inline ones to connect with, files
+// (or FILE for an inline key, which is never printed) for the device strings it prints.
+struct Keys {
+  std::string tls_key, tls_key_file, dhchap_secret, dhchap_secret_file, dhchap_ctrl_secret,
+      dhchap_ctrl_secret_file;
+  bool tls() const { return !tls_key.empty() || !tls_key_file.empty(); }
+  std::string options(bool with_tls, bool printed) const {
+    std::string o;
+    auto add = [&](const char* name, const std::string& inline_value, const std::string& file) {
+      if (!file.empty()) {
+        o += fmt::format("&{}_file={}", name, file);
+      } else if (!inline_value.empty()) {
+        o += printed ? fmt::format("&{}_file=FILE", name) : fmt::format("&{}={}", name, inline_value);
+      }
+    };
+    add("dhchap_secret", dhchap_secret, dhchap_secret_file);
+    add("dhchap_ctrl_secret", dhchap_ctrl_secret, dhchap_ctrl_secret_file);
+    if (with_tls) add("tls_key", tls_key, tls_key_file);
+    return o;
+  }
+};
+
 int run_discover(const std::string& where, std::string hostnqn, uint32_t timeout_ms,
-                 const std::string& tls_key, const std::string& tls_key_file, bool json_out) {
+                 const Keys& keys, bool json_out) {
   auto hp = parse_host_port(where, "discover", 8009);
   if (!hp) return report_error(kBadInput, hp.error().message());
   const bool given_nqn = !hostnqn.empty();
@@ -68,31 +95,37 @@ int run_discover(const std::string& where, std::string hostnqn, uint32_t timeout
   const uint16_t port = hp->port;
   auto loop = EventLoop::create();
   if (!loop) return report_error(kIoError, loop.error().message());
-  nvme::QueueOptions qo;
-  qo.connect_timeout_ms = qo.timeout_ms = timeout_ms;
-  if (!tls_key.empty() || !tls_key_file.empty()) {
-    auto text = tls_key_file.empty() ? Result<std::string>(tls_key) : read_secret_file(tls_key_file);
-    if (!text) return report_error(kBadInput, fmt::format("--tls-key-file: {}", text.error().message()));
-    auto key = nvme::auth::parse_tls_key(*text);
-    if (!key) return report_error(kBadInput, key.error().message());
-    auto psk = nvme::TlsSession::psk_for(*key, hostnqn, nvme::kDiscoveryNqn);
-    if (!psk) return report_error(kBadInput, psk.error().message());
-    qo.tls = std::move(*psk);
+  // Each key read and checked here first, so that an error names its flag.
+  for (const auto& [flag, text, file, tls] :
+       {std::tuple{"--tls-key", keys.tls_key, keys.tls_key_file, true},
+        {"--dhchap-secret", keys.dhchap_secret, keys.dhchap_secret_file, false},
+        {"--dhchap-ctrl-secret", keys.dhchap_ctrl_secret, keys.dhchap_ctrl_secret_file, false}}) {
+    if (text.empty() && file.empty()) continue;
+    auto value = file.empty() ? Result<std::string>(text) : read_secret_file(file);
+    if (!value) return report_error(kBadInput, fmt::format("{}-file: {}", flag, value.error().message()));
+    Status ok;
+    if (tls) {
+      if (auto k = nvme::auth::parse_tls_key(*value); !k) ok = k.error();
+    } else if (auto k = nvme::auth::parse_secret(*value); !k) {
+      ok = k.error();
+    }
+    if (!ok.ok()) return report_error(kBadInput, fmt::format("{}: {}", flag, ok.message()));
   }
-  auto q = nvme::HostQueue::open(**loop, host, port, qo);
-  if (!q) return report_error(kIoError, q.error().message());
+  // The discovery controller, as any other: DH-HMAC-CHAP and TLS as device strings have them.
+  const std::string spec = fmt::format("//{}/{}?hostnqn={}&connect_timeout={}&timeout={}{}",
+                                       format_host_port(host, port), nvme::kDiscoveryNqn, hostnqn,
+                                       timeout_ms, timeout_ms, keys.options(keys.tls(), false));
+  auto dcfg = nvme::parse_nvme_tcp_config(spec);
+  if (!dcfg) return report_error(kBadInput, redact(dcfg.error().message()));
+  auto ctrl = nvme::NvmeTcpController::open(**loop, *dcfg);
+  if (!ctrl) return report_error(kIoError, fmt::format("{}: discovery: {}", where, redact(ctrl.error().message())));
   auto run = [&](nvme::Sqe sqe, const void* out, void* in, uint32_t len) -> Result<nvme::Cqe> {
-    auto r = (*q)->run_sync(sqe, out, in, len);
+    auto r = (*ctrl)->admin_->run_sync(sqe, out, in, len);
     if (r && ((r->status >> 1) & 0x7FF)) {
       return fail(EIO, fmt::format("status {:#05x}", (r->status >> 1) & 0x7FF));
     }
     return r;
   };
-  const auto data = nvme::connect_data(0xFFFF, nvme::kDiscoveryNqn, hostnqn);
-  if (auto r = run(nvme::connect_command(0, 31, 0), data.data(), nullptr, nvme::kConnectDataSize);
-      !r) {
-    return report_error(kIoError, fmt::format("{}: discovery Connect: {}", where, r.error().message()));
-  }
   // The log: header first for the number of records, then all of it.
   auto get_log = [&](uint32_t len, std::vector<uint8_t>& out) {
     out.assign(len, 0);
@@ -138,24 +171,22 @@ int run_discover(const std::string& where, std::string hostnqn, uint32_t timeout
     // The host NQN given, and the key for a port that requires TLS, or that offers it to a host
     // that has a key (such a host may not come in clear text). FILE stands for a key given
     // inline, which is never printed.
-    std::string key = given_nqn ? "&hostnqn=" + hostnqn : "";
-    const bool has_key = !tls_key.empty() || !tls_key_file.empty();
     const uint8_t treq = e[nvme::disc::kTreq] & 3, subtype = e[nvme::disc::kSubtype];
-    const bool keyed = treq == 1 || (has_key && treq == 2 && e[nvme::disc::kTsas] == 2);
-    if (keyed) key += "&tls_key_file=" + (tls_key_file.empty() ? std::string("FILE") : tls_key_file);
+    const bool keyed = treq == 1 || (keys.tls() && treq == 2 && e[nvme::disc::kTsas] == 2);
+    std::string key = (given_nqn ? "&hostnqn=" + hostnqn : "") + keys.options(keyed, true);
+    if (keyed && !keys.tls()) key += "&tls_key_file=FILE";
     // One device string per namespace the subsystem has (Identify active NS list), where this
     // host may connect to ask; otherwise ns=1 and why it could not be asked.
     std::vector<uint32_t> nsids;
     std::string why_not;
     if (subtype == 2) {
-      std::string spec = fmt::format("//{}/{}?hostnqn={}&connect_timeout={}", at_raw(raw_addr, raw_svc),
-                                     raw_nqn, hostnqn, timeout_ms);
-      if (keyed && has_key) spec += tls_key_file.empty() ? "&tls_key=" + tls_key : "&tls_key_file=" + tls_key_file;
-      auto listed = active_namespaces(**loop, spec);
+      const std::string sub = fmt::format("//{}/{}?hostnqn={}&connect_timeout={}{}", at_raw(raw_addr, raw_svc),
+                                          raw_nqn, hostnqn, timeout_ms, keys.options(keyed, false));
+      auto listed = active_namespaces(**loop, sub);
       if (listed) {
         nsids = std::move(*listed);
       } else {
-        why_not = listed.error().message();
+        why_not = redact(listed.error().message());
       }
     }
     const uint16_t portid = nvme::get<uint16_t>(e, nvme::disc::kPortid);
@@ -199,7 +230,7 @@ void add_discover_command(CLI::App& app, int& exit_code) {
     std::string where;
     std::string hostnqn;  // default: /etc/nvme/hostnqn, as nvme-cli
     uint32_t timeout_ms = 10000;
-    std::string tls_key, tls_key_file;
+    Keys keys;
     bool json = false;
   };
   auto a = std::make_shared<Args>();
@@ -209,14 +240,24 @@ void add_discover_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--connect-timeout", a->timeout_ms,
                   "milliseconds for the TCP connect, the handshake and each command (default 10000)")
       ->check(CLI::Range(1u, 600000u));
-  auto* key = cmd->add_option("--tls-key", a->tls_key,
+  auto* key = cmd->add_option("--tls-key", a->keys.tls_key,
                               "TLS 1.3 with this PSK (NVMeTLSkey-1:..:, 'nvme gen-tls-key')");
-  cmd->add_option("--tls-key-file", a->tls_key_file, "TLS 1.3 with the PSK in this file")
+  cmd->add_option("--tls-key-file", a->keys.tls_key_file, "TLS 1.3 with the PSK in this file")
       ->excludes(key);
+  auto* dh = cmd->add_option("--dhchap-secret", a->keys.dhchap_secret,
+                             "DH-HMAC-CHAP with this host secret (DHHC-1:..:), for the discovery "
+                             "controller and the subsystems it lists");
+  cmd->add_option("--dhchap-secret-file", a->keys.dhchap_secret_file, "the host secret from this file")
+      ->excludes(dh);
+  auto* dhc = cmd->add_option("--dhchap-ctrl-secret", a->keys.dhchap_ctrl_secret,
+                              "check the controllers with this secret too (bidirectional)");
+  cmd->add_option("--dhchap-ctrl-secret-file", a->keys.dhchap_ctrl_secret_file,
+                  "the controller secret from this file")
+      ->excludes(dhc);
   cmd->add_flag("--json", a->json, "print the log as JSON, with nvme-cli's field names and each "
                 "subsystem's device strings");
   cmd->callback([a, &exit_code] {
-    exit_code = run_discover(a->where, a->hostnqn, a->timeout_ms, a->tls_key, a->tls_key_file, a->json);
+    exit_code = run_discover(a->where, a->hostnqn, a->timeout_ms, a->keys, a->json);
   });
 }
 

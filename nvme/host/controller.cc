@@ -302,6 +302,7 @@ void NvmeTcpController::identify() {
     caps = parse_identify_controller(*id);
     max_io = caps.max_transfer(1u << 20);
     copy = caps.copy();
+    if (cfg.subnqn == kDiscoveryNqn) return setup_finished();  // its admin queue is all there is
     if (!copy || !(caps.ocfs & 0x4)) return queues();
     // Format 2 offered: enable it (Host Behavior Support, CDFE bit 2); optional.
     auto hbs = std::make_shared<std::vector<uint8_t>>(512, 0);
