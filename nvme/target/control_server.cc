@@ -156,9 +156,12 @@ ControlServer::~ControlServer() {
   ::unlink(path_.c_str());
 }
 
-std::string ControlServer::answer(std::string_view line) const {
+std::string ControlServer::answer(std::string_view line) const { return json_rpc_answer(methods_, line); }
+
+std::string json_rpc_answer(const std::map<std::string, ControlServer::Method>& methods_, std::string_view line) {
   // Bytes that are not UTF-8 (a host's NQN, a client's line) are replaced, not thrown on.
   auto text = [](const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); };
+  constexpr size_t kMostNesting = ControlServer::kMostNesting;
   if (nesting(line) > kMostNesting) {  // copying a deeper value would recurse off the stack
     return text(error(nullptr, -32600, fmt::format("nested deeper than {} levels", kMostNesting)));
   }

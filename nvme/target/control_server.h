@@ -29,6 +29,11 @@
 
 namespace blkcopy::nvme {
 
+// The answer to one JSON-RPC request line with these methods (ControlServer::answer; the
+// fuzzer's entry).
+std::string json_rpc_answer(const std::map<std::string, std::function<Result<nlohmann::json>(const nlohmann::json&)>>& methods,
+                            std::string_view line);
+
 class ControlServer {
  public:
   using Method = std::function<Result<nlohmann::json>(const nlohmann::json& params)>;
