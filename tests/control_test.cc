@@ -403,7 +403,7 @@ TEST(Ctl, TheTraceShowsEachCommandWithItsCopyRangesAndStatus) {
   EXPECT_EQ(c["cntlid"], h.cntlid);
   EXPECT_EQ(c["nsid"], 1);
   EXPECT_EQ(c["sdlba"], 4096);
-  EXPECT_EQ(c["ranges"], json::parse(R"([{"snsid":0,"slba":0,"nlb":8},{"snsid":0,"slba":100,"nlb":16}])"));
+  EXPECT_EQ(c["ranges"], json::parse(R"([{"snsid":0,"slba":0,"blocks":8},{"snsid":0,"slba":100,"blocks":16}])"));
   EXPECT_EQ(c["status"], "0x0000");
   EXPECT_EQ(c["offloaded_bytes"].get<uint64_t>() + c["emulated_bytes"].get<uint64_t>(), 24u * 512);
   EXPECT_TRUE(c["latency_us"].is_number());

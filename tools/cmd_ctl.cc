@@ -106,7 +106,9 @@ void print_list(const json& r) {
                printable(h["nqn"].get<std::string>()), yes(h["dhchap"]), yes(h["dhchap_ctrl"]), yes(h["tls"]));
   }
   const json& d = r["discovery"];
-  fmt::print("discovery: port {}, {} controllers; {} connections open\n", d["port"].get<unsigned>(),
+  const unsigned dport = d["port"].get<unsigned>();
+  fmt::print("discovery: {}, {} controllers; {} connections open\n",
+             dport ? fmt::format("port {}", dport) : std::string("no port of its own"),
              d["controllers"].size(), r["open_connections"].get<unsigned>());
 }
 
@@ -123,8 +125,12 @@ int run_ctl(const CtlArgs& a, const std::string& method, const json& params) {
   const json& r = *answer;
   if (r.contains("error")) {
     const int rpc = r["error"].value("code", -32000);
+    // The caller's mistakes: a bad request, an unknown method or controller, a file it named
+    // that cannot be written there.
+    const std::string data = r["error"].value("data", "");
     const bool bad = rpc == -32602 || rpc == -32601 || rpc == -32600 ||
-                     r["error"].value("data", "") == "ENOENT";
+                     data == "ENOENT" || data == "EISDIR" || data == "ENOTDIR" || data == "EACCES" ||
+                     data == "EPERM" || data == "EROFS" || data == "ENAMETOOLONG";
     if (a.json_out) {
       fmt::print("{}\n", json{{"error", r["error"]}}.dump(2));
       return bad ? kBadInput : kIoError;
@@ -158,7 +164,7 @@ int run_ctl(const CtlArgs& a, const std::string& method, const json& params) {
 void add_ctl_command(CLI::App& app, int& exit_code) {
   auto* cmd = app.add_subcommand("ctl", "See and change a running `blkcopy serve` through its control socket");
   auto a = std::make_shared<CtlArgs>();
-  cmd->add_option("--socket", a->socket, fmt::format("the control socket (default {})", kDefaultControlSocket));
+  cmd->add_option("-s,--socket", a->socket, fmt::format("the control socket (default {})", kDefaultControlSocket));
   cmd->add_flag("--json", a->json_out, "print the answer as JSON");
   cmd->require_subcommand(1);
   auto run = [a, &exit_code](const std::string& method, json params) {

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <optional>
 #include <atomic>
 #include <cctype>
 #include <csignal>
@@ -225,32 +226,21 @@ int run_serve(const Args& a) {
   auto loop = EventLoop::create();
   if (!loop) return report_error(kIoError, loop.error().message());
   (*loop)->set_busy_poll(std::chrono::microseconds(a.poll_us));
+  std::optional<HostPort> metrics_at;  // checked before anything listens
+  if (!a.metrics.empty()) {
+    auto hp = parse_host_port(a.metrics, "--metrics");
+    if (!hp) {
+      return report_error(kBadInput, fmt::format("{} (--metrics takes a numeric ADDR:PORT, such as "
+                                                 "127.0.0.1:9477)",
+                                                 hp.error().message()));
+    }
+    metrics_at = *hp;
+  }
   auto target = nvme::Target::create(**loop, cfg);
   if (!target) return report_error(kBadInput, target.error().message());
   if (Status s = (*target)->start(); !s.ok()) return report_error(kIoError, s.message());
-  const auto bound = (*target)->bound_ports();
-  for (size_t i = 0; i < cfg.ports.size(); ++i) {
-    const auto& p = cfg.ports[i];
-    for (const auto& s : p.subsystems) {
-      const char* tls = p.tls == nvme::PortTls::required   ? ", TLS required"
-                        : p.tls == nvme::PortTls::optional ? ", TLS optional"
-                                                           : "";
-      fmt::print(stderr, "blkcopy serve: {} on {} (port id {}{})\n", s,
-                 format_host_port(p.addr, i < bound.size() ? bound[i] : p.port), p.id, tls);
-    }
-  }
-  if (cfg.discovery_port) {
-    fmt::print(stderr, "blkcopy serve: discovery on port {}\n", cfg.discovery_port);
-  }
-  if (std::any_of(cfg.ports.begin(), cfg.ports.end(), [](const auto& p) { return p.tls != nvme::PortTls::none; })) {
-    const std::string why = cfg.kernel_tls ? nvme::kernel_tls_unavailable() : "--ktls off";
-    fmt::print(stderr, "blkcopy serve: TLS records {}\n",
-               why.empty() ? "in the kernel (kTLS) after each handshake"
-                           : fmt::format("in user space ({})", why));
-  }
-  if (!a.metrics.empty()) {
-    auto hp = parse_host_port(a.metrics, "--metrics");
-    if (!hp) return report_error(kBadInput, hp.error().message());
+  if (metrics_at) {
+    const HostPort* hp = &*metrics_at;
     auto port = (*target)->serve_metrics(hp->host, hp->port);
     if (!port) return report_error(kIoError, fmt::format("--metrics: {}", port.error().message()));
     fmt::print(stderr, "blkcopy serve: metrics on http://{}/metrics\n", format_host_port(hp->host, *port));
@@ -270,6 +260,26 @@ int run_serve(const Args& a) {
     } else {
       fmt::print(stderr, "blkcopy serve: control socket {} (blkcopy ctl --socket {} list)\n", path, path);
     }
+  }
+  const auto bound = (*target)->bound_ports();
+  for (size_t i = 0; i < cfg.ports.size(); ++i) {
+    const auto& p = cfg.ports[i];
+    for (const auto& s : p.subsystems) {
+      const char* tls = p.tls == nvme::PortTls::required   ? ", TLS required"
+                        : p.tls == nvme::PortTls::optional ? ", TLS optional"
+                                                           : "";
+      fmt::print(stderr, "blkcopy serve: {} on {} (port id {}{})\n", s,
+                 format_host_port(p.addr, i < bound.size() ? bound[i] : p.port), p.id, tls);
+    }
+  }
+  if (cfg.discovery_port) {
+    fmt::print(stderr, "blkcopy serve: discovery on port {}\n", cfg.discovery_port);
+  }
+  if (std::any_of(cfg.ports.begin(), cfg.ports.end(), [](const auto& p) { return p.tls != nvme::PortTls::none; })) {
+    const std::string why = cfg.kernel_tls ? nvme::kernel_tls_unavailable() : "--ktls off";
+    fmt::print(stderr, "blkcopy serve: TLS records {}\n",
+               why.empty() ? "in the kernel (kTLS) after each handshake"
+                           : fmt::format("in user space ({})", why));
   }
   if (!sd_notify(fmt::format("READY=1\nSTATUS=serving {} subsystem{}\nMAINPID={}", cfg.subsystems.size(),
                              cfg.subsystems.size() == 1 ? "" : "s", ::getpid()))) {

@@ -128,7 +128,11 @@ void NvmeTcpController::connect_queue(HostQueue& q, uint16_t qid, uint16_t id,
          setup_failed(Status::error(
              st == status::kConnectInvalidHost ? EACCES : ECONNREFUSED,
              fmt::format("{}: Connect refused (status {:#05x}{})", label_, st,
-                         st == status::kConnectInvalidHost ? ": host " + cfg.hostnqn + " not allowed" : "")));
+                         st == status::kConnectInvalidHost ? ": host " + cfg.hostnqn + " not allowed"
+                         : st == status::kConnectInvalidParam
+                             ? ": invalid parameters, such as a subsystem NQN the target does not "
+                               "serve (blkcopy discover lists them)"
+                             : "")));
        });
 }
 

@@ -50,16 +50,16 @@ json controllers_of(Subsystems& subs, Subsystem* s) {
 Status write_private(const std::string& path, const std::string& text) {
   struct stat st {};
   if (::lstat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
-    return Status::error(EINVAL, fmt::format("save: {}: not a regular file", path));
+    return Status::error(EINVAL, fmt::format("{}: not a regular file", path));
   }
   const std::string tmp = path + ".blkcopy-new";
   ::unlink(tmp.c_str());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd < 0) return Status::error(errno, fmt::format("save: {}: {}", tmp, std::strerror(errno)));
+  if (fd < 0) return Status::error(errno, fmt::format("{}: {}", path, std::strerror(errno)));
   auto failed = [&](int e) {
     ::close(fd);
     ::unlink(tmp.c_str());
-    return Status::error(e, fmt::format("save: {}: {}", path, std::strerror(e)));
+    return Status::error(e, fmt::format("{}: {}", path, std::strerror(e)));
   };
   size_t done = 0;
   while (done < text.size()) {
@@ -72,7 +72,7 @@ Status write_private(const std::string& path, const std::string& text) {
   if (::close(fd) != 0 || ::rename(tmp.c_str(), path.c_str()) != 0) {
     const int e = errno;
     ::unlink(tmp.c_str());
-    return Status::error(e, fmt::format("save: {}: {}", path, std::strerror(e)));
+    return Status::error(e, fmt::format("{}: {}", path, std::strerror(e)));
   }
   return {};
 }
@@ -163,7 +163,10 @@ std::map<std::string, ControlServer::Method> TargetImpl::control_methods() {
     }
     std::string path = p.value("path", std::string());
     if (path.empty()) path = trace_.path();
-    if (path.empty()) return fail(EINVAL, "trace on needs a file: {\"on\": true, \"path\": FILE}");
+    if (path.empty()) {
+      return fail(EINVAL, "trace on needs a file the first time (ctl trace on --file FILE; params "
+                          "{\"on\": true, \"path\": FILE})");
+    }
     if (Status st = trace_.start(path); !st.ok()) return std::unexpected(st);
     log_info(fmt::format("serve: command trace into {}", path));
     return json{{"on", true}, {"path", path}};

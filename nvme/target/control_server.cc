@@ -33,6 +33,12 @@ std::string errno_name(int e) {
     case EBUSY: return "EBUSY";
     case EIO: return "EIO";
     case EACCES: return "EACCES";
+    case EPERM: return "EPERM";
+    case EISDIR: return "EISDIR";
+    case ENOTDIR: return "ENOTDIR";
+    case ENOSPC: return "ENOSPC";
+    case ENAMETOOLONG: return "ENAMETOOLONG";
+    case EROFS: return "EROFS";
     default: return fmt::format("errno {}", e);
   }
 }

@@ -183,27 +183,31 @@ std::string TargetImpl::prometheus() {
   const TargetStats t = stats();
   size_t controllers = 0;
   for (auto& [nqn, s] : subsystems_.all()) controllers += subsystems_.controllers(&s).size();
-  const std::pair<const char*, uint64_t> gauges[] = {
-      {"blkcopy_connections_open", t.open_connections},
-      {"blkcopy_controllers", controllers},
-      {"blkcopy_data_budget_used_bytes", t.data_budget_used},
-      {"blkcopy_data_budget_limit_bytes", cfg_.limits.data_budget},
-      {"blkcopy_copy_budget_used_bytes", t.copy_budget_used},
-      {"blkcopy_copy_budget_limit_bytes", cfg_.limits.copy_budget}};
-  for (const auto& [name, v] : gauges) {
-    help(out, name, "gauge", "Now.");
-    out += fmt::format("{} {}\n", name, v);
-  }
-  const std::pair<const char*, uint64_t> totals[] = {
-      {"blkcopy_connections_total", t.connections},
-      {"blkcopy_connections_refused_total", t.refused_connections},
-      {"blkcopy_connections_stalled_total", t.stalled_connections},
-      {"blkcopy_connections_undrained_total", t.undrained_connections},
-      {"blkcopy_auth_failures_total", counters_.auth_failures.load()},
-      {"blkcopy_budget_waits_total", t.budget_waits}};
-  for (const auto& [name, v] : totals) {
-    help(out, name, "counter", "Since the start.");
-    out += fmt::format("{} {}\n", name, v);
+  struct Value {
+    const char* name;
+    const char* type;
+    const char* text;
+    uint64_t v;
+  };
+  const Value values[] = {
+      {"blkcopy_connections_open", "gauge", "NVMe/TCP connections open now.", t.open_connections},
+      {"blkcopy_controllers", "gauge", "Controllers of the subsystems now.", controllers},
+      {"blkcopy_data_budget_used_bytes", "gauge", "Data buffers of all connections now.", t.data_budget_used},
+      {"blkcopy_data_budget_limit_bytes", "gauge", "The data budget (--data-budget).", cfg_.limits.data_budget},
+      {"blkcopy_copy_budget_used_bytes", "gauge", "Buffers of emulated Copies now.", t.copy_budget_used},
+      {"blkcopy_copy_budget_limit_bytes", "gauge", "The copy budget (--copy-budget).", cfg_.limits.copy_budget},
+      {"blkcopy_connections_total", "counter", "Connections accepted.", t.connections},
+      {"blkcopy_connections_refused_total", "counter", "Connections closed at once: over --max-connections.",
+       t.refused_connections},
+      {"blkcopy_connections_stalled_total", "counter", "Connections closed for stalling.", t.stalled_connections},
+      {"blkcopy_connections_undrained_total", "counter", "Connections closed: answers not taken within drain_ms.",
+       t.undrained_connections},
+      {"blkcopy_auth_failures_total", "counter", "Failed DH-HMAC-CHAP authentications.",
+       counters_.auth_failures.load()},
+      {"blkcopy_budget_waits_total", "counter", "Commands that waited for room in a budget.", t.budget_waits}};
+  for (const Value& v : values) {
+    help(out, v.name, v.type, v.text);
+    out += fmt::format("{} {}\n", v.name, v.v);
   }
   return out;
 }

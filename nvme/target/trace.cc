@@ -66,17 +66,17 @@ Status CommandTrace::start(const std::string& path) {
   // A regular file only (not a link, nor a FIFO every loop would block on), readable by its
   // owner only whatever mode it had.
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
-  if (fd < 0) return Status::error(errno, fmt::format("trace: {}: {}", path, std::strerror(errno)));
+  if (fd < 0) return Status::error(errno, fmt::format("{}: {}", path, std::strerror(errno)));
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || ::fchmod(fd, 0600) != 0 ||
       ::fcntl(fd, F_SETFL, O_WRONLY | O_APPEND) != 0) {
     ::close(fd);
-    return Status::error(EINVAL, fmt::format("trace: {}: not a regular file", path));
+    return Status::error(EINVAL, fmt::format("{}: not a regular file", path));
   }
   FILE* f = ::fdopen(fd, "a");
   if (!f) {
     ::close(fd);
-    return Status::error(errno, fmt::format("trace: {}: {}", path, std::strerror(errno)));
+    return Status::error(errno, fmt::format("{}: {}", path, std::strerror(errno)));
   }
   std::setvbuf(f, nullptr, _IOLBF, 64 * 1024);  // a line at a time: `tail -f` sees each command
   std::lock_guard lock(mu_);
@@ -116,11 +116,11 @@ void CommandTrace::record(const TargetQueue& q, const TargetRequest& r, uint16_t
     line += fmt::format(R"("nsid":{},)", e.nsid);
     const uint64_t lba = e.cdw10 | uint64_t(e.cdw11) << 32;
     if (e.opcode == io::kRead || e.opcode == io::kWrite || e.opcode == io::kWriteZeroes) {
-      line += fmt::format(R"("slba":{},"nlb":{},)", lba, (e.cdw12 & 0xFFFF) + 1);
+      line += fmt::format(R"("slba":{},"blocks":{},)", lba, (e.cdw12 & 0xFFFF) + 1);
     } else if (e.opcode == io::kCopy) {
       line += fmt::format(R"("sdlba":{},"ranges":[)", lba);
       for (size_t i = 0; i < r.ranges.size(); ++i) {
-        line += fmt::format(R"({}{{"snsid":{},"slba":{},"nlb":{}}})", i ? "," : "",
+        line += fmt::format(R"({}{{"snsid":{},"slba":{},"blocks":{}}})", i ? "," : "",
                             r.ranges[i].snsid, r.ranges[i].slba, r.ranges[i].blocks);
       }
       line += fmt::format(R"(],"offloaded_bytes":{},"emulated_bytes":{},)",

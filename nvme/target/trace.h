@@ -2,10 +2,11 @@
 // completes, what a developer testing a host's copy offload needs to see:
 //
 //   {"time":"2026-12-06T22:10:00.123456Z","host":"nqn...","cntlid":1,"qid":1,"opcode":"copy",
-//    "nsid":1,"sdlba":2048,"ranges":[{"snsid":0,"slba":0,"nlb":8}],"status":"0x0000",
+//    "nsid":1,"sdlba":2048,"ranges":[{"snsid":0,"slba":0,"blocks":8}],"status":"0x0000",
 //    "offloaded_bytes":4096,"emulated_bytes":0,"latency_us":35}
 //
-// read and write carry "slba" and "nlb"; a command that failed carries its status (the CQE's
+// "blocks" counts blocks (NVMe's NLB plus one); "snsid" is 0 in a format-0 Copy (the
+// command's own namespace). read and write carry "slba" and "blocks"; a command that failed carries its status (the CQE's
 // status field: SCT, SC, DNR) and, for a Copy, how much was offloaded or emulated before it
 // stopped. Off, it costs one relaxed atomic load per command. On, each line is written under one
 // lock, a write per line (so that `tail -f` sees each command as it ends; the loops wait for
