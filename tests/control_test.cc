@@ -224,6 +224,7 @@ TEST(Ctl, SaveWritesNvmetcliJsonThatReadsBackAndStatsAreNumbers) {
   h.tls_key = "NVMeTLSkey-1:01:VRLbtnN9AQb2WXW3c9+wEf/DRLz0QuLdbYvEhwtdWwNf9LrZ:";
   cfg.hosts.push_back(h);
   cfg.ports[0].tls = PortTls::optional;
+  cfg.limits.data_budget = 64u << 20;  // not the default: kept in the "blkcopy" key
   test::Served t(cfg, sock);
   const std::string out = (dir.path() / "saved.json").string();
   const auto r = test::run_cli({"ctl", "--socket", sock, "save", out});
@@ -239,6 +240,7 @@ TEST(Ctl, SaveWritesNvmetcliJsonThatReadsBackAndStatsAreNumbers) {
   EXPECT_EQ(to_nvmetcli_json(*back), to_nvmetcli_json(cfg)) << text.str();
   EXPECT_EQ(back->hosts.at(0).tls_key, h.tls_key);
   EXPECT_EQ(back->ports.at(0).tls, PortTls::optional);
+  EXPECT_EQ(back->limits.data_budget, 64u << 20);
   // Over a file that was readable by all: 0600 afterwards; never through a symbolic link.
   ::chmod(out.c_str(), 0644);
   ASSERT_EQ(test::run_cli({"ctl", "--socket", sock, "save", out}).exit_code, 0);

@@ -1,7 +1,8 @@
 // nvmetcli's JSON from a TargetConfig: what `blkcopy ctl save` writes. parse_nvmetcli_json
 // reads it back to the same configuration, and its keys are the ones `nvmetcli restore` takes
-// (values as strings, the way nvmetcli saves configfs attributes). What nvmetcli has no key
-// for (the discovery port, budgets, cores, --tls-libnvme1) is not in it.
+// (values as strings, the way nvmetcli saves configfs attributes). What peers may cost, when
+// it is not the default, goes into blkcopy's own "blkcopy" key (nvmetcli restore ignores it).
+// What nvmetcli has no key for otherwise (the discovery port, cores, --tls-libnvme1) is not in it.
 #include <fmt/format.h>
 
 #include <nlohmann/json.hpp>
@@ -65,9 +66,16 @@ std::string to_nvmetcli_json(const TargetConfig& cfg) {
     ports.push_back({{"portid", p.id}, {"addr", std::move(addr)}, {"subsystems", p.subsystems},
                      {"referrals", json::array()}});
   }
-  return json{{"hosts", std::move(hosts)}, {"ports", std::move(ports)},
-              {"subsystems", std::move(subsystems)}}
-             .dump(2);
+  json out{{"hosts", std::move(hosts)}, {"ports", std::move(ports)},
+           {"subsystems", std::move(subsystems)}};
+  const TargetLimits d, &l = cfg.limits;
+  json limits = json::object();
+  if (l.data_budget != d.data_budget) limits["data_budget"] = l.data_budget;
+  if (l.copy_budget != d.copy_budget) limits["copy_budget"] = l.copy_budget;
+  if (l.drain_ms != d.drain_ms) limits["drain_ms"] = l.drain_ms;
+  if (l.max_connections != d.max_connections) limits["max_connections"] = l.max_connections;
+  if (!limits.empty()) out["blkcopy"] = std::move(limits);
+  return out.dump(2);
 }
 
 }  // namespace blkcopy::nvme
