@@ -1,0 +1,136 @@
+// What the JSON parser and the flags cannot check alone (validate, blkcopy/target.h), and the
+// keys of a configuration as the target uses them: DH-HMAC-CHAP (host_keys) and TLS (tls_keys),
+// each checked, every error naming its JSON path.
+#include <fmt/format.h>
+
+#include <map>
+#include <set>
+
+#include "core/net.h"
+#include "nvme/codec.h"
+#include "nvme/target/auth.h"
+#include <blkcopy/target.h>
+
+namespace blkcopy::nvme {
+
+Result<std::map<std::string, HostKeys>> host_keys(const TargetConfig& cfg) {
+  std::map<std::string, HostKeys> out;
+  for (size_t i = 0; i < cfg.hosts.size(); ++i) {
+    const HostConfig& h = cfg.hosts[i];
+    auto named = [&](std::string_view field, const Status& s) {
+      return fail(EINVAL, fmt::format("hosts[{}].dhchap.{} ({}): {}", i, field, h.nqn, s.message()));
+    };
+    if (Status st = check_nqn(h.nqn, fmt::format("hosts[{}].nqn", i)); !st.ok()) return std::unexpected(st);
+    if (h.key.empty()) continue;  // a host with a TLS key only
+    HostKeys k;
+    auto key = auth::parse_secret(h.key);
+    if (!key) return named("key", key.error());
+    k.key = *key;
+    if (!h.ctrl_key.empty()) {
+      auto ck = auth::parse_secret(h.ctrl_key);
+      if (!ck) return named("ctrl_key", ck.error());
+      k.ctrl_key = *ck;
+    }
+    auto hash = auth::parse_hash(h.hash);
+    if (!hash) return named("hash", hash.error());
+    k.hash = *hash;
+    auto group = auth::parse_dhgroup(h.dhgroup);
+    if (!group) return named("dhgroup", group.error());
+    k.dhgroup = *group;
+    if (!out.emplace(h.nqn, k).second) {
+      return fail(EINVAL, fmt::format("hosts[{}].nqn: {} has keys twice", i, h.nqn));
+    }
+  }
+  return out;
+}
+
+Result<std::map<std::string, auth::TlsKey>> tls_keys(const TargetConfig& cfg) {
+  std::map<std::string, auth::TlsKey> out;
+  for (size_t i = 0; i < cfg.hosts.size(); ++i) {
+    const HostConfig& h = cfg.hosts[i];
+    if (h.tls_key.empty()) continue;
+    auto key = auth::parse_tls_key(h.tls_key);
+    if (!key) return fail(EINVAL, fmt::format("hosts[{}].tls_key ({}): {}", i, h.nqn, key.error().message()));
+    key->libnvme1 = h.tls_libnvme1;
+    if (!out.emplace(h.nqn, *key).second) {
+      return fail(EINVAL, fmt::format("hosts[{}].nqn: {} has a TLS key twice", i, h.nqn));
+    }
+    // The identity names the host and a subsystem; TLS holds 255 bytes of it.
+    for (const std::string& sub : [&] {
+           std::vector<std::string> nqns{std::string(kDiscoveryNqn)};
+           for (const SubsystemConfig& sc : cfg.subsystems) nqns.push_back(sc.nqn);
+           return nqns;
+         }()) {
+      const std::string id = auth::tls_identity(key->cipher(), h.nqn, sub);
+      if (id.size() > 255) {
+        return fail(EINVAL, fmt::format("hosts[{}].tls_key ({}): the TLS PSK identity for {} "
+                                        "would be {} bytes, TLS allows 255: use shorter NQNs",
+                                        i, h.nqn, sub, id.size()));
+      }
+    }
+  }
+  return out;
+}
+
+Status validate(const TargetConfig& cfg) {
+  if (auto keys = host_keys(cfg); !keys) return keys.error();
+  auto tls = tls_keys(cfg);
+  if (!tls) return tls.error();
+  for (size_t i = 0; i < cfg.ports.size(); ++i) {
+    if (cfg.ports[i].tls != PortTls::none && tls->empty()) {
+      return Status::error(EINVAL, fmt::format("ports[{}] offers TLS but no host has a TLS key "
+                                               "(--tls-key HOSTNQN=KEY, hosts[].tls_key; Linux keeps "
+                                               "them in its .nvme keyring, so nvmetcli's file has "
+                                               "none: add hosts[].tls_key)",
+                                               i));
+    }
+  }
+  // A connection's share (an eighth) must hold the largest buffer (2 MiB) or it would wait
+  // for ever. Named by both its flag and its JSON key: either may have set it.
+  for (auto [flag, key, v, why] :
+       {std::tuple{"--data-budget", "blkcopy.data_budget", cfg.limits.data_budget,
+                   "a data buffer of up to 2 MiB"},
+        {"--copy-budget", "blkcopy.copy_budget", cfg.limits.copy_budget,
+         "two of an emulated Copy's 1 MiB chunks"}}) {
+    if (v < kLeastBudget) {
+      return Status::error(EINVAL, fmt::format("{} ({}): {} bytes is below the least, 16M (a "
+                                               "connection may hold an eighth, which must hold "
+                                               "{})",
+                                               flag, key, v, why));
+    }
+  }
+  std::set<std::string> nqns;
+  for (size_t i = 0; i < cfg.subsystems.size(); ++i) {
+    const SubsystemConfig& s = cfg.subsystems[i];
+    const std::string at = fmt::format("subsystems[{}]", i);
+    if (Status st = check_nqn(s.nqn, at + ".nqn"); !st.ok()) return st;
+    if (s.nqn == kDiscoveryNqn) {
+      return Status::error(EINVAL, fmt::format("{}.nqn: {} is the discovery subsystem's name", at, s.nqn));
+    }
+    if (!nqns.insert(s.nqn).second) {
+      return Status::error(EINVAL, fmt::format("{}.nqn: {} is configured twice", at, s.nqn));
+    }
+    for (size_t h = 0; h < s.allowed_hosts.size(); ++h) {
+      if (Status st = check_nqn(s.allowed_hosts[h], fmt::format("{}.allowed_hosts[{}]", at, h));
+          !st.ok()) {
+        return st;
+      }
+    }
+  }
+  for (size_t i = 0; i < cfg.ports.size(); ++i) {
+    const PortConfig& p = cfg.ports[i];
+    socklen_t len = 0;
+    if (auto a = numeric_address(p.addr, p.port, &len); !a) {
+      return Status::error(EINVAL, fmt::format("ports[{}].addr.traddr: {}", i, a.error().message()));
+    }
+    for (size_t k = 0; k < p.subsystems.size(); ++k) {
+      if (!nqns.count(p.subsystems[k])) {
+        return Status::error(EINVAL, fmt::format("ports[{}].subsystems[{}]: no subsystem named {}",
+                                                 i, k, p.subsystems[k]));
+      }
+    }
+  }
+  return {};
+}
+
+}  // namespace blkcopy::nvme
