@@ -25,7 +25,7 @@ struct CtlArgs {
   std::string socket = kDefaultControlSocket;
   bool json_out = false;
   std::string method, params = "{}";
-  std::string nqn, path;
+  std::string nqn, path, subsystem, dhchap_key, dhchap_ctrl_key, tls_key;
   unsigned cntlid = 0;
 };
 
@@ -148,6 +148,13 @@ int run_ctl(const CtlArgs& a, const std::string& method, const json& params) {
   } else if (method == "disconnect") {
     fmt::print("controller {} (host {}) disconnected\n", result["disconnected"].get<unsigned>(),
                printable(result["hostnqn"].get<std::string>()));
+  } else if (method == "add_host") {
+    fmt::print("host {}{}\n", printable(result["nqn"].get<std::string>()),
+               result["admitted"].get<bool>() ? " admitted" : ": keys set");
+  } else if (method == "remove_host") {
+    fmt::print("host {} removed from {} subsystem(s), {} controller(s) disconnected{}\n",
+               printable(result["nqn"].get<std::string>()), result["subsystems"].get<size_t>(),
+               result["disconnected"].get<size_t>(), result["keys_removed"].get<bool>() ? ", keys removed" : "");
   } else if (method == "trace") {
     fmt::print("trace {}{}\n", result["on"].get<bool>() ? "on: " : "off",
                result["on"].get<bool>() ? result["path"].get<std::string>() : "");
@@ -184,6 +191,38 @@ void add_ctl_command(CLI::App& app, int& exit_code) {
   save->add_option("FILE", a->path, "where, as the server sees paths")->required();
   save->callback([run, a] {
     run("save", {{"path", std::filesystem::absolute(a->path).string()}});
+  });
+  auto* add = cmd->add_subcommand("add-host", "admit a host to a subsystem and/or give it keys, "
+                                             "from its next Connect on");
+  add->add_option("NQN", a->nqn, "the host")->required();
+  add->add_option("--subsystem", a->subsystem, "admit it to this subsystem");
+  add->add_option("--dhchap-key", a->dhchap_key, "DHHC-1:..: (or @FILE): it must authenticate");
+  add->add_option("--dhchap-ctrl-key", a->dhchap_ctrl_key, "DHHC-1:..: (or @FILE): the controller's");
+  add->add_option("--tls-key", a->tls_key, "NVMeTLSkey-1:..: (or @FILE): its TLS PSK");
+  add->callback([a, &exit_code] {
+    json p = {{"nqn", a->nqn}};
+    if (!a->subsystem.empty()) p["subsystem"] = a->subsystem;
+    for (const auto& [name, value] : {std::pair{"dhchap_key", &a->dhchap_key},
+                                      {"dhchap_ctrl_key", &a->dhchap_ctrl_key},
+                                      {"tls_key", &a->tls_key}}) {
+      if (value->empty()) continue;
+      auto text = value->starts_with("@") ? read_secret_file(value->substr(1)) : Result<std::string>(*value);
+      if (!text) {
+        exit_code = report_error(kBadInput, fmt::format("ctl add-host --{}: {}", name, text.error().message()));
+        return;
+      }
+      p[name] = *text;
+    }
+    exit_code = run_ctl(*a, "add_host", p);
+  });
+  auto* rm = cmd->add_subcommand("remove-host", "no longer admit a host (to one subsystem, or "
+                                                "anywhere, with its keys) and disconnect it");
+  rm->add_option("NQN", a->nqn, "the host")->required();
+  rm->add_option("--subsystem", a->subsystem, "only from this subsystem");
+  rm->callback([run, a] {
+    json p = {{"nqn", a->nqn}};
+    if (!a->subsystem.empty()) p["subsystem"] = a->subsystem;
+    run("remove_host", p);
   });
   auto* trace = cmd->add_subcommand("trace", "the command trace: one JSON line per command "
                                              "(time, host, cntlid, qid, opcode, LBAs, Copy "

@@ -5,6 +5,10 @@
 //   disconnect  {"nqn", "cntlid"}: ends a controller and every queue of it (within a tick)
 //   save        {"path"}: the configuration as nvmetcli JSON, mode 0600 (it holds host keys)
 //   trace       {"on": true, "path"} | {"on": false}: the command trace (trace.h)
+//   add_host    {"nqn", "subsystem"?, "dhchap_key"?, "dhchap_ctrl_key"?, "tls_key"?}: keys for a
+//               host (from its next Connect or handshake on) and/or admits it to a subsystem
+//   remove_host {"nqn", "subsystem"?}: no longer admitted there (everywhere, keys too, without
+//               "subsystem"); its controllers there are disconnected
 #include <blkcopy/log.h>
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -171,6 +175,8 @@ std::map<std::string, ControlServer::Method> TargetImpl::control_methods() {
     log_info(fmt::format("serve: command trace into {}", path));
     return json{{"on", true}, {"path", path}};
   };
+  m["add_host"] = [this](const json& p) -> Result<json> { return add_host(p); };
+  m["remove_host"] = [this](const json& p) -> Result<json> { return remove_host(p); };
   m["save"] = [this](const json& p) -> Result<json> {
     if (!p.contains("path") || !p["path"].is_string() || p["path"].get<std::string>().empty()) {
       return fail(EINVAL, "save takes {\"path\": FILE}");

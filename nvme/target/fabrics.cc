@@ -82,7 +82,7 @@ void connect(TargetRequest& r) {
   auto invalid = [&](bool in_data, uint32_t offset) {
     q.complete(r, st(status::kConnectInvalidParam), (in_data ? 1u << 16 : 0) | offset);
   };
-  const HostKeys* keys = t.keys_for(hostnqn);
+  const std::optional<HostKeys> keys = t.keys_for(hostnqn);
   // A host with a TLS key proves who it is by the key: in clear text (a port where TLS is
   // optional) its NQN alone, which anyone can send, does not let it in, unless DH-HMAC-CHAP
   // will make it prove itself.
@@ -93,7 +93,7 @@ void connect(TargetRequest& r) {
     return q.complete(r, st(status::kConnectInvalidHost));
   }
   if (qid == 0) {
-    s.ctrl = t.subsystems().create(sub, hostnqn, keys != nullptr, q.transport().peer_address(),
+    s.ctrl = t.subsystems().create(sub, hostnqn, keys.has_value(), q.transport().peer_address(),
                                    q.transport().tls_identity() != nullptr);
     if (!s.ctrl) {
       log_warning(fmt::format("serve: host {} refused for {}: every controller ID is in use",

@@ -19,6 +19,8 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -85,10 +87,12 @@ class TargetImpl final : public Target {
   TargetCounters& counters() { return counters_; }
   std::string prometheus();
   Result<uint16_t> serve_metrics(const std::string& addr, uint16_t port) override;
-  // The keys a host must authenticate with, or nullptr when it need not.
-  const HostKeys* keys_for(const std::string& hostnqn) const {
+  // The keys a host must authenticate with, or none when it need not (a copy: ctl add-host
+  // and remove-host change the table while the target runs).
+  std::optional<HostKeys> keys_for(const std::string& hostnqn) const {
+    std::lock_guard lock(keys_mu_);
     auto it = keys_.find(hostnqn);
-    return it == keys_.end() ? nullptr : &it->second;
+    return it == keys_.end() ? std::nullopt : std::optional<HostKeys>(it->second);
   }
   // A warning about refused peers: at most one line a second of each kind however many there
   // are (from any loop).
@@ -97,7 +101,10 @@ class TargetImpl final : public Target {
   // The TLS PSK for the identity a host offers (the host has a TLS key and the identity names a
   // subsystem served here), or why there is none.
   Result<TlsSession::Psk> tls_psk(std::string_view identity);
-  bool has_tls_key(const std::string& hostnqn) const { return tls_keys_.count(hostnqn) != 0; }
+  bool has_tls_key(const std::string& hostnqn) const {
+    std::lock_guard lock(keys_mu_);
+    return tls_keys_.count(hostnqn) != 0;
+  }
   // The discovery log page for `host`; `local_addr` is the address its connection reached,
   // reported for ports that listen on every address.
   std::vector<uint8_t> discovery_log(const std::string& host, const std::string& local_addr) const;
@@ -124,6 +131,8 @@ class TargetImpl final : public Target {
     Timer tick;  // the next tick on this loop
   };
   std::map<std::string, ControlServer::Method> control_methods();  // control_methods.cc
+  Result<nlohmann::json> add_host(const nlohmann::json& params);     // control_hosts.cc
+  Result<nlohmann::json> remove_host(const nlohmann::json& params);
   Status open_namespaces(Subsystem& s, const SubsystemConfig& sc, uint32_t serial);
   Status open_channels();
   Status listen_on(const std::string& addr, uint16_t port, PortTls tls);
@@ -138,8 +147,9 @@ class TargetImpl final : public Target {
   TargetConfig cfg_;
   Subsystems subsystems_;
   AuthGate auth_gate_;  // before the workers: their queues' tickets end first
-  std::map<std::string, HostKeys> keys_;  // by host NQN; read-only once started
-  std::map<std::string, auth::TlsKey> tls_keys_;  // by host NQN; read-only once started
+  mutable std::mutex keys_mu_;  // keys_ and tls_keys_: ctl add-host changes them on loop 0
+  std::map<std::string, HostKeys> keys_;          // by host NQN
+  std::map<std::string, auth::TlsKey> tls_keys_;  // by host NQN
   Budget data_budget_, copy_budget_;
   std::vector<int> listen_fds_;
   std::vector<uint16_t> bound_;

@@ -83,14 +83,28 @@ struct ControllerIds {
 };
 
 struct Subsystem {
-  SubsystemConfig cfg;
+  SubsystemConfig cfg;  // allow_any_host and allowed_hosts under hosts_mu (ctl add-host)
   std::map<uint32_t, Namespace> ns;
   std::string serial;
   ControllerIds ids;
+  std::shared_ptr<std::mutex> hosts_mu = std::make_shared<std::mutex>();
   bool allows(const std::string& host) const {
+    std::lock_guard lock(*hosts_mu);
     return cfg.allow_any_host ||
            std::find(cfg.allowed_hosts.begin(), cfg.allowed_hosts.end(), host) !=
                cfg.allowed_hosts.end();
+  }
+  // Admits (or no longer admits) `host`; false when it already was (or was not) admitted.
+  bool allow(const std::string& host, bool yes) {
+    std::lock_guard lock(*hosts_mu);
+    auto it = std::find(cfg.allowed_hosts.begin(), cfg.allowed_hosts.end(), host);
+    if (yes == (it != cfg.allowed_hosts.end())) return false;
+    if (yes) {
+      cfg.allowed_hosts.push_back(host);
+    } else {
+      cfg.allowed_hosts.erase(it);
+    }
+    return true;
   }
 };
 

@@ -168,20 +168,23 @@ Status TargetImpl::start() {
 Result<TlsSession::Psk> TargetImpl::tls_psk(std::string_view identity) {
   auto id = auth::parse_tls_identity(identity);
   if (!id) return std::unexpected(id.error());
-  auto key = tls_keys_.find(id->hostnqn);
-  if (key == tls_keys_.end()) {
-    return fail(EACCES, fmt::format("host {} has no TLS key here", id->hostnqn));
+  std::optional<auth::TlsKey> found;
+  {
+    std::lock_guard lock(keys_mu_);
+    if (auto it = tls_keys_.find(id->hostnqn); it != tls_keys_.end()) found = it->second;
   }
+  if (!found) return fail(EACCES, fmt::format("host {} has no TLS key here", id->hostnqn));
+  const auth::TlsKey& key = *found;
   if (id->subnqn != kDiscoveryNqn && !subsystems_.find(id->subnqn)) {
     return fail(EACCES, fmt::format("host {} asked for TLS to {}, which is not served here",
                                     id->hostnqn, id->subnqn));
   }
-  if (id->cipher != key->second.cipher()) {
+  if (id->cipher != key.cipher()) {
     return fail(EACCES, fmt::format("host {} offered {} but its key is for {}", id->hostnqn,
                                     auth::tls_cipher_name(id->cipher),
-                                    auth::tls_cipher_name(key->second.cipher())));
+                                    auth::tls_cipher_name(key.cipher())));
   }
-  return TlsSession::psk_for(key->second, id->hostnqn, id->subnqn);
+  return TlsSession::psk_for(key, id->hostnqn, id->subnqn);
 }
 
 void TargetImpl::run_worker(Worker& w) {
