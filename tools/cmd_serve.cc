@@ -281,14 +281,15 @@ int run_serve(const Args& a) {
                why.empty() ? "in the kernel (kTLS) after each handshake"
                            : fmt::format("in user space ({})", why));
   }
-  if (!sd_notify(fmt::format("READY=1\nSTATUS=serving {} subsystem{}\nMAINPID={}", cfg.subsystems.size(),
-                             cfg.subsystems.size() == 1 ? "" : "s", ::getpid()))) {
-    log_warning("serve: could not tell the service manager it is ready (NOTIFY_SOCKET)");
-  }
   std::signal(SIGINT, [](int) { g_stop = true; });
   std::signal(SIGTERM, [](int) { g_stop = true; });
   std::signal(SIGUSR1, [](int) { g_stats = true; });
   std::signal(SIGPIPE, SIG_IGN);
+  // Ready only once SIGTERM is handled: a service manager may stop it right after.
+  if (!sd_notify(fmt::format("READY=1\nSTATUS=serving {} subsystem{}\nMAINPID={}", cfg.subsystems.size(),
+                             cfg.subsystems.size() == 1 ? "" : "s", ::getpid()))) {
+    log_warning("serve: could not tell the service manager it is ready (NOTIFY_SOCKET)");
+  }
   auto last = std::chrono::steady_clock::now();
   nvme::TargetStats printed;  // --stats N prints only when something changed since
   Status s = (*loop)->run_until([&] {
