@@ -318,6 +318,10 @@ TEST(Ctl, DiscoverListsEachNamespaceAndSpeaksNvmeClisJson) {
   cfg.hosts = {h};
   test::Served keyed(cfg);
   const std::string kat = fmt::format("127.0.0.1:{}", keyed.port());
+  const auto stranger = test::run_cli({"discover", kat, "--hostnqn", "nqn.2024-01.io.blkcopy:stranger"});
+  EXPECT_EQ(stranger.exit_code, 0) << stranger.err;
+  EXPECT_NE(stranger.out.find("0 records"), std::string::npos) << stranger.out;
+  EXPECT_NE(stranger.out.find("admit host nqn.2024-01.io.blkcopy:stranger"), std::string::npos) << stranger.out;
   const auto refused = test::run_cli({"discover", kat, "--hostnqn", kHost});
   EXPECT_NE(refused.exit_code, 0);
   EXPECT_NE(refused.err.find("authentication"), std::string::npos) << refused.err;

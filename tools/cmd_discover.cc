@@ -154,6 +154,10 @@ int run_discover(const std::string& where, std::string hostnqn, uint32_t timeout
   if (!json_out) {
     fmt::print("{} record{} at {} (generation {})\n", records, records == 1 ? "" : "s",
                format_host_port(host, port), genctr);
+    if (records == 0) {
+      fmt::print("  (the log lists only the subsystems that admit host {}: another --hostnqn?)\n",
+                 printable(hostnqn));
+    }
   }
   for (uint64_t i = 0; i < records; ++i) {
     std::span<const uint8_t> e(log.data() + nvme::kDiscHeaderSize + i * nvme::kDiscEntrySize,
