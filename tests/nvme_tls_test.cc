@@ -14,7 +14,7 @@
 
 #include <algorithm>
 #include <fstream>
-#include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -287,12 +287,7 @@ TEST(TlsOverLoopback, APortWithoutTlsAndBadDeviceStringsSayWhatIsWrong) {
   TargetConfig cfg = tls_config();
   cfg.ports.resize(1);
   cfg.ports[0].tls = PortTls::none;
-  std::mutex mu;
-  std::vector<std::string> lines;
-  set_log_sink([&](LogLevel, std::string_view m) {
-    std::lock_guard lock(mu);
-    lines.emplace_back(m);
-  });
+  std::optional<test::LogCapture> log(std::in_place);
   {
     test::Served t(cfg);
     auto loop = test::make_loop();
@@ -301,10 +296,8 @@ TEST(TlsOverLoopback, APortWithoutTlsAndBadDeviceStringsSayWhatIsWrong) {
     EXPECT_EQ(d.error().code(), EPROTO) << d.error().message();
     EXPECT_NE(d.error().message().find("does not speak TLS"), std::string::npos) << d.error().message();
   }
-  set_log_sink(nullptr);
-  EXPECT_TRUE(std::any_of(lines.begin(), lines.end(), [](const std::string& m) {
-    return m.find("a TLS ClientHello on a port without TLS") != std::string::npos;
-  })) << "the target named the ClientHello";
+  EXPECT_TRUE(log->has("a TLS ClientHello on a port without TLS")) << "the target named the ClientHello";
+  log.reset();
   test::Served t(cfg);
   auto loop = test::make_loop();
   auto bad = open_device(*loop, spec(t.port(), kHost, "&tls_key=" + kSpecKey + "&depth=999"));
@@ -405,12 +398,7 @@ TEST(TlsSecrets, BothSidesHoldTheSameSecretsOnlyAtRecordZero) {
 TEST(TlsOverLoopback, AHandshakeCutIntoTinyRecordsIsEnded) {
   TargetConfig cfg = tls_config();
   cfg.limits.handshake_ms = 120000;  // only the record limit can end it within the wait below
-  std::mutex mu;
-  std::vector<std::string> lines;
-  set_log_sink([&](LogLevel, std::string_view m) {
-    std::lock_guard lock(mu);
-    lines.emplace_back(m);
-  });
+  std::optional<test::LogCapture> log(std::in_place);
   {
     test::Served t(cfg);
     test::NvmeClient c;
@@ -425,10 +413,7 @@ TEST(TlsOverLoopback, AHandshakeCutIntoTinyRecordsIsEnded) {
     ASSERT_TRUE(c.send_raw(bytes));
     EXPECT_TRUE(c.closed_by_peer(60000));
   }
-  set_log_sink(nullptr);
-  EXPECT_TRUE(std::any_of(lines.begin(), lines.end(), [](const std::string& m) {
-    return m.find("more than 64 records") != std::string::npos;
-  })) << "the target did not say why";
+  EXPECT_TRUE(log->has("more than 64 records")) << "the target did not say why";
 }
 
 }  // namespace

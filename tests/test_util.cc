@@ -1,5 +1,7 @@
 #include "tests/test_util.h"
 
+#include <blkcopy/log.h>
+
 #include <csignal>
 
 #include <fcntl.h>
@@ -117,6 +119,23 @@ Run run_cli(const std::vector<std::string>& args, int signal, int after_ms,
   close(fo);
   close(fe);
   return r;
+}
+
+LogCapture::LogCapture() {
+  set_log_sink([this](LogLevel, std::string_view m) {
+    std::lock_guard lock(mu_);
+    lines_.emplace_back(m);
+  });
+}
+
+LogCapture::~LogCapture() { set_log_sink(nullptr); }
+
+bool LogCapture::has(std::string_view text) const {
+  std::lock_guard lock(mu_);
+  for (const std::string& l : lines_) {
+    if (l.find(text) != std::string::npos) return true;
+  }
+  return false;
 }
 
 }  // namespace blkcopy::test

@@ -10,7 +10,9 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace blkcopy::test {
@@ -26,6 +28,18 @@ Bytes read_bytes(Device& dev, uint64_t offset, uint64_t length);
 void write_bytes(Device& dev, uint64_t offset, const Bytes& data);
 
 // A fresh directory removed with everything in it at the end of the test.
+// The library's log lines while it lives (its sink; none again afterwards), from any thread.
+class LogCapture {
+ public:
+  LogCapture();
+  ~LogCapture();
+  bool has(std::string_view text) const;
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<std::string> lines_;
+};
+
 class TempDir {
  public:
   explicit TempDir(const std::filesystem::path& base = std::filesystem::temp_directory_path());
