@@ -3,8 +3,7 @@
 # gen-dhchap-key. The right key connects and reads the original data; a wrong key and no key
 # are refused; bidirectional authentication with the right and a wrong controller key.
 set -u
-fail() { echo "FAIL: $*"; dmesg | tail -n 8; exit 1; }
-step() { echo "== $(cut -d" " -f1 /proc/uptime) $*"; }
+. /lib.sh
 
 HOST=$(cat /etc/nvme/hostnqn)
 NQN=nqn.2024-01.io.blkcopy:auth
@@ -44,23 +43,14 @@ grep -q "failed DH-HMAC-CHAP authentication" /tmp/serve.log || fail "the target 
 grep "failed DH-HMAC-CHAP" /tmp/serve.log | head -n 2
 
 step "blkcopy's host against the Linux target with DH-HMAC-CHAP in configfs"
-cfg=/sys/kernel/config/nvmet
 truncate -s 64M /tmp/backing; dd if=/tmp/orig of=/tmp/backing conv=notrunc 2>/dev/null
 mkdir $cfg/hosts/"$HOST" || fail "configfs host"
 echo "$KEY" > $cfg/hosts/"$HOST"/dhchap_key || fail "dhchap_key"
 echo "$CKEY" > $cfg/hosts/"$HOST"/dhchap_ctrl_key || fail "dhchap_ctrl_key"
 echo "hmac(sha256)" > $cfg/hosts/"$HOST"/dhchap_hash
 echo ffdhe3072 > $cfg/hosts/"$HOST"/dhchap_dhgroup
-mkdir $cfg/subsystems/$LNQN || fail "subsystem"
-echo 0 > $cfg/subsystems/$LNQN/attr_allow_any_host
-ln -s $cfg/hosts/"$HOST" $cfg/subsystems/$LNQN/allowed_hosts/ || fail "allowed host link"
-ns=$cfg/subsystems/$LNQN/namespaces/1
-mkdir $ns; echo 1 > $ns/buffered_io; echo -n /tmp/backing > $ns/device_path
-echo 1 > $ns/enable || fail "namespace enable"
-mkdir $cfg/ports/2
-echo tcp > $cfg/ports/2/addr_trtype; echo ipv4 > $cfg/ports/2/addr_adrfam
-echo 127.0.0.1 > $cfg/ports/2/addr_traddr; echo 4421 > $cfg/ports/2/addr_trsvcid
-ln -s $cfg/subsystems/$LNQN $cfg/ports/2/subsystems/ || fail "port link"
+nvmet_subsystem "$LNQN" "$HOST" /tmp/backing
+nvmet_port 2 4421 "$LNQN"
 L="nvme-tcp://127.0.0.1:4421/$LNQN?ns=1&hostnqn=$HOST"
 echo "$KEY" > /tmp/key
 truncate -s 4M /tmp/check

@@ -26,6 +26,31 @@ past_end() {
   readb "$2" $((size / 512 - 128)) 128 /tmp/after
   cmp -s /tmp/before /tmp/after || fail "the tail changed"
 }
+# Linux nvmet through configfs, as nvmetcli does it. nvmet_subsystem NQN HOST FILE: a subsystem
+# admitting only HOST (whose configfs entry is made when missing: write its keys before or
+# after), namespace 1 on FILE with buffered I/O. nvmet_port ID PORT NQN [TSAS TREQ]: a TCP port
+# on 127.0.0.1 serving NQN, with TLS when TSAS is tls1.3.
+cfg=/sys/kernel/config/nvmet
+nvmet_subsystem() {
+  [ -d "$cfg/hosts/$2" ] || mkdir "$cfg/hosts/$2" || fail "configfs host"
+  mkdir "$cfg/subsystems/$1" || fail "subsystem $1"
+  echo 0 > "$cfg/subsystems/$1/attr_allow_any_host"
+  ln -s "$cfg/hosts/$2" "$cfg/subsystems/$1/allowed_hosts/" || fail "allowed host link"
+  local ns="$cfg/subsystems/$1/namespaces/1"
+  mkdir "$ns"; echo 1 > "$ns/buffered_io"; echo -n "$3" > "$ns/device_path"
+  echo 1 > "$ns/enable" || fail "namespace enable"
+}
+nvmet_port() {
+  local port="$cfg/ports/$1"
+  mkdir "$port"
+  echo tcp > "$port/addr_trtype"; echo ipv4 > "$port/addr_adrfam"
+  echo 127.0.0.1 > "$port/addr_traddr"; echo "$2" > "$port/addr_trsvcid"
+  if [ -n "${4:-}" ]; then
+    echo "$4" > "$port/addr_tsas" || fail "addr_tsas $4"
+    echo "$5" > "$port/addr_treq" || fail "addr_treq $5"
+  fi
+  ln -s "$cfg/subsystems/$3" "$port/subsystems/" || fail "port link"
+}
 # Waits (30 s at most) until `blkcopy serve` logging into LOG (default /tmp/serve.log) listens.
 wait_serving() {
   local i

@@ -55,22 +55,9 @@ grep -q "refused" /tmp/serve.log || fail "the target did not log the refusal"
 grep "refused" /tmp/serve.log | head -n 1
 
 step "blkcopy's host against Linux nvmet with a TLS-only port"
-cfg=/sys/kernel/config/nvmet
 truncate -s 32M /tmp/backing; dd if=/tmp/orig of=/tmp/backing conv=notrunc 2>/dev/null
-mkdir $cfg/hosts/"$HOST" || fail "configfs host"
-mkdir $cfg/subsystems/$LNQN || fail "subsystem"
-echo 0 > $cfg/subsystems/$LNQN/attr_allow_any_host
-ln -s $cfg/hosts/"$HOST" $cfg/subsystems/$LNQN/allowed_hosts/ || fail "allowed host link"
-ns=$cfg/subsystems/$LNQN/namespaces/1
-mkdir $ns; echo 1 > $ns/buffered_io; echo -n /tmp/backing > $ns/device_path
-echo 1 > $ns/enable || fail "namespace enable"
-port=$cfg/ports/2
-mkdir $port
-echo tcp > $port/addr_trtype; echo ipv4 > $port/addr_adrfam
-echo 127.0.0.1 > $port/addr_traddr; echo 4421 > $port/addr_trsvcid
-echo tls1.3 > $port/addr_tsas || fail "addr_tsas tls1.3"
-echo required > $port/addr_treq || fail "addr_treq required"
-ln -s $cfg/subsystems/$LNQN $port/subsystems/ || fail "port link"
+nvmet_subsystem "$LNQN" "$HOST" /tmp/backing
+nvmet_port 2 4421 "$LNQN" tls1.3 required
 dev="nvme-tcp://127.0.0.1:4421/$LNQN?ns=1&tls_key=$KEY&tls_libnvme1"
 truncate -s 4M /tmp/back
 blkcopy -vv copy "$dev@0" /tmp/back@0 --length 4M > /tmp/out 2>/tmp/err || fail "read from nvmet over TLS"

@@ -5,23 +5,14 @@
 # original data back. The saved file is printed between NVMETCLI markers (the fixtures in
 # tests/data/nvmetcli/ were made so).
 . /lib.sh
-cfg=/sys/kernel/config/nvmet
 HOST=$(cat /etc/nvme/hostnqn)
 NQN=nqn.2024-01.io.blkcopy:from-nvmet
 dd if=/dev/urandom of=/tmp/orig bs=1M count=4 2>/dev/null
 truncate -s 64M /tmp/backing; dd if=/tmp/orig of=/tmp/backing conv=notrunc 2>/dev/null
 
 step "a target made with Linux nvmet, saved by nvmetcli"
-mkdir $cfg/hosts/"$HOST"
-mkdir $cfg/subsystems/$NQN
-echo 0 > $cfg/subsystems/$NQN/attr_allow_any_host
-ln -s $cfg/hosts/"$HOST" $cfg/subsystems/$NQN/allowed_hosts/
-ns=$cfg/subsystems/$NQN/namespaces/1
-mkdir $ns; echo 1 > $ns/buffered_io; echo -n /tmp/backing > $ns/device_path; echo 1 > $ns/enable
-mkdir $cfg/ports/1
-echo tcp > $cfg/ports/1/addr_trtype; echo ipv4 > $cfg/ports/1/addr_adrfam
-echo 127.0.0.1 > $cfg/ports/1/addr_traddr; echo 4420 > $cfg/ports/1/addr_trsvcid
-ln -s $cfg/subsystems/$NQN $cfg/ports/1/subsystems/
+nvmet_subsystem "$NQN" "$HOST" /tmp/backing
+nvmet_port 1 4420 "$NQN"
 nvmetcli-json save /tmp/nvmet.json || fail "nvmetcli save"
 echo "-----BEGIN NVMETCLI-----"; cat /tmp/nvmet.json; echo "-----END NVMETCLI-----"
 nvmetcli-json clear || fail "nvmetcli clear"
