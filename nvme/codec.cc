@@ -126,6 +126,7 @@ void build_identify_controller(const ControllerIdentity& id, std::span<uint8_t, 
   out[idctrl::kCqes] = 0x44;
   put<uint16_t>(out, idctrl::kMaxcmd, id.maxcmd);
   put<uint32_t>(out, idctrl::kNn, id.nn);
+  if (id.namespace_events) put<uint32_t>(out, idctrl::kOaes, kAenNamespaceAttribute);
   if (!id.discovery) {
     uint16_t oncs = idctrl::kOncsWriteZeroes | idctrl::kOncsDsm;
     if (id.copy) oncs |= idctrl::kOncsCopy;

@@ -64,7 +64,9 @@ struct ControllerIdentity {
   uint32_t ioccsz = 4 + 8192 / 16;  // in 16-byte units: SQE + in-capsule data
   uint16_t maxcmd = 128;
   uint16_t kas = 1;         // 100 ms units
+  bool namespace_events = false;  // OAES: Namespace Attribute Notices
 };
+inline constexpr uint32_t kLargestNsidAdvertised = 1024;  // NN where namespaces come and go
 void build_identify_controller(const ControllerIdentity& id, std::span<uint8_t, 4096> out);
 
 struct NamespaceIdentity {

@@ -156,8 +156,12 @@ inline constexpr uint8_t kFeatArbitration = 0x01, kFeatPowerMgmt = 0x02, kFeatTe
 inline constexpr size_t kHostBehaviorCdfe = 4;  // bytes 5:4 of the 512-byte data; bit 2: fmt 2
 
 // Log pages.
-inline constexpr uint8_t kLogError = 0x01, kLogSmart = 0x02, kLogFirmwareSlot = 0x03, kLogCmdEffects = 0x05,
-                         kLogDiscovery = 0x70;
+inline constexpr uint8_t kLogError = 0x01, kLogSmart = 0x02, kLogFirmwareSlot = 0x03,
+                         kLogChangedNs = 0x04, kLogCmdEffects = 0x05, kLogDiscovery = 0x70;
+// Asynchronous events: OAES / Asynchronous Event Configuration bit 8 (Namespace Attribute
+// Notices), and the completion DW0 of that event (type 2 notice, information 0, log 04h).
+inline constexpr uint32_t kAenNamespaceAttribute = 1u << 8;
+inline constexpr uint32_t kAenNamespaceChanged = (uint32_t(kLogChangedNs) << 16) | 0x02;
 inline constexpr size_t kDiscHeaderSize = 1024, kDiscEntrySize = 1024;
 namespace disc {  // discovery log entry offsets
 inline constexpr size_t kTrtype = 0, kAdrfam = 1, kSubtype = 2, kTreq = 3, kPortid = 4,

@@ -89,7 +89,10 @@ TEST_F(TargetTest, IdentifyShowsCopyAndTheLimitsOfTheBackingDevice) {
   EXPECT_TRUE(get<uint16_t>(s, idctrl::kOncs) & idctrl::kOncsCopy);
   EXPECT_EQ(get<uint16_t>(s, idctrl::kOcfs), 0x5);
   EXPECT_EQ(get_nqn(s, idctrl::kSubnqn), kSubA);
-  EXPECT_EQ(get<uint32_t>(s, idctrl::kNn), 5u);
+  // NN: the largest ID a namespace may be added with (Linux nvmet's 1024), and OAES: namespace
+  // changes are announced.
+  EXPECT_EQ(get<uint32_t>(s, idctrl::kNn), kLargestNsidAdvertised);
+  EXPECT_EQ(get<uint32_t>(s, idctrl::kOaes), kAenNamespaceAttribute);
   EXPECT_GE(get<uint32_t>(s, idctrl::kIoccsz), 4u);
   ASSERT_EQ(admin.identify(kCnsNamespace, 1, id).status, 0);
   s = std::span<const uint8_t>(id);

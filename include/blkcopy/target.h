@@ -53,6 +53,7 @@ struct HostConfig {
   // The TLS PSK derived as libnvme 1.x derives it (nvme-cli 2.x keys in Linux's .nvme keyring;
   // nvme/auth/tls_psk.h), not as RFC 8446 and SPDK do.
   bool tls_libnvme1 = false;
+  bool operator==(const HostConfig&) const = default;
 };
 // NVMe/TCP over TLS 1.3 on a port (nvmetcli's addr.tsas "tls1.3" and addr.treq): none (clear
 // text only), optional (a host may start TLS or speak clear text; "not required"), required
@@ -146,6 +147,13 @@ class Target {
   virtual Result<uint16_t> serve_metrics(const std::string& addr, uint16_t port) = 0;
   // The command trace: one JSON line per command into `path` (appended); "" stops it.
   virtual Status trace_to(const std::string& path) = 0;
+  // Applies `next` as the difference from what is served (SIGHUP: the configuration file read
+  // again), as the control socket's verbs would: subsystems, namespaces and ports added,
+  // removed or changed, hosts admitted and keyed; other hosts' connections stay. Returns one
+  // line per change; settings that only a restart changes (limits, cores, the discovery port)
+  // are said so. An invalid `next` changes nothing; a change that fails (a device that does not
+  // open) is an error after the changes before it were made. Call on the target's loop.
+  virtual Result<std::vector<std::string>> reconfigure(const TargetConfig& next) = 0;
 };
 
 }  // namespace blkcopy::nvme

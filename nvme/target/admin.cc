@@ -12,7 +12,7 @@ namespace blkcopy::nvme {
 void identify(TargetRequest& r) {
   TargetQueue& q = *r.queue;
   Controller& ctrl = *q.session.ctrl;
-  Subsystem* s = ctrl.subsys;
+  Subsystem* s = ctrl.subsys.get();
   if (r.data_len < 4096) return q.complete(r, st(status::kSglLengthInvalid));
   std::span<uint8_t, 4096> out(r.data, 4096);
   const uint8_t cns = r.sqe.cdw10 & 0xFF;
@@ -24,27 +24,30 @@ void identify(TargetRequest& r) {
     // Views, not a ?: of std::string and a literal (which would view a temporary).
     id.subnqn = s ? std::string_view(s->cfg.nqn) : std::string_view(kDiscoveryNqn);
     id.serial = s ? std::string_view(s->serial) : std::string_view("blkcopy-discovery");
-    id.nn = s && !s->ns.empty() ? s->ns.rbegin()->first : 0;
+    // Namespaces come and go (ctl add-ns): NN is the largest ID that may be used, as Linux
+    // nvmet's 1024, or a larger one in use.
+    id.nn = s ? std::max<uint32_t>(kLargestNsidAdvertised, s->largest_nsid()) : 0;
+    id.namespace_events = s != nullptr;
     id.ioccsz = (64 + kInCapsule) / 16;
     id.kas = 1;
     build_identify_controller(id, out);
   } else if (cns == kCnsNamespace && s) {
-    auto it = s->ns.find(nsid);
-    if (it == s->ns.end()) {
+    auto n = s->ns(nsid);
+    if (!n) {
       if (nsid == 0 || nsid == 0xFFFFFFFF) return q.complete(r, st(status::kInvalidNamespace));
       std::fill(out.begin(), out.end(), 0);  // an inactive namespace: all zeroes
     } else {
-      build_identify_namespace(it->second.id, out);
+      build_identify_namespace(n->id, out);
     }
   } else if (cns == kCnsActiveNsList && s) {
     std::fill(out.begin(), out.end(), 0);
     size_t i = 0;
-    for (auto& [id, ns] : s->ns) {
-      if (id > nsid && i < 1024) put<uint32_t>(out, 4 * i++, id);
+    for (const auto& n : s->namespaces()) {
+      if (n->nsid > nsid && i < 1024) put<uint32_t>(out, 4 * i++, n->nsid);
     }
-  } else if (cns == kCnsNsDescriptors && s && s->ns.count(nsid)) {
+  } else if (auto found = cns == kCnsNsDescriptors && s ? s->ns(nsid) : nullptr) {
     std::fill(out.begin(), out.end(), 0);
-    const Namespace& n = s->ns.at(nsid);
+    const Namespace& n = *found;
     out[0] = 2;   // NIDT: NGUID
     out[1] = 16;  // NIDL
     std::memcpy(out.data() + 4, n.id.nguid, 16);
@@ -84,18 +87,24 @@ const FixedPages& fixed_pages() {
 void get_log_page(TargetRequest& r) {
   TargetQueue& q = *r.queue;
   Controller& ctrl = *q.session.ctrl;
-  Subsystem* s = ctrl.subsys;
+  Subsystem* s = ctrl.subsys.get();
   const uint32_t cdw10 = r.sqe.cdw10, cdw11 = r.sqe.cdw11;
   const uint8_t lid = cdw10 & 0xFF;
   const uint64_t numd = ((cdw10 >> 16) | (uint64_t(cdw11 & 0xFFFF) << 16)) + 1;
   const uint64_t offset = r.sqe.cdw12 | (uint64_t(r.sqe.cdw13) << 32);
   const uint64_t len = std::min<uint64_t>(numd * 4, r.data_len);
   const FixedPages& fixed = fixed_pages();
-  std::vector<uint8_t> discovery;
+  std::vector<uint8_t> made;  // a page made for this controller
   std::span<const uint8_t> page;
   if (lid == kLogDiscovery && !s) {
-    discovery = q.target().discovery_log(ctrl.hostnqn, q.transport().local_address());
-    page = discovery;
+    made = q.target().discovery_log(ctrl.hostnqn, q.transport().local_address());
+    page = made;
+  } else if (lid == kLogChangedNs && s) {
+    // Read with RAE (bit 15) 0, the list empties and the event may be sent again.
+    const std::vector<uint32_t> changed = ctrl.changed_namespaces(!(cdw10 & (1u << 15)));
+    made.assign(4096, 0);
+    for (size_t i = 0; i < changed.size(); ++i) put<uint32_t>(std::span<uint8_t>(made), 4 * i, changed[i]);
+    page = made;
   } else if (lid == kLogCmdEffects && s) {
     page = fixed.effects;
   } else if ((lid == kLogError || lid == kLogSmart) && s) {
@@ -116,7 +125,7 @@ void get_log_page(TargetRequest& r) {
 void features(TargetRequest& r) {
   TargetQueue& q = *r.queue;
   Controller& ctrl = *q.session.ctrl;
-  Subsystem* s = ctrl.subsys;
+  Subsystem* s = ctrl.subsys.get();
   const uint32_t cdw10 = r.sqe.cdw10, cdw11 = r.sqe.cdw11;
   const bool set = r.sqe.opcode == admin::kSetFeatures;
   const uint8_t fid = cdw10 & 0xFF;
@@ -128,7 +137,9 @@ void features(TargetRequest& r) {
     if (set) ctrl.kato_ms = cdw11;
     dw0 = ctrl.kato_ms;
   } else if (fid == kFeatAsyncEvent) {
-    dw0 = 0;
+    // Namespace Attribute Notices are the one event here (others are taken and not sent).
+    if (set) ctrl.aen_config = cdw11 & kAenNamespaceAttribute;
+    dw0 = ctrl.aen_config;
   } else if (fid == kFeatArbitration) {
     if (set) ctrl.arbitration = cdw11;
     dw0 = ctrl.arbitration;
@@ -169,7 +180,16 @@ void keep_alive(TargetRequest& r) { r.queue->complete(r, 0); }
 void async_event(TargetRequest& r) {
   TargetQueue& q = *r.queue;
   if (q.session.aers.size() >= 4) return q.complete(r, cqe_status(0x105, true));  // AER limit
-  q.session.aers.push_back(&r);  // held: no events are raised yet
+  q.session.aers.push_back(&r);  // held until an event
+  send_waiting_events(q);
+}
+
+void send_waiting_events(TargetQueue& q) {
+  if (q.session.qid != 0 || !q.session.ctrl || q.session.aers.empty()) return;
+  if (!q.session.ctrl->take_namespace_event()) return;
+  TargetRequest& r = *q.session.aers.front();
+  q.session.aers.erase(q.session.aers.begin());
+  q.complete(r, 0, kAenNamespaceChanged);
 }
 
 void abort_command(TargetRequest& r) {

@@ -12,20 +12,11 @@ namespace blkcopy::nvme {
 
 using nlohmann::json;
 
-namespace {
-
-std::string text_param(const json& p, const char* name) {
-  if (!p.contains(name)) return {};
-  if (!p[name].is_string()) throw json::type_error::create(302, fmt::format("{} must be a string", name), nullptr);
-  return p[name].get<std::string>();
-}
-
-}  // namespace
 
 Result<json> TargetImpl::add_host(const json& p) {
   const std::string nqn = text_param(p, "nqn"), sub = text_param(p, "subsystem");
   if (Status s = check_nqn(nqn, "nqn"); !s.ok()) return std::unexpected(s);
-  Subsystem* s = sub.empty() ? nullptr : subsystems_.find(sub);
+  auto s = sub.empty() ? nullptr : subsystems_.find(sub);
   if (!sub.empty() && !s) return fail(ENOENT, fmt::format("no subsystem {}", sub));
   // The keys, checked as a configuration file's are (config_check.cc), before anything changes.
   TargetConfig one;
@@ -36,7 +27,7 @@ Result<json> TargetImpl::add_host(const json& p) {
   h.tls_key = text_param(p, "tls_key");
   if (!h.key.empty() || !h.ctrl_key.empty() || !h.tls_key.empty()) {
     one.hosts.push_back(h);
-    one.subsystems = cfg_.subsystems;
+    one.subsystems = current_config().subsystems;
     auto dh = host_keys(one);
     if (!dh) return std::unexpected(dh.error());
     auto tls = tls_keys(one);
@@ -54,9 +45,7 @@ Result<json> TargetImpl::add_host(const json& p) {
   bool admitted = false;
   if (s) {
     admitted = s->allow(nqn, true);
-    for (SubsystemConfig& c : cfg_.subsystems) {
-      if (c.nqn == sub && admitted) c.allowed_hosts.push_back(nqn);
-    }
+    ++discovery_generation_;
   }
   log_info(fmt::format("serve: host {}{}{} (ctl add-host)", nqn, admitted ? " admitted to " + sub : "",
                        h.key.empty() && h.tls_key.empty() ? "" : ", keys set"));
@@ -68,13 +57,10 @@ Result<json> TargetImpl::remove_host(const json& p) {
   if (nqn.empty()) return fail(EINVAL, "remove_host takes {\"nqn\": HOST NQN, \"subsystem\"?: NQN}");
   if (!sub.empty() && !subsystems_.find(sub)) return fail(ENOENT, fmt::format("no subsystem {}", sub));
   size_t removed = 0, disconnected = 0;
-  for (auto& [snqn, s] : subsystems_.all()) {
-    if (!sub.empty() && snqn != sub) continue;
-    if (s.allow(nqn, false)) ++removed;
-    for (SubsystemConfig& c : cfg_.subsystems) {
-      if (c.nqn == snqn) std::erase(c.allowed_hosts, nqn);
-    }
-    for (const Subsystems::Live& l : subsystems_.controllers(&s)) {
+  for (const auto& s : subsystems_.all()) {
+    if (!sub.empty() && s->cfg.nqn != sub) continue;
+    if (s->allow(nqn, false)) ++removed;
+    for (const Subsystems::Live& l : subsystems_.controllers(s.get())) {
       if (l.ctrl->hostnqn != nqn) continue;
       l.ctrl->disconnected = true;
       l.ctrl->gone = true;
@@ -87,6 +73,7 @@ Result<json> TargetImpl::remove_host(const json& p) {
     keys = keys_.erase(nqn) + tls_keys_.erase(nqn) > 0;
     std::erase_if(cfg_.hosts, [&](const HostConfig& h) { return h.nqn == nqn; });
   }
+  ++discovery_generation_;
   if (!removed && !keys && !disconnected) return fail(ENOENT, fmt::format("host {} is not admitted or keyed here", nqn));
   log_info(fmt::format("serve: host {} removed{} (ctl remove-host): {} controller{} disconnected", nqn,
                        sub.empty() ? "" : " from " + sub, disconnected, disconnected == 1 ? "" : "s"));

@@ -9,6 +9,8 @@
 //               host (from its next Connect or handshake on) and/or admits it to a subsystem
 //   remove_host {"nqn", "subsystem"?}: no longer admitted there (everywhere, keys too, without
 //               "subsystem"); its controllers there are disconnected
+//   add_subsystem, remove_subsystem, add_ns, remove_ns, resize_ns, add_port, remove_port:
+//               control_config.cc
 #include <blkcopy/log.h>
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -87,26 +89,24 @@ std::map<std::string, ControlServer::Method> TargetImpl::control_methods() {
   std::map<std::string, ControlServer::Method> m;
   m["list"] = [this](const json&) -> Result<json> {
     json subs = json::array();
-    for (auto& [nqn, s] : subsystems_.all()) {
+    for (const auto& s : subsystems_.all()) {
       json ns = json::array();
-      for (const auto& [nsid, n] : s.ns) {
-        const QueueLimits& l = n.dev->limits();
-        ns.push_back({{"nsid", nsid}, {"device", n.dev->name()}, {"bytes", l.capacity},
-                      {"block_size", l.logical_block_size}});
+      for (const auto& n : s->namespaces()) {
+        ns.push_back({{"nsid", n->nsid}, {"device", n->dev->name()}, {"bytes", n->id.blocks * n->lbs},
+                      {"block_size", n->lbs}});
       }
-      subs.push_back({{"nqn", nqn},
-                      {"serial", s.serial},
-                      {"allow_any_host", s.cfg.allow_any_host},
-                      {"allowed_hosts", s.cfg.allowed_hosts},
+      subs.push_back({{"nqn", s->cfg.nqn},
+                      {"serial", s->serial},
+                      {"allow_any_host", s->allows_any_host()},
+                      {"allowed_hosts", s->allowed_hosts()},
                       {"namespaces", std::move(ns)},
-                      {"controllers", controllers_of(subsystems_, &s)}});
+                      {"controllers", controllers_of(subsystems_, s.get())}});
     }
     json ports = json::array();
-    for (size_t i = 0; i < cfg_.ports.size(); ++i) {
-      const PortConfig& p = cfg_.ports[i];
+    for (const PortConfig& p : current_config().ports) {
       ports.push_back({{"id", p.id},
                        {"address", p.addr},
-                       {"port", i < bound_.size() ? bound_[i] : p.port},
+                       {"port", p.port},
                        {"tls", tls_name(p.tls)},
                        {"subsystems", p.subsystems}});
     }
@@ -144,9 +144,9 @@ std::map<std::string, ControlServer::Method> TargetImpl::control_methods() {
     }
     const std::string nqn = p["nqn"];
     const uint64_t id = p["cntlid"];
-    Subsystem* s = nqn == kDiscoveryNqn ? nullptr : subsystems_.find(nqn);
+    auto s = nqn == kDiscoveryNqn ? nullptr : subsystems_.find(nqn);
     if (!s && nqn != kDiscoveryNqn) return fail(ENOENT, fmt::format("no subsystem {}", nqn));
-    for (const Subsystems::Live& l : subsystems_.controllers(s)) {
+    for (const Subsystems::Live& l : subsystems_.controllers(s.get())) {
       if (l.ctrl->cntlid != id) continue;
       l.ctrl->disconnected = true;
       l.ctrl->gone = true;  // every queue of it closes on its loop's next tick
@@ -177,14 +177,13 @@ std::map<std::string, ControlServer::Method> TargetImpl::control_methods() {
   };
   m["add_host"] = [this](const json& p) -> Result<json> { return add_host(p); };
   m["remove_host"] = [this](const json& p) -> Result<json> { return remove_host(p); };
+  add_config_methods(m);
   m["save"] = [this](const json& p) -> Result<json> {
     if (!p.contains("path") || !p["path"].is_string() || p["path"].get<std::string>().empty()) {
       return fail(EINVAL, "save takes {\"path\": FILE}");
     }
     const std::string path = p["path"];
-    TargetConfig now = cfg_;
-    for (size_t i = 0; i < now.ports.size() && i < bound_.size(); ++i) now.ports[i].port = bound_[i];
-    if (Status st = write_private(path, to_nvmetcli_json(now) + "\n"); !st.ok()) {
+    if (Status st = write_private(path, to_nvmetcli_json(current_config()) + "\n"); !st.ok()) {
       return std::unexpected(st);
     }
     return json{{"saved", path}};

@@ -39,6 +39,8 @@ std::string errno_name(int e) {
     case ENOSPC: return "ENOSPC";
     case ENAMETOOLONG: return "ENAMETOOLONG";
     case EROFS: return "EROFS";
+    case ENOTSUP: return "ENOTSUP";
+    case EADDRINUSE: return "EADDRINUSE";
     default: return fmt::format("errno {}", e);
   }
 }
@@ -80,6 +82,28 @@ bool unix_address(const std::string& path, sockaddr_un& a) {
 }
 
 }  // namespace
+
+std::string text_param(const json& p, const char* name, bool required) {
+  if (!p.contains(name)) {
+    if (!required) return {};
+    throw json::type_error::create(302, fmt::format("missing \"{}\"", name), nullptr);
+  }
+  if (!p[name].is_string()) throw json::type_error::create(302, fmt::format("{} must be a string", name), nullptr);
+  return p[name].get<std::string>();
+}
+
+uint64_t number_param(const json& p, const char* name, uint64_t most, std::optional<uint64_t> absent) {
+  if (!p.contains(name)) {
+    if (absent) return *absent;
+    throw json::type_error::create(302, fmt::format("missing \"{}\"", name), nullptr);
+  }
+  const json& v = p[name];
+  if (!v.is_number_unsigned() || v.get<uint64_t>() < 1 || v.get<uint64_t>() > most) {
+    throw json::type_error::create(302, fmt::format("{} must be a number from 1 to {}", name, most),
+                                   nullptr);
+  }
+  return v.get<uint64_t>();
+}
 
 // One client's requests: a line each, answered in order.
 class JsonRpcSession final : public SocketServer::Session {

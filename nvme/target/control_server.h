@@ -22,6 +22,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -33,6 +34,13 @@ namespace blkcopy::nvme {
 // fuzzer's entry).
 std::string json_rpc_answer(const std::map<std::string, std::function<Result<nlohmann::json>(const nlohmann::json&)>>& methods,
                             std::string_view line);
+
+// A method's parameter, checked: a string ("" when absent and not `required`), a number in
+// [1, most] (`absent` when missing and not required). A missing or wrong one throws a
+// json::type_error naming it, which the caller answers as -32602.
+std::string text_param(const nlohmann::json& p, const char* name, bool required = false);
+uint64_t number_param(const nlohmann::json& p, const char* name, uint64_t most,
+                      std::optional<uint64_t> absent = std::nullopt);
 
 class ControlServer {
  public:

@@ -13,9 +13,11 @@ namespace {
 
 // Emulation on the target: 1 MiB chunks (a buffer size class), at most 8 MiB per Copy.
 constexpr uint64_t kChunk = 1u << 20, kPerCopy = 8u << 20;
-// What one source range costs in a request's vectors (decoded, its namespace, bytes, segment).
-constexpr uint32_t kBytesPerRange =
-    sizeof(CopySource) + sizeof(Namespace*) + sizeof(uint32_t) + sizeof(CopySegment);
+// What one source range costs in a request's vectors (decoded, its namespace and the hold on it,
+// bytes, segment).
+constexpr uint32_t kBytesPerRange = sizeof(CopySource) + sizeof(Namespace*) +
+                                    sizeof(std::shared_ptr<Namespace>) + sizeof(uint32_t) +
+                                    sizeof(CopySegment);
 
 void copy_done(TargetRequest& r) {
   TargetQueue& q = *r.queue;
@@ -81,10 +83,14 @@ void copy(TargetRequest& r) {
   for (uint32_t i = 0; i < nr; ++i) {
     const CopySource& c = r.ranges[i];
     Namespace* src = &ns;
-    if (fmt == 2) {
-      auto it = s.ns.find(c.snsid);
-      if (it == s.ns.end()) return q.complete(r, st(status::kInvalidNamespace), i);
-      src = &it->second;
+    if (fmt == 2 && c.snsid != ns.nsid) {
+      auto other = s.ns(c.snsid);
+      if (!other) return q.complete(r, st(status::kInvalidNamespace), i);
+      src = other.get();
+      // Held while the copy runs, once per namespace (a removal waits for it).
+      if (std::find(r.pinned.begin(), r.pinned.end(), other) == r.pinned.end()) {
+        r.pinned.push_back(std::move(other));
+      }
       if (src->lbs != ns.lbs) return q.complete(r, st(status::kIncompatibleNamespace), i);
     }
     if (c.blocks > ns.id.mssrl) return q.complete(r, st(status::kCommandSizeLimit), i);

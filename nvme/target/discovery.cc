@@ -7,14 +7,15 @@ namespace blkcopy::nvme {
 std::vector<uint8_t> TargetImpl::discovery_log(const std::string& host,
                                                const std::string& local_addr) const {
   std::vector<std::vector<uint8_t>> entries;
-  for (size_t i = 0; i < cfg_.ports.size(); ++i) {
-    const PortConfig& p = cfg_.ports[i];
+  std::lock_guard lock(ports_mu_);
+  for (const auto& port : ports_) {
+    const PortConfig& p = port->cfg;
     // A port listening everywhere is announced at the address this host reached.
     const bool wildcard = p.addr == "0.0.0.0" || p.addr == "::";
     const std::string addr = wildcard ? local_addr : p.addr;
     for (const std::string& nqn : p.subsystems) {
-      auto it = subsystems_.all().find(nqn);
-      if (it == subsystems_.all().end() || !it->second.allows(host)) continue;
+      auto sub = subsystems_.find(nqn);
+      if (!sub || !sub->allows(host)) continue;
       std::vector<uint8_t> e(kDiscEntrySize, 0);
       std::span<uint8_t> s(e);
       e[disc::kTrtype] = 3;  // TCP
@@ -27,7 +28,7 @@ std::vector<uint8_t> TargetImpl::discovery_log(const std::string& host,
       put<uint16_t>(s, disc::kPortid, p.id);
       put<uint16_t>(s, disc::kCntlid, 0xFFFF);
       put<uint16_t>(s, disc::kAsqsz, 32);
-      put_string(s, disc::kTrsvcid, 32, std::to_string(bound_.size() > i ? bound_[i] : p.port), ' ');
+      put_string(s, disc::kTrsvcid, 32, std::to_string(port->bound), ' ');
       put_string(s, disc::kSubnqn, 256, nqn, '\0');
       put_string(s, disc::kTraddr, 256, addr, ' ');
       entries.push_back(std::move(e));
@@ -35,7 +36,7 @@ std::vector<uint8_t> TargetImpl::discovery_log(const std::string& host,
   }
   std::vector<uint8_t> log(kDiscHeaderSize + entries.size() * kDiscEntrySize, 0);
   std::span<uint8_t> s(log);
-  put<uint64_t>(s, 0, 1);  // GENCTR
+  put<uint64_t>(s, 0, discovery_generation_.load());  // GENCTR: changes with ports and subsystems
   put<uint64_t>(s, 8, entries.size());
   for (size_t i = 0; i < entries.size(); ++i) {
     std::memcpy(log.data() + kDiscHeaderSize + i * kDiscEntrySize, entries[i].data(), kDiscEntrySize);

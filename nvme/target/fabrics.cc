@@ -62,7 +62,7 @@ void connect(TargetRequest& r) {
     return q.complete(r, st(status::kConnectInvalidParam), kConnectSqsize);
   }
   const bool discovery = subnqn == kDiscoveryNqn;
-  Subsystem* sub = discovery ? nullptr : t.subsystems().find(subnqn);
+  std::shared_ptr<Subsystem> sub = discovery ? nullptr : t.subsystems().find(subnqn);
   if (!discovery && !sub) {
     return q.complete(r, st(status::kConnectInvalidParam), (1u << 16) | kCdSubnqn);
   }
@@ -95,6 +95,9 @@ void connect(TargetRequest& r) {
   if (qid == 0) {
     s.ctrl = t.subsystems().create(sub, hostnqn, keys.has_value(), q.transport().peer_address(),
                                    q.transport().tls_identity() != nullptr);
+    if (!s.ctrl && sub && sub->removed) {  // removed (ctl remove-subsystem) since it was found
+      return q.complete(r, st(status::kConnectInvalidParam), (1u << 16) | kCdSubnqn);
+    }
     if (!s.ctrl) {
       log_warning(fmt::format("serve: host {} refused for {}: every controller ID is in use",
                               hostnqn, subnqn));
@@ -102,7 +105,7 @@ void connect(TargetRequest& r) {
     }
     s.ctrl->kato_ms = r.sqe.cdw12;
   } else {
-    switch (t.subsystems().join(get<uint16_t>(d, kCdCntlid), sub, hostnqn, qid, s.ctrl, !keys)) {
+    switch (t.subsystems().join(get<uint16_t>(d, kCdCntlid), sub.get(), hostnqn, qid, s.ctrl, !keys)) {
       case Subsystems::Join::ok: s.qid_claimed = !keys; break;
       case Subsystems::Join::no_controller: return invalid(true, kCdCntlid);
       case Subsystems::Join::bad_qid:

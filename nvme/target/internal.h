@@ -8,7 +8,10 @@
 //   ops.cc             the opcode tables (dispatch and the Commands Supported and Effects log)
 //   fabrics.cc         Connect, properties, authentication
 //   admin.cc           Identify, Get Log Page, features, keep-alive, AER, abort
-//   control_methods.cc the control socket's methods (control_server.h: JSON-RPC)
+//   live_config.cc     subsystems, namespaces and ports added and removed while it runs
+//   reload.cc          a new configuration applied as the difference (SIGHUP)
+//   control_methods.cc the control socket's methods (control_server.h: JSON-RPC); hosts in
+//                      control_hosts.cc, subsystems, namespaces and ports in control_config.cc
 //   metrics.cc         the metrics endpoint: Prometheus text over HTTP (counters.h)
 //   io.cc              read, write, write zeroes, flush, deallocate; copy.cc: Copy
 #pragma once
@@ -53,6 +56,19 @@ struct AtomicStats {
 
 class TcpConnection;
 
+// A port the target listens on (or the discovery port). Accepts in flight and their retries
+// hold it; the listener closes when the last of them lets go after the port is removed (its
+// connections see `removed` and close on their loop's next tick).
+struct Port {
+  PortConfig cfg;  // cfg.subsystems under TargetImpl::ports_mu_ (a reload changes it)
+  uint16_t bound = 0;
+  int fd = -1;
+  std::shared_ptr<std::atomic<bool>> removed = std::make_shared<std::atomic<bool>>(false);
+  Port() = default;
+  Port(const Port&) = delete;
+  ~Port();
+};
+
 class TargetImpl final : public Target {
  public:
   TargetImpl(EventLoop& loop, TargetConfig cfg);
@@ -61,8 +77,10 @@ class TargetImpl final : public Target {
   Status init();
   Status start() override;
   TargetStats stats() const override;
-  std::vector<uint16_t> bound_ports() const override { return bound_; }
-  void serve_socket(int fd, PortTls tls) override;
+  std::vector<uint16_t> bound_ports() const override;
+  void serve_socket(int fd, PortTls tls) override { serve_socket(fd, tls, nullptr); }
+  void serve_socket(int fd, PortTls tls, const std::shared_ptr<Port>& port);
+  Result<std::vector<std::string>> reconfigure(const TargetConfig& next) override;  // reload.cc
   Status serve_control(const std::string& path) override;
   Status trace_to(const std::string& path) override {
     if (path.empty()) {
@@ -120,6 +138,25 @@ class TargetImpl final : public Target {
   // 0 is the target's own.
   Status make_workers();
 
+  // Live changes (live_config.cc), on the target's loop. Namespaces and subsystems that go
+  // are freed once no request holds them, their channels on their own loops; the hosts of
+  // their subsystem get the Namespace Attribute Changed event.
+  Status add_subsystem(const SubsystemConfig& sc);
+  Status remove_subsystem(const std::string& nqn);
+  Result<uint32_t> add_namespace(const std::string& nqn, NamespaceConfig nc);  // nsid 0: the first free
+  Status remove_namespace(const std::string& nqn, uint32_t nsid);
+  // The device opened again from its string: a size that changed (a grown file) is taken.
+  Result<uint64_t> resize_namespace(const std::string& nqn, uint32_t nsid);
+  Result<uint16_t> add_port(const PortConfig& pc);  // the port bound
+  Status remove_port(uint16_t id);
+  // The port's subsystems (the discovery log's entries) set to `nqns`.
+  Status set_port_subsystems(uint16_t id, const std::vector<std::string>& nqns);
+  TargetConfig current_config() const;
+  std::vector<std::shared_ptr<Port>> ports() const {
+    std::lock_guard lock(ports_mu_);
+    return ports_;
+  }
+
  private:
   // One event loop and the connections that live on it.
   struct Worker {
@@ -131,13 +168,19 @@ class TargetImpl final : public Target {
     Timer tick;  // the next tick on this loop
   };
   std::map<std::string, ControlServer::Method> control_methods();  // control_methods.cc
+  void add_config_methods(std::map<std::string, ControlServer::Method>& m);  // control_config.cc
   Result<nlohmann::json> add_host(const nlohmann::json& params);     // control_hosts.cc
   Result<nlohmann::json> remove_host(const nlohmann::json& params);
-  Status open_namespaces(Subsystem& s, const SubsystemConfig& sc, uint32_t serial);
-  Status open_channels();
-  Status listen_on(const std::string& addr, uint16_t port, PortTls tls);
-  void accept_on(int fd, PortTls tls);
-  void adopt(Worker& w, unsigned index, int fd, PortTls tls);
+  Result<std::shared_ptr<Subsystem>> make_subsystem(const SubsystemConfig& sc);
+  Result<std::shared_ptr<Namespace>> make_namespace(const Subsystem& s, const NamespaceConfig& nc);
+  void open_channels(const std::string& nqn, Namespace& ns);
+  void retire(std::shared_ptr<Namespace> ns);  // freed once no request holds it
+  void free_retired();                        // on the target's loop's tick
+  void namespace_changed(Subsystem& s, uint32_t nsid);
+  Status replace_keys(const TargetConfig& cfg);
+  Result<std::shared_ptr<Port>> listen_on(const PortConfig& pc);
+  void accept_on(std::shared_ptr<Port> port);
+  void adopt(Worker& w, unsigned index, int fd, PortTls tls, std::shared_ptr<std::atomic<bool>> gone);
   void tick(Worker& w);
   void reap(Worker& w);  // frees the connections of w that have ended
   void close_all(Worker& w);
@@ -151,8 +194,16 @@ class TargetImpl final : public Target {
   std::map<std::string, HostKeys> keys_;          // by host NQN
   std::map<std::string, auth::TlsKey> tls_keys_;  // by host NQN
   Budget data_budget_, copy_budget_;
-  std::vector<int> listen_fds_;
-  std::vector<uint16_t> bound_;
+  mutable std::mutex ports_mu_;  // ports_ and their subsystems: the discovery log reads them
+  std::vector<std::shared_ptr<Port>> ports_;
+  std::shared_ptr<Port> discovery_listener_;
+  struct Retired {
+    std::shared_ptr<Namespace> ns;
+    std::shared_ptr<std::atomic<size_t>> channels_left;  // set once its channels are sent off
+  };
+  std::vector<Retired> retiring_;  // on the target's loop only
+  uint32_t next_index_ = 1;                           // Subsystem::index of the next one
+  std::atomic<uint64_t> discovery_generation_{1};     // the discovery log's GENCTR
   std::vector<std::unique_ptr<Worker>> workers_;  // [0]: the caller's loop
   std::unique_ptr<Account> hop_copy_account_;
   size_t next_worker_ = 0;

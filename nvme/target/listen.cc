@@ -15,20 +15,27 @@
 
 namespace blkcopy::nvme {
 
-Status TargetImpl::listen_on(const std::string& addr, uint16_t port, PortTls tls) {
-  auto l = tcp_listen(addr, port, 1024);
-  if (!l) return l.error();
-  listen_fds_.push_back(l->fd);
-  bound_.push_back(l->port);
-  accept_on(l->fd, tls);
-  return {};
+Port::~Port() {
+  if (fd >= 0) ::close(fd);
 }
 
-void TargetImpl::accept_on(int fd, PortTls tls) {
-  home_.accept(fd, [this, fd, tls](int res) {
-    if (stopping_) {
+Result<std::shared_ptr<Port>> TargetImpl::listen_on(const PortConfig& pc) {
+  auto l = tcp_listen(pc.addr, pc.port, 1024);
+  if (!l) return std::unexpected(l.error());
+  auto port = std::make_shared<Port>();
+  port->cfg = pc;
+  port->fd = l->fd;
+  port->bound = l->port;
+  accept_on(port);
+  return port;
+}
+
+void TargetImpl::accept_on(std::shared_ptr<Port> port) {
+  const int fd = port->fd;
+  home_.accept(fd, [this, port](int res) {
+    if (stopping_ || *port->removed) {
       if (res >= 0) ::close(res);
-      return;
+      return;  // a removed port's listener closes with the last holder
     }
     if (res < 0) {
       // Out of descriptors or memory: wait before trying again (never spin); other errors
@@ -39,18 +46,20 @@ void TargetImpl::accept_on(int fd, PortTls tls) {
         log_refusal(Refusal::connections, fmt::format("cannot accept connections: {}; retrying in {} ms",
                                 std::strerror(-res), accept_backoff_.count()));
         std::erase_if(accept_timers_, [](const Timer& t) { return !t.armed(); });
-        accept_timers_.push_back(home_.after(accept_backoff_, [this, fd, tls] { accept_on(fd, tls); }));
+        accept_timers_.push_back(home_.after(accept_backoff_, [this, port] {
+          if (!*port->removed) accept_on(port);
+        }));
         return;
       }
-      return accept_on(fd, tls);
+      return accept_on(port);
     }
     accept_backoff_ = std::chrono::milliseconds(0);
-    serve_socket(res, tls);
-    accept_on(fd, tls);
+    serve_socket(res, port->cfg.tls, port);
+    accept_on(port);
   });
 }
 
-void TargetImpl::serve_socket(int fd, PortTls tls) {
+void TargetImpl::serve_socket(int fd, PortTls tls, const std::shared_ptr<Port>& port) {
   if (stopping_ || open_connections_ >= cfg_.limits.max_connections) {
     ++stats_.refused;
     log_refusal(Refusal::connections, fmt::format("refusing connections: {} open, the limit (--max-connections)",
@@ -64,10 +73,11 @@ void TargetImpl::serve_socket(int fd, PortTls tls) {
   ++open_connections_;
   const unsigned index = static_cast<unsigned>(next_worker_++ % workers_.size());
   Worker& w = *workers_[index];
+  auto gone = port ? port->removed : nullptr;
   if (w.owned) {
-    w.loop->post_remote([this, &w, index, fd, tls] { adopt(w, index, fd, tls); });
+    w.loop->post_remote([this, &w, index, fd, tls, gone] { adopt(w, index, fd, tls, gone); });
   } else {
-    adopt(w, index, fd, tls);
+    adopt(w, index, fd, tls, gone);
   }
 }
 
@@ -80,7 +90,8 @@ void TargetImpl::log_refusal(Refusal kind, const std::string& what) {
   log_warning(what);
 }
 
-void TargetImpl::adopt(Worker& w, unsigned index, int fd, PortTls tls) {
+void TargetImpl::adopt(Worker& w, unsigned index, int fd, PortTls tls,
+                       std::shared_ptr<std::atomic<bool>> gone) {
   if (stopping_) {
     ::close(fd);
     --open_connections_;
@@ -93,13 +104,15 @@ void TargetImpl::adopt(Worker& w, unsigned index, int fd, PortTls tls) {
   w.conns.push_back(std::make_unique<TcpConnection>(
       *this, index, *w.loop, fd, address_of(reinterpret_cast<sockaddr*>(&local)).host,
       address_of(reinterpret_cast<sockaddr*>(&peer)).host, tls));
+  w.conns.back()->port_gone = std::move(gone);
   // A connection that has ended is freed soon after, on its loop, not only at the next tick.
   w.conns.back()->on_finished = [this, &w] { w.loop->post([this, &w] { reap(w); }); };
   w.conns.back()->start();
 }
 
 // Four times a second on every loop: close connections whose peer stalls, whose answers do not
-// drain or whose keep-alive stopped, and free closed ones.
+// drain or whose keep-alive stopped, or whose port was removed; send the asynchronous events
+// that wait; free closed ones (and, on the target's loop, namespaces no request holds).
 void TargetImpl::tick(Worker& w) {
   const auto now = Clock::now();
   const int64_t ns = now.time_since_epoch().count();
@@ -114,8 +127,13 @@ void TargetImpl::tick(Worker& w) {
       c->close(why);
       continue;
     }
+    if (c->port_gone && *c->port_gone) {
+      c->close("its port was removed");
+      continue;
+    }
     Controller* ctrl = c->controller();
     if (!ctrl) continue;
+    c->send_events();
     if (ctrl->gone) {
       c->close(ctrl->disconnected ? "disconnected by the operator (ctl disconnect)"
                                   : "its controller's admin queue has gone");
@@ -124,6 +142,7 @@ void TargetImpl::tick(Worker& w) {
     }
   }
   reap(w);
+  if (&w == workers_[0].get()) free_retired();
   if (!stopping_) w.tick = w.loop->after(std::chrono::milliseconds(250), [this, &w] { tick(w); });
 }
 

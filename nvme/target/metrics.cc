@@ -145,10 +145,12 @@ std::string TargetImpl::prometheus() {
   std::string out;
   help(out, "blkcopy_commands_total", "counter", "Commands completed, by subsystem, namespace and kind.");
   std::string bytes, errors, lat, copy;
-  for (auto& [nqn, s] : subsystems_.all()) {
-    for (auto& [nsid, n] : s.ns) {
+  for (const auto& s : subsystems_.all()) {
+    const std::string& nqn = s->cfg.nqn;
+    for (const auto& n : s->namespaces()) {
+      const uint32_t nsid = n->nsid;
       for (size_t k = 0; k < kIoKinds; ++k) {
-        const OpCounters& c = n.counters->ops[k];
+        const OpCounters& c = n->counters->ops[k];
         const std::string l = fmt::format("subsystem={},nsid=\"{}\",op=\"{}\"", label(nqn), nsid,
                                           op_kind_name(static_cast<OpKind>(k)));
         out += fmt::format("blkcopy_commands_total{{{}}} {}\n", l, c.commands.load());
@@ -158,9 +160,9 @@ std::string TargetImpl::prometheus() {
       }
       const std::string l = fmt::format("subsystem={},nsid=\"{}\"", label(nqn), nsid);
       copy += fmt::format("blkcopy_copy_bytes_total{{{},how=\"offloaded\"}} {}\n", l,
-                          n.counters->copy_offloaded_bytes.load());
+                          n->counters->copy_offloaded_bytes.load());
       copy += fmt::format("blkcopy_copy_bytes_total{{{},how=\"emulated\"}} {}\n", l,
-                          n.counters->copy_emulated_bytes.load());
+                          n->counters->copy_emulated_bytes.load());
     }
   }
   const OpCounters& a = counters_.admin;
@@ -182,7 +184,7 @@ std::string TargetImpl::prometheus() {
   }
   const TargetStats t = stats();
   size_t controllers = 0;
-  for (auto& [nqn, s] : subsystems_.all()) controllers += subsystems_.controllers(&s).size();
+  for (const auto& s : subsystems_.all()) controllers += subsystems_.controllers(s.get()).size();
   struct Value {
     const char* name;
     const char* type;

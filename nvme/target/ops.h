@@ -45,6 +45,8 @@ void identify(TargetRequest& r);
 void abort_command(TargetRequest& r);
 void features(TargetRequest& r);
 void async_event(TargetRequest& r);
+// An admin queue completes one held Asynchronous Event Request per event that waits.
+void send_waiting_events(TargetQueue& q);
 void keep_alive(TargetRequest& r);
 
 // I/O commands (io.cc, copy.cc).

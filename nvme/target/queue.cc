@@ -60,6 +60,8 @@ TargetRequest* TargetQueue::take() {
 
 void TargetQueue::release(TargetRequest& r) {
   drop_data(r);
+  r.ns.reset();  // a namespace being removed is freed once no request holds it
+  r.pinned.clear();
   if (r.held) {
     in_capsule_held_ -= r.held;
     data_account_.give(r.held);
@@ -134,11 +136,10 @@ void TargetQueue::execute(TargetRequest& r) {
   const Operation* op = find_operation(admin, r.sqe.opcode);
   if (!op) return complete(r, st(status::kInvalidOpcode));
   if (!admin) {
-    Subsystem* s = session.ctrl->subsys;
+    Subsystem* s = session.ctrl->subsys.get();
     if (!s) return complete(r, st(status::kInvalidOpcode));  // discovery has no I/O queues
-    auto it = s->ns.find(r.sqe.nsid);
-    if (it == s->ns.end()) return complete(r, st(status::kInvalidNamespace));
-    r.ns = &it->second;
+    r.ns = s->ns(r.sqe.nsid);  // held until the request is released (a removal waits for it)
+    if (!r.ns) return complete(r, st(status::kInvalidNamespace));
   }
   op->run(r);
 }

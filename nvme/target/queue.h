@@ -60,7 +60,7 @@ struct QueueSession {
   bool auth_refused = false;   // the last failure was the gate's refusal, not a wrong answer
   bool log_refusal = false;    // ... and worth a log line
   bool qid_claimed = false;    // an I/O queue holds its queue ID in the controller
-  std::vector<TargetRequest*> aers;  // held Async Event Requests (no events are raised yet)
+  std::vector<TargetRequest*> aers;  // held Asynchronous Event Requests, oldest first
 };
 
 class TargetQueue {

@@ -15,6 +15,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "core/budget.h"
@@ -63,12 +64,13 @@ struct TargetRequest final : BudgetWaiter {
   CopyReport report{};
   std::vector<uint32_t> range_bytes;  // Copy: bytes per source range, for DW0 on a failure
   std::vector<Namespace*> range_ns;   // Copy: each source range's namespace
+  std::vector<std::shared_ptr<Namespace>> pinned;  // Copy: held source namespaces but `ns`
   std::vector<CopySource> ranges;     // Copy: the decoded range list
   CopyBufferGrant copy_buffers;       // Copy: emulation buffers
   CopyResult copy_result;             // Copy: what the engine did
 
   TargetQueue* queue = nullptr;
-  Namespace* ns = nullptr;        // I/O commands: the namespace named by the SQE
+  std::shared_ptr<Namespace> ns;  // I/O commands: the namespace named by the SQE, held
   // Device work: the loop whose channels it uses (the queue's own, or 0 after a hop), what
   // the device answered, and how far a command of several device requests has come.
   unsigned dev_worker = 0;
@@ -89,6 +91,7 @@ struct TargetRequest final : BudgetWaiter {
     trim(copy.sources);
     trim(range_bytes);
     trim(range_ns);
+    trim(pinned);
     trim(ranges);
     trim(report.not_supported);
     trim(report.offloaded_on);
@@ -108,8 +111,9 @@ struct TargetRequest final : BudgetWaiter {
     report.done_before_error = 0;
     range_bytes.clear();
     range_ns.clear();
+    pinned.clear();
     ranges.clear();
-    ns = nullptr;
+    ns.reset();
     dev_worker = 0;
     hopped = false;
     status = Status();

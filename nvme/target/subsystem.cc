@@ -18,10 +18,156 @@ std::optional<uint16_t> ControllerIds::take() {
   return std::nullopt;
 }
 
-std::shared_ptr<Controller> Subsystems::create(Subsystem* s, const std::string& host,
-                                               bool unproven, const std::string& address,
-                                               bool tls) {
+void Controller::namespace_changed(uint32_t nsid) {
+  std::lock_guard lock(events_mu_);
+  auto at = std::lower_bound(changed_.begin(), changed_.end(), nsid);
+  if (at == changed_.end() || *at != nsid) {
+    if (changed_.size() < 1024) {
+      changed_.insert(at, nsid);
+    } else {
+      changed_overflow_ = true;
+    }
+  }
+  if (!event_masked_) event_waiting_ = true;
+}
+
+bool Controller::take_namespace_event() {
+  if (!(aen_config & kAenNamespaceAttribute)) return false;
+  std::lock_guard lock(events_mu_);
+  if (!event_waiting_) return false;
+  event_waiting_ = false;
+  event_masked_ = true;
+  return true;
+}
+
+std::vector<uint32_t> Controller::changed_namespaces(bool clear) {
+  std::lock_guard lock(events_mu_);
+  std::vector<uint32_t> out = changed_overflow_ ? std::vector<uint32_t>{0xFFFFFFFF} : changed_;
+  if (clear) {
+    changed_.clear();
+    changed_overflow_ = event_waiting_ = event_masked_ = false;
+  }
+  return out;
+}
+
+bool Subsystem::allows(const std::string& host) const {
+  std::lock_guard lock(hosts_mu_);
+  return cfg.allow_any_host || std::find(cfg.allowed_hosts.begin(), cfg.allowed_hosts.end(),
+                                         host) != cfg.allowed_hosts.end();
+}
+
+bool Subsystem::allow(const std::string& host, bool yes) {
+  std::lock_guard lock(hosts_mu_);
+  auto it = std::find(cfg.allowed_hosts.begin(), cfg.allowed_hosts.end(), host);
+  if (yes == (it != cfg.allowed_hosts.end())) return false;
+  if (yes) {
+    cfg.allowed_hosts.push_back(host);
+  } else {
+    cfg.allowed_hosts.erase(it);
+  }
+  return true;
+}
+
+bool Subsystem::allows_any_host() const {
+  std::lock_guard lock(hosts_mu_);
+  return cfg.allow_any_host;
+}
+
+std::vector<std::string> Subsystem::allowed_hosts() const {
+  std::lock_guard lock(hosts_mu_);
+  return cfg.allowed_hosts;
+}
+
+std::shared_ptr<Namespace> Subsystem::ns(uint32_t nsid) const {
+  std::lock_guard lock(ns_mu_);
+  auto it = ns_.find(nsid);
+  return it == ns_.end() ? nullptr : it->second;
+}
+
+std::vector<std::shared_ptr<Namespace>> Subsystem::namespaces() const {
+  std::lock_guard lock(ns_mu_);
+  std::vector<std::shared_ptr<Namespace>> out;
+  for (const auto& [id, n] : ns_) out.push_back(n);
+  return out;
+}
+
+uint32_t Subsystem::largest_nsid() const {
+  std::lock_guard lock(ns_mu_);
+  return ns_.empty() ? 0 : ns_.rbegin()->first;
+}
+
+bool Subsystem::add(std::shared_ptr<Namespace> n, const NamespaceConfig& nc) {
+  std::lock_guard lock(ns_mu_);
+  const uint32_t nsid = n->nsid;
+  if (!ns_.emplace(nsid, std::move(n)).second) return false;
+  std::erase_if(cfg.namespaces, [&](const NamespaceConfig& c) { return c.nsid == nsid; });
+  cfg.namespaces.push_back(nc);
+  std::sort(cfg.namespaces.begin(), cfg.namespaces.end(),
+            [](const auto& a, const auto& b) { return a.nsid < b.nsid; });
+  return true;
+}
+
+std::shared_ptr<Namespace> Subsystem::replace(std::shared_ptr<Namespace> n) {
+  std::lock_guard lock(ns_mu_);
+  auto it = ns_.find(n->nsid);
+  if (it == ns_.end()) return nullptr;
+  std::swap(it->second, n);
+  return n;
+}
+
+std::shared_ptr<Namespace> Subsystem::remove(uint32_t nsid) {
+  std::lock_guard lock(ns_mu_);
+  auto it = ns_.find(nsid);
+  if (it == ns_.end()) return nullptr;
+  auto n = std::move(it->second);
+  ns_.erase(it);
+  std::erase_if(cfg.namespaces, [&](const NamespaceConfig& c) { return c.nsid == nsid; });
+  return n;
+}
+
+SubsystemConfig Subsystem::config() const {
+  std::scoped_lock lock(hosts_mu_, ns_mu_);
+  return cfg;
+}
+
+std::vector<std::shared_ptr<Subsystem>> Subsystems::all() const {
   std::lock_guard lock(mu_);
+  std::vector<std::shared_ptr<Subsystem>> out;
+  for (const auto& [nqn, s] : subsystems_) out.push_back(s);
+  return out;
+}
+
+std::shared_ptr<Subsystem> Subsystems::find(const std::string& nqn) const {
+  std::lock_guard lock(mu_);
+  auto it = subsystems_.find(nqn);
+  return it == subsystems_.end() ? nullptr : it->second;
+}
+
+bool Subsystems::add(std::shared_ptr<Subsystem> s) {
+  std::lock_guard lock(mu_);
+  const std::string nqn = s->cfg.nqn;
+  return subsystems_.emplace(nqn, std::move(s)).second;
+}
+
+std::shared_ptr<Subsystem> Subsystems::remove(const std::string& nqn) {
+  std::lock_guard lock(mu_);
+  auto it = subsystems_.find(nqn);
+  if (it == subsystems_.end()) return nullptr;
+  auto s = std::move(it->second);
+  subsystems_.erase(it);
+  s->removed = true;
+  for (auto& [id, c] : s->ids.live) {
+    c->disconnected = true;
+    c->gone = true;
+  }
+  return s;
+}
+
+std::shared_ptr<Controller> Subsystems::create(const std::shared_ptr<Subsystem>& s,
+                                               const std::string& host, bool unproven,
+                                               const std::string& address, bool tls) {
+  std::lock_guard lock(mu_);
+  if (s && s->removed) return nullptr;
   ControllerIds& ids = s ? s->ids : discovery_ids_;
   auto id = ids.take();
   if (!id) {

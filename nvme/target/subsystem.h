@@ -33,7 +33,8 @@ struct Namespace {
   uint8_t uuid[16] = {};
   bool has_uuid = false;
   bool write_zeroes = false;  // the device zeroes itself; else the target writes zeroes
-  std::unique_ptr<NamespaceCounters> counters = std::make_unique<NamespaceCounters>();
+  // Shared with the namespace that replaces it (ctl resize-ns): the counts go on.
+  std::shared_ptr<NamespaceCounters> counters = std::make_shared<NamespaceCounters>();
 
   // The device as loop `worker` reaches it, or nullptr when that loop must hop to loop 0.
   Device* on(unsigned worker) const {
@@ -47,7 +48,7 @@ struct Namespace {
 // outlives the last of them even when its ID is released.
 struct Controller {
   uint16_t cntlid = 0;
-  struct Subsystem* subsys = nullptr;  // nullptr: the discovery controller
+  std::shared_ptr<struct Subsystem> subsys;  // nullptr: the discovery controller
   std::string hostnqn;
   std::string address;  // the admin queue's peer
   bool tls = false;     // its admin queue came over TLS
@@ -67,7 +68,24 @@ struct Controller {
   // a host that needs one finds none free (Subsystems::create).
   std::atomic<bool> unproven{false};
   std::atomic<bool> authenticating{false};  // its admin queue has begun a handshake: kept
+  std::atomic<uint32_t> aen_config{0};  // Asynchronous Event Configuration (feature 0Bh)
   void seen() { last_seen = std::chrono::steady_clock::now().time_since_epoch().count(); }
+
+  // Namespace Attribute Changed (added, removed or resized): the namespace joins the Changed
+  // Namespace List (log 04h) and, unless one was sent that the host has not read the log since,
+  // an event waits for the admin queue to send it (NVMe 2.0 5.2: masked until the log is read).
+  void namespace_changed(uint32_t nsid);
+  // The event to send on an Asynchronous Event Request now, if one waits and the host enabled
+  // it; it is then masked.
+  bool take_namespace_event();
+  // Log 04h: up to 1024 namespace IDs (FFFFFFFFh first when more changed); `clear` (RAE 0)
+  // empties the list and unmasks the event.
+  std::vector<uint32_t> changed_namespaces(bool clear);
+
+ private:
+  std::mutex events_mu_;
+  std::vector<uint32_t> changed_;  // sorted
+  bool changed_overflow_ = false, event_waiting_ = false, event_masked_ = false;
 };
 
 // The controllers of one subsystem (or of discovery) by ID. IDs come from [min, max] and are
@@ -82,47 +100,52 @@ struct ControllerIds {
   std::optional<uint16_t> take();
 };
 
+// A subsystem: its namespaces change while the target runs (ctl add-ns, remove-ns, resize-ns),
+// so requests take a namespace by shared_ptr, which keeps it (and its device) while they run.
 struct Subsystem {
-  SubsystemConfig cfg;  // allow_any_host and allowed_hosts under hosts_mu (ctl add-host)
-  std::map<uint32_t, Namespace> ns;
+  SubsystemConfig cfg;  // allowed hosts and namespaces under locks: read them through the methods
   std::string serial;
+  uint32_t index = 0;  // its place among the subsystems ever served: default NGUIDs derive from it
   ControllerIds ids;
-  std::shared_ptr<std::mutex> hosts_mu = std::make_shared<std::mutex>();
-  bool allows(const std::string& host) const {
-    std::lock_guard lock(*hosts_mu);
-    return cfg.allow_any_host ||
-           std::find(cfg.allowed_hosts.begin(), cfg.allowed_hosts.end(), host) !=
-               cfg.allowed_hosts.end();
-  }
+  std::atomic<bool> removed{false};  // set under Subsystems::mu_: no controller is made for it
+
+  bool allows(const std::string& host) const;
   // Admits (or no longer admits) `host`; false when it already was (or was not) admitted.
-  bool allow(const std::string& host, bool yes) {
-    std::lock_guard lock(*hosts_mu);
-    auto it = std::find(cfg.allowed_hosts.begin(), cfg.allowed_hosts.end(), host);
-    if (yes == (it != cfg.allowed_hosts.end())) return false;
-    if (yes) {
-      cfg.allowed_hosts.push_back(host);
-    } else {
-      cfg.allowed_hosts.erase(it);
-    }
-    return true;
-  }
+  bool allow(const std::string& host, bool yes);
+  bool allows_any_host() const;
+  std::vector<std::string> allowed_hosts() const;
+  void set_hosts(bool any, std::vector<std::string> hosts);  // reload.cc
+
+  std::shared_ptr<Namespace> ns(uint32_t nsid) const;
+  std::vector<std::shared_ptr<Namespace>> namespaces() const;  // by namespace ID
+  uint32_t largest_nsid() const;
+  // Adds `n` (with its configuration), or replaces the namespace of its ID (returned); false
+  // / nullptr when `replace` does not match whether the ID is in use.
+  bool add(std::shared_ptr<Namespace> n, const NamespaceConfig& nc);
+  std::shared_ptr<Namespace> replace(std::shared_ptr<Namespace> n);
+  std::shared_ptr<Namespace> remove(uint32_t nsid);
+  SubsystemConfig config() const;  // as it is now
+
+ private:
+  mutable std::mutex hosts_mu_, ns_mu_;
+  std::map<uint32_t, std::shared_ptr<Namespace>> ns_;
 };
 
+
 // Every subsystem and the controllers connected to them: controllers are made, joined by I/O
-// queues and dropped from any loop (under one lock); the subsystems themselves are read-only
-// once the target has started.
+// queues and dropped from any loop, subsystems added and removed while the target runs (ctl),
+// all under one lock.
 class Subsystems {
  public:
-  std::map<std::string, Subsystem>& all() { return subsystems_; }
-  const std::map<std::string, Subsystem>& all() const { return subsystems_; }
-  Subsystem* find(const std::string& nqn) {
-    auto it = subsystems_.find(nqn);
-    return it == subsystems_.end() ? nullptr : &it->second;
-  }
+  std::vector<std::shared_ptr<Subsystem>> all() const;  // by NQN
+  std::shared_ptr<Subsystem> find(const std::string& nqn) const;
+  bool add(std::shared_ptr<Subsystem> s);  // false: its NQN is taken
+  // Takes it out: no controller is made for it from now on; those it has are disconnected.
+  std::shared_ptr<Subsystem> remove(const std::string& nqn);
   // A new controller for `host` (on the admin queue's Connect); nullptr when every controller
   // ID of the subsystem is in use by controllers that have authenticated (or need not): the
   // oldest one still unproven that has not begun to authenticate gives its ID up first. `s` nullptr: the discovery subsystem.
-  std::shared_ptr<Controller> create(Subsystem* s, const std::string& host, bool unproven,
+  std::shared_ptr<Controller> create(const std::shared_ptr<Subsystem>& s, const std::string& host, bool unproven,
                                      const std::string& address = {}, bool tls = false);
   // The controllers of `s` (nullptr: discovery) with their I/O queues, as they are now.
   struct Live {
@@ -142,8 +165,8 @@ class Subsystems {
   void drop(const std::shared_ptr<Controller>& c, uint16_t qid);
 
  private:
-  std::map<std::string, Subsystem> subsystems_;
-  std::mutex mu_;
+  std::map<std::string, std::shared_ptr<Subsystem>> subsystems_;
+  mutable std::mutex mu_;
   ControllerIds discovery_ids_;
 };
 

@@ -12,19 +12,6 @@
 #include "nvme/target/tcp_connection.h"
 
 namespace blkcopy::nvme {
-namespace {
-
-// 32 hex digits, dashes allowed, into 16 bytes.
-bool parse_hex16(std::string hex, uint8_t out[16]) {
-  std::erase(hex, '-');
-  if (hex.size() != 32 || hex.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos) {
-    return false;
-  }
-  for (int i = 0; i < 16; ++i) out[i] = static_cast<uint8_t>(std::stoi(hex.substr(2 * i, 2), nullptr, 16));
-  return true;
-}
-
-}  // namespace
 
 TargetImpl::TargetImpl(EventLoop& loop, TargetConfig cfg)
     : home_(loop),
@@ -40,62 +27,12 @@ Status TargetImpl::init() {
   auto tls = tls_keys(cfg_);
   if (!tls) return tls.error();
   tls_keys_ = std::move(*tls);
-  uint32_t serial = 1;
-  for (const SubsystemConfig& sc : cfg_.subsystems) {
-    Subsystem& s = subsystems_.all()[sc.nqn];
-    s.cfg = sc;
-    s.serial = sc.serial.empty() ? fmt::format("blkcopy{:08x}", serial) : sc.serial;
-    ++serial;
-    s.ids.min = s.ids.next = sc.cntlid_min;
-    s.ids.max = sc.cntlid_max;
-    if (Status st = open_namespaces(s, sc, serial); !st.ok()) return st;
-  }
+  // The workers' loops first: each namespace gets a channel on each.
   if (Status st = make_workers(); !st.ok()) return st;
-  return open_channels();
-}
-
-Status TargetImpl::open_namespaces(Subsystem& s, const SubsystemConfig& sc, uint32_t serial) {
-  for (const NamespaceConfig& nc : sc.namespaces) {
-    if (!nc.enable) continue;
-    if (nc.nsid == 0 || s.ns.count(nc.nsid)) {
-      return Status::error(EINVAL, fmt::format("{}: namespace ID {} is zero or used twice",
-                                               sc.nqn, nc.nsid));
-    }
-    auto dev = open_device(home_, nc.device);
-    if (!dev) return dev.error();
-    Namespace ns;
-    ns.nsid = nc.nsid;
-    ns.dev = std::move(*dev);
-    const QueueLimits& l = ns.dev->limits();
-    ns.lbs = l.logical_block_size;
-    ns.write_zeroes = ns.dev->supports(Op::write_zeroes);
-    ns.id.block_size = ns.lbs;
-    ns.id.blocks = l.capacity / ns.lbs;
-    // Copy limits from the device's; a device without offload is emulated here, so the
-    // host still gets generous limits (the copy never crosses the network).
-    const uint64_t seg = l.can_offload() ? l.copy_segment_max_bytes : (16u << 20);
-    const uint64_t total = l.can_offload() ? l.copy_max_bytes : (64u << 20);
-    ns.id.mssrl = static_cast<uint16_t>(std::clamp<uint64_t>(seg / ns.lbs, 1, 65535));
-    ns.id.mcl = static_cast<uint32_t>(std::clamp<uint64_t>(total / ns.lbs, ns.id.mssrl, UINT32_MAX));
-    const uint32_t segs = l.can_offload() ? std::min<uint32_t>(l.copy_max_src_segments, 256) : 256;
-    ns.id.msrc = static_cast<uint8_t>(std::max<uint32_t>(segs, 1) - 1);
-    // NGUID: given, or derived from the subsystem serial and nsid so it is unique.
-    if (!nc.nguid.empty() && !parse_hex16(nc.nguid, ns.id.nguid)) {
-      return Status::error(EINVAL, fmt::format("{} namespace {}: nguid '{}' is not 32 hex digits",
-                                               sc.nqn, nc.nsid, nc.nguid));
-    }
-    if (nc.nguid.empty()) {
-      std::snprintf(reinterpret_cast<char*>(ns.id.nguid), 16, "%08x", serial * 7919 + nc.nsid);
-      ns.id.nguid[15] = static_cast<uint8_t>(nc.nsid);
-    }
-    if (!nc.uuid.empty()) {
-      if (!parse_hex16(nc.uuid, ns.uuid)) {
-        return Status::error(EINVAL, fmt::format("{} namespace {}: uuid '{}' is not a UUID",
-                                                 sc.nqn, nc.nsid, nc.uuid));
-      }
-      ns.has_uuid = true;
-    }
-    s.ns.emplace(nc.nsid, std::move(ns));
+  for (const SubsystemConfig& sc : cfg_.subsystems) {
+    auto s = make_subsystem(sc);
+    if (!s) return s.error();
+    subsystems_.add(std::move(*s));
   }
   return {};
 }
@@ -121,34 +58,16 @@ Status TargetImpl::make_workers() {
   return {};
 }
 
-// Every loop but the first reaches each namespace through a channel of its own; a device
-// without channels (a remote namespace) is reached by a hop to the first loop.
-Status TargetImpl::open_channels() {
-  for (auto& [nqn, s] : subsystems_.all()) {
-    for (auto& [nsid, ns] : s.ns) {
-      for (size_t w = 1; w < workers_.size(); ++w) {
-        auto ch = ns.dev->channel(*workers_[w]->loop);
-        if (!ch) {
-          log_info(fmt::format("serve: {} namespace {}: {}; its requests from other loops go "
-                               "through the first one",
-                               nqn, nsid, ch.error().message()));
-          ns.channels.clear();
-          break;
-        }
-        ns.channels.push_back(std::move(*ch));
-      }
-    }
-  }
-  return {};
-}
-
 Status TargetImpl::start() {
   for (size_t i = 1; i < workers_.size(); ++i) {
     Worker* raw = workers_[i].get();
     raw->thread = std::thread([this, raw] { run_worker(*raw); });
   }
   for (const PortConfig& p : cfg_.ports) {
-    if (Status s = listen_on(p.addr, p.port, p.tls); !s.ok()) return s;
+    auto port = listen_on(p);
+    if (!port) return port.error();
+    std::lock_guard lock(ports_mu_);
+    ports_.push_back(std::move(*port));
   }
   if (cfg_.discovery_port && !cfg_.ports.empty()) {
     // TLS on the discovery port: required when every port requires it, offered when any does.
@@ -159,10 +78,20 @@ Status TargetImpl::start() {
                       : tls(PortTls::none) && !tls(PortTls::optional) && !tls(PortTls::required)
                           ? PortTls::none
                           : PortTls::optional;
-    if (Status s = listen_on(cfg_.ports[0].addr, cfg_.discovery_port, d); !s.ok()) return s;
+    PortConfig dp{0, cfg_.ports[0].addr, cfg_.discovery_port, {}, d};
+    auto port = listen_on(dp);
+    if (!port) return port.error();
+    discovery_listener_ = std::move(*port);
   }
   tick(*workers_[0]);
   return {};
+}
+
+std::vector<uint16_t> TargetImpl::bound_ports() const {
+  std::vector<uint16_t> out;
+  for (const auto& p : ports()) out.push_back(p->bound);
+  if (discovery_listener_) out.push_back(discovery_listener_->bound);
+  return out;
 }
 
 Result<TlsSession::Psk> TargetImpl::tls_psk(std::string_view identity) {
@@ -223,7 +152,8 @@ TargetImpl::~TargetImpl() {
   metrics_.reset();
   stopping_ = true;
   accept_timers_.clear();
-  for (int fd : listen_fds_) shutdown(fd, SHUT_RDWR);  // ends the accepts in flight
+  for (const auto& p : ports()) shutdown(p->fd, SHUT_RDWR);  // ends the accepts in flight
+  if (discovery_listener_) shutdown(discovery_listener_->fd, SHUT_RDWR);
   for (auto& w : workers_) {
     if (w->owned) w->loop->post_remote([] {});  // wake it to see stopping_
   }
@@ -241,11 +171,13 @@ TargetImpl::~TargetImpl() {
   bool settled = false;
   home_.post([&settled] { settled = true; });
   (void)home_.run_until([&settled] { return settled; });
-  for (int fd : listen_fds_) ::close(fd);
+  ports_.clear();  // their listeners close with the last holder
+  discovery_listener_.reset();
   // Channels live on the workers' loops: they go before the loops do.
-  for (auto& [nqn, s] : subsystems_.all()) {
-    for (auto& [nsid, ns] : s.ns) ns.channels.clear();
+  for (const auto& s : subsystems_.all()) {
+    for (const auto& ns : s->namespaces()) ns->channels.clear();
   }
+  for (const auto& r : retiring_) r.ns->channels.clear();
   hop_copy_account_.reset();
 }
 

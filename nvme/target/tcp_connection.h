@@ -21,6 +21,7 @@
 #include "nvme/tcp/pdu_buffer.h"
 #include "nvme/tcp/send_queue.h"
 #include "nvme/tcp/stream.h"
+#include "nvme/target/ops.h"
 #include "nvme/target/queue.h"
 
 namespace blkcopy::nvme {
@@ -40,7 +41,10 @@ class TcpConnection final : public QueueTransport {
   bool closing() const { return closing_; }
   bool finished() const { return fd_ < 0; }
   Controller* controller() const { return queue_.session.ctrl.get(); }
+  // The admin queue sends its controller's waiting asynchronous events (admin.cc).
+  void send_events() { send_waiting_events(queue_); }
   std::function<void()> on_finished;  // runs (on its loop) once the socket is closed
+  std::shared_ptr<std::atomic<bool>> port_gone;  // its port's Port::removed (none: served directly)
   // Why a peer that stalls must go (no ICReq, Connect or authentication in time, a PDU or the
   // data an R2T asked for begun and not finished, answers not taken); empty while it is within
   // the limits. `undrained` says it was the answers.

@@ -1,0 +1,306 @@
+// What the target serves, made at start and changed while it runs (ctl add-subsystem,
+// add-ns, resize-ns, add-port and their removals; a reload): subsystems, namespaces with their
+// channels on every loop, ports. A namespace taken out is freed once no request holds it: its
+// channels on their own loops, then its device here; the controllers of its subsystem get the
+// Namespace Attribute Changed event, as Linux nvmet sends it.
+#include <blkcopy/log.h>
+#include <blkcopy/open.h>
+#include <fmt/format.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "nvme/target/internal.h"
+
+namespace blkcopy::nvme {
+namespace {
+
+// 32 hex digits, dashes allowed, into 16 bytes.
+bool parse_hex16(std::string hex, uint8_t out[16]) {
+  std::erase(hex, '-');
+  if (hex.size() != 32 || hex.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos) {
+    return false;
+  }
+  for (int i = 0; i < 16; ++i) out[i] = static_cast<uint8_t>(std::stoi(hex.substr(2 * i, 2), nullptr, 16));
+  return true;
+}
+
+// Whether opening the device's string again reaches the same data: not where RAM holds it.
+bool reopens_same_data(const Device& d) {
+  const DeviceInfo info = d.describe();
+  if (info.kind == "mem") return false;
+  return std::all_of(info.children.begin(), info.children.end(),
+                     [](const auto& c) { return reopens_same_data(*c.second); });
+}
+
+}  // namespace
+
+Result<std::shared_ptr<Subsystem>> TargetImpl::make_subsystem(const SubsystemConfig& sc) {
+  auto s = std::make_shared<Subsystem>();
+  s->cfg = sc;
+  s->cfg.namespaces.clear();
+  s->index = next_index_++;
+  s->serial = sc.serial.empty() ? fmt::format("blkcopy{:08x}", s->index) : sc.serial;
+  s->ids.min = s->ids.next = sc.cntlid_min;
+  s->ids.max = sc.cntlid_max;
+  for (const NamespaceConfig& nc : sc.namespaces) {
+    if (nc.nsid == 0 || s->ns(nc.nsid) ||
+        std::any_of(s->cfg.namespaces.begin(), s->cfg.namespaces.end(),
+                    [&](const NamespaceConfig& c) { return c.nsid == nc.nsid; })) {
+      return fail(EINVAL, fmt::format("{}: namespace ID {} is zero or used twice", sc.nqn, nc.nsid));
+    }
+    if (!nc.enable) {  // kept for `ctl save`, not served
+      s->cfg.namespaces.push_back(nc);
+      continue;
+    }
+    auto n = make_namespace(*s, nc);
+    if (!n) return std::unexpected(n.error());
+    s->add(std::move(*n), nc);
+  }
+  return s;
+}
+
+Result<std::shared_ptr<Namespace>> TargetImpl::make_namespace(const Subsystem& s,
+                                                              const NamespaceConfig& nc) {
+  const std::string& nqn = s.cfg.nqn;
+  auto dev = open_device(home_, nc.device);
+  if (!dev) return std::unexpected(dev.error());
+  auto n = std::make_shared<Namespace>();
+  Namespace& ns = *n;
+  ns.nsid = nc.nsid;
+  ns.dev = std::move(*dev);
+  const QueueLimits& l = ns.dev->limits();
+  ns.lbs = l.logical_block_size;
+  ns.write_zeroes = ns.dev->supports(Op::write_zeroes);
+  ns.id.block_size = ns.lbs;
+  ns.id.blocks = l.capacity / ns.lbs;
+  // Copy limits from the device's; a device without offload is emulated here, so the
+  // host still gets generous limits (the copy never crosses the network).
+  const uint64_t seg = l.can_offload() ? l.copy_segment_max_bytes : (16u << 20);
+  const uint64_t total = l.can_offload() ? l.copy_max_bytes : (64u << 20);
+  ns.id.mssrl = static_cast<uint16_t>(std::clamp<uint64_t>(seg / ns.lbs, 1, 65535));
+  ns.id.mcl = static_cast<uint32_t>(std::clamp<uint64_t>(total / ns.lbs, ns.id.mssrl, UINT32_MAX));
+  const uint32_t segs = l.can_offload() ? std::min<uint32_t>(l.copy_max_src_segments, 256) : 256;
+  ns.id.msrc = static_cast<uint8_t>(std::max<uint32_t>(segs, 1) - 1);
+  // NGUID: given, or derived from the subsystem's place and nsid so it is unique.
+  if (!nc.nguid.empty() && !parse_hex16(nc.nguid, ns.id.nguid)) {
+    return fail(EINVAL, fmt::format("{} namespace {}: nguid '{}' is not 32 hex digits", nqn,
+                                    nc.nsid, nc.nguid));
+  }
+  if (nc.nguid.empty()) {
+    std::snprintf(reinterpret_cast<char*>(ns.id.nguid), 16, "%08x", (s.index + 1) * 7919 + nc.nsid);
+    ns.id.nguid[15] = static_cast<uint8_t>(nc.nsid);
+  }
+  if (!nc.uuid.empty()) {
+    if (!parse_hex16(nc.uuid, ns.uuid)) {
+      return fail(EINVAL, fmt::format("{} namespace {}: uuid '{}' is not a UUID", nqn, nc.nsid,
+                                      nc.uuid));
+    }
+    ns.has_uuid = true;
+  }
+  open_channels(nqn, ns);
+  return n;
+}
+
+// Every loop but the first reaches the namespace through a channel of its own; a device
+// without channels (a remote namespace) is reached by a hop to the first loop. Channels are
+// only made here (no loop is touched): their loops may be running.
+void TargetImpl::open_channels(const std::string& nqn, Namespace& ns) {
+  for (size_t w = 1; w < workers_.size(); ++w) {
+    auto ch = ns.dev->channel(*workers_[w]->loop);
+    if (!ch) {
+      log_info(fmt::format("serve: {} namespace {}: {}; its requests from other loops go "
+                           "through the first one",
+                           nqn, ns.nsid, ch.error().message()));
+      ns.channels.clear();
+      return;
+    }
+    ns.channels.push_back(std::move(*ch));
+  }
+}
+
+void TargetImpl::retire(std::shared_ptr<Namespace> ns) {
+  retiring_.push_back({std::move(ns), nullptr});
+  free_retired();
+}
+
+// A namespace no request holds any more (only retiring_ does: no new hold can be taken, as
+// it is in no subsystem) first sends each channel to its loop to be closed there; once all
+// are closed, its device closes here.
+void TargetImpl::free_retired() {
+  std::erase_if(retiring_, [this](Retired& r) {
+    if (r.ns.use_count() > 1) return false;
+    if (!r.channels_left) {
+      r.channels_left = std::make_shared<std::atomic<size_t>>(r.ns->channels.size());
+      for (size_t i = 0; i < r.ns->channels.size(); ++i) {
+        std::shared_ptr<Device> ch(std::move(r.ns->channels[i]));
+        workers_[i + 1]->loop->post_remote([ch, left = r.channels_left]() mutable {
+          ch.reset();
+          --*left;
+        });
+      }
+      r.ns->channels.clear();
+    }
+    return r.channels_left->load() == 0;  // the device closes as r goes
+  });
+}
+
+void TargetImpl::namespace_changed(Subsystem& s, uint32_t nsid) {
+  for (const Subsystems::Live& l : subsystems_.controllers(&s)) l.ctrl->namespace_changed(nsid);
+}
+
+Status TargetImpl::add_subsystem(const SubsystemConfig& sc) {
+  TargetConfig check = current_config();
+  check.subsystems.push_back(sc);
+  if (Status v = validate(check); !v.ok()) return v;
+  auto s = make_subsystem(sc);
+  if (!s) return s.error();
+  if (!subsystems_.add(*s)) return Status::error(EEXIST, fmt::format("{} is served already", sc.nqn));
+  ++discovery_generation_;
+  log_info(fmt::format("serve: subsystem {} added with {} namespace(s)", sc.nqn,
+                       (*s)->namespaces().size()));
+  return {};
+}
+
+Status TargetImpl::remove_subsystem(const std::string& nqn) {
+  auto s = subsystems_.remove(nqn);
+  if (!s) return Status::error(ENOENT, fmt::format("no subsystem {}", nqn));
+  for (const auto& n : s->namespaces()) retire(s->remove(n->nsid));
+  {
+    std::lock_guard lock(ports_mu_);
+    for (auto& p : ports_) std::erase(p->cfg.subsystems, nqn);
+  }
+  ++discovery_generation_;
+  log_info(fmt::format("serve: subsystem {} removed; its controllers are disconnected", nqn));
+  return {};
+}
+
+Result<uint32_t> TargetImpl::add_namespace(const std::string& nqn, NamespaceConfig nc) {
+  auto s = subsystems_.find(nqn);
+  if (!s) return fail(ENOENT, fmt::format("no subsystem {}", nqn));
+  const SubsystemConfig now = s->config();
+  auto used = [&](uint32_t id) {
+    return std::any_of(now.namespaces.begin(), now.namespaces.end(),
+                       [&](const NamespaceConfig& c) { return c.nsid == id; });
+  };
+  if (nc.nsid == 0) {
+    while (used(++nc.nsid)) {
+    }
+  }
+  if (nc.nsid == 0xFFFFFFFF) return fail(EINVAL, "namespace ID FFFFFFFFh is the broadcast value");
+  if (used(nc.nsid)) {
+    return fail(EEXIST, fmt::format("{} has a namespace {} already", nqn, nc.nsid));
+  }
+  nc.enable = true;
+  auto n = make_namespace(*s, nc);
+  if (!n) return std::unexpected(n.error());
+  if (!s->add(std::move(*n), nc)) return fail(EEXIST, fmt::format("{} has a namespace {} already", nqn, nc.nsid));
+  namespace_changed(*s, nc.nsid);
+  log_info(fmt::format("serve: {} namespace {} added: {}", nqn, nc.nsid, nc.device));
+  return nc.nsid;
+}
+
+Status TargetImpl::remove_namespace(const std::string& nqn, uint32_t nsid) {
+  auto s = subsystems_.find(nqn);
+  if (!s) return Status::error(ENOENT, fmt::format("no subsystem {}", nqn));
+  auto n = s->remove(nsid);
+  if (!n) return Status::error(ENOENT, fmt::format("{} has no namespace {}", nqn, nsid));
+  retire(std::move(n));
+  namespace_changed(*s, nsid);
+  log_info(fmt::format("serve: {} namespace {} removed (its commands in flight finish first)",
+                       nqn, nsid));
+  return {};
+}
+
+Result<uint64_t> TargetImpl::resize_namespace(const std::string& nqn, uint32_t nsid) {
+  auto s = subsystems_.find(nqn);
+  if (!s) return fail(ENOENT, fmt::format("no subsystem {}", nqn));
+  auto old = s->ns(nsid);
+  if (!old) return fail(ENOENT, fmt::format("{} has no namespace {}", nqn, nsid));
+  if (!reopens_same_data(*old->dev)) {
+    return fail(ENOTSUP, fmt::format("{} namespace {} ({}) holds its data in memory: opening it "
+                                     "again would not keep it, so it cannot be resized",
+                                     nqn, nsid, old->dev->name()));
+  }
+  NamespaceConfig nc{nsid, old->dev->name(), "", true, ""};
+  auto n = make_namespace(*s, nc);
+  if (!n) return std::unexpected(n.error());
+  Namespace& now = **n;
+  if (now.lbs != old->lbs) {
+    return fail(EINVAL, fmt::format("{} namespace {}: its block size changed from {} to {}; "
+                                    "remove it and add it again", nqn, nsid, old->lbs, now.lbs));
+  }
+  const uint64_t bytes = now.id.blocks * now.lbs;
+  if (now.id.blocks == old->id.blocks) return bytes;  // nothing changed: no event
+  // The same identity and counters; the new size.
+  std::memcpy(now.id.nguid, old->id.nguid, 16);
+  std::memcpy(now.uuid, old->uuid, 16);
+  now.has_uuid = old->has_uuid;
+  now.counters = old->counters;
+  retire(s->replace(std::move(*n)));
+  namespace_changed(*s, nsid);
+  log_info(fmt::format("serve: {} namespace {} resized from {} to {} bytes", nqn, nsid,
+                       old->id.blocks * old->lbs, bytes));
+  return bytes;
+}
+
+Result<uint16_t> TargetImpl::add_port(const PortConfig& pc) {
+  TargetConfig check = current_config();
+  check.ports.push_back(pc);
+  if (Status v = validate(check); !v.ok()) return std::unexpected(v);
+  auto port = listen_on(pc);
+  if (!port) return std::unexpected(port.error());
+  const uint16_t bound = (*port)->bound;
+  {
+    std::lock_guard lock(ports_mu_);
+    ports_.push_back(std::move(*port));
+  }
+  ++discovery_generation_;
+  log_info(fmt::format("serve: port {} added: {}:{}", pc.id, pc.addr, bound));
+  return bound;
+}
+
+Status TargetImpl::remove_port(uint16_t id) {
+  std::shared_ptr<Port> port;
+  {
+    std::lock_guard lock(ports_mu_);
+    auto it = std::find_if(ports_.begin(), ports_.end(), [&](const auto& p) { return p->cfg.id == id; });
+    if (it == ports_.end()) return Status::error(ENOENT, fmt::format("no port {}", id));
+    port = std::move(*it);
+    ports_.erase(it);
+  }
+  *port->removed = true;
+  ::shutdown(port->fd, SHUT_RDWR);  // ends the accept in flight, which lets the listener go
+  ++discovery_generation_;
+  log_info(fmt::format("serve: port {} ({}:{}) removed; its connections are closed", id,
+                       port->cfg.addr, port->bound));
+  return {};
+}
+
+Status TargetImpl::set_port_subsystems(uint16_t id, const std::vector<std::string>& nqns) {
+  for (const std::string& nqn : nqns) {
+    if (!subsystems_.find(nqn)) return Status::error(ENOENT, fmt::format("no subsystem {}", nqn));
+  }
+  std::lock_guard lock(ports_mu_);
+  auto it = std::find_if(ports_.begin(), ports_.end(), [&](const auto& p) { return p->cfg.id == id; });
+  if (it == ports_.end()) return Status::error(ENOENT, fmt::format("no port {}", id));
+  (*it)->cfg.subsystems = nqns;
+  ++discovery_generation_;
+  return {};
+}
+
+TargetConfig TargetImpl::current_config() const {
+  TargetConfig now = cfg_;  // hosts as ctl add-host and remove-host left them
+  now.subsystems.clear();
+  for (const auto& s : subsystems_.all()) now.subsystems.push_back(s->config());
+  now.ports.clear();
+  std::lock_guard lock(ports_mu_);
+  for (const auto& p : ports_) {
+    now.ports.push_back(p->cfg);
+    now.ports.back().port = p->bound;
+  }
+  return now;
+}
+
+}  // namespace blkcopy::nvme

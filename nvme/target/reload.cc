@@ -1,0 +1,149 @@
+// A new configuration applied to a running target as the difference from what it serves
+// (serve's SIGHUP: the configuration file read again), through the same changes as the control
+// socket's verbs: what went is removed first, then what is new is added, so a device or an
+// address moved from one place to another is free when it is taken again.
+#include <blkcopy/log.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "nvme/target/internal.h"
+
+namespace blkcopy::nvme {
+namespace {
+
+template <typename T, typename Key>
+const T* by(const std::vector<T>& v, Key T::*key, const Key& want) {
+  auto it = std::find_if(v.begin(), v.end(), [&](const T& x) { return x.*key == want; });
+  return it == v.end() ? nullptr : &*it;
+}
+
+template <typename T>
+Status status_of(const Result<T>& r) {
+  return r ? Status() : r.error();
+}
+
+bool same_listener(const PortConfig& a, const PortConfig& b) {
+  return a.addr == b.addr && a.tls == b.tls && (b.port == 0 || a.port == b.port);
+}
+
+}  // namespace
+
+void Subsystem::set_hosts(bool any, std::vector<std::string> hosts) {
+  std::lock_guard lock(hosts_mu_);
+  cfg.allow_any_host = any;
+  cfg.allowed_hosts = std::move(hosts);
+}
+
+Result<std::vector<std::string>> TargetImpl::reconfigure(const TargetConfig& next) {
+  // Checked whole before anything changes.
+  if (Status v = validate(next); !v.ok()) return std::unexpected(v);
+  auto dh = host_keys(next);
+  if (!dh) return std::unexpected(dh.error());
+  auto tls = tls_keys(next);
+  if (!tls) return std::unexpected(tls.error());
+  const TargetConfig now = current_config();
+  std::vector<std::string> done, failed;
+  auto note = [&](std::string what) {
+    log_info("serve: reload: " + what);
+    done.push_back(std::move(what));
+  };
+  auto check = [&](const Status& s) {
+    if (s.ok()) return true;
+    log_warning("serve: reload: " + s.message());
+    failed.push_back(s.message());
+    return false;
+  };
+  if (next.discovery_port != now.discovery_port || next.cores != now.cores ||
+      next.kernel_tls != now.kernel_tls || next.busy_poll_us != now.busy_poll_us ||
+      std::tie(next.limits.data_budget, next.limits.copy_budget, next.limits.max_connections) !=
+          std::tie(now.limits.data_budget, now.limits.copy_budget, now.limits.max_connections)) {
+    note("the discovery port, cores, kTLS, busy polling and limits change only with a restart: kept");
+  }
+
+  // Hosts' keys: from the next Connect or handshake on.
+  {
+    std::lock_guard lock(keys_mu_);
+    if (cfg_.hosts != next.hosts) note("hosts and their keys replaced");
+    keys_ = std::move(*dh);
+    tls_keys_ = std::move(*tls);
+    cfg_.hosts = next.hosts;
+  }
+
+  // What went or changed beyond changing in place: removed first.
+  for (const PortConfig& p : now.ports) {
+    const PortConfig* q = by(next.ports, &PortConfig::id, p.id);
+    if (!q || !same_listener(p, *q)) {
+      if (check(remove_port(p.id))) note(fmt::format("port {} removed", p.id));
+    }
+  }
+  for (const SubsystemConfig& s : now.subsystems) {
+    if (!by(next.subsystems, &SubsystemConfig::nqn, s.nqn)) {
+      if (check(remove_subsystem(s.nqn))) note(fmt::format("subsystem {} removed", s.nqn));
+    }
+  }
+
+  for (const SubsystemConfig& want : next.subsystems) {
+    const SubsystemConfig* had = by(now.subsystems, &SubsystemConfig::nqn, want.nqn);
+    if (!had) {
+      if (check(add_subsystem(want))) note(fmt::format("subsystem {} added", want.nqn));
+      continue;
+    }
+    auto s = subsystems_.find(want.nqn);
+    if (std::tie(want.serial, want.model, want.cntlid_min, want.cntlid_max, want.qid_max) !=
+        std::tie(had->serial, had->model, had->cntlid_min, had->cntlid_max, had->qid_max)) {
+      note(fmt::format("subsystem {}: serial, model, controller IDs and queues change only with "
+                       "a restart: kept", want.nqn));
+    }
+    if (want.allow_any_host != had->allow_any_host || want.allowed_hosts != had->allowed_hosts) {
+      s->set_hosts(want.allow_any_host, want.allowed_hosts);
+      size_t cut = 0;
+      for (const Subsystems::Live& l : subsystems_.controllers(s.get())) {
+        if (s->allows(l.ctrl->hostnqn)) continue;
+        l.ctrl->disconnected = true;
+        l.ctrl->gone = true;
+        ++cut;
+      }
+      ++discovery_generation_;
+      note(fmt::format("subsystem {}: allowed hosts changed, {} controller(s) disconnected",
+                       want.nqn, cut));
+    }
+    // Namespaces: gone or moved to another device first, then the new ones.
+    for (const NamespaceConfig& n : had->namespaces) {
+      const NamespaceConfig* w = by(want.namespaces, &NamespaceConfig::nsid, n.nsid);
+      if (n.enable && (!w || !w->enable || w->device != n.device)) {
+        if (check(remove_namespace(want.nqn, n.nsid))) {
+          note(fmt::format("{} namespace {} removed", want.nqn, n.nsid));
+        }
+      }
+    }
+    for (const NamespaceConfig& w : want.namespaces) {
+      const NamespaceConfig* n = by(had->namespaces, &NamespaceConfig::nsid, w.nsid);
+      if (w.enable && (!n || !n->enable || w.device != n->device)) {
+        if (check(status_of(add_namespace(want.nqn, w)))) {
+          note(fmt::format("{} namespace {} added: {}", want.nqn, w.nsid, w.device));
+        }
+      }
+    }
+  }
+
+  for (const PortConfig& p : next.ports) {
+    const PortConfig* had = by(now.ports, &PortConfig::id, p.id);
+    if (!had || !same_listener(*had, p)) {
+      auto bound = add_port(p);
+      if (check(status_of(bound))) note(fmt::format("port {} added: {}:{}", p.id, p.addr, *bound));
+    } else if (had->subsystems != p.subsystems) {
+      if (check(set_port_subsystems(p.id, p.subsystems))) {
+        note(fmt::format("port {}: subsystems {}", p.id, fmt::join(p.subsystems, ", ")));
+      }
+    }
+  }
+  if (!failed.empty()) {
+    return fail(EINVAL, fmt::format("{} change(s) failed ({}); {} made", failed.size(),
+                                    fmt::join(failed, "; "), done.size()));
+  }
+  if (done.empty()) note("nothing changed");
+  return done;
+}
+
+}  // namespace blkcopy::nvme
