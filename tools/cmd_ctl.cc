@@ -27,6 +27,13 @@ struct CtlArgs {
   std::string method, params = "{}";
   std::string nqn, path, subsystem, dhchap_key, dhchap_ctrl_key, tls_key;
   unsigned cntlid = 0;
+  // The verbs that change what is served.
+  std::string device, nguid, uuid, serial, model, address, tls = "none";
+  uint32_t nsid = 0;
+  uint16_t port = 0, port_id = 0;
+  bool any_host = false;
+  std::vector<std::string> hosts, devices, subsystems;
+  std::vector<uint16_t> ports;
 };
 
 // Sends one request and returns the answer's JSON, or why there is none.
@@ -130,7 +137,8 @@ int run_ctl(const CtlArgs& a, const std::string& method, const json& params) {
     const std::string data = r["error"].value("data", "");
     const bool bad = rpc == -32602 || rpc == -32601 || rpc == -32600 ||
                      data == "ENOENT" || data == "EISDIR" || data == "ENOTDIR" || data == "EACCES" ||
-                     data == "EPERM" || data == "EROFS" || data == "ENAMETOOLONG";
+                     data == "EPERM" || data == "EROFS" || data == "ENAMETOOLONG" ||
+                     data == "EINVAL" || data == "EEXIST" || data == "ENOTSUP" || data == "EADDRINUSE";
     if (a.json_out) {
       fmt::print("{}\n", json{{"error", r["error"]}}.dump(2));
       return bad ? kBadInput : kIoError;
@@ -160,10 +168,91 @@ int run_ctl(const CtlArgs& a, const std::string& method, const json& params) {
                result["on"].get<bool>() ? result["path"].get<std::string>() : "");
   } else if (method == "save") {
     fmt::print("saved {}\n", result["saved"].get<std::string>());
+  } else if (method == "add_subsystem") {
+    fmt::print("subsystem {} added with {} namespace(s), on ports {}\n", a.nqn,
+               result["namespaces"].get<size_t>(), result["ports"].dump());
+    if (result.contains("note")) fmt::print("note: {}\n", result["note"].get<std::string>());
+  } else if (method == "add_ns") {
+    fmt::print("namespace {} of {} added: {}\n", result["nsid"].get<uint32_t>(), a.nqn, a.device);
+  } else if (method == "resize_ns") {
+    fmt::print("namespace {} of {}: {} bytes\n", a.nsid, a.nqn, result["bytes"].get<uint64_t>());
+  } else if (method == "add_port") {
+    fmt::print("port {} listening on {}:{}\n", result["id"].get<unsigned>(), a.address,
+               result["port"].get<unsigned>());
+  } else if (method.starts_with("remove_")) {
+    fmt::print("removed\n");
   } else {
     fmt::print("{}\n", result.dump(2));
   }
   return kOk;
+}
+
+// The verbs that change what is served: subsystems, namespaces, ports.
+template <typename Run>
+void add_config_verbs(CLI::App* cmd, const std::shared_ptr<CtlArgs>& a, Run run) {
+  auto* as = cmd->add_subcommand("add-subsystem", "serve a new subsystem (no host may connect "
+                                                  "until admitted: --host, --allow-any-host or "
+                                                  "add-host)");
+  as->add_option("NQN", a->nqn, "the subsystem")->required();
+  as->add_flag("--allow-any-host", a->any_host, "admit every host");
+  as->add_option("--host", a->hosts, "admit this host (repeatable)");
+  as->add_option("--ns", a->devices, "a device as its next namespace, IDs from 1 (repeatable)");
+  as->add_option("--port", a->ports, "list it in this port's discovery entries (repeatable)");
+  as->add_option("--serial", a->serial, "its serial number (default: made up)");
+  as->add_option("--model", a->model, "its model number (default blkcopy)");
+  as->callback([run, a] {
+    json ns = json::array();
+    for (const auto& d : a->devices) ns.push_back({{"device", d}});
+    json p = {{"nqn", a->nqn}, {"allow_any_host", a->any_host}, {"hosts", a->hosts},
+              {"namespaces", ns}, {"ports", a->ports}};
+    if (!a->serial.empty()) p["serial"] = a->serial;
+    if (!a->model.empty()) p["model"] = a->model;
+    run("add_subsystem", p);
+  });
+  auto* rs = cmd->add_subcommand("remove-subsystem", "stop serving a subsystem: its controllers "
+                                                     "are disconnected");
+  rs->add_option("NQN", a->nqn, "the subsystem")->required();
+  rs->callback([run, a] { run("remove_subsystem", {{"nqn", a->nqn}}); });
+  auto* an = cmd->add_subcommand("add-ns", "add a namespace: connected hosts are told (Namespace "
+                                           "Attribute Changed)");
+  an->add_option("NQN", a->nqn, "the subsystem")->required();
+  an->add_option("DEV", a->device, "a device string (blkcopy help devices)")->required();
+  an->add_option("--nsid", a->nsid, "its ID (default: the first free)");
+  an->add_option("--nguid", a->nguid, "32 hex digits (default: made up)");
+  an->add_option("--uuid", a->uuid, "a UUID for its identification descriptors");
+  an->callback([run, a] {
+    json p = {{"nqn", a->nqn}, {"device", a->device}};
+    if (a->nsid) p["nsid"] = a->nsid;
+    if (!a->nguid.empty()) p["nguid"] = a->nguid;
+    if (!a->uuid.empty()) p["uuid"] = a->uuid;
+    run("add_ns", p);
+  });
+  auto* rn = cmd->add_subcommand("remove-ns", "remove a namespace: its commands in flight finish, "
+                                              "new ones fail; hosts are told");
+  rn->add_option("NQN", a->nqn, "the subsystem")->required();
+  rn->add_option("NSID", a->nsid, "the namespace ID")->required();
+  rn->callback([run, a] { run("remove_ns", {{"nqn", a->nqn}, {"nsid", a->nsid}}); });
+  auto* zn = cmd->add_subcommand("resize-ns", "serve a namespace's new size (a file grown or "
+                                              "shrunk): its device is opened again; hosts are told");
+  zn->add_option("NQN", a->nqn, "the subsystem")->required();
+  zn->add_option("NSID", a->nsid, "the namespace ID")->required();
+  zn->callback([run, a] { run("resize_ns", {{"nqn", a->nqn}, {"nsid", a->nsid}}); });
+  auto* ap = cmd->add_subcommand("add-port", "listen on another address and port");
+  ap->add_option("ADDRESS", a->address, "a numeric IPv4 or IPv6 address")->required();
+  ap->add_option("PORT", a->port, "the TCP port (0: a free one)")->required();
+  ap->add_option("--id", a->port_id, "its port ID (default: one above the largest)");
+  ap->add_option("--tls", a->tls, "none, optional or required")
+      ->check(CLI::IsMember({"none", "optional", "required"}));
+  ap->add_option("--subsystem", a->subsystems, "list this subsystem on it (repeatable)");
+  ap->callback([run, a] {
+    json p = {{"address", a->address}, {"port", a->port}, {"tls", a->tls}, {"subsystems", a->subsystems}};
+    if (a->port_id) p["id"] = a->port_id;
+    run("add_port", p);
+  });
+  auto* rp = cmd->add_subcommand("remove-port", "stop listening on a port: connections that came "
+                                                "through it close");
+  rp->add_option("ID", a->port_id, "the port ID (ctl list shows them)")->required();
+  rp->callback([run, a] { run("remove_port", {{"id", a->port_id}}); });
 }
 
 }  // namespace
@@ -234,6 +323,7 @@ void add_ctl_command(CLI::App& app, int& exit_code) {
     if (!a->path.empty()) p["path"] = std::filesystem::absolute(a->path).string();
     run("trace", p);
   });
+  add_config_verbs(cmd, a, run);
   auto* raw = cmd->add_subcommand("call", "any method with JSON params, its result as JSON");
   raw->add_option("METHOD", a->method)->required();
   raw->add_option("PARAMS", a->params, "a JSON object (default {})");

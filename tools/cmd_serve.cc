@@ -20,59 +20,38 @@
 #include <blkcopy/target.h>
 #include "tools/commands.h"
 #include "tools/sd_notify.h"
+#include "tools/serve_config.h"
 
 namespace blkcopy::tools {
 namespace {
 
 std::atomic<bool> g_stop{false};
 std::atomic<bool> g_stats{false};
+std::atomic<bool> g_reload{false};
 
-struct Args {
-  std::string listen = "127.0.0.1:4420";
-  std::string nqn = "nqn.2024-01.io.blkcopy:target";
-  std::vector<std::string> ns, hosts;
-  std::string config;
-  int discovery_port = 8009;
-  int stats_every = 0;
-  unsigned cores = 1;
-  unsigned poll_us = 0;
-  bool lenient = false;
-  std::vector<std::string> host_keys, host_ctrl_keys, tls_keys;  // NQN=SECRET or NQN=@FILE
-  std::vector<std::string> tls_libnvme1;  // host NQNs whose TLS PSK libnvme 1.x derives
-  std::string tls;  // "required" or "optional"; empty: required when there are TLS keys
-  std::string ktls = "on";  // "off": TLS records stay in user space
-  std::string rpc;          // the control socket; empty: the default, where it can be made
-  std::string trace;        // the command trace's file
-  std::string metrics;      // ADDR:PORT of the metrics endpoint
-  std::string dhchap_hash = "hmac(sha256)", dhchap_dhgroup = "null";
-  unsigned max_connections = nvme::TargetLimits{}.max_connections;
-  std::string data_budget, copy_budget;  // sizes; empty: the config's or the default
-  unsigned drain_ms = 0;                 // 0: the config's or the default
-  bool flags_with_config = false;  // --listen, --nqn, --ns or --allow-host beside --config
-  bool max_connections_given = false;
-  bool allow_any_host = false;  // with --host-key: hosts without a key may connect too
-};
-
-bool loopback(const std::string& addr) {
-  return addr.starts_with("127.") || addr == "::1" || addr == "localhost";
-}
-
-// Who may connect, said where it is wider than a user may think: a subsystem open to any host on
-// an address others can reach.
-void warn_if_open(const nvme::TargetConfig& cfg) {
-  for (const auto& p : cfg.ports) {
-    if (loopback(p.addr)) continue;
-    for (const auto& nqn : p.subsystems) {
-      auto s = std::find_if(cfg.subsystems.begin(), cfg.subsystems.end(),
-                            [&](const auto& sc) { return sc.nqn == nqn; });
-      if (s != cfg.subsystems.end() && s->allow_any_host) {
-        log_warning(fmt::format("serve: {} admits any host on {} (give --allow-host, or "
-                                "allowed_hosts, to say who may connect)",
-                                nqn, format_host_port(p.addr, p.port)));
-      }
-    }
+// SIGHUP: the --config file read again and the difference applied (Target::reconfigure); a
+// file that does not parse or validate changes nothing. Flags beside --config hold as at start.
+void reload(const ServeArgs& a, nvme::Target& target) {
+  if (a.config.empty()) {
+    log_warning("serve: SIGHUP: there is no --config file to read again; nothing changed");
+    return;
   }
+  auto cfg = serve_config(a);
+  if (!cfg) {
+    log_warning(fmt::format("serve: reload: {}; nothing changed", cfg.error().message()));
+    sd_notify("STATUS=reload failed: " + cfg.error().message());
+    return;
+  }
+  auto changes = target.reconfigure(*cfg);
+  if (!changes) {
+    log_warning(fmt::format("serve: reload of {}: {}", a.config, changes.error().message()));
+    sd_notify("STATUS=reload failed: " + changes.error().message());
+    return;
+  }
+  log_info(fmt::format("serve: reloaded {}: {} change(s)", a.config, changes->size()));
+  sd_notify(fmt::format("STATUS=reloaded {}", a.config));
 }
+
 
 // Each connection is a descriptor: take every one the hard limit allows.
 void raise_open_file_limit(unsigned want) {
@@ -103,126 +82,11 @@ void print_stats(const nvme::TargetStats& s) {
              s.undrained_connections, s.hops);
 }
 
-int run_serve(const Args& a) {
-  nvme::TargetConfig cfg;
-  if (!a.config.empty()) {
-    if (a.flags_with_config) {
-      return report_error(kBadInput, "--config describes the whole target: give --listen, --nqn, "
-                                     "--ns, --allow-host, the host keys and TLS (--tls-key, "
-                                     "--tls) in its JSON instead");
-    }
-    std::ifstream in(a.config);
-    if (!in) return report_error(kBadInput, fmt::format("cannot read {}", a.config));
-    std::stringstream text;
-    text << in.rdbuf();
-    std::vector<std::string> warnings;
-    auto parsed = nvme::parse_nvmetcli_json(text.str(), a.lenient, &warnings);
-    if (!parsed) return report_error(kBadInput, fmt::format("{}: {}", a.config, parsed.error().message()));
-    for (const auto& w : warnings) log_warning(fmt::format("{}: {}", a.config, w));
-    cfg = *parsed;
-  } else {
-    if (a.ns.empty()) return report_error(kBadInput, "give --ns DEV (one or more) or --config");
-    auto listen = parse_host_port(a.listen, "--listen");
-    if (!listen) return report_error(kBadInput, listen.error().message());
-    if (Status s = nvme::check_nqn(a.nqn, "--nqn"); !s.ok()) return report_error(kBadInput, s.message());
-    for (const auto& h : a.hosts) {
-      if (Status s = nvme::check_nqn(h, "--allow-host"); !s.ok()) return report_error(kBadInput, s.message());
-    }
-    nvme::PortConfig port;
-    port.addr = listen->host;
-    port.port = listen->port;
-    port.subsystems.push_back(a.nqn);
-    cfg.ports.push_back(port);
-    nvme::SubsystemConfig sub;
-    sub.nqn = a.nqn;
-    sub.allow_any_host = a.hosts.empty();
-    sub.allowed_hosts = a.hosts;
-    for (size_t i = 0; i < a.ns.size(); ++i) {
-      sub.namespaces.push_back({static_cast<uint32_t>(i + 1), a.ns[i], "", true});
-    }
-    cfg.subsystems.push_back(sub);
-    for (const auto& [flag, list] : {std::pair{"--host-key", &a.host_keys},
-                                     {"--host-ctrl-key", &a.host_ctrl_keys},
-                                     {"--tls-key", &a.tls_keys}}) {
-      for (const std::string& item : *list) {
-        const size_t eq = item.find('=');
-        if (eq == std::string::npos) {
-          // A key alone (the host NQN forgotten) is never echoed.
-          const bool secret = item.starts_with("NVMeTLSkey-") || item.starts_with("DHHC-");
-          return report_error(kBadInput, fmt::format("{} '{}': expected HOSTNQN=SECRET or HOSTNQN=@FILE{}",
-                                                     flag, secret ? "***" : item,
-                                                     secret ? " (the host NQN is missing)" : ""));
-        }
-        const std::string nqn = item.substr(0, eq);
-        std::string secret = item.substr(eq + 1);
-        if (secret.starts_with("@")) {
-          auto text = read_secret_file(secret.substr(1));
-          if (!text) return report_error(kBadInput, fmt::format("{}: {}", flag, text.error().message()));
-          secret = *text;
-        }
-        auto it = std::find_if(cfg.hosts.begin(), cfg.hosts.end(), [&](const auto& h) { return h.nqn == nqn; });
-        if (it == cfg.hosts.end()) {
-          cfg.hosts.push_back({nqn, "", "", a.dhchap_hash, a.dhchap_dhgroup});
-          it = std::prev(cfg.hosts.end());
-        }
-        const std::string_view f(flag);
-        if (f == "--tls-key") {
-          if (auto k = nvme::auth::parse_tls_key(secret); !k) {
-            return report_error(kBadInput, fmt::format("--tls-key {}: {}", nqn, k.error().message()));
-          }
-        }
-        std::string& slot = f == "--host-key" ? it->key : f == "--tls-key" ? it->tls_key : it->ctrl_key;
-        if (!slot.empty()) return report_error(kBadInput, fmt::format("{}: {} is given twice", flag, nqn));
-        slot = secret;
-      }
-    }
-    for (const auto& h : cfg.hosts) {
-      if (h.key.empty() && !h.ctrl_key.empty()) {
-        return report_error(kBadInput, fmt::format("--host-ctrl-key for {} needs a --host-key for it too", h.nqn));
-      }
-    }
-    if (!a.tls.empty() && a.tls_keys.empty()) {
-      return report_error(kBadInput, "--tls needs --tls-key HOSTNQN=KEY for the hosts that may use it");
-    }
-    if (!a.tls_keys.empty()) {
-      cfg.ports[0].tls = a.tls == "optional" ? nvme::PortTls::optional : nvme::PortTls::required;
-    }
-    if (a.tls == "optional" && a.hosts.empty() && !a.allow_any_host) {
-      log_warning("serve: --tls optional admits only the hosts with keys, and a host with a TLS key "
-                  "must use it: no host can connect in clear text (add --allow-host NQN or "
-                  "--allow-any-host)");
-    }
-    // A target given keys admits only the keyed hosts, unless told otherwise: a key for one
-    // host must not leave every other NQN reading data without one.
-    if (a.hosts.empty() && !cfg.hosts.empty() && !a.allow_any_host) {
-      nvme::SubsystemConfig& sub0 = cfg.subsystems[0];
-      sub0.allow_any_host = false;
-      for (const auto& h : cfg.hosts) sub0.allowed_hosts.push_back(h.nqn);
-    }
-  }
-  for (const std::string& nqn : a.tls_libnvme1) {  // with --config too
-    auto it = std::find_if(cfg.hosts.begin(), cfg.hosts.end(), [&](const auto& h) { return h.nqn == nqn; });
-    if (it == cfg.hosts.end() || it->tls_key.empty()) {
-      return report_error(kBadInput, fmt::format("--tls-libnvme1 {}: that host has no TLS key "
-                                                 "(--tls-key, hosts[].tls_key)", nqn));
-    }
-    it->tls_libnvme1 = true;
-  }
-  warn_if_open(cfg);
-  if (a.max_connections_given) cfg.limits.max_connections = a.max_connections;
-  for (auto [flag, text, out] : {std::tuple{"--data-budget", &a.data_budget, &cfg.limits.data_budget},
-                                 {"--copy-budget", &a.copy_budget, &cfg.limits.copy_budget}}) {
-    if (text->empty()) continue;
-    auto n = parse_size(*text);
-    if (!n) return report_error(kBadInput, fmt::format("{}: {}", flag, n.error().message()));
-    *out = *n;
-  }
-  if (a.drain_ms) cfg.limits.drain_ms = a.drain_ms;
+int run_serve(const ServeArgs& a) {
+  auto made = serve_config(a);
+  if (!made) return report_error(kBadInput, made.error().message());
+  nvme::TargetConfig cfg = std::move(*made);
   raise_open_file_limit(cfg.limits.max_connections);
-  cfg.discovery_port = static_cast<uint16_t>(a.discovery_port);
-  cfg.cores = std::max(1u, a.cores);
-  cfg.busy_poll_us = a.poll_us;
-  cfg.kernel_tls = a.ktls == "on";
   auto loop = EventLoop::create();
   if (!loop) return report_error(kIoError, loop.error().message());
   (*loop)->set_busy_poll(std::chrono::microseconds(a.poll_us));
@@ -284,6 +148,7 @@ int run_serve(const Args& a) {
   std::signal(SIGINT, [](int) { g_stop = true; });
   std::signal(SIGTERM, [](int) { g_stop = true; });
   std::signal(SIGUSR1, [](int) { g_stats = true; });
+  std::signal(SIGHUP, [](int) { g_reload = true; });
   std::signal(SIGPIPE, SIG_IGN);
   // Ready only once SIGTERM is handled: a service manager may stop it right after.
   if (!sd_notify(fmt::format("READY=1\nSTATUS=serving {} subsystem{}\nMAINPID={}", cfg.subsystems.size(),
@@ -294,6 +159,11 @@ int run_serve(const Args& a) {
   nvme::TargetStats printed;  // --stats N prints only when something changed since
   Status s = (*loop)->run_until([&] {
     const auto now = std::chrono::steady_clock::now();
+    if (g_reload.exchange(false)) {
+      sd_notify("RELOADING=1");
+      reload(a, **target);
+      sd_notify("READY=1");
+    }
     const bool asked = g_stats.exchange(false);
     if (asked || (a.stats_every > 0 && now - last > std::chrono::seconds(a.stats_every))) {
       last = now;
@@ -311,7 +181,7 @@ int run_serve(const Args& a) {
 }  // namespace
 
 void add_serve_command(CLI::App& app, int& exit_code) {
-  auto a = std::make_shared<Args>();
+  auto a = std::make_shared<ServeArgs>();
   CLI::App* cmd = app.add_subcommand("serve", "Serve devices as NVMe/TCP namespaces with Copy");
   auto* listen = cmd->add_option("--listen", a->listen, "ADDR:PORT or [IPv6]:PORT (default 127.0.0.1:4420)");
   auto* nqn = cmd->add_option("--nqn", a->nqn, "subsystem NQN");
