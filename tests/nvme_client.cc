@@ -126,6 +126,21 @@ bool NvmeClient::closed_by_peer(int timeout_ms) {
   }
 }
 
+namespace {
+
+Completion completion_in(const std::vector<uint8_t>& pdu) {
+  Cqe cqe;
+  std::memcpy(&cqe, pdu.data() + 8, sizeof cqe);
+  Completion c;
+  c.dw0 = cqe.dw0;
+  c.status = (cqe.status >> 1) & 0x7FF;
+  c.dnr = cqe.status & status::kDnr;
+  c.cid = cqe.cid;
+  return c;
+}
+
+}  // namespace
+
 Completion NvmeClient::command(Sqe sqe, const std::vector<uint8_t>& out,
                                std::vector<uint8_t>* in, uint32_t in_len) {
   sqe.cid = next_cid_++;
@@ -170,12 +185,7 @@ Completion NvmeClient::command(Sqe sqe, const std::vector<uint8_t>& out,
         return c;
       }
     } else if (h.type == pdu::kCapsuleResp) {
-      Cqe cqe;
-      std::memcpy(&cqe, p->data() + 8, sizeof cqe);
-      c.dw0 = cqe.dw0;
-      c.status = (cqe.status >> 1) & 0x7FF;
-      c.dnr = cqe.status & status::kDnr;
-      return c;
+      return completion_in(*p);
     } else {
       return c;  // a termination request or garbage
     }
@@ -198,6 +208,22 @@ Completion NvmeClient::connect(uint16_t qid, const std::string& subnqn,
   std::memcpy(data.data() + kCdSubnqn, subnqn.data(), subnqn.size());
   std::memcpy(data.data() + kCdHostnqn, hostnqn.data(), hostnqn.size());
   return command(sqe, data);
+}
+
+uint16_t NvmeClient::send_command(Sqe sqe) {
+  sqe.cid = next_cid_++;
+  sqe.dptr = {};
+  sqe.dptr.type = kSglTransport;
+  auto pdu = frame(pdu::kCapsuleCmd, 72, &sqe, sizeof sqe, nullptr, 0);
+  return send_all(pdu.data(), pdu.size()) ? sqe.cid : 0;
+}
+
+std::optional<Completion> NvmeClient::next_completion(int timeout_ms) {
+  auto p = recv_pdu(timeout_ms);
+  PduHeader h{};
+  if (p) std::memcpy(&h, p->data(), 8);
+  if (!p || h.type != pdu::kCapsuleResp) return std::nullopt;
+  return completion_in(*p);
 }
 
 Completion NvmeClient::identify(uint8_t cns, uint32_t nsid, std::vector<uint8_t>& out) {

@@ -15,6 +15,7 @@ struct Completion {
   uint32_t dw0 = 0;
   uint16_t status = 0;  // (SCT << 8) | SC, without phase and DNR
   bool dnr = false;
+  uint16_t cid = 0;
 };
 
 class NvmeClient {
@@ -37,6 +38,11 @@ class NvmeClient {
                      std::vector<uint8_t>* in = nullptr, uint32_t in_len = 0);
 
   Completion identify(uint8_t cns, uint32_t nsid, std::vector<uint8_t>& out);
+  // A command without data sent, not waited for (an Asynchronous Event Request): its completion
+  // is one next_completion() returns. Returns its CID, or 0 when the send failed.
+  uint16_t send_command(nvme::Sqe sqe);
+  // The next response capsule, of any command; nullopt when none comes within `timeout_ms`.
+  std::optional<Completion> next_completion(int timeout_ms);
   Completion write(uint32_t nsid, uint64_t lba, const std::vector<uint8_t>& data, uint32_t lbs);
   Completion read(uint32_t nsid, uint64_t lba, uint32_t blocks, uint32_t lbs,
                   std::vector<uint8_t>& out);

@@ -39,6 +39,7 @@ void reload(const ServeArgs& a, nvme::Target& target) {
   auto cfg = serve_config(a);
   if (!cfg) {
     log_warning(fmt::format("serve: reload: {}; nothing changed", cfg.error().message()));
+    target.reload_failed(cfg.error().message());
     sd_notify("STATUS=reload failed: " + cfg.error().message());
     return;
   }
@@ -48,7 +49,7 @@ void reload(const ServeArgs& a, nvme::Target& target) {
     sd_notify("STATUS=reload failed: " + changes.error().message());
     return;
   }
-  log_info(fmt::format("serve: reloaded {}: {} change(s)", a.config, changes->size()));
+  for (const std::string& c : *changes) fmt::print(stderr, "blkcopy serve: reload: {}\n", c);
   sd_notify(fmt::format("STATUS=reloaded {}", a.config));
 }
 

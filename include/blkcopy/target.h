@@ -154,6 +154,9 @@ class Target {
   // are said so. An invalid `next` changes nothing; a change that fails (a device that does not
   // open) is an error after the changes before it were made. Call on the target's loop.
   virtual Result<std::vector<std::string>> reconfigure(const TargetConfig& next) = 0;
+  // A reload that failed before reconfigure() (its file did not parse): counted with the
+  // reloads for `ctl stats` (reloads, reload_failures, last_reload).
+  virtual void reload_failed(const std::string& why) = 0;
 };
 
 }  // namespace blkcopy::nvme

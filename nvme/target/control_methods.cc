@@ -122,7 +122,8 @@ std::map<std::string, ControlServer::Method> TargetImpl::control_methods() {
                 {"hosts", std::move(hosts)},
                 {"discovery", {{"port", cfg_.discovery_port},
                                {"controllers", controllers_of(subsystems_, nullptr)}}},
-                {"open_connections", open_connections_.load()}};
+                {"open_connections", open_connections_.load()},
+                {"pid", ::getpid()}};
   };
   m["stats"] = [this](const json&) -> Result<json> {
     const TargetStats s = stats();
@@ -135,7 +136,10 @@ std::map<std::string, ControlServer::Method> TargetImpl::control_methods() {
                 {"written_bytes", s.written_bytes},
                 {"copies", s.copies},
                 {"copy_offloaded_bytes", s.copy_offloaded_bytes},
-                {"copy_emulated_bytes", s.copy_emulated_bytes}};
+                {"copy_emulated_bytes", s.copy_emulated_bytes},
+                {"reloads", reloads_.load()},
+                {"reload_failures", reload_failures_.load()},
+                {"last_reload", last_reload()}};
   };
   m["disconnect"] = [this](const json& p) -> Result<json> {
     if (!p.contains("nqn") || !p["nqn"].is_string() || !p.contains("cntlid") ||

@@ -81,6 +81,7 @@ class TargetImpl final : public Target {
   void serve_socket(int fd, PortTls tls) override { serve_socket(fd, tls, nullptr); }
   void serve_socket(int fd, PortTls tls, const std::shared_ptr<Port>& port);
   Result<std::vector<std::string>> reconfigure(const TargetConfig& next) override;  // reload.cc
+  void reload_failed(const std::string& why) override;
   Status serve_control(const std::string& path) override;
   Status trace_to(const std::string& path) override {
     if (path.empty()) {
@@ -177,7 +178,7 @@ class TargetImpl final : public Target {
   void retire(std::shared_ptr<Namespace> ns);  // freed once no request holds it
   void free_retired();                        // on the target's loop's tick
   void namespace_changed(Subsystem& s, uint32_t nsid);
-  Status replace_keys(const TargetConfig& cfg);
+  Result<std::vector<std::string>> apply(const TargetConfig& next);  // reload.cc
   Result<std::shared_ptr<Port>> listen_on(const PortConfig& pc);
   void accept_on(std::shared_ptr<Port> port);
   void adopt(Worker& w, unsigned index, int fd, PortTls tls, std::shared_ptr<std::atomic<bool>> gone);
@@ -204,6 +205,9 @@ class TargetImpl final : public Target {
   std::vector<Retired> retiring_;  // on the target's loop only
   uint32_t next_index_ = 1;                           // Subsystem::index of the next one
   std::atomic<uint64_t> discovery_generation_{1};     // the discovery log's GENCTR
+  std::atomic<uint64_t> reloads_{0}, reload_failures_{0};  // reconfigure() and reload_failed()
+  std::string last_reload_;                                 // its outcome, on the target's loop
+  std::string last_reload() const { return last_reload_; }
   std::vector<std::unique_ptr<Worker>> workers_;  // [0]: the caller's loop
   std::unique_ptr<Account> hop_copy_account_;
   size_t next_worker_ = 0;

@@ -151,6 +151,7 @@ void TargetImpl::namespace_changed(Subsystem& s, uint32_t nsid) {
 }
 
 Status TargetImpl::add_subsystem(const SubsystemConfig& sc) {
+  if (subsystems_.find(sc.nqn)) return Status::error(EEXIST, fmt::format("{} is served already", sc.nqn));
   TargetConfig check = current_config();
   check.subsystems.push_back(sc);
   if (Status v = validate(check); !v.ok()) return v;
@@ -247,6 +248,9 @@ Result<uint64_t> TargetImpl::resize_namespace(const std::string& nqn, uint32_t n
 
 Result<uint16_t> TargetImpl::add_port(const PortConfig& pc) {
   TargetConfig check = current_config();
+  for (const PortConfig& p : check.ports) {
+    if (p.id == pc.id) return fail(EEXIST, fmt::format("port ID {} is in use ({}:{})", pc.id, p.addr, p.port));
+  }
   check.ports.push_back(pc);
   if (Status v = validate(check); !v.ok()) return std::unexpected(v);
   auto port = listen_on(pc);

@@ -35,7 +35,24 @@ void Subsystem::set_hosts(bool any, std::vector<std::string> hosts) {
   cfg.allowed_hosts = std::move(hosts);
 }
 
+void TargetImpl::reload_failed(const std::string& why) {
+  ++reloads_;
+  ++reload_failures_;
+  last_reload_ = "failed: " + why;
+}
+
 Result<std::vector<std::string>> TargetImpl::reconfigure(const TargetConfig& next) {
+  auto done = apply(next);
+  if (!done) {
+    reload_failed(done.error().message());
+  } else {
+    ++reloads_;
+    last_reload_ = fmt::format("ok: {} change(s)", done->size());
+  }
+  return done;
+}
+
+Result<std::vector<std::string>> TargetImpl::apply(const TargetConfig& next) {
   // Checked whole before anything changes.
   if (Status v = validate(next); !v.ok()) return std::unexpected(v);
   auto dh = host_keys(next);
@@ -44,10 +61,7 @@ Result<std::vector<std::string>> TargetImpl::reconfigure(const TargetConfig& nex
   if (!tls) return std::unexpected(tls.error());
   const TargetConfig now = current_config();
   std::vector<std::string> done, failed;
-  auto note = [&](std::string what) {
-    log_info("serve: reload: " + what);
-    done.push_back(std::move(what));
-  };
+  auto note = [&](std::string what) { done.push_back(std::move(what)); };
   auto check = [&](const Status& s) {
     if (s.ok()) return true;
     log_warning("serve: reload: " + s.message());

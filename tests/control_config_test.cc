@@ -1,0 +1,336 @@
+// What is served, changed while the target runs and hosts stay connected (ctl add-ns,
+// remove-ns, resize-ns, add-subsystem, remove-subsystem, add-port, remove-port, and serve's
+// SIGHUP reload): a connected controller gets the Namespace Attribute Changed event and log 04h;
+// a namespace removed with a command in flight lets that command finish; other hosts' I/O goes
+// on; every refusal names what is wrong and exits 2.
+#include <gtest/gtest.h>
+
+#include <blkcopy/copy.h>
+#include <blkcopy/open.h>
+#include <fmt/format.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "nvme/codec.h"
+#include "nvme/status.h"
+#include "tests/scripted_target.h"
+#include "tests/served_target.h"
+#include "tests/test_util.h"
+
+namespace blkcopy {
+namespace {
+
+using nlohmann::json;
+using namespace nvme;
+using Clock = std::chrono::steady_clock;
+
+const std::string kSub = "nqn.2024-01.io.blkcopy:live";
+const std::string kOther = "nqn.2024-01.io.blkcopy:other";
+const std::string kHost = "nqn.2024-01.io.blkcopy:live-host";
+
+TargetConfig config() {
+  TargetConfig cfg;
+  cfg.discovery_port = 0;
+  cfg.ports.push_back({1, "127.0.0.1", 0, {kSub}, PortTls::none});
+  cfg.subsystems.push_back({kSub, true, {}, {{1, "mem:8M,seed=4", "", true}}});
+  return cfg;
+}
+
+struct Ctl {
+  std::string sock;
+  test::Run operator()(std::vector<std::string> args) const {
+    args.insert(args.begin(), {"ctl", "--socket", sock});
+    return test::run_cli(args);
+  }
+  json ok(std::vector<std::string> args) const {
+    args.insert(args.begin(), "--json");
+    const test::Run r = (*this)(args);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.exit_code == 0 ? json::parse(r.out) : json();
+  }
+};
+
+// Waits (up to 30 s) for `done`.
+template <typename F>
+bool eventually(F done) {
+  for (auto until = Clock::now() + std::chrono::seconds(30); Clock::now() < until;) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return done();
+}
+
+std::vector<uint32_t> active_namespaces(test::NvmeClient& admin) {
+  std::vector<uint8_t> page;
+  std::vector<uint32_t> out;
+  if (admin.identify(kCnsActiveNsList, 0, page).status != 0 || page.size() < 4096) return {0xDEAD};
+  for (size_t i = 0; i < 1024; ++i) {
+    uint32_t id;
+    std::memcpy(&id, page.data() + 4 * i, 4);
+    if (id) out.push_back(id);
+  }
+  return out;
+}
+
+uint64_t namespace_blocks(test::NvmeClient& admin, uint32_t nsid) {
+  std::vector<uint8_t> page;
+  if (admin.identify(kCnsNamespace, nsid, page).status != 0 || page.size() < 8) return ~0ull;
+  uint64_t nsze;
+  std::memcpy(&nsze, page.data(), 8);
+  return nsze;
+}
+
+// Log 04h: the namespace IDs it lists (RAE 0: the list empties).
+std::vector<uint32_t> changed_log(test::NvmeClient& admin) {
+  Sqe sqe{};
+  sqe.opcode = admin::kGetLogPage;
+  sqe.nsid = 0xFFFFFFFF;
+  sqe.cdw10 = kLogChangedNs | ((4096 / 4 - 1) << 16);
+  std::vector<uint8_t> page;
+  if (admin.command(sqe, {}, &page, 4096).status != 0) return {0xDEAD};
+  std::vector<uint32_t> out;
+  for (size_t i = 0; i + 4 <= page.size(); i += 4) {
+    uint32_t id;
+    std::memcpy(&id, page.data() + i, 4);
+    if (id) out.push_back(id);
+  }
+  return out;
+}
+
+// Namespace Attribute Notices on, and one Asynchronous Event Request waiting.
+void await_events(test::NvmeClient& admin) {
+  Sqe aec{};
+  aec.opcode = admin::kSetFeatures;
+  aec.cdw10 = kFeatAsyncEvent;
+  aec.cdw11 = kAenNamespaceAttribute;
+  ASSERT_EQ(admin.command(aec).status, 0);
+  Sqe aer{};
+  aer.opcode = admin::kAsyncEvent;
+  ASSERT_NE(admin.send_command(aer), 0);
+}
+
+std::vector<uint8_t> bytes_of(const test::Bytes& b) {
+  std::vector<uint8_t> v(b.size());
+  std::memcpy(v.data(), b.data(), b.size());
+  return v;
+}
+
+TEST(CtlConfig, NamespacesAreAddedResizedAndRemovedWhileHostsStayConnected) {
+  test::TempDir dir;
+  const Ctl ctl{(dir.path() / "c.sock").string()};
+  test::Served t(config(), ctl.sock);
+  test::Host h;
+  ASSERT_TRUE(h.connect(t.port(), kSub, kHost));
+  await_events(h.admin);
+  // Another host on namespace 1 the whole time, through blkcopy's own host.
+  auto loop = test::make_loop();
+  auto other = open_device(*loop, fmt::format("nvme-tcp://127.0.0.1:{}/{}?ns=1&hostnqn={}", t.port(),
+                                              kSub, kOther));
+  ASSERT_TRUE(other) << other.error().message();
+
+  // A file namespace: its data is the file's.
+  const std::string file = dir.file("ns2.img", 4u << 20, 77);
+  const json added = ctl.ok({"add-ns", kSub, "file:" + file});
+  ASSERT_EQ(added["nsid"], 2) << added.dump();
+  auto event = h.admin.next_completion(30000);
+  ASSERT_TRUE(event) << "no Namespace Attribute Changed event";
+  EXPECT_EQ(event->status, 0);
+  EXPECT_EQ(event->dw0, kAenNamespaceChanged);
+  EXPECT_EQ(changed_log(h.admin), std::vector<uint32_t>{2});
+  EXPECT_TRUE(changed_log(h.admin).empty()) << "read with RAE 0, the list empties";
+  EXPECT_EQ(active_namespaces(h.admin), (std::vector<uint32_t>{1, 2}));
+  std::vector<uint8_t> got;
+  ASSERT_EQ(h.io.read(2, 100, 16, 512, got).status, 0);
+  EXPECT_EQ(got, bytes_of(test::pattern(100 * 512, 16 * 512, 77)));
+
+  // Grown on disk, then resized: the new size is served, with the event again.
+  await_events(h.admin);
+  std::filesystem::resize_file(file, 6u << 20);
+  const json resized = ctl.ok({"resize-ns", kSub, "2"});
+  EXPECT_EQ(resized["bytes"], 6u << 20);
+  event = h.admin.next_completion(30000);
+  ASSERT_TRUE(event) << "no event for the resize";
+  EXPECT_EQ(event->dw0, kAenNamespaceChanged);
+  EXPECT_EQ(namespace_blocks(h.admin, 2), (6u << 20) / 512);
+  EXPECT_EQ(changed_log(h.admin), std::vector<uint32_t>{2});
+  ASSERT_EQ(h.io.read(2, 0, 8, 512, got).status, 0) << "the old queue reads the new namespace";
+  EXPECT_EQ(got, bytes_of(test::pattern(0, 8 * 512, 77)));
+
+  // Refusals, each naming what is wrong; nothing changes.
+  auto refused = [&](std::vector<std::string> args, const std::string& why) {
+    const test::Run r = ctl(args);
+    EXPECT_EQ(r.exit_code, 2) << fmt::format("{}", fmt::join(args, " "));
+    EXPECT_NE(r.err.find(why), std::string::npos) << r.err;
+  };
+  refused({"resize-ns", kSub, "1"}, "holds its data in memory");
+  refused({"add-ns", kSub, "mem:1M", "--nsid", "2"}, "has a namespace 2 already");
+  refused({"add-ns", "nqn.2024-01.io.blkcopy:nope", "mem:1M"}, "no subsystem");
+  refused({"add-ns", kSub, "file:" + (dir.path() / "missing").string()}, "missing");
+  refused({"remove-ns", kSub, "9"}, "has no namespace 9");
+  refused({"add-ns", kSub, "mem:1M", "--nsid", "4294967295"}, "4294967294");
+
+  // Removed: the host is told, the namespace is gone from its list and its commands fail with
+  // Invalid Namespace; the other host's copies on namespace 1 go on.
+  await_events(h.admin);
+  ASSERT_EQ(ctl({"remove-ns", kSub, "2"}).exit_code, 0);
+  event = h.admin.next_completion(30000);
+  ASSERT_TRUE(event) << "no event for the removal";
+  EXPECT_EQ(changed_log(h.admin), std::vector<uint32_t>{2});
+  EXPECT_EQ(active_namespaces(h.admin), std::vector<uint32_t>{1});
+  EXPECT_EQ(h.io.read(2, 0, 8, 512, got).status, status::kInvalidNamespace);
+  const test::Bytes before = test::read_bytes(**other, 0, 64 << 10);
+  ASSERT_TRUE(copy(**other, 0, **other, 1 << 20, 64 << 10).status.ok());
+  EXPECT_EQ(test::read_bytes(**other, 1 << 20, 64 << 10), before);
+  const json listed = ctl.ok({"list"});
+  EXPECT_EQ(listed["subsystems"][0]["namespaces"].size(), 1u) << listed.dump();
+}
+
+// A namespace removed while a command on it is in flight (a device that answers after 1 s):
+// the command finishes with its status and data, the namespace goes after it, nothing hangs.
+TEST(CtlConfig, ANamespaceRemovedWithACommandInFlightLetsItFinish) {
+  test::TempDir dir;
+  const Ctl ctl{(dir.path() / "c.sock").string()};
+  TargetConfig cfg = config();
+  cfg.subsystems[0].namespaces.push_back({2, "mem:1M,seed=8,latency=1s", "", true});
+  test::Served t(cfg, ctl.sock);
+  test::Host h;
+  ASSERT_TRUE(h.connect(t.port(), kSub, kHost));
+  const uint64_t before = t.stats().commands;
+  auto read = std::async(std::launch::async, [&] {
+    std::vector<uint8_t> got;
+    const test::Completion c = h.io.read(2, 8, 8, 512, got);
+    return std::pair(c, got);
+  });
+  // The read has reached the target (commands are counted as they start).
+  ASSERT_TRUE(eventually([&] { return t.stats().commands > before; }));
+  ASSERT_EQ(ctl({"remove-ns", kSub, "2"}).exit_code, 0);
+  ASSERT_EQ(read.wait_for(std::chrono::seconds(30)), std::future_status::ready) << "the read hangs";
+  const auto [c, got] = read.get();
+  EXPECT_EQ(c.status, 0);
+  EXPECT_EQ(got, bytes_of(test::pattern(8 * 512, 8 * 512, 8)));
+  std::vector<uint8_t> again;
+  EXPECT_EQ(h.io.read(2, 8, 8, 512, again).status, status::kInvalidNamespace);
+  EXPECT_EQ(h.io.read(1, 0, 8, 512, again).status, 0);
+}
+
+TEST(CtlConfig, SubsystemsAndPortsComeAndGo) {
+  test::TempDir dir;
+  const Ctl ctl{(dir.path() / "c.sock").string()};
+  test::Served t(config(), ctl.sock);
+  auto loop = test::make_loop();
+  auto spec = [&](uint16_t port) {
+    return fmt::format("nvme-tcp://127.0.0.1:{}/{}?ns=1&hostnqn={}&reconnect=0", port, kOther, kHost);
+  };
+  EXPECT_FALSE(open_device(*loop, spec(t.port()))) << "not served yet";
+
+  const json sub = ctl.ok({"add-subsystem", kOther, "--host", kHost, "--ns", "mem:4M,seed=9", "--port", "1"});
+  EXPECT_EQ(sub["namespaces"], 1);
+  auto dev = open_device(*loop, spec(t.port()));
+  ASSERT_TRUE(dev) << dev.error().message();
+  EXPECT_EQ(test::read_bytes(**dev, 4096, 4096), test::pattern(4096, 4096, 9));
+  const json listed = ctl.ok({"list"});
+  EXPECT_EQ(listed["ports"][0]["subsystems"], json::array({kSub, kOther}));
+
+  // A second port; a host that came through it is closed when it goes.
+  const json port = ctl.ok({"add-port", "127.0.0.1", "0", "--id", "7", "--subsystem", kOther});
+  EXPECT_EQ(port["id"], 7);
+  const uint16_t second = port["port"].get<uint16_t>();
+  auto via = open_device(*loop, spec(second));
+  ASSERT_TRUE(via) << via.error().message();
+  EXPECT_EQ(test::read_bytes(**via, 0, 4096), test::pattern(0, 4096, 9));
+  ASSERT_EQ(ctl({"remove-port", "7"}).exit_code, 0);
+  EXPECT_TRUE(eventually([&] { return !copy(**via, 0, **via, 1 << 20, 4096).status.ok(); }))
+      << "a connection through the removed port still works";
+  EXPECT_FALSE(open_device(*loop, spec(second))) << "the removed port still listens";
+
+  auto refused = [&](std::vector<std::string> args, const std::string& why) {
+    const test::Run r = ctl(args);
+    EXPECT_EQ(r.exit_code, 2) << fmt::format("{}", fmt::join(args, " "));
+    EXPECT_NE(r.err.find(why), std::string::npos) << r.err;
+  };
+  refused({"add-subsystem", kOther}, "served already");
+  refused({"add-subsystem", "not-an-nqn"}, "not an NQN");
+  refused({"add-subsystem", "nqn.2024-01.io.blkcopy:x", "--port", "99"}, "no port 99");
+  refused({"add-port", "localhost", "0"}, "numeric");
+  refused({"add-port", "127.0.0.1", std::to_string(t.port())}, "in use");
+  refused({"add-port", "127.0.0.1", "0", "--id", "1"}, "port ID 1");
+  refused({"remove-port", "99"}, "no port 99");
+  refused({"remove-subsystem", "nqn.2024-01.io.blkcopy:x"}, "no subsystem");
+  const test::Run note = ctl({"add-subsystem", "nqn.2024-01.io.blkcopy:closed"});
+  EXPECT_EQ(note.exit_code, 0) << note.err;
+  EXPECT_NE(note.out.find("no host may connect yet"), std::string::npos) << note.out;
+
+  // Removed: its controllers go, and it is refused.
+  ASSERT_EQ(ctl({"remove-subsystem", kOther}).exit_code, 0);
+  EXPECT_TRUE(eventually([&] { return !copy(**dev, 0, **dev, 1 << 20, 4096).status.ok(); }));
+  EXPECT_FALSE(open_device(*loop, spec(t.port())));
+  const json after = ctl.ok({"list"});
+  EXPECT_EQ(after["ports"][0]["subsystems"], json::array({kSub}));
+}
+
+// serve --config reloads its file on SIGHUP: the difference is applied (a namespace added, a
+// host admitted, a port moved), a file that does not validate changes nothing.
+TEST(CtlConfig, SighupReloadsTheConfigurationFile) {
+  test::TempDir dir;
+  const std::string sock = (dir.path() / "c.sock").string(), file = (dir.path() / "t.json").string();
+  const Ctl ctl{sock};
+  const uint16_t port = test::free_port();
+  uint16_t moved = test::free_port();
+  while (moved == port) moved = test::free_port();
+  TargetConfig cfg = config();
+  cfg.ports[0].port = port;
+  cfg.subsystems[0].allow_any_host = false;
+  cfg.subsystems[0].allowed_hosts = {kHost};
+  std::ofstream(file) << to_nvmetcli_json(cfg);
+  json first, second, bad;
+  std::string failure;
+  const test::Run r = test::run_cli(
+      {"serve", "--config", file, "--rpc", sock, "--discovery-port", "0"}, SIGTERM, 0, [&] {
+        const test::Run l = ctl({"--json", "list"});
+        if (l.exit_code != 0) return false;  // not serving yet
+        const pid_t pid = json::parse(l.out)["pid"];
+        cfg.subsystems[0].namespaces.push_back({5, "mem:2M", "", true});
+        cfg.subsystems[0].allowed_hosts.push_back(kOther);
+        cfg.ports[0].port = moved;
+        std::ofstream(file) << to_nvmetcli_json(cfg);
+        ::kill(pid, SIGHUP);
+        auto reloaded = [&] {
+          first = json::parse(ctl({"--json", "list"}).out);
+          return first["subsystems"][0]["namespaces"].size() == 2 && first["ports"][0]["port"] == moved;
+        };
+        if (!eventually(reloaded)) failure = "the reload did not happen: " + first.dump();
+        std::ofstream(file) << R"({"subsystems": [{"nqn": "bad"}]})";
+        ::kill(pid, SIGHUP);
+        json stats;
+        if (!eventually([&] {
+              stats = json::parse(ctl({"--json", "stats"}).out);
+              return stats["reload_failures"] == 1;
+            })) {
+          failure = "the failed reload is not counted: " + stats.dump();
+        }
+        EXPECT_EQ(stats["reloads"], 2);
+        EXPECT_NE(stats["last_reload"].get<std::string>().find("not an NQN"), std::string::npos) << stats.dump();
+        second = json::parse(ctl({"--json", "list"}).out);
+        return true;
+      });
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_TRUE(failure.empty()) << failure << r.err;
+  EXPECT_EQ(first["subsystems"][0]["allowed_hosts"], json::array({kHost, kOther}));
+  EXPECT_EQ(first["subsystems"][0]["namespaces"][1]["nsid"], 5);
+  EXPECT_NE(r.err.find("reload: " + kSub + " namespace 5 added"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("reload: port 1 added"), std::string::npos) << r.err;
+  EXPECT_EQ(second, first) << "an invalid file changed something";
+  EXPECT_NE(r.err.find("not an NQN"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("nothing changed"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace blkcopy
