@@ -31,7 +31,7 @@ cat > /tmp/target.json <<JSON
   ]
 }
 JSON
-blkcopy serve --config /tmp/target.json --cores 2 2>/tmp/serve.log &
+blkcopy serve --config /tmp/target.json --cores 2 --rpc /tmp/serve.sock 2>/tmp/serve.log &
 sleep 1
 
 step discover
@@ -149,6 +149,33 @@ sleep 1
 [ -e /sys/class/nvme/nvme0 ] && fail "first controller still there"
 readb /dev/nvme0n1 16384 128 /tmp/got2
 cmp /tmp/got2 /tmp/want16 || fail "the second host reads different data"
+step "a namespace added, resized and removed while the host is connected (AEN, log 04h)"
+ctl() { blkcopy ctl --socket /tmp/serve.sock "$@" || fail "ctl $*"; }
+# The block device of namespace NSID (the multipath head, not a path), or nothing.
+ns_disk() { for d in /sys/block/nvme*n*; do case ${d##*/} in *c*) continue;; esac
+  [ "$(cat "$d/nsid" 2>/dev/null)" = "$1" ] && echo "${d##*/}"; done; }
+# Waits up to 30 s for a shell condition.
+until_true() { i=0; until eval "$1"; do i=$((i + 1)); [ $i -ge 150 ] && fail "$2"; sleep 0.2; done; }
+dd if=/dev/urandom of=/tmp/ns4.orig bs=1M count=4 2>/dev/null
+cp /tmp/ns4.orig /tmp/ns4.img
+ctl add-ns $NQN file:/tmp/ns4.img --nsid 4
+until_true '[ -n "$(ns_disk 4)" ]' "the host did not see namespace 4 (no Namespace Attribute Changed event?)"
+disk=$(ns_disk 4)
+readall /dev/$disk /tmp/got
+cmp /tmp/got /tmp/ns4.orig || fail "namespace 4 reads other data than its file"
+nvme copy /dev/$disk --sdlba=4096 --slbs=0 --blocks=63 >/dev/null || fail "copy on namespace 4"
+dd if=/tmp/ns4.img of=/tmp/got bs=512 skip=4096 count=64 2>/dev/null
+dd if=/tmp/ns4.orig of=/tmp/want bs=512 count=64 2>/dev/null
+cmp /tmp/got /tmp/want || fail "the copy on namespace 4 did not land in its file"
+truncate -s 8M /tmp/ns4.img
+ctl resize-ns $NQN 4
+until_true '[ "$(cat /sys/block/$disk/size)" = 16384 ]' "the host did not see namespace 4 grow: $(cat /sys/block/$disk/size) sectors"
+ctl remove-ns $NQN 4
+until_true '[ -z "$(ns_disk 4)" ]' "namespace 4 is still on the host after its removal"
+readb /dev/nvme0n1 16384 128 /tmp/got2
+cmp /tmp/got2 /tmp/want16 || fail "namespace 1 reads differently after the changes"
+dmesg | grep -i "nvme" | tail -n 5
+
 nvme disconnect-all >/dev/null
 kill -USR1 %1 2>/dev/null; sleep 1
 cat /tmp/serve.log
