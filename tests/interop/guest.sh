@@ -14,6 +14,10 @@
 # installed): its NVMe controller offers Copy formats 2 and 3. BLKCOPY_GUEST_TRIXIE=1 adds
 # Debian 13's tlshd, nvme-cli (as nvme-trixie) and keyctl. BLKCOPY_GUEST_TOOLS="strace ..."
 # puts more of this machine's programs into the guest (for looking into a run).
+# BLKCOPY_GUEST_SYSTEMD=PREFIX boots this machine's Debian with systemd as PID 1 instead of the
+# busybox shell: its root read-only over 9p under a tmpfs overlay, the script run by a unit
+# once basic.target is reached (at /blkcopy-test/test.sh, PREFIX in /blkcopy-test/prefix: an
+# installed blkcopy whose files the guest reaches at the same paths).
 #
 # Needs: qemu-system-x86, busybox-static, cpio, nvme-cli (scripts/setup installs them) and
 # Debian's archive for the kernel package (cached in /var/cache/blkcopy-interop).
@@ -69,7 +73,11 @@ for m in fs/configfs/configfs lib/crc64 lib/crc64-rocksoft crypto/crc64_rocksoft
          drivers/scsi/scsi_common drivers/scsi/scsi_mod drivers/scsi/sd_mod drivers/scsi/sg \
          drivers/target/target_core_mod drivers/target/target_core_file drivers/target/loopback/tcm_loop \
          lib/crypto/gf128mul crypto/gf128mul crypto/ghash-generic crypto/ctr crypto/gcm crypto/cryptd \
-         crypto/crypto_simd arch/x86/crypto/aesni-intel arch/x86/crypto/ghash-clmulni-intel net/tls/tls; do
+         crypto/crypto_simd arch/x86/crypto/aesni-intel arch/x86/crypto/ghash-clmulni-intel net/tls/tls \
+         ${BLKCOPY_GUEST_SYSTEMD:+drivers/virtio/virtio drivers/virtio/virtio_ring \
+           drivers/virtio/virtio_pci_legacy_dev drivers/virtio/virtio_pci_modern_dev \
+           drivers/virtio/virtio_pci fs/netfs/netfs fs/fscache/fscache net/9p/9pnet \
+           net/9p/9pnet_virtio fs/9p/9p fs/overlayfs/overlay}; do
   f=$(ls "$mods/$m".ko* 2>/dev/null | head -n 1) || true
   [ -n "$f" ] || continue
   case "$f" in
@@ -137,6 +145,34 @@ NVMETCLI
   chmod +x "$root/usr/bin/nvmetcli-json"
 fi
 cp "$script" "$root/test.sh"
+qemu_systemd=()
+append=""
+if [ -n "${BLKCOPY_GUEST_SYSTEMD:-}" ]; then
+  [ -x /lib/systemd/systemd ] || { echo "guest.sh: no systemd here"; exit 77; }
+  mkdir -p "$root/systemd-boot"
+  echo "$BLKCOPY_GUEST_SYSTEMD" > "$root/systemd-boot/prefix"
+  cat > "$root/systemd-boot/blkcopy-test.target" <<'UNIT'
+[Unit]
+Description=blkcopy guest test
+Requires=basic.target blkcopy-guest-test.service
+After=basic.target
+AllowIsolate=yes
+UNIT
+  cat > "$root/systemd-boot/blkcopy-guest-test.service" <<'UNIT'
+[Unit]
+Description=blkcopy guest test script
+After=basic.target
+[Service]
+Type=oneshot
+WorkingDirectory=/tmp
+StandardOutput=tty
+StandardError=tty
+TTYPath=/dev/ttyS0
+ExecStart=/bin/sh -c 'sh -e /blkcopy-test/test.sh; echo "BLKCOPY-GUEST-EXIT=$?"; sync; systemctl poweroff --force --force'
+UNIT
+  qemu_systemd=(-virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap")
+  append=" systemd.unit=blkcopy-test.target"
+fi
 cp "$(dirname "$0")/lib.sh" "$root/lib.sh"
 echo "nqn.2014-08.io.blkcopy:guest-host" > "$root/etc/nvme/hostnqn"
 echo "5b1f6f5e-9d1c-4c4e-9a55-3a6c2f0e7d11" > "$root/etc/nvme/hostid"  # one ID for that NQN
@@ -148,11 +184,28 @@ mount -t tmpfs tmp /tmp
 for m in configfs crc64 crc64-rocksoft crc64_rocksoft_generic crct10dif_common crct10dif_generic \
          crc-t10dif t10-pi crc32c_generic libcrc32c nvme-keyring nvme-auth nvme-core nvme nvme-fabrics \
          nvme-tcp nvmet nvmet-tcp scsi_common scsi_mod sd_mod sg target_core_mod target_core_file tcm_loop \
-         gf128mul ghash-generic ctr gcm cryptd crypto_simd aesni-intel ghash-clmulni-intel tls; do
+         gf128mul ghash-generic ctr gcm cryptd crypto_simd aesni-intel ghash-clmulni-intel tls \
+         virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci netfs fscache \
+         9pnet 9pnet_virtio 9p overlay; do
   f=$(ls /lib/modules/$m.ko* 2>/dev/null | head -n 1); [ -n "$f" ] && insmod "$f" 2>/dev/null
 done
 mount -t configfs none /sys/kernel/config 2>/dev/null
 ip link set lo up
+if [ -d /systemd-boot ]; then  # this machine's root under a tmpfs overlay, systemd as PID 1
+  mkdir -p /lower /upper /newroot
+  mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=524288 hostroot /lower ||
+    { echo "guest: cannot mount the root over 9p"; dmesg | tail -n 5; echo "BLKCOPY-GUEST-EXIT=77"; poweroff -f; }
+  mount -t tmpfs -o size=768m upper /upper && mkdir -p /upper/u /upper/w
+  mount -t overlay -o lowerdir=/lower,upperdir=/upper/u,workdir=/upper/w root /newroot ||
+    { echo "guest: cannot make the overlay"; echo "BLKCOPY-GUEST-EXIT=77"; poweroff -f; }
+  mkdir -p /newroot/blkcopy-test /newroot/etc/nvme
+  cp /test.sh /lib.sh /systemd-boot/prefix /newroot/blkcopy-test/
+  cp /systemd-boot/*.target /systemd-boot/*.service /newroot/etc/systemd/system/
+  cp /etc/nvme/hostnqn /etc/nvme/hostid /newroot/etc/nvme/
+  umount /sys/kernel/config /tmp /proc /sys 2>/dev/null
+  mount --move /dev /newroot/dev
+  exec switch_root /newroot /lib/systemd/systemd --unit=blkcopy-test.target --show-status=false
+fi
 cd /tmp
 sh -e /test.sh
 echo "BLKCOPY-GUEST-EXIT=$?"
@@ -163,8 +216,8 @@ chmod +x "$root/init"
 
 # shellcheck disable=SC2086  # the extra arguments are split on purpose
 timeout 600 "$qemu" -accel tcg -cpu max -m 1536 -smp 2 -nographic -no-reboot \
-  -kernel "$kernel" -initrd "$work/initrd.gz" \
-  -append "console=ttyS0 quiet panic=-1 loglevel=3" ${BLKCOPY_GUEST_QEMU_ARGS:-} | tee "$work/console.log"
+  -kernel "$kernel" -initrd "$work/initrd.gz" "${qemu_systemd[@]}" \
+  -append "console=ttyS0 quiet panic=-1 loglevel=3$append" ${BLKCOPY_GUEST_QEMU_ARGS:-} | tee "$work/console.log"
 rc=$(grep -a -o 'BLKCOPY-GUEST-EXIT=[0-9]*' "$work/console.log" | tail -n 1 | cut -d= -f2)
 [ -n "$rc" ] || { echo "guest.sh: the guest did not report an exit code" >&2; exit 99; }
 exit "$rc"

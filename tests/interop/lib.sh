@@ -122,3 +122,21 @@ disk() {  # WWN LUN: the block device of that LUN
 }
 # sectors the initiator has read from a disk (/sys/block/X/stat)
 sectors_read() { awk '{print $3}' "/sys/block/$(basename "$1")/stat"; }
+# The block device of namespace NSID (the multipath head, not a path), or nothing: ns_disk NSID
+ns_disk() {
+  local d
+  for d in /sys/block/nvme*n*; do
+    case ${d##*/} in *c*) continue ;; esac
+    [ "$(cat "$d/nsid" 2>/dev/null)" = "$1" ] && echo "${d##*/}"
+  done
+  return 0
+}
+# Waits up to 30 s for a shell condition, else fails with MESSAGE: until_true CONDITION MESSAGE
+until_true() {
+  local i=0
+  until eval "$1"; do
+    i=$((i + 1))
+    [ $i -ge 150 ] && fail "$2"
+    sleep 0.2
+  done
+}

@@ -1,6 +1,7 @@
 # Runs inside the guest (tests/interop/guest.sh): blkcopy's target against the Linux NVMe/TCP
 # host and nvme-cli. Every copy is checked against the ORIGINAL data kept in /tmp/orig.
 set -u
+. /lib.sh  # ns_disk, until_true; fail and step as below
 NQN=nqn.2024-01.io.blkcopy:interop
 HOST=nqn.2014-08.io.blkcopy:guest-host
 HOST2=nqn.2014-08.io.blkcopy:second-host
@@ -151,11 +152,6 @@ readb /dev/nvme0n1 16384 128 /tmp/got2
 cmp /tmp/got2 /tmp/want16 || fail "the second host reads different data"
 step "a namespace added, resized and removed while the host is connected (AEN, log 04h)"
 ctl() { blkcopy ctl --socket /tmp/serve.sock "$@" || fail "ctl $*"; }
-# The block device of namespace NSID (the multipath head, not a path), or nothing.
-ns_disk() { for d in /sys/block/nvme*n*; do case ${d##*/} in *c*) continue;; esac
-  [ "$(cat "$d/nsid" 2>/dev/null)" = "$1" ] && echo "${d##*/}"; done; }
-# Waits up to 30 s for a shell condition.
-until_true() { i=0; until eval "$1"; do i=$((i + 1)); [ $i -ge 150 ] && fail "$2"; sleep 0.2; done; }
 dd if=/dev/urandom of=/tmp/ns4.orig bs=1M count=4 2>/dev/null
 cp /tmp/ns4.orig /tmp/ns4.img
 ctl add-ns $NQN file:/tmp/ns4.img --nsid 4
