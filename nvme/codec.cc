@@ -107,6 +107,15 @@ std::vector<uint8_t> connect_data(uint16_t cntlid, std::string_view subnqn,
   return data;
 }
 
+bool parse_hex16(std::string hex, uint8_t out[16]) {
+  std::erase(hex, '-');
+  if (hex.size() != 32 || hex.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos) {
+    return false;
+  }
+  for (int i = 0; i < 16; ++i) out[i] = static_cast<uint8_t>(std::stoi(hex.substr(2 * i, 2), nullptr, 16));
+  return true;
+}
+
 void build_identify_controller(const ControllerIdentity& id, std::span<uint8_t, 4096> out) {
   std::fill(out.begin(), out.end(), 0);
   put<uint16_t>(out, idctrl::kVid, 0x1b36);  // the PCI vendor ID of QEMU's emulated devices

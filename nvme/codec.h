@@ -66,7 +66,10 @@ struct ControllerIdentity {
   uint16_t kas = 1;         // 100 ms units
   bool namespace_events = false;  // OAES: Namespace Attribute Notices
 };
-inline constexpr uint32_t kLargestNsidAdvertised = 1024;  // NN where namespaces come and go
+inline constexpr uint32_t kLargestNsidAdvertised = 1024;
+
+// An NGUID or UUID: 32 hex digits, dashes allowed, into 16 bytes; false when it is not one.
+bool parse_hex16(std::string hex, uint8_t out[16]);  // NN where namespaces come and go
 void build_identify_controller(const ControllerIdentity& id, std::span<uint8_t, 4096> out);
 
 struct NamespaceIdentity {

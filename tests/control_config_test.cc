@@ -9,6 +9,7 @@
 #include <blkcopy/open.h>
 #include <fmt/format.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -277,7 +278,8 @@ TEST(CtlConfig, SubsystemsAndPortsComeAndGo) {
 }
 
 // serve --config reloads its file on SIGHUP: the difference is applied (a namespace added, a
-// host admitted, a port moved), a file that does not validate changes nothing.
+// disabled one enabled, a host admitted, a port moved); a file whose new device does not open,
+// or that does not validate, changes nothing.
 TEST(CtlConfig, SighupReloadsTheConfigurationFile) {
   test::TempDir dir;
   const std::string sock = (dir.path() / "c.sock").string(), file = (dir.path() / "t.json").string();
@@ -289,47 +291,116 @@ TEST(CtlConfig, SighupReloadsTheConfigurationFile) {
   cfg.ports[0].port = port;
   cfg.subsystems[0].allow_any_host = false;
   cfg.subsystems[0].allowed_hosts = {kHost};
+  cfg.subsystems[0].namespaces.push_back({7, "mem:1M", "", false});  // staged, disabled
   std::ofstream(file) << to_nvmetcli_json(cfg);
-  json first, second, bad;
+  json first, stats, after;
   std::string failure;
+  uint64_t reloads = 0;
+  auto reload = [&](pid_t pid, const TargetConfig& c, const std::string& raw, uint64_t failures) {
+    std::ofstream(file) << (raw.empty() ? to_nvmetcli_json(c) : raw);
+    ::kill(pid, SIGHUP);
+    ++reloads;
+    return eventually([&] {
+      stats = json::parse(ctl({"--json", "stats"}).out);
+      return stats["reloads"] == reloads && stats["reload_failures"] == failures;
+    });
+  };
   const test::Run r = test::run_cli(
       {"serve", "--config", file, "--rpc", sock, "--discovery-port", "0"}, SIGTERM, 0, [&] {
         const test::Run l = ctl({"--json", "list"});
         if (l.exit_code != 0) return false;  // not serving yet
         const pid_t pid = json::parse(l.out)["pid"];
         cfg.subsystems[0].namespaces.push_back({5, "mem:2M", "", true});
+        cfg.subsystems[0].namespaces[1].enable = true;  // nsid 7
         cfg.subsystems[0].allowed_hosts.push_back(kOther);
         cfg.ports[0].port = moved;
-        std::ofstream(file) << to_nvmetcli_json(cfg);
-        ::kill(pid, SIGHUP);
-        auto reloaded = [&] {
-          first = json::parse(ctl({"--json", "list"}).out);
-          return first["subsystems"][0]["namespaces"].size() == 2 && first["ports"][0]["port"] == moved;
-        };
-        if (!eventually(reloaded)) failure = "the reload did not happen: " + first.dump();
-        std::ofstream(file) << R"({"subsystems": [{"nqn": "bad"}]})";
-        ::kill(pid, SIGHUP);
-        json stats;
-        if (!eventually([&] {
-              stats = json::parse(ctl({"--json", "stats"}).out);
-              return stats["reload_failures"] == 1;
-            })) {
-          failure = "the failed reload is not counted: " + stats.dump();
-        }
-        EXPECT_EQ(stats["reloads"], 2);
+        if (!reload(pid, cfg, "", 0)) failure = "the reload did not happen: " + stats.dump();
+        first = json::parse(ctl({"--json", "list"}).out);
+        // A device that does not open: nothing changes, the new namespace 6 included.
+        TargetConfig broken = cfg;
+        broken.subsystems[0].namespaces[2].device = "file:" + (dir.path() / "missing").string();
+        broken.subsystems[0].namespaces.push_back({6, "mem:1M", "", true});
+        if (!reload(pid, broken, "", 1)) failure += " the failed reload is not counted: " + stats.dump();
+        EXPECT_NE(stats["last_reload"].get<std::string>().find("nothing changed"), std::string::npos)
+            << stats.dump();
+        if (!reload(pid, cfg, R"({"subsystems": [{"nqn": "bad"}]})", 2)) failure += " bad: " + stats.dump();
         EXPECT_NE(stats["last_reload"].get<std::string>().find("not an NQN"), std::string::npos) << stats.dump();
-        second = json::parse(ctl({"--json", "list"}).out);
+        after = json::parse(ctl({"--json", "list"}).out);
         return true;
       });
   EXPECT_EQ(r.exit_code, 0) << r.err;
   ASSERT_TRUE(failure.empty()) << failure << r.err;
   EXPECT_EQ(first["subsystems"][0]["allowed_hosts"], json::array({kHost, kOther}));
-  EXPECT_EQ(first["subsystems"][0]["namespaces"][1]["nsid"], 5);
+  std::vector<uint32_t> nsids;
+  for (const json& n : first["subsystems"][0]["namespaces"]) nsids.push_back(n["nsid"]);
+  EXPECT_EQ(nsids, (std::vector<uint32_t>{1, 5, 7})) << first.dump();
+  EXPECT_EQ(first["ports"][0]["port"], moved);
   EXPECT_NE(r.err.find("reload: " + kSub + " namespace 5 added"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("reload: port 1 added"), std::string::npos) << r.err;
-  EXPECT_EQ(second, first) << "an invalid file changed something";
-  EXPECT_NE(r.err.find("not an NQN"), std::string::npos) << r.err;
-  EXPECT_NE(r.err.find("nothing changed"), std::string::npos) << r.err;
+  EXPECT_EQ(after, first) << "a failed reload changed something";
+  EXPECT_NE(r.err.find("missing"), std::string::npos) << r.err;
+}
+
+// One change at a time: while an add-ns waits for a remote device that does not answer, another
+// change is refused (EBUSY) rather than begun inside it; reads go on; the add-ns fails cleanly.
+TEST(CtlConfig, AChangeWaitingForADeviceHoldsOffOthers) {
+  test::TempDir dir;
+  const Ctl ctl{(dir.path() / "c.sock").string()};
+  test::Served t(config(), ctl.sock);
+  std::atomic<bool> connecting{false}, release{false};
+  test::ScriptedTarget stall([&](int fd, const Sqe&) {  // takes the Connect, never answers
+    connecting = true;
+    (void)eventually([&] { return release.load(); });
+    ::shutdown(fd, SHUT_RDWR);
+  });
+  auto slow = std::async(std::launch::async, [&] {
+    return ctl({"add-ns", kSub, fmt::format("nvme-tcp://127.0.0.1:{}/nqn.2024-01.io.blkcopy:far?ns=1&reconnect=0",
+                                             stall.port())});
+  });
+  ASSERT_TRUE(eventually([&] { return connecting.load(); }));
+  const test::Run busy = ctl({"remove-ns", kSub, "1"});
+  EXPECT_NE(busy.exit_code, 0);
+  EXPECT_NE(busy.err.find("another change"), std::string::npos) << busy.err;
+  EXPECT_EQ(ctl({"list"}).exit_code, 0) << "looking is not a change";
+  release = true;
+  stall.join();
+  const test::Run r = slow.get();
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("fabrics Connect"), std::string::npos) << r.err;
+  EXPECT_EQ(ctl({"remove-ns", kSub, "1"}).exit_code, 0) << "the next change goes ahead";
+}
+
+// As Linux nvmet links subsystems to ports: a host reaches only the subsystems listed on the
+// port it came through.
+TEST(CtlConfig, APortServesOnlyItsSubsystems) {
+  TargetConfig cfg = config();
+  cfg.ports.push_back({2, "127.0.0.1", 0, {kOther}, PortTls::none});
+  cfg.subsystems.push_back({kOther, true, {}, {{1, "mem:1M", "", true}}});
+  test::Served t(cfg);
+  auto loop = test::make_loop();
+  auto spec = [&](uint16_t port, const std::string& nqn) {
+    return fmt::format("nvme-tcp://127.0.0.1:{}/{}?ns=1&hostnqn={}&reconnect=0", port, nqn, kHost);
+  };
+  EXPECT_TRUE(open_device(*loop, spec(t.ports()[0], kSub)));
+  EXPECT_TRUE(open_device(*loop, spec(t.ports()[1], kOther)));
+  auto wrong = open_device(*loop, spec(t.ports()[0], kOther));
+  ASSERT_FALSE(wrong);
+  EXPECT_NE(wrong.error().message().find(kOther), std::string::npos) << wrong.error().message();
+}
+
+// A configuration is checked whole: namespace IDs used twice, an NGUID that is not one, port
+// IDs used twice.
+TEST(CtlConfig, ValidateRefusesDuplicateIds) {
+  TargetConfig twice = config();
+  twice.subsystems[0].namespaces.push_back({1, "mem:1M", "", true});
+  EXPECT_NE(validate(twice).message().find("namespaces[1].nsid: 1 is used twice"), std::string::npos)
+      << validate(twice).message();
+  TargetConfig nguid = config();
+  nguid.subsystems[0].namespaces[0].nguid = "12";
+  EXPECT_NE(validate(nguid).message().find("'12' is not 32 hex digits"), std::string::npos);
+  TargetConfig ports = config();
+  ports.ports.push_back(ports.ports[0]);
+  EXPECT_NE(validate(ports).message().find("ports[1].portid: 1 is used twice"), std::string::npos);
 }
 
 }  // namespace

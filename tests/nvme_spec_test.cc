@@ -75,7 +75,7 @@ TEST(NvmeSpec, NvmetcliJsonIsParsed) {
   bad.subsystems[0].namespaces[0].nguid = "xyz";
   auto t = Target::create(*loop, bad);
   ASSERT_FALSE(t);
-  EXPECT_NE(t.error().message().find("nguid 'xyz' is not 32 hex digits"), std::string::npos);
+  EXPECT_NE(t.error().message().find("nguid: 'xyz' is not 32 hex digits"), std::string::npos);
   ASSERT_TRUE(Target::create(*loop, *cfg));
   EXPECT_FALSE(parse_nvmetcli_json("{ not json"));
   auto rdma = parse_nvmetcli_json(R"({"ports": [{"addr": {"trtype": "rdma"}}]})");

@@ -187,6 +187,22 @@ int run_ctl(const CtlArgs& a, const std::string& method, const json& params) {
   return kOk;
 }
 
+// A device string naming a file by a relative path, made absolute: serve opens it from its own
+// working directory (/ under systemd). Other schemes (mem:, nvme-tcp://, dm:...) stay as given.
+std::string absolute_device(const std::string& dev) {
+  std::string scheme, path = dev;
+  if (dev.starts_with("file:")) {
+    scheme = "file:";
+    path = dev.substr(5);
+  } else if (const size_t colon = dev.find(':'); colon != std::string::npos && colon < dev.find('/')) {
+    return dev;
+  }
+  if (path.empty() || path[0] == '/') return dev;
+  const size_t comma = path.find(',');
+  const std::string options = comma == std::string::npos ? "" : path.substr(comma);
+  return scheme + std::filesystem::absolute(path.substr(0, comma)).string() + options;
+}
+
 // The verbs that change what is served: subsystems, namespaces, ports.
 template <typename Run>
 void add_config_verbs(CLI::App* cmd, const std::shared_ptr<CtlArgs>& a, Run run) {
@@ -202,7 +218,7 @@ void add_config_verbs(CLI::App* cmd, const std::shared_ptr<CtlArgs>& a, Run run)
   as->add_option("--model", a->model, "its model number (default blkcopy)");
   as->callback([run, a] {
     json ns = json::array();
-    for (const auto& d : a->devices) ns.push_back({{"device", d}});
+    for (const auto& d : a->devices) ns.push_back({{"device", absolute_device(d)}});
     json p = {{"nqn", a->nqn}, {"allow_any_host", a->any_host}, {"hosts", a->hosts},
               {"namespaces", ns}, {"ports", a->ports}};
     if (!a->serial.empty()) p["serial"] = a->serial;
@@ -221,7 +237,7 @@ void add_config_verbs(CLI::App* cmd, const std::shared_ptr<CtlArgs>& a, Run run)
   an->add_option("--nguid", a->nguid, "32 hex digits (default: made up)");
   an->add_option("--uuid", a->uuid, "a UUID for its identification descriptors");
   an->callback([run, a] {
-    json p = {{"nqn", a->nqn}, {"device", a->device}};
+    json p = {{"nqn", a->nqn}, {"device", absolute_device(a->device)}};
     if (a->nsid) p["nsid"] = a->nsid;
     if (!a->nguid.empty()) p["nguid"] = a->nguid;
     if (!a->uuid.empty()) p["uuid"] = a->uuid;

@@ -266,9 +266,10 @@ SubsystemConfig read_subsystem(Obj& s) {
   return sc;
 }
 
-PortConfig read_port(Obj& p) {
+// `index`: its place in the file; a port without a portid gets index + 1.
+PortConfig read_port(Obj& p, size_t index) {
   PortConfig pc;
-  pc.id = static_cast<uint16_t>(p.num("portid", 1, 1, 0xFFFF));
+  pc.id = static_cast<uint16_t>(p.num("portid", std::min<size_t>(index + 1, 0xFFFF), 1, 0xFFFF));
   Obj addr(p.walk(), p.need("addr"), p.at("addr"));
   const std::string trtype = addr.str("trtype", "tcp");
   if (trtype != "tcp") {
@@ -364,7 +365,7 @@ Result<TargetConfig> parse_nvmetcli_json(std::string_view text, bool lenient,
     const json& ports = root.array("ports");
     for (size_t i = 0; i < ports.size(); ++i) {
       Obj p(w, ports[i], item("ports", i));
-      cfg.ports.push_back(read_port(p));
+      cfg.ports.push_back(read_port(p, i));
     }
     // The discovery subsystem's NQN (Linux 6.x's discovery_nqn): only the standard one.
     if (const json* d = root.get("discovery")) {

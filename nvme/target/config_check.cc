@@ -110,6 +110,24 @@ Status validate(const TargetConfig& cfg) {
     if (!nqns.insert(s.nqn).second) {
       return Status::error(EINVAL, fmt::format("{}.nqn: {} is configured twice", at, s.nqn));
     }
+    std::set<uint32_t> ids;
+    for (size_t k = 0; k < s.namespaces.size(); ++k) {
+      const NamespaceConfig& n = s.namespaces[k];
+      const std::string nat = fmt::format("{}.namespaces[{}]", at, k);
+      uint8_t bytes[16];
+      if (n.nsid == 0 || n.nsid == 0xFFFFFFFF) {
+        return Status::error(EINVAL, fmt::format("{}.nsid: expected a number from 1 to 4294967294", nat));
+      }
+      if (!ids.insert(n.nsid).second) {
+        return Status::error(EINVAL, fmt::format("{}.nsid: {} is used twice", nat, n.nsid));
+      }
+      if (!n.nguid.empty() && !parse_hex16(n.nguid, bytes)) {
+        return Status::error(EINVAL, fmt::format("{}.device.nguid: '{}' is not 32 hex digits", nat, n.nguid));
+      }
+      if (!n.uuid.empty() && !parse_hex16(n.uuid, bytes)) {
+        return Status::error(EINVAL, fmt::format("{}.device.uuid: '{}' is not a UUID", nat, n.uuid));
+      }
+    }
     for (size_t h = 0; h < s.allowed_hosts.size(); ++h) {
       if (Status st = check_nqn(s.allowed_hosts[h], fmt::format("{}.allowed_hosts[{}]", at, h));
           !st.ok()) {
@@ -117,8 +135,12 @@ Status validate(const TargetConfig& cfg) {
       }
     }
   }
+  std::set<uint16_t> port_ids;
   for (size_t i = 0; i < cfg.ports.size(); ++i) {
     const PortConfig& p = cfg.ports[i];
+    if (!port_ids.insert(p.id).second) {
+      return Status::error(EINVAL, fmt::format("ports[{}].portid: {} is used twice", i, p.id));
+    }
     socklen_t len = 0;
     if (auto a = numeric_address(p.addr, p.port, &len); !a) {
       return Status::error(EINVAL, fmt::format("ports[{}].addr.traddr: {}", i, a.error().message()));

@@ -61,14 +61,28 @@ void TargetImpl::add_config_methods(std::map<std::string, ControlServer::Method>
         if (!n.is_object()) return fail(EINVAL, "each namespace is {\"device\": DEV, \"nsid\"?: N}");
         NamespaceConfig nc;
         nc.device = text_param(n, "device", true);
-        nc.nsid = static_cast<uint32_t>(number_param(n, "nsid", kMostNsid, sc.namespaces.size() + 1));
+        nc.nsid = static_cast<uint32_t>(number_param(n, "nsid", kMostNsid, 0));
         sc.namespaces.push_back(nc);
+      }
+      // Those without an ID get the first ones no other takes.
+      uint32_t next = 0;
+      for (NamespaceConfig& nc : sc.namespaces) {
+        auto taken = [&](uint32_t id) {
+          return std::any_of(sc.namespaces.begin(), sc.namespaces.end(),
+                             [&](const NamespaceConfig& c) { return c.nsid == id; });
+        };
+        if (nc.nsid) continue;
+        while (taken(++next)) {
+        }
+        nc.nsid = next;
       }
     }
     std::vector<uint16_t> on;
     if (p.contains("ports")) {
       if (!p["ports"].is_array()) return fail(EINVAL, "ports must be an array of port IDs");
       for (const json& id : p["ports"]) on.push_back(static_cast<uint16_t>(number_param({{"port", id}}, "port", 65535)));
+      std::sort(on.begin(), on.end());
+      on.erase(std::unique(on.begin(), on.end()), on.end());
     }
     for (uint16_t id : on) {  // checked before anything changes
       auto all = ports();

@@ -182,6 +182,10 @@ std::map<std::string, ControlServer::Method> TargetImpl::control_methods() {
   m["add_host"] = [this](const json& p) -> Result<json> { return add_host(p); };
   m["remove_host"] = [this](const json& p) -> Result<json> { return remove_host(p); };
   add_config_methods(m);
+  for (const char* change : {"add_host", "remove_host", "add_subsystem", "remove_subsystem", "add_ns",
+                             "remove_ns", "resize_ns", "add_port", "remove_port"}) {
+    m[change] = one_at_a_time(std::move(m[change]));
+  }
   m["save"] = [this](const json& p) -> Result<json> {
     if (!p.contains("path") || !p["path"].is_string() || p["path"].get<std::string>().empty()) {
       return fail(EINVAL, "save takes {\"path\": FILE}");
@@ -193,6 +197,18 @@ std::map<std::string, ControlServer::Method> TargetImpl::control_methods() {
     return json{{"saved", path}};
   };
   return m;
+}
+
+ControlServer::Method TargetImpl::one_at_a_time(ControlServer::Method m) {
+  return [this, m = std::move(m)](const json& p) -> Result<json> {
+    if (changing_) return fail(EBUSY, "another change (ctl or a reload) is in progress; try again");
+    changing_ = true;
+    struct Done {
+      bool& flag;
+      ~Done() { flag = false; }
+    } done{changing_};
+    return m(p);
+  };
 }
 
 Status TargetImpl::serve_control(const std::string& path) {

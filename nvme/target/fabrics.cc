@@ -66,6 +66,13 @@ void connect(TargetRequest& r) {
   if (!discovery && !sub) {
     return q.complete(r, st(status::kConnectInvalidParam), (1u << 16) | kCdSubnqn);
   }
+  // As Linux nvmet links subsystems to ports: a host reaches those of the port it came
+  // through (a subsystem on a TLS-only port is not reached in clear text through another).
+  if (const auto* via = q.transport().came_through(); sub && via && !t.port_serves(*via, subnqn)) {
+    log_warning(fmt::format("serve: host {} refused for {}: not served on the port it came through",
+                            hostnqn, subnqn));
+    return q.complete(r, st(status::kConnectInvalidParam), (1u << 16) | kCdSubnqn);
+  }
   if (sub && !sub->allows(hostnqn)) {
     log_warning(fmt::format("serve: host {} refused for {}: not an allowed host", hostnqn, subnqn));
     return q.complete(r, st(status::kConnectInvalidHost));

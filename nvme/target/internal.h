@@ -57,13 +57,14 @@ struct AtomicStats {
 class TcpConnection;
 
 // A port the target listens on (or the discovery port). Accepts in flight and their retries
-// hold it; the listener closes when the last of them lets go after the port is removed (its
-// connections see `removed` and close on their loop's next tick).
+// hold it; the listener closes when the last of them lets go after the port is removed. Its
+// connections hold it weakly: they see it removed (or gone) and close on their loop's next
+// tick, and reach only the subsystems listed on it (TargetImpl::port_serves).
 struct Port {
   PortConfig cfg;  // cfg.subsystems under TargetImpl::ports_mu_ (a reload changes it)
   uint16_t bound = 0;
   int fd = -1;
-  std::shared_ptr<std::atomic<bool>> removed = std::make_shared<std::atomic<bool>>(false);
+  std::atomic<bool> removed{false};
   Port() = default;
   Port(const Port&) = delete;
   ~Port();
@@ -143,8 +144,12 @@ class TargetImpl final : public Target {
   // are freed once no request holds them, their channels on their own loops; the hosts of
   // their subsystem get the Namespace Attribute Changed event.
   Status add_subsystem(const SubsystemConfig& sc);
+  Status add_subsystem(std::shared_ptr<Subsystem> made);  // made by make_subsystem
   Status remove_subsystem(const std::string& nqn);
   Result<uint32_t> add_namespace(const std::string& nqn, NamespaceConfig nc);  // nsid 0: the first free
+  // The two halves of add_namespace: the device opened (nc gets its ID and NGUID), then served.
+  Result<std::shared_ptr<Namespace>> open_namespace(const std::string& nqn, NamespaceConfig& nc);
+  Status add_namespace(const std::string& nqn, std::shared_ptr<Namespace> n, const NamespaceConfig& nc);
   Status remove_namespace(const std::string& nqn, uint32_t nsid);
   // The device opened again from its string: a size that changed (a grown file) is taken.
   Result<uint64_t> resize_namespace(const std::string& nqn, uint32_t nsid);
@@ -153,6 +158,9 @@ class TargetImpl final : public Target {
   // The port's subsystems (the discovery log's entries) set to `nqns`.
   Status set_port_subsystems(uint16_t id, const std::vector<std::string>& nqns);
   TargetConfig current_config() const;
+  // Whether a host that came through `port` may connect to subsystem `nqn`: it is listed on
+  // the port (as Linux nvmet links subsystems to ports), and the port is still there.
+  bool port_serves(const std::weak_ptr<Port>& port, const std::string& nqn) const;
   std::vector<std::shared_ptr<Port>> ports() const {
     std::lock_guard lock(ports_mu_);
     return ports_;
@@ -170,10 +178,15 @@ class TargetImpl final : public Target {
   };
   std::map<std::string, ControlServer::Method> control_methods();  // control_methods.cc
   void add_config_methods(std::map<std::string, ControlServer::Method>& m);  // control_config.cc
+  // `m` refused (EBUSY) while another change runs: opening a device (a remote namespace) runs
+  // the loop, where another client's change or a reload would otherwise begin inside it.
+  ControlServer::Method one_at_a_time(ControlServer::Method m);
+  bool changing_ = false;  // a change (ctl or reload) is running, on the target's loop
   Result<nlohmann::json> add_host(const nlohmann::json& params);     // control_hosts.cc
   Result<nlohmann::json> remove_host(const nlohmann::json& params);
   Result<std::shared_ptr<Subsystem>> make_subsystem(const SubsystemConfig& sc);
-  Result<std::shared_ptr<Namespace>> make_namespace(const Subsystem& s, const NamespaceConfig& nc);
+  // fresh: a new NGUID where nc has none (else one derived from the subsystem and nsid).
+  Result<std::shared_ptr<Namespace>> make_namespace(const Subsystem& s, NamespaceConfig& nc, bool fresh);
   void open_channels(const std::string& nqn, Namespace& ns);
   void retire(std::shared_ptr<Namespace> ns);  // freed once no request holds it
   void free_retired();                        // on the target's loop's tick
@@ -181,7 +194,7 @@ class TargetImpl final : public Target {
   Result<std::vector<std::string>> apply(const TargetConfig& next);  // reload.cc
   Result<std::shared_ptr<Port>> listen_on(const PortConfig& pc);
   void accept_on(std::shared_ptr<Port> port);
-  void adopt(Worker& w, unsigned index, int fd, PortTls tls, std::shared_ptr<std::atomic<bool>> gone);
+  void adopt(Worker& w, unsigned index, int fd, PortTls tls, std::weak_ptr<Port> port);
   void tick(Worker& w);
   void reap(Worker& w);  // frees the connections of w that have ended
   void close_all(Worker& w);

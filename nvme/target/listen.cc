@@ -33,7 +33,7 @@ Result<std::shared_ptr<Port>> TargetImpl::listen_on(const PortConfig& pc) {
 void TargetImpl::accept_on(std::shared_ptr<Port> port) {
   const int fd = port->fd;
   home_.accept(fd, [this, port](int res) {
-    if (stopping_ || *port->removed) {
+    if (stopping_ || port->removed) {
       if (res >= 0) ::close(res);
       return;  // a removed port's listener closes with the last holder
     }
@@ -47,7 +47,7 @@ void TargetImpl::accept_on(std::shared_ptr<Port> port) {
                                 std::strerror(-res), accept_backoff_.count()));
         std::erase_if(accept_timers_, [](const Timer& t) { return !t.armed(); });
         accept_timers_.push_back(home_.after(accept_backoff_, [this, port] {
-          if (!*port->removed) accept_on(port);
+          if (!port->removed) accept_on(port);
         }));
         return;
       }
@@ -73,11 +73,11 @@ void TargetImpl::serve_socket(int fd, PortTls tls, const std::shared_ptr<Port>& 
   ++open_connections_;
   const unsigned index = static_cast<unsigned>(next_worker_++ % workers_.size());
   Worker& w = *workers_[index];
-  auto gone = port ? port->removed : nullptr;
+  std::weak_ptr<Port> via = port;
   if (w.owned) {
-    w.loop->post_remote([this, &w, index, fd, tls, gone] { adopt(w, index, fd, tls, gone); });
+    w.loop->post_remote([this, &w, index, fd, tls, via] { adopt(w, index, fd, tls, via); });
   } else {
-    adopt(w, index, fd, tls, gone);
+    adopt(w, index, fd, tls, via);
   }
 }
 
@@ -90,8 +90,7 @@ void TargetImpl::log_refusal(Refusal kind, const std::string& what) {
   log_warning(what);
 }
 
-void TargetImpl::adopt(Worker& w, unsigned index, int fd, PortTls tls,
-                       std::shared_ptr<std::atomic<bool>> gone) {
+void TargetImpl::adopt(Worker& w, unsigned index, int fd, PortTls tls, std::weak_ptr<Port> port) {
   if (stopping_) {
     ::close(fd);
     --open_connections_;
@@ -104,7 +103,7 @@ void TargetImpl::adopt(Worker& w, unsigned index, int fd, PortTls tls,
   w.conns.push_back(std::make_unique<TcpConnection>(
       *this, index, *w.loop, fd, address_of(reinterpret_cast<sockaddr*>(&local)).host,
       address_of(reinterpret_cast<sockaddr*>(&peer)).host, tls));
-  w.conns.back()->port_gone = std::move(gone);
+  w.conns.back()->came_from(std::move(port));
   // A connection that has ended is freed soon after, on its loop, not only at the next tick.
   w.conns.back()->on_finished = [this, &w] { w.loop->post([this, &w] { reap(w); }); };
   w.conns.back()->start();
@@ -127,7 +126,7 @@ void TargetImpl::tick(Worker& w) {
       c->close(why);
       continue;
     }
-    if (c->port_gone && *c->port_gone) {
+    if (c->port_removed()) {
       c->close("its port was removed");
       continue;
     }

@@ -6,25 +6,17 @@
 #include <blkcopy/log.h>
 #include <blkcopy/open.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <sys/socket.h>
 
 #include <algorithm>
 #include <cstring>
+#include <random>
 
 #include "nvme/target/internal.h"
 
 namespace blkcopy::nvme {
 namespace {
-
-// 32 hex digits, dashes allowed, into 16 bytes.
-bool parse_hex16(std::string hex, uint8_t out[16]) {
-  std::erase(hex, '-');
-  if (hex.size() != 32 || hex.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos) {
-    return false;
-  }
-  for (int i = 0; i < 16; ++i) out[i] = static_cast<uint8_t>(std::stoi(hex.substr(2 * i, 2), nullptr, 16));
-  return true;
-}
 
 // Whether opening the device's string again reaches the same data: not where RAM holds it.
 bool reopens_same_data(const Device& d) {
@@ -42,27 +34,27 @@ Result<std::shared_ptr<Subsystem>> TargetImpl::make_subsystem(const SubsystemCon
   s->cfg.namespaces.clear();
   s->index = next_index_++;
   s->serial = sc.serial.empty() ? fmt::format("blkcopy{:08x}", s->index) : sc.serial;
+  s->cfg.serial = s->serial;  // kept by `ctl save`: the same after a restart
   s->ids.min = s->ids.next = sc.cntlid_min;
   s->ids.max = sc.cntlid_max;
-  for (const NamespaceConfig& nc : sc.namespaces) {
-    if (nc.nsid == 0 || s->ns(nc.nsid) ||
-        std::any_of(s->cfg.namespaces.begin(), s->cfg.namespaces.end(),
-                    [&](const NamespaceConfig& c) { return c.nsid == nc.nsid; })) {
-      return fail(EINVAL, fmt::format("{}: namespace ID {} is zero or used twice", sc.nqn, nc.nsid));
-    }
+  for (NamespaceConfig nc : sc.namespaces) {
     if (!nc.enable) {  // kept for `ctl save`, not served
-      s->cfg.namespaces.push_back(nc);
+      s->keep_disabled(nc);
       continue;
     }
-    auto n = make_namespace(*s, nc);
-    if (!n) return std::unexpected(n.error());
-    s->add(std::move(*n), nc);
+    auto n = make_namespace(*s, nc, false);
+    if (!n || !s->add(*n, nc)) {  // what was opened goes as a removed namespace does
+      for (const auto& made : s->namespaces()) retire(s->remove(made->nsid));
+      if (n) retire(std::move(*n));
+      return n ? fail(EINVAL, fmt::format("{}: namespace ID {} is used twice", sc.nqn, nc.nsid))
+               : std::unexpected(n.error());
+    }
   }
   return s;
 }
 
 Result<std::shared_ptr<Namespace>> TargetImpl::make_namespace(const Subsystem& s,
-                                                              const NamespaceConfig& nc) {
+                                                              NamespaceConfig& nc, bool fresh) {
   const std::string& nqn = s.cfg.nqn;
   auto dev = open_device(home_, nc.device);
   if (!dev) return std::unexpected(dev.error());
@@ -83,15 +75,24 @@ Result<std::shared_ptr<Namespace>> TargetImpl::make_namespace(const Subsystem& s
   ns.id.mcl = static_cast<uint32_t>(std::clamp<uint64_t>(total / ns.lbs, ns.id.mssrl, UINT32_MAX));
   const uint32_t segs = l.can_offload() ? std::min<uint32_t>(l.copy_max_src_segments, 256) : 256;
   ns.id.msrc = static_cast<uint8_t>(std::max<uint32_t>(segs, 1) - 1);
-  // NGUID: given, or derived from the subsystem's place and nsid so it is unique.
+  // NGUID: given; or derived from the subsystem's place and nsid (at start: unique, and the
+  // same each time); or, for a namespace added later (whose ID may have named another device
+  // before: a host must not take it for that one), new. Written into nc, so `ctl save` keeps it.
   if (!nc.nguid.empty() && !parse_hex16(nc.nguid, ns.id.nguid)) {
     return fail(EINVAL, fmt::format("{} namespace {}: nguid '{}' is not 32 hex digits", nqn,
                                     nc.nsid, nc.nguid));
   }
-  if (nc.nguid.empty()) {
+  if (nc.nguid.empty() && fresh) {
+    std::random_device random;
+    for (size_t i = 0; i < 16; i += 4) {
+      const uint32_t r = random();
+      std::memcpy(ns.id.nguid + i, &r, 4);
+    }
+  } else if (nc.nguid.empty()) {
     std::snprintf(reinterpret_cast<char*>(ns.id.nguid), 16, "%08x", (s.index + 1) * 7919 + nc.nsid);
     ns.id.nguid[15] = static_cast<uint8_t>(nc.nsid);
   }
+  if (nc.nguid.empty()) nc.nguid = fmt::format("{:02x}", fmt::join(ns.id.nguid, ""));
   if (!nc.uuid.empty()) {
     if (!parse_hex16(nc.uuid, ns.uuid)) {
       return fail(EINVAL, fmt::format("{} namespace {}: uuid '{}' is not a UUID", nqn, nc.nsid,
@@ -121,6 +122,7 @@ void TargetImpl::open_channels(const std::string& nqn, Namespace& ns) {
 }
 
 void TargetImpl::retire(std::shared_ptr<Namespace> ns) {
+  if (!ns) return;
   retiring_.push_back({std::move(ns), nullptr});
   free_retired();
 }
@@ -131,6 +133,8 @@ void TargetImpl::retire(std::shared_ptr<Namespace> ns) {
 void TargetImpl::free_retired() {
   std::erase_if(retiring_, [this](Retired& r) {
     if (r.ns.use_count() > 1) return false;
+    // The last request's release (on another loop) happened before: its writes are seen here.
+    std::atomic_thread_fence(std::memory_order_acquire);
     if (!r.channels_left) {
       r.channels_left = std::make_shared<std::atomic<size_t>>(r.ns->channels.size());
       for (size_t i = 0; i < r.ns->channels.size(); ++i) {
@@ -157,10 +161,18 @@ Status TargetImpl::add_subsystem(const SubsystemConfig& sc) {
   if (Status v = validate(check); !v.ok()) return v;
   auto s = make_subsystem(sc);
   if (!s) return s.error();
-  if (!subsystems_.add(*s)) return Status::error(EEXIST, fmt::format("{} is served already", sc.nqn));
+  return add_subsystem(std::move(*s));
+}
+
+Status TargetImpl::add_subsystem(std::shared_ptr<Subsystem> s) {
+  const std::string nqn = s->cfg.nqn;
+  const size_t namespaces = s->namespaces().size();
+  if (!subsystems_.add(s)) {
+    for (const auto& n : s->namespaces()) retire(s->remove(n->nsid));
+    return Status::error(EEXIST, fmt::format("{} is served already", nqn));
+  }
   ++discovery_generation_;
-  log_info(fmt::format("serve: subsystem {} added with {} namespace(s)", sc.nqn,
-                       (*s)->namespaces().size()));
+  log_info(fmt::format("serve: subsystem {} added with {} namespace(s)", nqn, namespaces));
   return {};
 }
 
@@ -177,37 +189,59 @@ Status TargetImpl::remove_subsystem(const std::string& nqn) {
   return {};
 }
 
-Result<uint32_t> TargetImpl::add_namespace(const std::string& nqn, NamespaceConfig nc) {
+Result<std::shared_ptr<Namespace>> TargetImpl::open_namespace(const std::string& nqn, NamespaceConfig& nc) {
   auto s = subsystems_.find(nqn);
   if (!s) return fail(ENOENT, fmt::format("no subsystem {}", nqn));
-  const SubsystemConfig now = s->config();
-  auto used = [&](uint32_t id) {
-    return std::any_of(now.namespaces.begin(), now.namespaces.end(),
-                       [&](const NamespaceConfig& c) { return c.nsid == id; });
-  };
-  if (nc.nsid == 0) {
+  if (nc.nsid == 0) {  // the first ID neither served nor staged (disabled)
+    const SubsystemConfig now = s->config();
+    auto used = [&](uint32_t id) {
+      return std::any_of(now.namespaces.begin(), now.namespaces.end(),
+                         [&](const NamespaceConfig& c) { return c.nsid == id; });
+    };
     while (used(++nc.nsid)) {
     }
   }
   if (nc.nsid == 0xFFFFFFFF) return fail(EINVAL, "namespace ID FFFFFFFFh is the broadcast value");
-  if (used(nc.nsid)) {
-    return fail(EEXIST, fmt::format("{} has a namespace {} already", nqn, nc.nsid));
-  }
+  if (s->ns(nc.nsid)) return fail(EEXIST, fmt::format("{} has a namespace {} already", nqn, nc.nsid));
   nc.enable = true;
-  auto n = make_namespace(*s, nc);
+  return make_namespace(*s, nc, true);
+}
+
+Result<uint32_t> TargetImpl::add_namespace(const std::string& nqn, NamespaceConfig nc) {
+  auto n = open_namespace(nqn, nc);
   if (!n) return std::unexpected(n.error());
-  if (!s->add(std::move(*n), nc)) return fail(EEXIST, fmt::format("{} has a namespace {} already", nqn, nc.nsid));
+  if (Status st = add_namespace(nqn, std::move(*n), nc); !st.ok()) return std::unexpected(st);
+  return nc.nsid;
+}
+
+// A namespace opened before (open_namespace) put in: a disabled entry of its ID is replaced.
+Status TargetImpl::add_namespace(const std::string& nqn, std::shared_ptr<Namespace> n,
+                                 const NamespaceConfig& nc) {
+  auto s = subsystems_.find(nqn);
+  if (!s || !s->add(n, nc)) {
+    retire(std::move(n));
+    return s ? Status::error(EEXIST, fmt::format("{} has a namespace {} already", nqn, nc.nsid))
+             : Status::error(ENOENT, fmt::format("no subsystem {}", nqn));
+  }
   namespace_changed(*s, nc.nsid);
   log_info(fmt::format("serve: {} namespace {} added: {}", nqn, nc.nsid, nc.device));
-  return nc.nsid;
+  return {};
 }
 
 Status TargetImpl::remove_namespace(const std::string& nqn, uint32_t nsid) {
   auto s = subsystems_.find(nqn);
   if (!s) return Status::error(ENOENT, fmt::format("no subsystem {}", nqn));
-  auto n = s->remove(nsid);
-  if (!n) return Status::error(ENOENT, fmt::format("{} has no namespace {}", nqn, nsid));
-  retire(std::move(n));
+  const SubsystemConfig now = s->config();
+  if (!s->ns(nsid)) {
+    if (std::none_of(now.namespaces.begin(), now.namespaces.end(),
+                     [&](const NamespaceConfig& c) { return c.nsid == nsid; })) {
+      return Status::error(ENOENT, fmt::format("{} has no namespace {}", nqn, nsid));
+    }
+    s->remove(nsid);  // a disabled one: out of the configuration
+    log_info(fmt::format("serve: {} disabled namespace {} dropped", nqn, nsid));
+    return {};
+  }
+  retire(s->remove(nsid));
   namespace_changed(*s, nsid);
   log_info(fmt::format("serve: {} namespace {} removed (its commands in flight finish first)",
                        nqn, nsid));
@@ -224,22 +258,33 @@ Result<uint64_t> TargetImpl::resize_namespace(const std::string& nqn, uint32_t n
                                      "again would not keep it, so it cannot be resized",
                                      nqn, nsid, old->dev->name()));
   }
-  NamespaceConfig nc{nsid, old->dev->name(), "", true, ""};
-  auto n = make_namespace(*s, nc);
+  // Opened again from its configured string (name() hides secrets), with its identity.
+  const SubsystemConfig now = s->config();
+  auto at = std::find_if(now.namespaces.begin(), now.namespaces.end(),
+                         [&](const NamespaceConfig& c) { return c.nsid == nsid; });
+  if (at == now.namespaces.end()) return fail(ENOENT, fmt::format("{} has no namespace {}", nqn, nsid));
+  NamespaceConfig nc = *at;
+  auto n = make_namespace(*s, nc, false);
   if (!n) return std::unexpected(n.error());
-  Namespace& now = **n;
-  if (now.lbs != old->lbs) {
+  Namespace& fresh = **n;
+  const uint64_t bytes = fresh.id.blocks * fresh.lbs;
+  if (fresh.lbs != old->lbs || fresh.id.blocks == old->id.blocks) {
+    const uint32_t lbs = fresh.lbs;
+    retire(std::move(*n));
+    if (lbs == old->lbs) return bytes;  // nothing changed: no event
     return fail(EINVAL, fmt::format("{} namespace {}: its block size changed from {} to {}; "
-                                    "remove it and add it again", nqn, nsid, old->lbs, now.lbs));
+                                    "remove it and add it again", nqn, nsid, old->lbs, lbs));
   }
-  const uint64_t bytes = now.id.blocks * now.lbs;
-  if (now.id.blocks == old->id.blocks) return bytes;  // nothing changed: no event
-  // The same identity and counters; the new size.
-  std::memcpy(now.id.nguid, old->id.nguid, 16);
-  std::memcpy(now.uuid, old->uuid, 16);
-  now.has_uuid = old->has_uuid;
-  now.counters = old->counters;
-  retire(s->replace(std::move(*n)));
+  std::memcpy(fresh.uuid, old->uuid, 16);
+  fresh.has_uuid = old->has_uuid;
+  fresh.counters = old->counters;  // the counts go on
+  auto was = s->replace(*n);
+  if (was != old) {  // changed while the device opened
+    if (was) s->replace(was);
+    retire(std::move(*n));
+    return fail(EBUSY, fmt::format("{} namespace {} changed meanwhile; nothing done", nqn, nsid));
+  }
+  retire(std::move(was));
   namespace_changed(*s, nsid);
   log_info(fmt::format("serve: {} namespace {} resized from {} to {} bytes", nqn, nsid,
                        old->id.blocks * old->lbs, bytes));
@@ -274,7 +319,7 @@ Status TargetImpl::remove_port(uint16_t id) {
     port = std::move(*it);
     ports_.erase(it);
   }
-  *port->removed = true;
+  port->removed = true;
   ::shutdown(port->fd, SHUT_RDWR);  // ends the accept in flight, which lets the listener go
   ++discovery_generation_;
   log_info(fmt::format("serve: port {} ({}:{}) removed; its connections are closed", id,
@@ -292,6 +337,13 @@ Status TargetImpl::set_port_subsystems(uint16_t id, const std::vector<std::strin
   (*it)->cfg.subsystems = nqns;
   ++discovery_generation_;
   return {};
+}
+
+bool TargetImpl::port_serves(const std::weak_ptr<Port>& port, const std::string& nqn) const {
+  auto p = port.lock();
+  if (!p || p->removed) return false;
+  std::lock_guard lock(ports_mu_);
+  return std::find(p->cfg.subsystems.begin(), p->cfg.subsystems.end(), nqn) != p->cfg.subsystems.end();
 }
 
 TargetConfig TargetImpl::current_config() const {

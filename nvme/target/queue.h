@@ -22,6 +22,8 @@ namespace blkcopy::nvme {
 class TargetImpl;
 
 // What a queue needs of the transport that carries it. Every call is on the queue's loop.
+struct Port;
+
 class QueueTransport {
  public:
   // The controller is done with r (status in r.cqe): send r.c2h bytes of r.data (on success),
@@ -38,6 +40,8 @@ class QueueTransport {
   // The host and subsystem the TLS PSK of the connection names, or nullptr without TLS: such
   // a queue connects as that host to that subsystem only.
   virtual const auth::TlsIdentity* tls_identity() const { return nullptr; }
+  // The port the connection came through, or nullptr (served directly: every subsystem).
+  virtual const std::weak_ptr<Port>* came_through() const { return nullptr; }
   // close() let r go without an answer (it waited for room, or was a held AER).
   virtual void dropped(TargetRequest&) {}
 

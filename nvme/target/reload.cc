@@ -42,7 +42,14 @@ void TargetImpl::reload_failed(const std::string& why) {
 }
 
 Result<std::vector<std::string>> TargetImpl::reconfigure(const TargetConfig& next) {
-  auto done = apply(next);
+  Result<std::vector<std::string>> done;
+  if (changing_) {
+    done = fail(EBUSY, "a ctl change is in progress; reload again");
+  } else {
+    changing_ = true;
+    done = apply(next);
+    changing_ = false;
+  }
   if (!done) {
     reload_failed(done.error().message());
   } else {
@@ -53,13 +60,52 @@ Result<std::vector<std::string>> TargetImpl::reconfigure(const TargetConfig& nex
 }
 
 Result<std::vector<std::string>> TargetImpl::apply(const TargetConfig& next) {
-  // Checked whole before anything changes.
+  // Checked whole, and every new device opened, before anything changes.
   if (Status v = validate(next); !v.ok()) return std::unexpected(v);
   auto dh = host_keys(next);
   if (!dh) return std::unexpected(dh.error());
   auto tls = tls_keys(next);
   if (!tls) return std::unexpected(tls.error());
   const TargetConfig now = current_config();
+  std::vector<std::shared_ptr<Subsystem>> new_subsystems;
+  struct Opened {
+    std::string nqn;
+    NamespaceConfig nc;
+    std::shared_ptr<Namespace> ns;
+  };
+  std::vector<Opened> new_namespaces;
+  auto moved = [](const NamespaceConfig* had, const NamespaceConfig& want) {
+    return want.enable && (!had || !had->enable || had->device != want.device);
+  };
+  for (const SubsystemConfig& want : next.subsystems) {
+    const SubsystemConfig* had = by(now.subsystems, &SubsystemConfig::nqn, want.nqn);
+    Status failed;
+    if (!had) {
+      auto s = make_subsystem(want);
+      if (s) new_subsystems.push_back(std::move(*s));
+      if (!s) failed = s.error();
+    }
+    auto s = had ? subsystems_.find(want.nqn) : nullptr;
+    for (size_t i = 0; s && i < want.namespaces.size(); ++i) {
+      const NamespaceConfig& w = want.namespaces[i];
+      if (!moved(by(had->namespaces, &NamespaceConfig::nsid, w.nsid), w)) continue;
+      NamespaceConfig nc = w;
+      auto n = make_namespace(*s, nc, true);
+      if (!n) {
+        failed = n.error();
+        break;
+      }
+      new_namespaces.push_back({want.nqn, nc, std::move(*n)});
+    }
+    if (!failed.ok()) {
+      for (const auto& made : new_subsystems) {
+        for (const auto& n : made->namespaces()) retire(made->remove(n->nsid));
+      }
+      for (Opened& o : new_namespaces) retire(std::move(o.ns));
+      return fail(failed.code(), fmt::format("{}: {}; nothing changed", want.nqn, failed.message()));
+    }
+  }
+
   std::vector<std::string> done, failed;
   auto note = [&](std::string what) { done.push_back(std::move(what)); };
   auto check = [&](const Status& s) {
@@ -84,7 +130,7 @@ Result<std::vector<std::string>> TargetImpl::apply(const TargetConfig& next) {
     cfg_.hosts = next.hosts;
   }
 
-  // What went or changed beyond changing in place: removed first.
+  // What went, or changed beyond changing in place, first.
   for (const PortConfig& p : now.ports) {
     const PortConfig* q = by(next.ports, &PortConfig::id, p.id);
     if (!q || !same_listener(p, *q)) {
@@ -96,15 +142,16 @@ Result<std::vector<std::string>> TargetImpl::apply(const TargetConfig& next) {
       if (check(remove_subsystem(s.nqn))) note(fmt::format("subsystem {} removed", s.nqn));
     }
   }
-
+  for (auto& s : new_subsystems) {
+    const std::string nqn = s->cfg.nqn;
+    if (check(add_subsystem(std::move(s)))) note(fmt::format("subsystem {} added", nqn));
+  }
   for (const SubsystemConfig& want : next.subsystems) {
     const SubsystemConfig* had = by(now.subsystems, &SubsystemConfig::nqn, want.nqn);
-    if (!had) {
-      if (check(add_subsystem(want))) note(fmt::format("subsystem {} added", want.nqn));
-      continue;
-    }
-    auto s = subsystems_.find(want.nqn);
-    if (std::tie(want.serial, want.model, want.cntlid_min, want.cntlid_max, want.qid_max) !=
+    auto s = had ? subsystems_.find(want.nqn) : nullptr;
+    if (!s) continue;
+    const std::string& serial = want.serial.empty() ? had->serial : want.serial;  // none: as made
+    if (std::tie(serial, want.model, want.cntlid_min, want.cntlid_max, want.qid_max) !=
         std::tie(had->serial, had->model, had->cntlid_min, had->cntlid_max, had->qid_max)) {
       note(fmt::format("subsystem {}: serial, model, controller IDs and queues change only with "
                        "a restart: kept", want.nqn));
@@ -122,22 +169,23 @@ Result<std::vector<std::string>> TargetImpl::apply(const TargetConfig& next) {
       note(fmt::format("subsystem {}: allowed hosts changed, {} controller(s) disconnected",
                        want.nqn, cut));
     }
-    // Namespaces: gone or moved to another device first, then the new ones.
+    // Namespaces gone, disabled or moved to another device; then the new ones (opened above).
     for (const NamespaceConfig& n : had->namespaces) {
       const NamespaceConfig* w = by(want.namespaces, &NamespaceConfig::nsid, n.nsid);
-      if (n.enable && (!w || !w->enable || w->device != n.device)) {
+      if (!w || (n.enable && (!w->enable || w->device != n.device))) {
         if (check(remove_namespace(want.nqn, n.nsid))) {
-          note(fmt::format("{} namespace {} removed", want.nqn, n.nsid));
+          note(fmt::format("{} namespace {} {}", want.nqn, n.nsid, w && !w->enable ? "disabled" : "removed"));
         }
       }
+      if (w && !w->enable) s->keep_disabled(*w);
     }
     for (const NamespaceConfig& w : want.namespaces) {
-      const NamespaceConfig* n = by(had->namespaces, &NamespaceConfig::nsid, w.nsid);
-      if (w.enable && (!n || !n->enable || w.device != n->device)) {
-        if (check(status_of(add_namespace(want.nqn, w)))) {
-          note(fmt::format("{} namespace {} added: {}", want.nqn, w.nsid, w.device));
-        }
-      }
+      if (!w.enable && !by(had->namespaces, &NamespaceConfig::nsid, w.nsid)) s->keep_disabled(w);
+    }
+  }
+  for (Opened& o : new_namespaces) {
+    if (check(add_namespace(o.nqn, std::move(o.ns), o.nc))) {
+      note(fmt::format("{} namespace {} added: {}", o.nqn, o.nc.nsid, o.nc.device));
     }
   }
 

@@ -43,7 +43,12 @@ class SocketServer::Client final : EventLoop::Orphan {
       if (draining_) return receive();  // after the last answer: dropped until the client closes
       in_.append(chunk_, static_cast<size_t>(res));
       const size_t before = in_.size();
+      // Counted as an operation: a method may run the loop (opening a remote device), where
+      // the idle timer or the server's end must not free this client under it.
+      ++ops_;
       keep_ = session_->on_input(in_, out_);
+      --ops_;
+      if (ended_) return maybe_free();
       if (in_.size() < before) arm(idle_limit_);  // a request was taken
       if (!out_.empty()) return send();
       if (!keep_) return linger();

@@ -96,14 +96,30 @@ uint32_t Subsystem::largest_nsid() const {
   return ns_.empty() ? 0 : ns_.rbegin()->first;
 }
 
+namespace {
+
+// `nc` in place of the entry of its ID, in ID order.
+void put_config(std::vector<NamespaceConfig>& all, const NamespaceConfig& nc) {
+  std::erase_if(all, [&](const NamespaceConfig& c) { return c.nsid == nc.nsid; });
+  all.insert(std::upper_bound(all.begin(), all.end(), nc,
+                              [](const auto& a, const auto& b) { return a.nsid < b.nsid; }),
+             nc);
+}
+
+}  // namespace
+
 bool Subsystem::add(std::shared_ptr<Namespace> n, const NamespaceConfig& nc) {
   std::lock_guard lock(ns_mu_);
   const uint32_t nsid = n->nsid;
   if (!ns_.emplace(nsid, std::move(n)).second) return false;
-  std::erase_if(cfg.namespaces, [&](const NamespaceConfig& c) { return c.nsid == nsid; });
-  cfg.namespaces.push_back(nc);
-  std::sort(cfg.namespaces.begin(), cfg.namespaces.end(),
-            [](const auto& a, const auto& b) { return a.nsid < b.nsid; });
+  put_config(cfg.namespaces, nc);
+  return true;
+}
+
+bool Subsystem::keep_disabled(const NamespaceConfig& nc) {
+  std::lock_guard lock(ns_mu_);
+  if (ns_.count(nc.nsid)) return false;
+  put_config(cfg.namespaces, nc);
   return true;
 }
 
@@ -117,11 +133,11 @@ std::shared_ptr<Namespace> Subsystem::replace(std::shared_ptr<Namespace> n) {
 
 std::shared_ptr<Namespace> Subsystem::remove(uint32_t nsid) {
   std::lock_guard lock(ns_mu_);
+  std::erase_if(cfg.namespaces, [&](const NamespaceConfig& c) { return c.nsid == nsid; });
   auto it = ns_.find(nsid);
   if (it == ns_.end()) return nullptr;
   auto n = std::move(it->second);
   ns_.erase(it);
-  std::erase_if(cfg.namespaces, [&](const NamespaceConfig& c) { return c.nsid == nsid; });
   return n;
 }
 

@@ -122,7 +122,12 @@ struct Subsystem {
   // Adds `n` (with its configuration), or replaces the namespace of its ID (returned); false
   // / nullptr when `replace` does not match whether the ID is in use.
   bool add(std::shared_ptr<Namespace> n, const NamespaceConfig& nc);
+  // A disabled namespace (nvmetcli's "enable": 0): in the configuration, not served; false when
+  // its ID is served.
+  bool keep_disabled(const NamespaceConfig& nc);
   std::shared_ptr<Namespace> replace(std::shared_ptr<Namespace> n);
+  // Takes the namespace out (nullptr when it is not served) and its entry, disabled or not,
+  // out of the configuration.
   std::shared_ptr<Namespace> remove(uint32_t nsid);
   SubsystemConfig config() const;  // as it is now
 

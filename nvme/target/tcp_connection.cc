@@ -34,6 +34,12 @@ void TcpConnection::abort() {
   if (fd_ >= 0) shutdown(fd_, SHUT_RDWR);
 }
 
+bool TcpConnection::port_removed() const {
+  if (!via_port_) return false;
+  auto p = port_.lock();
+  return !p || p->removed;
+}
+
 bool TcpConnection::idle() const {
   return !recv_pending_ && !sendq_.pending() && !flush_posted_ && !resume_posted_ &&
          !stream_.busy() && !queue_.busy();

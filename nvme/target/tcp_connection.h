@@ -44,7 +44,12 @@ class TcpConnection final : public QueueTransport {
   // The admin queue sends its controller's waiting asynchronous events (admin.cc).
   void send_events() { send_waiting_events(queue_); }
   std::function<void()> on_finished;  // runs (on its loop) once the socket is closed
-  std::shared_ptr<std::atomic<bool>> port_gone;  // its port's Port::removed (none: served directly)
+  // The port it came through (none: served directly, serve_socket).
+  void came_from(std::weak_ptr<Port> port) {
+    port_ = std::move(port);
+    via_port_ = !port_.expired();
+  }
+  bool port_removed() const;
   // Why a peer that stalls must go (no ICReq, Connect or authentication in time, a PDU or the
   // data an R2T asked for begun and not finished, answers not taken); empty while it is within
   // the limits. `undrained` says it was the answers.
@@ -58,6 +63,7 @@ class TcpConnection final : public QueueTransport {
   void disconnect(const std::string& why) override { close(why); }
   const std::string& local_address() const override { return local_addr_; }
   const std::string& peer_address() const override { return peer_addr_; }
+  const std::weak_ptr<Port>* came_through() const override { return via_port_ ? &port_ : nullptr; }
   const auth::TlsIdentity* tls_identity() const override {
     return tls_peer_ ? &*tls_peer_ : nullptr;
   }
@@ -91,6 +97,8 @@ class TcpConnection final : public QueueTransport {
   int fd_;
   Stream stream_;
   PortTls tls_;
+  std::weak_ptr<Port> port_;
+  bool via_port_ = false;
   bool tls_decided_ = false;  // the first bytes said TLS or clear text
   std::optional<auth::TlsIdentity> tls_peer_;  // after a TLS handshake: whom the PSK names
   bool hdgst_ = false, ddgst_ = false, ic_done_ = false, closing_ = false;
