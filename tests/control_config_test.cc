@@ -37,9 +37,12 @@ const std::string kSub = "nqn.2024-01.io.blkcopy:live";
 const std::string kOther = "nqn.2024-01.io.blkcopy:other";
 const std::string kHost = "nqn.2024-01.io.blkcopy:live-host";
 
+// Two event loops: connections on the second reach namespaces through channels, so a removal
+// meets requests on another thread (the ThreadSanitizer run covers these tests).
 TargetConfig config() {
   TargetConfig cfg;
   cfg.discovery_port = 0;
+  cfg.cores = 2;
   cfg.ports.push_back({1, "127.0.0.1", 0, {kSub}, PortTls::none});
   cfg.subsystems.push_back({kSub, true, {}, {{1, "mem:8M,seed=4", "", true}}});
   return cfg;

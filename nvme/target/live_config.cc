@@ -133,8 +133,6 @@ void TargetImpl::retire(std::shared_ptr<Namespace> ns) {
 void TargetImpl::free_retired() {
   std::erase_if(retiring_, [this](Retired& r) {
     if (r.ns.use_count() > 1) return false;
-    // The last request's release (on another loop) happened before: its writes are seen here.
-    std::atomic_thread_fence(std::memory_order_acquire);
     if (!r.channels_left) {
       r.channels_left = std::make_shared<std::atomic<size_t>>(r.ns->channels.size());
       for (size_t i = 0; i < r.ns->channels.size(); ++i) {
