@@ -272,5 +272,30 @@ TEST(CliPerf, CountersAddUpForEachKindOfLoad) {
   EXPECT_NE(bad.err.find("multiples of the 512-byte block"), std::string::npos) << bad.err;
 }
 
+// perf stops at the first SIGINT or SIGTERM, prints what it measured until then (here as JSON)
+// and exits with 128 + the signal, long before its --time.
+TEST(CliInterrupt, PerfStoppedBySignalReportsWhatItMeasured) {
+  for (int sig : {SIGINT, SIGTERM}) {
+    test::TempDir dir;
+    const std::string file = dir.file("load", 8 << 20, 0);
+    const auto start = std::chrono::steady_clock::now();
+    auto r = test::run_cli({"perf", "file:" + file, "--rw", "write", "--bs", "4k", "--time", "120", "--json"},
+                           sig, 100, [&] {  // once writes land
+                             return test::read_file(file, 0, 4096) != test::Bytes(4096) ||
+                                    test::read_file(file, 4096, 4096) != test::Bytes(4096);
+                           });
+    const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    EXPECT_EQ(r.exit_code, 128 + sig) << r.err;
+    EXPECT_LT(took, 60) << "it ran to its --time";
+    EXPECT_NE(r.err.find(std::string("interrupted by SIG") + (sig == SIGINT ? "INT" : "TERM")),
+              std::string::npos)
+        << r.err;
+    auto j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j["interrupted"], sig == SIGINT ? "SIGINT" : "SIGTERM");
+    EXPECT_GT(j["writes"].get<uint64_t>(), 0u);
+    EXPECT_LT(j["seconds"].get<double>(), 60);
+  }
+}
+
 }  // namespace
 }  // namespace blkcopy

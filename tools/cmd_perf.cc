@@ -1,8 +1,9 @@
 // blkcopy perf: a load generator for any device string, in the spirit of fio and
 // spdk_nvme_perf, with copies as a first-class operation. Each job is a thread with its own
 // event loop and its own open of the device(s), keeping --qd operations in flight until --time
-// or --size is reached; a progress line on stderr, then IOPS, bandwidth, latency percentiles,
-// CPU and the bytes that crossed host memory and the wire.
+// or --size is reached (or SIGINT/SIGTERM stops it: the figures so far, exit 128 + N); a
+// progress line on stderr, then IOPS, bandwidth, latency percentiles, CPU and the bytes that
+// crossed host memory and the wire.
 #include <blkcopy/copy.h>
 #include <blkcopy/open.h>
 #include <blkcopy/units.h>
@@ -13,6 +14,7 @@
 #include <atomic>
 #include <bit>
 #include <chrono>
+#include <cstring>
 #include <latch>
 #include <memory>
 #include <mutex>
@@ -22,6 +24,7 @@
 
 #include "core/buffer.h"
 #include "tools/commands.h"
+#include "tools/interrupt.h"
 #include "tools/report.h"
 
 namespace blkcopy::tools {
@@ -276,6 +279,14 @@ class Job {
   JobResult r_;
 };
 
+// The exit code once the figures are out: 128 + N after SIGINT or SIGTERM stopped the run.
+int stopped(double secs) {
+  if (!interrupt_signal()) return kOk;
+  report_error(kIoError, fmt::format("interrupted by SIG{} after {:.2f} s: the figures are for that time",
+                                     sigabbrev_np(interrupt_signal()), secs));
+  return interrupted_exit_code();
+}
+
 int run_perf(const PerfArgs& a) {
   struct Mode {
     const char* name;
@@ -314,6 +325,9 @@ int run_perf(const PerfArgs& a) {
 
   std::atomic<uint64_t> done_bytes{0};
   std::atomic<bool> stop{false};
+  // The first SIGINT or SIGTERM stops the jobs (what they have done is reported); a second
+  // ends the process.
+  const std::atomic<bool>& interrupted = catch_interrupts();
   std::vector<JobResult> results(a.jobs);
   std::vector<std::thread> threads;
   // Every job opens its devices first; the clock and the CPU count start when all are open.
@@ -345,7 +359,10 @@ int run_perf(const PerfArgs& a) {
     auto next = t0;
     while (finished < a.jobs) {
       next += std::chrono::seconds(1);
-      while (Clock::now() < next && finished < a.jobs) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      while (Clock::now() < next && finished < a.jobs) {
+        if (interrupted) stop = true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
       const uint64_t now = done_bytes.load();
       if (live) {
         fmt::print(stderr, "\r{:6.0f} s  {}/s      ",
@@ -397,8 +414,9 @@ int run_perf(const PerfArgs& a) {
     j["offloaded_bytes"] = sum.offloaded, j["emulated_bytes"] = sum.emulated;
     j["host_read_bytes"] = sum.host_read, j["host_written_bytes"] = sum.host_written;
     j["wire_bytes"] = sum.wire;
+    if (interrupt_signal()) j["interrupted"] = fmt::format("SIG{}", sigabbrev_np(interrupt_signal()));
     fmt::print("{}\n", j.dump(2));
-    return kOk;
+    return stopped(secs);
   }
   fmt::print("{} {} bs={} qd={} jobs={}{}: {} ops in {:.2f} s\n", a.device, a.rw,
              format_bytes(double(*bs)), a.qd, a.jobs,
@@ -416,7 +434,7 @@ int run_perf(const PerfArgs& a) {
              format_bytes(double(sum.host_read)), format_bytes(double(sum.host_written)),
              format_bytes(double(sum.offloaded)), format_bytes(double(sum.emulated)),
              format_bytes(double(sum.wire)));
-  return kOk;
+  return stopped(secs);
 }
 
 }  // namespace

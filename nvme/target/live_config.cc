@@ -129,7 +129,8 @@ void TargetImpl::retire(std::shared_ptr<Namespace> ns) {
 
 // A namespace no request holds any more (only retiring_ does: no new hold can be taken, as
 // it is in no subsystem) first sends each channel to its loop to be closed there; once all
-// are closed, its device closes here.
+// are closed, its device closes here. use_count() is a relaxed read; it reads 1 only after the
+// last holder's decrement, which (acq_rel in libstdc++) ends that request's use.
 void TargetImpl::free_retired() {
   std::erase_if(retiring_, [this](Retired& r) {
     if (r.ns.use_count() > 1) return false;
