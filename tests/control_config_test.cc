@@ -268,16 +268,39 @@ TEST(CtlConfig, SubsystemsAndPortsComeAndGo) {
   refused({"add-port", "127.0.0.1", "0", "--id", "1"}, "port ID 1");
   refused({"remove-port", "99"}, "no port 99");
   refused({"remove-subsystem", "nqn.2024-01.io.blkcopy:x"}, "no subsystem");
-  const test::Run note = ctl({"add-subsystem", "nqn.2024-01.io.blkcopy:closed"});
+  const test::Run note = ctl({"add-subsystem", "nqn.2024-01.io.blkcopy:closed", "--port", "1"});
   EXPECT_EQ(note.exit_code, 0) << note.err;
   EXPECT_NE(note.out.find("no host may connect yet"), std::string::npos) << note.out;
+
+  // A subsystem on no port is reached once linked to one, and no longer once unlinked: the
+  // host that came through the port is disconnected, as Linux nvmet does.
+  const std::string kThird = "nqn.2024-01.io.blkcopy:third";
+  const test::Run unlinked = ctl({"add-subsystem", kThird, "--allow-any-host", "--ns", "mem:1M,seed=3"});
+  EXPECT_NE(unlinked.out.find("no port serves it yet: ctl link-port"), std::string::npos) << unlinked.out;
+  auto third = [&] {
+    return open_device(*loop, fmt::format("nvme-tcp://127.0.0.1:{}/{}?ns=1&hostnqn={}&reconnect=0",
+                                          t.port(), kThird, kHost));
+  };
+  auto before = third();
+  ASSERT_FALSE(before);
+  EXPECT_NE(before.error().message().find("0x182"), std::string::npos) << before.error().message();
+  ASSERT_EQ(ctl({"link-port", "1", kThird}).exit_code, 0);
+  refused({"link-port", "1", kThird}, "serves " + kThird + " already");
+  auto linked = third();
+  ASSERT_TRUE(linked) << linked.error().message();
+  EXPECT_EQ(test::read_bytes(**linked, 0, 4096), test::pattern(0, 4096, 3));
+  ASSERT_EQ(ctl({"unlink-port", "1", kThird}).exit_code, 0);
+  EXPECT_TRUE(eventually([&] { return !copy(**linked, 0, **linked, 512 << 10, 4096).status.ok(); }))
+      << "a host that came through the port still reaches the unlinked subsystem";
+  EXPECT_FALSE(third());
+  refused({"unlink-port", "9", kThird}, "no port 9");
 
   // Removed: its controllers go, and it is refused.
   ASSERT_EQ(ctl({"remove-subsystem", kOther}).exit_code, 0);
   EXPECT_TRUE(eventually([&] { return !copy(**dev, 0, **dev, 1 << 20, 4096).status.ok(); }));
   EXPECT_FALSE(open_device(*loop, spec(t.port())));
   const json after = ctl.ok({"list"});
-  EXPECT_EQ(after["ports"][0]["subsystems"], json::array({kSub}));
+  EXPECT_EQ(after["ports"][0]["subsystems"], json::array({kSub, "nqn.2024-01.io.blkcopy:closed"}));
 }
 
 // serve --config reloads its file on SIGHUP: the difference is applied (a namespace added, a
@@ -296,7 +319,7 @@ TEST(CtlConfig, SighupReloadsTheConfigurationFile) {
   cfg.subsystems[0].allowed_hosts = {kHost};
   cfg.subsystems[0].namespaces.push_back({7, "mem:1M", "", false});  // staged, disabled
   std::ofstream(file) << to_nvmetcli_json(cfg);
-  json first, stats, after;
+  json first, stats, after, partial;
   std::string failure;
   uint64_t reloads = 0;
   auto reload = [&](pid_t pid, const TargetConfig& c, const std::string& raw, uint64_t failures) {
@@ -329,6 +352,14 @@ TEST(CtlConfig, SighupReloadsTheConfigurationFile) {
         if (!reload(pid, cfg, R"({"subsystems": [{"nqn": "bad"}]})", 2)) failure += " bad: " + stats.dump();
         EXPECT_NE(stats["last_reload"].get<std::string>().find("not an NQN"), std::string::npos) << stats.dump();
         after = json::parse(ctl({"--json", "list"}).out);
+        // A port that cannot listen (its address is taken) fails alone: the rest is made, and
+        // both are said.
+        TargetConfig partly = cfg;
+        partly.ports.push_back({2, "127.0.0.1", moved, {kSub}, PortTls::none});
+        partly.subsystems[0].namespaces.push_back({6, "mem:1M", "", true});
+        if (!reload(pid, partly, "", 3)) failure += " partly: " + stats.dump();
+        EXPECT_NE(stats["last_reload"].get<std::string>().find("1 failed"), std::string::npos) << stats.dump();
+        partial = json::parse(ctl({"--json", "list"}).out);
         return true;
       });
   EXPECT_EQ(r.exit_code, 0) << r.err;
@@ -342,6 +373,10 @@ TEST(CtlConfig, SighupReloadsTheConfigurationFile) {
   EXPECT_NE(r.err.find("reload: port 1 added"), std::string::npos) << r.err;
   EXPECT_EQ(after, first) << "a failed reload changed something";
   EXPECT_NE(r.err.find("missing"), std::string::npos) << r.err;
+  EXPECT_EQ(partial["subsystems"][0]["namespaces"].size(), 4u) << partial.dump();
+  EXPECT_EQ(partial["ports"].size(), 1u) << partial.dump();
+  EXPECT_NE(r.err.find("reload: " + kSub + " namespace 6 added"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("reload: failed: "), std::string::npos) << r.err;
 }
 
 // One change at a time: while an add-ns waits for a remote device that does not answer, another

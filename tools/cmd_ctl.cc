@@ -7,6 +7,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -84,6 +85,12 @@ Result<json> call(const std::string& socket, const std::string& method, const js
 
 std::string yes(bool b) { return b ? "yes" : "no"; }
 
+// The verb a user typed for a method: add_ns -> add-ns.
+std::string verb_of(std::string method) {
+  std::replace(method.begin(), method.end(), '_', '-');
+  return method;
+}
+
 void print_list(const json& r) {
   for (const json& s : r["subsystems"]) {
     fmt::print("subsystem {} (serial {}, {})\n", s["nqn"].get<std::string>(),
@@ -91,9 +98,14 @@ void print_list(const json& r) {
                s["allow_any_host"].get<bool>() ? "any host"
                                                : fmt::format("hosts: {}", s["allowed_hosts"].dump()));
     for (const json& n : s["namespaces"]) {
-      fmt::print("  namespace {}: {} ({} bytes, {}-byte blocks)\n", n["nsid"].get<uint32_t>(),
+      if (!n.value("enabled", true)) {
+        fmt::print("  namespace {}: {} (disabled: not served)\n", n["nsid"].get<uint32_t>(),
+                   n["device"].get<std::string>());
+        continue;
+      }
+      fmt::print("  namespace {}: {} ({} bytes, {}-byte blocks, NGUID {})\n", n["nsid"].get<uint32_t>(),
                  n["device"].get<std::string>(), n["bytes"].get<uint64_t>(),
-                 n["block_size"].get<uint32_t>());
+                 n["block_size"].get<uint32_t>(), n.value("nguid", ""));
     }
     for (const json& c : s["controllers"]) {
       fmt::print("  controller {}: host {} at {}, I/O queues {}, TLS {}, DH-HMAC-CHAP {}\n",
@@ -138,13 +150,14 @@ int run_ctl(const CtlArgs& a, const std::string& method, const json& params) {
     const bool bad = rpc == -32602 || rpc == -32601 || rpc == -32600 ||
                      data == "ENOENT" || data == "EISDIR" || data == "ENOTDIR" || data == "EACCES" ||
                      data == "EPERM" || data == "EROFS" || data == "ENAMETOOLONG" ||
-                     data == "EINVAL" || data == "EEXIST" || data == "ENOTSUP" || data == "EADDRINUSE";
+                     data == "EINVAL" || data == "EEXIST" || data == "ENOTSUP" || data == "EOPNOTSUPP" || data == "EADDRINUSE" ||
+                     data == "EADDRNOTAVAIL";
     if (a.json_out) {
       fmt::print("{}\n", json{{"error", r["error"]}}.dump(2));
       return bad ? kBadInput : kIoError;
     }
     return report_error(bad ? kBadInput : kIoError,
-                        fmt::format("ctl {}: {}", method, r["error"].value("message", "failed")));
+                        fmt::format("ctl {}: {}", verb_of(method), r["error"].value("message", "failed")));
   }
   const json& result = r.contains("result") ? r["result"] : json();
   if (a.json_out) {
@@ -176,6 +189,8 @@ int run_ctl(const CtlArgs& a, const std::string& method, const json& params) {
     fmt::print("namespace {} of {} added: {}\n", result["nsid"].get<uint32_t>(), a.nqn, a.device);
   } else if (method == "resize_ns") {
     fmt::print("namespace {} of {}: {} bytes\n", a.nsid, a.nqn, result["bytes"].get<uint64_t>());
+  } else if (method == "link_port" || method == "unlink_port") {
+    fmt::print("port {} serves {}\n", result["id"].get<unsigned>(), result["subsystems"].dump());
   } else if (method == "add_port") {
     fmt::print("port {} listening on {}:{}\n", result["id"].get<unsigned>(), a.address,
                result["port"].get<unsigned>());
@@ -185,22 +200,6 @@ int run_ctl(const CtlArgs& a, const std::string& method, const json& params) {
     fmt::print("{}\n", result.dump(2));
   }
   return kOk;
-}
-
-// A device string naming a file by a relative path, made absolute: serve opens it from its own
-// working directory (/ under systemd). Other schemes (mem:, nvme-tcp://, dm:...) stay as given.
-std::string absolute_device(const std::string& dev) {
-  std::string scheme, path = dev;
-  if (dev.starts_with("file:")) {
-    scheme = "file:";
-    path = dev.substr(5);
-  } else if (const size_t colon = dev.find(':'); colon != std::string::npos && colon < dev.find('/')) {
-    return dev;
-  }
-  if (path.empty() || path[0] == '/') return dev;
-  const size_t comma = path.find(',');
-  const std::string options = comma == std::string::npos ? "" : path.substr(comma);
-  return scheme + std::filesystem::absolute(path.substr(0, comma)).string() + options;
 }
 
 // The verbs that change what is served: subsystems, namespaces, ports.
@@ -213,7 +212,8 @@ void add_config_verbs(CLI::App* cmd, const std::shared_ptr<CtlArgs>& a, Run run)
   as->add_flag("--allow-any-host", a->any_host, "admit every host");
   as->add_option("--host", a->hosts, "admit this host (repeatable)");
   as->add_option("--ns", a->devices, "a device as its next namespace, IDs from 1 (repeatable)");
-  as->add_option("--port", a->ports, "list it in this port's discovery entries (repeatable)");
+  as->add_option("--port", a->ports, "serve it on this port: hosts connect through it, its "
+                                     "discovery entries list it (repeatable; later: link-port)");
   as->add_option("--serial", a->serial, "its serial number (default: made up)");
   as->add_option("--model", a->model, "its model number (default blkcopy)");
   as->callback([run, a] {
@@ -232,7 +232,8 @@ void add_config_verbs(CLI::App* cmd, const std::shared_ptr<CtlArgs>& a, Run run)
   auto* an = cmd->add_subcommand("add-ns", "add a namespace: connected hosts are told (Namespace "
                                            "Attribute Changed)");
   an->add_option("NQN", a->nqn, "the subsystem")->required();
-  an->add_option("DEV", a->device, "a device string (blkcopy help devices)")->required();
+  an->add_option("DEV", a->device, "a device string (blkcopy --help lists them; a relative "
+                                   "file path is made absolute)")->required();
   an->add_option("--nsid", a->nsid, "its ID (default: the first free)");
   an->add_option("--nguid", a->nguid, "32 hex digits (default: made up)");
   an->add_option("--uuid", a->uuid, "a UUID for its identification descriptors");
@@ -254,17 +255,29 @@ void add_config_verbs(CLI::App* cmd, const std::shared_ptr<CtlArgs>& a, Run run)
   zn->add_option("NSID", a->nsid, "the namespace ID")->required();
   zn->callback([run, a] { run("resize_ns", {{"nqn", a->nqn}, {"nsid", a->nsid}}); });
   auto* ap = cmd->add_subcommand("add-port", "listen on another address and port");
-  ap->add_option("ADDRESS", a->address, "a numeric IPv4 or IPv6 address")->required();
+  ap->add_option("ADDRESS", a->address, "a numeric IPv4 or IPv6 address ([::1] or ::1)")->required();
   ap->add_option("PORT", a->port, "the TCP port (0: a free one)")->required();
   ap->add_option("--id", a->port_id, "its port ID (default: one above the largest)");
-  ap->add_option("--tls", a->tls, "none, optional or required")
+  ap->add_option("--tls", a->tls, "none (the default), optional or required")
       ->check(CLI::IsMember({"none", "optional", "required"}));
   ap->add_option("--subsystem", a->subsystems, "list this subsystem on it (repeatable)");
   ap->callback([run, a] {
-    json p = {{"address", a->address}, {"port", a->port}, {"tls", a->tls}, {"subsystems", a->subsystems}};
+    std::string addr = a->address;  // [::1] as --listen writes it, or ::1
+    if (addr.size() > 2 && addr.front() == '[' && addr.back() == ']') addr = addr.substr(1, addr.size() - 2);
+    json p = {{"address", addr}, {"port", a->port}, {"tls", a->tls}, {"subsystems", a->subsystems}};
     if (a->port_id) p["id"] = a->port_id;
     run("add_port", p);
   });
+  for (const bool link : {true, false}) {
+    auto* lp = cmd->add_subcommand(link ? "link-port" : "unlink-port",
+                                   link ? "serve a subsystem on a port too (hosts connect to it "
+                                          "through the port; its discovery entries list it)"
+                                        : "no longer serve a subsystem on a port: its hosts "
+                                          "that came through it are disconnected");
+    lp->add_option("ID", a->port_id, "the port ID (ctl list shows them)")->required();
+    lp->add_option("NQN", a->nqn, "the subsystem")->required();
+    lp->callback([run, a, link] { run(link ? "link_port" : "unlink_port", {{"id", a->port_id}, {"nqn", a->nqn}}); });
+  }
   auto* rp = cmd->add_subcommand("remove-port", "stop listening on a port: connections that came "
                                                 "through it close");
   rp->add_option("ID", a->port_id, "the port ID (ctl list shows them)")->required();
@@ -293,7 +306,7 @@ void add_ctl_command(CLI::App& app, int& exit_code) {
   auto* save = cmd->add_subcommand("save", "write the configuration as nvmetcli JSON (serve "
                                            "--config and nvmetcli restore read it; mode 0600: it "
                                            "holds host keys)");
-  save->add_option("FILE", a->path, "where, as the server sees paths")->required();
+  save->add_option("FILE", a->path, "where (a relative path is taken from here)")->required();
   save->callback([run, a] {
     run("save", {{"path", std::filesystem::absolute(a->path).string()}});
   });

@@ -49,7 +49,12 @@ void reload(const ServeArgs& a, nvme::Target& target) {
     sd_notify("STATUS=reload failed: " + changes.error().message());
     return;
   }
-  for (const std::string& c : *changes) fmt::print(stderr, "blkcopy serve: reload: {}\n", c);
+  for (const std::string& c : changes->changes) fmt::print(stderr, "blkcopy serve: reload: {}\n", c);
+  for (const std::string& f : changes->failures) log_warning("serve: reload: failed: " + f);
+  if (!changes->failures.empty()) {
+    sd_notify(fmt::format("STATUS=reload of {}: {} change(s) failed", a.config, changes->failures.size()));
+    return;
+  }
   sd_notify(fmt::format("STATUS=reloaded {}", a.config));
 }
 

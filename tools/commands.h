@@ -33,6 +33,9 @@ inline constexpr const char* kDefaultControlSocket = "/run/blkcopy/serve.sock";
 // says which loops, for the help text.
 void add_poll_option(CLI::App& cmd, unsigned& us, const char* whose);
 
+// A device string naming a file (or a dm table) by a relative path, made absolute (serve_config.cc).
+std::string absolute_device(const std::string& dev);
+
 // The first line of a file holding a key or secret, without its line end.
 Result<std::string> read_secret_file(const std::string& path);
 

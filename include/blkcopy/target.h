@@ -149,11 +149,15 @@ class Target {
   virtual Status trace_to(const std::string& path) = 0;
   // Applies `next` as the difference from what is served (SIGHUP: the configuration file read
   // again), as the control socket's verbs would: subsystems, namespaces and ports added,
-  // removed or changed, hosts admitted and keyed; other hosts' connections stay. Returns one
-  // line per change; settings that only a restart changes (limits, cores, the discovery port)
-  // are said so. An invalid `next` changes nothing; a change that fails (a device that does not
-  // open) is an error after the changes before it were made. Call on the target's loop.
-  virtual Result<std::vector<std::string>> reconfigure(const TargetConfig& next) = 0;
+  // removed or changed, hosts admitted and keyed; other hosts' connections stay. An error:
+  // nothing changed (`next` is invalid, or a new device does not open). Otherwise one line per
+  // change made (settings that only a restart changes, such as limits, cores and the discovery
+  // port, are said to be kept) and one per change that failed though the others were made (a
+  // port that cannot listen). Call on the target's loop.
+  struct ReloadReport {
+    std::vector<std::string> changes, failures;
+  };
+  virtual Result<ReloadReport> reconfigure(const TargetConfig& next) = 0;
   // A reload that failed before reconfigure() (its file did not parse): counted with the
   // reloads for `ctl stats` (reloads, reload_failures, last_reload).
   virtual void reload_failed(const std::string& why) = 0;

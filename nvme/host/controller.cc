@@ -131,7 +131,7 @@ void NvmeTcpController::connect_queue(HostQueue& q, uint16_t qid, uint16_t id,
                          st == status::kConnectInvalidHost ? ": host " + cfg.hostnqn + " not allowed"
                          : st == status::kConnectInvalidParam
                              ? ": invalid parameters, such as a subsystem NQN the target does not "
-                               "serve (blkcopy discover lists them)"
+                               "serve on this port (blkcopy discover lists where each is)"
                              : "")));
        });
 }

@@ -24,6 +24,7 @@ void identify(TargetRequest& r) {
     // Views, not a ?: of std::string and a literal (which would view a temporary).
     id.subnqn = s ? std::string_view(s->cfg.nqn) : std::string_view(kDiscoveryNqn);
     id.serial = s ? std::string_view(s->serial) : std::string_view("blkcopy-discovery");
+    if (s) id.model = s->cfg.model;
     // Namespaces come and go (ctl add-ns): NN is the largest ID that may be used, as Linux
     // nvmet's 1024, or a larger one in use.
     id.nn = s ? std::max<uint32_t>(kLargestNsidAdvertised, s->largest_nsid()) : 0;

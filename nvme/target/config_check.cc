@@ -3,6 +3,7 @@
 // each checked, every error naming its JSON path.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -99,7 +100,11 @@ Status validate(const TargetConfig& cfg) {
                                                flag, key, v, why));
     }
   }
-  std::set<std::string> nqns;
+  std::set<std::string> nqns, ids_given;  // NGUIDs and UUIDs: each names one namespace
+  // Identify's fields: printable ASCII of at most `most` bytes (nvmetcli refuses others too).
+  auto text_field = [](const std::string& v, size_t most) {
+    return v.size() <= most && std::all_of(v.begin(), v.end(), [](char c) { return c >= 0x20 && c <= 0x7e; });
+  };
   for (size_t i = 0; i < cfg.subsystems.size(); ++i) {
     const SubsystemConfig& s = cfg.subsystems[i];
     const std::string at = fmt::format("subsystems[{}]", i);
@@ -109,6 +114,12 @@ Status validate(const TargetConfig& cfg) {
     }
     if (!nqns.insert(s.nqn).second) {
       return Status::error(EINVAL, fmt::format("{}.nqn: {} is configured twice", at, s.nqn));
+    }
+    if (!text_field(s.serial, 20)) {
+      return Status::error(EINVAL, fmt::format("{}.attr.serial '{}': at most 20 printable ASCII characters", at, s.serial));
+    }
+    if (!text_field(s.model, 40)) {
+      return Status::error(EINVAL, fmt::format("{}.attr.model '{}': at most 40 printable ASCII characters", at, s.model));
     }
     std::set<uint32_t> ids;
     for (size_t k = 0; k < s.namespaces.size(); ++k) {
@@ -124,8 +135,14 @@ Status validate(const TargetConfig& cfg) {
       if (!n.nguid.empty() && !parse_hex16(n.nguid, bytes)) {
         return Status::error(EINVAL, fmt::format("{}.device.nguid: '{}' is not 32 hex digits", nat, n.nguid));
       }
+      if (!n.nguid.empty() && !ids_given.insert("g" + std::string(reinterpret_cast<char*>(bytes), 16)).second) {
+        return Status::error(EINVAL, fmt::format("{}.device.nguid: {} names another namespace too", nat, n.nguid));
+      }
       if (!n.uuid.empty() && !parse_hex16(n.uuid, bytes)) {
         return Status::error(EINVAL, fmt::format("{}.device.uuid: '{}' is not a UUID", nat, n.uuid));
+      }
+      if (!n.uuid.empty() && !ids_given.insert("u" + std::string(reinterpret_cast<char*>(bytes), 16)).second) {
+        return Status::error(EINVAL, fmt::format("{}.device.uuid: {} names another namespace too", nat, n.uuid));
       }
     }
     for (size_t h = 0; h < s.allowed_hosts.size(); ++h) {

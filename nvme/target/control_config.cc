@@ -12,7 +12,11 @@
 //   add_port         {"id"?, "address", "port", "tls"?: "none"|"optional"|"required",
 //                    "subsystems"?: [NQN]}
 //   remove_port      {"id"}: it stops listening; connections that came through it close
+//   link_port        {"id", "nqn"}: hosts reach the subsystem through the port (and its
+//                    discovery entries list it), as nvmetcli's port-subsystem link
+//   unlink_port      {"id", "nqn"}: no longer; controllers that came through it are disconnected
 // The namespace changes send the subsystem's controllers the Namespace Attribute Changed event.
+#include <blkcopy/log.h>
 #include <fmt/format.h>
 
 #include "nvme/target/control_server.h"
@@ -100,7 +104,9 @@ void TargetImpl::add_config_methods(std::map<std::string, ControlServer::Method>
       }
     }
     json out{{"nqn", sc.nqn}, {"namespaces", sc.namespaces.size()}, {"ports", on}};
-    if (!sc.allow_any_host && sc.allowed_hosts.empty()) {
+    if (on.empty()) {
+      out["note"] = "no port serves it yet: ctl link-port ID " + sc.nqn;
+    } else if (!sc.allow_any_host && sc.allowed_hosts.empty()) {
       out["note"] = "no host may connect yet: ctl add-host NQN --subsystem " + sc.nqn;
     }
     return out;
@@ -150,6 +156,25 @@ void TargetImpl::add_config_methods(std::map<std::string, ControlServer::Method>
     if (!bound) return std::unexpected(bound.error());
     return json{{"id", pc.id}, {"address", pc.addr}, {"port", *bound}};
   };
+  for (const bool link : {true, false}) {
+    m[link ? "link_port" : "unlink_port"] = [this, link](const json& p) -> Result<json> {
+      const auto id = static_cast<uint16_t>(number_param(p, "id", 65535));
+      const std::string nqn = text_param(p, "nqn", true);
+      for (PortConfig& pc : current_config().ports) {
+        if (pc.id != id) continue;
+        const bool listed = std::find(pc.subsystems.begin(), pc.subsystems.end(), nqn) != pc.subsystems.end();
+        if (link == listed) {
+          return fail(EEXIST, fmt::format("port {} {} {} already", id, listed ? "serves" : "does not serve", nqn));
+        }
+        if (link) pc.subsystems.push_back(nqn);
+        if (!link) std::erase(pc.subsystems, nqn);
+        if (Status s = set_port_subsystems(id, pc.subsystems); !s.ok()) return std::unexpected(s);
+        log_info(fmt::format("serve: port {} {} {}", id, link ? "serves" : "no longer serves", nqn));
+        return json{{"id", id}, {"subsystems", pc.subsystems}};
+      }
+      return fail(ENOENT, fmt::format("no port {}", id));
+    };
+  }
   m["remove_port"] = [this](const json& p) -> Result<json> {
     const auto id = static_cast<uint16_t>(number_param(p, "id", 65535));
     if (Status s = remove_port(id); !s.ok()) return std::unexpected(s);

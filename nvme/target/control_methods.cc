@@ -14,6 +14,7 @@
 #include <blkcopy/log.h>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -93,7 +94,11 @@ std::map<std::string, ControlServer::Method> TargetImpl::control_methods() {
       json ns = json::array();
       for (const auto& n : s->namespaces()) {
         ns.push_back({{"nsid", n->nsid}, {"device", n->dev->name()}, {"bytes", n->id.blocks * n->lbs},
-                      {"block_size", n->lbs}});
+                      {"block_size", n->lbs}, {"enabled", true},
+                      {"nguid", fmt::format("{:02x}", fmt::join(n->id.nguid, ""))}});
+      }
+      for (const NamespaceConfig& c : s->config().namespaces) {  // staged, not served
+        if (!c.enable) ns.push_back({{"nsid", c.nsid}, {"device", c.device}, {"enabled", false}});
       }
       subs.push_back({{"nqn", s->cfg.nqn},
                       {"serial", s->serial},
@@ -183,7 +188,8 @@ std::map<std::string, ControlServer::Method> TargetImpl::control_methods() {
   m["remove_host"] = [this](const json& p) -> Result<json> { return remove_host(p); };
   add_config_methods(m);
   for (const char* change : {"add_host", "remove_host", "add_subsystem", "remove_subsystem", "add_ns",
-                             "remove_ns", "resize_ns", "add_port", "remove_port"}) {
+                             "remove_ns", "resize_ns", "add_port", "remove_port", "link_port",
+                             "unlink_port"}) {
     m[change] = one_at_a_time(std::move(m[change]));
   }
   m["save"] = [this](const json& p) -> Result<json> {

@@ -26,23 +26,8 @@ json error(const json& id, int code, const std::string& message, const json& dat
 
 // The errno's name for "data" ("ENOENT"), so that scripts need not parse messages.
 std::string errno_name(int e) {
-  switch (e) {
-    case ENOENT: return "ENOENT";
-    case EINVAL: return "EINVAL";
-    case EEXIST: return "EEXIST";
-    case EBUSY: return "EBUSY";
-    case EIO: return "EIO";
-    case EACCES: return "EACCES";
-    case EPERM: return "EPERM";
-    case EISDIR: return "EISDIR";
-    case ENOTDIR: return "ENOTDIR";
-    case ENOSPC: return "ENOSPC";
-    case ENAMETOOLONG: return "ENAMETOOLONG";
-    case EROFS: return "EROFS";
-    case ENOTSUP: return "ENOTSUP";
-    case EADDRINUSE: return "EADDRINUSE";
-    default: return fmt::format("errno {}", e);
-  }
+  const char* name = strerrorname_np(e);
+  return name ? name : fmt::format("errno {}", e);
 }
 
 const json kNull = nullptr;
@@ -226,7 +211,10 @@ std::string json_rpc_answer(const std::map<std::string, ControlServer::Method>& 
     try {
       return m->second(params);
     } catch (const json::exception& e) {  // a param of the wrong type, read with get<>()
-      return fail(EINVAL, fmt::format("params: {}", e.what()));
+      // Without nlohmann's "[json.exception.type_error.302] " in front.
+      std::string what = e.what();
+      if (what.starts_with("[json.exception.")) what.erase(0, what.find("] ") + 2);
+      return fail(EINVAL, fmt::format("params: {}", what));
     } catch (const std::exception& e) {
       return fail(EIO, fmt::format("{}: {}", method, e.what()));
     }

@@ -111,6 +111,9 @@ void connect(TargetRequest& r) {
       return q.complete(r, st(status::kConnectControllerBusy));
     }
     s.ctrl->kato_ms = r.sqe.cdw12;
+    if (const auto* via = q.transport().came_through()) {
+      if (auto p = via->lock()) s.ctrl->port_id = p->cfg.id;
+    }
   } else {
     switch (t.subsystems().join(get<uint16_t>(d, kCdCntlid), sub.get(), hostnqn, qid, s.ctrl, !keys)) {
       case Subsystems::Join::ok: s.qid_claimed = !keys; break;

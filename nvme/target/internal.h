@@ -81,7 +81,7 @@ class TargetImpl final : public Target {
   std::vector<uint16_t> bound_ports() const override;
   void serve_socket(int fd, PortTls tls) override { serve_socket(fd, tls, nullptr); }
   void serve_socket(int fd, PortTls tls, const std::shared_ptr<Port>& port);
-  Result<std::vector<std::string>> reconfigure(const TargetConfig& next) override;  // reload.cc
+  Result<ReloadReport> reconfigure(const TargetConfig& next) override;  // reload.cc
   void reload_failed(const std::string& why) override;
   Status serve_control(const std::string& path) override;
   Status trace_to(const std::string& path) override {
@@ -185,16 +185,15 @@ class TargetImpl final : public Target {
   Result<nlohmann::json> add_host(const nlohmann::json& params);     // control_hosts.cc
   Result<nlohmann::json> remove_host(const nlohmann::json& params);
   Result<std::shared_ptr<Subsystem>> make_subsystem(const SubsystemConfig& sc);
-  // fresh: a new NGUID where nc has none (else one derived from the subsystem and nsid).
-  Result<std::shared_ptr<Namespace>> make_namespace(const Subsystem& s, NamespaceConfig& nc, bool fresh);
+  Result<std::shared_ptr<Namespace>> make_namespace(const Subsystem& s, const NamespaceConfig& nc);
   void open_channels(const std::string& nqn, Namespace& ns);
   void retire(std::shared_ptr<Namespace> ns);  // freed once no request holds it
   void free_retired();                        // on the target's loop's tick
   void namespace_changed(Subsystem& s, uint32_t nsid);
-  Result<std::vector<std::string>> apply(const TargetConfig& next);  // reload.cc
+  Result<ReloadReport> apply(const TargetConfig& next);  // reload.cc
   Result<std::shared_ptr<Port>> listen_on(const PortConfig& pc);
   void accept_on(std::shared_ptr<Port> port);
-  void adopt(Worker& w, unsigned index, int fd, PortTls tls, std::weak_ptr<Port> port);
+  void adopt(Worker& w, unsigned index, int fd, PortTls tls, std::weak_ptr<Port> port, bool from_port);
   void tick(Worker& w);
   void reap(Worker& w);  // frees the connections of w that have ended
   void close_all(Worker& w);
@@ -216,7 +215,6 @@ class TargetImpl final : public Target {
     std::shared_ptr<std::atomic<size_t>> channels_left;  // set once its channels are sent off
   };
   std::vector<Retired> retiring_;  // on the target's loop only
-  uint32_t next_index_ = 1;                           // Subsystem::index of the next one
   std::atomic<uint64_t> discovery_generation_{1};     // the discovery log's GENCTR
   std::atomic<uint64_t> reloads_{0}, reload_failures_{0};  // reconfigure() and reload_failed()
   std::string last_reload_;                                 // its outcome, on the target's loop

@@ -74,10 +74,11 @@ void TargetImpl::serve_socket(int fd, PortTls tls, const std::shared_ptr<Port>& 
   const unsigned index = static_cast<unsigned>(next_worker_++ % workers_.size());
   Worker& w = *workers_[index];
   std::weak_ptr<Port> via = port;
+  const bool from_port = port != nullptr;
   if (w.owned) {
-    w.loop->post_remote([this, &w, index, fd, tls, via] { adopt(w, index, fd, tls, via); });
+    w.loop->post_remote([this, &w, index, fd, tls, via, from_port] { adopt(w, index, fd, tls, via, from_port); });
   } else {
-    adopt(w, index, fd, tls, via);
+    adopt(w, index, fd, tls, via, from_port);
   }
 }
 
@@ -90,7 +91,8 @@ void TargetImpl::log_refusal(Refusal kind, const std::string& what) {
   log_warning(what);
 }
 
-void TargetImpl::adopt(Worker& w, unsigned index, int fd, PortTls tls, std::weak_ptr<Port> port) {
+void TargetImpl::adopt(Worker& w, unsigned index, int fd, PortTls tls, std::weak_ptr<Port> port,
+                       bool from_port) {
   if (stopping_) {
     ::close(fd);
     --open_connections_;
@@ -103,7 +105,7 @@ void TargetImpl::adopt(Worker& w, unsigned index, int fd, PortTls tls, std::weak
   w.conns.push_back(std::make_unique<TcpConnection>(
       *this, index, *w.loop, fd, address_of(reinterpret_cast<sockaddr*>(&local)).host,
       address_of(reinterpret_cast<sockaddr*>(&peer)).host, tls));
-  w.conns.back()->came_from(std::move(port));
+  w.conns.back()->came_from(std::move(port), from_port);
   // A connection that has ended is freed soon after, on its loop, not only at the next tick.
   w.conns.back()->on_finished = [this, &w] { w.loop->post([this, &w] { reap(w); }); };
   w.conns.back()->start();

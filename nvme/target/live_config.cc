@@ -18,6 +18,12 @@
 namespace blkcopy::nvme {
 namespace {
 
+// FNV-1a over `text` from `basis`: a stable name for an identity made up (serials, NGUIDs).
+uint64_t fnv1a(std::string_view text, uint64_t basis = 0xcbf29ce484222325ull) {
+  for (const unsigned char c : text) basis = (basis ^ c) * 0x100000001b3ull;
+  return basis;
+}
+
 // Whether opening the device's string again reaches the same data: not where RAM holds it.
 bool reopens_same_data(const Device& d) {
   const DeviceInfo info = d.describe();
@@ -32,9 +38,9 @@ Result<std::shared_ptr<Subsystem>> TargetImpl::make_subsystem(const SubsystemCon
   auto s = std::make_shared<Subsystem>();
   s->cfg = sc;
   s->cfg.namespaces.clear();
-  s->index = next_index_++;
-  s->serial = sc.serial.empty() ? fmt::format("blkcopy{:08x}", s->index) : sc.serial;
-  s->cfg.serial = s->serial;  // kept by `ctl save`: the same after a restart
+  // Made up from the NQN where none is given: the same at every start, whatever the order.
+  s->serial = sc.serial.empty() ? fmt::format("blkcopy{:012x}", fnv1a(sc.nqn) & 0xFFFFFFFFFFFFull)
+                                : sc.serial;
   s->ids.min = s->ids.next = sc.cntlid_min;
   s->ids.max = sc.cntlid_max;
   for (NamespaceConfig nc : sc.namespaces) {
@@ -42,7 +48,7 @@ Result<std::shared_ptr<Subsystem>> TargetImpl::make_subsystem(const SubsystemCon
       s->keep_disabled(nc);
       continue;
     }
-    auto n = make_namespace(*s, nc, false);
+    auto n = make_namespace(*s, nc);
     if (!n || !s->add(*n, nc)) {  // what was opened goes as a removed namespace does
       for (const auto& made : s->namespaces()) retire(s->remove(made->nsid));
       if (n) retire(std::move(*n));
@@ -54,10 +60,14 @@ Result<std::shared_ptr<Subsystem>> TargetImpl::make_subsystem(const SubsystemCon
 }
 
 Result<std::shared_ptr<Namespace>> TargetImpl::make_namespace(const Subsystem& s,
-                                                              NamespaceConfig& nc, bool fresh) {
+                                                              const NamespaceConfig& nc) {
   const std::string& nqn = s.cfg.nqn;
   auto dev = open_device(home_, nc.device);
-  if (!dev) return std::unexpected(dev.error());
+  if (!dev) return fail(dev.error().code(), fmt::format("{} namespace {}: {}", nqn, nc.nsid, dev.error().message()));
+  if ((*dev)->limits().capacity < (*dev)->limits().logical_block_size) {
+    return fail(EINVAL, fmt::format("{} namespace {}: {} holds {} bytes, less than one block", nqn,
+                                    nc.nsid, nc.device, (*dev)->limits().capacity));
+  }
   auto n = std::make_shared<Namespace>();
   Namespace& ns = *n;
   ns.nsid = nc.nsid;
@@ -75,24 +85,18 @@ Result<std::shared_ptr<Namespace>> TargetImpl::make_namespace(const Subsystem& s
   ns.id.mcl = static_cast<uint32_t>(std::clamp<uint64_t>(total / ns.lbs, ns.id.mssrl, UINT32_MAX));
   const uint32_t segs = l.can_offload() ? std::min<uint32_t>(l.copy_max_src_segments, 256) : 256;
   ns.id.msrc = static_cast<uint8_t>(std::max<uint32_t>(segs, 1) - 1);
-  // NGUID: given; or derived from the subsystem's place and nsid (at start: unique, and the
-  // same each time); or, for a namespace added later (whose ID may have named another device
-  // before: a host must not take it for that one), new. Written into nc, so `ctl save` keeps it.
+  // NGUID: given, or made up from the subsystem, the ID and the device: the same at every
+  // start, and another when the ID is given to another device (a host must not take the new
+  // device for the old one: Linux keeps its cache for an unchanged identity).
   if (!nc.nguid.empty() && !parse_hex16(nc.nguid, ns.id.nguid)) {
     return fail(EINVAL, fmt::format("{} namespace {}: nguid '{}' is not 32 hex digits", nqn,
                                     nc.nsid, nc.nguid));
   }
-  if (nc.nguid.empty() && fresh) {
-    std::random_device random;
-    for (size_t i = 0; i < 16; i += 4) {
-      const uint32_t r = random();
-      std::memcpy(ns.id.nguid + i, &r, 4);
-    }
-  } else if (nc.nguid.empty()) {
-    std::snprintf(reinterpret_cast<char*>(ns.id.nguid), 16, "%08x", (s.index + 1) * 7919 + nc.nsid);
-    ns.id.nguid[15] = static_cast<uint8_t>(nc.nsid);
+  if (nc.nguid.empty()) {
+    const std::string key = fmt::format("{}\n{}\n{}", nqn, nc.nsid, nc.device);
+    const uint64_t h[2] = {fnv1a(key), fnv1a(key, 0x84222325cbf29ce4ull)};
+    std::memcpy(ns.id.nguid, h, 16);
   }
-  if (nc.nguid.empty()) nc.nguid = fmt::format("{:02x}", fmt::join(ns.id.nguid, ""));
   if (!nc.uuid.empty()) {
     if (!parse_hex16(nc.uuid, ns.uuid)) {
       return fail(EINVAL, fmt::format("{} namespace {}: uuid '{}' is not a UUID", nqn, nc.nsid,
@@ -203,7 +207,14 @@ Result<std::shared_ptr<Namespace>> TargetImpl::open_namespace(const std::string&
   if (nc.nsid == 0xFFFFFFFF) return fail(EINVAL, "namespace ID FFFFFFFFh is the broadcast value");
   if (s->ns(nc.nsid)) return fail(EEXIST, fmt::format("{} has a namespace {} already", nqn, nc.nsid));
   nc.enable = true;
-  return make_namespace(*s, nc, true);
+  TargetConfig check = current_config();  // a given NGUID or UUID naming another one, say
+  for (SubsystemConfig& sc : check.subsystems) {
+    if (sc.nqn != nqn) continue;
+    std::erase_if(sc.namespaces, [&](const NamespaceConfig& c) { return c.nsid == nc.nsid; });
+    sc.namespaces.push_back(nc);
+  }
+  if (Status v = validate(check); !v.ok()) return std::unexpected(v);
+  return make_namespace(*s, nc);
 }
 
 Result<uint32_t> TargetImpl::add_namespace(const std::string& nqn, NamespaceConfig nc) {
@@ -263,7 +274,12 @@ Result<uint64_t> TargetImpl::resize_namespace(const std::string& nqn, uint32_t n
                          [&](const NamespaceConfig& c) { return c.nsid == nsid; });
   if (at == now.namespaces.end()) return fail(ENOENT, fmt::format("{} has no namespace {}", nqn, nsid));
   NamespaceConfig nc = *at;
-  auto n = make_namespace(*s, nc, false);
+  auto n = make_namespace(*s, nc);
+  if (!n && n.error().code() == EBUSY) {  // a stack that claims its storage (a clone)
+    return fail(EBUSY, fmt::format("{}; such a device cannot be opened twice, so it cannot be "
+                                   "resized in place: remove the namespace and add it again",
+                                   n.error().message()));
+  }
   if (!n) return std::unexpected(n.error());
   Namespace& fresh = **n;
   const uint64_t bytes = fresh.id.blocks * fresh.lbs;
@@ -274,6 +290,7 @@ Result<uint64_t> TargetImpl::resize_namespace(const std::string& nqn, uint32_t n
     return fail(EINVAL, fmt::format("{} namespace {}: its block size changed from {} to {}; "
                                     "remove it and add it again", nqn, nsid, old->lbs, lbs));
   }
+  std::memcpy(fresh.id.nguid, old->id.nguid, 16);  // the same identity: the same data, resized
   std::memcpy(fresh.uuid, old->uuid, 16);
   fresh.has_uuid = old->has_uuid;
   fresh.counters = old->counters;  // the counts go on
@@ -330,10 +347,26 @@ Status TargetImpl::set_port_subsystems(uint16_t id, const std::vector<std::strin
   for (const std::string& nqn : nqns) {
     if (!subsystems_.find(nqn)) return Status::error(ENOENT, fmt::format("no subsystem {}", nqn));
   }
-  std::lock_guard lock(ports_mu_);
-  auto it = std::find_if(ports_.begin(), ports_.end(), [&](const auto& p) { return p->cfg.id == id; });
-  if (it == ports_.end()) return Status::error(ENOENT, fmt::format("no port {}", id));
-  (*it)->cfg.subsystems = nqns;
+  std::vector<std::string> dropped;
+  {
+    std::lock_guard lock(ports_mu_);
+    auto it = std::find_if(ports_.begin(), ports_.end(), [&](const auto& p) { return p->cfg.id == id; });
+    if (it == ports_.end()) return Status::error(ENOENT, fmt::format("no port {}", id));
+    for (const std::string& had : (*it)->cfg.subsystems) {
+      if (std::find(nqns.begin(), nqns.end(), had) == nqns.end()) dropped.push_back(had);
+    }
+    (*it)->cfg.subsystems = nqns;
+  }
+  // As Linux nvmet: the controllers that came through the port to a subsystem it no longer
+  // serves are disconnected.
+  for (const std::string& nqn : dropped) {
+    auto s = subsystems_.find(nqn);
+    for (const Subsystems::Live& l : s ? subsystems_.controllers(s.get()) : std::vector<Subsystems::Live>{}) {
+      if (l.ctrl->port_id != id) continue;
+      l.ctrl->disconnected = true;
+      l.ctrl->gone = true;
+    }
+  }
   ++discovery_generation_;
   return {};
 }

@@ -1,7 +1,9 @@
 // A new configuration applied to a running target as the difference from what it serves
 // (serve's SIGHUP: the configuration file read again), through the same changes as the control
-// socket's verbs: what went is removed first, then what is new is added, so a device or an
-// address moved from one place to another is free when it is taken again.
+// socket's verbs. Every new device is opened first (one that does not open changes nothing),
+// but a device that claims its storage (a clone stack) moved from one namespace to another,
+// which opens only once its old namespace is gone; then what went is removed and what is new
+// added, so an address moved from one port to another is free when it is taken again.
 #include <blkcopy/log.h>
 #include <fmt/format.h>
 
@@ -41,25 +43,31 @@ void TargetImpl::reload_failed(const std::string& why) {
   last_reload_ = "failed: " + why;
 }
 
-Result<std::vector<std::string>> TargetImpl::reconfigure(const TargetConfig& next) {
-  Result<std::vector<std::string>> done;
+Result<Target::ReloadReport> TargetImpl::reconfigure(const TargetConfig& next) {
+  Result<ReloadReport> done;
   if (changing_) {
     done = fail(EBUSY, "a ctl change is in progress; reload again");
   } else {
     changing_ = true;
+    struct Done {
+      bool& flag;
+      ~Done() { flag = false; }
+    } reset{changing_};
     done = apply(next);
-    changing_ = false;
   }
   if (!done) {
     reload_failed(done.error().message());
+  } else if (!done->failures.empty()) {
+    reload_failed(fmt::format("{} change(s) made, {} failed: {}", done->changes.size(),
+                              done->failures.size(), fmt::join(done->failures, "; ")));
   } else {
     ++reloads_;
-    last_reload_ = fmt::format("ok: {} change(s)", done->size());
+    last_reload_ = fmt::format("ok: {} change(s)", done->changes.size());
   }
   return done;
 }
 
-Result<std::vector<std::string>> TargetImpl::apply(const TargetConfig& next) {
+Result<Target::ReloadReport> TargetImpl::apply(const TargetConfig& next) {
   // Checked whole, and every new device opened, before anything changes.
   if (Status v = validate(next); !v.ok()) return std::unexpected(v);
   auto dh = host_keys(next);
@@ -68,14 +76,27 @@ Result<std::vector<std::string>> TargetImpl::apply(const TargetConfig& next) {
   if (!tls) return std::unexpected(tls.error());
   const TargetConfig now = current_config();
   std::vector<std::shared_ptr<Subsystem>> new_subsystems;
+  std::vector<SubsystemConfig> later_subsystems;  // opened once what they take over is removed
   struct Opened {
     std::string nqn;
     NamespaceConfig nc;
-    std::shared_ptr<Namespace> ns;
+    std::shared_ptr<Namespace> ns;  // nullptr: opened once what it takes over is removed
   };
   std::vector<Opened> new_namespaces;
   auto moved = [](const NamespaceConfig* had, const NamespaceConfig& want) {
     return want.enable && (!had || !had->enable || had->device != want.device);
+  };
+  // Whether a served device goes with this reload (its namespace removed, disabled or moved to
+  // another device): one that claims its storage (a clone stack) can be opened anew only then.
+  auto freed = [&](const std::string& device) {
+    for (const SubsystemConfig& s : now.subsystems) {
+      const SubsystemConfig* w = by(next.subsystems, &SubsystemConfig::nqn, s.nqn);
+      for (const NamespaceConfig& n : s.namespaces) {
+        const NamespaceConfig* k = w ? by(w->namespaces, &NamespaceConfig::nsid, n.nsid) : nullptr;
+        if (n.enable && n.device == device && (!k || !k->enable || k->device != n.device)) return true;
+      }
+    }
+    return false;
   };
   for (const SubsystemConfig& want : next.subsystems) {
     const SubsystemConfig* had = by(now.subsystems, &SubsystemConfig::nqn, want.nqn);
@@ -83,19 +104,25 @@ Result<std::vector<std::string>> TargetImpl::apply(const TargetConfig& next) {
     if (!had) {
       auto s = make_subsystem(want);
       if (s) new_subsystems.push_back(std::move(*s));
-      if (!s) failed = s.error();
+      const bool takes_over = std::any_of(want.namespaces.begin(), want.namespaces.end(),
+                                          [&](const NamespaceConfig& n) { return freed(n.device); });
+      if (!s && s.error().code() == EBUSY && takes_over) later_subsystems.push_back(want);
+      if (!s && !(s.error().code() == EBUSY && takes_over)) failed = s.error();
     }
     auto s = had ? subsystems_.find(want.nqn) : nullptr;
     for (size_t i = 0; s && i < want.namespaces.size(); ++i) {
       const NamespaceConfig& w = want.namespaces[i];
       if (!moved(by(had->namespaces, &NamespaceConfig::nsid, w.nsid), w)) continue;
-      NamespaceConfig nc = w;
-      auto n = make_namespace(*s, nc, true);
+      auto n = make_namespace(*s, w);
+      if (!n && n.error().code() == EBUSY && freed(w.device)) {
+        new_namespaces.push_back({want.nqn, w, nullptr});
+        continue;
+      }
       if (!n) {
         failed = n.error();
         break;
       }
-      new_namespaces.push_back({want.nqn, nc, std::move(*n)});
+      new_namespaces.push_back({want.nqn, w, std::move(*n)});
     }
     if (!failed.ok()) {
       for (const auto& made : new_subsystems) {
@@ -121,13 +148,31 @@ Result<std::vector<std::string>> TargetImpl::apply(const TargetConfig& next) {
     note("the discovery port, cores, kTLS, busy polling and limits change only with a restart: kept");
   }
 
-  // Hosts' keys: from the next Connect or handshake on.
+  // Hosts' keys: from the next Connect or handshake on; a host whose keys changed or went
+  // is disconnected (as ctl remove-host does), so a revoked key ends its sessions.
+  std::vector<std::string> rekeyed;
   {
     std::lock_guard lock(keys_mu_);
+    for (const HostConfig& h : cfg_.hosts) {
+      const HostConfig* k = by(next.hosts, &HostConfig::nqn, h.nqn);
+      if (!k || *k != h) rekeyed.push_back(h.nqn);
+    }
     if (cfg_.hosts != next.hosts) note("hosts and their keys replaced");
     keys_ = std::move(*dh);
     tls_keys_ = std::move(*tls);
     cfg_.hosts = next.hosts;
+  }
+  for (const std::string& host : rekeyed) {
+    size_t cut = 0;
+    for (const auto& s : subsystems_.all()) {
+      for (const Subsystems::Live& l : subsystems_.controllers(s.get())) {
+        if (l.ctrl->hostnqn != host) continue;
+        l.ctrl->disconnected = true;
+        l.ctrl->gone = true;
+        ++cut;
+      }
+    }
+    if (cut) note(fmt::format("host {}: keys changed, {} controller(s) disconnected", host, cut));
   }
 
   // What went, or changed beyond changing in place, first.
@@ -145,6 +190,9 @@ Result<std::vector<std::string>> TargetImpl::apply(const TargetConfig& next) {
   for (auto& s : new_subsystems) {
     const std::string nqn = s->cfg.nqn;
     if (check(add_subsystem(std::move(s)))) note(fmt::format("subsystem {} added", nqn));
+  }
+  for (const SubsystemConfig& sc : later_subsystems) {
+    if (check(add_subsystem(sc))) note(fmt::format("subsystem {} added", sc.nqn));
   }
   for (const SubsystemConfig& want : next.subsystems) {
     const SubsystemConfig* had = by(now.subsystems, &SubsystemConfig::nqn, want.nqn);
@@ -184,7 +232,7 @@ Result<std::vector<std::string>> TargetImpl::apply(const TargetConfig& next) {
     }
   }
   for (Opened& o : new_namespaces) {
-    if (check(add_namespace(o.nqn, std::move(o.ns), o.nc))) {
+    if (check(o.ns ? add_namespace(o.nqn, std::move(o.ns), o.nc) : status_of(add_namespace(o.nqn, o.nc)))) {
       note(fmt::format("{} namespace {} added: {}", o.nqn, o.nc.nsid, o.nc.device));
     }
   }
@@ -200,12 +248,8 @@ Result<std::vector<std::string>> TargetImpl::apply(const TargetConfig& next) {
       }
     }
   }
-  if (!failed.empty()) {
-    return fail(EINVAL, fmt::format("{} change(s) failed ({}); {} made", failed.size(),
-                                    fmt::join(failed, "; "), done.size()));
-  }
-  if (done.empty()) note("nothing changed");
-  return done;
+  if (done.empty() && failed.empty()) note("nothing changed");
+  return ReloadReport{std::move(done), std::move(failed)};
 }
 
 }  // namespace blkcopy::nvme

@@ -51,6 +51,7 @@ struct Controller {
   std::shared_ptr<struct Subsystem> subsys;  // nullptr: the discovery controller
   std::string hostnqn;
   std::string address;  // the admin queue's peer
+  uint16_t port_id = 0;  // the port its admin queue came through (0: none, served directly)
   bool tls = false;     // its admin queue came over TLS
   bool dhchap = false;  // its host must authenticate (DH-HMAC-CHAP)
   std::atomic<bool> disconnected{false};  // by the operator (`ctl disconnect`)
@@ -105,7 +106,6 @@ struct ControllerIds {
 struct Subsystem {
   SubsystemConfig cfg;  // allowed hosts and namespaces under locks: read them through the methods
   std::string serial;
-  uint32_t index = 0;  // its place among the subsystems ever served: default NGUIDs derive from it
   ControllerIds ids;
   std::atomic<bool> removed{false};  // set under Subsystems::mu_: no controller is made for it
 

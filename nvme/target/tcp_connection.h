@@ -45,9 +45,9 @@ class TcpConnection final : public QueueTransport {
   void send_events() { send_waiting_events(queue_); }
   std::function<void()> on_finished;  // runs (on its loop) once the socket is closed
   // The port it came through (none: served directly, serve_socket).
-  void came_from(std::weak_ptr<Port> port) {
+  void came_from(std::weak_ptr<Port> port, bool via_port) {
     port_ = std::move(port);
-    via_port_ = !port_.expired();
+    via_port_ = via_port;  // even when the port has gone since: then it is closed
   }
   bool port_removed() const;
   // Why a peer that stalls must go (no ICReq, Connect or authentication in time, a PDU or the
