@@ -51,7 +51,9 @@ Result<std::shared_ptr<NvmeTcpController>> NvmeTcpController::open(EventLoop& lo
       fingerprint(key_of(c.dhchap_secret)), fingerprint(key_of(c.dhchap_ctrl_secret)),
       fingerprint(c.tls_key ? std::optional(c.tls_key->configured) : std::nullopt),
       c.tls_key && c.tls_key->libnvme1 ? "|libnvme1" : "");
-  if (auto existing = registry()[key].lock()) return existing;
+  // A controller that dropped for good (its target disconnected it, no reconnect) is not
+  // shared again: this open connects anew, and the target says whether it may.
+  if (auto existing = registry()[key].lock(); existing && existing->state_ != State::dead) return existing;
   auto ctrl = std::make_shared<NvmeTcpController>();
   ctrl->loop_ = &loop;
   ctrl->label_ = fmt::format("nvme-tcp://{}:{}/{}", c.host, c.port, c.subnqn);
@@ -126,7 +128,7 @@ void NvmeTcpController::connect_queue(HostQueue& q, uint16_t qid, uint16_t id,
          const uint16_t st = code_of(cqe);
          if (st == 0) return authenticate(q, qid, cqe, next);
          setup_failed(Status::error(
-             st == status::kConnectInvalidHost ? EACCES : ECONNREFUSED,
+             st == status::kConnectInvalidHost ? EACCES : st == status::kConnectInvalidParam ? EINVAL : ECONNREFUSED,
              fmt::format("{}: Connect refused (status {:#05x}{})", label_, st,
                          st == status::kConnectInvalidHost ? ": host " + cfg.hostnqn + " not allowed"
                          : st == status::kConnectInvalidParam
