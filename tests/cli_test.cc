@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include <csignal>
+#include <filesystem>
 #include <fstream>
 
 #include "tests/test_util.h"
@@ -32,6 +33,37 @@ struct BadCase {
   std::string message;
 };
 
+// Like dd and cp: without a length, all of SRC from its offset; a destination file that does
+// not exist is made of the size the copy needs; one that exists is never truncated.
+TEST_F(CliTest, CopyWithoutALengthCopiesAllOfTheSourceAndMakesTheDestination) {
+  const std::string made = (dir.path() / "made.img").string();
+  auto r = run_cli({"copy", a, made});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("created    " + made), std::string::npos) << r.out;
+  EXPECT_EQ(std::filesystem::file_size(made), 1u << 20);
+  EXPECT_EQ(test::read_file(made, 0, 1 << 20), test::pattern(0, 1 << 20, 41));
+
+  const std::string at = (dir.path() / "at.img").string();
+  r = run_cli({"copy", a + "@768k", at + "@4k", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["created"], at);
+  EXPECT_EQ(std::filesystem::file_size(at), 4 * K + 256 * K);
+  EXPECT_EQ(test::read_file(at, 0, 4 * K), test::Bytes(4 * K));
+  EXPECT_EQ(test::read_file(at, 4 * K, 256 * K), test::pattern(768 * K, 256 * K, 41));
+
+  // An existing, larger destination keeps its size and the bytes after the copy.
+  const std::string big = dir.file("big", 2 << 20, 43);
+  ASSERT_EQ(run_cli({"copy", a, big}).exit_code, 0);
+  EXPECT_EQ(std::filesystem::file_size(big), 2u << 20);
+  EXPECT_EQ(test::read_file(big, 0, 1 << 20), test::pattern(0, 1 << 20, 41));
+  EXPECT_EQ(test::read_file(big, 1 << 20, 1 << 20), test::pattern(1 << 20, 1 << 20, 43));
+
+  // A refused copy leaves no file behind.
+  const std::string none = (dir.path() / "none.img").string();
+  EXPECT_EQ(run_cli({"copy", a + "@100", none}).exit_code, 2);
+  EXPECT_FALSE(std::filesystem::exists(none));
+}
+
 TEST_F(CliTest, EachBadInputHasItsMessageAndExitCode) {
   const BadCase cases[] = {
       {{"copy", "foo:bar", b, "--length", "4k"}, 2, "unknown device type 'foo'"},
@@ -49,7 +81,8 @@ TEST_F(CliTest, EachBadInputHasItsMessageAndExitCode) {
                                                        "beyond the end"},
       {{"copy", a, "file:" + b + ",ro", "--length", "4k"}, 2, "is read-only"},
       {{"copy", a, "mem:1M,ro", "--length", "4k"}, 2, "is read-only"},
-      {{"copy", a, b}, 2, "--length (or --range) is required"},
+      {{"copy", a + "@2M", b}, 2, "is at or past its end (1048576 bytes): nothing to copy"},
+      {{"copy", a, dir.path().string() + "/new", "--no-create"}, 2, "does not exist (--no-create"},
       {{"copy", a, b, "--length", "8k", "-r", "0:4k"}, 2, "--length 8192 is not the sum 4096"},
       {{"copy", a + "@4k", b, "-r", "0:4k"}, 2, "not as SRC@OFF"},
       {{"copy", a, b, "-r", "4k"}, 2, "expected OFF:LEN"},

@@ -43,6 +43,14 @@ TEST(CtlHosts, HostsAreAdmittedKeyedAndRemovedWhileTheTargetRuns) {
   auto refused = open_device(*loop, spec(kLate, ""));
   ASSERT_FALSE(refused);
   EXPECT_NE(refused.error().message().find("not allowed"), std::string::npos) << refused.error().message();
+  // The CLI's exit codes: refused by the target (6) and unreachable (5) are not bad input (2).
+  const auto not_allowed = test::run_cli({"info", spec(kLate, "")});
+  EXPECT_EQ(not_allowed.exit_code, 6) << not_allowed.err;
+  const auto wrong_nqn = test::run_cli(
+      {"info", fmt::format("nvme-tcp://127.0.0.1:{}/nqn.2024-01.io.blkcopy:nope?ns=1", t.port())});
+  EXPECT_EQ(wrong_nqn.exit_code, 2) << wrong_nqn.err;
+  const auto nobody = test::run_cli({"info", "nvme-tcp://127.0.0.1:1/" + kSub + "?ns=1&reconnect=0"});
+  EXPECT_EQ(nobody.exit_code, 5) << nobody.err;
 
   ASSERT_EQ(ctl({"add-host", kLate, "--subsystem", kSub}).exit_code, 0);
   auto late = open_device(*loop, spec(kLate, ""));

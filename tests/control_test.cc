@@ -257,7 +257,7 @@ TEST(Ctl, SaveWritesNvmetcliJsonThatReadsBackAndStatsAreNumbers) {
   ASSERT_EQ(stats.exit_code, 0) << stats.err;
   EXPECT_TRUE(json::parse(stats.out)["commands"].is_number());
   const auto none = test::run_cli({"ctl", "--socket", (dir.path() / "nobody.sock").string(), "list"});
-  EXPECT_EQ(none.exit_code, 4);
+  EXPECT_EQ(none.exit_code, 5) << "unreachable";
   EXPECT_NE(none.err.find("is `blkcopy serve --rpc"), std::string::npos) << none.err;
   const auto bad = test::run_cli({"ctl", "--socket", sock, "call", "nope"});
   EXPECT_EQ(bad.exit_code, 2);

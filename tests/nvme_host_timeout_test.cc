@@ -125,7 +125,7 @@ TEST(HostTimeouts, DiscoverGivesUpOnASilentPeer) {
   const auto start = Clock::now();
   auto r = test::run_cli({"discover", "127.0.0.1:" + std::to_string(peer.port()),
                           "--connect-timeout", "300"});
-  EXPECT_EQ(r.exit_code, 4);
+  EXPECT_EQ(r.exit_code, 5);
   EXPECT_NE(r.err.find("ICReq/ICResp timed out after 300 ms"), std::string::npos) << r.err;
   EXPECT_LT(Clock::now() - start, std::chrono::seconds(3));
 }

@@ -48,7 +48,7 @@ int run(const std::string& spec, bool hydrate, bool json, bool progress) {
   auto loop = EventLoop::create();
   if (!loop) return report_error(kIoError, loop.error().message());
   auto dev = open_device(**loop, spec);
-  if (!dev) return report_error(kBadInput, dev.error().message());
+  if (!dev) return report_error(open_exit_code(spec, dev.error()), dev.error().message());
   const std::vector<CloneTarget*> clones = clone_targets(**dev);
   if (clones.empty()) {
     return report_error(kBadInput, fmt::format("{} has no clone target", spec));

@@ -1,11 +1,18 @@
-// blkcopy copy SRC[@OFF] DST[@OFF] --length LEN | --range OFF:LEN ...
+// blkcopy copy SRC[@OFF] DST[@OFF] [--length LEN | --range OFF:LEN ...]: without a length, all
+// of SRC from its offset, as dd and cp copy; a destination file that does not exist is made,
+// of the size the copy needs (an existing one is never truncated; --no-create refuses).
 #include <blkcopy/copy.h>
 #include <blkcopy/open.h>
 #include <blkcopy/units.h>
 #include <fmt/format.h>
 
-#include <cstring>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <optional>
 
 #include "tools/commands.h"
 #include "tools/interrupt.h"
@@ -20,7 +27,7 @@ struct Args {
   std::vector<std::string> ranges;
   bool no_emulation = false, emulate = false;
   std::string copy_max_bytes, buffer, chunk;
-  bool progress = false, json = false;
+  bool progress = false, json = false, no_create = false;
   unsigned copies_in_flight = 8;
 };
 
@@ -44,6 +51,34 @@ Result<uint64_t> parse_named_size(const char* what, const std::string& text) {
   auto v = parse_size(text);
   if (!v) return fail(EINVAL, fmt::format("{}: {}", what, v.error().message()));
   return *v;
+}
+
+// The file a device string names, when it is a file that does not exist yet (a plain path or
+// file:PATH[,options]); nullopt otherwise (it exists, or it is another kind of device).
+std::optional<std::string> missing_file(const std::string& dev) {
+  std::string path = dev;
+  if (dev.starts_with("file:")) {
+    path = dev.substr(5, dev.find(',') == std::string::npos ? std::string::npos : dev.find(',') - 5);
+  } else if (const size_t colon = dev.find(':'); colon != std::string::npos && colon < dev.find('/')) {
+    return std::nullopt;  // mem:, nvme-tcp://, dm:...
+  }
+  struct stat st {};
+  if (path.empty() || ::stat(path.c_str(), &st) == 0 || errno != ENOENT) return std::nullopt;
+  return path;
+}
+
+// Makes `path` a new regular file of `size` bytes (never over an existing one).
+Status create_file(const std::string& path, uint64_t size) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+  if (fd < 0) return Status::error(errno, fmt::format("cannot create {}: {}", path, std::strerror(errno)));
+  const int rc = ::ftruncate(fd, static_cast<off_t>(size));
+  const int e = errno;
+  ::close(fd);
+  if (rc != 0) {
+    ::unlink(path.c_str());
+    return Status::error(e, fmt::format("cannot make {} {} bytes long: {}", path, size, std::strerror(e)));
+  }
+  return {};
 }
 
 int exit_code_for(const CopyResult& r) {
@@ -91,12 +126,11 @@ int run_copy(const Args& a) {
                                                    *len, total));
       }
     }
-  } else {
-    if (a.length.empty()) return report_error(kBadInput, "--length (or --range) is required");
+  } else if (!a.length.empty()) {
     auto len = parse_named_size("--length", a.length);
     if (!len) return report_error(kBadInput, len.error().message());
     ranges.emplace_back(src_ep->offset, *len);
-  }
+  }  // else: all of SRC from its offset, once it is open
 
   CopyOptions opt;
   opt.emulation = a.no_emulation ? Emulation::never
@@ -116,17 +150,48 @@ int run_copy(const Args& a) {
 
   auto loop = EventLoop::create();
   if (!loop) return report_error(kIoError, loop.error().message());
-  // The source is opened read-only unless it is the destination itself.
+  // The source first (read-only unless it is the destination itself): without a length, the
+  // copy is all of it from its offset, and a missing destination file is made that long.
   const bool same = src_ep->device == dst_ep->device;
-  auto dst = open_device(**loop, dst_ep->device);
-  if (!dst) return report_error(kBadInput, dst.error().message());
   std::unique_ptr<Device> src_owned;
-  Device* src = dst->get();
   if (!same) {
     auto s = open_device(**loop, src_ep->device, {.read_only = true});
-    if (!s) return report_error(kBadInput, s.error().message());
+    if (!s) return report_error(open_exit_code(src_ep->device, s.error()), s.error().message());
     src_owned = std::move(*s);
-    src = src_owned.get();
+  }
+  std::optional<std::string> created;
+  if (!same) {
+    if (ranges.empty()) {
+      const uint64_t cap = src_owned->limits().capacity;
+      if (src_ep->offset >= cap) {
+        return report_error(kBadInput, fmt::format("{}: offset {} is at or past its end ({} bytes): "
+                                                   "nothing to copy", src_ep->device, src_ep->offset, cap));
+      }
+      ranges.emplace_back(src_ep->offset, cap - src_ep->offset);
+    }
+    if (auto path = missing_file(dst_ep->device)) {
+      if (a.no_create) {
+        return report_error(kBadInput, fmt::format("{} does not exist (--no-create: it is not made)", *path));
+      }
+      uint64_t need = dst_ep->offset;
+      for (auto [off, len] : ranges) need += len;
+      if (Status s = create_file(*path, need); !s.ok()) return report_error(kBadInput, s.message());
+      created = *path;
+    }
+  }
+  auto dst = open_device(**loop, dst_ep->device);
+  if (!dst) {
+    if (created) ::unlink(created->c_str());
+    return report_error(open_exit_code(dst_ep->device, dst.error()), dst.error().message());
+  }
+  Device* src = same ? dst->get() : src_owned.get();
+  if (ranges.empty()) {  // SRC is DST: all of it from the offset
+    const uint64_t cap = src->limits().capacity;
+    if (src_ep->offset >= cap) {
+      return report_error(kBadInput, fmt::format("{}: offset {} is at or past its end: nothing to copy",
+                                                 src_ep->device, src_ep->offset));
+    }
+    ranges.emplace_back(src_ep->offset, cap - src_ep->offset);
   }
   if (!a.copy_max_bytes.empty()) {
     auto v = parse_named_size("--copy-max-bytes", a.copy_max_bytes);
@@ -154,12 +219,17 @@ int run_copy(const Args& a) {
   const double cpu = process_cpu_seconds() - cpu_before;  // the copy's, not start-up's
   bar.finish();
 
+  if (created && r.invalid) {  // refused before anything was written: the made file goes
+    ::unlink(created->c_str());
+    created.reset();
+  }
   const auto wire_after = wire(remote);
   const uint64_t sent = wire_after.first - wire_before.first;
   const uint64_t received = wire_after.second - wire_before.second;
   if (a.json) {
     auto j = result_json(r);
     j["cpu_seconds"] = cpu;
+    if (created) j["created"] = *created;
     // How the destination offloads a copy, and why (or why it cannot): offload or emulation
     // was chosen from this.
     j["copy_method"] = (*dst)->describe().copy_method;
@@ -168,7 +238,8 @@ int run_copy(const Args& a) {
       j["wire_bytes_received"] = received;
     }
     fmt::print("{}\n", j.dump(2));
-  } else if (!r.invalid) {
+  } else if (!r.invalid && !(quiet() && r.status.ok())) {  // -q: nothing on success
+    if (created) fmt::print("created    {} ({} bytes)\n", *created, (*dst)->limits().capacity);
     fmt::print("{}", result_text(r));
     if (remote) {
       fmt::print("wire       sent {}, received {} ({})\n", format_bytes(double(sent)),
@@ -202,7 +273,7 @@ void add_copy_command(CLI::App& app, int& exit_code) {
               "where the device can and emulated otherwise");
   cmd->add_option("SRC", a->src, "source device[@OFFSET]")->required();
   cmd->add_option("DST", a->dst, "destination device[@OFFSET]")->required();
-  cmd->add_option("-l,--length", a->length, "bytes to copy (512, 4k, 1M, 2G)");
+  cmd->add_option("-l,--length", a->length, "bytes to copy (512, 4k, 1M, 2G; default: all of SRC from its offset)");
   cmd->add_option("-r,--range", a->ranges,
                   "a source range OFF:LEN of SRC; repeat for a vectored copy into one "
                   "contiguous destination");
@@ -216,6 +287,8 @@ void add_copy_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--copies-in-flight", a->copies_in_flight,
                   "offloaded copy commands at once (default 8)")
       ->check(CLI::Range(1u, 1024u));
+  cmd->add_flag("--no-create", a->no_create, "refuse a destination file that does not exist "
+                                            "(by default it is made, of the size the copy needs)");
   cmd->add_flag("--progress", a->progress, "show a progress bar even when not on a terminal");
   cmd->add_flag("--json", a->json, "print the result as one JSON object");
   cmd->callback([a, &exit_code] { exit_code = run_copy(*a); });

@@ -134,7 +134,7 @@ void print_list(const json& r) {
 int run_ctl(const CtlArgs& a, const std::string& method, const json& params) {
   auto answer = call(a.socket, method, params);
   if (!answer) {
-    const int code = answer.error().code() == EINVAL ? kBadInput : kIoError;
+    const int code = answer.error().code() == EINVAL ? kBadInput : kUnreachable;
     if (a.json_out) {
       fmt::print("{}\n", json{{"error", {{"code", -32000}, {"message", answer.error().message()}}}}.dump(2));
       return code;

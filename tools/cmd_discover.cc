@@ -118,7 +118,10 @@ int run_discover(const std::string& where, std::string hostnqn, uint32_t timeout
   auto dcfg = nvme::parse_nvme_tcp_config(spec);
   if (!dcfg) return report_error(kBadInput, redact(dcfg.error().message()));
   auto ctrl = nvme::NvmeTcpController::open(**loop, *dcfg);
-  if (!ctrl) return report_error(kIoError, fmt::format("{}: discovery: {}", where, redact(ctrl.error().message())));
+  if (!ctrl) {
+    return report_error(open_exit_code("nvme-tcp://", ctrl.error()),
+                        fmt::format("{}: discovery: {}", where, redact(ctrl.error().message())));
+  }
   auto run = [&](nvme::Sqe sqe, const void* out, void* in, uint32_t len) -> Result<nvme::Cqe> {
     auto r = (*ctrl)->admin_->run_sync(sqe, out, in, len);
     if (r && ((r->status >> 1) & 0x7FF)) {

@@ -31,7 +31,7 @@ void add_info_command(CLI::App& app, int& exit_code) {
       dev = open_device(**loop, args->device, {.read_only = true});
     }
     if (!dev) {
-      exit_code = report_error(kBadInput, dev.error().message());
+      exit_code = report_error(open_exit_code(args->device, dev.error()), dev.error().message());
       return;
     }
     if (args->json) {

@@ -91,7 +91,7 @@ struct JobResult {
   uint64_t reads = 0, writes = 0, copies = 0, bytes = 0;
   uint64_t offloaded = 0, emulated = 0, host_read = 0, host_written = 0, wire = 0;
   std::string error;
-  bool bad_input = false;  // the error is in the arguments or device strings
+  int code = kIoError;  // the exit code its error gives (bad input: arguments, device strings)
 };
 
 class Job {
@@ -109,11 +109,11 @@ class Job {
     loop_ = std::move(*loop);
     loop_->set_busy_poll(std::chrono::microseconds(a_.poll_us));
     auto src = open_device(*loop_, a_.device);
-    if (!src) return refuse(src.error().message());
+    if (!src) return refuse(src.error().message(), open_exit_code(a_.device, src.error()));
     src_ = std::move(*src);
     if (!a_.dst.empty()) {
       auto dst = open_device(*loop_, a_.dst);
-      if (!dst) return refuse(dst.error().message());
+      if (!dst) return refuse(dst.error().message(), open_exit_code(a_.dst, dst.error()));
       dst_ = std::move(*dst);
     }
     if (std::string e = plan(); !e.empty()) return refuse(e);
@@ -137,10 +137,11 @@ class Job {
   }
 
  private:
-  // Before the load starts, a failure is bad input (a device string, a size that does not fit).
-  bool refuse(std::string message) {
+  // Before the load starts, a failure is bad input (a device string, a size that does not fit),
+  // or a target that cannot be reached or refuses this host.
+  bool refuse(std::string message, int code = kBadInput) {
     r_.error = std::move(message);
-    r_.bad_input = true;
+    r_.code = code;
     return false;
   }
   Device& dst() { return dst_ ? *dst_ : *src_; }
@@ -385,14 +386,14 @@ int run_perf(const PerfArgs& a) {
   for (const JobResult& r : results) {
     if (!r.error.empty() && sum.error.empty()) {
       sum.error = r.error;
-      sum.bad_input = r.bad_input;
+      sum.code = r.code;
     }
     sum.latency.merge(r.latency);
     sum.reads += r.reads, sum.writes += r.writes, sum.copies += r.copies, sum.bytes += r.bytes;
     sum.offloaded += r.offloaded, sum.emulated += r.emulated, sum.wire += r.wire;
     sum.host_read += r.host_read, sum.host_written += r.host_written;
   }
-  if (!sum.error.empty()) return report_error(sum.bad_input ? kBadInput : kIoError, sum.error);
+  if (!sum.error.empty()) return report_error(sum.code, sum.error);
   const uint64_t ops = sum.reads + sum.writes + sum.copies;
   const double gib = double(sum.bytes) / double(1u << 30);
   const Histogram& h = sum.latency;

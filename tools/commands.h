@@ -8,14 +8,23 @@
 
 namespace blkcopy::tools {
 
-// Exit codes of every command.
+// Exit codes of every command (blkcopy(1), EXIT STATUS); 128 + N after signal N.
 enum Exit : int {
   kOk = 0,
   kFailed = 1,        // the demo's data check failed
   kBadInput = 2,      // bad arguments, unknown device, invalid copy
   kNotSupported = 3,  // offload impossible and --no-emulation
-  kIoError = 4,       // an I/O error; the message gives the bytes copied
+  kIoError = 4,       // an I/O error (the message gives the bytes copied); a server's failure
+  kUnreachable = 5,   // a target (or serve's control socket) cannot be reached or stops answering
+  kRefused = 6,       // the target refused this host: not allowed, authentication, TLS key
 };
+
+// The exit code for `dev` that did not open with `s`: a network target that cannot be reached
+// or refuses this host is not bad input.
+int open_exit_code(const std::string& dev, const Status& s);
+
+// -q: errors only; a command prints nothing on success.
+bool quiet();
 
 void add_info_command(CLI::App& app, int& exit_code);
 void add_copy_command(CLI::App& app, int& exit_code);

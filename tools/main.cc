@@ -28,6 +28,20 @@ Result<std::string> read_secret_file(const std::string& path) {
   return line;
 }
 
+int open_exit_code(const std::string& dev, const Status& s) {
+  switch (s.code()) {
+    case ECONNREFUSED: case ETIMEDOUT: case EHOSTUNREACH: case ENETUNREACH: case ECONNRESET:
+    case ECONNABORTED: case EPIPE:
+      return kUnreachable;
+    case EACCES: case EPERM:
+      return dev.starts_with("nvme-tcp://") ? kRefused : kBadInput;
+    default:
+      return kBadInput;
+  }
+}
+
+bool quiet() { return !blkcopy::log_enabled(blkcopy::LogLevel::warning); }
+
 int report_error(int code, const std::string& message) {
   fmt::print(stderr, "blkcopy: error: {}\n", message);
   return code;
@@ -59,7 +73,8 @@ int main(int argc, char** argv) {
                                              a SCSI LUN (EXTENDED COPY through SG_IO)
 
 Exit codes: 0 done, 1 the demo found wrong data, 2 bad input, 3 not offloadable with
---no-emulation, 4 I/O error, 128+N interrupted by signal N (the summary is printed first).
+--no-emulation, 4 I/O error, 5 a target cannot be reached, 6 a target refused this host (not
+allowed, authentication, TLS key), 128+N interrupted by signal N (the summary is printed first).
 See blkcopy(1).)");
   int exit_code = kOk;
   add_info_command(app, exit_code);
