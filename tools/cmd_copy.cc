@@ -150,48 +150,49 @@ int run_copy(const Args& a) {
 
   auto loop = EventLoop::create();
   if (!loop) return report_error(kIoError, loop.error().message());
-  // The source first (read-only unless it is the destination itself): without a length, the
-  // copy is all of it from its offset, and a missing destination file is made that long.
+  // The destination first, then the source (read-only unless it is the destination itself):
+  // a local NVMe controller is set up by its first open (Host Behavior Support for copies
+  // between its namespaces), which must be the writable one. A destination file that does not
+  // exist is made after the source is open: without a length, the copy is all of the source
+  // from its offset, and the file is made that long.
   const bool same = src_ep->device == dst_ep->device;
+  const std::optional<std::string> missing = same ? std::nullopt : missing_file(dst_ep->device);
+  if (missing && a.no_create) {
+    return report_error(kBadInput, fmt::format("{} does not exist (--no-create: it is not made)", *missing));
+  }
+  Result<std::unique_ptr<Device>> dst = fail(ENOENT, "not opened");
+  auto open_dst = [&]() {
+    dst = open_device(**loop, dst_ep->device);
+    return dst ? kOk : report_error(open_exit_code(dst_ep->device, dst.error()), dst.error().message());
+  };
+  if (!missing) {
+    if (int code = open_dst(); code != kOk) return code;
+  }
   std::unique_ptr<Device> src_owned;
   if (!same) {
     auto s = open_device(**loop, src_ep->device, {.read_only = true});
     if (!s) return report_error(open_exit_code(src_ep->device, s.error()), s.error().message());
     src_owned = std::move(*s);
   }
-  std::optional<std::string> created;
-  if (!same) {
-    if (ranges.empty()) {
-      const uint64_t cap = src_owned->limits().capacity;
-      if (src_ep->offset >= cap) {
-        return report_error(kBadInput, fmt::format("{}: offset {} is at or past its end ({} bytes): "
-                                                   "nothing to copy", src_ep->device, src_ep->offset, cap));
-      }
-      ranges.emplace_back(src_ep->offset, cap - src_ep->offset);
-    }
-    if (auto path = missing_file(dst_ep->device)) {
-      if (a.no_create) {
-        return report_error(kBadInput, fmt::format("{} does not exist (--no-create: it is not made)", *path));
-      }
-      uint64_t need = dst_ep->offset;
-      for (auto [off, len] : ranges) need += len;
-      if (Status s = create_file(*path, need); !s.ok()) return report_error(kBadInput, s.message());
-      created = *path;
-    }
-  }
-  auto dst = open_device(**loop, dst_ep->device);
-  if (!dst) {
-    if (created) ::unlink(created->c_str());
-    return report_error(open_exit_code(dst_ep->device, dst.error()), dst.error().message());
-  }
   Device* src = same ? dst->get() : src_owned.get();
-  if (ranges.empty()) {  // SRC is DST: all of it from the offset
+  if (ranges.empty()) {  // all of SRC from its offset
     const uint64_t cap = src->limits().capacity;
     if (src_ep->offset >= cap) {
-      return report_error(kBadInput, fmt::format("{}: offset {} is at or past its end: nothing to copy",
-                                                 src_ep->device, src_ep->offset));
+      return report_error(kBadInput, fmt::format("{}: offset {} is at or past its end ({} bytes): "
+                                                 "nothing to copy", src_ep->device, src_ep->offset, cap));
     }
     ranges.emplace_back(src_ep->offset, cap - src_ep->offset);
+  }
+  std::optional<std::string> created;
+  if (missing) {
+    uint64_t need = dst_ep->offset;
+    for (auto [off, len] : ranges) need += len;
+    if (Status st = create_file(*missing, need); !st.ok()) return report_error(kBadInput, st.message());
+    created = missing;
+    if (int code = open_dst(); code != kOk) {
+      ::unlink(created->c_str());
+      return code;
+    }
   }
   if (!a.copy_max_bytes.empty()) {
     auto v = parse_named_size("--copy-max-bytes", a.copy_max_bytes);
