@@ -45,6 +45,15 @@ Result<Device*> DmDevice::child(const std::string& spec, const std::string& dir,
 
 Status DmDevice::build(const std::vector<TableEntry>& entries, const std::string& dir,
                        bool read_only) {
+  // Every byte of a child belongs to one place in the stack: two legs on the same storage
+  // (the same string twice is one device) must not overlap, or writes to one part of the stack
+  // land in another.
+  struct Used {
+    const Device* dev;
+    uint64_t from, to;
+    int line;
+  };
+  std::vector<Used> used;
   for (const TableEntry& e : entries) {
     const std::string where = fmt::format("{} line {}", table_path_, e.line);
     auto bad = [&](int code, const std::string& msg) {
@@ -67,6 +76,16 @@ Status DmDevice::build(const std::vector<TableEntry>& entries, const std::string
                                                        "bytes [{}, {}) of it, it has {}",
                                                        (*dev)->name(), at, at + bytes, cap)));
       }
+      for (const Used& u : used) {
+        if ((u.dev == *dev || u.dev->same_storage(**dev)) && at < u.to && u.from < at + bytes) {
+          return std::unexpected(bad(EINVAL, fmt::format(
+              "bytes [{}, {}) of {} are used by line {} too (bytes [{}, {})): writes to one part "
+              "of the stack would land in the other (the same string names one device: for "
+              "separate RAM devices make the strings differ, such as mem:512M,seed=1)",
+              at, at + bytes, (*dev)->name(), u.line, u.from, u.to)));
+        }
+      }
+      used.push_back({*dev, at, at + bytes, e.line});
       return CopySegment{*dev, at, bytes};
     };
     if (e.target == "linear" || e.target == "flakey") {

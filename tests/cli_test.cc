@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
@@ -62,6 +63,33 @@ TEST_F(CliTest, CopyWithoutALengthCopiesAllOfTheSourceAndMakesTheDestination) {
   const std::string none = (dir.path() / "none.img").string();
   EXPECT_EQ(run_cli({"copy", a + "@100", none}).exit_code, 2);
   EXPECT_FALSE(std::filesystem::exists(none));
+}
+
+// What a user who got something slightly wrong sees: a striped table naming one RAM device four
+// times (one device: the stripes would overlap) is refused; a table given without dm: is said
+// to be one; info words a device without offload plainly; JSON seconds are rounded.
+TEST_F(CliTest, TablesAndInfoSayWhatTheyAre) {
+  const std::string overlap = (dir.path() / "overlap.table").string();
+  std::ofstream(overlap) << "0 8192 striped 4 128 mem:1M 0 mem:1M 0 mem:1M 0 mem:1M 0\n";
+  auto r = run_cli({"info", "dm:" + overlap});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("of mem:1M are used by line 1 too"), std::string::npos) << r.err;
+  const std::string apart = (dir.path() / "apart.table").string();
+  std::ofstream(apart) << "0 8192 striped 4 128 mem:1M 0 mem:1M,seed=1 0 mem:1M,seed=2 0 mem:1M,seed=3 0\n";
+  EXPECT_EQ(run_cli({"info", "dm:" + apart}).exit_code, 0) << "four strings, four devices";
+
+  r = run_cli({"info", apart});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_NE(r.err.find("looks like a device-mapper table"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("give dm:" + apart), std::string::npos) << r.err;
+
+  r = run_cli({"info", "mem:1M,nocopy"});
+  EXPECT_NE(r.out.find("copy offload             no (nocopy): copies are emulated"), std::string::npos) << r.out;
+
+  r = run_cli({"copy", a, b, "--length", "64k", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const double cpu = nlohmann::json::parse(r.out)["cpu_seconds"];
+  EXPECT_EQ(std::round(cpu * 1e6) / 1e6, cpu) << "rounded to the microsecond";
 }
 
 TEST_F(CliTest, EachBadInputHasItsMessageAndExitCode) {

@@ -37,6 +37,10 @@ echo "== pkg-config"
 export PKG_CONFIG_PATH="$libdir/pkgconfig"
 cc "$src/examples/copy_range.c" $(pkg-config --cflags --libs blkcopy) -o "$work/copy_range"
 LD_LIBRARY_PATH="$libdir" "$work/copy_range" "$work/c.img"
+echo "== pkg-config in the build tree (the sources' headers, the libraries built there)"
+PKG_CONFIG_PATH="$build" cc "$src/examples/copy_range.c" $(PKG_CONFIG_PATH="$build" pkg-config --cflags --libs blkcopy) \
+  -o "$work/copy_range_build"
+LD_LIBRARY_PATH="$build" "$work/copy_range_build" "$work/b.img"
 echo "== find_package"
 cmake -S "$src/examples/cmake" -B "$work/consumer" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
 cmake --build "$work/consumer" >/dev/null

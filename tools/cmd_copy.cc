@@ -229,7 +229,7 @@ int run_copy(const Args& a) {
   const uint64_t received = wire_after.second - wire_before.second;
   if (a.json) {
     auto j = result_json(r);
-    j["cpu_seconds"] = cpu;
+    j["cpu_seconds"] = microseconds(cpu);
     if (created) j["created"] = *created;
     // How the destination offloads a copy, and why (or why it cannot): offload or emulation
     // was chosen from this.

@@ -1,11 +1,28 @@
 // blkcopy info DEV [--json]: limits like sysfs, capacity, copy support and how.
+#include <blkcopy/log.h>
 #include <blkcopy/open.h>
 #include <fmt/format.h>
 
+#include <fstream>
+#include <sstream>
+
+#include "stack/table.h"
 #include "tools/commands.h"
 #include "tools/report.h"
 
 namespace blkcopy::tools {
+namespace {
+
+// A small file that parses as a device-mapper table was probably meant as dm:PATH.
+bool looks_like_table(const Device& dev, const std::string& path) {
+  if (dev.describe().kind != "file" || dev.limits().capacity > (1u << 20)) return false;
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return in && !text.str().empty() && parse_table(text.str(), path).has_value();
+}
+
+}  // namespace
 
 void add_info_command(CLI::App& app, int& exit_code) {
   struct Args {
@@ -33,6 +50,11 @@ void add_info_command(CLI::App& app, int& exit_code) {
     if (!dev) {
       exit_code = report_error(open_exit_code(args->device, dev.error()), dev.error().message());
       return;
+    }
+    if (looks_like_table(**dev, args->device)) {
+      log_warning(fmt::format("{} looks like a device-mapper table: this is the file itself; "
+                              "for the stack it describes, give dm:{}",
+                              args->device, args->device));
     }
     if (args->json) {
       fmt::print("{}\n", info_json(**dev).dump(2));

@@ -402,7 +402,7 @@ int run_perf(const PerfArgs& a) {
     j["device"] = a.device;
     if (!a.dst.empty()) j["dst"] = a.dst;
     j["rw"] = a.rw, j["bs"] = *bs, j["copy_len"] = *copy_len, j["ranges"] = a.ranges;
-    j["qd"] = a.qd, j["jobs"] = a.jobs, j["seconds"] = secs;
+    j["qd"] = a.qd, j["jobs"] = a.jobs, j["seconds"] = microseconds(secs);
     j["ops"] = ops, j["reads"] = sum.reads, j["writes"] = sum.writes, j["copies"] = sum.copies;
     j["bytes"] = sum.bytes, j["iops"] = double(ops) / secs;
     j["mib_per_second"] = double(sum.bytes) / secs / double(1u << 20);
@@ -411,7 +411,7 @@ int run_perf(const PerfArgs& a) {
                        {"p99", h.percentile_us(0.99)},
                        {"p99.9", h.percentile_us(0.999)},
                        {"max", h.max_us()}};
-    j["cpu_seconds"] = cpu, j["cpu_seconds_per_gib"] = gib > 0 ? cpu / gib : 0;
+    j["cpu_seconds"] = microseconds(cpu), j["cpu_seconds_per_gib"] = microseconds(gib > 0 ? cpu / gib : 0);
     j["offloaded_bytes"] = sum.offloaded, j["emulated_bytes"] = sum.emulated;
     j["host_read_bytes"] = sum.host_read, j["host_written_bytes"] = sum.host_written;
     j["wire_bytes"] = sum.wire;

@@ -2,6 +2,8 @@
 
 #include <blkcopy/units.h>
 #include <fmt/format.h>
+
+#include <cmath>
 #include <sys/resource.h>
 
 #include <charconv>
@@ -78,7 +80,11 @@ std::string info_text(const Device& dev) {
   row("copy_max_src_segments", std::to_string(l.copy_max_src_segments));
   row("copy_max_bytes", std::to_string(l.copy_max_bytes));
   row("read_only", l.read_only ? "1" : "0");
-  row("copy offload", fmt::format("{}: {}", l.can_offload() ? "yes" : "no", info.copy_method));
+  // "none (nocopy): copies are emulated" reads "no (nocopy): copies are emulated".
+  const std::string_view method = info.copy_method;
+  row("copy offload", !l.can_offload() && method.starts_with("none")
+                          ? fmt::format("no{}", method.substr(4))
+                          : fmt::format("{}: {}", l.can_offload() ? "yes" : "no", method));
   for (const auto& [k, v] : info.details) row(k, v);
   if (!info.children.empty()) {
     out += "children:\n";
@@ -101,7 +107,7 @@ nlohmann::ordered_json result_json(const CopyResult& r) {
   j["host_read_bytes"] = r.host_read_bytes;
   j["host_written_bytes"] = r.host_written_bytes;
   j["commands"] = r.commands;
-  j["seconds"] = r.seconds;
+  j["seconds"] = microseconds(r.seconds);
   for (const auto& [dev, n] : r.offloaded_by_device) j["offloaded_by_device"][dev] = n;
   return j;
 }
@@ -127,6 +133,8 @@ std::string result_text(const CopyResult& r) {
   }
   return out;
 }
+
+double microseconds(double seconds) { return std::round(seconds * 1e6) / 1e6; }
 
 double process_cpu_seconds() {
   rusage ru{};

@@ -16,6 +16,8 @@ nlohmann::ordered_json result_json(const CopyResult& r);
 std::string result_text(const CopyResult& r);
 
 // CPU seconds (user + system) this process used, helper threads included.
+// Seconds rounded to the microsecond, for JSON (0.054315, not 0.054314999999999995).
+double microseconds(double seconds);
 double process_cpu_seconds();
 
 // A one-line progress bar on stderr, redrawn at most ten times a second. Unless forced, it
