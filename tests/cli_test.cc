@@ -92,6 +92,17 @@ TEST_F(CliTest, TablesAndInfoSayWhatTheyAre) {
   EXPECT_EQ(std::round(cpu * 1e6) / 1e6, cpu) << "rounded to the microsecond";
 }
 
+// fio's option names are perf's too: --iodepth, --numjobs, --runtime.
+TEST(CliPerf, TakesFiosOptionNames) {
+  auto r = run_cli({"perf", "mem:16M", "--rw", "randread", "--bs", "4k", "--iodepth", "4",
+                    "--numjobs", "2", "--runtime", "0.2", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["qd"], 4);
+  EXPECT_EQ(j["jobs"], 2);
+  EXPECT_GT(j["reads"].get<uint64_t>(), 0u);
+}
+
 TEST_F(CliTest, EachBadInputHasItsMessageAndExitCode) {
   const BadCase cases[] = {
       {{"copy", "foo:bar", b, "--length", "4k"}, 2, "unknown device type 'foo'"},

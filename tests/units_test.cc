@@ -15,6 +15,18 @@ TEST(ParseSize, AcceptsSuffixes) {
   EXPECT_EQ(parse_size("0").value(), 0u);
 }
 
+// As dd: kB, MB, GB and TB are powers of 1000; M and MiB powers of 1024.
+TEST(ParseSize, DecimalUnitsAreDds) {
+  EXPECT_EQ(parse_size("1kB").value(), 1000u);
+  EXPECT_EQ(parse_size("64MB").value(), 64'000'000u);
+  EXPECT_EQ(parse_size("2GB").value(), 2'000'000'000u);
+  EXPECT_EQ(parse_size("1TB").value(), 1'000'000'000'000u);
+  EXPECT_EQ(parse_size("64MiB").value(), 64u << 20);
+  EXPECT_EQ(parse_size("64M").value(), 64u << 20);
+  EXPECT_FALSE(parse_size("1XB"));
+  EXPECT_EQ(parse_size("20000000TB").error().code(), ERANGE);
+}
+
 TEST(ParseSize, RejectsJunkWithAMessage) {
   for (const char* bad : {"", "k", "-1", "1X", "1MM", "12 M", "0x10"}) {
     auto r = parse_size(bad);

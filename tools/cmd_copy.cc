@@ -281,7 +281,7 @@ void add_copy_command(CLI::App& app, int& exit_code) {
   cmd->add_flag("--no-emulation", a->no_emulation,
                 "fail (exit 3) instead of emulating what cannot be offloaded");
   cmd->add_flag("--emulate", a->emulate, "emulate everything: read into host memory, write back");
-  cmd->add_option("--copy-max-bytes", a->copy_max_bytes,
+  cmd->add_option("--copy-max-bytes,--copy-max", a->copy_max_bytes,
                   "set the destination's copy_max_bytes limit first (0 turns offload off)");
   cmd->add_option("--buffer", a->buffer, "host memory for emulation (default 64M)");
   cmd->add_option("--chunk", a->chunk, "bytes per emulated read/write (default 4M)");

@@ -452,9 +452,10 @@ void add_perf_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--ranges", a->ranges, "source ranges per copy (default 1)");
   cmd->add_option("--mix-copies", a->mix_copies,
                   "with --rw mix: percent of copies, the rest half reads, half writes (default 10)");
-  cmd->add_option("--qd", a->qd, "operations in flight per job (default 32)");
-  cmd->add_option("--jobs", a->jobs, "threads, each with its own loop and open (default 1)");
-  cmd->add_option("--time", a->seconds, "seconds to run (default 10)");
+  // fio's names as aliases: --iodepth, --numjobs, --runtime.
+  cmd->add_option("--qd,--iodepth", a->qd, "operations in flight per job (default 32)");
+  cmd->add_option("--jobs,--numjobs", a->jobs, "threads, each with its own loop and open (default 1)");
+  cmd->add_option("--time,--runtime", a->seconds, "seconds to run (default 10)");
   cmd->add_option("--size", a->size, "stop after this many bytes instead of --time");
   cmd->add_option("--dst", a->dst, "copy into this device (default: the device's upper half)");
   cmd->add_option("--seed", a->seed, "random offsets' seed (default 1)");
