@@ -179,12 +179,18 @@ TEST_F(CliTest, VectoredEmulatedCopyWithProgress) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("emulated      16.0 KiB"), std::string::npos) << r.out;
   EXPECT_NE(r.err.find("100%"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("/s 0:00 done"), std::string::npos) << "rate, time so far, done: " << r.err;
   test::Bytes want = test::pattern(0, 8 * K, 41);
   for (uint64_t off : {256 * K, 64 * K}) {
     test::Bytes part = test::pattern(off, 4 * K, 41);
     want.insert(want.end(), part.begin(), part.end());
   }
   EXPECT_EQ(test::read_file(b, 512 * K, 16 * K), want);
+  // -q: nothing on success, not even a forced bar.
+  const auto q = run_cli({"-q", "copy", a, b + "@512k", "--length", "16k", "--progress"});
+  EXPECT_EQ(q.exit_code, 0) << q.err;
+  EXPECT_EQ(q.out, "");
+  EXPECT_EQ(q.err, "");
 }
 
 TEST_F(CliTest, OverlappingCopyWithinAFileIsAMemmove) {

@@ -212,7 +212,7 @@ int run_copy(const Args& a) {
   };
   Device* remote = (*dst)->wire_counters() ? dst->get() : src->wire_counters() ? src : nullptr;
   const auto wire_before = wire(remote);
-  ProgressBar bar(!a.json && isatty(STDERR_FILENO), a.progress);
+  ProgressBar bar(!a.json && !quiet() && isatty(STDERR_FILENO), a.progress && !quiet());
   opt.progress = [&bar](uint64_t done, uint64_t total) { bar.update(done, total); };
   opt.cancel = &catch_interrupts();
   const double cpu_before = process_cpu_seconds();

@@ -163,9 +163,16 @@ void ProgressBar::update(uint64_t done, uint64_t total) {
   const double frac = double(done) / double(total);
   const int filled = int(frac * kWidth);
   const double rate = now > started_ ? double(done) / (now - started_) : 0;
-  fmt::print(stderr, "\r[{:#<{}}{:<{}}] {:3.0f}% {} of {} {}/s ", "", filled, "",
+  // As dd's status=progress and ddpt: the rate so far, and when it will end at that rate.
+  auto clock = [](double s) {
+    const auto t = static_cast<uint64_t>(s + 0.5);
+    return t >= 3600 ? fmt::format("{}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60)
+                     : fmt::format("{}:{:02}", t / 60, t % 60);
+  };
+  const std::string eta = done >= total ? "done" : rate > 0 ? "ETA " + clock(double(total - done) / rate) : "ETA -";
+  fmt::print(stderr, "\r[{:#<{}}{:<{}}] {:3.0f}% {} of {} {}/s {} {}  ", "", filled, "",
              kWidth - filled, frac * 100, format_bytes(double(done)), format_bytes(double(total)),
-             format_bytes(rate));
+             format_bytes(rate), clock(now - started_), eta);
   drawn_ = true;
 }
 
