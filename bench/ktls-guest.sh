@@ -34,7 +34,7 @@ run() {  # $1: mode (clear|user|kernel), $2: rw, $3: bs, $4: qd
   pid=$!
   for i in $(seq 300); do grep -q "^blkcopy serve: .* on " /tmp/serve.log && break; sleep 0.1; done
   t0=$(ticks "$pid")
-  blkcopy perf "nvme-tcp://127.0.0.1:4420/$NQN?ns=1$opts" --rw "$2" --bs "$3" --qd "$4" --time "$T" \
+  blkcopy perf "nvme-tcp://127.0.0.1:4420/$NQN?ns=1$opts" --force --rw "$2" --bs "$3" --qd "$4" --time "$T" \
     --json > /tmp/out 2>/tmp/err || { cat /tmp/err /tmp/serve.log; echo "BENCH-FAILED $1 $2"; }
   t1=$(ticks "$pid")
   kill "$pid"; wait "$pid" 2>/dev/null || true

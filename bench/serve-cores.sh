@@ -21,7 +21,7 @@ trap cleanup EXIT
 NQN=nqn.2024-01.io.blkcopy:cores PORT=4437
 
 iops() {  # NS RW
-  taskset -c 0 "$blkcopy" perf "nvme-tcp://127.0.0.1:$PORT/$NQN?ns=$1" --rw "$2" --qd 32 \
+  taskset -c 0 "$blkcopy" perf "nvme-tcp://127.0.0.1:$PORT/$NQN?ns=$1" --force --rw "$2" --qd 32 \
     --jobs 2 --time "$secs" --json | sed -n 's/.*"iops": *\([0-9.]*\).*/\1/p'
 }
 

@@ -52,7 +52,7 @@ stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
 # One target at a time on core 0 (SPDK's reactor spins on its core: never both at once).
 D="nvme-tcp://127.0.0.1:4430/$BNQN?ns=1"
 host_iops() {  # RW QD
-  taskset -c 1 "$blkcopy" perf "$D" --rw "$1" --qd "$2" --time "$secs" --json |
+  taskset -c 1 "$blkcopy" perf "$D" --force --rw "$1" --qd "$2" --time "$secs" --json |
     sed -n 's/.*"iops": *\([0-9.]*\).*/\1/p'
 }
 host_mibs() {  # 128 KiB reads at QD16, MiB/s

@@ -103,6 +103,24 @@ TEST(CliPerf, TakesFiosOptionNames) {
   EXPECT_GT(j["reads"].get<uint64_t>(), 0u);
 }
 
+// perf does not write into a device that holds data (a VM image, a file system) unless told to:
+// the image stays as it was; --force goes on; reading needs no --force.
+TEST_F(CliTest, PerfRefusesToWriteIntoDataWithoutForce) {
+  for (const char* rw : {"randwrite", "randcopy", "mix"}) {
+    auto r = run_cli({"perf", a, "--rw", rw, "--runtime", "0.2"});
+    EXPECT_EQ(r.exit_code, 2) << rw;
+    EXPECT_NE(r.err.find("holds data"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("--force"), std::string::npos) << r.err;
+  }
+  EXPECT_EQ(test::read_file(a, 0, 1 << 20), test::pattern(0, 1 << 20, 41)) << "nothing was written";
+  EXPECT_EQ(run_cli({"perf", a, "--rw", "randread", "--runtime", "0.2"}).exit_code, 0);
+  const auto copy_in = run_cli({"perf", a, "--rw", "copy", "--dst", b, "--runtime", "0.2"});
+  EXPECT_EQ(copy_in.exit_code, 2) << "copies write into --dst";
+  const auto forced = run_cli({"perf", a, "--rw", "randwrite", "--runtime", "0.2", "--force", "--json"});
+  EXPECT_EQ(forced.exit_code, 0) << forced.err;
+  EXPECT_GT(nlohmann::json::parse(forced.out)["writes"].get<uint64_t>(), 0u);
+}
+
 TEST_F(CliTest, EachBadInputHasItsMessageAndExitCode) {
   const BadCase cases[] = {
       {{"copy", "foo:bar", b, "--length", "4k"}, 2, "unknown device type 'foo'"},
