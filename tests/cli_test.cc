@@ -148,6 +148,8 @@ TEST_F(CliTest, EachBadInputHasItsMessageAndExitCode) {
       {{"copy", ka, kb, "--length", "4k", "--copy-max-bytes", "1G"}, 2, "is above its "
                                                                      "copy_max_hw_bytes"},
       {{"copy", a, b, "--length", "4k", "--emulate", "--no-emulation"}, 2, "exclude each other"},
+      {{"frob"}, 2, "known: info, copy, demo, clone, serve, discover, ctl, perf"},
+      {{"serve", "--ns", "mem:1M", "--dhchap-secret", "DHHC-1:00:x:"}, 2, "(the host NQN is missing)"},
       {{"copy", a, b, "--length", "4k", "--buffer", "100"}, 2, "at least one block"},
       {{"copy", a, b, "--length", "4k", "--frobnicate"}, 2, "frobnicate"},
       {{"copy", "mem:1M,sparkles", b, "--length", "4k"}, 2, "unknown mem option 'sparkles'"},

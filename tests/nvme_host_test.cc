@@ -199,6 +199,10 @@ TEST(NvmeHost, TheCliShowsTheBytesOnTheWire) {
   auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["offloaded_bytes"], 16 * M);
   EXPECT_LT(j["wire_bytes_sent"].get<uint64_t>() + j["wire_bytes_received"].get<uint64_t>(), 4 * K);
+  // In words: offloaded to the controller (how the target did it is the target's to say).
+  r = test::run_cli({"copy", t.spec(1), t.spec(1) + "@48M", "--length", "1M"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("offloaded  to the controller: 1.00 MiB as Copy commands"), std::string::npos) << r.out;
 }
 
 TEST(NvmeHost, ACommandWithoutAnAnswerTimesOut) {

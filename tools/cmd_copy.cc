@@ -243,6 +243,11 @@ int run_copy(const Args& a) {
     if (created) fmt::print("created    {} ({} bytes)\n", *created, (*dst)->limits().capacity);
     fmt::print("{}", result_text(r));
     if (remote) {
+      // Over NVMe/TCP "offloaded" is what this host knows: the target was sent Copy commands
+      // instead of the data; whether its device copied or it read and wrote, its command trace
+      // and metrics say (blkcopy ctl trace on; offloaded_bytes / emulated_bytes there).
+      if (r.offloaded_bytes) fmt::print("offloaded  to the controller: {} as Copy commands, the data never crossed the network\n",
+                                        format_bytes(double(r.offloaded_bytes)));
       fmt::print("wire       sent {}, received {} ({})\n", format_bytes(double(sent)),
                  format_bytes(double(received)), remote->name());
     }

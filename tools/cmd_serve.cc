@@ -199,12 +199,14 @@ void add_serve_command(CLI::App& app, int& exit_code) {
                 "with --host-key: hosts without a key may connect too, unauthenticated")
       ->excludes(hosts);
   cmd->add_option("--config", a->config, "an nvmetcli JSON configuration instead of the flags");
+  // One name per idea: the DH-HMAC-CHAP secret is dhchap_secret in device strings and
+  // --dhchap-secret in discover, so serve takes those names too.
   auto* host_key = cmd->add_option(
-      "--host-key", a->host_keys,
+      "--host-key,--dhchap-secret", a->host_keys,
       "HOSTNQN=SECRET (or HOSTNQN=@FILE): the host must authenticate with DH-HMAC-CHAP using "
       "this DHHC-1 secret ('nvme gen-dhchap-key'); repeatable");
   auto* host_ctrl_key = cmd->add_option(
-      "--host-ctrl-key", a->host_ctrl_keys,
+      "--host-ctrl-key,--dhchap-ctrl-secret", a->host_ctrl_keys,
       "HOSTNQN=SECRET (or @FILE): the controller's secret, for hosts that check the controller");
   auto* tls_key = cmd->add_option(
       "--tls-key", a->tls_keys,

@@ -87,11 +87,13 @@ See blkcopy(1).)");
   add_perf_command(app, exit_code);
   if (argc > 1 && argv[1][0] != '-') {
     bool known = false;
-    for (const CLI::App* sub : app.get_subcommands({})) known |= sub->get_name() == argv[1];
+    std::string names;
+    for (const CLI::App* sub : app.get_subcommands({})) {
+      known |= sub->get_name() == argv[1];
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+    }
     if (!known) {
-      return report_error(kBadInput, fmt::format("unknown command '{}' (known: info, copy, clone, serve, discover, demo; "
-                                                 "see --help)",
-                                                 argv[1]));
+      return report_error(kBadInput, fmt::format("unknown command '{}' (known: {}; see --help)", argv[1], names));
     }
   }
   blkcopy::set_log_sink(blkcopy::stderr_log_sink());
