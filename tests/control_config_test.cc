@@ -31,7 +31,6 @@ namespace {
 
 using nlohmann::json;
 using namespace nvme;
-using Clock = std::chrono::steady_clock;
 
 const std::string kSub = "nqn.2024-01.io.blkcopy:live";
 const std::string kOther = "nqn.2024-01.io.blkcopy:other";
@@ -62,15 +61,7 @@ struct Ctl {
   }
 };
 
-// Waits (up to 30 s) for `done`.
-template <typename F>
-bool eventually(F done) {
-  for (auto until = Clock::now() + std::chrono::seconds(30); Clock::now() < until;) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return done();
-}
+using test::eventually;
 
 std::vector<uint32_t> active_namespaces(test::NvmeClient& admin) {
   std::vector<uint8_t> page;

@@ -39,16 +39,7 @@ TargetConfig config(std::vector<std::string> devices) {
   return cfg;
 }
 
-// Waits for `done` (polling the target's statistics), up to a generous limit.
-template <class F>
-bool eventually(F done, std::chrono::seconds limit = std::chrono::seconds(20)) {
-  const auto until = Clock::now() + limit;
-  while (!done()) {
-    if (Clock::now() > until) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return true;
-}
+using test::eventually;
 
 std::vector<uint8_t> u8(const test::Bytes& b) {
   std::vector<uint8_t> v(b.size());

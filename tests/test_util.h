@@ -6,6 +6,7 @@
 #include <blkcopy/open.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstddef>
 #include <filesystem>
 #include <functional>
@@ -13,6 +14,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 namespace blkcopy::test {
@@ -53,6 +55,17 @@ class TempDir {
 };
 
 Bytes read_file(const std::string& path, uint64_t offset, uint64_t length);
+
+// Waits for `done` (polled every 20 ms) up to a generous limit: tests wait for the event, they
+// never sleep and hope. True when it came.
+template <typename F>
+bool eventually(F done, std::chrono::seconds limit = std::chrono::seconds(30)) {
+  for (auto until = std::chrono::steady_clock::now() + limit; std::chrono::steady_clock::now() < until;) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return done();
+}
 
 // Result of running the blkcopy binary.
 struct Run {
