@@ -56,15 +56,11 @@ Result<uint64_t> parse_named_size(const char* what, const std::string& text) {
 // The file a device string names, when it is a file that does not exist yet (a plain path or
 // file:PATH[,options]); nullopt otherwise (it exists, or it is another kind of device).
 std::optional<std::string> missing_file(const std::string& dev) {
-  std::string path = dev;
-  if (dev.starts_with("file:")) {
-    path = dev.substr(5, dev.find(',') == std::string::npos ? std::string::npos : dev.find(',') - 5);
-  } else if (const size_t colon = dev.find(':'); colon != std::string::npos && colon < dev.find('/')) {
-    return std::nullopt;  // mem:, nvme-tcp://, dm:...
-  }
+  auto f = file_spec(dev);
+  if (!f || f->scheme == "dm:") return std::nullopt;  // mem:, nvme-tcp://, a stack
   struct stat st {};
-  if (path.empty() || ::stat(path.c_str(), &st) == 0 || errno != ENOENT) return std::nullopt;
-  return path;
+  if (f->path.empty() || ::stat(f->path.c_str(), &st) == 0 || errno != ENOENT) return std::nullopt;
+  return f->path;
 }
 
 // Makes `path` a new regular file of `size` bytes (never over an existing one).

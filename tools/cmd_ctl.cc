@@ -186,7 +186,8 @@ int run_ctl(const CtlArgs& a, const std::string& method, const json& params) {
                result["namespaces"].get<size_t>(), result["ports"].dump());
     if (result.contains("note")) fmt::print("note: {}\n", result["note"].get<std::string>());
   } else if (method == "add_ns") {
-    fmt::print("namespace {} of {} added: {}\n", result["nsid"].get<uint32_t>(), a.nqn, a.device);
+    fmt::print("namespace {} of {} added: {}\n", result["nsid"].get<uint32_t>(), a.nqn,
+               result["device"].get<std::string>());  // as serve took it (paths made absolute)
   } else if (method == "resize_ns") {
     fmt::print("namespace {} of {}: {} bytes\n", a.nsid, a.nqn, result["bytes"].get<uint64_t>());
   } else if (method == "link_port" || method == "unlink_port") {

@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 #include <blkcopy/status.h>
 
+#include <optional>
 #include <string>
 
 namespace blkcopy::tools {
@@ -42,7 +43,14 @@ inline constexpr const char* kDefaultControlSocket = "/run/blkcopy/serve.sock";
 // says which loops, for the help text.
 void add_poll_option(CLI::App& cmd, unsigned& us, const char* whose);
 
-// A device string naming a file (or a dm table) by a relative path, made absolute (serve_config.cc).
+// A device string that names a file: its scheme ("file:", "dm:" or "" for a plain path), the
+// path, and the options after it; nullopt for other devices (mem:, nvme-tcp://...).
+struct FileSpec {
+  std::string scheme, path, options;
+};
+std::optional<FileSpec> file_spec(const std::string& dev);
+// The same string with a relative path made absolute: serve opens files from its own working
+// directory (/ under systemd), not the caller's.
 std::string absolute_device(const std::string& dev);
 
 // The first line of a file holding a key or secret, without its line end.

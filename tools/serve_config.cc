@@ -41,23 +41,6 @@ void warn_if_open(const nvme::TargetConfig& cfg) {
 
 }  // namespace
 
-// A device string naming a file (or a dm table) by a relative path, made absolute: serve opens
-// it from its own working directory (/ under systemd). Other schemes (mem:, nvme-tcp://...)
-// stay as given.
-std::string absolute_device(const std::string& dev) {
-  std::string scheme, path = dev;
-  if (dev.starts_with("file:") || dev.starts_with("dm:")) {
-    scheme = dev.substr(0, dev.find(':') + 1);
-    path = dev.substr(scheme.size());
-  } else if (const size_t colon = dev.find(':'); colon != std::string::npos && colon < dev.find('/')) {
-    return dev;
-  }
-  if (path.empty() || path[0] == '/') return dev;
-  const size_t comma = path.find(',');
-  const std::string options = comma == std::string::npos ? "" : path.substr(comma);
-  return scheme + std::filesystem::absolute(path.substr(0, comma)).string() + options;
-}
-
 Result<nvme::TargetConfig> serve_config(const ServeArgs& a) {
   nvme::TargetConfig cfg;
   if (!a.config.empty()) {
