@@ -22,7 +22,7 @@ NQN=nqn.2024-01.io.blkcopy:cores PORT=4437
 
 iops() {  # NS RW
   taskset -c 0 "$blkcopy" perf "nvme-tcp://127.0.0.1:$PORT/$NQN?ns=$1" --force --rw "$2" --qd 32 \
-    --jobs 2 --time "$secs" --json | sed -n 's/.*"iops": *\([0-9.]*\).*/\1/p'
+    --jobs 2 --time "$secs" --json | sed -n 's/^  "iops": *\([0-9.]*\).*/\1/p'
 }
 
 printf '%-8s %14s %14s %8s\n' cores "reads/s" "copies/s" hops

@@ -53,7 +53,7 @@ stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
 D="nvme-tcp://127.0.0.1:4430/$BNQN?ns=1"
 host_iops() {  # RW QD
   taskset -c 1 "$blkcopy" perf "$D" --force --rw "$1" --qd "$2" --time "$secs" --json |
-    sed -n 's/.*"iops": *\([0-9.]*\).*/\1/p'
+    sed -n 's/^  "iops": *\([0-9.]*\).*/\1/p'
 }
 host_mibs() {  # 128 KiB reads at QD16, MiB/s
   taskset -c 1 "$blkcopy" perf "$D" --rw read --bs 128k --qd 16 --time "$secs" --json |

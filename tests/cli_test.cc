@@ -8,6 +8,10 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <regex>
+#include <set>
+#include <sstream>
 
 #include "tests/test_util.h"
 
@@ -90,35 +94,6 @@ TEST_F(CliTest, TablesAndInfoSayWhatTheyAre) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const double cpu = nlohmann::json::parse(r.out)["cpu_seconds"];
   EXPECT_EQ(std::round(cpu * 1e6) / 1e6, cpu) << "rounded to the microsecond";
-}
-
-// fio's option names are perf's too: --iodepth, --numjobs, --runtime.
-TEST(CliPerf, TakesFiosOptionNames) {
-  auto r = run_cli({"perf", "mem:16M", "--rw", "randread", "--bs", "4k", "--iodepth", "4",
-                    "--numjobs", "2", "--runtime", "0.2", "--json"});
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  const auto j = nlohmann::json::parse(r.out);
-  EXPECT_EQ(j["qd"], 4);
-  EXPECT_EQ(j["jobs"], 2);
-  EXPECT_GT(j["reads"].get<uint64_t>(), 0u);
-}
-
-// perf does not write into a device that holds data (a VM image, a file system) unless told to:
-// the image stays as it was; --force goes on; reading needs no --force.
-TEST_F(CliTest, PerfRefusesToWriteIntoDataWithoutForce) {
-  for (const char* rw : {"randwrite", "randcopy", "mix"}) {
-    auto r = run_cli({"perf", a, "--rw", rw, "--runtime", "0.2"});
-    EXPECT_EQ(r.exit_code, 2) << rw;
-    EXPECT_NE(r.err.find("holds data"), std::string::npos) << r.err;
-    EXPECT_NE(r.err.find("--force"), std::string::npos) << r.err;
-  }
-  EXPECT_EQ(test::read_file(a, 0, 1 << 20), test::pattern(0, 1 << 20, 41)) << "nothing was written";
-  EXPECT_EQ(run_cli({"perf", a, "--rw", "randread", "--runtime", "0.2"}).exit_code, 0);
-  const auto copy_in = run_cli({"perf", a, "--rw", "copy", "--dst", b, "--runtime", "0.2"});
-  EXPECT_EQ(copy_in.exit_code, 2) << "copies write into --dst";
-  const auto forced = run_cli({"perf", a, "--rw", "randwrite", "--runtime", "0.2", "--force", "--json"});
-  EXPECT_EQ(forced.exit_code, 0) << forced.err;
-  EXPECT_GT(nlohmann::json::parse(forced.out)["writes"].get<uint64_t>(), 0u);
 }
 
 TEST_F(CliTest, EachBadInputHasItsMessageAndExitCode) {
@@ -247,12 +222,14 @@ TEST_F(CliTest, InfoShowsLimitsAndCopySupport) {
 }
 
 TEST_F(CliTest, DemoChecksItsCopies) {
-  const auto r = run_cli({"demo", "--size", "8M", "--dir", dir.path().string()});
+  const auto r = run_cli({"demo", "--length", "8M", "--dir", dir.path().string()});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_NE(r.out.find("both copies match the original data"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("offloaded"), std::string::npos);
   EXPECT_FALSE(std::filesystem::exists(dir.path() / "blkcopy-demo.img"));
-  EXPECT_EQ(run_cli({"demo", "--size", "5"}).exit_code, 2);
+  const auto bad = run_cli({"demo", "--size", "5"});  // --length's former name still works
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("--length '5'"), std::string::npos) << bad.err;
 }
 
 }  // namespace
@@ -301,6 +278,53 @@ TEST(CliInterrupt, ACopyStoppedBySignalReportsExactProgress) {
 namespace blkcopy {
 namespace {
 
+// Each command's --help shows what that command takes: the device strings only where it takes
+// a DEV; and bash completion offers every option --help names.
+TEST(CliHelp, EachCommandShowsWhatItTakesAndCompletionKnowsIt) {
+  std::ifstream in(std::string(BLKCOPY_SOURCE_DIR) + "/doc/blkcopy.bash-completion");
+  ASSERT_TRUE(in) << "doc/blkcopy.bash-completion";
+  std::map<std::string, std::set<std::string>> completion;  // command -> words
+  const std::regex line(R"re(^\s*([a-z]+)\) opts="([^"]*)")re");
+  for (std::string l; std::getline(in, l);) {
+    std::smatch m;
+    if (!std::regex_search(l, m, line)) continue;
+    std::istringstream words(m[2].str());
+    for (std::string w; words >> w;) completion[m[1]].insert(w);
+  }
+  const std::regex option(R"([ ,](--[a-z][a-z0-9_-]*))");
+  for (const std::string cmd : {"info", "copy", "clone", "serve", "discover", "ctl", "perf", "demo"}) {
+    SCOPED_TRACE(cmd);
+    const auto r = run_cli({cmd, "--help"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const bool takes_devices = cmd != "discover" && cmd != "demo" && cmd != "ctl";
+    EXPECT_EQ(r.out.find("Devices (DEV):") != std::string::npos, takes_devices) << r.out;
+    EXPECT_NE(r.out.find("Exit codes:"), std::string::npos);
+    std::string options = r.out.substr(r.out.find("Options:"));
+    options = options.substr(0, std::min({options.find("Subcommands:"), options.find("Devices (DEV):"),
+                                          options.find("Exit codes:")}));
+    ASSERT_TRUE(completion.contains(cmd)) << "no completion for " << cmd;
+    for (auto it = std::sregex_iterator(options.begin(), options.end(), option); it != std::sregex_iterator(); ++it) {
+      const std::string name = (*it)[1];
+      if (name == "--help") continue;
+      EXPECT_TRUE(completion[cmd].contains(name)) << name << " is not completed";
+    }
+  }
+  const auto sub = run_cli({"ctl", "--help"});
+  const std::string verbs = sub.out.substr(sub.out.find("Subcommands:"));
+  std::istringstream lines(verbs);
+  std::string l;
+  std::getline(lines, l);
+  while (std::getline(lines, l) && !l.empty()) {
+    std::istringstream words(l);
+    std::string verb;
+    words >> verb;
+    EXPECT_TRUE(completion["ctl"].contains(verb)) << "ctl " << verb << " is not completed";
+  }
+  // A ctl verb that takes a DEV shows the device strings; one that does not, only exit codes.
+  EXPECT_NE(run_cli({"ctl", "add-ns", "--help"}).out.find("Devices (DEV):"), std::string::npos);
+  EXPECT_EQ(run_cli({"ctl", "list", "--help"}).out.find("Devices (DEV):"), std::string::npos);
+}
+
 TEST(CliVersion, PrintsTheProjectVersion) {
   auto r = test::run_cli({"--version"});
   EXPECT_EQ(r.exit_code, 0);
@@ -315,85 +339,6 @@ TEST(CliVersion, PrintsTheProjectVersion) {
 
 namespace blkcopy {
 namespace {
-
-// blkcopy perf's counters add up (a smoke test: speed is for bench/, not tests).
-TEST(CliPerf, CountersAddUpForEachKindOfLoad) {
-  auto perf = [](std::vector<std::string> args) {
-    args.insert(args.begin(), "perf");
-    auto r = test::run_cli(args);
-    EXPECT_EQ(r.exit_code, 0) << r.err;
-    return r.exit_code == 0 ? nlohmann::json::parse(r.out) : nlohmann::json{};
-  };
-  // 4 MiB of 4 KiB offloaded copies, 8 in flight: exactly 1024 copies, no host bytes.
-  auto j = perf({"mem:64M", "--rw", "randcopy", "--size", "4M", "--qd", "8", "--json"});
-  EXPECT_EQ(j["copies"], 1024);
-  EXPECT_EQ(j["ops"], 1024);
-  EXPECT_EQ(j["bytes"], 4 << 20);
-  EXPECT_EQ(j["offloaded_bytes"], 4 << 20);
-  EXPECT_EQ(j["host_read_bytes"], 0);
-  // The same emulated: every byte read into host memory and written back.
-  j = perf({"mem:64M", "--rw", "copy", "--copy-len", "64k", "--ranges", "4", "--size", "4M",
-            "--emulate", "--json"});
-  EXPECT_EQ(j["copies"], 64);
-  EXPECT_EQ(j["emulated_bytes"], 4 << 20);
-  EXPECT_EQ(j["host_read_bytes"], 4 << 20);
-  EXPECT_EQ(j["host_written_bytes"], 4 << 20);
-  EXPECT_EQ(j["offloaded_bytes"], 0);
-  // Reads over two jobs; a mix whose kinds add up to its operations.
-  j = perf({"mem:64M", "--rw", "read", "--bs", "8k", "--size", "2M", "--jobs", "2", "--json"});
-  EXPECT_EQ(j["reads"], 256);
-  EXPECT_EQ(j["host_read_bytes"], 2 << 20);
-  j = perf({"mem:64M", "--rw", "mix", "--mix-copies", "30", "--time", "0.3", "--json"});
-  EXPECT_EQ(j["reads"].get<uint64_t>() + j["writes"].get<uint64_t>() + j["copies"].get<uint64_t>(),
-            j["ops"].get<uint64_t>());
-  EXPECT_EQ(j["bytes"].get<uint64_t>(), j["ops"].get<uint64_t>() * 4096);
-  EXPECT_GT(j["copies"].get<uint64_t>(), 0u);
-  EXPECT_LE(j["latency_us"]["p50"].get<double>(), j["latency_us"]["p99"].get<double>());
-  EXPECT_LE(j["latency_us"]["p99"].get<double>(), j["latency_us"]["max"].get<double>());
-  // Busy polling changes how the loop waits, not what it counts.
-  j = perf({"mem:64M", "--rw", "randread", "--size", "1M", "--poll-us", "500", "--json"});
-  EXPECT_EQ(j["reads"], 256);
-  EXPECT_EQ(j["host_read_bytes"], 1 << 20);
-  // Bad input names what is wrong, also when one job of several cannot open its device.
-  auto bad = test::run_cli({"perf", "mem:64M", "--rw", "copy", "--jobs", "2", "--dst", "mem:bad",
-                            "--time", "0.1"});
-  EXPECT_EQ(bad.exit_code, 2);
-  EXPECT_NE(bad.err.find("invalid size 'bad'"), std::string::npos) << bad.err;
-  bad = test::run_cli({"perf", "mem:64M", "--poll-us", "2000000"});
-  EXPECT_EQ(bad.exit_code, 2);
-  EXPECT_NE(bad.err.find("--poll-us"), std::string::npos) << bad.err;
-  bad = test::run_cli({"perf", "mem:64M", "--rw", "sideways"});
-  EXPECT_EQ(bad.exit_code, 2);
-  EXPECT_NE(bad.err.find("--rw 'sideways'"), std::string::npos) << bad.err;
-  bad = test::run_cli({"perf", "mem:64M", "--bs", "1000", "--time", "0.1"});
-  EXPECT_EQ(bad.exit_code, 2);
-  EXPECT_NE(bad.err.find("multiples of the 512-byte block"), std::string::npos) << bad.err;
-}
-
-// perf stops at the first SIGINT or SIGTERM, prints what it measured until then (here as JSON)
-// and exits with 128 + the signal, long before its --time.
-TEST(CliInterrupt, PerfStoppedBySignalReportsWhatItMeasured) {
-  for (int sig : {SIGINT, SIGTERM}) {
-    test::TempDir dir;
-    const std::string file = dir.file("load", 8 << 20, 0);
-    const auto start = std::chrono::steady_clock::now();
-    auto r = test::run_cli({"perf", "file:" + file, "--rw", "write", "--bs", "4k", "--time", "120", "--json"},
-                           sig, 100, [&] {  // once writes land
-                             return test::read_file(file, 0, 4096) != test::Bytes(4096) ||
-                                    test::read_file(file, 4096, 4096) != test::Bytes(4096);
-                           });
-    const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    EXPECT_EQ(r.exit_code, 128 + sig) << r.err;
-    EXPECT_LT(took, 60) << "it ran to its --time";
-    EXPECT_NE(r.err.find(std::string("interrupted by SIG") + (sig == SIGINT ? "INT" : "TERM")),
-              std::string::npos)
-        << r.err;
-    auto j = nlohmann::json::parse(r.out);
-    EXPECT_EQ(j["interrupted"], sig == SIGINT ? "SIGINT" : "SIGTERM");
-    EXPECT_GT(j["writes"].get<uint64_t>(), 0u);
-    EXPECT_LT(j["seconds"].get<double>(), 60);
-  }
-}
 
 }  // namespace
 }  // namespace blkcopy

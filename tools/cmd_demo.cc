@@ -78,7 +78,7 @@ class XfsScratch {
 int run_demo(const std::string& dir, const std::string& size_text, bool keep) {
   auto size = parse_size(size_text);
   if (!size || *size == 0 || *size % (1u << 20)) {
-    return report_error(kBadInput, fmt::format("--size '{}': expected a non-zero multiple of 1M",
+    return report_error(kBadInput, fmt::format("--length '{}': expected a non-zero multiple of 1M",
                                                size_text));
   }
   const uint64_t n = *size;
@@ -173,7 +173,9 @@ void add_demo_command(CLI::App& app, int& exit_code) {
   CLI::App* cmd = app.add_subcommand(
       "demo", "Copy within a file device offloaded and emulated, check the data, show the cost");
   cmd->add_option("--dir", a->dir, "where to create the demo file (default: .)");
-  cmd->add_option("--size", a->size, "bytes to copy (default 256M); the file is 3x that");
+  cmd->add_option("-l,--length", a->size, "bytes to copy, as copy's --length (default 256M); the "
+                                          "file is 3x that");
+  cmd->add_option("--size", a->size)->group("");  // its name before --length; kept for scripts
   cmd->add_flag("--keep", a->keep, "keep the demo file");
   cmd->callback([a, &exit_code] { exit_code = run_demo(a->dir, a->size, a->keep); });
 }

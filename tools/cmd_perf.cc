@@ -10,15 +10,12 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
-#include <array>
+#include <algorithm>
 #include <atomic>
-#include <bit>
 #include <chrono>
 #include <cstring>
 #include <latch>
 #include <memory>
-#include <mutex>
-#include <random>
 #include <thread>
 #include <vector>
 
@@ -26,6 +23,7 @@
 #include "tools/commands.h"
 #include "tools/interrupt.h"
 #include "tools/perf_job.h"
+#include "tools/perf_report.h"
 #include "tools/report.h"
 
 namespace blkcopy::tools {
@@ -81,13 +79,18 @@ int run_perf(const PerfArgs& a) {
   if (!bs || *bs == 0) return report_error(kBadInput, fmt::format("--bs '{}': not a size", a.bs));
   auto copy_len = parse_size(a.copy_len.empty() ? a.bs : a.copy_len);
   if (!copy_len || *copy_len == 0) {
-    return report_error(kBadInput, fmt::format("--copy-len '{}': not a size", a.copy_len));
+    return report_error(kBadInput, fmt::format("--length '{}': not a size", a.copy_len));
   }
   uint64_t quota = 0;
   if (!a.size.empty()) {
     auto s = parse_size(a.size);
     if (!s || *s == 0) return report_error(kBadInput, fmt::format("--size '{}': not a size", a.size));
     quota = (*s + a.jobs - 1) / a.jobs;
+  }
+  const auto percentiles = parse_percentiles(a.percentiles);
+  if (!percentiles) {
+    return report_error(kBadInput, fmt::format("--percentiles '{}': expected up to 20 numbers in "
+                                               "(0, 100] separated by , or :", a.percentiles));
   }
   if (a.qd == 0 || a.qd > 4096 || a.jobs == 0 || a.jobs > 64 || a.ranges == 0 ||
       a.ranges > 256 || a.mix_copies > 100 || !(a.seconds > 0)) {
@@ -103,7 +106,7 @@ int run_perf(const PerfArgs& a) {
     if (std::string why = holds_data(*target); !why.empty()) return report_error(kBadInput, why);
   }
 
-  std::atomic<uint64_t> done_bytes{0};
+  Progress progress;
   std::atomic<bool> stop{false};
   // The first SIGINT or SIGTERM stops the jobs (what they have done is reported); a second
   // ends the process.
@@ -116,7 +119,7 @@ int run_perf(const PerfArgs& a) {
   Clock::time_point t0, deadline;
   for (unsigned i = 0; i < a.jobs; ++i) {
     threads.emplace_back([&, i] {
-      Job job(a, i, *bs, *copy_len, mode->kind, mode->random, quota, done_bytes, stop);
+      Job job(a, i, *bs, *copy_len, mode->kind, mode->random, quota, progress, stop);
       if (!job.open()) stop = true;
       opened.count_down();
       go.wait();
@@ -134,8 +137,8 @@ int run_perf(const PerfArgs& a) {
   // The progress line, once a second, until every job is done.
   const bool live = !a.json && isatty(STDERR_FILENO);
   std::atomic<unsigned> finished{0};
-  std::thread progress([&] {
-    uint64_t last = 0;
+  std::thread live_line([&] {
+    uint64_t last_bytes = 0, last_ops = 0;
     auto next = t0;
     while (finished < a.jobs) {
       next += std::chrono::seconds(1);
@@ -143,13 +146,13 @@ int run_perf(const PerfArgs& a) {
         if (interrupted) stop = true;
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
       }
-      const uint64_t now = done_bytes.load();
+      const uint64_t bytes = progress.bytes.load(), ops = progress.ops.load();
       if (live) {
-        fmt::print(stderr, "\r{:6.0f} s  {}/s      ",
+        fmt::print(stderr, "\r{:6.0f} s  {}/s  {} IOPS      ",
                    std::chrono::duration<double>(Clock::now() - t0).count(),
-                   format_bytes(double(now - last)));
+                   format_bytes(double(bytes - last_bytes)), ops - last_ops);
       }
-      last = now;
+      last_bytes = bytes, last_ops = ops;
     }
     if (live) fmt::print(stderr, "\n");
   });
@@ -157,7 +160,7 @@ int run_perf(const PerfArgs& a) {
     t.join();
     ++finished;
   }
-  progress.join();
+  live_line.join();
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
   const double cpu = process_cpu_seconds() - cpu0;
 
@@ -167,53 +170,17 @@ int run_perf(const PerfArgs& a) {
       sum.error = r.error;
       sum.code = r.code;
     }
-    sum.latency.merge(r.latency);
-    sum.reads += r.reads, sum.writes += r.writes, sum.copies += r.copies, sum.bytes += r.bytes;
+    for (size_t k = 0; k < sum.by_kind.size(); ++k) sum.by_kind[k].merge(r.by_kind[k]);
     sum.offloaded += r.offloaded, sum.emulated += r.emulated, sum.wire += r.wire;
     sum.host_read += r.host_read, sum.host_written += r.host_written;
   }
   if (!sum.error.empty()) return report_error(sum.code, sum.error);
-  const uint64_t ops = sum.reads + sum.writes + sum.copies;
-  const double gib = double(sum.bytes) / double(1u << 30);
-  const Histogram& h = sum.latency;
+  const PerfReport report{a, *bs, *copy_len, secs, cpu, sum, *percentiles};
   if (a.json) {
-    nlohmann::ordered_json j;
-    j["device"] = a.device;
-    if (!a.dst.empty()) j["dst"] = a.dst;
-    j["rw"] = a.rw, j["bs"] = *bs, j["copy_len"] = *copy_len, j["ranges"] = a.ranges;
-    j["qd"] = a.qd, j["jobs"] = a.jobs, j["seconds"] = microseconds(secs);
-    j["ops"] = ops, j["reads"] = sum.reads, j["writes"] = sum.writes, j["copies"] = sum.copies;
-    j["bytes"] = sum.bytes, j["iops"] = double(ops) / secs;
-    j["mib_per_second"] = double(sum.bytes) / secs / double(1u << 20);
-    j["latency_us"] = {{"avg", h.avg_us()},
-                       {"p50", h.percentile_us(0.5)},
-                       {"p99", h.percentile_us(0.99)},
-                       {"p99.9", h.percentile_us(0.999)},
-                       {"max", h.max_us()}};
-    j["cpu_seconds"] = microseconds(cpu), j["cpu_seconds_per_gib"] = microseconds(gib > 0 ? cpu / gib : 0);
-    j["offloaded_bytes"] = sum.offloaded, j["emulated_bytes"] = sum.emulated;
-    j["host_read_bytes"] = sum.host_read, j["host_written_bytes"] = sum.host_written;
-    j["wire_bytes"] = sum.wire;
-    if (interrupt_signal()) j["interrupted"] = fmt::format("SIG{}", sigabbrev_np(interrupt_signal()));
-    fmt::print("{}\n", j.dump(2));
-    return stopped(secs);
+    fmt::print("{}\n", perf_json(report).dump(2));
+  } else {
+    print_perf_text(report);
   }
-  fmt::print("{} {} bs={} qd={} jobs={}{}: {} ops in {:.2f} s\n", a.device, a.rw,
-             format_bytes(double(*bs)), a.qd, a.jobs,
-             mode->kind == Kind::copy || a.rw == "mix"
-                 ? fmt::format(" copy-len={} ranges={}", format_bytes(double(*copy_len)), a.ranges)
-                 : "",
-             ops, secs);
-  fmt::print("  {:.0f} IOPS ({} reads, {} writes, {} copies), {}/s\n", double(ops) / secs,
-             sum.reads, sum.writes, sum.copies, format_bytes(double(sum.bytes) / secs));
-  fmt::print("  latency us: avg {:.1f}  p50 {:.1f}  p99 {:.1f}  p99.9 {:.1f}  max {:.1f}\n",
-             h.avg_us(), h.percentile_us(0.5), h.percentile_us(0.99), h.percentile_us(0.999),
-             h.max_us());
-  fmt::print("  CPU {:.2f} s ({:.2f} s per GiB)\n", cpu, gib > 0 ? cpu / gib : 0.0);
-  fmt::print("  host read {}, written {}; offloaded {}, emulated {}; wire {}\n",
-             format_bytes(double(sum.host_read)), format_bytes(double(sum.host_written)),
-             format_bytes(double(sum.offloaded)), format_bytes(double(sum.emulated)),
-             format_bytes(double(sum.wire)));
   return stopped(secs);
 }
 
@@ -227,7 +194,7 @@ void add_perf_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--rw", a->rw,
                   "read|write|randread|randwrite|copy|randcopy|mix (default randread)");
   cmd->add_option("--bs", a->bs, "bytes per read or write (default 4k)");
-  cmd->add_option("--copy-len", a->copy_len, "bytes per copy (default: --bs)");
+  cmd->add_option("-l,--length,--copy-len", a->copy_len, "bytes per copy, as copy's --length (default: --bs)");
   cmd->add_option("--ranges", a->ranges, "source ranges per copy (default 1)");
   cmd->add_option("--mix-copies", a->mix_copies,
                   "with --rw mix: percent of copies, the rest half reads, half writes (default 10)");
@@ -235,7 +202,10 @@ void add_perf_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--qd,--iodepth", a->qd, "operations in flight per job (default 32)");
   cmd->add_option("--jobs,--numjobs", a->jobs, "threads, each with its own loop and open (default 1)");
   cmd->add_option("--time,--runtime", a->seconds, "seconds to run (default 10)");
-  cmd->add_option("--size", a->size, "stop after this many bytes instead of --time");
+  cmd->add_option("--size,--io_size", a->size, "stop after this many bytes in all instead of "
+                                               "--time (fio's --size)");
+  cmd->add_option("--percentiles,--percentile_list", a->percentiles,
+                  "latency percentiles to report, fio's list: 50:99:99.9 or 50,99,99.9 (the default)");
   cmd->add_option("--dst", a->dst, "copy into this device (default: the device's upper half)");
   cmd->add_option("--seed", a->seed, "random offsets' seed (default 1)");
   cmd->add_flag("--emulate", a->emulate, "emulate every copy (read and write back)");

@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <fstream>
+#include <set>
 
 #include <string_view>
 
@@ -47,6 +48,36 @@ int report_error(int code, const std::string& message) {
   return code;
 }
 
+namespace {
+
+constexpr const char* kDevicesHelp = R"(Devices (DEV):
+  PATH | file:PATH[,ro][,buffered][,nocopy][,kernelcopy]
+                                             a file or block device
+  mem:SIZE[,block=N][,copy_max=N][,...]      RAM (limits, latency, fault injection)
+  dm:TABLEFILE                               a dmsetup-style stack (linear, striped, clone, ...)
+  nvme-tcp://HOST:PORT/NQN?ns=N[&...]        a namespace of an NVMe/TCP subsystem
+  /dev/nvmeXnY | /dev/ngXnY | nvme:PATH[,ro][,timeout=MS]
+                                             a local NVMe namespace (io_uring passthrough)
+  /dev/sdX | /dev/sgN | scsi:PATH[,ro][,timeout=MS]
+                                             a SCSI LUN (EXTENDED COPY through SG_IO)
+
+)";
+
+constexpr const char* kExitHelp = R"(Exit codes: 0 done, 1 the demo found wrong data, 2 bad input, 3 not offloadable with
+--no-emulation, 4 I/O error, 5 a target cannot be reached, 6 a target refused this host (not
+allowed, authentication, TLS key), 128+N interrupted by signal N (the summary is printed first).
+See blkcopy(1).)";
+
+// Each command's --help ends with what it takes: the device strings only where it takes a DEV.
+void set_footers(CLI::App& app) {
+  static const std::set<std::string> kTakesDevices = {
+      "blkcopy", "info", "copy", "clone", "status", "hydrate", "serve", "perf", "add-ns", "add-subsystem"};
+  app.footer(std::string(kTakesDevices.contains(app.get_name()) ? kDevicesHelp : "") + kExitHelp);
+  for (CLI::App* sub : app.get_subcommands({})) set_footers(*sub);
+}
+
+}  // namespace
+
 }  // namespace blkcopy::tools
 
 int main(int argc, char** argv) {
@@ -61,21 +92,6 @@ int main(int argc, char** argv) {
   bool quiet = false;
   app.add_flag("-v,--verbose", verbose, "more messages (-vv for debug)");
   app.add_flag("-q,--quiet", quiet, "errors only");
-  app.footer(R"(Devices (DEV):
-  PATH | file:PATH[,ro][,buffered][,nocopy][,kernelcopy]
-                                             a file or block device
-  mem:SIZE[,block=N][,copy_max=N][,...]      RAM (limits, latency, fault injection)
-  dm:TABLEFILE                               a dmsetup-style stack (linear, striped, clone, ...)
-  nvme-tcp://HOST:PORT/NQN?ns=N[&...]        a namespace of an NVMe/TCP subsystem
-  /dev/nvmeXnY | /dev/ngXnY | nvme:PATH[,ro][,timeout=MS]
-                                             a local NVMe namespace (io_uring passthrough)
-  /dev/sdX | /dev/sgN | scsi:PATH[,ro][,timeout=MS]
-                                             a SCSI LUN (EXTENDED COPY through SG_IO)
-
-Exit codes: 0 done, 1 the demo found wrong data, 2 bad input, 3 not offloadable with
---no-emulation, 4 I/O error, 5 a target cannot be reached, 6 a target refused this host (not
-allowed, authentication, TLS key), 128+N interrupted by signal N (the summary is printed first).
-See blkcopy(1).)");
   int exit_code = kOk;
   add_info_command(app, exit_code);
   add_copy_command(app, exit_code);
@@ -85,6 +101,7 @@ See blkcopy(1).)");
   add_discover_command(app, exit_code);
   add_ctl_command(app, exit_code);
   add_perf_command(app, exit_code);
+  set_footers(app);
   if (argc > 1 && argv[1][0] != '-') {
     bool known = false;
     std::string names;

@@ -1,6 +1,6 @@
 // perf's jobs (tools/cmd_perf.cc runs them): each a thread with its own event loop and its own
 // open of the device(s), keeping --qd operations in flight until the deadline or its byte quota,
-// counting what it did and the latency of each operation.
+// counting what it did and the latencies of each operation (tools/perf_stats.h).
 #pragma once
 
 #include <blkcopy/copy.h>
@@ -10,7 +10,6 @@
 
 #include <array>
 #include <atomic>
-#include <bit>
 #include <chrono>
 #include <cstring>
 #include <memory>
@@ -19,6 +18,7 @@
 
 #include "core/buffer.h"
 #include "tools/commands.h"
+#include "tools/perf_stats.h"
 
 namespace blkcopy::tools {
 
@@ -27,60 +27,21 @@ using Clock = std::chrono::steady_clock;
 enum class Kind { read, write, copy };
 
 struct PerfArgs {
-  std::string device, dst, rw = "randread", bs = "4k", copy_len, size;
+  std::string device, dst, rw = "randread", bs = "4k", copy_len, size, percentiles = "50,99,99.9";
   double seconds = 10;
   unsigned ranges = 1, qd = 32, jobs = 1, mix_copies = 10, poll_us = 0;
   bool emulate = false, json = false, force = false;
   uint64_t seed = 1;
 };
 
-// Latencies in nanoseconds, log-linear: 16 buckets per power of two (about 6% wide).
-class Histogram {
- public:
-  void add(uint64_t ns) {
-    ++n_[index(ns)];
-    sum_ += ns;
-    max_ = std::max(max_, ns);
-    ++count_;
-  }
-  void merge(const Histogram& o) {
-    for (size_t i = 0; i < n_.size(); ++i) n_[i] += o.n_[i];
-    sum_ += o.sum_;
-    max_ = std::max(max_, o.max_);
-    count_ += o.count_;
-  }
-  double avg_us() const { return count_ ? double(sum_) / double(count_) / 1000 : 0; }
-  double max_us() const { return double(max_) / 1000; }
-  // The upper edge of the bucket holding the p-th fraction of samples.
-  double percentile_us(double p) const {
-    const uint64_t want = std::max<uint64_t>(1, uint64_t(p * double(count_) + 0.5));
-    uint64_t seen = 0;
-    for (size_t i = 0; i < n_.size(); ++i) {
-      seen += n_[i];
-      if (seen >= want) return double(std::min(upper(i), max_)) / 1000;
-    }
-    return max_us();
-  }
-
- private:
-  static size_t index(uint64_t ns) {
-    if (ns < 16) return ns;
-    const unsigned e = 63 - unsigned(std::countl_zero(ns));  // >= 4
-    return (e - 3) * 16 + ((ns >> (e - 4)) & 15);
-  }
-  static uint64_t upper(size_t i) {
-    if (i < 16) return i;
-    const size_t e = i / 16 + 3, sub = i % 16;
-    return ((16 + sub + 1) << (e - 4)) - 1;
-  }
-  std::array<uint64_t, 61 * 16> n_{};
-  uint64_t sum_ = 0, max_ = 0, count_ = 0;
+// What every job has done so far, for the live line.
+struct Progress {
+  std::atomic<uint64_t> bytes{0}, ops{0};
 };
 
 // What one job did; merged into the report.
 struct JobResult {
-  Histogram latency;
-  uint64_t reads = 0, writes = 0, copies = 0, bytes = 0;
+  std::array<OpStats, 3> by_kind;  // indexed by Kind
   uint64_t offloaded = 0, emulated = 0, host_read = 0, host_written = 0, wire = 0;
   std::string error;
   int code = kIoError;  // the exit code its error gives (bad input: arguments, device strings)
@@ -89,9 +50,9 @@ struct JobResult {
 class Job {
  public:
   Job(const PerfArgs& a, unsigned index, uint64_t bs, uint64_t copy_len, Kind kind, bool random,
-      uint64_t byte_quota, std::atomic<uint64_t>& done_bytes, std::atomic<bool>& stop)
+      uint64_t byte_quota, Progress& progress, std::atomic<bool>& stop)
       : a_(a), bs_(bs), copy_len_(copy_len), kind_(kind), random_(random), quota_(byte_quota),
-        done_bytes_(done_bytes), stop_(stop), rng_(a.seed * 7919 + index) {}
+        progress_(progress), stop_(stop), rng_(a.seed * 7919 + index) {}
 
   // Opens the devices on this thread's loop: false (and the error in the result) on failure.
   // Opening (connecting, filling a RAM device) is not part of the measured time.
@@ -117,9 +78,18 @@ class Job {
     if (stop_) return std::move(r_);  // another job failed to open
     const auto wire0 = wire();
     deadline_ = deadline;
-    for (unsigned i = 0; i < a_.qd; ++i) buffers_.emplace_back(bs_);
+    // Writes carry random bytes, as fio's do: zeroes would not show on a fresh device, and
+    // some devices store them as holes.
+    for (unsigned i = 0; i < a_.qd; ++i) {
+      AlignedBuffer& b = buffers_.emplace_back(bs_);
+      for (size_t at = 0; at + 8 <= bs_; at += 8) {
+        const uint64_t word = rng_();
+        std::memcpy(b.data() + at, &word, 8);
+      }
+    }
     sources_.resize(a_.qd);
     started_.resize(a_.qd);
+    submitted_.resize(a_.qd);
     kinds_.resize(a_.qd);
     for (unsigned i = 0; i < a_.qd && !error_; ++i) issue(i);
     Status s = loop_->run_until([this] { return inflight_ == 0; });
@@ -151,7 +121,7 @@ class Job {
     const QueueLimits& l = src_->limits();
     const uint32_t lbs = std::max(l.logical_block_size, dst().limits().logical_block_size);
     if (bs_ % lbs || copy_len_ % (uint64_t(lbs) * a_.ranges)) {
-      return fmt::format("--bs and --copy-len / --ranges must be multiples of the {}-byte block",
+      return fmt::format("--bs and --length / --ranges must be multiples of the {}-byte block",
                          lbs);
     }
     if (bs_ > l.max_io_bytes) return fmt::format("--bs is over {}'s max_io_bytes", a_.device);
@@ -166,7 +136,7 @@ class Job {
     const uint64_t piece = copy_len_ / a_.ranges;
     if (device_bytes_ < bs_ || src_region_.second < copy_len_ || dst_region_.second < copy_len_ ||
         piece == 0) {
-      return fmt::format("{} is too small for --bs {} / --copy-len {}", a_.device, bs_, copy_len_);
+      return fmt::format("{} is too small for --bs {} / --length {}", a_.device, bs_, copy_len_);
     }
     return {};
   }
@@ -211,16 +181,20 @@ class Job {
       opt.buffer_bytes = std::max<uint64_t>(copy_len_, 1u << 20);
       issued_bytes_ += copy_len_;
       // The callback captures 16 bytes: std::function keeps it without allocating.
+      kinds_[slot] = Kind::copy;
       Status s = copy_async(std::span<const CopySegment>(sources), dst(), to, opt, [this, slot](CopyResult r) {
-        const Clock::time_point began = started_[slot];
-        if (!r.status.ok()) return done(slot, began, Kind::copy, r.status, 0);
+        if (!r.status.ok()) return done(slot, r.status, 0);
         r_.offloaded += r.offloaded_bytes;
         r_.emulated += r.emulated_bytes;
         r_.host_read += r.host_read_bytes;
         r_.host_written += r.host_written_bytes;
-        done(slot, began, Kind::copy, r.status, r.bytes);
+        done(slot, r.status, r.bytes);
       });
-      if (!s.ok()) done(slot, start, k, s, 0);
+      if (!s.ok()) {
+        submitted_[slot] = start;
+        return done(slot, s, 0);
+      }
+      submitted_[slot] = Clock::now();  // completions never run inside the submission
       return;
     }
     const uint64_t off = pick(device_bytes_, bs_, io_cursor_);
@@ -228,10 +202,11 @@ class Job {
     Request req{k == Kind::read ? Op::read : Op::write, off, bs_, buffers_[slot].data()};
     started_[slot] = start;
     kinds_[slot] = k;
-    src_->submit(req, [this, slot](Status st) { done(slot, started_[slot], kinds_[slot], st, bs_); });
+    src_->submit(req, [this, slot](Status st) { done(slot, st, bs_); });
+    submitted_[slot] = Clock::now();  // completions never run inside submit()
   }
 
-  void done(unsigned slot, Clock::time_point start, Kind k, const Status& s, uint64_t bytes) {
+  void done(unsigned slot, const Status& s, uint64_t bytes) {
     --inflight_;
     if (!s.ok()) {
       if (!error_) r_.error = s.message();
@@ -239,12 +214,13 @@ class Job {
       return;
     }
     const auto now = Clock::now();
-    r_.latency.add(uint64_t(std::chrono::nanoseconds(now - start).count()));
-    (k == Kind::read ? r_.reads : k == Kind::write ? r_.writes : r_.copies) += 1;
+    const Kind k = kinds_[slot];
+    auto ns = [](Clock::duration d) { return uint64_t(std::chrono::nanoseconds(d).count()); };
+    r_.by_kind[size_t(k)].add(bytes, ns(submitted_[slot] - started_[slot]), ns(now - submitted_[slot]));
     if (k == Kind::read) r_.host_read += bytes;
     if (k == Kind::write) r_.host_written += bytes;
-    r_.bytes += bytes;
-    done_bytes_.fetch_add(bytes, std::memory_order_relaxed);
+    progress_.bytes.fetch_add(bytes, std::memory_order_relaxed);
+    progress_.ops.fetch_add(1, std::memory_order_relaxed);
     issue(slot, now);
   }
 
@@ -253,15 +229,15 @@ class Job {
   const Kind kind_;
   const bool random_;
   const uint64_t quota_;
-  std::atomic<uint64_t>& done_bytes_;
+  Progress& progress_;
   std::atomic<bool>& stop_;
   std::mt19937_64 rng_;
   std::unique_ptr<EventLoop> loop_;
   std::unique_ptr<Device> src_, dst_;
   std::vector<AlignedBuffer> buffers_;
-  // Per slot: the copy's sources, when its operation started, and what it is.
+  // Per slot: the copy's sources, when its operation started and was submitted, and what it is.
   std::vector<std::vector<CopySegment>> sources_;
-  std::vector<Clock::time_point> started_;
+  std::vector<Clock::time_point> started_, submitted_;
   std::vector<Kind> kinds_;
   uint64_t device_bytes_ = 0, issued_bytes_ = 0;
   uint64_t io_cursor_ = 0, src_cursor_ = 0, dst_cursor_ = 0;
