@@ -388,6 +388,7 @@ DeviceInfo DmDevice::describe() const {
   if (limits_.can_offload()) {
     info.copy_method = "passed down leg by leg: offloaded where both legs land in one child's "
                        "copy domain, emulated elsewhere";
+    info.offloaded_by = "the devices below, each as its own kind does";
   } else {
     info.copy_method = "none: a child cannot offload, so copies are emulated";
   }

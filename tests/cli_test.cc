@@ -166,6 +166,19 @@ TEST_F(CliTest, CopiesBetweenFilesAndReportsJson) {
   EXPECT_EQ(test::read_file(b, 128 * K, 256 * K), test::pattern(64 * K, 256 * K, 41));
   EXPECT_EQ(test::read_file(b, 0, 128 * K), test::pattern(0, 128 * K, 42));
   EXPECT_EQ(test::read_file(b, 384 * K, 640 * K), test::pattern(384 * K, 640 * K, 42));
+  // Offloaded to the kernel, which moved the data itself: said so, in JSON and in words.
+  EXPECT_NE(j["offloaded_by"].get<std::string>().find("the kernel: copy_file_range moved the data "
+                                                      "through the page cache"),
+            std::string::npos)
+      << j.dump();
+  const auto text = run_cli({"copy", ka, kb + "@512k", "--length", "64k"});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find("offloaded  by the kernel: copy_file_range moved the data"), std::string::npos)
+      << text.out;
+  // Emulated copies offload nothing, and name no one.
+  const auto emulated = run_cli({"copy", a, b + "@512k", "--length", "64k", "--json"});
+  ASSERT_EQ(emulated.exit_code, 0) << emulated.err;
+  EXPECT_FALSE(nlohmann::json::parse(emulated.out).contains("offloaded_by")) << emulated.out;
 }
 
 TEST_F(CliTest, VectoredEmulatedCopyWithProgress) {

@@ -199,10 +199,38 @@ TEST(NvmeHost, TheCliShowsTheBytesOnTheWire) {
   auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["offloaded_bytes"], 16 * M);
   EXPECT_LT(j["wire_bytes_sent"].get<uint64_t>() + j["wire_bytes_received"].get<uint64_t>(), 4 * K);
-  // In words: offloaded to the controller (how the target did it is the target's to say).
+  // How the target did it, from its report (log page C0h): its RAM device copied all of it.
+  EXPECT_EQ(j["offloaded_by"], "the controller, as Copy commands (the data never crossed the network)");
+  EXPECT_EQ(j["target"]["copy_commands"], 1);
+  EXPECT_EQ(j["target"]["device_bytes"], 16 * M);
+  EXPECT_EQ(j["target"]["emulated_bytes"], 0);
+  EXPECT_EQ(j["target"]["device_copies_by"], "the RAM device, by memmove");
+  // In words.
   r = test::run_cli({"copy", t.spec(1), t.spec(1) + "@48M", "--length", "1M"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_NE(r.out.find("offloaded  to the controller: 1.00 MiB as Copy commands"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("offloaded  by the controller, as Copy commands"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("on target  1.00 MiB by its devices, 0 B emulated"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("copied by the RAM device, by memmove"), std::string::npos) << r.out;
+}
+
+// Offloaded to the controller is not offloaded to the storage: a Copy from a RAM namespace into
+// one that cannot copy is read and written by the target, and the report says so.
+TEST(NvmeHost, TheTargetSaysItEmulatedACopyBetweenNamespaces) {
+  TargetThread t({"mem:16M,seed=9", "mem:16M,nocopy"});
+  auto r = test::run_cli({"copy", t.spec(1), t.spec(2) + "@4M", "--length", "8M", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["offloaded_bytes"], 8 * M) << "sent as a Copy command";
+  EXPECT_EQ(j["target"]["emulated_bytes"], 8 * M) << j.dump();
+  EXPECT_EQ(j["target"]["device_bytes"], 0);
+  EXPECT_EQ(j["target"]["device_copies_by"], "") << "ns 2 offloads nothing";
+  auto loop = test::make_loop();
+  auto d = test::open_dev(*loop, t.spec(2));
+  EXPECT_EQ(test::read_bytes(*d, 4 * M, 8 * M), test::pattern(0, 8 * M, 9));
+  r = test::run_cli({"copy", t.spec(1), t.spec(2), "--length", "1M"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("on target  0 B by its devices, 1.00 MiB emulated (the target read and wrote them)"),
+            std::string::npos) << r.out;
 }
 
 TEST(NvmeHost, ACommandWithoutAnAnswerTimesOut) {

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "nvme/codec.h"
+#include "nvme/copy_report.h"
 #include "nvme/status.h"
 #include <blkcopy/target.h>
 
@@ -87,6 +88,38 @@ TEST(NvmeSpec, NvmetcliJsonIsParsed) {
 
 // One map both ways: what the target answers for a device's errno, the host reads back as the
 // same errno (where the status has one).
+// blkcopy's log page C0h: what the target encodes the host reads back; a page that is short or
+// not blkcopy's (another vendor's C0h) is not taken for a report, and the text in it is shown
+// only as printable characters, at most its field.
+TEST(NvmeSpec, CopyReportPageRoundTripsAndForeignPagesAreRefused) {
+  nvme::TargetCopyReport r{3, 5u << 20, 7u << 20, "the RAM device, by memmove"};
+  const std::vector<uint8_t> page = nvme::encode_copy_report(r);
+  ASSERT_EQ(page.size(), nvme::kCopyReportSize);
+  auto back = nvme::decode_copy_report(page);
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->commands, 3u);
+  EXPECT_EQ(back->device_bytes, 5u << 20);
+  EXPECT_EQ(back->emulated_bytes, 7u << 20);
+  EXPECT_EQ(back->device_copies_by, r.device_copies_by);
+
+  EXPECT_FALSE(nvme::decode_copy_report(std::span(page).first(511))) << "short";
+  std::vector<uint8_t> foreign = page;
+  foreign[0] = 'X';
+  EXPECT_FALSE(nvme::decode_copy_report(foreign)) << "another vendor's C0h";
+
+  std::vector<uint8_t> lying = page;
+  for (size_t i = 64; i < 512; ++i) lying[i] = (i % 3) ? 'a' : '\x1b';  // no NUL, escapes
+  back = nvme::decode_copy_report(lying);
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->device_copies_by.size(), 256u) << "not beyond its field";
+  EXPECT_EQ(back->device_copies_by.find('\x1b'), std::string::npos) << "control characters shown";
+
+  r.device_copies_by = std::string(1000, 'x');
+  back = nvme::decode_copy_report(nvme::encode_copy_report(r));
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->device_copies_by, std::string(255, 'x')) << "cut to the field, NUL-ended";
+}
+
 TEST(NvmeStatus, ErrnoAndStatusMapBothWays) {
   using namespace nvme;
   auto code = [](uint16_t field) { return static_cast<uint16_t>((field >> 1) & 0x7FF); };

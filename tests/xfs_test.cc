@@ -103,6 +103,53 @@ TEST_F(XfsTest, OffloadedCopySharesExtentsAndEmulatedDoesNot) {
   }
 }
 
+// A file's block on XFS is the file system's from the start. XFS asks direct I/O on a file with
+// shared extents to be aligned to its block, so a 512-byte block would turn into 4096 the first
+// time the file shares one, refusing copies that worked before. Copies at sector offsets are
+// refused with the reason (buffered too: XFS shares whole blocks only, and would copy through
+// the page cache); at block offsets they share extents, and the CLI says who copied.
+TEST_F(XfsTest, AFilesBlockIsTheFileSystemsFromTheStart) {
+  auto loop = test::make_loop();
+  test::TempDir on_xfs(mnt_);
+  const std::string a = on_xfs.file("a", 64 * M, 29);
+  const std::string b = on_xfs.file("b", 64 * M, 30);
+  const test::Bytes original_a = test::pattern(0, 64 * M, 29), original_b = test::pattern(0, 64 * M, 30);
+  auto blocks = [&](const std::string& spec) {
+    auto d = test::open_dev(*loop, spec);
+    return d->limits().logical_block_size;
+  };
+  for (const std::string& spec : {a, "file:" + a + ",nocopy", "file:" + a + ",buffered"}) {
+    EXPECT_EQ(blocks(spec), 4096u) << spec << ", before it shares an extent";
+  }
+  {
+    auto da = test::open_dev(*loop, a);
+    auto db = test::open_dev(*loop, b);
+    CopyResult r = copy(*da, 0, *db, 8 * M, 4 * M);
+    ASSERT_TRUE(r.status.ok()) << r.status.message();
+    ASSERT_EQ(shared_bytes(a, 0, 4 * M), 4 * M);
+  }
+  for (const std::string& spec : {a, b, "file:" + a + ",nocopy", "file:" + a + ",buffered"}) {
+    EXPECT_EQ(blocks(spec), 4096u) << spec << ", sharing extents";
+  }
+
+  for (const std::string& src : {a, "file:" + a + ",buffered", "file:" + a + ",nocopy"}) {
+    auto r = test::run_cli({"copy", src + "@512", b + "@40M", "--length", "1M"});
+    EXPECT_EQ(r.exit_code, 2) << src << ": " << r.out;
+    EXPECT_NE(r.err.find("4096"), std::string::npos) << r.err;
+  }
+  test::Bytes expect_b = original_b;
+  std::copy(original_a.begin(), original_a.begin() + 4 * M, expect_b.begin() + 8 * M);
+  EXPECT_EQ(test::read_file(b, 0, 64 * M), expect_b) << "a refused copy wrote";
+
+  auto r = test::run_cli({"copy", "file:" + a + ",buffered@16M", b + "@32M", "--length", "8M", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find(R"x("offloaded_by": "xfs, sharing the extents (no data moved)")x"), std::string::npos) << r.out;
+  EXPECT_EQ(shared_bytes(b, 32 * M, 8 * M), 8 * M) << "said offloaded, but not shared";
+  std::copy(original_a.begin() + 16 * M, original_a.begin() + 24 * M, expect_b.begin() + 32 * M);
+  EXPECT_EQ(test::read_file(b, 0, 64 * M), expect_b);
+  EXPECT_EQ(test::read_file(a, 0, 64 * M), original_a) << "source changed";
+}
+
 // XFS made without reflink cannot share extents; there copy_file_range would copy through the
 // page cache, so the driver says so and the copy is emulated (and still right).
 class XfsNoReflinkTest : public XfsTest {

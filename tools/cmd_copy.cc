@@ -17,6 +17,7 @@
 #include "tools/commands.h"
 #include "tools/interrupt.h"
 #include "tools/report.h"
+#include "tools/target_report.h"
 
 namespace blkcopy::tools {
 namespace {
@@ -208,6 +209,10 @@ int run_copy(const Args& a) {
   };
   Device* remote = (*dst)->wire_counters() ? dst->get() : src->wire_counters() ? src : nullptr;
   const auto wire_before = wire(remote);
+  // How the target did the copies it was sent, from its report before and after (blkcopy's
+  // target keeps one; another says it does not).
+  TargetCopies on_target;
+  on_target.before = read_target_report(**dst);
   ProgressBar bar(!a.json && !quiet() && isatty(STDERR_FILENO), a.progress && !quiet());
   opt.progress = [&bar](uint64_t done, uint64_t total) { bar.update(done, total); };
   opt.cancel = &catch_interrupts();
@@ -221,6 +226,7 @@ int run_copy(const Args& a) {
     created.reset();
   }
   const auto wire_after = wire(remote);
+  if (on_target.before && *on_target.before && r.offloaded_bytes) on_target.after = read_target_report(**dst);
   const uint64_t sent = wire_after.first - wire_before.first;
   const uint64_t received = wire_after.second - wire_before.second;
   if (a.json) {
@@ -229,7 +235,12 @@ int run_copy(const Args& a) {
     if (created) j["created"] = *created;
     // How the destination offloads a copy, and why (or why it cannot): offload or emulation
     // was chosen from this.
-    j["copy_method"] = (*dst)->describe().copy_method;
+    const DeviceInfo info = (*dst)->describe();
+    j["copy_method"] = info.copy_method;
+    // Who did the offloaded bytes' copying, and whether data moved (the kernel's page-cache
+    // copy moves it; a reflink or a controller does not).
+    if (r.offloaded_bytes) j["offloaded_by"] = info.offloaded_by;
+    if (on_target.before && r.offloaded_bytes) j["target"] = on_target.json();
     if (remote) {
       j["wire_bytes_sent"] = sent;
       j["wire_bytes_received"] = received;
@@ -238,12 +249,9 @@ int run_copy(const Args& a) {
   } else if (!r.invalid && !(quiet() && r.status.ok())) {  // -q: nothing on success
     if (created) fmt::print("created    {} ({} bytes)\n", *created, (*dst)->limits().capacity);
     fmt::print("{}", result_text(r));
+    if (r.offloaded_bytes) fmt::print("offloaded  by {}\n", (*dst)->describe().offloaded_by);
+    fmt::print("{}", on_target.text());
     if (remote) {
-      // Over NVMe/TCP "offloaded" is what this host knows: the target was sent Copy commands
-      // instead of the data; whether its device copied or it read and wrote, its command trace
-      // and metrics say (blkcopy ctl trace on; offloaded_bytes / emulated_bytes there).
-      if (r.offloaded_bytes) fmt::print("offloaded  to the controller: {} as Copy commands, the data never crossed the network\n",
-                                        format_bytes(double(r.offloaded_bytes)));
       fmt::print("wire       sent {}, received {} ({})\n", format_bytes(double(sent)),
                  format_bytes(double(received)), remote->name());
     }

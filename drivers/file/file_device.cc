@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 #include <optional>
 
@@ -152,6 +153,11 @@ Result<std::unique_ptr<FileDevice>> FileDevice::open(EventLoop& loop, std::strin
     dev->fs_name_ = kind.name;
     dev->fs_dev_ = st.st_dev;
     dev->method_ = kind.method;
+    // A file system that shares extents (XFS with reflink, Btrfs) asks direct I/O on a file with
+    // shared extents to be aligned to its block, not the disk's sector: a file's block would
+    // change from 512 to 4096 bytes under the user the first time it shares one. Its block is
+    // the file system's from the start, whatever the options, and reflinks are then whole blocks.
+    bool extent_blocks = false;
     switch (kind.method) {
       case FileCopyMethod::reflink:
         if (std::optional<bool> shares = shares_extents(cfg.path); shares && !*shares) {
@@ -168,10 +174,13 @@ Result<std::unique_ptr<FileDevice>> FileDevice::open(EventLoop& loop, std::strin
                                         kind.name);
           break;
         }
+        extent_blocks = true;
         dev->why_ = fmt::format("copy_file_range, shares extents (reflink on {})", kind.name);
+        dev->offloaded_by_ = fmt::format("{}, sharing the extents (no data moved)", kind.name);
         break;
       case FileCopyMethod::server_copy:
         dev->why_ = fmt::format("copy_file_range, copied by the {} server", kind.name);
+        dev->offloaded_by_ = fmt::format("the {} server (the data did not cross the network)", kind.name);
         break;
       default:
         dev->why_ = cfg.kernel_copy
@@ -191,6 +200,13 @@ Result<std::unique_ptr<FileDevice>> FileDevice::open(EventLoop& loop, std::strin
     }
     const uint32_t align = dev->direct_ ? dio_alignment(fd) : 0;
     l.logical_block_size = std::max<uint32_t>(512, align);
+    if (extent_blocks && sfs.f_bsize > 0 && sfs.f_bsize <= 65536 && std::has_single_bit(uint64_t(sfs.f_bsize))) {
+      l.logical_block_size = std::max<uint32_t>(l.logical_block_size, uint32_t(sfs.f_bsize));
+    }
+    if (dev->method_ == FileCopyMethod::kernel_copy) {
+      dev->offloaded_by_ = "the kernel: copy_file_range moved the data through the page cache (host "
+                           "CPU and memory, not blkcopy's buffers)";
+    }
     l.capacity = static_cast<uint64_t>(st.st_size) / l.logical_block_size * l.logical_block_size;
   } else {
     return fail(EINVAL, fmt::format("{} is neither a regular file nor a block device", cfg.path));
@@ -235,6 +251,7 @@ Result<std::unique_ptr<Device>> FileDevice::channel(EventLoop& other) {
   c->fs_name_ = fs_name_;
   c->method_ = method_;
   c->why_ = why_;
+  c->offloaded_by_ = offloaded_by_;
   return std::unique_ptr<Device>(std::move(c));
 }
 
@@ -332,6 +349,7 @@ void FileDevice::copy(const Request& req, Completion done) {
 DeviceInfo FileDevice::describe() const {
   DeviceInfo info{"file", name(), "", {}};
   info.copy_method = why_;
+  if (method_ != FileCopyMethod::none) info.offloaded_by = offloaded_by_;
   info.details.emplace_back("path", cfg_.path);
   info.details.emplace_back("file_system", fs_name_);
   info.details.emplace_back("io", direct_ ? "direct (O_DIRECT)" : "buffered");

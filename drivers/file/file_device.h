@@ -65,6 +65,7 @@ class FileDevice final : public Device {
   std::string fs_name_;
   FileCopyMethod method_ = FileCopyMethod::none;
   std::string why_;  // how copies run and why this method was chosen
+  std::string offloaded_by_;  // who copies an offloaded range, and whether data moves
 };
 
 }  // namespace blkcopy

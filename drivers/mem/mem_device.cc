@@ -305,6 +305,7 @@ DeviceInfo MemDevice::describe() const {
     info.copy_method = "none (nocopy): copies are emulated";
   } else {
     info.copy_method = "in-device memmove (no host I/O)";
+    info.offloaded_by = "the RAM device, by memmove";
   }
   info.details.emplace_back("data", cfg_.data ? "stored" : "none (reads return zeroes)");
   if (cfg_.latency_ns) info.details.emplace_back("latency_ns", std::to_string(cfg_.latency_ns));

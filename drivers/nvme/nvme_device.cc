@@ -412,6 +412,7 @@ DeviceInfo NvmeLocalDevice::describe() const {
       caps.copy() ? fmt::format("NVMe Copy on the controller (format 0{})",
                                 ctrl_->format2 ? "; format 2 between its namespaces" : "")
                   : "none: the controller has no Copy (ONCS bit 8 clear); copies are emulated";
+  if (caps.copy()) info.offloaded_by = "the controller, as NVMe Copy commands (the data did not cross PCIe)";
   info.details.emplace_back("controller", ctrl_->path);
   info.details.emplace_back("generic device", nodes_.generic);
   info.details.emplace_back("namespace", std::to_string(nsid_));

@@ -411,6 +411,7 @@ DeviceInfo ScsiDevice::describe() const {
   info.copy_method = no_offload_.empty()
                          ? "EXTENDED COPY (LID1) run by the LUN's copy manager"
                          : "none: " + no_offload_ + "; copies are emulated";
+  if (no_offload_.empty()) info.offloaded_by = "the LUN's copy manager, as EXTENDED COPY (the data did not cross the link)";
   auto& d = info.details;
   d.emplace_back("block device", nodes_.block);
   d.emplace_back("generic device", nodes_.generic.empty() ? "(none: sg not loaded)" : nodes_.generic);

@@ -94,6 +94,10 @@ struct DeviceInfo {
   // A stacking device's children, each with what it is to the parent ("sectors 0+2048
   // linear at 0"); `blkcopy info` shows them as a tree.
   std::vector<std::pair<std::string, const Device*>> children;
+  // Who copies a range this device offloads, and whether data moves, for reports: "xfs, sharing
+  // the extents (no data moved)", "the kernel: copy_file_range moved the data through the page
+  // cache ...". Empty where nothing is offloaded.
+  std::string offloaded_by;
 };
 
 // A block device. Drivers implement submit(), limits and describe().

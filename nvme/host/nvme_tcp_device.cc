@@ -191,6 +191,28 @@ bool NvmeTcpDevice::same_storage(const Device& other) const {
   return o && o->ctrl_ == ctrl_ && o->nsid_ == nsid_;
 }
 
+void NvmeTcpDevice::copy_report(std::function<void(Result<TargetCopyReport>)> done) {
+  auto page = std::make_shared<std::vector<uint8_t>>(kCopyReportSize);
+  Sqe sqe{};
+  sqe.opcode = admin::kGetLogPage;
+  sqe.nsid = nsid_;
+  sqe.cdw10 = kLogCopyReport | (uint32_t(kCopyReportSize / 4 - 1) << 16);
+  auto answered = [page, done, label = label_](Status s, const Cqe& cqe) {
+    if (!s.ok()) return done(std::unexpected(std::move(s)));
+    if (const uint16_t code = (cqe.status >> 1) & 0x7FF; code != 0) {
+      return done(fail(ENOTSUP, fmt::format("{}: the target keeps no copy report (log page C0h: {})",
+                                            *label, status_text(code))));
+    }
+    auto r = decode_copy_report(*page);
+    if (!r) return done(fail(ENOTSUP, fmt::format("{}: log page C0h is not blkcopy's copy report", *label)));
+    done(std::move(*r));
+  };
+  Status s = ctrl_->admin_ && !ctrl_->admin_->failed()
+                 ? ctrl_->admin_->submit(sqe, nullptr, page->data(), kCopyReportSize, answered)
+                 : Status::error(ECONNRESET, fmt::format("{}: the admin queue is not connected", name()));
+  if (!s.ok()) loop().post([done, s] { done(std::unexpected(s)); });
+}
+
 std::optional<Device::WireCounters> NvmeTcpDevice::wire_counters() const {
   return WireCounters{ctrl_->bytes_sent(), ctrl_->bytes_received()};
 }
@@ -358,6 +380,7 @@ DeviceInfo NvmeTcpDevice::describe() const {
   info.copy_method = ctrl_->copy ? fmt::format("NVMe Copy on the target (format 0{})",
                                                ctrl_->format2 ? "; format 2 across namespaces" : "")
                                  : "none: the controller has no Copy (copies are emulated)";
+  if (ctrl_->copy) info.offloaded_by = "the controller, as Copy commands (the data never crossed the network)";
   info.details.emplace_back("controller", fmt::format("{} (cntlid {})", ctrl_->label(), ctrl_->cntlid));
   info.details.emplace_back("namespace", std::to_string(nsid_));
   describe_identify(info, geo_, ctrl_->caps);

@@ -33,6 +33,7 @@
 
 #include "nvme/auth/dhchap.h"
 #include "nvme/auth/tls_psk.h"
+#include "nvme/copy_report.h"
 #include "nvme/namespace.h"
 #include "nvme/spec.h"
 
@@ -81,6 +82,10 @@ class NvmeTcpDevice final : public Device {
   // Bytes this device's controller sent and received on its sockets (all its namespaces).
   std::optional<WireCounters> wire_counters() const override;
   uint32_t nsid() const { return nsid_; }
+  // How the target did the Copy commands of this device's controller so far, from blkcopy's
+  // log page C0h (nvme/copy_report.h): `done` runs later on the loop, with ENOTSUP from a
+  // target that does not keep that page (any other than blkcopy's).
+  void copy_report(std::function<void(Result<TargetCopyReport>)> done);
 
  private:
   NvmeTcpDevice(EventLoop& loop, std::string name)

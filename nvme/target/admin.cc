@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "nvme/codec.h"
+#include "nvme/copy_report.h"
 #include "nvme/target/internal.h"
 #include "nvme/target/ops.h"
 
@@ -112,6 +113,11 @@ void get_log_page(TargetRequest& r) {
     page = std::span<const uint8_t>(fixed.zeroes).first(lid == kLogError ? 64 : 512);
   } else if (lid == kLogFirmwareSlot && s) {
     page = fixed.firmware;
+  } else if (lid == kLogCopyReport && s) {
+    TargetCopyReport report{ctrl.copies.load(), ctrl.copy_device_bytes.load(), ctrl.copy_emulated_bytes.load(), {}};
+    if (auto ns = r.sqe.nsid ? s->ns(r.sqe.nsid) : nullptr) report.device_copies_by = ns->dev->describe().offloaded_by;
+    made = encode_copy_report(report);
+    page = made;
   } else {
     return q.complete(r, st(status::kInvalidLogPage));
   }

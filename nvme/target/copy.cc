@@ -26,6 +26,11 @@ void copy_done(TargetRequest& r) {
   ++stats.copies;
   stats.copy_offloaded_bytes += res.offloaded_bytes;
   stats.copy_emulated_bytes += res.emulated_bytes;
+  if (Controller* ctrl = q.session.ctrl.get()) {  // gone when its host reset meanwhile
+    ctrl->copies.fetch_add(1, std::memory_order_relaxed);
+    ctrl->copy_device_bytes.fetch_add(res.offloaded_bytes, std::memory_order_relaxed);
+    ctrl->copy_emulated_bytes.fetch_add(res.emulated_bytes, std::memory_order_relaxed);
+  }
   if (res.status.ok()) return q.complete(r, 0);
   if (res.invalid) return q.complete(r, status_for_invalid_copy(res.status));
   // DW0: the first range not (fully) copied.

@@ -70,6 +70,9 @@ struct Controller {
   std::atomic<bool> unproven{false};
   std::atomic<bool> authenticating{false};  // its admin queue has begun a handshake: kept
   std::atomic<uint32_t> aen_config{0};  // Asynchronous Event Configuration (feature 0Bh)
+  // Its Copy commands so far, and how their bytes were copied: blkcopy's log page C0h
+  // (nvme/copy_report.h) tells its host.
+  std::atomic<uint64_t> copies{0}, copy_device_bytes{0}, copy_emulated_bytes{0};
   void seen() { last_seen = std::chrono::steady_clock::now().time_since_epoch().count(); }
 
   // Namespace Attribute Changed (added, removed or resized): the namespace joins the Changed
