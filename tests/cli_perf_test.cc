@@ -27,10 +27,18 @@ TEST(CliPerf, TakesFiosOptionNames) {
   auto r = run_cli({"perf", "mem:16M", "--rw", "randread", "--bs", "4k", "--iodepth", "4",
                     "--numjobs", "2", "--runtime", "0.2", "--json"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  const auto j = nlohmann::json::parse(r.out);
+  auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["qd"], 4);
   EXPECT_EQ(j["jobs"], 2);
   EXPECT_GT(j["reads"].get<uint64_t>(), 0u);
+  // fio's randrw: random reads and writes, half and half, no copies.
+  r = run_cli({"perf", "mem:16M", "--rw=randrw", "--io_size", "4M", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  j = nlohmann::json::parse(r.out);
+  EXPECT_GT(j["reads"].get<uint64_t>(), 0u);
+  EXPECT_GT(j["writes"].get<uint64_t>(), 0u);
+  EXPECT_EQ(j["copies"], 0);
+  EXPECT_EQ(j["bytes"], 4 << 20);
 }
 
 // perf does not write into a device that holds data (a VM image, a file system) unless told to:

@@ -57,7 +57,8 @@ std::string holds_data(const std::string& dev) {
                      dev, format_bytes(double(n)));
 }
 
-int run_perf(const PerfArgs& a) {
+int run_perf(PerfArgs a) {
+  if (a.rw == "randrw") a.rw = "mix", a.mix_copies = 0;  // fio's: random, half reads, half writes
   struct Mode {
     const char* name;
     Kind kind;
@@ -73,7 +74,7 @@ int run_perf(const PerfArgs& a) {
   }
   if (!mode) {
     return report_error(kBadInput, fmt::format("--rw '{}': expected read, write, randread, "
-                                               "randwrite, copy, randcopy or mix", a.rw));
+                                               "randwrite, randrw, copy, randcopy or mix", a.rw));
   }
   auto bs = parse_size(a.bs);
   if (!bs || *bs == 0) return report_error(kBadInput, fmt::format("--bs '{}': not a size", a.bs));
@@ -192,7 +193,8 @@ void add_perf_command(CLI::App& app, int& exit_code) {
       "perf", "Load a device with reads, writes and copies; report IOPS, latency and cost");
   cmd->add_option("device", a->device, "the device string to load")->required();
   cmd->add_option("--rw", a->rw,
-                  "read|write|randread|randwrite|copy|randcopy|mix (default randread)");
+                  "read|write|randread|randwrite|copy|randcopy|mix (default randread); fio's randrw is a "
+                  "mix without copies");
   cmd->add_option("--bs", a->bs, "bytes per read or write (default 4k)");
   cmd->add_option("-l,--length,--copy-len", a->copy_len, "bytes per copy, as copy's --length (default: --bs)");
   cmd->add_option("--ranges", a->ranges, "source ranges per copy (default 1)");
