@@ -67,6 +67,17 @@ TEST_F(CliTest, CopyWithoutALengthCopiesAllOfTheSourceAndMakesTheDestination) {
   const std::string none = (dir.path() / "none.img").string();
   EXPECT_EQ(run_cli({"copy", a + "@100", none}).exit_code, 2);
   EXPECT_FALSE(std::filesystem::exists(none));
+
+  // A source that ends inside a block is not copied short without a word: refused, naming the
+  // tail and the --length that copies the whole blocks.
+  const std::string odd = dir.file("odd", 1000, 44);
+  r = run_cli({"copy", odd, none});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("its 1000 bytes end 488 bytes into a 512-byte block"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--length 512"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(none));
+  ASSERT_EQ(run_cli({"copy", odd, none, "--length", "512"}).exit_code, 0);
+  EXPECT_EQ(test::read_file(none, 0, 512), test::pattern(0, 512, 44));
 }
 
 // What a user who got something slightly wrong sees: a striped table naming one RAM device four

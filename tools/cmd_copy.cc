@@ -64,6 +64,14 @@ std::optional<std::string> missing_file(const std::string& dev) {
   return f->path;
 }
 
+// The size of the regular file a device string names; nullopt for other devices.
+std::optional<uint64_t> regular_file_size(const std::string& dev) {
+  auto f = file_spec(dev);
+  struct stat st {};
+  if (!f || f->scheme == "dm:" || ::stat(f->path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return std::nullopt;
+  return static_cast<uint64_t>(st.st_size);
+}
+
 // Makes `path` a new regular file of `size` bytes (never over an existing one).
 Status create_file(const std::string& path, uint64_t size) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
@@ -177,6 +185,14 @@ int run_copy(const Args& a) {
     if (src_ep->offset >= cap) {
       return report_error(kBadInput, fmt::format("{}: offset {} is at or past its end ({} bytes): "
                                                  "nothing to copy", src_ep->device, src_ep->offset, cap));
+    }
+    // A file that ends inside a block: its device ends at the last whole block, and copying
+    // "all of it" would leave the tail behind without a word.
+    if (auto size = regular_file_size(src_ep->device); size && *size > cap) {
+      return report_error(kBadInput, fmt::format(
+          "{}: its {} bytes end {} bytes into a {}-byte block, and copies go by whole blocks; "
+          "give --length {} to copy the whole blocks (cp copies the rest)",
+          src_ep->device, *size, *size - cap, src->limits().logical_block_size, cap - src_ep->offset));
     }
     ranges.emplace_back(src_ep->offset, cap - src_ep->offset);
   }
