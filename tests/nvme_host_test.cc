@@ -15,6 +15,7 @@
 
 #include <blkcopy/target.h>
 #include "tests/test_util.h"
+#include "tools/target_report.h"
 
 namespace blkcopy {
 namespace {
@@ -211,6 +212,31 @@ TEST(NvmeHost, TheCliShowsTheBytesOnTheWire) {
   EXPECT_NE(r.out.find("offloaded  by the controller, as Copy commands"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("on target  1.00 MiB by its devices, 0 B emulated"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("copied by the RAM device, by memmove"), std::string::npos) << r.out;
+}
+
+// What copy makes of two reports: the difference; nothing it would make up from a target that
+// keeps no report, or whose counters went back between the two (it restarted, or lies).
+TEST(NvmeHost, TargetReportsAreDifferencedOnlyWhenTheyAddUp) {
+  using Report = Result<nvme::TargetCopyReport>;
+  tools::TargetCopies c;
+  c.before = Report(nvme::TargetCopyReport{2, 1 * M, 3 * M, "x"});
+  c.after = Report(nvme::TargetCopyReport{3, 5 * M, 3 * M, "the RAM device, by memmove"});
+  ASSERT_TRUE(c.known());
+  auto j = c.json();
+  EXPECT_EQ(j["copy_commands"], 1);
+  EXPECT_EQ(j["device_bytes"], 4 * M);
+  EXPECT_EQ(j["emulated_bytes"], 0);
+  EXPECT_EQ(c.text(), "on target  4.00 MiB by its devices, 0 B emulated (the target read and wrote them)\n"
+                      "           copied by the RAM device, by memmove\n");
+
+  c.after = Report(nvme::TargetCopyReport{0, 0, 0, ""});  // restarted
+  EXPECT_FALSE(c.known());
+  EXPECT_NE(c.json()["error"].get<std::string>().find("went back"), std::string::npos) << c.json().dump();
+  EXPECT_EQ(c.text(), "");
+
+  c.after = Report(std::unexpected(Status::error(ENOTSUP, "t: the target keeps no copy report")));
+  EXPECT_EQ(c.json()["error"], "t: the target keeps no copy report");
+  EXPECT_EQ(c.text(), "");
 }
 
 // Offloaded to the controller is not offloaded to the storage: a Copy from a RAM namespace into

@@ -19,11 +19,19 @@ std::optional<Result<nvme::TargetCopyReport>> read_target_report(Device& dev) {
   return got;
 }
 
+bool TargetCopies::known() const {
+  if (!before || !after || !*before || !*after) return false;
+  const nvme::TargetCopyReport &a = **before, &b = **after;
+  return b.commands >= a.commands && b.device_bytes >= a.device_bytes && b.emulated_bytes >= a.emulated_bytes;
+}
+
 nlohmann::ordered_json TargetCopies::json() const {
   nlohmann::ordered_json j;
   if (!known()) {
     const auto& bad = before && !*before ? before : after;
-    j["error"] = bad && !*bad ? (*bad).error().message() : "not read";
+    j["error"] = bad && !*bad ? (*bad).error().message()
+                 : bad         ? "the target's counters went back between the reports (it restarted?)"
+                               : "not read";
     return j;
   }
   const nvme::TargetCopyReport &a = **before, &b = **after;

@@ -20,7 +20,8 @@ std::optional<Result<nvme::TargetCopyReport>> read_target_report(Device& dev);
 // What the target did between two reports: JSON ("target": {...}) and a line of text.
 struct TargetCopies {
   std::optional<Result<nvme::TargetCopyReport>> before, after;
-  bool known() const { return before && after && *before && *after; }
+  // Both read, and no counter went back (a target that restarted between them, or lies).
+  bool known() const;
   nlohmann::ordered_json json() const;
   std::string text() const;  // "" when not known
 };
