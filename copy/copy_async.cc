@@ -133,6 +133,16 @@ Status copy_async(std::span<const CopySegment> sources, Device& dst, uint64_t ds
     return {};
   }
   const engine::Plan plan{&dst, dst_offset, total, granule, chunk, backward, piece_cap};
+  // Emulated from the start: say why (a copy that offloads pays nothing for this).
+  if (opt.explain_emulation && (opt.emulation == Emulation::force || !dst.limits().can_offload())) {
+    std::string why = opt.emulation == Emulation::force
+                          ? "emulation was asked for"
+                          : fmt::format("{} does not offload: {}", dst.name(), dst.describe().copy_method);
+    done = [done = std::move(done), why = std::move(why)](CopyResult r) {
+      if (r.emulated_bytes && r.emulated_because.empty()) r.emulated_because = why;
+      done(std::move(r));
+    };
+  }
   if (opt.emulation != Emulation::force && !(opt.cancel && opt.cancel->load()) &&
       engine::one_piece(sources, plan)) {
     engine::run_one_piece(sources, plan, opt, std::move(done));

@@ -110,9 +110,14 @@ class CopyRun {
                                                              dst_.name())));
         return;
       }
+      because(fmt::format("{}: its copy limits cannot take this copy", dst_.name()));
       queue_emulation(next_, total() - next_);
       next_ = total();
     }
+  }
+
+  void because(const std::string& why) {
+    if (opt_.explain_emulation && result_.emulated_because.empty()) result_.emulated_because = why;
   }
 
   void on_offload(Piece* raw, Status st) {
@@ -148,6 +153,7 @@ class CopyRun {
       for (auto& [off, n] : gaps) off = len - off - n;
     }
     std::sort(gaps.begin(), gaps.end());
+    if (!gaps.empty()) because(p.report.why_not_supported);
     uint64_t at = 0, moved = 0;
     for (auto [off, n] : gaps) {
       if (off > at) complete_range(p.pos + at, off - at, true);

@@ -65,7 +65,11 @@ struct OnePiece {
 void OnePiece::on_done(Status st) {
   const uint64_t len = desc.dst.length;
   if (st.ok() && !report.not_supported.empty()) {  // emulate it, from the start
-    auto finish = std::move(done);
+    auto finish = [done = std::move(done),
+                   why = opt.explain_emulation ? report.why_not_supported : std::string()](CopyResult r) {
+      if (r.emulated_because.empty()) r.emulated_because = why;
+      done(std::move(r));
+    };
     const bool none = report.not_supported.size() == 1 && report.not_supported[0].first == 0 &&
                       report.not_supported[0].second == len;
     // Parts of a stack that were offloaded would be offloaded again by the general walk.

@@ -38,9 +38,10 @@ std::optional<TargetCopyReport> decode_copy_report(std::span<const uint8_t> page
   r.emulated_bytes = get<uint64_t>(page, kEmulatedBytes);
   const auto* s = reinterpret_cast<const char*>(page.data() + kCopiesBy);
   r.device_copies_by.assign(s, strnlen(s, kCopiesByLen));
-  // What the target says is shown to the user: printable text only.
+  // What the target says is shown to the user and put in JSON: printable ASCII only (no
+  // escapes, C1 controls, bidi overrides or broken UTF-8 from a lying target).
   for (char& c : r.device_copies_by) {
-    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7F) c = '?';
+    if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x7F) c = '?';
   }
   return r;
 }

@@ -5,8 +5,9 @@
 //     8-15   Copy commands completed on this controller (whatever their status)
 //    16-23   bytes the namespaces' devices copied themselves (offloaded below the target)
 //    24-31   bytes the target copied by reading and writing them (emulated)
-//    64-319  for the NSID in the command: who copies what its device offloads (UTF-8,
-//            NUL-padded; empty when NSID is 0 or not a namespace)
+//    64-319  for the NSID in the command: who copies what its device offloads, or why it
+//            does not ("none: ..."); printable ASCII, NUL-padded; empty when NSID is 0 or
+//            not a namespace
 #pragma once
 
 #include <cstdint>

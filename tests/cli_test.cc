@@ -186,10 +186,20 @@ TEST_F(CliTest, CopiesBetweenFilesAndReportsJson) {
   ASSERT_EQ(text.exit_code, 0) << text.err;
   EXPECT_NE(text.out.find("offloaded  by the kernel: copy_file_range moved the data"), std::string::npos)
       << text.out;
-  // Emulated copies offload nothing, and name no one.
+  // Emulated copies offload nothing, name no one, and say why they were emulated.
   const auto emulated = run_cli({"copy", a, b + "@512k", "--length", "64k", "--json"});
   ASSERT_EQ(emulated.exit_code, 0) << emulated.err;
-  EXPECT_FALSE(nlohmann::json::parse(emulated.out).contains("offloaded_by")) << emulated.out;
+  const auto je = nlohmann::json::parse(emulated.out);
+  EXPECT_FALSE(je.contains("offloaded_by")) << emulated.out;
+  EXPECT_NE(je["emulated_because"].get<std::string>().find(b + " does not offload: none"), std::string::npos)
+      << emulated.out;
+  auto why = run_cli({"copy", "mem:1M", "mem:1M,nocopy", "--length", "64k"});
+  EXPECT_NE(why.out.find("emulated   because mem:1M,nocopy does not offload: none (nocopy)"), std::string::npos)
+      << why.out;
+  why = run_cli({"copy", "mem:1M", "mem:1M@512k", "--length", "64k", "--emulate"});
+  EXPECT_NE(why.out.find("emulated   because emulation was asked for"), std::string::npos) << why.out;
+  why = run_cli({"copy", "mem:1M", "mem:1M@512k", "--length", "64k"});
+  EXPECT_EQ(why.out.find("because"), std::string::npos) << "offloaded: " << why.out;
 }
 
 TEST_F(CliTest, VectoredEmulatedCopyWithProgress) {

@@ -210,33 +210,48 @@ TEST(NvmeHost, TheCliShowsTheBytesOnTheWire) {
   r = test::run_cli({"copy", t.spec(1), t.spec(1) + "@48M", "--length", "1M"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("offloaded  by the controller, as Copy commands"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("on target  1.00 MiB by its devices, 0 B emulated"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("on target  1.00 MiB copied by its devices, 0 B emulated"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("copied by the RAM device, by memmove"), std::string::npos) << r.out;
 }
 
-// What copy makes of two reports: the difference; nothing it would make up from a target that
-// keeps no report, or whose counters went back between the two (it restarted, or lies).
-TEST(NvmeHost, TargetReportsAreDifferencedOnlyWhenTheyAddUp) {
+// What copy makes of a target's report: its counters, who copies or why its device does not,
+// and only the error when there is none.
+TEST(NvmeHost, TargetReportsSayWhoCopiedOrWhyNot) {
   using Report = Result<nvme::TargetCopyReport>;
-  tools::TargetCopies c;
-  c.before = Report(nvme::TargetCopyReport{2, 1 * M, 3 * M, "x"});
-  c.after = Report(nvme::TargetCopyReport{3, 5 * M, 3 * M, "the RAM device, by memmove"});
-  ASSERT_TRUE(c.known());
-  auto j = c.json();
+  const Report copied(nvme::TargetCopyReport{1, 4 * M, 0, "the RAM device, by memmove"});
+  auto j = tools::target_report_json(copied);
   EXPECT_EQ(j["copy_commands"], 1);
   EXPECT_EQ(j["device_bytes"], 4 * M);
-  EXPECT_EQ(j["emulated_bytes"], 0);
-  EXPECT_EQ(c.text(), "on target  4.00 MiB by its devices, 0 B emulated (the target read and wrote them)\n"
-                      "           copied by the RAM device, by memmove\n");
+  EXPECT_EQ(j["device_copies_by"], "the RAM device, by memmove");
+  EXPECT_EQ(tools::target_report_text(copied),
+            "on target  4.00 MiB copied by its devices, 0 B emulated (read and written by the target)\n"
+            "           copied by the RAM device, by memmove\n");
 
-  c.after = Report(nvme::TargetCopyReport{0, 0, 0, ""});  // restarted
-  EXPECT_FALSE(c.known());
-  EXPECT_NE(c.json()["error"].get<std::string>().find("went back"), std::string::npos) << c.json().dump();
-  EXPECT_EQ(c.text(), "");
+  const Report emulated(nvme::TargetCopyReport{1, 0, 2 * M, "none (nocopy): copies are emulated"});
+  j = tools::target_report_json(emulated);
+  EXPECT_EQ(j["device_does_not_copy"], "none (nocopy): copies are emulated");
+  EXPECT_FALSE(j.contains("device_copies_by"));
+  EXPECT_NE(tools::target_report_text(emulated).find("its device does not copy: none (nocopy)"), std::string::npos);
 
-  c.after = Report(std::unexpected(Status::error(ENOTSUP, "t: the target keeps no copy report")));
-  EXPECT_EQ(c.json()["error"], "t: the target keeps no copy report");
-  EXPECT_EQ(c.text(), "");
+  const Report none(std::unexpected(Status::error(ENOTSUP, "t: the target keeps no copy report")));
+  EXPECT_EQ(tools::target_report_json(none)["error"], "t: the target keeps no copy report");
+  EXPECT_EQ(tools::target_report_text(none), "");
+}
+
+// A Copy the target refuses (here between namespaces of different block sizes) is emulated by
+// the host, and the copy says why, with the target's status.
+TEST(NvmeHost, ACopyTheTargetRefusedIsEmulatedWithTheReason) {
+  TargetThread t({"mem:16M,seed=10", "mem:16M,block=4096"});
+  auto r = test::run_cli({"copy", t.spec(1), t.spec(2) + "@4M", "--length", "1M", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["emulated_bytes"], 1 * M);
+  EXPECT_NE(j["emulated_because"].get<std::string>().find("NVMe status 0x185 (Incompatible Namespace)"),
+            std::string::npos) << j.dump();
+  EXPECT_FALSE(j.contains("target")) << "nothing was offloaded: no report to read";
+  auto loop = test::make_loop();
+  auto d = test::open_dev(*loop, t.spec(2));
+  EXPECT_EQ(test::read_bytes(*d, 4 * M, 1 * M), test::pattern(0, 1 * M, 10));
 }
 
 // Offloaded to the controller is not offloaded to the storage: a Copy from a RAM namespace into
@@ -249,13 +264,14 @@ TEST(NvmeHost, TheTargetSaysItEmulatedACopyBetweenNamespaces) {
   EXPECT_EQ(j["offloaded_bytes"], 8 * M) << "sent as a Copy command";
   EXPECT_EQ(j["target"]["emulated_bytes"], 8 * M) << j.dump();
   EXPECT_EQ(j["target"]["device_bytes"], 0);
-  EXPECT_EQ(j["target"]["device_copies_by"], "") << "ns 2 offloads nothing";
+  EXPECT_EQ(j["target"]["device_does_not_copy"], "none (nocopy): copies are emulated") << "ns 2 offloads nothing";
   auto loop = test::make_loop();
   auto d = test::open_dev(*loop, t.spec(2));
   EXPECT_EQ(test::read_bytes(*d, 4 * M, 8 * M), test::pattern(0, 8 * M, 9));
   r = test::run_cli({"copy", t.spec(1), t.spec(2), "--length", "1M"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_NE(r.out.find("on target  0 B by its devices, 1.00 MiB emulated (the target read and wrote them)"),
+  EXPECT_NE(r.out.find("on target  0 B copied by its devices, 1.00 MiB emulated (read and written by the target)\n"
+                       "           its device does not copy: none (nocopy)"),
             std::string::npos) << r.out;
 }
 

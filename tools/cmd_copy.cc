@@ -225,10 +225,6 @@ int run_copy(const Args& a) {
   };
   Device* remote = (*dst)->wire_counters() ? dst->get() : src->wire_counters() ? src : nullptr;
   const auto wire_before = wire(remote);
-  // How the target did the copies it was sent, from its report before and after (blkcopy's
-  // target keeps one; another says it does not).
-  TargetCopies on_target;
-  on_target.before = read_target_report(**dst);
   ProgressBar bar(!a.json && !quiet() && isatty(STDERR_FILENO), a.progress && !quiet());
   opt.progress = [&bar](uint64_t done, uint64_t total) { bar.update(done, total); };
   opt.cancel = &catch_interrupts();
@@ -242,7 +238,10 @@ int run_copy(const Args& a) {
     created.reset();
   }
   const auto wire_after = wire(remote);
-  if (on_target.before && *on_target.before && r.offloaded_bytes) on_target.after = read_target_report(**dst);
+  // How the target did the Copies it was sent, from its report (blkcopy's target keeps one;
+  // another says it does not), read after the wire was counted.
+  std::optional<Result<nvme::TargetCopyReport>> on_target;
+  if (r.offloaded_bytes) on_target = read_target_report(**dst, std::chrono::seconds(5), opt.cancel);
   const uint64_t sent = wire_after.first - wire_before.first;
   const uint64_t received = wire_after.second - wire_before.second;
   if (a.json) {
@@ -256,7 +255,7 @@ int run_copy(const Args& a) {
     // Who did the offloaded bytes' copying, and whether data moved (the kernel's page-cache
     // copy moves it; a reflink or a controller does not).
     if (r.offloaded_bytes) j["offloaded_by"] = info.offloaded_by;
-    if (on_target.before && r.offloaded_bytes) j["target"] = on_target.json();
+    if (on_target) j["target"] = target_report_json(*on_target);
     if (remote) {
       j["wire_bytes_sent"] = sent;
       j["wire_bytes_received"] = received;
@@ -266,7 +265,7 @@ int run_copy(const Args& a) {
     if (created) fmt::print("created    {} ({} bytes)\n", *created, (*dst)->limits().capacity);
     fmt::print("{}", result_text(r));
     if (r.offloaded_bytes) fmt::print("offloaded  by {}\n", (*dst)->describe().offloaded_by);
-    fmt::print("{}", on_target.text());
+    if (on_target) fmt::print("{}", target_report_text(*on_target));
     if (remote) {
       fmt::print("wire       sent {}, received {} ({})\n", format_bytes(double(sent)),
                  format_bytes(double(received)), remote->name());

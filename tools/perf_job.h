@@ -178,6 +178,7 @@ class Job {
       const uint64_t to = dst_region_.first + pick(dst_region_.second, copy_len_, dst_cursor_);
       CopyOptions opt;
       opt.emulation = a_.emulate ? Emulation::force : Emulation::allow;
+      opt.explain_emulation = false;  // a string per copy: perf counts bytes only
       opt.buffer_bytes = std::max<uint64_t>(copy_len_, 1u << 20);
       issued_bytes_ += copy_len_;
       // The callback captures 16 bytes: std::function keeps it without allocating.

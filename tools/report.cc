@@ -104,6 +104,7 @@ nlohmann::ordered_json result_json(const CopyResult& r) {
   j["backward"] = r.backward;
   j["offloaded_bytes"] = r.offloaded_bytes;
   j["emulated_bytes"] = r.emulated_bytes;
+  if (r.emulated_bytes && !r.emulated_because.empty()) j["emulated_because"] = r.emulated_because;
   j["host_read_bytes"] = r.host_read_bytes;
   j["host_written_bytes"] = r.host_written_bytes;
   j["commands"] = r.commands;
@@ -124,6 +125,7 @@ std::string result_text(const CopyResult& r) {
       format_bytes(double(r.offloaded_bytes)), format_bytes(double(r.emulated_bytes)),
       format_bytes(double(r.host_read_bytes)), format_bytes(double(r.host_written_bytes)),
       r.commands);
+  if (r.emulated_bytes && !r.emulated_because.empty()) out += fmt::format("emulated   because {}\n", r.emulated_because);
   // Through a stack: which children did the offloaded work.
   if (r.offloaded_by_device.size() > 1 ||
       (r.offloaded_by_device.size() == 1 && r.offloaded_by_device[0].second != r.bytes)) {

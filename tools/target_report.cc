@@ -4,51 +4,65 @@
 #include <blkcopy/units.h>
 #include <fmt/format.h>
 
+#include <memory>
+
 #include "nvme/host/nvme_tcp_device.h"
 
 namespace blkcopy::tools {
+namespace {
 
-std::optional<Result<nvme::TargetCopyReport>> read_target_report(Device& dev) {
+// The page's text is who copies for the destination namespace, or why its device does not
+// ("none: ..."), as describe() words them.
+bool does_not_copy(const nvme::TargetCopyReport& r) {
+  return r.device_copies_by.empty() || r.device_copies_by.starts_with("none");
+}
+
+}  // namespace
+
+std::optional<Result<nvme::TargetCopyReport>> read_target_report(
+    Device& dev, std::chrono::milliseconds limit, const std::atomic<bool>* cancel) {
   auto* remote = dynamic_cast<nvme::NvmeTcpDevice*>(&dev);
   if (!remote) return std::nullopt;
-  std::optional<Result<nvme::TargetCopyReport>> got;
-  remote->copy_report([&got](Result<nvme::TargetCopyReport> r) { got = std::move(r); });
-  // The admin queue's command timeout bounds the wait: a target that does not answer fails it.
-  Status s = dev.loop().run_until([&got] { return got.has_value(); });
-  if (!got) return Result<nvme::TargetCopyReport>(std::unexpected(std::move(s)));
-  return got;
+  // Shared with the callback: it may run after this returns (or never, once the device goes).
+  auto got = std::make_shared<std::optional<Result<nvme::TargetCopyReport>>>();
+  remote->copy_report([got](Result<nvme::TargetCopyReport> r) {
+    if (!*got) *got = std::move(r);
+  });
+  bool late = false;
+  Timer timer = dev.loop().after(limit, [&late] { late = true; });
+  Status s = dev.loop().run_until([&] { return got->has_value() || late || (cancel && cancel->load()); });
+  timer.cancel();
+  if (*got) return std::move(**got);
+  if (!s.ok()) return Result<nvme::TargetCopyReport>(std::unexpected(std::move(s)));
+  return Result<nvme::TargetCopyReport>(fail(
+      late ? ETIMEDOUT : ECANCELED,
+      late ? fmt::format("{}: no copy report within {} ms", dev.name(), limit.count())
+           : fmt::format("{}: interrupted while reading the copy report", dev.name())));
 }
 
-bool TargetCopies::known() const {
-  if (!before || !after || !*before || !*after) return false;
-  const nvme::TargetCopyReport &a = **before, &b = **after;
-  return b.commands >= a.commands && b.device_bytes >= a.device_bytes && b.emulated_bytes >= a.emulated_bytes;
-}
-
-nlohmann::ordered_json TargetCopies::json() const {
+nlohmann::ordered_json target_report_json(const Result<nvme::TargetCopyReport>& r) {
   nlohmann::ordered_json j;
-  if (!known()) {
-    const auto& bad = before && !*before ? before : after;
-    j["error"] = bad && !*bad ? (*bad).error().message()
-                 : bad         ? "the target's counters went back between the reports (it restarted?)"
-                               : "not read";
+  if (!r) {
+    j["error"] = r.error().message();
     return j;
   }
-  const nvme::TargetCopyReport &a = **before, &b = **after;
-  j["copy_commands"] = b.commands - a.commands;
-  j["device_bytes"] = b.device_bytes - a.device_bytes;
-  j["emulated_bytes"] = b.emulated_bytes - a.emulated_bytes;
-  j["device_copies_by"] = b.device_copies_by;
+  j["copy_commands"] = r->commands;
+  j["device_bytes"] = r->device_bytes;
+  j["emulated_bytes"] = r->emulated_bytes;
+  j[does_not_copy(*r) ? "device_does_not_copy" : "device_copies_by"] = r->device_copies_by;
   return j;
 }
 
-std::string TargetCopies::text() const {
-  if (!known()) return {};
-  const nvme::TargetCopyReport &a = **before, &b = **after;
-  const uint64_t device = b.device_bytes - a.device_bytes, emulated = b.emulated_bytes - a.emulated_bytes;
-  std::string out = fmt::format("on target  {} by its devices, {} emulated (the target read and wrote them)\n",
-                                format_bytes(double(device)), format_bytes(double(emulated)));
-  if (device && !b.device_copies_by.empty()) out += fmt::format("           copied by {}\n", b.device_copies_by);
+std::string target_report_text(const Result<nvme::TargetCopyReport>& r) {
+  if (!r) return {};
+  std::string out = fmt::format("on target  {} copied by its devices, {} emulated (read and written by the target)\n",
+                                format_bytes(double(r->device_bytes)), format_bytes(double(r->emulated_bytes)));
+  if (r->device_copies_by.empty()) return out;
+  if (does_not_copy(*r)) {
+    if (r->emulated_bytes) out += fmt::format("           its device does not copy: {}\n", r->device_copies_by);
+  } else if (r->device_bytes) {
+    out += fmt::format("           copied by {}\n", r->device_copies_by);
+  }
   return out;
 }
 

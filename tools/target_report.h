@@ -1,11 +1,15 @@
 // What a remote target says about the copies it was sent: the host knows only that it sent Copy
 // commands ("offloaded to the controller"); blkcopy's target keeps a log page (C0h,
 // nvme/copy_report.h) saying whether its devices copied them or it read and wrote them itself.
+// Its counters are the controller's, which a CLI command has to itself: read once after the
+// copy, they are that copy's.
 #pragma once
 
 #include <blkcopy/device.h>
 #include <nlohmann/json.hpp>
 
+#include <atomic>
+#include <chrono>
 #include <optional>
 #include <string>
 
@@ -13,17 +17,16 @@
 
 namespace blkcopy::tools {
 
-// The report of `dev`'s controller now: nullopt when `dev` is not an nvme-tcp:// namespace;
-// an error (ENOTSUP) from a target that keeps no such page.
-std::optional<Result<nvme::TargetCopyReport>> read_target_report(Device& dev);
+// The report of `dev`'s controller: nullopt when `dev` is not an nvme-tcp:// namespace; an
+// error when the target keeps no such page (ENOTSUP), does not answer within `limit`
+// (ETIMEDOUT: the copy is done, and is not kept waiting for a diagnostic) or `cancel` is set.
+std::optional<Result<nvme::TargetCopyReport>> read_target_report(
+    Device& dev, std::chrono::milliseconds limit, const std::atomic<bool>* cancel);
 
-// What the target did between two reports: JSON ("target": {...}) and a line of text.
-struct TargetCopies {
-  std::optional<Result<nvme::TargetCopyReport>> before, after;
-  // Both read, and no counter went back (a target that restarted between them, or lies).
-  bool known() const;
-  nlohmann::ordered_json json() const;
-  std::string text() const;  // "" when not known
-};
+// "target": {"copy_commands", "device_bytes", "emulated_bytes", and "device_copies_by" or
+// "device_does_not_copy"}, or {"error"}.
+nlohmann::ordered_json target_report_json(const Result<nvme::TargetCopyReport>& r);
+// "on target  ..." lines; "" when the report could not be read.
+std::string target_report_text(const Result<nvme::TargetCopyReport>& r);
 
 }  // namespace blkcopy::tools

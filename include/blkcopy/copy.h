@@ -56,6 +56,9 @@ struct CopyOptions {
   // Fill CopyResult::offloaded_by_device (a list of names, which allocates); callers that keep
   // totals only (the NVMe/TCP target) turn it off.
   bool per_device = true;
+  // Say why bytes were emulated (CopyResult::emulated_because). It costs a string, and for a
+  // copy emulated from the start a describe(): a target that counts totals only turns it off.
+  bool explain_emulation = true;
   // Called on the loop each time the in-order progress advances.
   std::function<void(uint64_t done, uint64_t total)> progress;
   // When it turns true (a signal handler may set it), no more work is issued: the copy ends
@@ -79,6 +82,9 @@ struct CopyResult {
   double seconds = 0;
   // Offloaded bytes per bottom device (through a stack, the children that did the work).
   std::vector<std::pair<std::string, uint64_t>> offloaded_by_device;
+  // Why bytes were emulated (the first reason: a device's refusal, limits that cannot take
+  // the copy, a destination that cannot offload); empty when nothing was.
+  std::string emulated_because;
 };
 
 // Asynchronous copy of the sources, laid end to end, to dst at dst_offset. Either fails at once

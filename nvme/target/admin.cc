@@ -115,7 +115,10 @@ void get_log_page(TargetRequest& r) {
     page = fixed.firmware;
   } else if (lid == kLogCopyReport && s) {
     TargetCopyReport report{ctrl.copies.load(), ctrl.copy_device_bytes.load(), ctrl.copy_emulated_bytes.load(), {}};
-    if (auto ns = r.sqe.nsid ? s->ns(r.sqe.nsid) : nullptr) report.device_copies_by = ns->dev->describe().offloaded_by;
+    if (auto ns = r.sqe.nsid ? s->ns(r.sqe.nsid) : nullptr) {
+      const DeviceInfo info = ns->dev->describe();
+      report.device_copies_by = info.offloaded_by.empty() ? info.copy_method : info.offloaded_by;
+    }
     made = encode_copy_report(report);
     page = made;
   } else {

@@ -50,6 +50,7 @@ void start_copy(TargetRequest& r) {
   opt.buffer_bytes = kPerCopy;
   opt.buffers = &r.copy_buffers;
   opt.per_device = false;  // the target counts totals only
+  opt.explain_emulation = false;
   opt.cancel = &r.queue->cancelled();
   Status s = copy_async(std::span<const CopySegment>(r.copy.sources), dst, r.copy.dst.offset, opt,
                         [&r](CopyResult res) {
