@@ -29,16 +29,43 @@ TEST(CliPerf, TakesFiosOptionNames) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["qd"], 4);
-  EXPECT_EQ(j["jobs"], 2);
+  EXPECT_EQ(j["numjobs"], 2);
   EXPECT_GT(j["reads"].get<uint64_t>(), 0u);
-  // fio's randrw: random reads and writes, half and half, no copies.
+  // fio's randrw: random reads and writes, half and half, no copies; named as given.
   r = run_cli({"perf", "mem:16M", "--rw=randrw", "--io_size", "4M", "--json"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["rw"], "randrw");
   EXPECT_GT(j["reads"].get<uint64_t>(), 0u);
   EXPECT_GT(j["writes"].get<uint64_t>(), 0u);
   EXPECT_EQ(j["copies"], 0);
   EXPECT_EQ(j["bytes"], 4 << 20);
+  // Options that do nothing with the load chosen are refused, each range by its option's name.
+  for (const auto& [args, want] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"--rw", "randrw", "--mix-copies", "50"}, "--mix-copies is for --rw mix"},
+           {{"--rw", "randread", "--dst", "mem:1M"}, "--dst is where copies go"},
+           {{"--qd", "0"}, "--qd"},
+           {{"--jobs", "65"}, "--jobs"},
+           {{"--ranges", "0"}, "--ranges"},
+           {{"--time", "0"}, "--time"},
+           {{"--mix-copies", "101"}, "--mix-copies"}}) {
+    std::vector<std::string> argv = {"perf", "mem:16M"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    r = run_cli(argv);
+    EXPECT_EQ(r.exit_code, 2) << args[0];
+    EXPECT_NE(r.err.find(want), std::string::npos) << r.err;
+  }
+}
+
+// --size is the bytes of all jobs together, in whole operations.
+TEST(CliPerf, SizeIsTheBytesOfAllJobsTogether) {
+  auto r = run_cli({"perf", "mem:64M", "--rw", "randread", "--size", "4k", "--jobs", "8", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["ops"], 1) << "one 4 KiB read for --size 4k, whatever the jobs";
+  r = run_cli({"perf", "mem:64M", "--rw", "randread", "--size", "6k", "--jobs", "3", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["bytes"], 8192) << "rounded up to whole operations";
 }
 
 // perf does not write into a device that holds data (a VM image, a file system) unless told to:
@@ -150,10 +177,11 @@ TEST(CliPerf, ReportsEachKindOfOperationWithItsLatencies) {
   uint64_t ops = 0, bytes = 0;
   for (const char* kind : {"read", "write", "copy"}) {
     SCOPED_TRACE(kind);
-    const auto& k = j[kind];
+    const auto& k = j["jobs"][0][kind];
     const uint64_t n = k["total_ios"];
     EXPECT_GT(n, 0u);
     EXPECT_EQ(k["io_bytes"], n * 4096);
+    EXPECT_EQ(k["io_kbytes"], n * 4);
     EXPECT_EQ(k["clat_ns"]["N"], n);
     EXPECT_EQ(k["lat_ns"]["N"], n);
     EXPECT_EQ(k["slat_ns"]["N"], n);
@@ -170,8 +198,9 @@ TEST(CliPerf, ReportsEachKindOfOperationWithItsLatencies) {
     ops += n, bytes += k["io_bytes"].get<uint64_t>();
   }
   EXPECT_EQ(ops, j["ops"]);
-  EXPECT_EQ(j["reads"], j["read"]["total_ios"]);
-  EXPECT_EQ(j["copies"], j["copy"]["total_ios"]);
+  EXPECT_EQ(j["reads"], j["jobs"][0]["read"]["total_ios"]);
+  EXPECT_EQ(j["copies"], j["jobs"][0]["copy"]["total_ios"]);
+  EXPECT_EQ(j["jobs"].size(), 1u) << "the jobs together, as fio's group_reporting";
   EXPECT_EQ(bytes, j["bytes"]);
   EXPECT_TRUE(j["latency_us"].contains("p99.5")) << j["latency_us"].dump();
 
@@ -187,7 +216,8 @@ TEST(CliPerf, ReportsEachKindOfOperationWithItsLatencies) {
   EXPECT_EQ(r.out.find("  all:"), std::string::npos) << r.out;
   EXPECT_EQ(r.out.find("  write:"), std::string::npos) << r.out;
 
-  for (const char* bad : {"", "0", "101", "50,,99", "fifty", "1:2:3:4:5:6:7:8:9:10:11:12:13:14:15:16:17:18:19:20:21"}) {
+  for (const char* bad : {"", "0", "101", "50,,99", "fifty", "1:2:3:4:5:6:7:8:9:10:11:12:13:14:15:16:17:18:19:20:21",
+                          "0.0000001:0.0000002", "99:99"}) {
     r = run_cli({"perf", "mem:64M", "--percentiles", bad, "--time", "0.1"});
     EXPECT_EQ(r.exit_code, 2) << bad;
     EXPECT_NE(r.err.find("--percentiles"), std::string::npos) << r.err;

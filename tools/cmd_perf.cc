@@ -57,8 +57,7 @@ std::string holds_data(const std::string& dev) {
                      dev, format_bytes(double(n)));
 }
 
-int run_perf(PerfArgs a) {
-  if (a.rw == "randrw") a.rw = "mix", a.mix_copies = 0;  // fio's: random, half reads, half writes
+int run_perf(const PerfArgs& a) {
   struct Mode {
     const char* name;
     Kind kind;
@@ -67,7 +66,7 @@ int run_perf(PerfArgs a) {
   static constexpr Mode kModes[] = {{"read", Kind::read, false},       {"randread", Kind::read, true},
                                     {"write", Kind::write, false},     {"randwrite", Kind::write, true},
                                     {"copy", Kind::copy, false},       {"randcopy", Kind::copy, true},
-                                    {"mix", Kind::read, true}};
+                                    {"mix", Kind::read, true},         {"randrw", Kind::read, true}};
   const Mode* mode = nullptr;
   for (const Mode& m : kModes) {
     if (a.rw == m.name) mode = &m;
@@ -82,26 +81,29 @@ int run_perf(PerfArgs a) {
   if (!copy_len || *copy_len == 0) {
     return report_error(kBadInput, fmt::format("--length '{}': not a size", a.copy_len));
   }
-  uint64_t quota = 0;
+  // --size: the bytes all jobs issue together (whole operations: the last may go past it).
+  std::optional<std::atomic<int64_t>> budget;
   if (!a.size.empty()) {
     auto s = parse_size(a.size);
-    if (!s || *s == 0) return report_error(kBadInput, fmt::format("--size '{}': not a size", a.size));
-    quota = (*s + a.jobs - 1) / a.jobs;
+    if (!s || *s == 0 || *s > uint64_t(INT64_MAX / 2)) {
+      return report_error(kBadInput, fmt::format("--size '{}': not a size", a.size));
+    }
+    budget.emplace(int64_t(*s));
   }
   const auto percentiles = parse_percentiles(a.percentiles);
   if (!percentiles) {
-    return report_error(kBadInput, fmt::format("--percentiles '{}': expected up to 20 numbers in "
+    return report_error(kBadInput, fmt::format("--percentiles '{}': expected up to 20 different numbers in "
                                                "(0, 100] separated by , or :", a.percentiles));
   }
-  if (a.qd == 0 || a.qd > 4096 || a.jobs == 0 || a.jobs > 64 || a.ranges == 0 ||
-      a.ranges > 256 || a.mix_copies > 100 || !(a.seconds > 0)) {
-    return report_error(kBadInput, "--qd 1-4096, --jobs 1-64, --ranges 1-256, --mix-copies "
-                                   "0-100 and --time above 0 are the ranges allowed");
+  if (a.mix_copies && a.rw != "mix") {
+    return report_error(kBadInput, fmt::format("--mix-copies is for --rw mix, not {}", a.rw));
   }
-
-  // Loads that write: into DEV (write, mix, and copies without --dst), into --dst (copies).
-  const bool copies = mode->kind == Kind::copy || a.rw == "mix";
-  const bool writes_dev = mode->kind == Kind::write || a.rw == "mix" || (copies && a.dst.empty());
+  // Loads that write: into DEV (write, mixes, and copies without --dst), into --dst (copies).
+  const bool copies = a.copies();
+  if (!copies && !a.dst.empty()) {
+    return report_error(kBadInput, fmt::format("--dst is where copies go, and --rw {} makes none", a.rw));
+  }
+  const bool writes_dev = mode->kind == Kind::write || a.mix() || (copies && a.dst.empty());
   for (const std::string* target : {writes_dev ? &a.device : nullptr, copies && !a.dst.empty() ? &a.dst : nullptr}) {
     if (!target || a.force) continue;
     if (std::string why = holds_data(*target); !why.empty()) return report_error(kBadInput, why);
@@ -120,7 +122,7 @@ int run_perf(PerfArgs a) {
   Clock::time_point t0, deadline;
   for (unsigned i = 0; i < a.jobs; ++i) {
     threads.emplace_back([&, i] {
-      Job job(a, i, *bs, *copy_len, mode->kind, mode->random, quota, progress, stop);
+      Job job(a, i, *bs, *copy_len, mode->kind, mode->random, budget ? &*budget : nullptr, progress, stop);
       if (!job.open()) stop = true;
       opened.count_down();
       go.wait();
@@ -131,7 +133,7 @@ int run_perf(PerfArgs a) {
   opened.wait();
   cpu0 = process_cpu_seconds();
   t0 = Clock::now();
-  deadline = quota ? Clock::time_point::max()
+  deadline = budget ? Clock::time_point::max()
                    : t0 + std::chrono::duration_cast<Clock::duration>(
                               std::chrono::duration<double>(a.seconds));
   go.count_down();
@@ -147,6 +149,7 @@ int run_perf(PerfArgs a) {
         if (interrupted) stop = true;
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
       }
+      if (finished == a.jobs) break;  // a part of a second is no rate per second
       const uint64_t bytes = progress.bytes.load(), ops = progress.ops.load();
       if (live) {
         fmt::print(stderr, "\r{:6.0f} s  {}/s  {} IOPS      ",
@@ -162,8 +165,11 @@ int run_perf(PerfArgs a) {
     ++finished;
   }
   live_line.join();
-  const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
   const double cpu = process_cpu_seconds() - cpu0;
+  // The run ends with its last operation, not when the live line notices.
+  Clock::time_point end = t0;
+  for (const JobResult& r : results) end = std::max(end, r.ended);
+  const double secs = std::max(1e-9, std::chrono::duration<double>(end - t0).count());
 
   JobResult sum;
   for (const JobResult& r : results) {
@@ -191,21 +197,25 @@ void add_perf_command(CLI::App& app, int& exit_code) {
   auto a = std::make_shared<PerfArgs>();
   CLI::App* cmd = app.add_subcommand(
       "perf", "Load a device with reads, writes and copies; report IOPS, latency and cost");
-  cmd->add_option("device", a->device, "the device string to load")->required();
+  cmd->add_option("DEV", a->device, "the device string to load")->required();
   cmd->add_option("--rw", a->rw,
                   "read|write|randread|randwrite|copy|randcopy|mix (default randread); fio's randrw is a "
                   "mix without copies");
   cmd->add_option("--bs", a->bs, "bytes per read or write (default 4k)");
   cmd->add_option("-l,--length,--copy-len", a->copy_len, "bytes per copy, as copy's --length (default: --bs)");
-  cmd->add_option("--ranges", a->ranges, "source ranges per copy (default 1)");
+  cmd->add_option("--ranges", a->ranges, "source ranges per copy (default 1)")->check(CLI::Range(1u, 256u));
   cmd->add_option("--mix-copies", a->mix_copies,
-                  "with --rw mix: percent of copies, the rest half reads, half writes (default 10)");
+                  "with --rw mix: percent of copies, the rest half reads, half writes (default 10)")
+      ->check(CLI::Range(0u, 100u));
   // fio's names as aliases: --iodepth, --numjobs, --runtime.
-  cmd->add_option("--qd,--iodepth", a->qd, "operations in flight per job (default 32)");
-  cmd->add_option("--jobs,--numjobs", a->jobs, "threads, each with its own loop and open (default 1)");
-  cmd->add_option("--time,--runtime", a->seconds, "seconds to run (default 10)");
-  cmd->add_option("--size,--io_size", a->size, "stop after this many bytes in all instead of "
-                                               "--time (fio's --size)");
+  cmd->add_option("--qd,--iodepth", a->qd, "operations in flight per job (default 32)")
+      ->check(CLI::Range(1u, 4096u));
+  cmd->add_option("--jobs,--numjobs", a->jobs, "threads, each with its own loop and open (default 1)")
+      ->check(CLI::Range(1u, 64u));
+  cmd->add_option("--time,--runtime", a->seconds, "seconds to run (default 10)")
+      ->check(CLI::Range(1e-6, 1e9));
+  cmd->add_option("--size,--io_size", a->size, "stop after this many bytes, all jobs together, "
+                                               "instead of --time (fio's --size; whole operations)");
   cmd->add_option("--percentiles,--percentile_list", a->percentiles,
                   "latency percentiles to report, fio's list: 50:99:99.9 or 50,99,99.9 (the default)");
   cmd->add_option("--dst", a->dst, "copy into this device (default: the device's upper half)");

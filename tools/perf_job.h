@@ -1,5 +1,6 @@
 // perf's jobs (tools/cmd_perf.cc runs them): each a thread with its own event loop and its own
-// open of the device(s), keeping --qd operations in flight until the deadline or its byte quota,
+// open of the device(s), keeping --qd operations in flight until the deadline or the bytes of
+// --size (shared by the jobs) are issued,
 // counting what it did and the latencies of each operation (tools/perf_stats.h).
 #pragma once
 
@@ -13,6 +14,7 @@
 #include <chrono>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <random>
 #include <vector>
 
@@ -29,9 +31,15 @@ enum class Kind { read, write, copy };
 struct PerfArgs {
   std::string device, dst, rw = "randread", bs = "4k", copy_len, size, percentiles = "50,99,99.9";
   double seconds = 10;
-  unsigned ranges = 1, qd = 32, jobs = 1, mix_copies = 10, poll_us = 0;
+  unsigned ranges = 1, qd = 32, jobs = 1, poll_us = 0;
+  std::optional<unsigned> mix_copies;  // percent, with --rw mix (default 10)
   bool emulate = false, json = false, force = false;
   uint64_t seed = 1;
+
+  // fio's randrw is a mix without copies.
+  bool mix() const { return rw == "mix" || rw == "randrw"; }
+  unsigned copy_percent() const { return rw == "randrw" ? 0 : mix_copies.value_or(10); }
+  bool copies() const { return rw == "copy" || rw == "randcopy" || (mix() && copy_percent() > 0); }
 };
 
 // What every job has done so far, for the live line.
@@ -42,6 +50,7 @@ struct Progress {
 // What one job did; merged into the report.
 struct JobResult {
   std::array<OpStats, 3> by_kind;  // indexed by Kind
+  Clock::time_point ended;  // when its last operation completed
   uint64_t offloaded = 0, emulated = 0, host_read = 0, host_written = 0, wire = 0;
   std::string error;
   int code = kIoError;  // the exit code its error gives (bad input: arguments, device strings)
@@ -50,8 +59,8 @@ struct JobResult {
 class Job {
  public:
   Job(const PerfArgs& a, unsigned index, uint64_t bs, uint64_t copy_len, Kind kind, bool random,
-      uint64_t byte_quota, Progress& progress, std::atomic<bool>& stop)
-      : a_(a), bs_(bs), copy_len_(copy_len), kind_(kind), random_(random), quota_(byte_quota),
+      std::atomic<int64_t>* budget, Progress& progress, std::atomic<bool>& stop)
+      : a_(a), bs_(bs), copy_len_(copy_len), kind_(kind), random_(random), budget_(budget),
         progress_(progress), stop_(stop), rng_(a.seed * 7919 + index) {}
 
   // Opens the devices on this thread's loop: false (and the error in the result) on failure.
@@ -73,11 +82,13 @@ class Job {
     return true;
   }
 
-  // Runs the load on this thread (after open) until the deadline or the byte quota.
+  // Runs the load on this thread (after open) until the deadline or the budget of bytes is
+  // spent (nullptr: by time).
   JobResult run(Clock::time_point deadline) {
     if (stop_) return std::move(r_);  // another job failed to open
     const auto wire0 = wire();
     deadline_ = deadline;
+    r_.ended = Clock::now();
     // Writes carry random bytes, as fio's do: zeroes would not show on a fresh device, and
     // some devices store them as holes.
     for (unsigned i = 0; i < a_.qd; ++i) {
@@ -133,10 +144,13 @@ class Job {
       src_region_ = {0, l.capacity / 2 / lbs * lbs};
       dst_region_ = {src_region_.second, l.capacity / lbs * lbs - src_region_.second};
     }
-    const uint64_t piece = copy_len_ / a_.ranges;
-    if (device_bytes_ < bs_ || src_region_.second < copy_len_ || dst_region_.second < copy_len_ ||
-        piece == 0) {
-      return fmt::format("{} is too small for --bs {} / --length {}", a_.device, bs_, copy_len_);
+    if (device_bytes_ < bs_) return fmt::format("{} is too small for --bs {}", a_.device, bs_);
+    if (a_.copies() && src_region_.second < copy_len_) {
+      return fmt::format("{} is too small for --length {}{}", a_.device, copy_len_,
+                         dst_ ? "" : " (copies go from its lower half to its upper half)");
+    }
+    if (a_.copies() && dst_region_.second < copy_len_) {
+      return fmt::format("{} is too small for --length {}", a_.dst, copy_len_);
     }
     return {};
   }
@@ -150,15 +164,21 @@ class Job {
   }
 
   Kind next_kind() {
-    if (a_.rw != "mix") return kind_;
+    if (!a_.mix()) return kind_;
     const unsigned roll = std::uniform_int_distribution<unsigned>(0, 99)(rng_);
-    if (roll < a_.mix_copies) return Kind::copy;
+    if (roll < a_.copy_percent()) return Kind::copy;
     return roll % 2 ? Kind::read : Kind::write;
   }
 
   bool finished(Clock::time_point now) const {
     return error_ || stop_.load(std::memory_order_relaxed) || now >= deadline_ ||
-           (quota_ && issued_bytes_ >= quota_);
+           (budget_ && budget_->load(std::memory_order_relaxed) <= 0);
+  }
+
+  // Takes `n` bytes of the budget; false when it was spent (by another job too). The last
+  // operation may go past it: --size rounds up to whole operations.
+  bool take(uint64_t n) {
+    return !budget_ || budget_->fetch_sub(int64_t(n), std::memory_order_relaxed) > 0;
   }
 
   // Starts the next operation in `slot`; `start` is now (one clock read per operation: the
@@ -166,6 +186,7 @@ class Job {
   void issue(unsigned slot, Clock::time_point start = Clock::now()) {
     if (finished(start)) return;
     const Kind k = next_kind();
+    if (!take(k == Kind::copy ? copy_len_ : bs_)) return;
     ++inflight_;
     if (k == Kind::copy) {
       const uint64_t piece = copy_len_ / a_.ranges;
@@ -180,7 +201,6 @@ class Job {
       opt.emulation = a_.emulate ? Emulation::force : Emulation::allow;
       opt.explain_emulation = false;  // a string per copy: perf counts bytes only
       opt.buffer_bytes = std::max<uint64_t>(copy_len_, 1u << 20);
-      issued_bytes_ += copy_len_;
       // The callback captures 16 bytes: std::function keeps it without allocating.
       kinds_[slot] = Kind::copy;
       Status s = copy_async(std::span<const CopySegment>(sources), dst(), to, opt, [this, slot](CopyResult r) {
@@ -199,7 +219,6 @@ class Job {
       return;
     }
     const uint64_t off = pick(device_bytes_, bs_, io_cursor_);
-    issued_bytes_ += bs_;
     Request req{k == Kind::read ? Op::read : Op::write, off, bs_, buffers_[slot].data()};
     started_[slot] = start;
     kinds_[slot] = k;
@@ -215,6 +234,7 @@ class Job {
       return;
     }
     const auto now = Clock::now();
+    r_.ended = now;
     const Kind k = kinds_[slot];
     auto ns = [](Clock::duration d) { return uint64_t(std::chrono::nanoseconds(d).count()); };
     r_.by_kind[size_t(k)].add(bytes, ns(submitted_[slot] - started_[slot]), ns(now - submitted_[slot]));
@@ -229,7 +249,7 @@ class Job {
   const uint64_t bs_, copy_len_;
   const Kind kind_;
   const bool random_;
-  const uint64_t quota_;
+  std::atomic<int64_t>* const budget_;
   Progress& progress_;
   std::atomic<bool>& stop_;
   std::mt19937_64 rng_;
@@ -240,7 +260,7 @@ class Job {
   std::vector<std::vector<CopySegment>> sources_;
   std::vector<Clock::time_point> started_, submitted_;
   std::vector<Kind> kinds_;
-  uint64_t device_bytes_ = 0, issued_bytes_ = 0;
+  uint64_t device_bytes_ = 0;
   uint64_t io_cursor_ = 0, src_cursor_ = 0, dst_cursor_ = 0;
   std::pair<uint64_t, uint64_t> src_region_, dst_region_;  // {start, length}
   Clock::time_point deadline_;

@@ -38,8 +38,9 @@ nlohmann::ordered_json latency_json(const Histogram& h, const std::vector<double
 // fio's per-direction object ("read": {...}).
 nlohmann::ordered_json kind_json(const OpStats& s, double secs, const std::vector<double>& percentiles) {
   nlohmann::ordered_json j;
-  j["total_ios"] = s.ops, j["io_bytes"] = s.bytes;
-  j["bw_bytes"] = uint64_t(double(s.bytes) / secs), j["iops"] = double(s.ops) / secs;
+  j["total_ios"] = s.ops, j["io_bytes"] = s.bytes, j["io_kbytes"] = s.bytes / 1024;
+  j["bw_bytes"] = uint64_t(double(s.bytes) / secs), j["bw"] = uint64_t(double(s.bytes) / secs / 1024);
+  j["iops"] = double(s.ops) / secs;
   j["runtime"] = uint64_t(std::llround(secs * 1000));  // milliseconds, as fio
   j["slat_ns"] = latency_json(s.slat, nullptr);
   j["clat_ns"] = latency_json(s.clat, &percentiles);
@@ -70,6 +71,10 @@ std::optional<std::vector<double>> parse_percentiles(const std::string& list) {
     const char* last = list.data() + end;
     auto [ptr, ec] = std::from_chars(first, last, q);
     if (ec != std::errc{} || ptr != last || !(q > 0 && q <= 100) || out.size() == 20) return std::nullopt;
+    // Two that fio's six decimals cannot tell apart would be one JSON key.
+    for (double p : out) {
+      if (fmt::format("{:f}", p) == fmt::format("{:f}", q)) return std::nullopt;
+    }
     out.push_back(q);
     at = end + 1;
   }
@@ -85,7 +90,7 @@ nlohmann::ordered_json perf_json(const PerfReport& r) {
   j["device"] = a.device;
   if (!a.dst.empty()) j["dst"] = a.dst;
   j["rw"] = a.rw, j["bs"] = r.bs, j["copy_len"] = r.copy_len, j["ranges"] = a.ranges;
-  j["qd"] = a.qd, j["jobs"] = a.jobs, j["seconds"] = microseconds(r.seconds);
+  j["qd"] = a.qd, j["numjobs"] = a.jobs, j["seconds"] = microseconds(r.seconds);
   j["ops"] = all.ops, j["reads"] = k[0].ops, j["writes"] = k[1].ops, j["copies"] = k[2].ops;
   j["bytes"] = all.bytes, j["iops"] = double(all.ops) / r.seconds;
   j["mib_per_second"] = double(all.bytes) / r.seconds / double(1u << 20);
@@ -99,7 +104,11 @@ nlohmann::ordered_json perf_json(const PerfReport& r) {
   j["offloaded_bytes"] = r.sum.offloaded, j["emulated_bytes"] = r.sum.emulated;
   j["host_read_bytes"] = r.sum.host_read, j["host_written_bytes"] = r.sum.host_written;
   j["wire_bytes"] = r.sum.wire;
-  for (size_t i = 0; i < k.size(); ++i) j[kKindNames[i]] = kind_json(k[i], r.seconds, r.percentiles);
+  // fio's layout: one job (the jobs together, as fio's group_reporting) with an object per kind.
+  nlohmann::ordered_json job;
+  job["jobname"] = "blkcopy-perf", job["groupid"] = 0, job["job_runtime"] = uint64_t(std::llround(r.seconds * 1000));
+  for (size_t i = 0; i < k.size(); ++i) job[kKindNames[i]] = kind_json(k[i], r.seconds, r.percentiles);
+  j["jobs"] = nlohmann::ordered_json::array({std::move(job)});
   if (interrupt_signal()) j["interrupted"] = fmt::format("SIG{}", sigabbrev_np(interrupt_signal()));
   return j;
 }
@@ -107,7 +116,7 @@ nlohmann::ordered_json perf_json(const PerfReport& r) {
 void print_perf_text(const PerfReport& r) {
   const PerfArgs& a = r.args;
   const OpStats all = all_kinds(r.sum);
-  const bool copies = a.rw == "mix" || a.rw.find("copy") != std::string::npos;
+  const bool copies = a.copies();
   fmt::print("{} {} bs={} qd={} jobs={}{}: {} ops in {:.2f} s\n", a.device, a.rw,
              format_bytes(double(r.bs)), a.qd, a.jobs,
              copies ? fmt::format(" length={} ranges={}", format_bytes(double(r.copy_len)), a.ranges) : "",
