@@ -76,6 +76,17 @@ TEST_F(CliTest, CopyWithoutALengthCopiesAllOfTheSourceAndMakesTheDestination) {
   EXPECT_NE(r.err.find("its 1000 bytes end 488 bytes into a 512-byte block"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("--length 512"), std::string::npos) << r.err;
   EXPECT_FALSE(std::filesystem::exists(none));
+  // Also a file smaller than a block (not "past its end"), and offsets that the hint cannot help.
+  const std::string tiny = dir.file("tiny", 100, 45);
+  for (const auto& [src, want] : std::vector<std::pair<std::string, std::string>>{
+           {tiny, "its 100 bytes end 100 bytes into a 512-byte block"},
+           {odd + "@512", "nothing whole is left from that offset"},
+           {odd + "@100", "the offset must be a multiple of 512 too"}}) {
+    r = run_cli({"copy", src, none});
+    EXPECT_EQ(r.exit_code, 2) << src;
+    EXPECT_NE(r.err.find(want), std::string::npos) << r.err;
+  }
+  EXPECT_FALSE(std::filesystem::exists(none));
   ASSERT_EQ(run_cli({"copy", odd, none, "--length", "512"}).exit_code, 0);
   EXPECT_EQ(test::read_file(none, 0, 512), test::pattern(0, 512, 44));
 }

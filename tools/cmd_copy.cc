@@ -181,20 +181,24 @@ int run_copy(const Args& a) {
   }
   Device* src = same ? dst->get() : src_owned.get();
   if (ranges.empty()) {  // all of SRC from its offset
-    const uint64_t cap = src->limits().capacity;
-    if (src_ep->offset >= cap) {
-      return report_error(kBadInput, fmt::format("{}: offset {} is at or past its end ({} bytes): "
-                                                 "nothing to copy", src_ep->device, src_ep->offset, cap));
-    }
+    const uint64_t cap = src->limits().capacity, off = src_ep->offset;
+    const uint32_t block = src->limits().logical_block_size;
     // A file that ends inside a block: its device ends at the last whole block, and copying
     // "all of it" would leave the tail behind without a word.
-    if (auto size = regular_file_size(src_ep->device); size && *size > cap) {
+    if (auto size = regular_file_size(src_ep->device); size && *size > cap && off < *size) {
       return report_error(kBadInput, fmt::format(
-          "{}: its {} bytes end {} bytes into a {}-byte block, and copies go by whole blocks; "
-          "give --length {} to copy the whole blocks (cp copies the rest)",
-          src_ep->device, *size, *size - cap, src->limits().logical_block_size, cap - src_ep->offset));
+          "{}: its {} bytes end {} bytes into a {}-byte block, and copies go by whole blocks; {}",
+          src_ep->device, *size, *size - cap, block,
+          off < cap && off % block == 0
+              ? fmt::format("give --length {} to copy the whole blocks (cp copies the rest)", cap - off)
+              : off >= cap ? "nothing whole is left from that offset (cp copies it)"
+                           : fmt::format("the offset must be a multiple of {} too", block)));
     }
-    ranges.emplace_back(src_ep->offset, cap - src_ep->offset);
+    if (off >= cap) {
+      return report_error(kBadInput, fmt::format("{}: offset {} is at or past its end ({} bytes): "
+                                                 "nothing to copy", src_ep->device, off, cap));
+    }
+    ranges.emplace_back(off, cap - off);
   }
   std::optional<std::string> created;
   if (missing) {

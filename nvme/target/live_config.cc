@@ -65,8 +65,8 @@ Result<std::shared_ptr<Namespace>> TargetImpl::make_namespace(const Subsystem& s
   auto dev = open_device(home_, nc.device);
   if (!dev) return fail(dev.error().code(), fmt::format("{} namespace {}: {}", nqn, nc.nsid, dev.error().message()));
   if ((*dev)->limits().capacity < (*dev)->limits().logical_block_size) {
-    return fail(EINVAL, fmt::format("{} namespace {}: {} holds {} bytes, less than one block", nqn,
-                                    nc.nsid, nc.device, (*dev)->limits().capacity));
+    return fail(EINVAL, fmt::format("{} namespace {}: {} has no whole {}-byte block to serve", nqn,
+                                    nc.nsid, nc.device, (*dev)->limits().logical_block_size));
   }
   auto n = std::make_shared<Namespace>();
   Namespace& ns = *n;
