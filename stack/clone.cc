@@ -88,12 +88,14 @@ Status CloneDevice::load_metadata() {
   std::memcpy(&h, meta_.data(), sizeof h);
   const uint64_t regions = state_.size();
   if (std::memcmp(h.magic, kMagic, sizeof kMagic) != 0) {
-    // No clone metadata on DEST yet: start afresh with nothing hydrated.
+    // No clone metadata on DEST yet: start afresh with nothing hydrated. It is written with the
+    // first bitmap (after a flush), not now: opening a clone (`clone status`, a table refused
+    // further on) writes nothing.
     std::memset(meta_.data(), 0, meta_.size());
     h = Header{{}, opt_.region, length_, regions};
     std::memcpy(h.magic, kMagic, sizeof kMagic);
     std::memcpy(meta_.data(), &h, sizeof h);
-    return submit_and_wait(dest_, Request{Op::write, meta_offset_, meta_.size(), meta_.data()});
+    return {};
   }
   if (h.region != opt_.region || h.length != length_ || h.regions != regions) {
     return Status::error(EINVAL, fmt::format("clone metadata on {} is for {} bytes in regions of "
@@ -101,6 +103,7 @@ Status CloneDevice::load_metadata() {
                                              dest_.name(), h.length, h.region, length_,
                                              opt_.region));
   }
+  meta_on_disk_ = true;
   const auto* bits = reinterpret_cast<const uint8_t*>(meta_.data() + kHeader);
   std::memcpy(durable_.data(), bits, durable_.size());
   for (uint64_t r = 0; r < regions; ++r) {
@@ -111,7 +114,11 @@ Status CloneDevice::load_metadata() {
 
 CloneDevice::~CloneDevice() {
   (void)stop_hydration();
-  (void)commit_sync();
+  // A fresh clone that hydrated nothing leaves DEST as it found it: `clone status`, or a table
+  // refused by a later line, writes nothing.
+  if (meta_on_disk_ || std::find(state_.begin(), state_.end(), State::hydrated) != state_.end()) {
+    (void)commit_sync();
+  }
 }
 
 CloneStatus CloneDevice::status() const {
@@ -250,7 +257,7 @@ void CloneDevice::commit(Completion done) {
   auto waiters = std::move(commit_waiters_);
   commit_waiters_.clear();
   auto finish = [this, waiters = std::move(waiters), snapshot](Status s) mutable {
-    if (s.ok()) durable_ = snapshot;
+    if (s.ok()) durable_ = snapshot, meta_on_disk_ = true;
     commit_running_ = false;
     for (auto& w : waiters) w(s);
     if (commit_again_) {

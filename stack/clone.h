@@ -75,6 +75,7 @@ class CloneDevice final : public Device, public CloneTarget {
   CloneOptions opt_;
   std::vector<State> state_;
   std::vector<uint8_t> durable_;  // the bitmap as last committed
+  bool meta_on_disk_ = false;     // DEST holds this clone's metadata (found at open, or committed)
   std::map<uint64_t, std::vector<std::function<void(Status)>>> waiters_;
   CopyService service_;
   std::set<uint64_t> in_service_;  // regions whose copy job the service holds

@@ -56,9 +56,22 @@ TEST_F(CloneTest, BadCloneEntriesAreNamed) {
     ASSERT_FALSE(d) << text;
     EXPECT_NE(d.error().message().find(msg), std::string::npos) << text << d.error().message();
   }
-  // Metadata written for one region size is not taken for another.
-  const std::string dst = dir.file("dst", 2 * M);
+  // Opening a clone writes nothing until it has hydrated something: not when a later line of
+  // the table is refused, not for a look at its status.
+  const std::string dst = dir.file("dst", 2 * M, 7);
+  const Bytes before = test::read_file(dst, 0, 2 * M);
+  auto refused = open_device(*loop, table("0 2048 clone mem:1M,seed=1 " + dst + " 128\n"
+                                          "2048 1 linear mem:1M,block=4k 0\n"));
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message().find("not aligned"), std::string::npos) << refused.error().message();
   { auto d = open_device(*loop, table("0 2048 clone mem:1M,seed=1 " + dst + " 128\n")).value(); }
+  EXPECT_EQ(test::read_file(dst, 0, 2 * M), before) << "a clone that hydrated nothing wrote";
+  // Metadata written for one region size is not taken for another.
+  {
+    auto d = open_device(*loop, table("0 2048 clone mem:1M,seed=1 " + dst + " 128\n")).value();
+    Bytes region(64 * K, std::byte{9});
+    ASSERT_TRUE(write_sync(*d, 0, region).ok());  // a whole region: hydrated, committed on close
+  }
   auto again = open_device(*loop, table("0 2048 clone mem:1M,seed=1 " + dst + " 256\n"));
   ASSERT_FALSE(again);
   EXPECT_NE(again.error().message().find("in regions of 65536, the table says 1048576 in "
