@@ -329,19 +329,19 @@ TEST(CliHelp, EachCommandShowsWhatItTakesAndCompletionKnowsIt) {
   std::ifstream in(std::string(BLKCOPY_SOURCE_DIR) + "/doc/blkcopy.bash-completion");
   ASSERT_TRUE(in) << "doc/blkcopy.bash-completion";
   std::map<std::string, std::set<std::string>> completion;  // command -> words
-  const std::regex line(R"re(^\s*([a-z]+)\) opts="([^"]*)")re");
+  const std::regex line(R"re(^\s*([a-z-]+)\) opts="([^"]*)")re");  // a command, or a ctl verb
   for (std::string l; std::getline(in, l);) {
     std::smatch m;
     if (!std::regex_search(l, m, line)) continue;
     std::istringstream words(m[2].str());
     for (std::string w; words >> w;) completion[m[1]].insert(w);
   }
-  const std::regex option(R"([ ,](--[a-z][a-z0-9_-]*))");
+  const std::regex option(R"([ ,](--?[a-z][a-z0-9_-]*))");
   for (const std::string cmd : {"info", "copy", "clone", "serve", "discover", "ctl", "perf", "demo"}) {
     SCOPED_TRACE(cmd);
     const auto r = run_cli({cmd, "--help"});
     ASSERT_EQ(r.exit_code, 0) << r.err;
-    const bool takes_devices = cmd != "discover" && cmd != "demo" && cmd != "ctl";
+    const bool takes_devices = cmd != "discover" && cmd != "demo" && cmd != "ctl" && cmd != "clone";
     EXPECT_EQ(r.out.find("Devices (DEV):") != std::string::npos, takes_devices) << r.out;
     EXPECT_NE(r.out.find("Exit codes:"), std::string::npos);
     std::string options = r.out.substr(r.out.find("Options:"));
@@ -350,7 +350,7 @@ TEST(CliHelp, EachCommandShowsWhatItTakesAndCompletionKnowsIt) {
     ASSERT_TRUE(completion.contains(cmd)) << "no completion for " << cmd;
     for (auto it = std::sregex_iterator(options.begin(), options.end(), option); it != std::sregex_iterator(); ++it) {
       const std::string name = (*it)[1];
-      if (name == "--help") continue;
+      if (name == "--help" || name == "-h") continue;
       EXPECT_TRUE(completion[cmd].contains(name)) << name << " is not completed";
     }
   }
@@ -364,6 +364,23 @@ TEST(CliHelp, EachCommandShowsWhatItTakesAndCompletionKnowsIt) {
     std::string verb;
     words >> verb;
     EXPECT_TRUE(completion["ctl"].contains(verb)) << "ctl " << verb << " is not completed";
+  }
+  // Each ctl verb's options are completed after it.
+  std::istringstream again(verbs);
+  std::getline(again, l);
+  while (std::getline(again, l) && !l.empty()) {
+    std::istringstream words(l);
+    std::string verb;
+    words >> verb;
+    SCOPED_TRACE("ctl " + verb);
+    const auto help = run_cli({"ctl", verb, "--help"});
+    std::string options = help.out.substr(help.out.find("Options:"));
+    options = options.substr(0, std::min(options.find("Devices (DEV):"), options.find("Exit codes:")));
+    for (auto it = std::sregex_iterator(options.begin(), options.end(), option); it != std::sregex_iterator(); ++it) {
+      const std::string name = (*it)[1];
+      if (name == "--help" || name == "-h") continue;
+      EXPECT_TRUE(completion[verb].contains(name)) << name << " is not completed";
+    }
   }
   // A ctl verb that takes a DEV shows the device strings; one that does not, only exit codes.
   EXPECT_NE(run_cli({"ctl", "add-ns", "--help"}).out.find("Devices (DEV):"), std::string::npos);

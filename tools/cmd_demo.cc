@@ -156,6 +156,11 @@ int run_demo(const std::string& dir, const std::string& size_text, bool keep) {
                same ? "data ok" : "DATA MISMATCH");
   }
   if (!keep || xfs) std::filesystem::remove(path);  // the XFS image goes in any case
+  if (keep && xfs) {
+    fmt::print("--keep: not kept, the demo file was in a temporary XFS image, which is gone\n");
+  } else if (keep) {
+    fmt::print("kept {}\n", path);
+  }
   fmt::print("\n{}\n", code == kOk ? "both copies match the original data"
                                    : "a copy does not match the original data");
   return code;
@@ -176,7 +181,7 @@ void add_demo_command(CLI::App& app, int& exit_code) {
   cmd->add_option("-l,--length", a->size, "bytes to copy, as copy's --length (default 256M); the "
                                           "file is 3x that");
   cmd->add_option("--size", a->size)->group("");  // its name before --length; kept for scripts
-  cmd->add_flag("--keep", a->keep, "keep the demo file");
+  cmd->add_flag("--keep", a->keep, "keep the demo file (not when it is in the demo's own XFS image)");
   cmd->callback([a, &exit_code] { exit_code = run_demo(a->dir, a->size, a->keep); });
 }
 

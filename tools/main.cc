@@ -71,7 +71,7 @@ See blkcopy(1).)";
 // Each command's --help ends with what it takes: the device strings only where it takes a DEV.
 void set_footers(CLI::App& app) {
   static const std::set<std::string> kTakesDevices = {
-      "blkcopy", "info", "copy", "clone", "status", "hydrate", "serve", "perf", "add-ns", "add-subsystem"};
+      "blkcopy", "info", "copy", "serve", "perf", "add-ns", "add-subsystem"};
   app.footer(std::string(kTakesDevices.contains(app.get_name()) ? kDevicesHelp : "") + kExitHelp);
   for (CLI::App* sub : app.get_subcommands({})) set_footers(*sub);
 }

@@ -188,8 +188,8 @@ Result<std::unique_ptr<FileDevice>> FileDevice::open(EventLoop& loop, std::strin
                                       "cache ({}: no shared extents; asked for by kernelcopy)",
                                       kind.name)
                         : fmt::format("none: {} cannot share extents, and its copy_file_range "
-                                      "copies through the page cache, slower and costlier than "
-                                      "blkcopy's O_DIRECT emulation; copies are emulated "
+                                      "copies through the page cache (on ext4, slower and costlier "
+                                      "than blkcopy's O_DIRECT emulation); copies are emulated "
                                       "(file:PATH,kernelcopy uses it anyway)",
                                       kind.name);
         if (!cfg.kernel_copy) dev->method_ = FileCopyMethod::none;
