@@ -273,6 +273,15 @@ TEST(NvmeHost, TheTargetSaysItEmulatedACopyBetweenNamespaces) {
   EXPECT_NE(r.out.find("on target  0 B copied by its devices, 1.00 MiB emulated (read and written by the target)\n"
                        "           its device does not copy: none (nocopy)"),
             std::string::npos) << r.out;
+  // perf says the same of its copies, for its jobs together.
+  r = test::run_cli({"perf", t.spec(1), "--rw", "randcopy", "--dst", t.spec(2), "--size", "1M", "--jobs", "2",
+                     "--force", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["offloaded_bytes"], 1 * M);
+  EXPECT_EQ(j["target"]["emulated_bytes"], 1 * M) << j["target"].dump();
+  EXPECT_EQ(j["target"]["device_bytes"], 0);
+  EXPECT_EQ(j["target"]["copy_commands"], 256);
 }
 
 TEST(NvmeHost, ACommandWithoutAnAnswerTimesOut) {

@@ -180,6 +180,16 @@ int run_perf(const PerfArgs& a) {
     for (size_t k = 0; k < sum.by_kind.size(); ++k) sum.by_kind[k].merge(r.by_kind[k]);
     sum.offloaded += r.offloaded, sum.emulated += r.emulated, sum.wire += r.wire;
     sum.host_read += r.host_read, sum.host_written += r.host_written;
+    // The jobs' target reports add up; one that could not be read stands for all.
+    if (r.target && (!sum.target || *sum.target)) {
+      if (!sum.target || !*r.target) {
+        sum.target = r.target;
+      } else {
+        (*sum.target)->commands += (*r.target)->commands;
+        (*sum.target)->device_bytes += (*r.target)->device_bytes;
+        (*sum.target)->emulated_bytes += (*r.target)->emulated_bytes;
+      }
+    }
   }
   if (!sum.error.empty()) return report_error(sum.code, sum.error);
   const PerfReport report{a, *bs, *copy_len, secs, cpu, sum, *percentiles};

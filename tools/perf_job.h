@@ -21,6 +21,7 @@
 #include "core/buffer.h"
 #include "tools/commands.h"
 #include "tools/perf_stats.h"
+#include "tools/target_report.h"
 
 namespace blkcopy::tools {
 
@@ -51,6 +52,9 @@ struct Progress {
 struct JobResult {
   std::array<OpStats, 3> by_kind;  // indexed by Kind
   Clock::time_point ended;  // when its last operation completed
+  // How a remote target did this job's copies (its controller is the job's own): nullopt when
+  // the destination is not remote or nothing was offloaded.
+  std::optional<Result<nvme::TargetCopyReport>> target;
   uint64_t offloaded = 0, emulated = 0, host_read = 0, host_written = 0, wire = 0;
   std::string error;
   int code = kIoError;  // the exit code its error gives (bad input: arguments, device strings)
@@ -106,6 +110,7 @@ class Job {
     Status s = loop_->run_until([this] { return inflight_ == 0; });
     if (!s.ok() && r_.error.empty()) r_.error = s.message();
     r_.wire = wire() - wire0;
+    if (r_.offloaded && r_.error.empty()) r_.target = read_target_report(dst(), std::chrono::seconds(5), nullptr);
     return std::move(r_);
   }
 

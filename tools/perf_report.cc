@@ -9,6 +9,7 @@
 
 #include "tools/interrupt.h"
 #include "tools/report.h"
+#include "tools/target_report.h"
 
 namespace blkcopy::tools {
 namespace {
@@ -104,6 +105,7 @@ nlohmann::ordered_json perf_json(const PerfReport& r) {
   j["offloaded_bytes"] = r.sum.offloaded, j["emulated_bytes"] = r.sum.emulated;
   j["host_read_bytes"] = r.sum.host_read, j["host_written_bytes"] = r.sum.host_written;
   j["wire_bytes"] = r.sum.wire;
+  if (r.sum.target) j["target"] = target_report_json(*r.sum.target);
   // fio's layout: one job (the jobs together, as fio's group_reporting) with an object per kind.
   nlohmann::ordered_json job;
   job["jobname"] = "blkcopy-perf", job["groupid"] = 0, job["job_runtime"] = uint64_t(std::llround(r.seconds * 1000));
@@ -144,6 +146,7 @@ void print_perf_text(const PerfReport& r) {
              format_bytes(double(r.sum.host_read)), format_bytes(double(r.sum.host_written)),
              format_bytes(double(r.sum.offloaded)), format_bytes(double(r.sum.emulated)),
              format_bytes(double(r.sum.wire)));
+  if (r.sum.target) fmt::print("  {}", target_report_text(*r.sum.target));
 }
 
 }  // namespace blkcopy::tools
