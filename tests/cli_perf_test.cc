@@ -7,6 +7,9 @@
 
 #include <chrono>
 #include <csignal>
+#include <fstream>
+
+#include <unistd.h>
 
 #include "tests/test_util.h"
 
@@ -84,6 +87,19 @@ TEST_F(CliPerfFiles, RefusesToWriteIntoDataWithoutForce) {
   const auto forced = run_cli({"perf", a, "--rw", "randwrite", "--runtime", "0.2", "--force", "--json"});
   EXPECT_EQ(forced.exit_code, 0) << forced.err;
   EXPECT_GT(nlohmann::json::parse(forced.out)["writes"].get<uint64_t>(), 0u);
+  EXPECT_EQ(forced.err.find("sparse"), std::string::npos) << "a file of data is not sparse: " << forced.err;
+}
+
+// A load on a file that is mostly holes says so: the figures would be of holes.
+TEST_F(CliPerfFiles, WarnsOfASparseFile) {
+  const std::string holes = (dir.path() / "holes.img").string();
+  ASSERT_TRUE(std::ofstream(holes)) << holes;
+  ASSERT_EQ(::truncate(holes.c_str(), 8 << 20), 0) << holes;
+  auto r = run_cli({"perf", holes, "--rw", "randread", "--size", "1M"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find(holes + " is sparse (0 B of 8.00 MiB allocated)"), std::string::npos) << r.err;
+  r = run_cli({"perf", holes, "--rw", "randread", "--size", "1M", "-q"});
+  EXPECT_EQ(r.err, "") << "-q: errors only";
 }
 
 

@@ -275,6 +275,9 @@ TEST_F(CliTest, DemoChecksItsCopies) {
   const auto bad = run_cli({"demo", "--size", "5"});  // --length's former name still works
   EXPECT_EQ(bad.exit_code, 2);
   EXPECT_NE(bad.err.find("--length '5'"), std::string::npos) << bad.err;
+  const auto nowhere = run_cli({"demo", "--dir", (dir.path() / "none").string()});
+  EXPECT_EQ(nowhere.exit_code, 2) << "bad input, not an I/O error";
+  EXPECT_NE(nowhere.err.find("not a folder"), std::string::npos) << nowhere.err;
 }
 
 }  // namespace

@@ -282,6 +282,12 @@ TEST(NvmeHost, TheTargetSaysItEmulatedACopyBetweenNamespaces) {
   EXPECT_EQ(j["target"]["emulated_bytes"], 1 * M) << j["target"].dump();
   EXPECT_EQ(j["target"]["device_bytes"], 0);
   EXPECT_EQ(j["target"]["copy_commands"], 256);
+  // info says so before any copy.
+  r = test::run_cli({"info", t.spec(2)});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("copies on the target     emulated by the target: none (nocopy)"), std::string::npos) << r.out;
+  r = test::run_cli({"info", t.spec(1)});
+  EXPECT_NE(r.out.find("copies on the target     by the RAM device, by memmove"), std::string::npos) << r.out;
 }
 
 TEST(NvmeHost, ACommandWithoutAnAnswerTimesOut) {

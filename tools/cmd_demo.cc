@@ -82,6 +82,12 @@ int run_demo(const std::string& dir, const std::string& size_text, bool keep) {
                                                size_text));
   }
   const uint64_t n = *size;
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec)) {
+    return report_error(kBadInput, fmt::format("--dir {}: not a folder", dir));
+  }
+  std::string shown = std::filesystem::absolute(dir, ec).lexically_normal().string();
+  if (shown.size() > 1 && shown.back() == '/') shown.pop_back();
   std::string where = dir;
   std::unique_ptr<XfsScratch> xfs;
   if (!folder_can_offload(dir)) {
@@ -89,13 +95,13 @@ int run_demo(const std::string& dir, const std::string& size_text, bool keep) {
     if (!xfs->dir().empty()) {
       fmt::print("blkcopy demo: {}'s file system cannot offload copies; using an XFS image on a "
                  "loop device, mounted at {}, to show one\n",
-                 dir, xfs->dir());
+                 shown, xfs->dir());
       where = xfs->dir();
     } else {
       fmt::print("blkcopy demo: {}'s file system cannot offload copies (no shared extents), and "
                  "this machine cannot make an XFS image here (that needs root and xfsprogs): "
                  "both copies below are emulated\n",
-                 dir);
+                 shown);
     }
   }
   const std::string path = (std::filesystem::path(where) / "blkcopy-demo.img").string();

@@ -9,6 +9,7 @@
 #include "stack/table.h"
 #include "tools/commands.h"
 #include "tools/report.h"
+#include "tools/target_report.h"
 
 namespace blkcopy::tools {
 namespace {
@@ -56,10 +57,23 @@ void add_info_command(CLI::App& app, int& exit_code) {
                               "for the stack it describes, give dm:{}",
                               args->device, args->device));
     }
+    // A remote namespace that takes Copy: whether the target's device copies or the target
+    // will read and write (blkcopy's target says, in its copy report).
+    std::optional<Result<nvme::TargetCopyReport>> target;
+    if ((*dev)->limits().can_offload()) target = read_target_report(**dev, std::chrono::seconds(5), nullptr);
+    std::string on_target;
+    if (target && *target && !(*target)->device_copies_by.empty()) on_target = (*target)->device_copies_by;
     if (args->json) {
-      fmt::print("{}\n", info_json(**dev).dump(2));
+      auto j = info_json(**dev);
+      if (target) j["target"] = target_report_json(*target);
+      fmt::print("{}\n", j.dump(2));
     } else {
       fmt::print("{}", info_text(**dev));
+      if (!on_target.empty()) {
+        fmt::print("{:<24} {}\n", "copies on the target", on_target.starts_with("none")
+                                                             ? "emulated by the target: " + on_target
+                                                             : "by " + on_target);
+      }
     }
   });
 }

@@ -7,7 +7,9 @@
 #include <blkcopy/copy.h>
 #include <blkcopy/open.h>
 #include <blkcopy/units.h>
+#include <blkcopy/log.h>
 #include <fmt/format.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -57,6 +59,20 @@ std::string holds_data(const std::string& dev) {
                      dev, format_bytes(double(n)));
 }
 
+// A regular file that is mostly holes: reads of holes and reflinks of holes cost the file system
+// little, so the figures say little of the data it will hold. fio lays its files out first.
+void warn_if_sparse(const std::string& dev) {
+  auto f = file_spec(dev);
+  struct stat st {};
+  if (!f || f->scheme == "dm:" || ::stat(f->path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return;
+  const uint64_t allocated = uint64_t(st.st_blocks) * 512, size = uint64_t(st.st_size);
+  if (size >= (1u << 20) && allocated < size / 2) {
+    log_warning(fmt::format("{} is sparse ({} of {} allocated): reads and copies of its holes measure "
+                            "little; write it out first for figures of real data",
+                            dev, format_bytes(double(allocated)), format_bytes(double(size))));
+  }
+}
+
 int run_perf(const PerfArgs& a) {
   struct Mode {
     const char* name;
@@ -104,6 +120,8 @@ int run_perf(const PerfArgs& a) {
     return report_error(kBadInput, fmt::format("--dst is where copies go, and --rw {} makes none", a.rw));
   }
   const bool writes_dev = mode->kind == Kind::write || a.mix() || (copies && a.dst.empty());
+  warn_if_sparse(a.device);
+  if (!a.dst.empty()) warn_if_sparse(a.dst);
   for (const std::string* target : {writes_dev ? &a.device : nullptr, copies && !a.dst.empty() ? &a.dst : nullptr}) {
     if (!target || a.force) continue;
     if (std::string why = holds_data(*target); !why.empty()) return report_error(kBadInput, why);
