@@ -32,7 +32,7 @@ void fill_pattern(std::byte* dst, uint64_t offset, uint64_t length, uint64_t see
   const uint64_t base = seed * 0x100000001b3ull;
   for (uint64_t i = 0; i < length; i += 8) {
     uint64_t w = splitmix(base + (offset + i) / 8);
-    std::memcpy(dst + i, &w, 8);
+    std::memcpy(dst + i, &w, std::min<uint64_t>(8, length - i));  // a length that ends mid-word
   }
 }
 
