@@ -133,13 +133,16 @@ Status copy_async(std::span<const CopySegment> sources, Device& dst, uint64_t ds
     return {};
   }
   const engine::Plan plan{&dst, dst_offset, total, granule, chunk, backward, piece_cap};
-  // Emulated from the start: say why (a copy that offloads pays nothing for this).
+  // Emulated from the start: say why, for every byte (a copy that offloads pays nothing for
+  // this). The destination's own reason goes before any the engine found on the way.
   if (opt.explain_emulation && (opt.emulation == Emulation::force || !dst.limits().can_offload())) {
-    std::string why = opt.emulation == Emulation::force
-                          ? "emulation was asked for"
+    const QueueLimits& l = dst.limits();
+    std::string why = opt.emulation == Emulation::force ? "emulation was asked for"
+                      : l.copy_max_bytes == 0 && l.copy_max_hw_bytes > 0
+                          ? fmt::format("{}: copy_max_bytes is 0 (offload turned off)", dst.name())
                           : fmt::format("{} does not offload: {}", dst.name(), dst.describe().copy_method);
     done = [done = std::move(done), why = std::move(why)](CopyResult r) {
-      if (r.emulated_bytes && r.emulated_because.empty()) r.emulated_because = why;
+      if (r.emulated_bytes) r.emulated_because = why;
       done(std::move(r));
     };
   }

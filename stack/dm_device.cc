@@ -282,7 +282,9 @@ void DmDevice::route_copy(const Request& req, Join* j) {
     uint64_t pos = 0;  // logical start within the copy
     CopyDesc desc;
   } g;
-  auto unsupported = [j](uint64_t pos, uint64_t n) {
+  // Ranges no child can take as one copy, and why (the first reason).
+  auto unsupported = [j](uint64_t pos, uint64_t n, const std::string& why) {
+    if (j->merged.why_not_supported.empty()) j->merged.why_not_supported = why;
     auto& ns = j->merged.not_supported;
     if (!ns.empty() && ns.back().first + ns.back().second == pos) {
       ns.back().second += n;
@@ -336,9 +338,17 @@ void DmDevice::route_copy(const Request& req, Join* j) {
                       align_down(cl.copy_segment_max_bytes, limits_.logical_block_size)});
       }
       if (!offloadable || n == 0) {
+        const bool too_small = offloadable;  // the limits cannot take one block
         n = md.length;
         flush();
-        unsupported(p, n);
+        unsupported(p, n, !ms.dev || !md.dev ? fmt::format("{}: a leg lands on an error or zero target", name())
+                          : !md.dev->limits().can_offload()
+                              ? fmt::format("{}: {} does not offload", name(), md.dev->name())
+                          : too_small ? fmt::format("{}: {}'s copy limits cannot take a block", name(), md.dev->name())
+                                   : fmt::format("{}: the source ({}, line {}) and the destination ({}, line {}) "
+                                                 "are not in one copy domain",
+                                                 name(), ms.dev->name(), ms.target->line, md.dev->name(),
+                                                 md.target->line));
       } else {
         const QueueLimits& cl = md.dev->limits();
         auto& srcs = g.desc.sources;

@@ -69,6 +69,13 @@ TEST(CliPerf, SizeIsTheBytesOfAllJobsTogether) {
   r = run_cli({"perf", "mem:64M", "--rw", "randread", "--size", "6k", "--jobs", "3", "--json"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(nlohmann::json::parse(r.out)["bytes"], 8192) << "rounded up to whole operations";
+  // With --time too, whichever comes first (as fio): 1 TiB of reads is not waited for.
+  r = run_cli({"perf", "mem:64M", "--rw", "randread", "--size", "1T", "--time", "0.2", "--qd", "1", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_LT(nlohmann::json::parse(r.out)["bytes"].get<uint64_t>(), uint64_t(1) << 40);
+  r = run_cli({"perf", "mem:64M", "--time", "nan"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--time nan"), std::string::npos) << r.err;
 }
 
 // perf does not write into a device that holds data (a VM image, a file system) unless told to:

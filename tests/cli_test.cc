@@ -79,7 +79,8 @@ TEST_F(CliTest, CopyWithoutALengthCopiesAllOfTheSourceAndMakesTheDestination) {
   // Also a file smaller than a block (not "past its end"), and offsets that the hint cannot help.
   const std::string tiny = dir.file("tiny", 100, 45);
   for (const auto& [src, want] : std::vector<std::pair<std::string, std::string>>{
-           {tiny, "its 100 bytes end 100 bytes into a 512-byte block"},
+           {tiny, "its 100 bytes end 100 bytes into a 512-byte block, and copies go by whole blocks; "
+                  "it holds no whole block"},
            {odd + "@512", "nothing whole is left from that offset"},
            {odd + "@100", "the offset must be a multiple of 512 too"}}) {
     r = run_cli({"copy", src, none});
@@ -87,6 +88,9 @@ TEST_F(CliTest, CopyWithoutALengthCopiesAllOfTheSourceAndMakesTheDestination) {
     EXPECT_NE(r.err.find(want), std::string::npos) << r.err;
   }
   EXPECT_FALSE(std::filesystem::exists(none));
+  // The hint fits the destination's block too.
+  r = run_cli({"copy", dir.file("five", 5000, 46), "mem:64k,block=4096"});
+  EXPECT_NE(r.err.find("give --length 4096"), std::string::npos) << r.err;
   ASSERT_EQ(run_cli({"copy", odd, none, "--length", "512"}).exit_code, 0);
   EXPECT_EQ(test::read_file(none, 0, 512), test::pattern(0, 512, 44));
 }
@@ -211,6 +215,23 @@ TEST_F(CliTest, CopiesBetweenFilesAndReportsJson) {
   EXPECT_NE(why.out.find("emulated   because emulation was asked for"), std::string::npos) << why.out;
   why = run_cli({"copy", "mem:1M", "mem:1M@512k", "--length", "64k"});
   EXPECT_EQ(why.out.find("because"), std::string::npos) << "offloaded: " << why.out;
+  why = run_cli({"copy", "mem:1M", "mem:1M@512k", "--length", "64k", "--copy-max-bytes", "0"});
+  EXPECT_NE(why.out.find("emulated   because mem:1M: copy_max_bytes is 0 (offload turned off)"), std::string::npos)
+      << why.out;
+  // A vectored copy into a file that cannot offload: its reason, not the engine's on the way.
+  why = run_cli({"copy", a, b, "-r", "0:4k", "-r", "8k:4k", "-r", "512k:64k", "--json"});
+  EXPECT_NE(nlohmann::json::parse(why.out)["emulated_because"].get<std::string>().find(b + " does not offload"),
+            std::string::npos) << why.out;
+  // Through a stack whose legs land on two devices.
+  const std::string table = (dir.path() / "two.table").string();
+  std::ofstream(table) << "0 8192 linear mem:4M,seed=1 0\n8192 8192 linear mem:4M,seed=2 0\n";
+  why = run_cli({"copy", "dm:" + table + "@3M", "dm:" + table + "@5M", "--length", "2M", "--json"});
+  ASSERT_EQ(why.exit_code, 0) << why.err;
+  const auto jd = nlohmann::json::parse(why.out);
+  EXPECT_EQ(jd["emulated_bytes"], 1 << 20);
+  EXPECT_NE(jd["emulated_because"].get<std::string>().find("(mem:4M,seed=1, line 1) and the destination "
+                                                            "(mem:4M,seed=2, line 2) are not in one copy domain"),
+            std::string::npos) << why.out;
 }
 
 TEST_F(CliTest, VectoredEmulatedCopyWithProgress) {

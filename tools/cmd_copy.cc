@@ -2,6 +2,7 @@
 // of SRC from its offset, as dd and cp copy; a destination file that does not exist is made,
 // of the size the copy needs (an existing one is never truncated; --no-create refuses).
 #include <blkcopy/copy.h>
+#include <blkcopy/log.h>
 #include <blkcopy/open.h>
 #include <blkcopy/units.h>
 #include <fmt/format.h>
@@ -183,20 +184,24 @@ int run_copy(const Args& a) {
   if (ranges.empty()) {  // all of SRC from its offset
     const uint64_t cap = src->limits().capacity, off = src_ep->offset;
     const uint32_t block = src->limits().logical_block_size;
+    // The unit a length must be a multiple of: the larger of the two devices' blocks.
+    const uint32_t unit = std::max(block, dst ? (*dst)->limits().logical_block_size : block);
+    const auto size = regular_file_size(src_ep->device);
     // A file that ends inside a block: its device ends at the last whole block, and copying
     // "all of it" would leave the tail behind without a word.
-    if (auto size = regular_file_size(src_ep->device); size && *size > cap && off < *size) {
+    if (size && *size > cap && off < *size) {
+      const uint64_t whole = off < cap ? (cap - off) / unit * unit : 0;
       return report_error(kBadInput, fmt::format(
           "{}: its {} bytes end {} bytes into a {}-byte block, and copies go by whole blocks; {}",
           src_ep->device, *size, *size - cap, block,
-          off < cap && off % block == 0
-              ? fmt::format("give --length {} to copy the whole blocks (cp copies the rest)", cap - off)
-              : off >= cap ? "nothing whole is left from that offset (cp copies it)"
-                           : fmt::format("the offset must be a multiple of {} too", block)));
+          off % block ? fmt::format("the offset must be a multiple of {} too", block)
+          : whole     ? fmt::format("give --length {} to copy the whole blocks (cp copies the rest)", whole)
+          : off == 0  ? std::string("it holds no whole block (cp copies it)")
+                      : std::string("nothing whole is left from that offset (cp copies it)")));
     }
     if (off >= cap) {
       return report_error(kBadInput, fmt::format("{}: offset {} is at or past its end ({} bytes): "
-                                                 "nothing to copy", src_ep->device, off, cap));
+                                                 "nothing to copy", src_ep->device, off, size.value_or(cap)));
     }
     ranges.emplace_back(off, cap - off);
   }
@@ -245,7 +250,7 @@ int run_copy(const Args& a) {
   // How the target did the Copies it was sent, from its report (blkcopy's target keeps one;
   // another says it does not), read after the wire was counted.
   std::optional<Result<nvme::TargetCopyReport>> on_target;
-  if (r.offloaded_bytes) on_target = read_target_report(**dst, std::chrono::seconds(5), opt.cancel);
+  if (r.offloaded_bytes) on_target = read_target_report(**dst, std::chrono::seconds(5), opt.cancel, r.offloaded_bytes);
   const uint64_t sent = wire_after.first - wire_before.first;
   const uint64_t received = wire_after.second - wire_before.second;
   if (a.json) {
@@ -270,6 +275,7 @@ int run_copy(const Args& a) {
     fmt::print("{}", result_text(r));
     if (r.offloaded_bytes) fmt::print("offloaded  by {}\n", (*dst)->describe().offloaded_by);
     if (on_target) fmt::print("{}", target_report_text(*on_target));
+    if (on_target && !*on_target) log_info((*on_target).error().message());
     if (remote) {
       fmt::print("wire       sent {}, received {} ({})\n", format_bytes(double(sent)),
                  format_bytes(double(received)), remote->name());

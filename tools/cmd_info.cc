@@ -60,7 +60,8 @@ void add_info_command(CLI::App& app, int& exit_code) {
     // A remote namespace that takes Copy: whether the target's device copies or the target
     // will read and write (blkcopy's target says, in its copy report).
     std::optional<Result<nvme::TargetCopyReport>> target;
-    if ((*dev)->limits().can_offload()) target = read_target_report(**dev, std::chrono::seconds(5), nullptr);
+    if ((*dev)->limits().can_offload()) target = read_target_report(**dev, std::chrono::seconds(5), nullptr, 0);
+    if (target && !*target) log_info((*target).error().message());
     std::string on_target;
     if (target && *target && !(*target)->device_copies_by.empty()) on_target = (*target)->device_copies_by;
     if (args->json) {

@@ -111,6 +111,9 @@ int run_perf(const PerfArgs& a) {
     return report_error(kBadInput, fmt::format("--percentiles '{}': expected up to 20 different numbers in "
                                                "(0, 100] separated by , or :", a.percentiles));
   }
+  if (a.seconds && !(*a.seconds > 0 && *a.seconds <= 1e9)) {
+    return report_error(kBadInput, fmt::format("--time {}: expected seconds above 0", *a.seconds));
+  }
   if (a.mix_copies && a.rw != "mix") {
     return report_error(kBadInput, fmt::format("--mix-copies is for --rw mix, not {}", a.rw));
   }
@@ -151,9 +154,10 @@ int run_perf(const PerfArgs& a) {
   opened.wait();
   cpu0 = process_cpu_seconds();
   t0 = Clock::now();
-  deadline = budget ? Clock::time_point::max()
-                   : t0 + std::chrono::duration_cast<Clock::duration>(
-                              std::chrono::duration<double>(a.seconds));
+  // --time and --size: whichever comes first, as fio; --size alone: no time limit.
+  deadline = budget && !a.seconds ? Clock::time_point::max()
+                                  : t0 + std::chrono::duration_cast<Clock::duration>(
+                                             std::chrono::duration<double>(a.seconds.value_or(10)));
   go.count_down();
   // The progress line, once a second, until every job is done.
   const bool live = !a.json && isatty(STDERR_FILENO);
@@ -211,6 +215,7 @@ int run_perf(const PerfArgs& a) {
   }
   if (!sum.error.empty()) return report_error(sum.code, sum.error);
   const PerfReport report{a, *bs, *copy_len, secs, cpu, sum, *percentiles};
+  if (report_ops(sum) == 0) log_warning(fmt::format("no operation completed in {:.6f} s", secs));
   if (a.json) {
     fmt::print("{}\n", perf_json(report).dump(2));
   } else {
@@ -240,8 +245,8 @@ void add_perf_command(CLI::App& app, int& exit_code) {
       ->check(CLI::Range(1u, 4096u));
   cmd->add_option("--jobs,--numjobs", a->jobs, "threads, each with its own loop and open (default 1)")
       ->check(CLI::Range(1u, 64u));
-  cmd->add_option("--time,--runtime", a->seconds, "seconds to run (default 10)")
-      ->check(CLI::Range(1e-6, 1e9));
+  cmd->add_option("--time,--runtime", a->seconds, "seconds to run (default 10; with --size, whichever comes first)")
+      ->check(CLI::Range(1e-6, 1e9));  // NaN passes it: run_perf checks again
   cmd->add_option("--size,--io_size", a->size, "stop after this many bytes, all jobs together, "
                                                "instead of --time (fio's --size; whole operations)");
   cmd->add_option("--percentiles,--percentile_list", a->percentiles,

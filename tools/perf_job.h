@@ -31,7 +31,7 @@ enum class Kind { read, write, copy };
 
 struct PerfArgs {
   std::string device, dst, rw = "randread", bs = "4k", copy_len, size, percentiles = "50,99,99.9";
-  double seconds = 10;
+  std::optional<double> seconds;  // --time (default 10, none with --size alone)
   unsigned ranges = 1, qd = 32, jobs = 1, poll_us = 0;
   std::optional<unsigned> mix_copies;  // percent, with --rw mix (default 10)
   bool emulate = false, json = false, force = false;
@@ -51,7 +51,7 @@ struct Progress {
 // What one job did; merged into the report.
 struct JobResult {
   std::array<OpStats, 3> by_kind;  // indexed by Kind
-  Clock::time_point ended;  // when its last operation completed
+  Clock::time_point ended{};  // when its last operation completed (none: the epoch)
   // How a remote target did this job's copies (its controller is the job's own): nullopt when
   // the destination is not remote or nothing was offloaded.
   std::optional<Result<nvme::TargetCopyReport>> target;
@@ -83,6 +83,15 @@ class Job {
       dst_ = std::move(*dst);
     }
     if (std::string e = plan(); !e.empty()) return refuse(e);
+    // Writes carry random bytes, as fio's do: zeroes would not show on a fresh device, and
+    // some devices store them as holes. Made here, before the clock starts.
+    for (unsigned i = 0; i < a_.qd; ++i) {
+      AlignedBuffer& b = buffers_.emplace_back(bs_);
+      for (size_t at = 0; at + 8 <= bs_; at += 8) {
+        const uint64_t word = rng_();
+        std::memcpy(b.data() + at, &word, 8);
+      }
+    }
     return true;
   }
 
@@ -92,16 +101,6 @@ class Job {
     if (stop_) return std::move(r_);  // another job failed to open
     const auto wire0 = wire();
     deadline_ = deadline;
-    r_.ended = Clock::now();
-    // Writes carry random bytes, as fio's do: zeroes would not show on a fresh device, and
-    // some devices store them as holes.
-    for (unsigned i = 0; i < a_.qd; ++i) {
-      AlignedBuffer& b = buffers_.emplace_back(bs_);
-      for (size_t at = 0; at + 8 <= bs_; at += 8) {
-        const uint64_t word = rng_();
-        std::memcpy(b.data() + at, &word, 8);
-      }
-    }
     sources_.resize(a_.qd);
     started_.resize(a_.qd);
     submitted_.resize(a_.qd);
@@ -110,7 +109,9 @@ class Job {
     Status s = loop_->run_until([this] { return inflight_ == 0; });
     if (!s.ok() && r_.error.empty()) r_.error = s.message();
     r_.wire = wire() - wire0;
-    if (r_.offloaded && r_.error.empty()) r_.target = read_target_report(dst(), std::chrono::seconds(5), nullptr);
+    if (r_.offloaded && r_.error.empty()) {
+      r_.target = read_target_report(dst(), std::chrono::seconds(5), &stop_, r_.offloaded);
+    }
     return std::move(r_);
   }
 

@@ -4,7 +4,10 @@
 #include <blkcopy/units.h>
 #include <fmt/format.h>
 
+#include <blkcopy/log.h>
+
 #include <charconv>
+#include <sstream>
 #include <cmath>
 
 #include "tools/interrupt.h"
@@ -61,6 +64,8 @@ std::string latency_line(const Histogram& h, const std::vector<double>& percenti
 }
 
 }  // namespace
+
+uint64_t report_ops(const JobResult& sum) { return all_kinds(sum).ops; }
 
 std::optional<std::vector<double>> parse_percentiles(const std::string& list) {
   std::vector<double> out;
@@ -146,7 +151,11 @@ void print_perf_text(const PerfReport& r) {
              format_bytes(double(r.sum.host_read)), format_bytes(double(r.sum.host_written)),
              format_bytes(double(r.sum.offloaded)), format_bytes(double(r.sum.emulated)),
              format_bytes(double(r.sum.wire)));
-  if (r.sum.target) fmt::print("  {}", target_report_text(*r.sum.target));
+  if (r.sum.target) {
+    std::istringstream lines(target_report_text(*r.sum.target));
+    for (std::string line; std::getline(lines, line);) fmt::print("  {}\n", line);
+    if (!*r.sum.target) log_info((*r.sum.target).error().message());
+  }
 }
 
 }  // namespace blkcopy::tools

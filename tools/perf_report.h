@@ -27,6 +27,7 @@ struct PerfReport {
 // decimals write them); nullopt otherwise.
 std::optional<std::vector<double>> parse_percentiles(const std::string& list);
 
+uint64_t report_ops(const JobResult& sum);  // operations of every kind
 nlohmann::ordered_json perf_json(const PerfReport& r);
 void print_perf_text(const PerfReport& r);
 

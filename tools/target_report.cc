@@ -20,7 +20,7 @@ bool does_not_copy(const nvme::TargetCopyReport& r) {
 }  // namespace
 
 std::optional<Result<nvme::TargetCopyReport>> read_target_report(
-    Device& dev, std::chrono::milliseconds limit, const std::atomic<bool>* cancel) {
+    Device& dev, std::chrono::milliseconds limit, const std::atomic<bool>* cancel, uint64_t sent) {
   auto* remote = dynamic_cast<nvme::NvmeTcpDevice*>(&dev);
   if (!remote) return std::nullopt;
   // Shared with the callback: it may run after this returns (or never, once the device goes).
@@ -32,6 +32,11 @@ std::optional<Result<nvme::TargetCopyReport>> read_target_report(
   Timer timer = dev.loop().after(limit, [&late] { late = true; });
   Status s = dev.loop().run_until([&] { return got->has_value() || late || (cancel && cancel->load()); });
   timer.cancel();
+  if (*got && **got && ((**got)->device_bytes > sent || (**got)->emulated_bytes > sent - (**got)->device_bytes)) {
+    return Result<nvme::TargetCopyReport>(fail(
+        EPROTO, fmt::format("{}: the target's copy report claims {} + {} bytes, more than the {} sent to it",
+                            dev.name(), (**got)->device_bytes, (**got)->emulated_bytes, sent)));
+  }
   if (*got) return std::move(**got);
   if (!s.ok()) return Result<nvme::TargetCopyReport>(std::unexpected(std::move(s)));
   return Result<nvme::TargetCopyReport>(fail(

@@ -20,8 +20,10 @@ namespace blkcopy::tools {
 // The report of `dev`'s controller: nullopt when `dev` is not an nvme-tcp:// namespace; an
 // error when the target keeps no such page (ENOTSUP), does not answer within `limit`
 // (ETIMEDOUT: the copy is done, and is not kept waiting for a diagnostic) or `cancel` is set.
+// `sent` bounds what it may claim: the bytes this command's controller sent as Copy commands
+// (a report of more is a lying target's, and an error).
 std::optional<Result<nvme::TargetCopyReport>> read_target_report(
-    Device& dev, std::chrono::milliseconds limit, const std::atomic<bool>* cancel);
+    Device& dev, std::chrono::milliseconds limit, const std::atomic<bool>* cancel, uint64_t sent);
 
 // "target": {"copy_commands", "device_bytes", "emulated_bytes", and "device_copies_by" or
 // "device_does_not_copy"}, or {"error"}.
