@@ -237,6 +237,13 @@ TEST(Ctl, SaveWritesNvmetcliJsonThatReadsBackAndStatsAreNumbers) {
   EXPECT_EQ(back->hosts.at(0).tls_key, h.tls_key);
   EXPECT_EQ(back->ports.at(0).tls, PortTls::optional);
   EXPECT_EQ(back->limits.data_budget, 64u << 20);
+  // `save -`: the same configuration on stdout, as nvmetcli JSON.
+  const auto printed = test::run_cli({"ctl", "--socket", sock, "save", "-"});
+  ASSERT_EQ(printed.exit_code, 0) << printed.err;
+  auto from_stdout = parse_nvmetcli_json(printed.out);
+  ASSERT_TRUE(from_stdout) << from_stdout.error().message() << "\n" << printed.out;
+  EXPECT_EQ(to_nvmetcli_json(*from_stdout), to_nvmetcli_json(cfg));
+  EXPECT_FALSE(std::filesystem::exists("-")) << "no file named -";
   // Over a file that was readable by all: 0600 afterwards; never through a symbolic link.
   ::chmod(out.c_str(), 0644);
   ASSERT_EQ(test::run_cli({"ctl", "--socket", sock, "save", out}).exit_code, 0);

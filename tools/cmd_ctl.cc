@@ -179,6 +179,8 @@ int run_ctl(const CtlArgs& a, const std::string& method, const json& params) {
   } else if (method == "trace") {
     fmt::print("trace {}{}\n", result["on"].get<bool>() ? "on: " : "off",
                result["on"].get<bool>() ? result["path"].get<std::string>() : "");
+  } else if (method == "save" && result.contains("config")) {
+    fmt::print("{}\n", result["config"].dump(2));  // `save -`: nvmetcli JSON on stdout
   } else if (method == "save") {
     fmt::print("saved {}\n", result["saved"].get<std::string>());
   } else if (method == "add_subsystem") {
@@ -307,8 +309,10 @@ void add_ctl_command(CLI::App& app, int& exit_code) {
   auto* save = cmd->add_subcommand("save", "write the configuration as nvmetcli JSON (serve "
                                            "--config and nvmetcli restore read it; mode 0600: it "
                                            "holds host keys)");
-  save->add_option("FILE", a->path, "where (a relative path is taken from here)")->required();
+  save->add_option("FILE", a->path, "where (a relative path is taken from here; - prints it: "
+                                     "keys included)")->required();
   save->callback([run, a] {
+    if (a->path == "-") return run("save", {{"to_caller", true}});
     run("save", {{"path", std::filesystem::absolute(a->path).string()}});
   });
   auto* add = cmd->add_subcommand("add-host", "admit a host to a subsystem and/or give it keys, "

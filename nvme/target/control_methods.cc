@@ -193,8 +193,12 @@ std::map<std::string, ControlServer::Method> TargetImpl::control_methods() {
     m[change] = one_at_a_time(std::move(m[change]));
   }
   m["save"] = [this](const json& p) -> Result<json> {
+    // {"to_caller": true}: the configuration comes back in the answer (`ctl save -`).
+    if (p.contains("to_caller") && p["to_caller"] == true) {
+      return json{{"config", json::parse(to_nvmetcli_json(current_config()))}};
+    }
     if (!p.contains("path") || !p["path"].is_string() || p["path"].get<std::string>().empty()) {
-      return fail(EINVAL, "save takes {\"path\": FILE}");
+      return fail(EINVAL, "save takes {\"path\": FILE} or {\"to_caller\": true}");
     }
     const std::string path = p["path"];
     if (Status st = write_private(path, to_nvmetcli_json(current_config()) + "\n"); !st.ok()) {
