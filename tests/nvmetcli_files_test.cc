@@ -26,6 +26,26 @@ bool has(const std::vector<std::string>& notes, const std::string& what) {
   return std::any_of(notes.begin(), notes.end(), [&](const auto& n) { return n.find(what) != n.npos; });
 }
 
+// The discovery port, which nvmetcli has no word for, goes into blkcopy's own key when it is not
+// the default, and comes back (ctl save, then serve --config).
+TEST(NvmetcliFiles, TheDiscoveryPortIsSavedInBlkcopysKey) {
+  TargetConfig cfg;
+  cfg.ports.push_back({1, "127.0.0.1", 4420, {}, PortTls::none});
+  const std::string plain = to_nvmetcli_json(cfg);
+  EXPECT_EQ(plain.find("discovery_port"), std::string::npos) << "the default is not written";
+  for (uint16_t port : {uint16_t(0), uint16_t(4555)}) {
+    cfg.discovery_port = port;
+    const std::string text = to_nvmetcli_json(cfg);
+    EXPECT_EQ(nlohmann::json::parse(text)["blkcopy"]["discovery_port"], port) << text;
+    auto back = parse_nvmetcli_json(text);
+    ASSERT_TRUE(back) << back.error().message();
+    EXPECT_EQ(back->discovery_port, port);
+  }
+  auto bad = parse_nvmetcli_json(R"({"hosts": [], "ports": [], "subsystems": [], "blkcopy": {"discovery_port": 70000}})");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message().find("discovery_port"), std::string::npos) << bad.error().message();
+}
+
 TEST(NvmetcliFiles, Linux61SavedFileIsServedWithNotes) {
   const std::string text = fixture("linux-6.1.json");
   ASSERT_FALSE(text.empty());

@@ -255,7 +255,8 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--drain-ms", a->drain_ms,
                   "close a connection whose answers have not left for this long (default 10000)")
       ->check(CLI::Range(100u, 3600000u));
-  cmd->add_option("--discovery-port", a->discovery_port, "0 turns it off (default 8009)")
+  cmd->add_option("--discovery-port", a->discovery_port,
+                  "0 turns it off (default: the --config file's, else 8009)")
       ->check(CLI::Range(0, 65535));
   cmd->add_option("--stats", a->stats_every,
                   "print statistics every N seconds when they changed (0, the default: only on SIGUSR1 "

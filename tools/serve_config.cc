@@ -156,7 +156,7 @@ Result<nvme::TargetConfig> serve_config(const ServeArgs& a) {
     *out = *n;
   }
   if (a.drain_ms) cfg.limits.drain_ms = a.drain_ms;
-  cfg.discovery_port = static_cast<uint16_t>(a.discovery_port);
+  if (a.discovery_port >= 0) cfg.discovery_port = static_cast<uint16_t>(a.discovery_port);
   cfg.cores = std::max(1u, a.cores);
   cfg.busy_poll_us = a.poll_us;
   cfg.kernel_tls = a.ktls == "on";

@@ -15,7 +15,7 @@ struct ServeArgs {
   std::string nqn = "nqn.2024-01.io.blkcopy:target";
   std::vector<std::string> ns, hosts;
   std::string config;
-  int discovery_port = 8009;
+  int discovery_port = -1;  // -1: not given (the --config file's, else 8009)
   int stats_every = 0;
   unsigned cores = 1;
   unsigned poll_us = 0;

@@ -383,6 +383,7 @@ Result<TargetConfig> parse_nvmetcli_json(std::string_view text, bool lenient,
       l.drain_ms = static_cast<unsigned>(o.num("drain_ms", l.drain_ms, 100, 3'600'000));
       l.max_connections =
           static_cast<unsigned>(o.num("max_connections", l.max_connections, 1, 1'000'000));
+      cfg.discovery_port = static_cast<uint16_t>(o.num("discovery_port", cfg.discovery_port, 0, 65535));
       o.finish();
     }
     root.finish();

@@ -1,7 +1,8 @@
 // nvmetcli's JSON from a TargetConfig: what `blkcopy ctl save` writes. parse_nvmetcli_json
 // reads it back to the same configuration, and its keys are the ones `nvmetcli restore` takes
 // (values as strings, the way nvmetcli saves configfs attributes). What peers may cost, when
-// it is not the default, goes into blkcopy's own "blkcopy" key (nvmetcli restore ignores it).
+// it is not the default, goes into blkcopy's own "blkcopy" key (nvmetcli restore ignores it), as
+// does the discovery port when it is not 8009.
 // What nvmetcli has no key for otherwise (the discovery port, cores, --tls-libnvme1) is not in it.
 #include <fmt/format.h>
 
@@ -74,6 +75,7 @@ std::string to_nvmetcli_json(const TargetConfig& cfg) {
   if (l.copy_budget != d.copy_budget) limits["copy_budget"] = l.copy_budget;
   if (l.drain_ms != d.drain_ms) limits["drain_ms"] = l.drain_ms;
   if (l.max_connections != d.max_connections) limits["max_connections"] = l.max_connections;
+  if (cfg.discovery_port != TargetConfig{}.discovery_port) limits["discovery_port"] = cfg.discovery_port;
   if (!limits.empty()) out["blkcopy"] = std::move(limits);
   return out.dump(2);
 }
