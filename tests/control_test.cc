@@ -361,18 +361,26 @@ TEST(Ctl, ServeTellsTheServiceManagerWhenItIsReadyAndWhenItStops) {
   };
   ::setenv("NOTIFY_SOCKET", notify.c_str(), 1);
   std::string ready;
+  test::Run added;
+  const std::string sock = (dir.path() / "c.sock").string(), nqn = "nqn.2024-01.io.blkcopy:said";
   const auto r = test::run_cli({"serve", "--listen", fmt::format("127.0.0.1:{}", test::free_port()),
-                                "--discovery-port", "0", "--ns",
-                                "mem:1M", "--rpc", (dir.path() / "c.sock").string()},
+                                "--discovery-port", "0", "--nqn", nqn, "--ns",
+                                "mem:1M", "--rpc", sock},
                                SIGTERM, 0, [&] {
                                  if (ready.empty()) ready = take(10);
-                                 return !ready.empty();
+                                 if (ready.empty()) return false;
+                                 // Once ready, a ctl change, which serve's log then shows.
+                                 added = test::run_cli({"ctl", "--socket", sock, "add-ns", nqn, "mem:2M"});
+                                 return true;
                                });
   ::unsetenv("NOTIFY_SOCKET");
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(ready.starts_with("READY=1\n")) << ready;
   EXPECT_NE(ready.find("STATUS=serving 1 subsystem"), std::string::npos) << ready;
   EXPECT_NE(r.err.find("control socket"), std::string::npos) << "ready after the control socket";
+  EXPECT_EQ(added.exit_code, 0) << added.err;
+  EXPECT_NE(r.err.find("blkcopy serve: ctl: " + nqn + " namespace 2 added: mem:2M"), std::string::npos)
+      << "a ctl change is in serve's log without -v: " << r.err;
   EXPECT_EQ(take(20000), "STOPPING=1");
   ::close(fd);
 }

@@ -129,6 +129,11 @@ int run_serve(const ServeArgs& a) {
                               s.message()));
     } else {
       fmt::print(stderr, "blkcopy serve: control socket {} (blkcopy ctl --socket {} list)\n", path, path);
+      // What ctl changes goes to the operator's log (the journal under systemd), as a
+      // reload's changes do, not only at -v.
+      (*target)->on_control_change([](const std::string& what) {
+        fmt::print(stderr, "blkcopy serve: ctl: {}\n", printable(what));
+      });
     }
   }
   const auto bound = (*target)->bound_ports();

@@ -161,6 +161,10 @@ class Target {
   // A reload that failed before reconfigure() (its file did not parse): counted with the
   // reloads for `ctl stats` (reloads, reload_failures, last_reload).
   virtual void reload_failed(const std::string& why) = 0;
+  // `said` gets one line for each change the control socket makes (ctl add-ns, remove-host,
+  // disconnect, ...), on the target's loop, for the operator's log (serve prints them; they are
+  // also logged at info). Changes a reload makes are in its ReloadReport instead.
+  virtual void on_control_change(std::function<void(const std::string&)> said) = 0;
 };
 
 }  // namespace blkcopy::nvme

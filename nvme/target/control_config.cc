@@ -169,7 +169,7 @@ void TargetImpl::add_config_methods(std::map<std::string, ControlServer::Method>
         if (link) pc.subsystems.push_back(nqn);
         if (!link) std::erase(pc.subsystems, nqn);
         if (Status s = set_port_subsystems(id, pc.subsystems); !s.ok()) return std::unexpected(s);
-        log_info(fmt::format("serve: port {} {} {}", id, link ? "serves" : "no longer serves", nqn));
+        changed(fmt::format("port {} {} {}", id, link ? "serves" : "no longer serves", nqn));
         return json{{"id", id}, {"subsystems", pc.subsystems}};
       }
       return fail(ENOENT, fmt::format("no port {}", id));

@@ -47,7 +47,7 @@ Result<json> TargetImpl::add_host(const json& p) {
     admitted = s->allow(nqn, true);
     ++discovery_generation_;
   }
-  log_info(fmt::format("serve: host {}{}{} (ctl add-host)", nqn, admitted ? " admitted to " + sub : "",
+  changed(fmt::format("host {}{}{} (ctl add-host)", nqn, admitted ? " admitted to " + sub : "",
                        h.key.empty() && h.tls_key.empty() ? "" : ", keys set"));
   return json{{"nqn", nqn}, {"admitted", admitted}};
 }
@@ -75,7 +75,7 @@ Result<json> TargetImpl::remove_host(const json& p) {
   }
   ++discovery_generation_;
   if (!removed && !keys && !disconnected) return fail(ENOENT, fmt::format("host {} is not admitted or keyed here", nqn));
-  log_info(fmt::format("serve: host {} removed{} (ctl remove-host): {} controller{} disconnected", nqn,
+  changed(fmt::format("host {} removed{} (ctl remove-host): {} controller{} disconnected", nqn,
                        sub.empty() ? "" : " from " + sub, disconnected, disconnected == 1 ? "" : "s"));
   return json{{"nqn", nqn}, {"subsystems", removed}, {"keys_removed", keys}, {"disconnected", disconnected}};
 }

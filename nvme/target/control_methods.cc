@@ -159,7 +159,7 @@ std::map<std::string, ControlServer::Method> TargetImpl::control_methods() {
       if (l.ctrl->cntlid != id) continue;
       l.ctrl->disconnected = true;
       l.ctrl->gone = true;  // every queue of it closes on its loop's next tick
-      log_info(fmt::format("serve: controller {} of {} (host {}) disconnected by the operator",
+      changed(fmt::format("controller {} of {} (host {}) disconnected by the operator",
                            id, nqn, l.ctrl->hostnqn));
       return json{{"disconnected", id}, {"hostnqn", l.ctrl->hostnqn}};
     }
@@ -181,7 +181,7 @@ std::map<std::string, ControlServer::Method> TargetImpl::control_methods() {
                           "{\"on\": true, \"path\": FILE})");
     }
     if (Status st = trace_.start(path); !st.ok()) return std::unexpected(st);
-    log_info(fmt::format("serve: command trace into {}", path));
+    changed(fmt::format("command trace into {}", path));
     return json{{"on", true}, {"path", path}};
   };
   m["add_host"] = [this](const json& p) -> Result<json> { return add_host(p); };

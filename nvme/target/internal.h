@@ -83,6 +83,10 @@ class TargetImpl final : public Target {
   void serve_socket(int fd, PortTls tls, const std::shared_ptr<Port>& port);
   Result<ReloadReport> reconfigure(const TargetConfig& next) override;  // reload.cc
   void reload_failed(const std::string& why) override;
+  void on_control_change(std::function<void(const std::string&)> said) override { said_ = std::move(said); }
+  // A change made: logged at info, and told to on_control_change's listener unless a reload
+  // made it (its report says it).
+  void changed(const std::string& what);
   Status serve_control(const std::string& path) override;
   Status trace_to(const std::string& path) override {
     if (path.empty()) {
@@ -182,6 +186,8 @@ class TargetImpl final : public Target {
   // the loop, where another client's change or a reload would otherwise begin inside it.
   ControlServer::Method one_at_a_time(ControlServer::Method m);
   bool changing_ = false;  // a change (ctl or reload) is running, on the target's loop
+  bool reloading_ = false;  // the change running is a reload's
+  std::function<void(const std::string&)> said_;
   Result<nlohmann::json> add_host(const nlohmann::json& params);     // control_hosts.cc
   Result<nlohmann::json> remove_host(const nlohmann::json& params);
   Result<std::shared_ptr<Subsystem>> make_subsystem(const SubsystemConfig& sc);

@@ -59,6 +59,11 @@ Result<std::shared_ptr<Subsystem>> TargetImpl::make_subsystem(const SubsystemCon
   return s;
 }
 
+void TargetImpl::changed(const std::string& what) {
+  log_info("serve: " + what);
+  if (said_ && !reloading_) said_(what);
+}
+
 Result<std::shared_ptr<Namespace>> TargetImpl::make_namespace(const Subsystem& s,
                                                               const NamespaceConfig& nc) {
   const std::string& nqn = s.cfg.nqn;
@@ -175,7 +180,7 @@ Status TargetImpl::add_subsystem(std::shared_ptr<Subsystem> s) {
     return Status::error(EEXIST, fmt::format("{} is served already", nqn));
   }
   ++discovery_generation_;
-  log_info(fmt::format("serve: subsystem {} added with {} namespace(s)", nqn, namespaces));
+  changed(fmt::format("subsystem {} added with {} namespace(s)", nqn, namespaces));
   return {};
 }
 
@@ -188,7 +193,7 @@ Status TargetImpl::remove_subsystem(const std::string& nqn) {
     for (auto& p : ports_) std::erase(p->cfg.subsystems, nqn);
   }
   ++discovery_generation_;
-  log_info(fmt::format("serve: subsystem {} removed; its controllers are disconnected", nqn));
+  changed(fmt::format("subsystem {} removed; its controllers are disconnected", nqn));
   return {};
 }
 
@@ -234,7 +239,7 @@ Status TargetImpl::add_namespace(const std::string& nqn, std::shared_ptr<Namespa
              : Status::error(ENOENT, fmt::format("no subsystem {}", nqn));
   }
   namespace_changed(*s, nc.nsid);
-  log_info(fmt::format("serve: {} namespace {} added: {}", nqn, nc.nsid, nc.device));
+  changed(fmt::format("{} namespace {} added: {}", nqn, nc.nsid, nc.device));
   return {};
 }
 
@@ -248,12 +253,12 @@ Status TargetImpl::remove_namespace(const std::string& nqn, uint32_t nsid) {
       return Status::error(ENOENT, fmt::format("{} has no namespace {}", nqn, nsid));
     }
     s->remove(nsid);  // a disabled one: out of the configuration
-    log_info(fmt::format("serve: {} disabled namespace {} dropped", nqn, nsid));
+    changed(fmt::format("{} disabled namespace {} dropped", nqn, nsid));
     return {};
   }
   retire(s->remove(nsid));
   namespace_changed(*s, nsid);
-  log_info(fmt::format("serve: {} namespace {} removed (its commands in flight finish first)",
+  changed(fmt::format("{} namespace {} removed (its commands in flight finish first)",
                        nqn, nsid));
   return {};
 }
@@ -302,7 +307,7 @@ Result<uint64_t> TargetImpl::resize_namespace(const std::string& nqn, uint32_t n
   }
   retire(std::move(was));
   namespace_changed(*s, nsid);
-  log_info(fmt::format("serve: {} namespace {} resized from {} to {} bytes", nqn, nsid,
+  changed(fmt::format("{} namespace {} resized from {} to {} bytes", nqn, nsid,
                        old->id.blocks * old->lbs, bytes));
   return bytes;
 }
@@ -322,7 +327,7 @@ Result<uint16_t> TargetImpl::add_port(const PortConfig& pc) {
     ports_.push_back(std::move(*port));
   }
   ++discovery_generation_;
-  log_info(fmt::format("serve: port {} added: {}:{}", pc.id, pc.addr, bound));
+  changed(fmt::format("port {} added: {}:{}", pc.id, pc.addr, bound));
   return bound;
 }
 
@@ -338,7 +343,7 @@ Status TargetImpl::remove_port(uint16_t id) {
   port->removed = true;
   ::shutdown(port->fd, SHUT_RDWR);  // ends the accept in flight, which lets the listener go
   ++discovery_generation_;
-  log_info(fmt::format("serve: port {} ({}:{}) removed; its connections are closed", id,
+  changed(fmt::format("port {} ({}:{}) removed; its connections are closed", id,
                        port->cfg.addr, port->bound));
   return {};
 }

@@ -48,11 +48,11 @@ Result<Target::ReloadReport> TargetImpl::reconfigure(const TargetConfig& next) {
   if (changing_) {
     done = fail(EBUSY, "a ctl change is in progress; reload again");
   } else {
-    changing_ = true;
+    changing_ = reloading_ = true;
     struct Done {
       bool& flag;
       ~Done() { flag = false; }
-    } reset{changing_};
+    } reset{changing_}, reset_reload{reloading_};
     done = apply(next);
   }
   if (!done) {
