@@ -23,6 +23,7 @@
 #include "nvme/host/queue.h"
 #include "nvme/tcp/tls_session.h"
 #include "tests/served_target.h"
+#include "tests/scripted_target.h"
 #include "tests/test_util.h"
 
 namespace blkcopy {
@@ -230,7 +231,9 @@ TEST(TlsOverLoopback, APskForOneHostDoesNotConnectAsAnother) {
 // Where TLS is optional, hosts without a TLS key come in clear text; a host with one must use
 // it (its NQN alone, which anyone can send, does not let it in).
 TEST(TlsOverLoopback, AnOptionalPortServesTlsAndClearTextAndDiscoverySaysWhichPortNeedsWhat) {
-  test::Served t(tls_config());
+  TargetConfig cfg = tls_config();
+  cfg.discovery_port = test::free_port();  // lists every port (an I/O port lists its own)
+  test::Served t(cfg);
   auto loop = test::make_loop();
   auto secured = open_device(*loop, spec(t.ports()[1], kHost, "&tls_key=" + kSpecKey));
   ASSERT_TRUE(secured) << secured.error().message();
@@ -242,15 +245,25 @@ TEST(TlsOverLoopback, AnOptionalPortServesTlsAndClearTextAndDiscoverySaysWhichPo
   EXPECT_NE(impostor.error().message().find("refused"), std::string::npos) << impostor.error().message();
   test::write_bytes(**secured, 1 << 20, test::pattern(0, 8192, 9));
   EXPECT_EQ(test::read_bytes(**clear, 1 << 20, 8192), test::pattern(0, 8192, 9));
-  // The discovery log, read in clear text on the optional port.
-  test::NvmeClient c;
-  ASSERT_TRUE(c.open(t.ports()[1]));
-  ASSERT_EQ(c.connect(0, kDiscoveryNqn, keyless).status, 0);
+  // The discovery log, read in clear text on the discovery port: both ports.
   Sqe get{};
   get.opcode = admin::kGetLogPage;
   const uint32_t len = kDiscHeaderSize + 2 * kDiscEntrySize;
   get.cdw10 = kLogDiscovery | ((len / 4 - 1) << 16);
   std::vector<uint8_t> log;
+  {
+    // Through the optional I/O port, as Linux nvmet: that port's record only.
+    test::NvmeClient io;
+    ASSERT_TRUE(io.open(t.ports()[1]));
+    ASSERT_EQ(io.connect(0, kDiscoveryNqn, keyless).status, 0);
+    ASSERT_EQ(io.command(get, {}, &log, len).status, 0);
+    ASSERT_EQ(log[8], 1) << "one record";
+    const uint8_t* e = log.data() + kDiscHeaderSize;
+    EXPECT_EQ(e[disc::kPortid] | e[disc::kPortid + 1] << 8, 2) << "the port it came through";
+  }
+  test::NvmeClient c;
+  ASSERT_TRUE(c.open(cfg.discovery_port));
+  ASSERT_EQ(c.connect(0, kDiscoveryNqn, keyless).status, 0);
   ASSERT_EQ(c.command(get, {}, &log, len).status, 0);
   ASSERT_EQ(log[8], 2) << "two records";
   for (int i = 0; i < 2; ++i) {
@@ -264,7 +277,7 @@ TEST(TlsOverLoopback, AnOptionalPortServesTlsAndClearTextAndDiscoverySaysWhichPo
   test::TempDir dir;
   const std::string key_file = (dir.path() / "tls.key").string();
   std::ofstream(key_file) << kSpecKey << "\n";
-  const auto with = test::run_cli({"discover", fmt::format("127.0.0.1:{}", t.ports()[1]), "--hostnqn",
+  const auto with = test::run_cli({"discover", fmt::format("127.0.0.1:{}", cfg.discovery_port), "--hostnqn",
                                    kHost, "--tls-key-file", key_file});
   ASSERT_EQ(with.exit_code, 0) << with.err;
   size_t strings = 0;
@@ -274,7 +287,7 @@ TEST(TlsOverLoopback, AnOptionalPortServesTlsAndClearTextAndDiscoverySaysWhichPo
     EXPECT_NE(line.find("&tls_key_file=" + key_file), std::string::npos) << line;
   }
   EXPECT_EQ(strings, 2u) << with.out;
-  const auto without = test::run_cli({"discover", fmt::format("127.0.0.1:{}", t.ports()[1]),
+  const auto without = test::run_cli({"discover", fmt::format("127.0.0.1:{}", cfg.discovery_port),
                                       "--hostnqn", keyless});
   ASSERT_EQ(without.exit_code, 0) << without.err;
   EXPECT_EQ(without.out.find("&tls_key_file=FILE"), without.out.rfind("&tls_key_file=FILE"))

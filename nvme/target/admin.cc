@@ -99,7 +99,9 @@ void get_log_page(TargetRequest& r) {
   std::vector<uint8_t> made;  // a page made for this controller
   std::span<const uint8_t> page;
   if (lid == kLogDiscovery && !s) {
-    made = q.target().discovery_log(ctrl.hostnqn, q.transport().local_address());
+    const auto* through = q.transport().came_through();
+    const auto via = through ? through->lock() : nullptr;
+    made = q.target().discovery_log(ctrl.hostnqn, q.transport().local_address(), via.get());
     page = made;
   } else if (lid == kLogChangedNs && s) {
     // Read with RAE (bit 15) 0, the list empties and the event may be sent again.

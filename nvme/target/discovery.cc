@@ -5,10 +5,12 @@
 namespace blkcopy::nvme {
 
 std::vector<uint8_t> TargetImpl::discovery_log(const std::string& host,
-                                               const std::string& local_addr) const {
+                                               const std::string& local_addr, const Port* via) const {
   std::vector<std::vector<uint8_t>> entries;
   std::lock_guard lock(ports_mu_);
+  const bool one_port = via && via->cfg.id != 0;  // port ID 0 is the discovery port
   for (const auto& port : ports_) {
+    if (one_port && port.get() != via) continue;
     const PortConfig& p = port->cfg;
     // A port listening everywhere is announced at the address this host reached.
     const bool wildcard = p.addr == "0.0.0.0" || p.addr == "::";

@@ -131,7 +131,10 @@ class TargetImpl final : public Target {
   }
   // The discovery log page for `host`; `local_addr` is the address its connection reached,
   // reported for ports that listen on every address.
-  std::vector<uint8_t> discovery_log(const std::string& host, const std::string& local_addr) const;
+  // The discovery log for `host`: through an I/O port (`via`), that port's subsystems, as Linux
+  // nvmet lists them; through the discovery port or a socket served directly, every port's.
+  std::vector<uint8_t> discovery_log(const std::string& host, const std::string& local_addr,
+                                     const Port* via = nullptr) const;
   // The budgets' queues of loop `worker`, and a connection's share of each.
   BudgetQueue& data_queue(unsigned worker) { return *workers_[worker]->data_queue; }
   BudgetQueue& copy_queue(unsigned worker) { return *workers_[worker]->copy_queue; }
