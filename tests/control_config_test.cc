@@ -401,6 +401,24 @@ TEST(CtlConfig, AChangeWaitingForADeviceHoldsOffOthers) {
 
 // As Linux nvmet links subsystems to ports: a host reaches only the subsystems listed on the
 // port it came through.
+// One file served as two namespaces (at start, or added later through another subsystem) is
+// warned about, naming both; two RAM devices are two devices.
+TEST(CtlConfig, TheSameFileAsTwoNamespacesIsWarnedAbout) {
+  test::TempDir dir;
+  const std::string file = dir.file("shared", 4 << 20, 12);
+  Ctl ctl{(dir.path() / "ctl.sock").string()};
+  TargetConfig cfg = config();
+  cfg.subsystems[0].namespaces.push_back({2, "file:" + file, "", true});
+  cfg.subsystems[0].namespaces.push_back({3, "mem:8M,seed=4", "", true});
+  test::LogCapture log;
+  test::Served t(cfg, ctl.sock);
+  EXPECT_FALSE(log.has("same storage")) << "one file, one RAM device of the same string twice";
+  ctl.ok({"add-subsystem", kOther, "--allow-any-host", "--ns", file});
+  EXPECT_TRUE(eventually([&] { return log.has(kOther + " namespace 1 is the same storage as " + kSub + " namespace 2"); }));
+  ctl.ok({"add-ns", kSub, file});
+  EXPECT_TRUE(eventually([&] { return log.has(kSub + " namespace 4 is the same storage as " + kSub + " namespace 2"); }));
+}
+
 TEST(CtlConfig, APortServesOnlyItsSubsystems) {
   TargetConfig cfg = config();
   cfg.ports.push_back({2, "127.0.0.1", 0, {kOther}, PortTls::none});

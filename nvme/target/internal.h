@@ -87,6 +87,9 @@ class TargetImpl final : public Target {
   // A change made: logged at info, and told to on_control_change's listener unless a reload
   // made it (its report says it).
   void changed(const std::string& what);
+  // Warns when `n` (of `s`) is the storage of another namespace served (SPDK refuses it, by
+  // its bdev claims; here it is said).
+  void warn_if_shared(const Subsystem& s, const Namespace& n);
   Status serve_control(const std::string& path) override;
   Status trace_to(const std::string& path) override {
     if (path.empty()) {

@@ -49,6 +49,7 @@ Result<std::shared_ptr<Subsystem>> TargetImpl::make_subsystem(const SubsystemCon
       continue;
     }
     auto n = make_namespace(*s, nc);
+    if (n) warn_if_shared(*s, **n);
     if (!n || !s->add(*n, nc)) {  // what was opened goes as a removed namespace does
       for (const auto& made : s->namespaces()) retire(s->remove(made->nsid));
       if (n) retire(std::move(*n));
@@ -240,7 +241,25 @@ Status TargetImpl::add_namespace(const std::string& nqn, std::shared_ptr<Namespa
   }
   namespace_changed(*s, nc.nsid);
   changed(fmt::format("{} namespace {} added: {}", nqn, nc.nsid, nc.device));
+  warn_if_shared(*s, *n);
   return {};
+}
+
+void TargetImpl::warn_if_shared(const Subsystem& s, const Namespace& n) {
+  if (reloading_) return;  // a reload moving a file opens it twice for a moment
+  std::vector<std::pair<const Subsystem*, std::shared_ptr<Namespace>>> others;
+  for (const auto& ns : s.namespaces()) others.emplace_back(&s, ns);
+  for (const auto& sub : subsystems_.all()) {
+    if (sub.get() == &s) continue;
+    for (const auto& ns : sub->namespaces()) others.emplace_back(sub.get(), ns);
+  }
+  for (const auto& [sub, other] : others) {
+    if (other.get() == &n || !n.dev->same_storage(*other->dev)) continue;
+    log_warning(fmt::format("serve: {} namespace {} is the same storage as {} namespace {}: hosts "
+                            "cache two namespaces apart, so what is written through one may not be "
+                            "seen through the other; serve it once",
+                            s.cfg.nqn, n.nsid, sub->cfg.nqn, other->nsid));
+  }
 }
 
 Status TargetImpl::remove_namespace(const std::string& nqn, uint32_t nsid) {
