@@ -65,14 +65,6 @@ std::optional<std::string> missing_file(const std::string& dev) {
   return f->path;
 }
 
-// The size of the regular file a device string names; nullopt for other devices.
-std::optional<uint64_t> regular_file_size(const std::string& dev) {
-  auto f = file_spec(dev);
-  struct stat st {};
-  if (!f || f->scheme == "dm:" || ::stat(f->path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return std::nullopt;
-  return static_cast<uint64_t>(st.st_size);
-}
-
 // Makes `path` a new regular file of `size` bytes (never over an existing one).
 Status create_file(const std::string& path, uint64_t size) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
@@ -186,7 +178,8 @@ int run_copy(const Args& a) {
     const uint32_t block = src->limits().logical_block_size;
     // The unit a length must be a multiple of: the larger of the two devices' blocks.
     const uint32_t unit = std::max(block, dst ? (*dst)->limits().logical_block_size : block);
-    const auto size = regular_file_size(src_ep->device);
+    const auto file = regular_file(src_ep->device);
+    const auto size = file ? std::optional<uint64_t>(uint64_t(file->st_size)) : std::nullopt;
     // A file that ends inside a block: its device ends at the last whole block, and copying
     // "all of it" would leave the tail behind without a word.
     if (size && *size > cap && off < *size) {

@@ -62,10 +62,9 @@ std::string holds_data(const std::string& dev) {
 // A regular file that is mostly holes: reads of holes and reflinks of holes cost the file system
 // little, so the figures say little of the data it will hold. fio lays its files out first.
 void warn_if_sparse(const std::string& dev) {
-  auto f = file_spec(dev);
-  struct stat st {};
-  if (!f || f->scheme == "dm:" || ::stat(f->path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return;
-  const uint64_t allocated = uint64_t(st.st_blocks) * 512, size = uint64_t(st.st_size);
+  const auto st = regular_file(dev);
+  if (!st) return;
+  const uint64_t allocated = uint64_t(st->st_blocks) * 512, size = uint64_t(st->st_size);
   if (size >= (1u << 20) && allocated < size / 2) {
     log_warning(fmt::format("{} is sparse ({} of {} allocated): reads and copies of its holes measure "
                             "little; write it out first for figures of real data",

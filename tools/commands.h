@@ -4,6 +4,8 @@
 #include <CLI/CLI.hpp>
 #include <blkcopy/status.h>
 
+#include <sys/stat.h>
+
 #include <optional>
 #include <string>
 
@@ -49,6 +51,9 @@ struct FileSpec {
   std::string scheme, path, options;
 };
 std::optional<FileSpec> file_spec(const std::string& dev);
+// What stat(2) says of the regular file a device string names (a plain path or file:PATH);
+// nullopt for anything else (a block device, a table, mem:, a file that is not there).
+std::optional<struct stat> regular_file(const std::string& dev);
 // The same string with a relative path made absolute: serve opens files from its own working
 // directory (/ under systemd), not the caller's.
 std::string absolute_device(const std::string& dev);

@@ -1,5 +1,7 @@
 // The file a device string names (file:PATH[,options], dm:TABLE, or a plain path), for the
 // commands that resolve or create it (commands.h).
+#include <sys/stat.h>
+
 #include <filesystem>
 
 #include "tools/commands.h"
@@ -19,6 +21,13 @@ std::optional<FileSpec> file_spec(const std::string& dev) {
     return std::nullopt;
   }
   return FileSpec{"", dev, ""};  // a plain path is taken whole
+}
+
+std::optional<struct stat> regular_file(const std::string& dev) {
+  auto f = file_spec(dev);
+  struct stat st {};
+  if (!f || f->scheme == "dm:" || ::stat(f->path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return std::nullopt;
+  return st;
 }
 
 std::string absolute_device(const std::string& dev) {
